@@ -1,0 +1,244 @@
+"""Command line: `slamon run|check-config|probe|demo`. Never shows a traceback to a user."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from slamon import __version__
+
+EXIT_OK = 0
+EXIT_FAIL = 1
+EXIT_USAGE = 2
+
+
+def _err(message: str) -> None:
+    print(f"slamon: error: {message}", file=sys.stderr)
+
+
+def _run_async(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """Run on uvloop when installed (faster probe path), else the stdlib loop."""
+    try:
+        import uvloop
+
+        factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main())
+
+
+def _load(path: str) -> Any:
+    """Load a config, printing every error; returns None when invalid."""
+    from slamon.config.loader import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"error: {line}", file=sys.stderr)
+        n = len(exc.errors)
+        print(f"{path}: {n} error{'s' if n != 1 else ''}", file=sys.stderr)
+        return None
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(args.file)
+    if config is None:
+        return EXIT_USAGE
+    kinds: dict[str, int] = {}
+    for t in config.targets:
+        kinds[t.kind] = kinds.get(t.kind, 0) + 1
+    detail = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+    print(
+        f"{args.file}: OK: {len(config.targets)} targets"
+        + (f" ({detail})" if detail else "")
+        + f", {len(config.slos)} SLOs"
+    )
+    return EXIT_OK
+
+
+def _start_daemon(config: Any, config_path: str, before: Any = None, after: Any = None) -> int:
+    from slamon.config.loader import load_config
+    from slamon.daemon import Daemon, StartupError
+    from slamon.log import configure_logging
+
+    configure_logging(config.logging.level, config.logging.format)
+
+    async def main() -> int:
+        if before is not None:
+            await before()
+        daemon = Daemon(config, config_path=config_path, loader=load_config)
+        try:
+            await daemon.run()
+        except StartupError as exc:
+            _err(str(exc))
+            return EXIT_FAIL
+        finally:
+            if after is not None:
+                await after()
+        return EXIT_OK
+
+    return _run_async(main)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_USAGE
+    return _start_daemon(config, args.config)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from slamon.demo import DemoTargets
+
+    config = _load(args.config)
+    if config is None:
+        return EXIT_USAGE
+    demo = DemoTargets()
+
+    async def before() -> None:
+        try:
+            await demo.start()
+        except OSError as exc:
+            raise SystemExit(f"slamon: error: cannot start demo targets: {exc.strerror or exc}")
+        print(
+            f"demo targets up on 127.0.0.1 ports {sorted(demo.ports.values())}; "
+            f"scripted outage every {int(demo_cycle())} s. Metrics: "
+            f"http://{config.server.listen}/metrics  (Ctrl-C to stop)",
+            file=sys.stderr,
+        )
+
+    def demo_cycle() -> float:
+        from slamon.demo import CYCLE
+
+        return CYCLE
+
+    return _start_daemon(config, args.config, before=before, after=demo.stop)
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from slamon.config.models import Target
+    from slamon.probers import get_prober
+    from slamon.redact import redact_url
+
+    url: str = args.url
+    spec: dict[str, Any]
+    if url.startswith("tcp://"):
+        hostport = url[len("tcp://") :].rstrip("/")
+        host, _, port = hostport.rpartition(":")
+        spec = {"kind": "tcp", "tcp": {"host": host.strip("[]"), "port": port}}
+        if args.expect:
+            spec["tcp"]["expect"] = args.expect
+    else:
+        http: dict[str, Any] = {"url": url, "method": args.method,
+                                "tls_verify": not args.insecure}
+        if args.status:
+            http["valid_status_codes"] = args.status
+        if args.contains:
+            http["body_contains"] = args.contains
+        if args.ca_file:
+            http["ca_file"] = args.ca_file
+        if args.no_follow:
+            http["follow_redirects"] = False
+        if args.max_time:
+            http["max_response_time"] = args.max_time
+        spec = {"kind": "http", "http": http}
+    try:
+        from slamon.durations import parse_duration
+
+        timeout = parse_duration(args.timeout)
+        target = Target.model_validate(
+            {"id": "probe", "interval": timeout + 1, "timeout": timeout, **spec}
+        )
+    except (ValidationError, ValueError) as exc:
+        if isinstance(exc, ValidationError):
+            for e in exc.errors():
+                loc = ".".join(str(p) for p in e["loc"])
+                _err(f"{loc}: {e['msg'].removeprefix('Value error, ')}")
+        else:
+            _err(str(exc))
+        return EXIT_USAGE
+
+    async def main() -> int:
+        result = await get_prober(target.kind)(target, target.timeout)
+        shown = redact_url(url)
+        phases = " ".join(f"{k}={v * 1000:.1f}ms" for k, v in result.phases.items())
+        status = f" {result.status_code}" if result.status_code is not None else ""
+        if result.ok:
+            print(f"OK {shown}{status} in {result.duration * 1000:.1f}ms  {phases}".rstrip())
+        else:
+            reason = result.reason.value if result.reason else "other"
+            print(f"FAIL {shown}{status} reason={reason}: {result.detail} "
+                  f"({result.duration * 1000:.1f}ms)")
+        return EXIT_OK if result.ok else EXIT_FAIL
+
+    return _run_async(main)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="slamon",
+        description="SLA monitor: probes, SLIs, error budgets and signed SLA verdicts.",
+    )
+    parser.add_argument("--version", action="version", version=f"slamon {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the daemon")
+    p.add_argument("-c", "--config", required=True, help="config file (YAML)")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("check-config", help="validate a config file and print every error")
+    p.add_argument("file")
+    p.set_defaults(func=_cmd_check_config)
+
+    p = sub.add_parser("probe", help="probe one URL once (http(s)://... or tcp://host:port)")
+    p.add_argument("url")
+    p.add_argument("--timeout", default="10s", help="probe timeout (default 10s)")
+    p.add_argument("--method", default="GET")
+    p.add_argument("--status", action="append", help="valid status codes (repeatable, e.g. 2xx)")
+    p.add_argument("--contains", action="append", help="body must contain (repeatable)")
+    p.add_argument("--expect", help="tcp: regex the server's first bytes must match")
+    p.add_argument("--max-time", help="fail as too_slow above this response time")
+    p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
+    p.add_argument("--ca-file", help="CA bundle for TLS verification")
+    p.add_argument("--no-follow", action="store_true", help="do not follow redirects")
+    p.set_defaults(func=_cmd_probe)
+
+    p = sub.add_parser("demo", help="start local demo targets with an outage and run on them")
+    p.add_argument("-c", "--config", default="config/example.yaml")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except SystemExit:
+        raise
+    except Exception as exc:  # last line of defence: a message, never a traceback
+        if os.environ.get("SLAMON_DEBUG"):
+            raise
+        from slamon.redact import redact_text
+
+        _err(
+            f"unexpected {type(exc).__name__}: {redact_text(str(exc))}. "
+            "Set SLAMON_DEBUG=1 for details."
+        )
+        return EXIT_FAIL
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+

@@ -1,0 +1,188 @@
+"""The long-running process: wires config -> scheduler -> live state -> server.
+
+uvicorn's split: the config object (slamon.config), the server (slamon.server)
+and this supervisor that owns the lifecycle: start, reload, graceful stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from slamon.config.models import Config
+from slamon.live import LiveState, TargetStatus
+from slamon.log import get_logger
+from slamon.metrics import SlamonCollector, make_registry
+from slamon.probers.base import ProbeResult
+from slamon.scheduler import SAFETY_MARGIN, Scheduler
+from slamon.server import HttpServer, build_app
+
+#: how often composite SLO slices are closed
+ADVANCE_EVERY = 1.0
+
+
+class StartupError(Exception):
+    """A problem that stops the daemon from starting; the message is for the user."""
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: str | Path | None = None,
+        loader: Callable[[str | Path], Config] | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self._loader = loader
+        self.log = get_logger()
+        self.live = LiveState(config, on_transition=self._log_transition)
+        self.scheduler: Scheduler | None = None
+        self.ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self.collector = SlamonCollector(lambda: self.live, self._scheduler_stats)
+        self.registry = make_registry(self.collector)
+        self.server: HttpServer | None = None
+        self.reloads_failed = 0
+        self.reloads_ok = 0
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    # -- lifecycle --------------------------------------------------------
+    async def start(self) -> None:
+        app = build_app(self.registry, self.ready)
+        self.server = HttpServer(app, self.config.server.host, self.config.server.port)
+        try:
+            await self.server.start()
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen on {self.config.server.listen}: {exc.strerror or exc}"
+            ) from None
+        self.scheduler = Scheduler(
+            self.config.targets,
+            max_concurrency=self.config.scheduler.max_concurrency,
+            on_result=self._on_result,
+            on_missed=self.live.record_missed,
+            spread=self.config.scheduler.spread,
+        )
+        self._tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
+        self._tasks.append(asyncio.create_task(self._advance_loop(), name="advance"))
+        await self.scheduler.wait_scheduled()
+        self.ready.set()
+        self.log.info(
+            "started",
+            listen=self.config.server.listen,
+            port=self.server.bound_port,
+            targets=len(self.config.targets),
+            slos=len(self.config.slos),
+        )
+
+    async def run(self) -> None:
+        """Run until SIGTERM/SIGINT; SIGHUP reloads the config file."""
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop, sig)
+                installed.append(sig)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, self._spawn_reload)
+            installed.append(signal.SIGHUP)
+        try:
+            await self.start()
+            await self._stop.wait()
+        finally:
+            await self.shutdown()
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    def request_stop(self, sig: signal.Signals | None = None) -> None:
+        if not self._stop.is_set():
+            self.log.info("stopping", signal=sig.name if sig else None)
+        self._stop.set()
+
+    async def shutdown(self) -> None:
+        """Stop scheduling, let in-flight probes finish (bounded by their timeouts)."""
+        if self.scheduler is not None:
+            self.scheduler.stop()
+            longest = max((t.timeout for t in self.config.targets), default=0.0)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(longest + SAFETY_MARGIN + 1):
+                    await self.scheduler.drain()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self.server is not None:
+            await self.server.stop()
+            self.server = None
+        self.log.info("stopped")
+
+    # -- reload -----------------------------------------------------------
+    def _spawn_reload(self) -> None:
+        self._tasks.append(asyncio.create_task(self.reload(), name="reload"))
+
+    async def reload(self) -> bool:
+        """Validate the new config first; on any error keep running the old one."""
+        if self.config_path is None or self._loader is None:
+            self.log.warning("reload_unavailable", reason="no config file")
+            return False
+        from slamon.config.loader import ConfigError
+
+        try:
+            new = await asyncio.to_thread(self._loader, self.config_path)
+        except ConfigError as exc:
+            self.reloads_failed += 1
+            self.log.error("reload_failed", errors=exc.errors)
+            return False
+        if new.server != self.config.server:
+            self.log.warning("reload_server_unchanged", reason="server.listen needs a restart")
+        self.config = new
+        self.live.apply_config(new)
+        if self.scheduler is not None:
+            self.scheduler.update_targets(new.targets)
+        self.reloads_ok += 1
+        self.log.info("reloaded", targets=len(new.targets), slos=len(new.slos))
+        return True
+
+    # -- callbacks --------------------------------------------------------
+    def _scheduler_stats(self) -> Any:
+        return self.scheduler.stats if self.scheduler is not None else None
+
+    def _on_result(self, target: Any, scheduled: float, result: ProbeResult) -> None:
+        try:
+            self.live.record(target, scheduled, result)
+        except Exception:
+            self.log.exception("record_failed", target=target.id)
+
+    def _log_transition(self, status: TargetStatus, result: ProbeResult) -> None:
+        if result.ok:
+            self.log.info("target_up", target=status.target.id, duration=round(result.duration, 4))
+        else:
+            self.log.warning(
+                "target_down",
+                target=status.target.id,
+                reason=result.reason.value if result.reason else None,
+                detail=result.detail,
+            )
+
+    async def _advance_loop(self) -> None:
+        while True:
+            self.live.advance(time.time())
+            await asyncio.sleep(ADVANCE_EVERY)
+
+
+def install_uvloop() -> bool:
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
