@@ -105,7 +105,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         try:
             await demo.start()
         except OSError as exc:
-            raise SystemExit(f"slamon: error: cannot start demo targets: {exc.strerror or exc}")
+            raise SystemExit(
+                f"slamon: error: cannot start demo targets: {exc.strerror or exc}"
+            ) from None
         print(
             f"demo targets up on 127.0.0.1 ports {sorted(demo.ports.values())}; "
             f"scripted outage every {int(demo_cycle())} s. Metrics: "

@@ -14,15 +14,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from slamon.config.models import Config
+from slamon.config.models import Config, Target
 from slamon.live import LiveState, TargetStatus
 from slamon.log import get_logger
 from slamon.metrics import SlamonCollector, make_registry
 from slamon.probers.base import ProbeResult
-from slamon.scheduler import SAFETY_MARGIN, Scheduler
+from slamon.scheduler import SAFETY_MARGIN, Scheduler, phase_offset
 from slamon.server import HttpServer, build_app
+from slamon.sla_tracker import SlaTracker
+from slamon.store import Restored, StateStore, StoreError, StoreWriteError
 
-#: how often composite SLO slices are closed
+#: how often composite SLO slices are closed and due SLA periods looked for
 ADVANCE_EVERY = 1.0
 
 
@@ -52,14 +54,108 @@ class Daemon:
         self.reloads_failed = 0
         self.reloads_ok = 0
         self._tasks: list[asyncio.Task[Any]] = []
+        self.store: StateStore | None = None
+        self.tracker: SlaTracker | None = None
+        self.start_at = 0.0
+        self._store_failing = False
+
+    # -- state ------------------------------------------------------------
+    async def _open_state(self) -> None:
+        """Open the store and resume: windows, SLA periods, downtime as no data."""
+        path = self.config.state.resolved_path()
+        store = StateStore(path)
+        try:
+            await store.open()
+            restored = await store.load()
+        except StoreError as exc:
+            await store.close()
+            raise StartupError(str(exc)) from None
+        self.store = store
+        self.start_at = time.time()
+        replayed = self._restore_windows(restored)
+        self.tracker = SlaTracker(
+            self.config, store, self.log, flush_interval=self.config.state.flush_interval
+        )
+        await self.tracker.start(restored.sla_progress, self.start_at)
+        filled = self.tracker.fill_gaps(restored.progress, self.start_at, self._offset)
+        await store.flush()
+        self.log.info(
+            "state_restored",
+            path=str(path),
+            snapshots=len(restored.snapshots),
+            journal_replayed=replayed,
+            no_data_ticks_filled=filled,
+        )
+
+    def _offset(self, target: Target) -> float:
+        return phase_offset(target.id, target.interval) if self.config.scheduler.spread else 0.0
+
+    def _restore_windows(self, restored: Restored) -> int:
+        for slo_id, state in self.live.slos.items():
+            snap = restored.snapshots.get(slo_id)
+            if snap is not None and snap[0] == self.live.shape(slo_id):
+                try:
+                    state.restore(snap[1])
+                except ValueError as exc:
+                    self.log.warning("snapshot_ignored", slo=slo_id, reason=str(exc))
+        replayed = 0
+        for target_id, t, ok, duration in restored.journal:
+            replayed += self.live.replay(target_id, t, ok, duration)
+        return replayed
+
+    def _snapshots(self) -> dict[str, tuple[str, bytes]]:
+        return {
+            slo_id: (self.live.shape(slo_id), state.to_bytes())
+            for slo_id, state in self.live.slos.items()
+        }
+
+    async def _flush(self, snapshot: bool = False) -> None:
+        if self.store is None:
+            return
+        try:
+            await self.store.flush(self._snapshots if snapshot else None)
+        except StoreWriteError as exc:
+            if not self._store_failing:
+                self.log.error("state_write_failed", reason=str(exc),
+                               detail="probing continues; results are kept in memory")
+            self._store_failing = True
+            return
+        if self._store_failing:
+            self.log.info("state_write_recovered")
+        self._store_failing = False
+
+    async def _flush_loop(self) -> None:
+        state = self.config.state
+        loop = asyncio.get_running_loop()
+        next_snapshot = loop.time() + state.snapshot_interval
+        while True:
+            await asyncio.sleep(state.flush_interval)
+            snap = loop.time() >= next_snapshot
+            if snap:
+                next_snapshot = loop.time() + state.snapshot_interval
+            await self._flush(snapshot=snap)
+
+    async def _close_periods(self) -> None:
+        if self.tracker is None or self._store_failing:
+            return
+        try:
+            await self.tracker.close_due()
+        except (StoreWriteError, StoreError) as exc:
+            self.log.error("period_close_failed", reason=str(exc))
+            self._store_failing = True
+        except Exception as exc:  # keep probing whatever happens here
+            self.log.exception("period_close_failed", reason=str(exc))
 
     # -- lifecycle --------------------------------------------------------
     async def start(self) -> None:
+        # state first: a broken state file must stop start-up before anything runs
+        await self._open_state()
         app = build_app(self.registry, self.ready)
         self.server = HttpServer(app, self.config.server.host, self.config.server.port)
         try:
             await self.server.start()
         except OSError as exc:
+            self.server = None
             raise StartupError(
                 f"cannot listen on {self.config.server.listen}: {exc.strerror or exc}"
             ) from None
@@ -67,11 +163,13 @@ class Daemon:
             self.config.targets,
             max_concurrency=self.config.scheduler.max_concurrency,
             on_result=self._on_result,
-            on_missed=self.live.record_missed,
+            on_missed=self._on_missed,
             spread=self.config.scheduler.spread,
+            start_at=self.start_at,
         )
         self._tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
         self._tasks.append(asyncio.create_task(self._advance_loop(), name="advance"))
+        self._tasks.append(asyncio.create_task(self._flush_loop(), name="flush"))
         await self.scheduler.wait_scheduled()
         self.ready.set()
         self.log.info(
@@ -123,6 +221,11 @@ class Daemon:
         if self.server is not None:
             await self.server.stop()
             self.server = None
+        if self.store is not None:
+            await self._flush(snapshot=True)
+            await self._close_periods()
+            await self.store.close()
+            self.store = None
         self.log.info("stopped")
 
     # -- reload -----------------------------------------------------------
@@ -146,6 +249,8 @@ class Daemon:
             self.log.warning("reload_server_unchanged", reason="server.listen needs a restart")
         self.config = new
         self.live.apply_config(new)
+        if self.tracker is not None:
+            self.tracker.apply_config(new, time.time())
         if self.scheduler is not None:
             self.scheduler.update_targets(new.targets)
         self.reloads_ok += 1
@@ -156,9 +261,23 @@ class Daemon:
     def _scheduler_stats(self) -> Any:
         return self.scheduler.stats if self.scheduler is not None else None
 
-    def _on_result(self, target: Any, scheduled: float, result: ProbeResult) -> None:
+    def _on_result(self, target: Target, scheduled: float, result: ProbeResult) -> None:
         try:
             self.live.record(target, scheduled, result)
+            if self.tracker is not None:
+                self.tracker.record(target, scheduled, result.ok, result.duration)
+            if self.store is not None and self.live.has_slos(target.id):
+                self.store.note_outcome(target.id, scheduled, result.ok, result.duration)
+        except Exception:
+            self.log.exception("record_failed", target=target.id)
+
+    def _on_missed(self, target: Target, scheduled: float) -> None:
+        try:
+            self.live.record_missed(target, scheduled)
+            if self.tracker is not None:
+                self.tracker.record_missed(target, scheduled)
+            if self.store is not None and self.live.has_slos(target.id):
+                self.store.note_outcome(target.id, scheduled, None, None)
         except Exception:
             self.log.exception("record_failed", target=target.id)
 
@@ -176,6 +295,7 @@ class Daemon:
     async def _advance_loop(self) -> None:
         while True:
             self.live.advance(time.time())
+            await self._close_periods()
             await asyncio.sleep(ADVANCE_EVERY)
 
 

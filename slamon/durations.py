@@ -48,7 +48,10 @@ def parse_duration(value: object) -> float:
         total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
         pos = match.end()
     if pos != len(text) or not text:
-        raise ValueError(f"invalid duration {value!r}: use a number with a unit (ms, s, m, h, d, w), e.g. 30s or 1h30m")
+        raise ValueError(
+            f"invalid duration {value!r}: use a number with a unit "
+            "(ms, s, m, h, d, w), e.g. 30s or 1h30m"
+        )
     return total
 
 

@@ -7,10 +7,11 @@ prometheus-client objects.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from slamon.config.models import Config, Slo, Target
+from slamon.config.models import Config, Target
 from slamon.probers.base import FailureReason, ProbeResult
 from slamon.sli.slo import SloState
 
@@ -35,6 +36,7 @@ class LiveState:
         self.targets: dict[str, TargetStatus] = {}
         self.slos: dict[str, SloState] = {}
         self._slos_by_target: dict[str, list[SloState]] = {}
+        self._slo_keys: dict[str, object] = {}
         self._on_transition = on_transition
         self.apply_config(config)
 
@@ -49,12 +51,15 @@ class LiveState:
                 self.targets[tid] = prev
             else:
                 self.targets[tid] = TargetStatus(target)
-        old_slos = self.slos
-        self.slos = {}
+        old_slos, old_keys = self.slos, self._slo_keys
+        self.slos, self._slo_keys = {}, {}
         for slo in config.slos:
             prev_state = old_slos.get(slo.id)
             parts = [by_id[t] for t in slo.targets]
-            if prev_state is not None and self._same_slo(prev_state, slo, parts):
+            # an SLO keeps its windows across a reload only if nothing that shapes them changed
+            key = (slo, tuple((t.id, t.interval, t.timeout) for t in parts))
+            self._slo_keys[slo.id] = key
+            if prev_state is not None and old_keys.get(slo.id) == key:
                 self.slos[slo.id] = prev_state
             else:
                 self.slos[slo.id] = SloState(
@@ -66,15 +71,6 @@ class LiveState:
         for state in self.slos.values():
             for tid in state.parts:
                 self._slos_by_target.setdefault(tid, []).append(state)
-
-    @staticmethod
-    def _same_slo(state: SloState, slo: Slo, parts: list[Target]) -> bool:
-        if state.slo != slo:
-            return False
-        return all(
-            state.intervals.get(t.id) == t.interval and state.timeouts.get(t.id) == t.timeout
-            for t in parts
-        )
 
     # -- scheduler callbacks ---------------------------------------------
     def record(self, target: Target, scheduled: float, result: ProbeResult) -> None:
@@ -106,6 +102,24 @@ class LiveState:
         status.missed += 1
         for slo_state in self._slos_by_target.get(target.id, ()):
             slo_state.record_no_data(target.id, scheduled)
+
+    def has_slos(self, target_id: str) -> bool:
+        return target_id in self._slos_by_target
+
+    def shape(self, slo_id: str) -> str:
+        """Fingerprint of what shapes an SLO's windows: a snapshot only restores onto
+        the same shape (a changed objective, part or interval starts afresh)."""
+        return hashlib.sha256(repr(self._slo_keys[slo_id]).encode()).hexdigest()[:32]
+
+    def replay(self, target_id: str, t: float, ok: int | None, duration: float | None) -> int:
+        """Re-apply a journaled outcome to the SLO windows (not to live counters)."""
+        states = self._slos_by_target.get(target_id, ())
+        for slo_state in states:
+            if ok is None:
+                slo_state.record_no_data(target_id, t)
+            else:
+                slo_state.record(target_id, t, bool(ok), duration or 0.0)
+        return 1 if states else 0
 
     def advance(self, now: float) -> None:
         for slo_state in self.slos.values():

@@ -222,6 +222,11 @@ class SlamonCollector(Collector):
         )
         lag.add_metric([], stats.lag.cumulative(), sum_value=stats.lag.total)
         yield lag
+        lag_max = GaugeMetricFamily(
+            "slamon_scheduler_lag_max_seconds", "Largest scheduling lag seen since start"
+        )
+        lag_max.add_metric([], stats.lag.max)
+        yield lag_max
         missed = CounterMetricFamily(
             "slamon_scheduler_missed",
             "Ticks slamon could not run in time (counted as no data)",

@@ -38,6 +38,11 @@ def phase_offset(target_id: str, interval: float) -> float:
     return (int.from_bytes(digest, "big") / 2**64) * interval
 
 
+def first_tick(start_at: float, interval: float, offset: float) -> int:
+    """Index of the first tick at or after `start_at`."""
+    return math.ceil((start_at - offset) / interval)
+
+
 @dataclass(eq=False, slots=True)
 class _Entry:
     target: Target
@@ -61,10 +66,13 @@ class LagHistogram:
     counts: list[int] = field(default_factory=lambda: [0] * (len(LAG_BUCKETS) + 1))
     total: float = 0.0
     count: int = 0
+    max: float = 0.0
 
     def observe(self, value: float) -> None:
         self.total += value
         self.count += 1
+        if value > self.max:
+            self.max = value
         for i, bound in enumerate(self.buckets):
             if value <= bound:
                 self.counts[i] += 1
@@ -100,6 +108,7 @@ class Scheduler:
         on_missed: MissedCallback,
         spread: bool = True,
         prober_for: Callable[[str], Prober] | None = None,
+        start_at: float | None = None,
     ) -> None:
         self._max_concurrency = max_concurrency
         self._on_result = on_result
@@ -119,6 +128,9 @@ class Scheduler:
         self._stopping = False
         self._first_round: asyncio.Event | None = None
         self._initial_targets = list(targets)
+        #: wall time from which ticks are run: the state store fills the ticks
+        #: before it as no data, so the two must agree on this instant
+        self._start_at = start_at
         self.stats = SchedulerStats()
 
     # -- public -----------------------------------------------------------
@@ -132,7 +144,7 @@ class Scheduler:
         self._wakeup = asyncio.Event()
         self._first_round = asyncio.Event()
         for target in self._initial_targets:
-            self._add(target, loop)
+            self._add(target, loop, self._start_at)
         self._initial_targets = []
         self._first_round.set()
         while not self._stopping:
@@ -180,12 +192,14 @@ class Scheduler:
             self._wakeup.set()
 
     # -- internals --------------------------------------------------------
-    def _add(self, target: Target, loop: asyncio.AbstractEventLoop) -> None:
+    def _add(
+        self, target: Target, loop: asyncio.AbstractEventLoop, start_at: float | None = None
+    ) -> None:
         interval = target.interval
         offset = phase_offset(target.id, interval) if self._spread else 0.0
         entry = _Entry(target, self._prober_for(target.kind), interval, offset)
         wall_now = time.time()
-        entry.tick = math.ceil((wall_now - offset) / interval)
+        entry.tick = first_tick(wall_now if start_at is None else start_at, interval, offset)
         entry.due = loop.time() + (entry.wall(entry.tick) - wall_now)
         self._entries[target.id] = entry
         self._push(entry)

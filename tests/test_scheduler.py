@@ -9,6 +9,7 @@ servers). Intervals are below the config's 1 s minimum to keep tests short;
 from __future__ import annotations
 
 import asyncio
+import itertools
 import statistics
 from collections import Counter, defaultdict
 
@@ -94,7 +95,7 @@ async def test_no_drift_over_many_ticks() -> None:
     assert not rec.missed
     scheduled = [s for _, s, _ in rec.results]
     # scheduled times are exact multiples of the interval plus the phase
-    steps = [b - a for a, b in zip(scheduled, scheduled[1:], strict=False)]
+    steps = [b - a for a, b in itertools.pairwise(scheduled)]
     assert all(abs(s - interval) < 1e-6 for s in steps), steps[:5]
     offset = phase_offset("a", interval)
     assert all(abs(((s - offset) / interval) - round((s - offset) / interval)) < 1e-6
@@ -137,7 +138,7 @@ async def test_a_target_never_has_two_probes_in_flight() -> None:
     seen = [s for _, s, _ in rec.results] + [s for _, s in rec.missed]
     assert len(seen) == len(set(seen))
     ordered = sorted(seen)
-    gaps = [round((b - a) / interval) for a, b in zip(ordered, ordered[1:], strict=False)]
+    gaps = [round((b - a) / interval) for a, b in itertools.pairwise(ordered)]
     assert set(gaps) == {1}, "no tick may vanish without an outcome"
 
 

@@ -6,8 +6,12 @@ ignored setting.
 
 from __future__ import annotations
 
+import difflib
 import math
+import os
 import re
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -343,12 +347,14 @@ def default_alert_windows() -> list[AlertWindow]:
 
 
 def slo_problems(
-    targets: list[str], sli: str | None, has_threshold: bool, window: float | None
+    targets: list[str | None], sli: str | None, has_threshold: bool, window: float | None
 ) -> list[Problem]:
     """Cross-field checks of one SLO (None = that field is itself invalid)."""
     problems: list[Problem] = []
     first: dict[str, int] = {}
     for j, tid in enumerate(targets):
+        if tid is None:
+            continue
         if tid in first:
             problems.append(
                 (("targets", j), f"target {tid!r} listed twice (also targets[{first[tid]}])")
@@ -382,7 +388,8 @@ class Slo(Strict):
     @classmethod
     def _objective(cls, value: float) -> float:
         if 1 < value <= 100:
-            raise ValueError(f"objective is a ratio: use {value / 100:g} for {value:g}%")
+            # a fixed example: the message must not echo a value (it may come from ${ENV})
+            raise ValueError("objective is a ratio: use 0.999 for 99.9%")
         if value == 1:
             raise ValueError("must be less than 1: an objective of 100% leaves no error budget")
         if not 0 < value < 1:
@@ -398,8 +405,15 @@ class Slo(Strict):
 
     @model_validator(mode="after")
     def _checks(self) -> Slo:
+        if "alert_windows" not in self.model_fields_set:
+            # the workbook pairs are for a 30d SLO: drop those longer than this SLO's window
+            fitting = [aw for aw in self.alert_windows if aw.long <= self.window]
+            object.__setattr__(self, "alert_windows", fitting)
         problems = slo_problems(
-            list(self.targets), self.sli, self.latency_threshold is not None, self.window
+            list[str | None](self.targets),
+            self.sli,
+            self.latency_threshold is not None,
+            self.window,
         )
         if problems:
             raise PathError.many(problems)
@@ -451,7 +465,7 @@ class SchedulerConfig(Strict):
 
 def reference_problems(
     targets: list[tuple[str | None, float | None]],
-    slos: list[tuple[str | None, list[str], float | None]],
+    slos: list[tuple[str | None, list[str | None], float | None]],
     targets_complete: bool = True,
 ) -> list[Problem]:
     """Checks across sections. Pure, shared with the loader's raw pass.
@@ -484,12 +498,14 @@ def reference_problems(
                 slo_seen[sid] = i
         unknown = False
         for j, tid in enumerate(refs):
-            if tid not in seen:
+            if tid is None:
+                unknown = True
+            elif tid not in seen:
                 unknown = True
                 if targets_complete:
                     problems.append((("slos", i, "targets", j), _unknown_target(tid, seen)))
         if slice_ is not None and refs and not unknown:
-            known = [intervals[t] for t in refs]
+            known = [intervals[t] for t in refs if t is not None]
             if all(v is not None for v in known):
                 longest = max(v for v in known if v is not None)
                 if slice_ < longest:
@@ -515,28 +531,40 @@ def _unknown_target(tid: str, known: dict[str, int]) -> str:
     return message
 
 
-class Config(Strict):
-    server: ServerConfig = Field(default_factory=ServerConfig)
-    logging: LoggingConfig = Field(default_factory=LoggingConfig)
-    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
-    targets: list[Target] = Field(default_factory=list)
-    slos: list[Slo] = Field(default_factory=list)
+class StateConfig(Strict):
+    """Durable state (SQLite). Defaults suit systemd's StateDirectory=."""
 
-    @model_validator(mode="after")
-    def _references(self) -> Config:
-        problems = reference_problems(
-            [(t.id, t.interval) for t in self.targets],
-            [(s.id, list(s.targets), s.slice) for s in self.slos],
-        )
-        if problems:
-            raise PathError.many(problems)
-        return self
+    #: default: $STATE_DIRECTORY/slamon.sqlite3 (systemd), else ./state/slamon.sqlite3
+    path: str | None = None
+    #: how often pending results are written (one transaction per flush)
+    flush_interval: Duration = 1.0
+    #: how often SLO windows are snapshotted (the journal covers the time between)
+    snapshot_interval: Duration = 60.0
+    #: how long evidence leaves of closed periods are kept
+    evidence_retention: Duration = 400 * 86400.0
 
-    def target(self, target_id: str) -> Target:
-        for t in self.targets:
-            if t.id == target_id:
-                return t
-        raise KeyError(target_id)
+    @field_validator("flush_interval")
+    @classmethod
+    def _flush(cls, value: float) -> float:
+        if not 0.05 <= value <= 60:
+            raise ValueError("must be between 50ms and 1m")
+        return value
+
+    @field_validator("snapshot_interval")
+    @classmethod
+    def _snap(cls, value: float) -> float:
+        if not 1 <= value <= 3600:
+            raise ValueError("must be between 1s and 1h")
+        return value
+
+    def resolved_path(self, environ: Mapping[str, str] | None = None) -> Path:
+        env = os.environ if environ is None else environ
+        if self.path:
+            return Path(self.path).expanduser()
+        state_dir = env.get("STATE_DIRECTORY", "").split(":")[0]
+        if state_dir:
+            return Path(state_dir) / "slamon.sqlite3"
+        return Path("state") / "slamon.sqlite3"
 
 
 class PathError(ValueError):
@@ -568,3 +596,91 @@ def _dotted(loc: Loc) -> str:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
+
+
+from slamon.config.sla import MaintenanceWindow, Sla  # noqa: E402 - sla.py imports from here
+
+
+def sla_problems(
+    slas: list[Sla],
+    slos: list[Slo],
+    targets: list[Target],
+    maintenance: list[MaintenanceWindow],
+) -> list[Problem]:
+    """References from `slas` and `maintenance` to SLOs, targets and each other."""
+    problems: list[Problem] = []
+    slo_by_id = {s.id: s for s in slos}
+    target_by_id = {t.id: t for t in targets}
+    seen: dict[str, int] = {}
+    onchain: dict[bytes, int] = {}
+    for i, sla in enumerate(slas):
+        if sla.id in seen:
+            problems.append(
+                (("slas", i, "id"), f"duplicate id {sla.id!r} (also slas[{seen[sla.id]}])")
+            )
+        else:
+            seen[sla.id] = i
+        slo = slo_by_id.get(sla.slo)
+        if slo is None:
+            message = f"unknown SLO {sla.slo!r}"
+            close = difflib.get_close_matches(sla.slo, list(slo_by_id), n=1)
+            if close:
+                message += f"; did you mean {close[0]!r}?"
+            problems.append((("slas", i, "slo"), message))
+            continue
+        key = sla.onchain_id_bytes
+        if key in onchain:
+            problems.append(
+                (("slas", i, "onchain_id"), f"same on-chain id as slas[{onchain[key]}]")
+            )
+        else:
+            onchain[key] = i
+        parts = [target_by_id[t] for t in slo.targets if t in target_by_id]
+        if len(parts) > 1:
+            longest = max(t.interval for t in parts)
+            if sla.resolution_s < longest:
+                problems.append(
+                    (
+                        ("slas", i, "evidence_resolution"),
+                        "a composite SLA needs buckets at least as long as the longest part "
+                        f"interval ({format_duration(longest)}), or most buckets lack a probe",
+                    )
+                )
+    for i, window in enumerate(maintenance):
+        for j, tid in enumerate(window.targets):
+            if tid not in target_by_id:
+                problems.append((("maintenance", i, "targets", j), _unknown_target(tid, {
+                    t: 0 for t in target_by_id})))
+        for j, sid in enumerate(window.slas):
+            if sid not in seen:
+                problems.append((("maintenance", i, "slas", j), f"unknown SLA {sid!r}"))
+    return problems
+
+
+class Config(Strict):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    targets: list[Target] = Field(default_factory=list)
+    slos: list[Slo] = Field(default_factory=list)
+    slas: list[Sla] = Field(default_factory=list)
+    maintenance: list[MaintenanceWindow] = Field(default_factory=list)
+    state: StateConfig = Field(default_factory=StateConfig)
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        problems = reference_problems(
+            [(t.id, t.interval) for t in self.targets],
+            [(s.id, list[str | None](s.targets), s.slice) for s in self.slos],
+        )
+        if not problems:
+            problems = sla_problems(self.slas, self.slos, self.targets, self.maintenance)
+        if problems:
+            raise PathError.many(problems)
+        return self
+
+    def target(self, target_id: str) -> Target:
+        for t in self.targets:
+            if t.id == target_id:
+                return t
+        raise KeyError(target_id)

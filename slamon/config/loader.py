@@ -1,0 +1,636 @@
+"""Config file -> validated `Config`, with every mistake reported by path.
+
+Steps: read the file, parse YAML (rejecting duplicate keys), interpolate
+`${VAR}` / `${VAR:-default}` in string values, validate with pydantic, and
+turn every problem into one line `path: message` (e.g.
+`targets[3].timeout: must be shorter than interval (10s)`).
+
+Secrets: values that came from the environment are never shown in a message.
+pydantic's `input` is never used in messages except through `_show`, which
+hides interpolated values; messages of our own validators are scrubbed of any
+interpolated value as well. The original `ValidationError` (which holds the
+inputs) is not chained to the `ConfigError`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+import types
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from slamon.config.models import (
+    KINDS,
+    Config,
+    HttpSpec,
+    Loc,
+    PathError,
+    Problem,
+    Target,
+    TcpSpec,
+    alert_window_problems,
+    reference_problems,
+    slo_problems,
+    target_problems,
+)
+from slamon.durations import parse_duration
+
+__all__ = ["ConfigError", "format_path", "load_config", "parse_config"]
+
+
+class ConfigError(Exception):
+    """The config is unusable. `errors` holds one `path: message` line per problem."""
+
+    def __init__(self, errors: list[str], source: str = "<config>") -> None:
+        self.errors = list(errors)
+        self.source = source
+        n = len(self.errors)
+        head = f"{source}: {n} error{'s' if n != 1 else ''}"
+        super().__init__(head + "".join(f"\n  {line}" for line in self.errors))
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file. `env` defaults to `os.environ`.
+
+    Raises ConfigError (never OSError, YAMLError or ValidationError).
+    """
+    name = os.fspath(path)
+    text = _read(name)
+    return parse_config(text, source=name, env=os.environ if env is None else env)
+
+
+def parse_config(
+    text: str, source: str = "<config>", env: Mapping[str, str] | None = None
+) -> Config:
+    """Validate config text. `env` (default: empty) feeds `${VAR}` interpolation."""
+    env = {} if env is None else env
+    data = _parse_yaml(text, source)
+    interp = _Interpolator(env)
+    try:
+        resolved = interp.walk(data, ())
+    except _TooLarge:
+        raise ConfigError(
+            ["config is too large (YAML aliases expand to over a million values)"], source
+        ) from None
+    except RecursionError:
+        raise ConfigError(["config is nested too deeply"], source) from None
+    result: Config | None = None
+    errors: list[_Err] = []
+    try:
+        result = Config.model_validate(resolved)
+    except ValidationError as exc:
+        errors = _convert(exc, resolved, interp)
+        # pydantic skips model validators when a field is invalid: run the
+        # cross-field and cross-reference checks on the raw data too.
+        errors += [_Err(loc, msg) for loc, msg in _cross_check(resolved)]
+    except RecursionError:
+        raise ConfigError(["config is nested too deeply"], source) from None
+    errors = [e for e in errors if not _under_any(e.loc, interp.failed)]
+    errors += [_Err(loc, msg) for loc, msg in interp.errors]
+    if result is not None and not errors:
+        return result
+    raise ConfigError(_render(errors, resolved, interp), source)
+
+
+# --------------------------------------------------------------------- file/YAML
+
+
+def _read(name: str) -> str:
+    problem: str
+    try:
+        raw = Path(name).read_bytes()
+    except IsADirectoryError:
+        problem = "is a directory, not a config file"
+    except FileNotFoundError:
+        problem = "file not found"
+    except PermissionError:
+        problem = "permission denied"
+    except OSError as exc:
+        problem = f"cannot read: {exc.strerror or type(exc).__name__}"
+    else:
+        try:
+            return raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            problem = f"not valid UTF-8 text (byte {exc.start})"
+    raise ConfigError([f"{name}: {problem}"], name)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys instead of keeping the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Node] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                if not isinstance(key, Hashable):
+                    continue  # the base class reports unhashable keys
+                try:
+                    first = seen.get(key)
+                except TypeError:
+                    continue
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"duplicate key {key!r} "
+                        f"(first defined at line {first.start_mark.line + 1})",
+                        key_node.start_mark,
+                    )
+                seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+def _mark(mark: Any) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}"
+
+
+def _parse_yaml(text: str, source: str) -> dict[str, Any]:
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "invalid YAML"
+        if exc.problem and exc.context:
+            where = f" at {_mark(exc.context_mark)}" if exc.context_mark is not None else ""
+            problem = f"{exc.problem} ({exc.context}{where})"
+        line = f"{_mark(mark)}: {problem}" if mark is not None else problem
+        raise ConfigError([line], source) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"invalid YAML: {exc}"], source) from None
+    except RecursionError:
+        raise ConfigError(["config is nested too deeply"], source) from None
+    if data is None:
+        raise ConfigError(["config is empty"], source)
+    if not isinstance(data, dict):
+        raise ConfigError(
+            [
+                "top level must be a mapping of sections (server, logging, scheduler, "
+                f"targets, slos), not {_kind_of(data)}"
+            ],
+            source,
+        )
+    return data
+
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return type(value).__name__
+
+
+# ------------------------------------------------------------------ interpolation
+
+_REF = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+_MAX_NODES = 1_000_000
+
+
+class _TooLarge(Exception):
+    pass
+
+
+@dataclass
+class _Interp:
+    """One interpolated string value."""
+
+    template: str
+    value: str
+    #: (variable name, value it contributed) for each reference
+    parts: list[tuple[str, str]] = field(default_factory=list)
+
+    def placeholder(self) -> str:
+        names = ", ".join(dict.fromkeys(f"${{{name}}}" for name, _ in self.parts))
+        return f"(value from {names} not shown)"
+
+
+class _Interpolator:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.done: dict[Loc, _Interp] = {}
+        self.errors: list[Problem] = []
+        self.failed: list[Loc] = []
+        self._memo: dict[int, Any] = {}
+        self._count = 0
+
+    def walk(self, value: Any, loc: Loc) -> Any:
+        self._count += 1
+        if self._count > _MAX_NODES:
+            raise _TooLarge
+        if isinstance(value, str):
+            return self._string(value, loc)
+        if isinstance(value, dict | list):
+            # YAML aliases share objects: a value without any `${` is reused as
+            # is, so an alias bomb is not expanded here.
+            key = id(value)
+            if key in self._memo:
+                return self._memo[key]
+            if isinstance(value, dict):
+                out: Any = {k: self.walk(v, (*loc, _loc_key(k))) for k, v in value.items()}
+            else:
+                out = [self.walk(v, (*loc, i)) for i, v in enumerate(value)]
+            if out == value:
+                self._memo[key] = value
+                return value
+            return out
+        return value
+
+    def _string(self, text: str, loc: Loc) -> str:
+        if "${" not in text:
+            return text
+        pieces: list[str] = []
+        record = _Interp(text, "")
+        pos = 0
+        failed = False
+        for match in _REF.finditer(text):
+            pieces.append(text[pos : match.start()])
+            pos = match.end()
+            token = match.group(0)
+            if token == "$${":
+                pieces.append("${")
+                continue
+            body = match.group(1)
+            if body is None:
+                self._fail(
+                    loc, "unclosed ${: write ${NAME} or ${NAME:-default}, or $${ for a literal ${"
+                )
+                failed = True
+                break
+            name, sep, default = body.partition(":-")
+            if not _VAR_NAME.fullmatch(name):
+                self._fail(
+                    loc,
+                    f"invalid reference ${{{body}}}: write ${{NAME}} or ${{NAME:-default}}, "
+                    "or $${ for a literal ${",
+                )
+                failed = True
+                continue
+            env_value = self.env.get(name)
+            if env_value is None or (sep and env_value == ""):
+                if not sep:
+                    self._fail(loc, f"environment variable {name} is not set")
+                    failed = True
+                    continue
+                pieces.append(default)
+            else:
+                pieces.append(env_value)
+                record.parts.append((name, env_value))
+        if failed:
+            return text
+        pieces.append(text[pos:])
+        record.value = "".join(pieces)
+        self.done[loc] = record
+        return record.value
+
+    def _fail(self, loc: Loc, message: str) -> None:
+        self.errors.append((loc, message))
+        if loc not in self.failed:
+            self.failed.append(loc)
+
+
+def _loc_key(key: Any) -> str | int:
+    return key if isinstance(key, str | int) and not isinstance(key, bool) else str(key)
+
+
+# ------------------------------------------------------------ pydantic -> lines
+
+
+@dataclass
+class _Err:
+    loc: Loc
+    message: str
+    #: the message may quote a value (a validator's own message): scrub it
+    scrub: bool = True
+
+
+def _under_any(loc: Loc, prefixes: Iterable[Loc]) -> bool:
+    return any(loc[: len(p)] == p for p in prefixes)
+
+
+_TAG = re.compile(r"^[a-z][a-z0-9_-]*\[.*\]$")
+_TYPE_NAMES = {"int", "float", "str", "bool", "bytes", "none", "list", "dict"}
+
+
+def _clean_loc(loc: tuple[Any, ...], data: Any) -> Loc:
+    """Drop pydantic's union/validator tags; keep real keys and indexes."""
+    out: list[str | int] = []
+    node: Any = data
+    for part in loc:
+        present = (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        )
+        if present:
+            out.append(part)
+            node = node[part]
+            continue
+        if isinstance(part, str) and (
+            _TAG.match(part) or part in _TYPE_NAMES or (part[:1].isupper() and node is not None)
+        ):
+            continue
+        out.append(part)
+        node = None
+    return tuple(out)
+
+
+def _convert(exc: ValidationError, data: Any, interp: _Interpolator) -> list[_Err]:
+    out: list[_Err] = []
+    for err in exc.errors(include_url=False):
+        loc = _clean_loc(tuple(err["loc"]), data)
+        typ = err["type"]
+        ctx = err.get("ctx") or {}
+        if typ in ("value_error", "assertion_error"):
+            cause = ctx.get("error")
+            if isinstance(cause, PathError):
+                out += [_Err((*loc, *sub), msg) for sub, msg in cause.items]
+                continue
+            text = str(cause) if cause is not None else _strip_prefix(err["msg"])
+            out.append(_Err(loc, text))
+            continue
+        out.append(_Err(*_describe(typ, loc, err, data, interp), scrub=True))
+    return out
+
+
+def _strip_prefix(msg: str) -> str:
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            return msg[len(prefix) :]
+    return msg
+
+
+def _show(loc: Loc, interp: _Interpolator, value: Any) -> str:
+    """repr of an input value, unless it came from the environment."""
+    record = interp.done.get(loc)
+    if record is not None and record.parts:
+        return record.placeholder()
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _describe(typ: str, loc: Loc, err: Any, data: Any, interp: _Interpolator) -> tuple[Loc, str]:
+    msg: str = err["msg"]
+    ctx = err.get("ctx") or {}
+    value = err.get("input")
+    if loc and loc[-1] == "[key]":
+        loc = loc[:-1]
+        return loc, "key " + msg.replace("Input should be", "must be")
+    if typ == "extra_forbidden":
+        return loc, _unknown_key(loc)
+    if typ == "missing":
+        return loc, "missing required key"
+    if value is None and (typ.endswith("_type") or typ.endswith("_parsing")):
+        return loc, "has no value: give one or remove the key"
+    if typ == "literal_error":
+        expected = ctx.get("expected", "")
+        what = "kind" if loc and loc[-1] == "kind" else "value"
+        return loc, f"unknown {what} {_show(loc, interp, value)}: must be one of {expected}"
+    if typ in ("model_type", "model_attributes_type", "dict_type"):
+        return loc, f"must be a mapping (key: value), not {_kind_of(value)}"
+    if typ == "list_type":
+        return loc, f"must be a list, not {_kind_of(value)}"
+    if typ in ("string_type",):
+        hint = ""
+        if isinstance(value, bool):
+            hint = " (YAML reads yes/no/on/off/true/false as booleans: quote it)"
+        elif isinstance(value, int | float):
+            hint = " (quote numbers meant as text)"
+        return loc, f"must be a string, not {_kind_of(value)}{hint}"
+    if typ in ("too_short", "string_too_short") and ctx.get("min_length") == 1:
+        return loc, "must not be empty"
+    if typ in ("int_type", "int_parsing", "int_from_float"):
+        return loc, "must be a whole number"
+    if typ in ("float_type", "float_parsing", "finite_number"):
+        return loc, "must be a number"
+    if typ in ("bool_type", "bool_parsing"):
+        return loc, "must be true or false"
+    return loc, msg.replace("Input should be", "must be")
+
+
+def _unknown_key(loc: Loc) -> str:
+    key = str(loc[-1]) if loc else ""
+    model = _model_at(loc[:-1])
+    if model is None:
+        return "unknown key"
+    fields = list(model.model_fields)
+    lowered = {f.lower(): f for f in fields}
+    close = [lowered[key.lower()]] if key.lower() in lowered else []
+    close = close or difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key; did you mean {close[0]!r}?"
+    if model is Target:
+        for section, spec in (("http", HttpSpec), ("tcp", TcpSpec)):
+            if key in spec.model_fields:
+                return f"unknown key; {key!r} goes inside the {section!r} section"
+    if len(fields) <= 12:
+        return f"unknown key (valid keys: {', '.join(fields)})"
+    return "unknown key"
+
+
+def _unwrap(tp: Any) -> Any:
+    while True:
+        origin = get_origin(tp)
+        if origin is Annotated:
+            tp = get_args(tp)[0]
+            continue
+        if origin is Union or origin is types.UnionType:
+            args = [a for a in get_args(tp) if a is not type(None)]
+            models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+            if len(args) == 1:
+                tp = args[0]
+                continue
+            if len(models) == 1:
+                tp = models[0]
+                continue
+        return tp
+
+
+def _model_at(loc: Loc) -> type[BaseModel] | None:
+    tp: Any = Config
+    for part in loc:
+        tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            if not isinstance(part, str) or part not in tp.model_fields:
+                return None
+            tp = tp.model_fields[part].annotation
+            continue
+        origin = get_origin(tp)
+        if origin is list and isinstance(part, int):
+            tp = get_args(tp)[0]
+        elif origin is dict:
+            tp = get_args(tp)[1]
+        else:
+            return None
+    tp = _unwrap(tp)
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+
+# ---------------------------------------------------------------- raw cross-check
+
+
+def _duration(
+    section: Mapping[Any, Any], key: str, default: float | None, low: float
+) -> float | None:
+    """The duration at `key` if it is valid on its own, else None."""
+    if key not in section:
+        return default
+    try:
+        value = parse_duration(section[key])
+    except ValueError:
+        return None
+    if math.isnan(value) or math.isinf(value) or value < low:
+        return None
+    return value
+
+
+def _prefixed(prefix: Loc, problems: list[Problem]) -> list[Problem]:
+    return [((*prefix, *sub), msg) for sub, msg in problems]
+
+
+def _cross_check(data: Mapping[str, Any]) -> list[Problem]:
+    """Model-validator checks, run on the raw data so they report even when
+    pydantic stopped at a field error. Same functions, same messages."""
+    problems: list[Problem] = []
+    targets: list[tuple[str | None, float | None]] = []
+    complete = True
+    raw_targets = data.get("targets", [])
+    if not isinstance(raw_targets, list):
+        raw_targets, complete = [], False
+    for i, t in enumerate(raw_targets):
+        if not isinstance(t, dict):
+            targets.append((None, None))
+            complete = False
+            continue
+        tid = t.get("id") if isinstance(t.get("id"), str) else None
+        complete = complete and tid is not None
+        interval = _duration(t, "interval", 30.0, 1.0)
+        timeout = _duration(t, "timeout", 10.0, 1e-9)
+        kind = t.get("kind")
+        if isinstance(kind, str):
+            sections = {k for k in KINDS if t.get(k) is not None}
+            problems += _prefixed(
+                ("targets", i), target_problems(kind, interval, timeout, sections)
+            )
+        targets.append((tid, interval))
+    slos: list[tuple[str | None, list[str | None], float | None]] = []
+    raw_slos = data.get("slos", [])
+    for i, s in enumerate(raw_slos if isinstance(raw_slos, list) else []):
+        if not isinstance(s, dict):
+            continue
+        sid = s.get("id") if isinstance(s.get("id"), str) else None
+        raw_refs = s.get("targets")
+        refs: list[str | None] = (
+            [r if isinstance(r, str) else None for r in raw_refs]
+            if isinstance(raw_refs, list)
+            else []
+        )
+        sli = s.get("sli", "availability")
+        problems += _prefixed(
+            ("slos", i),
+            slo_problems(
+                refs,
+                sli if sli in ("availability", "latency") else None,
+                s.get("latency_threshold") is not None,
+                _duration(s, "window", 30 * 86400.0, 0.0),
+            ),
+        )
+        windows = s.get("alert_windows")
+        for j, w in enumerate(windows if isinstance(windows, list) else []):
+            if isinstance(w, dict):
+                problems += _prefixed(
+                    ("slos", i, "alert_windows", j),
+                    alert_window_problems(
+                        _duration(w, "long", None, 1e-9), _duration(w, "short", None, 1e-9)
+                    ),
+                )
+        slos.append((sid, refs, _duration(s, "slice", None, 0.0)))
+    problems += reference_problems(targets, slos, targets_complete=complete)
+    return problems
+
+
+# ---------------------------------------------------------------------- output
+
+
+def format_path(loc: Loc) -> str:
+    """('targets', 3, 'http', 'url') -> targets[3].http.url"""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z0-9_-]+", part):
+            out += f".{part}" if out else part
+        else:
+            quoted = part.replace("\\", "\\\\").replace('"', '\\"')
+            out += f'["{quoted}"]'
+    return out
+
+
+def _order_key(data: Any, loc: Loc) -> tuple[int, ...]:
+    """Position of `loc` in the document, so errors come out in file order."""
+    key: list[int] = []
+    node: Any = data
+    for part in loc:
+        if isinstance(node, dict):
+            keys = list(node)
+            if part in node:
+                key.append(keys.index(part))
+                node = node[part]
+                continue
+            key.append(len(keys))
+        elif isinstance(node, list) and isinstance(part, int):
+            key.append(part)
+            node = node[part] if 0 <= part < len(node) else None
+            continue
+        node = None
+    return tuple(key)
+
+
+def _scrub(message: str, loc: Loc, interp: _Interpolator) -> str:
+    """Remove interpolated values from a message: whole values at or around `loc`
+    first, then any variable's value (long ones anywhere in the message)."""
+    records = [r for r in interp.done.items() if r[1].parts]
+    related = [r for w, r in records if loc[: len(w)] == w or w[: len(loc)] == loc]
+    for record in related:
+        message = _replace(message, [record.value], record.placeholder())
+    for record in related:
+        message = _replace(message, [v for _, v in record.parts], record.placeholder())
+    for _, record in records:
+        long_values = [v for _, v in record.parts if len(v) >= 8]
+        message = _replace(message, long_values, record.placeholder())
+    return message
+
+
+def _replace(message: str, secrets: list[str], placeholder: str) -> str:
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        if secret:
+            for form in (repr(secret), secret):
+                message = message.replace(form, placeholder)
+    return message
+
+
+def _render(errors: list[_Err], data: Any, interp: _Interpolator) -> list[str]:
+    ordered = sorted(enumerate(errors), key=lambda p: (_order_key(data, p[1].loc), p[0]))
+    lines: list[str] = []
+    for _, err in ordered:
+        message = _scrub(err.message, err.loc, interp) if err.scrub else err.message
+        path = format_path(err.loc)
+        line = f"{path}: {message}" if path else message
+        if line not in lines:
+            lines.append(line)
+    return lines

@@ -1,0 +1,343 @@
+"""Config models for SLA periods, accounting policies and maintenance windows.
+
+Pure pydantic, like models.py: wired into `Config` as `slas: list[Sla]` and
+`maintenance: list[MaintenanceWindow]`. The arithmetic lives in
+slamon.periods, slamon.maintenance, slamon.period_result and slamon.policy.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from functools import lru_cache
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from eth_utils.crypto import keccak
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+
+from slamon.config.models import Duration, Id, PathError, Strict
+from slamon.durations import format_duration
+from slamon.maintenance import parse_cron, parse_hhmm
+
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+WEEKDAYS: tuple[str, ...] = (
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+)
+_SHORT_DAYS = {d[:3]: d for d in WEEKDAYS}
+
+#: longest recurring maintenance window; bounds the look-back when enumerating
+MAX_MAINTENANCE = 31 * 86400.0
+
+
+@lru_cache(maxsize=256)
+def zone(name: str) -> ZoneInfo:
+    """Cached ZoneInfo lookup (raises ValueError for unknown names)."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown timezone {name!r}: use an IANA name like Europe/Berlin") from exc
+
+
+def _check_zone(value: str) -> str:
+    zone(value)
+    return value
+
+
+def parse_instant(value: Any) -> int:
+    """Unix seconds from an int, or an ISO 8601 string/datetime *with* offset.
+
+    Naive times are refused: an SLA boundary must not depend on the host's zone.
+    """
+    if isinstance(value, bool):
+        raise ValueError("expected an ISO 8601 time with offset or unix seconds")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if value != int(value):
+            raise ValueError("unix time must be whole seconds")
+        return int(value)
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(
+                f"invalid time {value!r}: use ISO 8601 with offset, e.g. 2024-01-01T00:00:00Z"
+            ) from None
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("time needs a UTC offset (e.g. Z or +01:00)")
+        ts = value.timestamp()
+        if ts != int(ts):
+            raise ValueError("time must be whole seconds")
+        return int(ts)
+    raise ValueError("expected an ISO 8601 time with offset or unix seconds")
+
+
+Instant = Annotated[int, BeforeValidator(parse_instant)]
+
+
+class PeriodSpec(Strict):
+    """Which periods an SLA is judged over. See slamon.periods for ids and DST rules."""
+
+    kind: Literal["hourly", "daily", "weekly", "monthly", "fixed"]
+    #: IANA zone for calendar periods (not allowed for fixed)
+    timezone: str = "UTC"
+    week_start: Weekday = "monday"
+    #: fixed periods only: length (whole seconds, >= 1m) and anchor (start of period 0)
+    length: Duration | None = None
+    anchor: Instant | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        return _check_zone(value)
+
+    @field_validator("week_start", mode="before")
+    @classmethod
+    def _week_start(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            low = value.strip().lower()
+            return _SHORT_DAYS.get(low, low)
+        return value
+
+    @model_validator(mode="after")
+    def _checks(self) -> PeriodSpec:
+        is_set = self.model_fields_set
+        if self.kind == "fixed":
+            if self.length is None:
+                raise PathError(("length",), "required for fixed periods")
+            if self.length != int(self.length) or self.length < 60:
+                raise PathError(("length",), "must be whole seconds and at least 1m")
+            if "timezone" in is_set:
+                raise PathError(("timezone",), "not allowed for fixed periods (they are absolute)")
+        else:
+            for name in ("length", "anchor"):
+                if name in is_set:
+                    raise PathError((name,), "only allowed for fixed periods")
+        if "week_start" in is_set and self.kind != "weekly":
+            raise PathError(("week_start",), "only allowed for weekly periods")
+        return self
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return zone(self.timezone)
+
+    @property
+    def length_s(self) -> int:
+        """Fixed period length in seconds."""
+        assert self.length is not None
+        return int(self.length)
+
+    @property
+    def anchor_s(self) -> int:
+        return 0 if self.anchor is None else self.anchor
+
+
+class AccountingPolicy(Strict):
+    """How events that are not plain good/bad probes count. Hashed into policy_digest."""
+
+    #: semantics version; bump when the meaning of any field changes
+    version: Literal[1] = 1
+    #: probes slamon failed to run: neither good nor bad (exclude), or counted as bad/good
+    no_data: Literal["exclude", "bad", "good"] = "exclude"
+    #: maintenance windows: excluded from valid events, or counted like any other time
+    maintenance: Literal["exclude", "count"] = "count"
+
+
+_BYTES32_RE = re.compile(r"^0x[0-9a-fA-F]{64}$")
+
+
+class Sla(Strict):
+    id: Id
+    #: the SLO whose targets (and objective, by default) this SLA is judged on
+    slo: Id
+    period: PeriodSpec
+    #: fraction in (0, 1) with at most 6 decimals (it becomes parts per million); None = the SLO's
+    objective: float | None = Field(default=None, gt=0, lt=1)
+    #: fewer valid events than this in a period gives no verdict ("insufficient data")
+    min_valid_samples: int = Field(default=0, ge=0)
+    #: a period closes at end + grace, so late probe results still land in it
+    grace: Duration = 300.0
+    #: bucket length of the evidence leaves (see docs/evidence.md)
+    evidence_resolution: Duration = 60.0
+    policy: AccountingPolicy = Field(default_factory=AccountingPolicy)
+    #: explicit bytes32 on-chain id (0x + 64 hex); default keccak256(utf8(id))
+    onchain_id: str | None = None
+    description: str = ""
+
+    @field_validator("objective")
+    @classmethod
+    def _objective(cls, value: float | None) -> float | None:
+        if value is not None and abs(value * 1e6 - round(value * 1e6)) > 1e-6:
+            raise ValueError("at most 6 decimals (it is stored in parts per million)")
+        return value
+
+    @field_validator("onchain_id")
+    @classmethod
+    def _onchain(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not _BYTES32_RE.match(value):
+            raise ValueError("must be 0x followed by 64 hex digits (a bytes32)")
+        return value.lower()
+
+    @field_validator("grace")
+    @classmethod
+    def _grace(cls, value: float) -> float:
+        if value > 7 * 86400:
+            raise ValueError("must be at most 7d")
+        return value
+
+    @model_validator(mode="after")
+    def _resolution(self) -> Sla:
+        res = self.evidence_resolution
+        if res != int(res) or res < 1:
+            raise PathError(("evidence_resolution",), "must be whole seconds, at least 1s")
+        r = int(res)
+        p = self.period
+        if p.kind == "fixed":
+            if p.length_s % r:
+                raise PathError(
+                    ("evidence_resolution",),
+                    f"must divide the period length ({format_duration(p.length_s)})",
+                )
+            if p.anchor_s % r:
+                raise PathError(("evidence_resolution",), "must divide the anchor (unix seconds)")
+        else:
+            limit = 3600 if p.timezone in ("UTC", "Etc/UTC") else 900
+            if limit % r:
+                raise PathError(
+                    ("evidence_resolution",),
+                    f"must divide {format_duration(limit)}: buckets must not straddle periods",
+                )
+        return self
+
+    @property
+    def exclude_maintenance(self) -> bool:
+        """Whether this SLA's contract excludes maintenance from the valid events."""
+        return self.policy.maintenance == "exclude"
+
+    @property
+    def resolution_s(self) -> int:
+        return int(self.evidence_resolution)
+
+    @property
+    def onchain_id_bytes(self) -> bytes:
+        """bytes32 id used on-chain: explicit `onchain_id`, else keccak256(utf8(id))."""
+        if self.onchain_id is not None:
+            return bytes.fromhex(self.onchain_id[2:])
+        return bytes(keccak(self.id.encode("utf-8")))
+
+    def objective_ppm(self, slo_objective: float | None = None) -> int:
+        """Objective in parts per million (this SLA's, else the SLO's)."""
+        obj = self.objective if self.objective is not None else slo_objective
+        if obj is None:
+            raise ValueError(f"sla {self.id!r} has no objective and none was given")
+        return round(obj * 1_000_000)
+
+
+# -- maintenance windows -------------------------------------------------------
+
+
+def _weekday(value: Any) -> Any:
+    if isinstance(value, str):
+        low = value.strip().lower()
+        return _SHORT_DAYS.get(low, low)
+    return value
+
+
+class OnceWindow(Strict):
+    start: Instant
+    end: Instant
+
+    @model_validator(mode="after")
+    def _order(self) -> OnceWindow:
+        if self.end <= self.start:
+            raise PathError(("end",), "must be after start")
+        return self
+
+
+class WeeklyWindow(Strict):
+    days: list[Annotated[Weekday, BeforeValidator(_weekday)]] = Field(min_length=1)
+    #: local start time HH:MM
+    start: str
+    duration: Duration
+    timezone: str = "UTC"
+
+    @field_validator("start")
+    @classmethod
+    def _start(cls, value: str) -> str:
+        parse_hhmm(value)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        return _check_zone(value)
+
+    @field_validator("duration")
+    @classmethod
+    def _duration(cls, value: float) -> float:
+        return _check_window_duration(value)
+
+
+class CronWindow(Strict):
+    #: 5-field cron expression (minute hour day-of-month month day-of-week), local time
+    schedule: str
+    duration: Duration
+    timezone: str = "UTC"
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        parse_cron(value)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        return _check_zone(value)
+
+    @field_validator("duration")
+    @classmethod
+    def _duration(cls, value: float) -> float:
+        return _check_window_duration(value)
+
+
+def _check_window_duration(value: float) -> float:
+    if value != int(value) or value < 1:
+        raise ValueError("must be whole seconds, at least 1s")
+    if value > MAX_MAINTENANCE:
+        raise ValueError("must be at most 31d")
+    return value
+
+
+class MaintenanceWindow(Strict):
+    """A declared maintenance window; scope lists are ANDed, an empty list = all."""
+
+    id: Id | None = None
+    kind: Literal["once", "weekly", "cron"]
+    once: OnceWindow | None = None
+    weekly: WeeklyWindow | None = None
+    cron: CronWindow | None = None
+    #: targets it applies to (empty = every target)
+    targets: list[Id] = Field(default_factory=list)
+    #: SLAs it applies to (empty = every SLA)
+    slas: list[Id] = Field(default_factory=list)
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _sections(self) -> MaintenanceWindow:
+        present = {n for n in ("once", "weekly", "cron") if getattr(self, n) is not None}
+        if self.kind not in present:
+            raise PathError((self.kind,), f"section required for kind {self.kind!r}")
+        for other in sorted(present - {self.kind}):
+            raise PathError((other,), f"not allowed for kind {self.kind!r}")
+        return self

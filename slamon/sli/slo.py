@@ -1,0 +1,315 @@
+"""SLO evaluation over rolling windows: SLI, error budget, burn rate. Pure: time is passed in.
+
+SLI = good / valid. A probe slamon could not run is *no data*: neither good nor
+bad, and not valid, so slamon's own trouble never moves an SLI (DESIGN.md).
+
+Composite SLOs (several parts, e.g. web + API + login) keep one window per part
+and a combined window of time slices: slices are ``[k*L, (k+1)*L)`` aligned to
+the epoch, with L = ``slo.slice`` or the longest part interval. A slice is valid
+iff every part had at least one valid probe scheduled in it, and good iff it is
+valid and every probe of every part in it was good; the combined SLI is good
+slices / valid slices, i.e. "the service worked as a whole". A slice is closed
+(added to the combined window at its start time) once its end plus the longest
+part timeout has passed, since no result for it can arrive later; until then it
+is held in a small dict of open slices.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Mapping, Sequence
+
+from slamon.config.models import Slo
+from slamon.sli.window import DEFAULT_TIERS, Counts, RollingCounter, RollingWindow, Tier
+
+__all__ = ["SloState", "is_good"]
+
+_NEVER = -(1 << 62)
+_SNAP_HEADER = struct.Struct("<3sBH")  # magic, version, part count
+_SNAP_COUNTS = struct.Struct("<BH")  # the header after its magic
+_SNAP_MAGIC = b"SLS"
+_SNAP_VERSION = 1
+_LEN = struct.Struct("<I")
+_TAIL = struct.Struct("<qQI")  # closed_below, late, open slice count
+_SLICE = struct.Struct("<q")
+
+
+def is_good(slo: Slo, ok: bool, duration: float) -> bool:
+    """Whether one probe result is a good event for `slo` (see SloState.record).
+
+    For a latency SLI a failed probe is valid and bad: the user did not get a fast
+    good answer, and excluding failures would let an outage (all probes failing
+    fast or timing out) leave the latency SLI untouched or even improve it.
+    """
+    if not ok:
+        return False
+    threshold = slo.latency_threshold if slo.sli == "latency" else None
+    return threshold is None or duration <= threshold
+
+
+class _Reader:
+    """Bounds-checked cursor over a snapshot; every failure is a ValueError."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > len(self.data):
+            raise ValueError("SLO snapshot is truncated")
+        chunk = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return chunk
+
+    def unpack(self, fmt: struct.Struct) -> tuple[int, ...]:
+        values: tuple[int, ...] = fmt.unpack(self.take(fmt.size))
+        return values
+
+    def blob(self) -> bytes:
+        (n,) = self.unpack(_LEN)
+        return self.take(n)
+
+
+class SloState:
+    """Windows and verdicts for one SLO.
+
+    `intervals` and `timeouts` map every part (target id in ``slo.targets``) to
+    its probe interval and timeout in seconds; they set the composite slice
+    length and how long a slice waits for late results.
+    """
+
+    __slots__ = (
+        "_all_mask",
+        "_bits",
+        "_close_delay",
+        "_closed_below",
+        "_combined",
+        "_no_data",
+        "_open",
+        "_threshold",
+        "_tiers",
+        "_windows",
+        "composite",
+        "late",
+        "parts",
+        "slice_length",
+        "slo",
+    )
+
+    def __init__(
+        self,
+        slo: Slo,
+        intervals: Mapping[str, float],
+        timeouts: Mapping[str, float],
+        tiers: Sequence[Tier] = DEFAULT_TIERS,
+    ) -> None:
+        self.slo = slo
+        self.parts: tuple[str, ...] = tuple(slo.targets)
+        self.composite: bool = len(self.parts) > 1
+        for part in self.parts:
+            if part not in intervals or part not in timeouts:
+                raise ValueError(f"SLO {slo.id!r}: no interval/timeout given for part {part!r}")
+        self._tiers = tuple(tiers)
+        self._threshold = slo.latency_threshold if slo.sli == "latency" else None
+        self._windows = {part: RollingWindow(self._tiers) for part in self.parts}
+        #: allocated on first no-data event: most parts never have one
+        self._no_data: dict[str, RollingCounter] = {}
+        #: results that arrived after their composite slice was closed (not in the combined SLI)
+        self.late = 0
+        self._bits = {part: 1 << i for i, part in enumerate(self.parts)}
+        self._all_mask = (1 << len(self.parts)) - 1
+        #: open slices: index -> [mask of parts with a valid probe, mask of parts with a bad one]
+        self._open: dict[int, list[int]] = {}
+        self._closed_below = _NEVER
+        if self.composite:
+            longest = max(intervals[p] for p in self.parts)
+            self.slice_length: float = slo.slice if slo.slice is not None else longest
+            if not self.slice_length > 0:
+                raise ValueError(f"SLO {slo.id!r}: slice length must be positive")
+            self._close_delay = max(timeouts[p] for p in self.parts)
+            self._combined = RollingWindow(self._tiers)
+        else:
+            # the combined SLI of a single part is that part's SLI: share the window
+            self.slice_length = 0.0
+            self._close_delay = 0.0
+            self._combined = self._windows[self.parts[0]]
+
+    def _window(self, part: str | None) -> RollingWindow:
+        if part is None:
+            return self._combined
+        try:
+            return self._windows[part]
+        except KeyError:
+            raise KeyError(f"{part!r} is not a part of SLO {self.slo.id!r}") from None
+
+    def record(self, target_id: str, t: float, ok: bool, duration: float) -> None:
+        """Count one probe result; `t` is the probe's scheduled time.
+
+        Good as defined by `is_good`: for a latency SLI a failed probe is valid and bad.
+        """
+        window = self._window(target_id)
+        good = ok and (self._threshold is None or duration <= self._threshold)  # is_good, inlined
+        window.add(t, 1 if good else 0, 1)
+        if not self.composite:
+            return
+        k = math.floor(t / self.slice_length)
+        if k < self._closed_below:
+            self.late += 1
+            return
+        state = self._open.get(k)
+        if state is None:
+            state = self._open[k] = [0, 0]
+        bit = self._bits[target_id]
+        state[0] |= bit
+        if not good:
+            state[1] |= bit
+        # the result of a probe scheduled at t is in hand, so now >= t: closing what
+        # advance(t) would close keeps the open slices bounded even if nobody calls advance
+        self.advance(t)
+
+    def record_no_data(self, target_id: str, t: float) -> None:
+        """slamon could not run the probe scheduled at `t`: neither good nor bad, not valid."""
+        self._window(target_id)  # validates the part
+        counter = self._no_data.get(target_id)
+        if counter is None:
+            counter = self._no_data[target_id] = RollingCounter(self._tiers)
+        counter.add(t)
+
+    def advance(self, now: float) -> None:
+        """Composite only: close slices whose end + longest part timeout <= now."""
+        if not self.composite:
+            return
+        # slice k ends at (k+1)*L; it is closable when (k+1)*L + delay <= now
+        below = math.floor((now - self._close_delay) / self.slice_length)
+        if below <= self._closed_below:
+            return
+        self._closed_below = below
+        if not self._open:
+            return
+        for k in sorted(k for k in self._open if k < below):
+            valid_mask, bad_mask = self._open.pop(k)
+            if valid_mask == self._all_mask:
+                self._combined.add(k * self.slice_length, 1 if bad_mask == 0 else 0, 1)
+
+    @property
+    def open_slices(self) -> int:
+        """Composite slices still waiting for results (bounded by ~delay/L + 2)."""
+        return len(self._open)
+
+    def counts(self, now: float, length: float, part: str | None = None) -> Counts:
+        """Good and valid counts (RollingWindow.query semantics); part None = combined.
+
+        Combined counts are slices, and only closed slices: they lag `now` by up
+        to one slice plus the longest part timeout.
+        """
+        return self._window(part).query(now, length)
+
+    def no_data(self, now: float, length: float, part: str | None = None) -> int:
+        """No-data events over the window, for one part or summed over all parts."""
+        self._window(part)
+        parts = self.parts if part is None else (part,)
+        total = 0
+        for p in parts:
+            counter = self._no_data.get(p)
+            if counter is not None:
+                total += counter.query(now, length)
+        return total
+
+    def sli(self, now: float, length: float, part: str | None = None) -> float | None:
+        """good / valid, or None when there is no valid event in the window."""
+        good, valid = self.counts(now, length, part)
+        return good / valid if valid else None
+
+    def error_budget_remaining(self, now: float) -> float | None:
+        """Fraction of the error budget left over ``slo.window``:
+        ``1 - bad / (valid * (1 - objective))``; negative once overspent."""
+        good, valid = self.counts(now, self.slo.window)
+        if not valid:
+            return None
+        return 1.0 - (valid - good) / (valid * (1.0 - self.slo.objective))
+
+    def burn_rate(self, now: float, length: float) -> float | None:
+        """How fast the budget burns over the window: ``(1 - sli) / (1 - objective)``;
+        1.0 spends exactly the budget over the SLO window."""
+        sli = self.sli(now, length)
+        if sli is None:
+            return None
+        return (1.0 - sli) / (1.0 - self.slo.objective)
+
+    def nbytes(self) -> int:
+        """Bytes held by all counters of this SLO (windows, combined, no-data)."""
+        total = sum(w.nbytes() for w in self._windows.values())
+        if self.composite:
+            total += self._combined.nbytes()
+        return total + sum(c.nbytes() for c in self._no_data.values())
+
+    # -- snapshots for the state store ---------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """Versioned snapshot of every counter, open slice and late count.
+
+        Restore it with `restore` onto a SloState of the same shape (parts, tiers).
+        """
+        out = bytearray(_SNAP_HEADER.pack(_SNAP_MAGIC, _SNAP_VERSION, len(self.parts)))
+
+        def blob(data: bytes) -> None:
+            out.extend(_LEN.pack(len(data)))
+            out.extend(data)
+
+        for part in self.parts:
+            blob(part.encode())
+            blob(self._windows[part].to_bytes())
+            no_data = self._no_data.get(part)
+            blob(no_data.to_bytes() if no_data is not None else b"")
+        if self.composite:
+            blob(self._combined.to_bytes())
+            out.extend(_TAIL.pack(self._closed_below, self.late, len(self._open)))
+            width = (len(self.parts) + 7) // 8
+            for k in sorted(self._open):
+                valid_mask, bad_mask = self._open[k]
+                out.extend(_SLICE.pack(k))
+                out.extend(valid_mask.to_bytes(width, "little"))
+                out.extend(bad_mask.to_bytes(width, "little"))
+        return bytes(out)
+
+    def restore(self, data: bytes) -> None:
+        """Replace this state with a `to_bytes` snapshot; all or nothing.
+
+        Raises ValueError if the snapshot is corrupt or of another shape.
+        """
+        r = _Reader(data)
+        if r.take(len(_SNAP_MAGIC)) != _SNAP_MAGIC:
+            raise ValueError("not a slamon SLO snapshot")
+        version, nparts = r.unpack(_SNAP_COUNTS)
+        if version != _SNAP_VERSION:
+            raise ValueError(f"unsupported SLO snapshot version {version}")
+        if nparts != len(self.parts):
+            raise ValueError("SLO snapshot has other parts")
+        windows: dict[str, RollingWindow] = {}
+        no_data: dict[str, RollingCounter] = {}
+        for part in self.parts:
+            if r.blob() != part.encode():
+                raise ValueError("SLO snapshot has other parts")
+            windows[part] = RollingWindow.from_bytes(r.blob(), self._tiers)
+            raw = r.blob()
+            if raw:
+                no_data[part] = RollingCounter.from_bytes(raw, self._tiers)
+        combined = windows[self.parts[0]]
+        closed_below, late = _NEVER, 0
+        open_slices: dict[int, list[int]] = {}
+        if self.composite:
+            combined = RollingWindow.from_bytes(r.blob(), self._tiers)
+            closed_below, late, count = r.unpack(_TAIL)
+            width = (len(self.parts) + 7) // 8
+            for _ in range(count):
+                (k,) = r.unpack(_SLICE)
+                valid_mask = int.from_bytes(r.take(width), "little")
+                bad_mask = int.from_bytes(r.take(width), "little")
+                if valid_mask > self._all_mask or bad_mask & ~valid_mask:
+                    raise ValueError("SLO snapshot is corrupt: bad slice mask")
+                open_slices[k] = [valid_mask, bad_mask]
+        if r.pos != len(data):
+            raise ValueError("SLO snapshot has trailing bytes")
+        self._windows, self._no_data, self._combined = windows, no_data, combined
+        self._closed_below, self.late, self._open = closed_below, late, open_slices

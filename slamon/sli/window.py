@@ -1,0 +1,362 @@
+"""Multi-resolution rolling windows of (good, valid) counters. Pure: time is passed in.
+
+Why rings of several resolutions: an SLO window can be 90 days while burn-rate
+alerts look at the last 5 minutes. Fine buckets for recent time and coarse ones
+for long windows keep the memory per window constant (about 12 KB with
+DEFAULT_TIERS) whatever the window lengths asked for.
+
+Layout: every tier is a ring of `buckets` slots; the slot of absolute bucket
+index ``b = floor(t / resolution)`` is ``b % buckets``. Each tier remembers its
+*head*, the largest bucket index ever written. A tier holds exactly the buckets
+with index in ``(head - buckets, head]``; slots are cleared when the head moves
+past them, so data from an older lap of the ring is never counted again.
+
+Counter bound: counters are uint16 (``COUNTER_MAX`` = 65535) and saturate
+rather than wrap. The minimum probe interval is 1 s, so one window receives at
+most ``resolution`` events per bucket (3600 for the 1 h tier): an 18x margin.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import sys
+import zlib
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import NamedTuple
+
+__all__ = [
+    "COUNTER_MAX",
+    "DEFAULT_TIERS",
+    "Counts",
+    "RollingCounter",
+    "RollingWindow",
+    "Tier",
+]
+
+#: saturation value of one counter (uint16)
+COUNTER_MAX = 0xFFFF
+_TYPECODE = "H"
+_WIDTH = array(_TYPECODE).itemsize
+#: head of a tier that has never been written: every index is "newer"
+_NO_HEAD = -(1 << 62)
+_MAGIC = b"SLW"
+_VERSION = 1
+_HEADER = struct.Struct("<3sBBH")  # magic, version, fields, tier count
+_TIER = struct.Struct("<dIq")  # resolution, buckets, head
+
+
+@dataclass(frozen=True)
+class Tier:
+    """One ring: `buckets` buckets of `resolution` seconds each."""
+
+    resolution: float
+    buckets: int
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.resolution) and self.resolution > 0):
+            raise ValueError(f"tier resolution must be a positive number, got {self.resolution}")
+        if self.buckets < 2:
+            raise ValueError(f"a tier needs at least 2 buckets, got {self.buckets}")
+
+    @property
+    def retention(self) -> float:
+        """Longest query length this tier answers.
+
+        A query of length L spans up to ceil(L / resolution) + 1 aligned buckets,
+        so a ring of n buckets answers L <= (n - 1) * resolution.
+        """
+        return (self.buckets - 1) * self.resolution
+
+
+#: 10 min at 10 s, 6 h at 1 min, 3 d at 10 min, 92 d at 1 h (3064 buckets, 12,256 bytes)
+DEFAULT_TIERS: tuple[Tier, ...] = (
+    Tier(10.0, 61),
+    Tier(60.0, 361),
+    Tier(600.0, 433),
+    Tier(3600.0, 2209),
+)
+
+
+class Counts(NamedTuple):
+    good: int
+    valid: int
+
+
+@lru_cache(maxsize=32)
+def _layout(tiers: tuple[Tier, ...]) -> tuple[tuple[float, int, int], ...]:
+    """(resolution, buckets, offset in the flat arrays) per tier; shared by all windows."""
+    if not tiers:
+        raise ValueError("at least one tier is required")
+    out: list[tuple[float, int, int]] = []
+    offset = 0
+    previous = 0.0
+    for tier in tiers:
+        if tier.resolution <= previous:
+            raise ValueError("tiers must be ordered by strictly increasing resolution")
+        previous = tier.resolution
+        out.append((tier.resolution, tier.buckets, offset))
+        offset += tier.buckets
+    return tuple(out)
+
+
+@lru_cache(maxsize=32)
+def _retentions(tiers: tuple[Tier, ...]) -> tuple[float, ...]:
+    return tuple(t.retention for t in tiers)
+
+
+def _zeros(count: int) -> array[int]:
+    # repetition allocates exactly; array(code, bytes(...)) over-allocates by ~6 %
+    return array(_TYPECODE, [0]) * count
+
+
+class _TieredRing:
+    """Ring bookkeeping shared by RollingWindow (2 counters) and RollingCounter (1)."""
+
+    __slots__ = ("_counters", "_heads", "_layout", "_tiers")
+
+    _FIELDS = 0
+
+    def __init__(self, tiers: Sequence[Tier] = DEFAULT_TIERS) -> None:
+        self._tiers = tuple(tiers)
+        self._layout = _layout(self._tiers)
+        self._heads = [_NO_HEAD] * len(self._layout)
+        size = sum(n for _, n, _ in self._layout)
+        self._counters = tuple(_zeros(size) for _ in range(self._FIELDS))
+
+    @property
+    def tiers(self) -> tuple[Tier, ...]:
+        return self._tiers
+
+    @property
+    def retention(self) -> float:
+        """Longest query length answerable (the largest tier retention)."""
+        return max(t.retention for t in self._tiers)
+
+    def nbytes(self) -> int:
+        """Bytes held by the counter arrays (excluding fixed Python object overhead)."""
+        return sum(len(c) * c.itemsize for c in self._counters)
+
+    def tier_for(self, length: float) -> Tier:
+        """The finest tier whose retention covers `length`: the one `query` uses."""
+        return self._tiers[self._pick(length)]
+
+    def span(self, now: float, length: float) -> tuple[float, float]:
+        """[start, end) in seconds actually covered by ``query(now, length)``."""
+        res = self._layout[self._pick(length)][0]
+        return (math.floor((now - length) / res) * res, (math.floor(now / res) + 1) * res)
+
+    # -- internals -------------------------------------------------------------
+
+    def _slots(self, t: float) -> list[int]:
+        """Move every tier's head up to t's bucket (clearing slots of older laps) and
+        return the flat slots t falls in, one per tier that still retains it."""
+        if not math.isfinite(t):
+            raise ValueError(f"event time must be finite, got {t}")
+        heads = self._heads
+        slots: list[int] = []
+        for i, (res, n, off) in enumerate(self._layout):
+            b = math.floor(t / res)
+            head = heads[i]
+            if b > head:
+                gap = b - head
+                if gap == 1:
+                    slot = off + b % n
+                    for c in self._counters:
+                        c[slot] = 0
+                else:
+                    self._clear(off, n, head + 1, min(gap, n))
+                heads[i] = b
+            elif b <= head - n:
+                continue  # older than this tier retains: dropped by this tier only
+            slots.append(off + b % n)
+        return slots
+
+    def _clear(self, off: int, n: int, first: int, count: int) -> None:
+        """Zero `count` consecutive ring slots starting at absolute bucket `first`."""
+        start = first % n
+        pieces = [(start, min(n, start + count))]
+        if start + count > n:
+            pieces.append((0, start + count - n))
+        for lo, hi in pieces:
+            zeros = _zeros(hi - lo)
+            for c in self._counters:
+                c[off + lo : off + hi] = zeros
+
+    def _pick(self, length: float) -> int:
+        if not (math.isfinite(length) and length >= 0):
+            raise ValueError(f"window length must be a non-negative number, got {length}")
+        for i, retention in enumerate(_retentions(self._tiers)):
+            if length <= retention:
+                return i
+        raise ValueError(f"window length {length}s exceeds the retention {self.retention}s")
+
+    def _segments(self, now: float, length: float) -> list[tuple[int, int]]:
+        """Flat [lo, hi) slices holding the buckets a query sums (at most 2)."""
+        if not math.isfinite(now):
+            raise ValueError(f"query time must be finite, got {now}")
+        i = self._pick(length)
+        res, n, off = self._layout[i]
+        head = self._heads[i]
+        first = max(math.floor((now - length) / res), head - n + 1)
+        last = min(math.floor(now / res), head)
+        if first > last:
+            return []
+        start = first % n
+        count = last - first + 1  # <= n because first > head - n and last <= head
+        if start + count <= n:
+            return [(off + start, off + start + count)]
+        return [(off + start, off + n), (off, off + start + count - n)]
+
+    def _dump(self) -> bytes:
+        parts = [_HEADER.pack(_MAGIC, _VERSION, self._FIELDS, len(self._tiers))]
+        for tier, head in zip(self._tiers, self._heads, strict=True):
+            parts.append(_TIER.pack(tier.resolution, tier.buckets, head))
+        body = b""
+        for c in self._counters:
+            if sys.byteorder == "big":  # pragma: no cover - little-endian hosts only in CI
+                c = array(_TYPECODE, c)
+                c.byteswap()
+            body += c.tobytes()
+        parts.append(zlib.compress(body, 1))
+        return b"".join(parts)
+
+    def _load(self, data: bytes) -> None:
+        """Fill this (empty) ring from `_dump` output.
+
+        When the stored tiers differ from this ring's tiers (the defaults changed
+        between versions), every tier with the same resolution keeps its newest
+        buckets; a tier with a new resolution starts empty.
+        """
+        try:
+            magic, version, fields, ntiers = _HEADER.unpack_from(data, 0)
+        except struct.error:
+            raise ValueError("window state is truncated") from None
+        if magic != _MAGIC:
+            raise ValueError("not a slamon window state")
+        if version != _VERSION:
+            raise ValueError(f"unsupported window state version {version}")
+        if fields != self._FIELDS:
+            raise ValueError(f"window state holds {fields} counters, expected {self._FIELDS}")
+        pos = _HEADER.size
+        stored: list[tuple[Tier, int]] = []
+        try:
+            for _ in range(ntiers):
+                res, buckets, head = _TIER.unpack_from(data, pos)
+                pos += _TIER.size
+                stored.append((Tier(res, buckets), head))
+            body = zlib.decompress(data[pos:])
+        except (struct.error, zlib.error) as exc:
+            raise ValueError(f"window state is corrupt: {exc}") from None
+        old_layout = _layout(tuple(t for t, _ in stored))
+        size = sum(n for _, n, _ in old_layout)
+        width = _WIDTH
+        if len(body) != size * width * fields:
+            raise ValueError("window state is corrupt: counter length mismatch")
+        old: list[array[int]] = []
+        for f in range(fields):
+            c = _zeros(size)
+            c[:] = array(_TYPECODE, body[f * size * width : (f + 1) * size * width])
+            if sys.byteorder == "big":  # pragma: no cover
+                c.byteswap()
+            old.append(c)
+        if tuple(t for t, _ in stored) == self._tiers:
+            self._counters = tuple(old)
+            self._heads = [h for _, h in stored]
+            return
+        by_res = {
+            res: (n, off, head) for (res, n, off), (_, head) in zip(old_layout, stored, strict=True)
+        }
+        for i, (res, n, off) in enumerate(self._layout):
+            if res not in by_res:
+                continue
+            old_n, old_off, head = by_res[res]
+            self._heads[i] = head
+            if head == _NO_HEAD:
+                continue
+            for b in range(head - min(n, old_n) + 1, head + 1):
+                for new_c, old_c in zip(self._counters, old, strict=True):
+                    new_c[off + b % n] = old_c[old_off + b % old_n]
+
+
+class RollingWindow(_TieredRing):
+    """(good, valid) event counts over any recent length, in a few KB.
+
+    Query semantics: ``query(now, length)`` uses the finest tier whose retention
+    covers `length` (``tier_for``), with resolution r, and returns the sums over
+    the buckets whose start lies in ``[align(now - length), align(now)]`` where
+    ``align(x) = floor(x / r) * r``. The window is thus aligned to r and covers
+    ``span(now, length)``: at least `length` and at most `length + r` seconds, and
+    includes the whole bucket containing `now`. Buckets the tier no longer
+    retains (older than its newest bucket minus `buckets`) count as empty.
+    """
+
+    __slots__ = ()
+    _FIELDS = 2
+
+    def add(self, t: float, good: int, valid: int) -> None:
+        """Count events scheduled at unix time `t` in every tier that retains `t`.
+
+        Late events (out of order) are fine while a tier still retains their
+        bucket; older ones are dropped by that tier only.
+        """
+        if not 0 <= good <= valid:
+            raise ValueError(f"need 0 <= good <= valid, got good={good} valid={valid}")
+        gc, vc = self._counters
+        for slot in self._slots(t):
+            g = gc[slot] + good
+            gc[slot] = g if g < COUNTER_MAX else COUNTER_MAX
+            v = vc[slot] + valid
+            vc[slot] = v if v < COUNTER_MAX else COUNTER_MAX
+
+    def query(self, now: float, length: float) -> Counts:
+        """Sums over the last `length` seconds before `now` (see class docstring)."""
+        gc, vc = self._counters
+        good = valid = 0
+        for lo, hi in self._segments(now, length):
+            good += sum(gc[lo:hi])
+            valid += sum(vc[lo:hi])
+        return Counts(good, valid)
+
+    def to_bytes(self) -> bytes:
+        """Compact, versioned snapshot (header + zlib'd little-endian counters)."""
+        return self._dump()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, tiers: Sequence[Tier] = DEFAULT_TIERS) -> RollingWindow:
+        """Inverse of `to_bytes`; raises ValueError on corrupt or foreign data."""
+        window = cls(tiers)
+        window._load(data)
+        return window
+
+
+class RollingCounter(_TieredRing):
+    """One counter per bucket (e.g. "no data" events), same tiers and semantics
+    as RollingWindow at half its memory."""
+
+    __slots__ = ()
+    _FIELDS = 1
+
+    def add(self, t: float, count: int = 1) -> None:
+        if count < 0:
+            raise ValueError(f"count must not be negative, got {count}")
+        (cc,) = self._counters
+        for slot in self._slots(t):
+            c = cc[slot] + count
+            cc[slot] = c if c < COUNTER_MAX else COUNTER_MAX
+
+    def query(self, now: float, length: float) -> int:
+        (cc,) = self._counters
+        return sum(sum(cc[lo:hi]) for lo, hi in self._segments(now, length))
+
+    def to_bytes(self) -> bytes:
+        return self._dump()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, tiers: Sequence[Tier] = DEFAULT_TIERS) -> RollingCounter:
+        counter = cls(tiers)
+        counter._load(data)
+        return counter

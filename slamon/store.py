@@ -1,0 +1,509 @@
+"""Durable state: one SQLite file (WAL), written in batches from one thread.
+
+What is kept, and why:
+- `progress`: the last scheduled tick whose outcome is stored, per target. On
+  restart every tick between it and the first new tick is recorded as *no
+  data*: slamon's own downtime is never good and never bad.
+- `snapshots` + `journal`: SLO windows are snapshotted every
+  `snapshot_interval`; every probe outcome since then is journaled, so a
+  restart replays the journal on top of the snapshot and resumes exactly.
+- `leaves`: per SLA and target, (good, valid, no_data) per evidence bucket.
+  A period's verdict and Merkle root are computed from these at close time.
+- `periods`: closed periods, primary key (sla, period): a period can close
+  once only, even if two closers race or slamon dies mid-close.
+- `reports`: the oracle's journal (signed -> sent -> confirmed | failed).
+
+Leaves, progress and journal of one flush go in one transaction, so after a
+crash they agree with each other. The event loop never waits on SQLite: every
+statement runs on the store's own thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x534C4D4E  # "SLMN": marks the file as slamon's
+
+MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        """
+        CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+        CREATE TABLE progress(
+            target TEXT PRIMARY KEY, last_tick REAL NOT NULL) WITHOUT ROWID;
+        CREATE TABLE snapshots(
+            slo TEXT PRIMARY KEY, shape TEXT NOT NULL, data BLOB NOT NULL,
+            taken_at REAL NOT NULL) WITHOUT ROWID;
+        CREATE TABLE journal(
+            seq INTEGER PRIMARY KEY, target TEXT NOT NULL, t REAL NOT NULL,
+            ok INTEGER, duration REAL);
+        CREATE TABLE series(
+            id INTEGER PRIMARY KEY, sla TEXT NOT NULL, target TEXT NOT NULL,
+            UNIQUE(sla, target));
+        CREATE TABLE leaves(
+            series INTEGER NOT NULL, bucket INTEGER NOT NULL, good INTEGER NOT NULL,
+            valid INTEGER NOT NULL, no_data INTEGER NOT NULL,
+            PRIMARY KEY(series, bucket)) WITHOUT ROWID;
+        CREATE TABLE sla_progress(
+            sla TEXT PRIMARY KEY, last_closed INTEGER NOT NULL,
+            first_period INTEGER NOT NULL) WITHOUT ROWID;
+        CREATE TABLE periods(
+            sla TEXT NOT NULL, period INTEGER NOT NULL, start INTEGER NOT NULL,
+            end INTEGER NOT NULL, closed_at REAL NOT NULL, result TEXT NOT NULL,
+            root BLOB NOT NULL, policy_digest BLOB NOT NULL,
+            PRIMARY KEY(sla, period)) WITHOUT ROWID;
+        CREATE TABLE reports(
+            sla TEXT NOT NULL, period INTEGER NOT NULL, signer TEXT NOT NULL,
+            state TEXT NOT NULL, payload TEXT NOT NULL, signature BLOB,
+            tx_hash TEXT, nonce INTEGER, block INTEGER, reason TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0, updated_at REAL NOT NULL,
+            PRIMARY KEY(sla, period, signer)) WITHOUT ROWID;
+        """,
+    ),
+]
+
+#: journal events kept in memory while the disk refuses writes; past this the
+#: oldest are dropped (windows then restore approximately; leaves stay exact)
+JOURNAL_CAP = 1_000_000
+
+
+class StoreError(Exception):
+    """The state file cannot be used; the message says why and what to do."""
+
+
+@dataclass(slots=True)
+class Batch:
+    """Writes accumulated on the event loop between two flushes."""
+
+    leaves: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
+    progress: dict[str, float] = field(default_factory=dict)
+    journal: list[tuple[str, float, int | None, float | None]] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (self.leaves or self.progress or self.journal)
+
+    def merge_older(self, older: Batch) -> None:
+        """Put back a batch that failed to write, ahead of what came since."""
+        for key, counts in older.leaves.items():
+            mine = self.leaves.setdefault(key, [0, 0, 0])
+            for i in range(3):
+                mine[i] += counts[i]
+        for target, tick in older.progress.items():
+            if tick > self.progress.get(target, float("-inf")):
+                self.progress[target] = tick
+        self.journal[:0] = older.journal
+
+
+@dataclass(slots=True)
+class Restored:
+    progress: dict[str, float]
+    snapshots: dict[str, tuple[str, bytes]]
+    journal: list[tuple[str, float, int | None, float | None]]
+    sla_progress: dict[str, tuple[int, int]]
+
+
+@dataclass(slots=True)
+class ClosedPeriod:
+    sla: str
+    period: int
+    start: int
+    end: int
+    closed_at: float
+    result: dict[str, Any]
+    root: bytes
+    policy_digest: bytes
+
+
+@dataclass(slots=True)
+class StoreHealth:
+    write_errors: int = 0
+    last_error: str | None = None
+    healthy: bool = True
+    flushes: int = 0
+    last_flush_seconds: float = 0.0
+    journal_dropped: int = 0
+
+
+class StateStore:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slamon-store")
+        self._conn: sqlite3.Connection | None = None
+        self._thread_id: int | None = None
+        self.batch = Batch()
+        self.health = StoreHealth()
+        self._flush_lock = asyncio.Lock()
+
+    # -- thread plumbing --------------------------------------------------
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    def _db(self) -> sqlite3.Connection:
+        assert self._conn is not None, "store not open"
+        assert threading.get_ident() == self._thread_id, "store used off its thread"
+        return self._conn
+
+    # -- open / close -----------------------------------------------------
+    async def open(self) -> None:
+        await self._call(self._open)
+
+    def _open(self) -> None:
+        self._thread_id = threading.get_ident()
+        path = self.path
+        parent = path.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create state directory {parent}: {exc.strerror or exc}"
+            ) from None
+        if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+            raise StoreError(f"state file {path} is not readable and writable by this user")
+        if not os.access(parent, os.W_OK):
+            raise StoreError(
+                f"state directory {parent} is not writable (SQLite needs it for its WAL files)"
+            )
+        new_file = not path.exists() or path.stat().st_size == 0
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open state file {path}: {exc}") from None
+        try:
+            conn.execute("PRAGMA busy_timeout=5000")
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            if not new_file and app_id != APPLICATION_ID:
+                raise StoreError(
+                    f"{path} is not a slamon state file (application_id {app_id:#x}); "
+                    "refusing to touch it: point state.path elsewhere"
+                )
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"cannot switch {path} to WAL mode (got {mode})")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            check = conn.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise StoreError(
+                    f"state file {path} is damaged ({check}); slamon will not reset it. "
+                    "Restore a backup, or move the file away to start with empty state."
+                )
+            self._conn = conn
+            self._migrate(new_file)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreError(
+                f"state file {path} is not a usable SQLite database ({exc}); slamon will not "
+                "reset it. Restore a backup, or move the file away to start with empty state."
+            ) from None
+        except StoreError:
+            conn.close()
+            raise
+
+    def _migrate(self, new_file: bool) -> None:
+        db = self._db()
+        if new_file:
+            db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            version = 0
+        else:
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"state file {self.path} has schema {version}, written by a newer slamon "
+                f"(this one knows up to {SCHEMA_VERSION}); upgrade slamon or use another file"
+            )
+        for target_version, script in MIGRATIONS:
+            if target_version <= version:
+                continue
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version={target_version}")
+                db.execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_migrated_at', ?)",
+                    (str(time.time()),),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._call(self._close)
+        self._executor.shutdown(wait=True)
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._conn.close()
+            self._conn = None
+
+    # -- recording (event loop thread, no I/O) ----------------------------
+    def note_outcome(
+        self, target: str, t: float, ok: bool | None, duration: float | None
+    ) -> None:
+        """One tick's outcome: ok True/False, or None for no data."""
+        batch = self.batch
+        batch.journal.append((target, t, None if ok is None else int(ok), duration))
+        if t > batch.progress.get(target, float("-inf")):
+            batch.progress[target] = t
+
+    def add_leaf(
+        self, sla: str, target: str, bucket: int, good: int, valid: int, no_data: int
+    ) -> None:
+        counts = self.batch.leaves.get((sla, target, bucket))
+        if counts is None:
+            self.batch.leaves[(sla, target, bucket)] = [good, valid, no_data]
+        else:
+            counts[0] += good
+            counts[1] += valid
+            counts[2] += no_data
+
+    # -- flushing ---------------------------------------------------------
+    async def flush(
+        self, snapshot: Callable[[], Mapping[str, tuple[str, bytes]]] | None = None
+    ) -> bool:
+        """Write the pending batch (and window snapshots) in one transaction.
+
+        `snapshot` is called right when the batch is taken, with no await in
+        between, so the snapshot holds exactly the events journaled so far.
+        On failure nothing is lost: the batch goes back in front of newer
+        writes and the next flush tries again (StoreWriteError is raised).
+        """
+        async with self._flush_lock:
+            batch, self.batch = self.batch, Batch()
+            snapshots = snapshot() if snapshot is not None else None
+            if batch.empty() and snapshots is None:
+                return True
+            started = time.perf_counter()
+            try:
+                await self._call(self._write, batch, snapshots)
+            except sqlite3.Error as exc:
+                self.batch.merge_older(batch)
+                self._cap_journal()
+                self.health.write_errors += 1
+                self.health.last_error = str(exc)
+                self.health.healthy = False
+                raise StoreWriteError(str(exc)) from None
+            self.health.healthy = True
+            self.health.flushes += 1
+            self.health.last_flush_seconds = time.perf_counter() - started
+            return True
+
+    def _cap_journal(self) -> None:
+        excess = len(self.batch.journal) - JOURNAL_CAP
+        if excess > 0:
+            del self.batch.journal[:excess]
+            self.health.journal_dropped += excess
+
+    def _series_ids(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        db = self._db()
+        out: dict[tuple[str, str], int] = {}
+        for sla, target in keys:
+            row = db.execute(
+                "SELECT id FROM series WHERE sla=? AND target=?", (sla, target)
+            ).fetchone()
+            if row is None:
+                cur = db.execute("INSERT INTO series(sla, target) VALUES (?, ?)", (sla, target))
+                out[(sla, target)] = int(cur.lastrowid or 0)
+            else:
+                out[(sla, target)] = int(row[0])
+        return out
+
+    def _write(self, batch: Batch, snapshots: Mapping[str, tuple[str, bytes]] | None) -> None:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if batch.leaves:
+                ids = self._series_ids({(s, t) for s, t, _ in batch.leaves})
+                db.executemany(
+                    "INSERT INTO leaves(series, bucket, good, valid, no_data) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT(series, bucket) DO UPDATE SET "
+                    "good = good + excluded.good, valid = valid + excluded.valid, "
+                    "no_data = no_data + excluded.no_data",
+                    [
+                        (ids[(s, t)], b, c[0], c[1], c[2])
+                        for (s, t, b), c in batch.leaves.items()
+                    ],
+                )
+            if batch.progress:
+                db.executemany(
+                    "INSERT INTO progress(target, last_tick) VALUES (?, ?) "
+                    "ON CONFLICT(target) DO UPDATE SET "
+                    "last_tick = max(last_tick, excluded.last_tick)",
+                    list(batch.progress.items()),
+                )
+            if snapshots is not None:
+                # the snapshot already contains every journaled event: start afresh
+                db.execute("DELETE FROM journal")
+                now = time.time()
+                db.execute("DELETE FROM snapshots")
+                db.executemany(
+                    "INSERT INTO snapshots(slo, shape, data, taken_at) VALUES (?, ?, ?, ?)",
+                    [(slo, shape, data, now) for slo, (shape, data) in snapshots.items()],
+                )
+            elif batch.journal:
+                db.executemany(
+                    "INSERT INTO journal(target, t, ok, duration) VALUES (?, ?, ?, ?)",
+                    batch.journal,
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
+
+    # -- restore ----------------------------------------------------------
+    async def load(self) -> Restored:
+        return await self._call(self._load)
+
+    def _load(self) -> Restored:
+        db = self._db()
+        progress = {t: float(v) for t, v in db.execute("SELECT target, last_tick FROM progress")}
+        snapshots = {
+            slo: (shape, bytes(data))
+            for slo, shape, data in db.execute("SELECT slo, shape, data FROM snapshots")
+        }
+        journal = [
+            (str(t), float(ts), None if ok is None else int(ok), dur)
+            for t, ts, ok, dur in db.execute(
+                "SELECT target, t, ok, duration FROM journal ORDER BY seq"
+            )
+        ]
+        slap = {
+            sla: (int(last), int(first))
+            for sla, last, first in db.execute(
+                "SELECT sla, last_closed, first_period FROM sla_progress"
+            )
+        }
+        return Restored(progress, snapshots, journal, slap)
+
+    # -- periods ----------------------------------------------------------
+    async def period_leaves(
+        self, sla: str, start: int, end: int
+    ) -> dict[str, list[tuple[int, int, int, int]]]:
+        """Leaves with bucket in [start, end), by target, ordered by bucket."""
+        return await self._call(self._period_leaves, sla, start, end)
+
+    def _period_leaves(
+        self, sla: str, start: int, end: int
+    ) -> dict[str, list[tuple[int, int, int, int]]]:
+        db = self._db()
+        out: dict[str, list[tuple[int, int, int, int]]] = {}
+        rows = db.execute(
+            "SELECT s.target, l.bucket, l.good, l.valid, l.no_data FROM leaves l "
+            "JOIN series s ON s.id = l.series WHERE s.sla = ? AND l.bucket >= ? "
+            "AND l.bucket < ? ORDER BY s.target, l.bucket",
+            (sla, start, end),
+        )
+        for target, bucket, good, valid, no_data in rows:
+            out.setdefault(target, []).append((bucket, good, valid, no_data))
+        return out
+
+    async def close_period(self, period: ClosedPeriod, first_period: int) -> bool:
+        """Record a closed period once; False if it was already closed."""
+        return await self._call(self._close_period, period, first_period)
+
+    def _close_period(self, p: ClosedPeriod, first_period: int) -> bool:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO periods(sla, period, start, end, closed_at, result, "
+                "root, policy_digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (p.sla, p.period, p.start, p.end, p.closed_at,
+                 json.dumps(p.result, sort_keys=True), p.root, p.policy_digest),
+            )
+            inserted = cur.rowcount == 1
+            db.execute(
+                "INSERT INTO sla_progress(sla, last_closed, first_period) VALUES (?, ?, ?) "
+                "ON CONFLICT(sla) DO UPDATE SET "
+                "last_closed = max(last_closed, excluded.last_closed)",
+                (p.sla, p.period, first_period),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
+        return inserted
+
+    async def set_sla_start(self, sla: str, first_period: int) -> None:
+        """Remember where an SLA's accounting began (last_closed = first - 1)."""
+        await self._call(self._set_sla_start, sla, first_period)
+
+    def _set_sla_start(self, sla: str, first_period: int) -> None:
+        self._db().execute(
+            "INSERT OR IGNORE INTO sla_progress(sla, last_closed, first_period) VALUES (?, ?, ?)",
+            (sla, first_period - 1, first_period),
+        )
+
+    async def get_period(self, sla: str, period: int) -> ClosedPeriod | None:
+        rows = await self._call(self._periods, sla, period, period)
+        return rows[0] if rows else None
+
+    async def periods(self, sla: str, first: int | None = None,
+                      last: int | None = None) -> list[ClosedPeriod]:
+        return await self._call(self._periods, sla, first, last)
+
+    def _periods(self, sla: str, first: int | None, last: int | None) -> list[ClosedPeriod]:
+        db = self._db()
+        lo = first if first is not None else -(2**62)
+        hi = last if last is not None else 2**62
+        rows = db.execute(
+            "SELECT sla, period, start, end, closed_at, result, root, policy_digest "
+            "FROM periods WHERE sla = ? AND period >= ? AND period <= ? ORDER BY period",
+            (sla, lo, hi),
+        )
+        return [
+            ClosedPeriod(s, int(n), int(a), int(b), float(c), json.loads(r), bytes(root),
+                         bytes(d))
+            for s, n, a, b, c, r, root, d in rows
+        ]
+
+    # -- maintenance ------------------------------------------------------
+    async def prune_leaves(self, sla: str, before_bucket: int) -> int:
+        """Drop evidence leaves older than the retention (closed periods only)."""
+        return await self._call(self._prune, sla, before_bucket)
+
+    def _prune(self, sla: str, before_bucket: int) -> int:
+        cur = self._db().execute(
+            "DELETE FROM leaves WHERE bucket < ? AND series IN "
+            "(SELECT id FROM series WHERE sla = ?)",
+            (before_bucket, sla),
+        )
+        return int(cur.rowcount)
+
+    async def integrity_check(self) -> str:
+        return await self._call(
+            lambda: str(self._db().execute("PRAGMA integrity_check").fetchone()[0])
+        )
+
+    def size_bytes(self) -> int:
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                total += os.stat(f"{self.path}{suffix}").st_size
+        return total
+
+
+class StoreWriteError(Exception):
+    """A flush failed (disk full, read-only, I/O error); the data is still pending."""

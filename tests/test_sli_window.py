@@ -1,0 +1,318 @@
+"""RollingWindow: checked against a naive recomputation from the raw event list."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Sequence
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from slamon.sli.window import (
+    COUNTER_MAX,
+    DEFAULT_TIERS,
+    Counts,
+    RollingCounter,
+    RollingWindow,
+    Tier,
+)
+
+# small rings so that hypothesis laps them often
+SMALL_TIERS = (Tier(1.0, 5), Tier(4.0, 6), Tier(16.0, 5))
+
+Event = tuple[float, int, int]
+
+
+def naive_query(
+    events: Sequence[Event], tiers: Sequence[Tier], now: float, length: float
+) -> Counts:
+    """The documented semantics, recomputed from scratch.
+
+    Tier: the finest with (buckets - 1) * resolution >= length. It retains the
+    buckets in (H - buckets, H], H = the largest bucket index of any event added.
+    Sum the events whose bucket index lies in [floor((now - length) / r), floor(now / r)].
+    """
+    tier = next(t for t in tiers if length <= (t.buckets - 1) * t.resolution)
+    r, n = tier.resolution, tier.buckets
+    if not events:
+        return Counts(0, 0)
+    head = max(math.floor(t / r) for t, _, _ in events)
+    first, last = math.floor((now - length) / r), math.floor(now / r)
+    good = valid = 0
+    for t, g, v in events:
+        b = math.floor(t / r)
+        if first <= b <= last and b > head - n:
+            good += g
+            valid += v
+    return Counts(good, valid)
+
+
+def ideal_query(events: Sequence[Event], r: float, now: float, length: float) -> Counts:
+    """Sum of events in [align(now - length), align(now) + r): no retention limit."""
+    first, last = math.floor((now - length) / r), math.floor(now / r)
+    sel = [(g, v) for t, g, v in events if first <= math.floor(t / r) <= last]
+    return Counts(sum(g for g, _ in sel), sum(v for _, v in sel))
+
+
+def _event(t: float, g: int, extra: int) -> Event:
+    return (t, g, g + extra)
+
+
+times = st.one_of(
+    st.integers(min_value=0, max_value=40).map(float),
+    st.integers(min_value=0, max_value=400).map(float),
+    st.floats(min_value=0, max_value=400, allow_nan=False),
+)
+events_st = st.builds(_event, times, st.integers(0, 3), st.integers(0, 2))
+# time as a walk (mostly forward, sometimes back, sometimes a jump) hits every ring case:
+# one-bucket advances onto last lap's slot, late events, multi-lap gaps
+steps = st.one_of(
+    st.integers(-3, 3).map(float),
+    st.floats(-6, 8, allow_nan=False),
+    st.integers(4, 200).map(float),
+)
+ops_st = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), steps, st.integers(0, 3), st.integers(0, 2)),
+        st.tuples(
+            st.just("query"),
+            st.floats(-8, 8, allow_nan=False),
+            st.floats(min_value=0, max_value=SMALL_TIERS[-1].retention, allow_nan=False),
+            st.just(0),
+        ),
+    ),
+    max_size=80,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(ops_st)
+def test_query_matches_naive_small_tiers(ops: list[tuple[str, float, float, int]]) -> None:
+    window = RollingWindow(SMALL_TIERS)
+    events: list[Event] = []
+    clock = 100.0
+    for op, a, b, c in ops:
+        if op == "add":
+            clock += a
+            good, valid = int(b), int(b) + c
+            window.add(clock, good, valid)
+            events.append((clock, good, valid))
+        else:
+            now, length = clock + a, b
+            assert window.query(now, length) == naive_query(events, SMALL_TIERS, now, length)
+    for length in (0.0, 2.0, 4.0, 12.0, 30.0, 64.0):
+        assert window.query(clock, length) == naive_query(events, SMALL_TIERS, clock, length)
+
+
+def test_sequential_laps() -> None:
+    """Every second for several laps of every ring, checked after each add."""
+    window = RollingWindow(SMALL_TIERS)
+    events: list[Event] = []
+    for i in range(200):
+        t = 1000.0 + i + (i % 3) * 0.3
+        window.add(t, i % 2, 1)
+        events.append((t, i % 2, 1))
+        for length in (0.0, 3.0, 4.0, 20.0, 64.0):
+            assert window.query(t, length) == naive_query(events, SMALL_TIERS, t, length)
+
+
+def test_alignment_and_span() -> None:
+    w = RollingWindow(SMALL_TIERS)
+    w.add(10.0, 1, 1)  # bucket [10, 11) of the 1 s tier
+    w.add(13.5, 0, 1)  # bucket [13, 14)
+    assert w.tier_for(3.0) == Tier(1.0, 5)
+    # [align(13.7 - 3), align(13.7)] = [10, 13] -> both events, span [10, 14)
+    assert w.span(13.7, 3.0) == (10.0, 14.0)
+    assert w.query(13.7, 3.0) == Counts(1, 2)
+    # [11, 13] -> only the second
+    assert w.query(13.7, 2.5) == Counts(0, 1)
+    assert w.span(13.7, 2.5) == (11.0, 14.0)
+    # a length beyond the 1 s tier goes to the 4 s tier: buckets [8, 12) and [12, 16)
+    assert w.tier_for(4.5) == Tier(4.0, 6)
+    assert w.query(13.7, 4.5) == Counts(1, 2)
+
+
+def test_out_of_order_adds() -> None:
+    w = RollingWindow(SMALL_TIERS)
+    w.add(100.0, 1, 1)
+    w.add(97.0, 0, 1)  # late by 3 s: 1 s tier still holds bucket 97 (head 100, 5 buckets)
+    w.add(95.0, 1, 1)  # 100 - 5 = 95: gone from the 1 s tier, kept by coarser tiers
+    assert w.query(100.0, 4.0) == Counts(1, 2)
+    assert w.query(100.0, 8.0) == Counts(2, 3)  # 4 s tier: buckets 92..100
+
+
+def test_lap_never_resurrects_old_data() -> None:
+    w = RollingWindow(SMALL_TIERS)
+    w.add(10.0, 1, 1)
+    # jump by exactly one lap of the 1 s ring: slot 10 % 5 == 15 % 5
+    w.add(15.0, 0, 1)
+    assert w.query(10.5, 0.0) == Counts(0, 0)  # bucket 10 no longer retained by the 1 s tier
+    assert w.query(15.0, 4.0) == Counts(0, 1)
+    # far beyond every ring: everything old is gone, even when querying back in time
+    w.add(10_000.0, 1, 1)
+    for now in (10.0, 15.0, 9999.0):
+        for length in (0.0, 4.0, 20.0, 64.0):
+            assert w.query(now, length) == Counts(0, 0)
+    assert w.query(10_000.0, 64.0) == Counts(1, 1)
+    # a late event from before the jump is dropped by every tier
+    w.add(15.0, 1, 1)
+    assert w.query(10_000.0, 64.0) == Counts(1, 1)
+    assert w.query(15.0, 64.0) == Counts(0, 0)
+
+
+def test_time_going_backwards_slightly() -> None:
+    w = RollingWindow()
+    base = 1_700_000_000.0
+    w.add(base, 1, 1)
+    w.add(base - 0.5, 1, 1)
+    w.add(base - 30, 0, 1)
+    assert w.query(base, 60) == Counts(2, 3)
+    # querying slightly in the past excludes newer buckets but keeps older ones
+    assert w.query(base - 20, 20) == Counts(0, 1)
+
+
+def test_large_gaps() -> None:
+    w = RollingWindow()
+    base = 1_700_000_000.0
+    w.add(base, 1, 1)
+    w.add(base + 3 * 3600, 1, 1)  # beyond 10 s and 1 min tiers
+    assert w.query(base + 3 * 3600, 600) == Counts(1, 1)
+    assert w.query(base + 3 * 3600, 4 * 3600) == Counts(2, 2)
+    w.add(base + 100 * 86400, 0, 1)  # beyond every tier
+    assert w.query(base + 100 * 86400, 92 * 86400) == Counts(0, 1)
+
+
+def test_saturation_keeps_good_le_valid() -> None:
+    w = RollingWindow(SMALL_TIERS)
+    for _ in range(3):
+        w.add(5.0, 30_000, 30_001)
+    assert w.query(5.0, 0.0) == Counts(COUNTER_MAX, COUNTER_MAX)
+    c = RollingCounter(SMALL_TIERS)
+    c.add(5.0, 70_000)
+    assert c.query(5.0, 0.0) == COUNTER_MAX
+
+
+def test_validation() -> None:
+    w = RollingWindow(SMALL_TIERS)
+    with pytest.raises(ValueError):
+        w.add(1.0, 2, 1)
+    with pytest.raises(ValueError):
+        w.add(1.0, -1, 1)
+    with pytest.raises(ValueError):
+        w.add(math.nan, 1, 1)
+    with pytest.raises(ValueError):
+        w.query(1.0, SMALL_TIERS[-1].retention + 1)
+    with pytest.raises(ValueError):
+        w.query(1.0, -1)
+    with pytest.raises(ValueError):
+        RollingWindow((Tier(10, 5), Tier(1, 5)))
+    with pytest.raises(ValueError):
+        Tier(0, 5)
+    with pytest.raises(ValueError):
+        Tier(1, 1)
+    assert w.retention == 64.0
+    assert RollingWindow().retention == 92 * 86400
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(events_st, max_size=40), st.floats(0, 450, allow_nan=False))
+def test_bytes_round_trip(events: list[Event], now: float) -> None:
+    w = RollingWindow(SMALL_TIERS)
+    for t, g, v in events:
+        w.add(t, g, v)
+    back = RollingWindow.from_bytes(w.to_bytes(), SMALL_TIERS)
+    for length in (0.0, 3.0, 4.0, 10.0, 20.0, 64.0):
+        assert back.query(now, length) == w.query(now, length)
+    # and it keeps working identically afterwards
+    w.add(now, 1, 1)
+    back.add(now, 1, 1)
+    assert back.to_bytes() == w.to_bytes()
+
+
+def test_bytes_default_tiers_size_and_counter() -> None:
+    w = RollingWindow()
+    base = 1_700_000_000.0
+    for i in range(0, 92 * 24 * 3600, 30):  # a full 92 days at a 30 s interval
+        w.add(base + i, 1 if i % 7 else 0, 1)
+    blob = w.to_bytes()
+    back = RollingWindow.from_bytes(blob)
+    end = base + 92 * 24 * 3600
+    for length in (300, 3600, 86400, 30 * 86400, 90 * 86400):
+        assert back.query(end, length) == w.query(end, length)
+    print(
+        f"\nto_bytes: full 92 d window at 30 s = {len(blob)} bytes "
+        f"(empty {len(RollingWindow().to_bytes())} bytes, raw counters {w.nbytes()})"
+    )
+    c = RollingCounter()
+    c.add(base, 3)
+    assert RollingCounter.from_bytes(c.to_bytes()).query(base, 10) == 3
+    with pytest.raises(ValueError):
+        RollingCounter.from_bytes(blob)  # a window is not a counter
+
+
+def test_from_bytes_rejects_garbage() -> None:
+    blob = RollingWindow(SMALL_TIERS).to_bytes()
+    for bad in (
+        b"",
+        b"xyz",
+        blob[:10],
+        b"NOPE" + blob[4:],
+        blob[:-3],
+        blob[:3] + b"\x09" + blob[4:],
+    ):
+        with pytest.raises(ValueError):
+            RollingWindow.from_bytes(bad, SMALL_TIERS)
+
+
+def test_from_bytes_migrates_tiers() -> None:
+    old = RollingWindow(SMALL_TIERS)
+    for t in range(0, 100):
+        old.add(float(t), 1, 1)
+    new_tiers = (Tier(1.0, 8), Tier(2.0, 10), Tier(16.0, 3))
+    new = RollingWindow.from_bytes(old.to_bytes(), new_tiers)
+    # 1 s: 5 stored buckets kept (95..99); 2 s: new resolution, empty; 16 s: newest 3 (80..99)
+    assert new.query(99.0, 4.0) == Counts(5, 5)
+    assert new.query(99.0, 7.0) == Counts(5, 5)  # 92 .. 99 requested, only 95..99 known
+    assert new.query(99.0, 10.0) == Counts(0, 0)  # the 2 s tier starts empty
+    assert new.query(99.0, 32.0) == Counts(36, 36)  # 16 s tier keeps buckets 4..6: t 64..99
+    new.add(100.0, 0, 1)
+    assert new.query(100.0, 0.0) == Counts(0, 1)
+
+
+def test_nbytes_per_window() -> None:
+    w = RollingWindow()
+    buckets = sum(t.buckets for t in DEFAULT_TIERS)
+    assert w.nbytes() == buckets * 2 * 2
+    assert w.nbytes() < 16 * 1024
+    overhead = (
+        sys.getsizeof(w)
+        + sum(sys.getsizeof(c) - len(c) * c.itemsize for c in w._counters)
+        + sys.getsizeof(w._heads)
+    )
+    print(
+        f"\nRollingWindow DEFAULT_TIERS: {buckets} buckets, counters {w.nbytes()} bytes, "
+        f"object overhead ~{overhead} bytes; RollingCounter {RollingCounter().nbytes()} bytes"
+    )
+
+
+def test_microbenchmark() -> None:
+    """Not an assertion on speed (shared CI cores): prints the cost for the report."""
+    w = RollingWindow()
+    base = 1_700_000_000.0
+    n = 50_000
+    t0 = time.perf_counter()
+    for i in range(n):
+        w.add(base + i, 1, 1)
+    add_us = (time.perf_counter() - t0) / n * 1e6
+    end = base + n
+    results = []
+    for length in (300.0, 3600.0, 6 * 3600.0, 3 * 86400.0, 30 * 86400.0, 90 * 86400.0):
+        reps = 2000
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            w.query(end, length)
+        results.append(f"{length / 3600:g}h={(time.perf_counter() - t0) / reps * 1e6:.1f}us")
+    print(f"\nadd: {add_us:.2f} us/event; query: {', '.join(results)}")
