@@ -57,7 +57,8 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     print(
         f"{args.file}: OK: {len(config.targets)} targets"
         + (f" ({detail})" if detail else "")
-        + f", {len(config.slos)} SLOs"
+        + f", {len(config.slos)} SLOs, {len(config.slas)} SLAs"
+        + f", {len(config.maintenance)} maintenance windows"
     )
     return EXIT_OK
 

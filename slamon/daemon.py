@@ -17,7 +17,7 @@ from typing import Any
 from slamon.config.models import Config, Target
 from slamon.live import LiveState, TargetStatus
 from slamon.log import get_logger
-from slamon.metrics import SlamonCollector, make_registry
+from slamon.metrics import SlamonCollector, make_registry, sla_metrics, state_metrics
 from slamon.probers.base import ProbeResult
 from slamon.scheduler import SAFETY_MARGIN, Scheduler, phase_offset
 from slamon.server import HttpServer, build_app
@@ -71,11 +71,14 @@ class Daemon:
             await store.close()
             raise StartupError(str(exc)) from None
         self.store = store
+        self.collector.extra.append(lambda: state_metrics(store))
         self.start_at = time.time()
         replayed = self._restore_windows(restored)
         self.tracker = SlaTracker(
             self.config, store, self.log, flush_interval=self.config.state.flush_interval
         )
+        tracker = self.tracker
+        self.collector.extra.append(lambda: sla_metrics(tracker, self.config, time.time()))
         await self.tracker.start(restored.sla_progress, self.start_at)
         filled = self.tracker.fill_gaps(restored.progress, self.start_at, self._offset)
         await store.flush()

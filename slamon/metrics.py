@@ -22,12 +22,17 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from slamon import __version__
+from slamon.config.models import Config
 from slamon.durations import format_duration
 from slamon.live import LiveState
+from slamon.maintenance import active_at
+from slamon.periods import period_bounds, period_index
 from slamon.probers.base import PHASES, FailureReason
 from slamon.redact import redact_url
 from slamon.scheduler import SchedulerStats
+from slamon.sla_tracker import SlaTracker
 from slamon.sli.slo import SloState
+from slamon.store import StateStore
 
 Clock = Callable[[], float]
 
@@ -244,6 +249,95 @@ class SlamonCollector(Collector):
         )
         wb.add_metric([], live.window_bytes())
         yield wb
+
+
+def state_metrics(store: StateStore) -> Iterator[Metric]:
+    """Health of the durable state: a read-only or full disk shows here at once."""
+    health = store.health
+    ok = GaugeMetricFamily(
+        "slamon_state_healthy", "1 if the last write to the state file succeeded"
+    )
+    ok.add_metric([], 1.0 if health.healthy else 0.0)
+    yield ok
+    errors = CounterMetricFamily(
+        "slamon_state_write_errors", "Failed writes to the state file (data kept in memory)"
+    )
+    errors.add_metric([], health.write_errors)
+    yield errors
+    flush = GaugeMetricFamily(
+        "slamon_state_last_flush_seconds", "Duration of the last successful flush"
+    )
+    flush.add_metric([], health.last_flush_seconds)
+    yield flush
+    pending = GaugeMetricFamily(
+        "slamon_state_pending_events", "Outcomes waiting to be written to the state file"
+    )
+    pending.add_metric([], len(store.batch.journal) + len(store.batch.leaves))
+    yield pending
+    size = GaugeMetricFamily("slamon_state_file_bytes", "Size of the state file and its WAL")
+    size.add_metric([], store.size_bytes())
+    yield size
+    dropped = CounterMetricFamily(
+        "slamon_state_journal_dropped",
+        "Window journal events dropped while the disk refused writes",
+    )
+    dropped.add_metric([], health.journal_dropped)
+    yield dropped
+
+
+def sla_metrics(tracker: SlaTracker, config: Config, now: float) -> Iterator[Metric]:
+    closed = CounterMetricFamily(
+        "slamon_sla_periods_closed", "Closed SLA periods by verdict", labels=["sla", "verdict"]
+    )
+    for (sla_id, verdict), n in sorted(tracker.closed_total.items()):
+        closed.add_metric([sla_id, verdict], n)
+    yield closed
+    last_sli = GaugeMetricFamily(
+        "slamon_sla_last_period_sli_ratio", "SLI of the last closed period", labels=["sla"]
+    )
+    last_breached = GaugeMetricFamily(
+        "slamon_sla_last_period_breached", "1 if the last closed period breached its objective",
+        labels=["sla"],
+    )
+    last_id = GaugeMetricFamily(
+        "slamon_sla_last_closed_period", "Id of the last closed period", labels=["sla"]
+    )
+    for sla_id, result in tracker.last_result.items():
+        last_id.add_metric([sla_id], result.period_id)
+        if result.sli_ppm is not None:
+            last_sli.add_metric([sla_id], result.sli_ppm / 1_000_000)
+        if result.breached is not None:
+            last_breached.add_metric([sla_id], 1.0 if result.breached else 0.0)
+    yield from (last_sli, last_breached, last_id)
+    current = GaugeMetricFamily(
+        "slamon_sla_current_period", "Id of the period now accumulating", labels=["sla"]
+    )
+    ends = GaugeMetricFamily(
+        "slamon_sla_current_period_end_timestamp_seconds",
+        "When the current period ends (it closes after its grace delay)",
+        labels=["sla"],
+    )
+    objective = GaugeMetricFamily(
+        "slamon_sla_objective_ratio", "Objective of the SLA", labels=["sla"]
+    )
+    for sla_id, rt in tracker.slas.items():
+        n = period_index(rt.sla.period, now)
+        current.add_metric([sla_id], n)
+        ends.add_metric([sla_id], period_bounds(rt.sla.period, n)[1])
+        objective.add_metric([sla_id], rt.sla.objective_ppm(rt.slo.objective) / 1_000_000)
+    yield from (current, ends, objective)
+    maint_t = GaugeMetricFamily(
+        "slamon_maintenance_active", "1 while a maintenance window covers the target",
+        labels=["target"],
+    )
+    # a window scoped to an SLA also covers that SLA's targets
+    scopes: list[str | None] = [None, *tracker.slas]
+    for target in config.targets:
+        active = config.maintenance and any(
+            active_at(config.maintenance, now, target=target.id, sla=sla) for sla in scopes
+        )
+        maint_t.add_metric([target.id], 1.0 if active else 0.0)
+    yield maint_t
 
 
 def make_registry(collector: SlamonCollector) -> CollectorRegistry:

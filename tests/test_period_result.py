@@ -218,7 +218,9 @@ def test_sla_validation() -> None:
 
 
 def test_policy_digest() -> None:
-    sla = make_sla(period={"kind": "monthly", "timezone": "Europe/Berlin"})
+    sla = make_sla(
+        period={"kind": "monthly", "timezone": "Europe/Berlin"}, evidence_resolution=60
+    )
     doc = policy_document(sla, targets=["web", "api"], composite=True)
     assert canonical_json(doc).startswith(b'{"accounting":{"maintenance":"count"')
     assert doc["targets"] == ["api", "web"] and doc["period"] == {

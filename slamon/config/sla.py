@@ -7,6 +7,8 @@ slamon.periods, slamon.maintenance, slamon.period_result and slamon.policy.
 
 from __future__ import annotations
 
+import math
+
 import re
 from datetime import datetime
 from functools import lru_cache
@@ -154,6 +156,20 @@ class AccountingPolicy(Strict):
 _BYTES32_RE = re.compile(r"^0x[0-9a-fA-F]{64}$")
 
 
+def default_resolution(period: PeriodSpec) -> int:
+    """Evidence bucket length for a period kind: fine enough to show an outage,
+    coarse enough that a month of 1,000 targets stays a few million leaves."""
+    utc = period.timezone in ("UTC", "Etc/UTC")
+    if period.kind == "fixed":
+        return math.gcd(period.length_s, period.anchor_s, 60)
+    return {
+        "hourly": 60,
+        "daily": 300,
+        "weekly": 900,
+        "monthly": 3600 if utc else 900,
+    }[period.kind]
+
+
 class Sla(Strict):
     id: Id
     #: the SLO whose targets (and objective, by default) this SLA is judged on
@@ -165,8 +181,9 @@ class Sla(Strict):
     min_valid_samples: int = Field(default=0, ge=0)
     #: a period closes at end + grace, so late probe results still land in it
     grace: Duration = 300.0
-    #: bucket length of the evidence leaves (see docs/evidence.md)
-    evidence_resolution: Duration = 60.0
+    #: bucket length of the evidence leaves (see docs/evidence.md); default by period
+    #: kind so a period holds at most a few thousand leaves per target
+    evidence_resolution: Duration | None = None
     policy: AccountingPolicy = Field(default_factory=AccountingPolicy)
     #: explicit bytes32 on-chain id (0x + 64 hex); default keccak256(utf8(id))
     onchain_id: str | None = None
@@ -197,7 +214,10 @@ class Sla(Strict):
 
     @model_validator(mode="after")
     def _resolution(self) -> Sla:
+        if self.evidence_resolution is None:
+            object.__setattr__(self, "evidence_resolution", float(default_resolution(self.period)))
         res = self.evidence_resolution
+        assert res is not None
         if res != int(res) or res < 1:
             raise PathError(("evidence_resolution",), "must be whole seconds, at least 1s")
         r = int(res)
@@ -226,6 +246,7 @@ class Sla(Strict):
 
     @property
     def resolution_s(self) -> int:
+        assert self.evidence_resolution is not None  # set by the validator
         return int(self.evidence_resolution)
 
     @property
