@@ -26,6 +26,8 @@ from slamon.store import Restored, StateStore, StoreError, StoreWriteError
 
 #: how often composite SLO slices are closed and due SLA periods looked for
 ADVANCE_EVERY = 1.0
+#: how often evidence leaves past their retention are deleted
+PRUNE_EVERY = 3600.0
 
 
 class StartupError(Exception):
@@ -137,6 +139,22 @@ class Daemon:
             if snap:
                 next_snapshot = loop.time() + state.snapshot_interval
             await self._flush(snapshot=snap)
+
+    async def _prune(self, now: float) -> int:
+        """Drop evidence leaves past `state.evidence_retention` (closed periods only)."""
+        if self.tracker is None or self.store is None:
+            return 0
+        horizon = now - self.config.state.evidence_retention
+        removed = 0
+        for sla_id, rt in self.tracker.slas.items():
+            before = int(min(horizon, rt.open_from))
+            try:
+                removed += await self.store.prune_leaves(sla_id, before)
+            except Exception as exc:  # retention must never stop probing
+                self.log.warning("prune_failed", sla=sla_id, reason=str(exc))
+        if removed:
+            self.log.info("evidence_pruned", leaves=removed)
+        return removed
 
     async def _close_periods(self) -> None:
         if self.tracker is None or self._store_failing:
@@ -296,9 +314,14 @@ class Daemon:
             )
 
     async def _advance_loop(self) -> None:
+        next_prune = 0.0
         while True:
-            self.live.advance(time.time())
+            now = time.time()
+            self.live.advance(now)
             await self._close_periods()
+            if now >= next_prune:
+                await self._prune(now)
+                next_prune = now + PRUNE_EVERY
             await asyncio.sleep(ADVANCE_EVERY)
 
 
