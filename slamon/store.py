@@ -158,6 +158,11 @@ class StateStore:
         assert threading.get_ident() == self._thread_id, "store used off its thread"
         return self._conn
 
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(connection)` on the store's thread: for modules that keep their
+        own tables here (the oracle's report journal), without touching the loop."""
+        return await self._call(lambda: fn(self._db()))
+
     # -- open / close -----------------------------------------------------
     async def open(self) -> None:
         await self._call(self._open)
@@ -186,6 +191,13 @@ class StateStore:
         try:
             conn.execute("PRAGMA busy_timeout=5000")
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            if not new_file and app_id == 0:
+                # killed during its very first start, between the switch to WAL
+                # (which writes the header) and the migration: an empty database
+                # with nothing to lose, not a foreign file
+                version0 = conn.execute("PRAGMA user_version").fetchone()[0]
+                objects = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+                new_file = version0 == 0 and objects == 0
             if not new_file and app_id != APPLICATION_ID:
                 raise StoreError(
                     f"{path} is not a slamon state file (application_id {app_id:#x}); "
