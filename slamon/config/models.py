@@ -599,6 +599,19 @@ class OracleConfig(Strict):
         return self
 
 
+class ShardConfig(Strict):
+    """Scale-out: this instance probes only its share of the targets (stable hash)."""
+
+    index: int = Field(default=0, ge=0)
+    count: int = Field(default=1, ge=1, le=1024)
+
+    @model_validator(mode="after")
+    def _range(self) -> ShardConfig:
+        if self.index >= self.count:
+            raise PathError(("index",), f"must be below count ({self.count})")
+        return self
+
+
 class StateConfig(Strict):
     """Durable state (SQLite). Defaults suit systemd's StateDirectory=."""
 
@@ -735,6 +748,7 @@ class Config(Strict):
     maintenance: list[MaintenanceWindow] = Field(default_factory=list)
     state: StateConfig = Field(default_factory=StateConfig)
     oracle: OracleConfig | None = None
+    shard: ShardConfig = Field(default_factory=ShardConfig)
 
     @model_validator(mode="after")
     def _references(self) -> Config:
