@@ -1,4 +1,7 @@
-"""Command line: `slamon run|check-config|probe|demo`. Never shows a traceback to a user."""
+"""Command line: `slamon run|check-config|probe|demo|evidence verify|export`.
+
+Never shows a traceback to a user.
+"""
 
 from __future__ import annotations
 
@@ -185,6 +188,103 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     return _run_async(main)
 
 
+def _read_input(name: str) -> str:
+    """FILE or `-` for stdin, as text (OSError/UnicodeDecodeError for the caller)."""
+    if name == "-":
+        return sys.stdin.buffer.read().decode("utf-8")
+    with open(name, encoding="utf-8") as f:
+        return f.read()
+
+
+def check_proofs(doc: dict[str, Any]) -> str | None:
+    """Check the optional `proofs` list (one per leaf) against `root`; None = fine.
+
+    The root check alone proves the leaf set; the proofs are what a contract or
+    a customer holding a single leaf uses, so a served file must carry good ones.
+    """
+    from slamon.evidence import Leaf, verify
+
+    proofs = doc.get("proofs")
+    if proofs is None:
+        return None
+    leaves = doc["leaves"]
+    if not isinstance(proofs, list) or len(proofs) != len(leaves):
+        return "'proofs' must be a list with one proof per leaf"
+    root = bytes.fromhex(str(doc["root"]).removeprefix("0x"))
+    for i, (raw, proof) in enumerate(zip(leaves, proofs, strict=True)):
+        try:
+            nodes = [bytes.fromhex(str(p).removeprefix("0x")) for p in proof]
+        except (TypeError, ValueError):
+            return f"proofs[{i}] is not a list of 0x hex strings"
+        if not verify(nodes, root, Leaf.from_json(raw).hash()):
+            return f"proofs[{i}] does not prove leaves[{i}] against the root"
+    return None
+
+
+def _cmd_evidence_verify(args: argparse.Namespace) -> int:
+    import json
+
+    from slamon.evidence import EVIDENCE_FORMAT, verify_evidence_file
+
+    try:
+        data = json.loads(_read_input(args.file))
+    except OSError as exc:
+        _err(f"cannot read {args.file}: {exc.strerror or exc}")
+        return EXIT_USAGE
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        _err(f"{args.file} is not valid JSON: {exc}")
+        return EXIT_USAGE
+    fmt = data.get("format") if isinstance(data, dict) else None
+    if fmt is not None and fmt != EVIDENCE_FORMAT:
+        _err(f"{args.file}: unsupported format {fmt!r} (expected {EVIDENCE_FORMAT})")
+        return EXIT_USAGE
+    ok, computed, message = verify_evidence_file(data)
+    if computed is None:  # not an evidence document at all
+        _err(f"{args.file}: {message}")
+        return EXIT_USAGE
+    if ok:
+        root = str(data["root"])
+        if len(root) != 66:
+            ok, message = False, "root must be 0x followed by 64 hex digits"
+        else:
+            problem = check_proofs(data)
+            if problem is not None:
+                ok, message = False, problem
+    if not ok:
+        print(f"FAIL {message}")
+        return EXIT_FAIL
+    n = len(data["leaves"])
+    proofs = " and proofs" if data.get("proofs") is not None else ""
+    print(f"OK root {computed} ({n} leaves{proofs} verified)")
+    return EXIT_OK
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from slamon.export import ExportError, export, parse_date
+
+    config = _load(args.config)
+    if config is None:
+        return EXIT_USAGE
+    try:
+        start = parse_date(args.date_from, "from")
+        end = parse_date(args.date_to, "to")
+        text = export(config.state.resolved_path(), args.sla, start, end, args.format,
+                      [s.id for s in config.slas])
+    except ExportError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    if args.output in (None, "-"):
+        sys.stdout.write(text)
+        return EXIT_OK
+    try:
+        with open(args.output, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+    except OSError as exc:
+        _err(f"cannot write {args.output}: {exc.strerror or exc}")
+        return EXIT_USAGE
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="slamon",
@@ -217,6 +317,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="start local demo targets with an outage and run on them")
     p.add_argument("-c", "--config", default="config/example.yaml")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("evidence", help="work with evidence files (see docs/evidence.md)")
+    ev = p.add_subparsers(dest="evidence_command", required=True, metavar="ACTION")
+    q = ev.add_parser("verify", help="recompute the Merkle root of an evidence file; exit 0/1")
+    q.add_argument("file", help="evidence JSON file, or - for stdin")
+    q.set_defaults(func=_cmd_evidence_verify)
+
+    p = sub.add_parser("export", help="closed SLA periods as CSV or JSON (offline)")
+    p.add_argument("-c", "--config", required=True, help="config file (names the state file)")
+    p.add_argument("--sla", required=True, help="SLA id")
+    p.add_argument("--from", dest="date_from", required=True, metavar="DATE",
+                   help="ISO 8601 date or time, inclusive (no offset = UTC)")
+    p.add_argument("--to", dest="date_to", required=True, metavar="DATE",
+                   help="ISO 8601 date or time, exclusive (no offset = UTC)")
+    p.add_argument("--format", choices=("csv", "json"), default="csv")
+    p.add_argument("-o", "--output", metavar="FILE", help="output file (default stdout)")
+    p.set_defaults(func=_cmd_export)
     return parser
 
 

@@ -171,7 +171,9 @@ class Daemon:
     async def start(self) -> None:
         # state first: a broken state file must stop start-up before anything runs
         await self._open_state()
-        app = build_app(self.registry, self.ready)
+        from slamon.api import api_routes
+
+        app = build_app(self.registry, self.ready, extra_routes=api_routes(lambda: self.tracker))
         self.server = HttpServer(app, self.config.server.host, self.config.server.port)
         try:
             await self.server.start()

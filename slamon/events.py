@@ -44,7 +44,8 @@ class Event:
 
     def key(self) -> str:
         """Identity of the condition, so up resolves down and reminders repeat it."""
-        return f"{self.kind.value.rsplit('_', 1)[0]}:{self.target or ''}:{self.slo or ''}:{self.sla or ''}"
+        topic = self.kind.value.rsplit("_", 1)[0]
+        return f"{topic}:{self.target or ''}:{self.slo or ''}:{self.sla or ''}"
 
 
 class Subscription:
