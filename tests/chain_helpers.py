@@ -14,15 +14,11 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,23 +28,13 @@ from web3 import Web3
 from web3.contract import Contract
 
 from slamon.chain.artefacts import Artefact
+from slamon.chain.devchain import ANVIL_CHAIN_ID as ANVIL_CHAIN_ID
+from slamon.chain.devchain import AnvilProcess, anvil_keys, find_anvil
+from slamon.chain.devchain import free_port as free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NODE_MODULES = REPO_ROOT / "node_modules"
-ANVIL_CHAIN_ID = 31337
-ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
-
-
-def _anvil_keys(n: int = 10) -> tuple[str, ...]:
-    """anvil's default dev account keys (public test mnemonic), derived rather than copied."""
-    Account.enable_unaudited_hdwallet_features()
-    return tuple(
-        Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}").key.to_0x_hex()
-        for i in range(n)
-    )
-
-
-ANVIL_KEYS = _anvil_keys()
+ANVIL_KEYS = anvil_keys()
 
 
 class MissingNodeModules(RuntimeError):
@@ -67,13 +53,13 @@ def require_node_modules() -> None:
 
 def anvil_path() -> Path:
     """Path of the pinned anvil binary."""
-    candidates = sorted(NODE_MODULES.glob("@foundry-rs/anvil-*/bin/anvil"))
-    if not candidates:
+    found = find_anvil(REPO_ROOT)
+    if found is None:
         raise MissingNodeModules(
             "anvil binary not found under node_modules/@foundry-rs/: run `npm ci` at the "
             "repository root"
         )
-    return candidates[0]
+    return found
 
 
 def compile_sources(*sources: str) -> dict[str, Artefact]:
@@ -94,97 +80,19 @@ def compile_sources(*sources: str) -> dict[str, Artefact]:
     return {name: Artefact.from_json(a) for name, a in data.items()}
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
-class AnvilNode:
-    """A running anvil process on 127.0.0.1."""
-
-    process: subprocess.Popen[bytes]
-    port: int
-    keys: tuple[str, ...] = ANVIL_KEYS
-    _log: Any = field(default=None, repr=False)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def web3(self) -> Web3:
-        return Web3(Web3.HTTPProvider(self.url, request_kwargs={"timeout": 10}))
+class AnvilNode(AnvilProcess):
+    """A running anvil process on 127.0.0.1 (slamon.chain.devchain's, plus test helpers)."""
 
     @classmethod
     @contextmanager
     def start(cls, *extra_args: str, timeout: float = 20.0) -> Iterator[AnvilNode]:
         """Start anvil, wait until it answers ``eth_chainId``, stop it on exit."""
-        node = cls.launch(*extra_args, timeout=timeout)
+        node = cls.launch(*extra_args, binary=anvil_path(), timeout=timeout)
         try:
             yield node
         finally:
             node.stop()
-
-    @classmethod
-    def launch(cls, *extra_args: str, timeout: float = 20.0) -> AnvilNode:
-        """Start anvil and wait for it (bounded); the caller must call :meth:`stop`."""
-        binary = anvil_path()
-        last_error: Exception | None = None
-        for _attempt in range(3):  # the free port may be taken between probe and bind
-            port = free_port()
-            proc = subprocess.Popen(
-                [
-                    str(binary),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--chain-id",
-                    str(ANVIL_CHAIN_ID),
-                    "--silent",
-                    *extra_args,
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-            )
-            node = cls(process=proc, port=port)
-            try:
-                node._wait_ready(timeout)
-                return node
-            except Exception as exc:
-                last_error = exc
-                node.stop()
-        raise RuntimeError(f"anvil did not start: {last_error}")
-
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        w3 = Web3(Web3.HTTPProvider(self.url, request_kwargs={"timeout": 1}))
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                err = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise RuntimeError(f"anvil exited with {self.process.returncode}: {err}")
-            try:
-                if w3.eth.chain_id == ANVIL_CHAIN_ID:
-                    return
-            except Exception:
-                time.sleep(0.05)
-        raise TimeoutError(f"anvil not ready on port {self.port} after {timeout}s")
-
-    def stop(self) -> None:
-        """Terminate anvil (SIGTERM, then SIGKILL after 5 s)."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
-        if self.process.stderr:
-            self.process.stderr.close()
 
     # time control
     def set_next_timestamp(self, w3: Web3, ts: int) -> None:
