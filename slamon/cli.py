@@ -285,6 +285,32 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: modules that add their own subcommands with `register(subparsers)`: one
+#: module per feature, like the probers, so cli.py does not grow with each one
+PLUGIN_COMMANDS = (
+    "slamon.chain.commands",
+    "slamon.oracle.commands",
+    "slamon.rules",
+    "slamon.report_render",
+)
+
+
+def _register_plugin(sub: Any, module: str) -> None:
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            return  # feature not built into this version
+        if exc.name and exc.name.split(".")[0] in {"web3", "eth_account", "eth_utils"}:
+            return  # optional dependency (the `chain` extra) not installed
+        raise
+    register = getattr(mod, "register", None)
+    if register is not None:
+        register(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="slamon",
@@ -334,12 +360,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("csv", "json"), default="csv")
     p.add_argument("-o", "--output", metavar="FILE", help="output file (default stdout)")
     p.set_defaults(func=_cmd_export)
+    for module in PLUGIN_COMMANDS:
+        _register_plugin(sub, module)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from slamon.log import configure_logging
+
+    # one-shot commands keep stdout for their output; `run` reconfigures from its config
+    configure_logging("info", "console", stream=sys.stderr)
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:

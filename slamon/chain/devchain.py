@@ -14,7 +14,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from eth_account import Account
 from web3 import Web3
@@ -137,12 +137,32 @@ class AnvilProcess:
             self.process.stderr.close()
 
 
-def send_tx(w3: Web3, key: str, fn: Any, value: int = 0, gas: int | None = None) -> Any:
+class TxSigner(Protocol):
+    """What signs a transaction: slamon's Signer or an eth_account LocalAccount."""
+
+    @property
+    def address(self) -> str: ...
+
+    def sign_transaction(self, tx: dict[str, Any]) -> Any: ...
+
+
+Sender = str | TxSigner
+
+
+def as_signer(sender: Sender) -> TxSigner:
+    """A raw 0x key (dev chains, tests) or anything that signs."""
+    if isinstance(sender, str):
+        account: TxSigner = Account.from_key(sender)
+        return account
+    return sender
+
+
+def send_tx(w3: Web3, sender: Sender, fn: Any, value: int = 0, gas: int | None = None) -> Any:
     """Sign locally and send a contract call; returns the receipt (raises on revert)."""
-    account = Account.from_key(key)
+    account = as_signer(sender)
     tx: dict[str, Any] = {
         "from": account.address,
-        "nonce": w3.eth.get_transaction_count(account.address, "pending"),
+        "nonce": w3.eth.get_transaction_count(Web3.to_checksum_address(account.address), "pending"),
         "value": value,
         "chainId": w3.eth.chain_id,
     }
@@ -157,7 +177,7 @@ def send_tx(w3: Web3, key: str, fn: Any, value: int = 0, gas: int | None = None)
     return receipt
 
 
-def deploy_contract(w3: Web3, key: str) -> str:
+def deploy_contract(w3: Web3, key: Sender) -> str:
     """Deploy SLACompensation; returns its address."""
     artefact = sla_compensation()
     contract = w3.eth.contract(abi=artefact.abi, bytecode=artefact.bytecode)
@@ -233,7 +253,7 @@ def sla_params(
     return params, start
 
 
-def register_sla(w3: Web3, contract_address: str, key: str, params: tuple[Any, ...],
+def register_sla(w3: Web3, contract_address: str, key: Sender, params: tuple[Any, ...],
                  fund_wei: int = 0) -> None:
     artefact = sla_compensation()
     contract = w3.eth.contract(address=Web3.to_checksum_address(contract_address),

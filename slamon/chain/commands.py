@@ -1,0 +1,153 @@
+"""`slamon contract deploy|register`: put the compensation contract on a chain.
+
+Meant for development chains and first set-ups; the key comes from a keystore
+(+ password file) or, for development only, an environment variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from slamon.chain.devchain import (
+    DevChainError,
+    PayoutRule,
+    deploy_contract,
+    register_sla,
+    sla_params,
+)
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def _err(message: str) -> None:
+    print(f"slamon: error: {message}", file=sys.stderr)
+
+
+def _key(args: argparse.Namespace) -> Any:
+    """The deployer's Signer; None after printing why not."""
+    from slamon.config.models import KeyConfig
+    from slamon.log import get_logger
+    from slamon.oracle.keys import KeyLoadError, load_signer
+
+    try:
+        cfg = KeyConfig(keystore=args.keystore, password_file=args.password_file,
+                        dev_key_env=args.key_env)
+    except Exception:
+        _err("give --keystore and --password-file, or --key-env VAR (development only)")
+        return None
+    try:
+        signer = load_signer(cfg, log=get_logger())
+    except KeyLoadError as exc:
+        _err(str(exc))
+        return None
+    return signer
+
+
+def _web3(url: str) -> Any:
+    from web3 import Web3
+
+    from slamon.redact import redact_url
+
+    w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 15}))
+    try:
+        w3.eth.chain_id  # noqa: B018 - a cheap reachability check
+    except Exception:
+        raise DevChainError(f"cannot reach {redact_url(url)}") from None
+    return w3
+
+
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    key = _key(args)
+    if key is None:
+        return EXIT_USAGE
+    try:
+        w3 = _web3(args.rpc_url)
+        address = deploy_contract(w3, key)
+    except DevChainError as exc:
+        _err(str(exc))
+        return EXIT_FAIL
+    print(address)
+    return EXIT_OK
+
+
+def _weights(items: list[str]) -> tuple[list[str], list[int]]:
+    addresses, weights = [], []
+    for item in items:
+        address, _, weight = item.partition(":")
+        addresses.append(address)
+        weights.append(int(weight or "1"))
+    return addresses, weights
+
+
+def _cmd_register(args: argparse.Namespace) -> int:
+    from slamon.config.loader import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.sla not in {s.id for s in config.slas}:
+        _err(f"unknown SLA {args.sla!r}; known: {', '.join(s.id for s in config.slas) or 'none'}")
+        return EXIT_USAGE
+    key = _key(args)
+    if key is None:
+        return EXIT_USAGE
+    try:
+        beneficiaries, weights = _weights(args.beneficiary)
+    except ValueError:
+        _err("--beneficiary takes ADDRESS or ADDRESS:WEIGHT")
+        return EXIT_USAGE
+    try:
+        params, start = sla_params(
+            config, args.sla, signers=args.signer, quorum=args.quorum, team=args.team,
+            beneficiaries=beneficiaries, weights=weights, now=time.time(),
+            rule=PayoutRule(args.rate_per_ppm, args.max_payout, args.met_reward),
+        )
+        w3 = _web3(args.rpc_url)
+        register_sla(w3, args.contract, key, params, fund_wei=args.fund)
+    except DevChainError as exc:
+        _err(str(exc))
+        return EXIT_FAIL
+    except Exception as exc:  # web3 validation errors: show the message, not a traceback
+        _err(f"registration failed: {exc}")
+        return EXIT_FAIL
+    print(f"registered {args.sla} (on-chain id 0x{params[0].hex()}), period 0 starts {start}")
+    print(f"oracle.schedule_starts: {{{args.sla}: {start}}}")
+    return EXIT_OK
+
+
+def _key_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--keystore", help="encrypted JSON keystore of the sending account")
+    p.add_argument("--password-file", help="file holding the keystore password")
+    p.add_argument("--key-env", help="env var with a raw private key (development only)")
+    p.add_argument("--rpc-url", required=True, help="JSON-RPC endpoint, e.g. http://127.0.0.1:8545")
+
+
+def register(sub: Any) -> None:
+    contract = sub.add_parser("contract", help="deploy the compensation contract, register SLAs")
+    csub = contract.add_subparsers(dest="contract_command", required=True, metavar="ACTION")
+
+    p = csub.add_parser("deploy", help="deploy SLACompensation; prints its address")
+    _key_args(p)
+    p.set_defaults(func=_cmd_deploy)
+
+    p = csub.add_parser("register", help="register a configured SLA, starting this period")
+    _key_args(p)
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("--sla", required=True, help="SLA id from the config")
+    p.add_argument("--contract", required=True, help="SLACompensation address")
+    p.add_argument("--signer", action="append", required=True, help="oracle address (repeat)")
+    p.add_argument("--quorum", type=int, default=1)
+    p.add_argument("--team", required=True, help="address paid the reward for a met period")
+    p.add_argument("--beneficiary", action="append", required=True,
+                   help="ADDRESS[:WEIGHT] compensated on a breach (repeat)")
+    p.add_argument("--fund", type=int, default=0, help="wei to put in the pool (ETH)")
+    p.add_argument("--rate-per-ppm", type=int, default=PayoutRule.rate_per_ppm_wei)
+    p.add_argument("--max-payout", type=int, default=PayoutRule.max_payout_per_period_wei)
+    p.add_argument("--met-reward", type=int, default=PayoutRule.met_reward_wei)
+    p.set_defaults(func=_cmd_register)
