@@ -12,17 +12,25 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
 
 from slamon.config.models import Config, Target
+from slamon.config.sla import Sla
+from slamon.events import Event, EventBus, EventKind
 from slamon.live import LiveState, TargetStatus
 from slamon.log import get_logger
 from slamon.metrics import SlamonCollector, make_registry, sla_metrics, state_metrics
+from slamon.period_result import PeriodResult
 from slamon.probers.base import ProbeResult
 from slamon.scheduler import SAFETY_MARGIN, Scheduler, phase_offset
 from slamon.server import HttpServer, build_app
 from slamon.sla_tracker import SlaTracker
-from slamon.store import Restored, StateStore, StoreError, StoreWriteError
+from slamon.store import ClosedPeriod, Restored, StateStore, StoreError, StoreWriteError
+
+if TYPE_CHECKING:
+    from slamon.oracle.service import OracleService
 
 #: how often composite SLO slices are closed and due SLA periods looked for
 ADVANCE_EVERY = 1.0
@@ -58,6 +66,8 @@ class Daemon:
         self._tasks: list[asyncio.Task[Any]] = []
         self.store: StateStore | None = None
         self.tracker: SlaTracker | None = None
+        self.oracle: OracleService | None = None
+        self.events = EventBus()
         self.start_at = 0.0
         self._store_failing = False
 
@@ -77,10 +87,13 @@ class Daemon:
         self.start_at = time.time()
         replayed = self._restore_windows(restored)
         self.tracker = SlaTracker(
-            self.config, store, self.log, flush_interval=self.config.state.flush_interval
+            self.config, store, self.log, flush_interval=self.config.state.flush_interval,
+            on_closed=self._on_period_closed,
         )
         tracker = self.tracker
         self.collector.extra.append(lambda: sla_metrics(tracker, self.config, time.time()))
+        if self.config.oracle is not None:
+            self._open_oracle(store, tracker)
         await self.tracker.start(restored.sla_progress, self.start_at)
         filled = self.tracker.fill_gaps(restored.progress, self.start_at, self._offset)
         await store.flush()
@@ -91,6 +104,47 @@ class Daemon:
             journal_replayed=replayed,
             no_data_ticks_filled=filled,
         )
+
+    def _open_oracle(self, store: StateStore, tracker: SlaTracker) -> None:
+        """Load the signing key now: a bad key must stop start-up with a clear message."""
+        from slamon.oracle.keys import KeyLoadError
+        from slamon.oracle.service import OracleService
+
+        config_dir = Path(self.config_path).parent if self.config_path is not None else None
+        oracle = OracleService(self.config, store, self.log, events=self.events,
+                               config_dir=config_dir)
+        try:
+            oracle.load_key()
+        except KeyLoadError as exc:
+            raise StartupError(str(exc)) from None
+        self.collector.extra.append(oracle.metrics)
+        self.oracle = oracle
+
+    async def _on_period_closed(
+        self, sla: Sla, result: PeriodResult, record: ClosedPeriod
+    ) -> None:
+        if result.breached is not None:
+            kind = EventKind.SLA_BREACHED if result.breached else EventKind.SLA_MET
+            sli = "n/a" if result.sli_ppm is None else f"{result.sli_ppm / 10_000:.4f}%"
+            self.events.publish(Event(
+                kind, time.time(), sla=sla.id,
+                summary=f"SLA {sla.id} period {result.period_id} {result.verdict}: SLI {sli}",
+                details={"period": result.period_id, "sli_ppm": result.sli_ppm,
+                         "objective_ppm": result.objective_ppm, "start": result.start,
+                         "end": result.end},
+            ))
+        if self.oracle is not None:
+            await self.oracle.on_period_closed(sla, result, record)
+
+    def _routes(self, app: web.Application) -> None:
+        from slamon.api import api_routes
+
+        api_routes(lambda: self.tracker)(app)
+        if self.oracle is not None:
+            from slamon.oracle.http import add_routes
+
+            assert self.config.oracle is not None
+            add_routes(app, self.oracle.outbox, self.config.oracle)
 
     def _offset(self, target: Target) -> float:
         return phase_offset(target.id, target.interval) if self.config.scheduler.spread else 0.0
@@ -171,9 +225,7 @@ class Daemon:
     async def start(self) -> None:
         # state first: a broken state file must stop start-up before anything runs
         await self._open_state()
-        from slamon.api import api_routes
-
-        app = build_app(self.registry, self.ready, extra_routes=api_routes(lambda: self.tracker))
+        app = build_app(self.registry, self.ready, extra_routes=self._routes)
         self.server = HttpServer(app, self.config.server.host, self.config.server.port)
         try:
             await self.server.start()
@@ -190,6 +242,8 @@ class Daemon:
             spread=self.config.scheduler.spread,
             start_at=self.start_at,
         )
+        if self.oracle is not None:
+            await self.oracle.start()
         self._tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
         self._tasks.append(asyncio.create_task(self._advance_loop(), name="advance"))
         self._tasks.append(asyncio.create_task(self._flush_loop(), name="flush"))
@@ -247,6 +301,9 @@ class Daemon:
         if self.store is not None:
             await self._flush(snapshot=True)
             await self._close_periods()
+            if self.oracle is not None:
+                await self.oracle.stop()
+                self.oracle = None
             await self.store.close()
             self.store = None
         self.log.info("stopped")
@@ -274,6 +331,8 @@ class Daemon:
         self.live.apply_config(new)
         if self.tracker is not None:
             self.tracker.apply_config(new, time.time())
+        if self.oracle is not None:
+            self.oracle.apply_config(new)
         if self.scheduler is not None:
             self.scheduler.update_targets(new.targets)
         self.reloads_ok += 1
@@ -305,6 +364,18 @@ class Daemon:
             self.log.exception("record_failed", target=target.id)
 
     def _log_transition(self, status: TargetStatus, result: ProbeResult) -> None:
+        target = status.target
+        self.events.publish(Event(
+            EventKind.TARGET_UP if result.ok else EventKind.TARGET_DOWN,
+            status.last_scheduled if status.last_scheduled is not None else time.time(),
+            target=target.id,
+            labels=target.labels,
+            summary=(f"{target.id} is up" if result.ok else
+                     f"{target.id} is down: {result.reason.value if result.reason else 'other'}"),
+            details={"reason": result.reason.value if result.reason else None,
+                     "detail": result.detail, "status_code": result.status_code,
+                     "duration": result.duration},
+        ))
         if result.ok:
             self.log.info("target_up", target=status.target.id, duration=round(result.duration, 4))
         else:

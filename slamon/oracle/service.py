@@ -1,0 +1,293 @@
+"""Closed SLA periods -> signed reports -> outbox, and (mode chain) the publisher.
+
+The tracker closes a period and hands it here. Closing and signing are not one
+transaction, so on start-up (and every minute) closed periods without a report
+are looked for and signed: a crash between the two never loses a report, and
+the outbox and journal make signing twice harmless (same key, same report).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from slamon.config.models import Config, Slo
+from slamon.config.sla import Sla
+from slamon.events import Event, EventBus, EventKind
+from slamon.oracle.builder import ReportBuildError, build_report, period_base_for
+from slamon.oracle.keys import Signer, load_signer
+from slamon.oracle.outbox import Outbox, OutboxError, outbox_dir
+from slamon.period_result import PeriodResult
+from slamon.policy import policy_digest_for
+from slamon.store import ClosedPeriod, StateStore
+
+#: how often closed periods without a report are looked for
+BACKFILL_EVERY = 60.0
+#: how many of the latest closed periods per SLA the backfill looks at
+BACKFILL_DEPTH = 50
+
+
+class OracleService:
+    def __init__(
+        self,
+        config: Config,
+        store: StateStore,
+        log: Any,
+        *,
+        events: EventBus | None = None,
+        config_dir: str | Path | None = None,
+    ) -> None:
+        assert config.oracle is not None
+        self.config = config
+        self.cfg = config.oracle
+        self.store = store
+        self.log = log
+        self.events = events
+        self.config_dir = config_dir
+        self.signer: Signer | None = None
+        self.outbox = Outbox(outbox_dir(config))
+        self.publisher: Any = None
+        self._bases: dict[str, int] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._backfill_task: asyncio.Task[None] | None = None
+        self.signed_total = 0
+        self.skipped_total = 0
+        self.errors_total = 0
+
+    # -- lifecycle --------------------------------------------------------
+    def load_key(self) -> None:
+        """Raises KeyLoadError with a message for the user (never the key)."""
+        self.signer = load_signer(self.cfg.key, log=self.log, base_dir=self.config_dir)
+
+    async def start(self) -> None:
+        if self.signer is None:
+            self.load_key()
+        assert self.signer is not None
+        if self.cfg.mode == "chain":
+            from slamon.oracle.publisher import Publisher
+
+            self.publisher = Publisher(self.cfg, self.signer, self.store, self.log)
+            await self.publisher.journal.ensure_schema()
+            self._task = asyncio.create_task(self.publisher.run(), name="publisher")
+        self._backfill_task = asyncio.create_task(self._backfill_loop(), name="oracle-backfill")
+        self.log.info(
+            "oracle_started", mode=self.cfg.mode, signer=self.signer.address,
+            contract=self.cfg.contract, chain_id=self.cfg.chain_id,
+        )
+
+    async def stop(self) -> None:
+        for task in (self._backfill_task, self._task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if self.publisher is not None:
+            with contextlib.suppress(Exception):
+                await self.publisher.chain.close()
+
+    def apply_config(self, config: Config) -> None:
+        self.config = config
+        if config.oracle is not None:
+            self.cfg = config.oracle
+
+    # -- reporting --------------------------------------------------------
+    def _reported(self, sla: Sla) -> bool:
+        return self.cfg.slas is None or sla.id in self.cfg.slas
+
+    def _slo(self, sla: Sla) -> Slo:
+        return next(s for s in self.config.slos if s.id == sla.slo)
+
+    async def _period_base(self, sla: Sla) -> int | None:
+        """Slamon's id of the contract's period 0 (config, else asked from the chain)."""
+        if sla.id in self._bases:
+            return self._bases[sla.id]
+        start = self.cfg.schedule_starts.get(sla.id)
+        if start is None and self.publisher is not None:
+            try:
+                row = await self.publisher.chain.contract.functions.getSLA(
+                    sla.onchain_id_bytes
+                ).call()
+            except Exception as exc:  # chain down: try again on the next backfill
+                self.log.warning("oracle_schedule_unknown", sla=sla.id, reason=str(exc)[:200])
+                return None
+            if int(str(row[0]), 16) == 0:  # provider unset: not registered
+                self.log.error("oracle_sla_not_registered", sla=sla.id,
+                               onchain_id="0x" + sla.onchain_id_bytes.hex())
+                return None
+            start = int(row[4])
+        if start is None:
+            self.log.error("oracle_schedule_unknown", sla=sla.id,
+                           reason="set oracle.schedule_starts for attest mode")
+            return None
+        try:
+            base = period_base_for(sla, start)
+        except ValueError as exc:
+            self.log.error("oracle_schedule_mismatch", sla=sla.id, reason=str(exc))
+            return None
+        self._bases[sla.id] = base
+        return base
+
+    async def on_period_closed(
+        self, sla: Sla, result: PeriodResult, record: ClosedPeriod
+    ) -> None:
+        if self._reported(sla):
+            await self._report(sla, record, result)
+
+    async def _report(self, sla: Sla, record: ClosedPeriod, result: PeriodResult | None) -> None:
+        assert self.signer is not None
+        base = await self._period_base(sla)
+        if base is None:
+            return  # the backfill retries once the schedule is known
+        if record.period < base:
+            return  # before the contract's first period: nothing to report
+        slo = self._slo(sla)
+        try:
+            report = build_report(
+                sla, slo, record, period_base=base,
+                policy_digest=policy_digest_for(sla, slo), issued_at=int(time.time()),
+            )
+        except ReportBuildError as exc:
+            self.errors_total += 1
+            self.log.error("report_build_failed", sla=sla.id, period=record.period,
+                           reason=str(exc))
+            return
+        if report is None:
+            self.skipped_total += 1
+            if self.publisher is not None:
+                await self.publisher.journal.add_skipped(
+                    sla.id, record.period - base, self.signer.address, "insufficient data",
+                    {"valid": record.result.get("valid")},
+                )
+            self.log.info("report_skipped", sla=sla.id, period=record.period,
+                          reason="insufficient data")
+            return
+        signed = self.signer.sign_report(report, self.cfg.chain_id, self.cfg.contract)
+        try:
+            stored, written = await asyncio.to_thread(self.outbox.write, sla.id, signed)
+        except OutboxError as exc:
+            self.errors_total += 1
+            self.log.error("outbox_write_failed", sla=sla.id, period=record.period,
+                           reason=str(exc))
+            return
+        if written:
+            self.signed_total += 1
+            self.log.info("report_signed", sla=sla.id, period=report.period_id,
+                          sli_ppm=report.sli_ppm, breached=report.breached)
+        if self.publisher is not None:
+            await self.publisher.submit(stored, sla.id)
+
+    # -- backfill ---------------------------------------------------------
+    async def backfill(self) -> int:
+        """Sign closed periods that have no report yet (crash between close and sign)."""
+        assert self.signer is not None
+        done = 0
+        for sla in self.config.slas:
+            if not self._reported(sla):
+                continue
+            base = await self._period_base(sla)
+            if base is None:
+                continue
+            periods = await self.store.periods(sla.id)
+            for record in periods[-BACKFILL_DEPTH:]:
+                if record.period < base:
+                    continue
+                contract_period = record.period - base
+                if await self._known(sla, contract_period):
+                    continue
+                await self._report(sla, record, None)
+                done += 1
+        return done
+
+    async def _known(self, sla: Sla, period: int) -> bool:
+        assert self.signer is not None
+        if self.publisher is not None:
+            from slamon.oracle.journal import JournalKey
+
+            entry = await self.publisher.journal.get(
+                JournalKey(sla.id, period, self.signer.address)
+            )
+            return entry is not None
+        found = await asyncio.to_thread(self.outbox.read, sla.id, period, self.signer.address)
+        return found is not None
+
+    async def _backfill_loop(self) -> None:
+        while True:
+            try:
+                n = await self.backfill()
+                if n:
+                    self.log.info("oracle_backfilled", reports=n)
+            except Exception as exc:  # never stop probing over this
+                self.log.warning("oracle_backfill_failed", reason=str(exc)[:200])
+            await asyncio.sleep(BACKFILL_EVERY)
+
+    # -- people and metrics ------------------------------------------------
+    def publish_event(self, kind: EventKind, sla: str, summary: str, **details: Any) -> None:
+        if self.events is not None:
+            self.events.publish(Event(kind, time.time(), sla=sla, summary=summary,
+                                      details=details))
+
+    def metrics(self) -> Iterator[Metric]:
+        signed = CounterMetricFamily("slamon_oracle_reports_signed", "Reports signed")
+        signed.add_metric([], self.signed_total)
+        yield signed
+        skipped = CounterMetricFamily(
+            "slamon_oracle_reports_skipped", "Closed periods not reported (insufficient data)"
+        )
+        skipped.add_metric([], self.skipped_total)
+        yield skipped
+        errors = CounterMetricFamily("slamon_oracle_errors", "Reports that could not be built")
+        errors.add_metric([], self.errors_total)
+        yield errors
+        if self.publisher is None:
+            return
+        m = self.publisher.metrics()
+        backlog = GaugeMetricFamily(
+            "slamon_oracle_backlog", "Signed reports not yet confirmed on-chain"
+        )
+        backlog.add_metric([], m.backlog)
+        yield backlog
+        states = GaugeMetricFamily(
+            "slamon_oracle_journal_entries", "Report journal entries by state", labels=["state"]
+        )
+        for state, n in sorted(m.states.items()):
+            states.add_metric([state], n)
+        yield states
+        if m.balance_wei is not None:
+            balance = GaugeMetricFamily(
+                "slamon_oracle_signer_balance_wei", "Balance of the signer (pays the gas)"
+            )
+            balance.add_metric([], m.balance_wei)
+            yield balance
+        if m.last_success is not None:
+            last = GaugeMetricFamily(
+                "slamon_oracle_last_success_timestamp_seconds", "When a report last confirmed"
+            )
+            last.add_metric([], m.last_success)
+            yield last
+        up = GaugeMetricFamily("slamon_oracle_chain_up", "1 if the chain answered lately")
+        up.add_metric([], 1.0 if m.chain_up else 0.0)
+        yield up
+        failures = GaugeMetricFamily(
+            "slamon_oracle_consecutive_failures", "RPC failures in a row"
+        )
+        failures.add_metric([], m.consecutive_failures)
+        yield failures
+        capped = GaugeMetricFamily(
+            "slamon_oracle_fee_capped", "1 while the base fee is above the configured cap"
+        )
+        capped.add_metric([], 1.0 if m.fee_capped else 0.0)
+        yield capped
+        sent = CounterMetricFamily("slamon_oracle_transactions_sent", "Transactions broadcast")
+        sent.add_metric([], m.sent_total)
+        yield sent
+        replaced = CounterMetricFamily(
+            "slamon_oracle_transactions_replaced", "Stuck transactions replaced"
+        )
+        replaced.add_metric([], m.replaced_total)
+        yield replaced

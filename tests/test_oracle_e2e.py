@@ -1,0 +1,171 @@
+"""End to end: daemon + loopback targets + anvil + the contract, with real periods.
+
+One target is down for the whole period (its SLA is breached: beneficiaries are
+compensated and one claims), the other is up (its SLA is met: the team reward
+is credited and claimed). Periods are 1 minute, so this test takes about that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from eth_account import Account
+from web3 import Web3
+
+from slamon.chain.artefacts import sla_compensation
+from slamon.chain.devchain import deploy_contract, register_sla, send_tx, sla_params
+from slamon.config.loader import load_config
+from slamon.periods import period_bounds, period_index
+from tests.chain_helpers import AnvilNode
+from tests.misbehaving import MisbehavingHttpServer, free_port
+
+RATE = 10**12  # wei per ppm of shortfall
+MET_REWARD = 10**15
+POOL = 5 * 10**18
+
+
+@pytest.fixture
+async def targets() -> AsyncIterator[tuple[MisbehavingHttpServer, MisbehavingHttpServer]]:
+    async with MisbehavingHttpServer() as down, MisbehavingHttpServer() as up:
+        down.set_mode("down")
+        yield down, up
+
+
+def write_config(path: Path, down_url: str, up_url: str, port: int, extra: str = "") -> None:
+    path.write_text(textwrap.dedent(f"""
+        server: {{listen: "127.0.0.1:{port}"}}
+        logging: {{level: info, format: json}}
+        state: {{path: "{path.parent / 'state.sqlite3'}", flush_interval: 200ms}}
+        targets:
+          - {{id: shop, kind: http, interval: 1s, timeout: 500ms, http: {{url: "{down_url}"}}}}
+          - {{id: api, kind: http, interval: 1s, timeout: 500ms, http: {{url: "{up_url}"}}}}
+        slos:
+          - {{id: shop-slo, targets: [shop], objective: 0.9, window: 1h}}
+          - {{id: api-slo, targets: [api], objective: 0.9, window: 1h}}
+        slas:
+          - id: shop-sla
+            slo: shop-slo
+            period: {{kind: fixed, length: 1m, anchor: 0}}
+            grace: 2s
+            evidence_resolution: 10s
+            min_valid_samples: 5
+          - id: api-sla
+            slo: api-slo
+            period: {{kind: fixed, length: 1m, anchor: 0}}
+            grace: 2s
+            evidence_resolution: 10s
+            min_valid_samples: 5
+    """) + extra)
+
+
+async def wait_settled(w3: Web3, contract: Any, sla_ids: list[bytes], limit: float) -> None:
+    """Poll the chain until every SLA's period 0 is settled (the daemon offers no event)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        states = [contract.functions.getPeriod(s, 0).call() for s in sla_ids]
+        if all(st[3] for st in states):
+            return
+        await asyncio.sleep(1.0)
+    raise AssertionError(f"periods not settled within {limit}s: {states}")
+
+
+async def test_breached_period_pays_beneficiaries_and_met_period_pays_team(
+    targets: tuple[MisbehavingHttpServer, MisbehavingHttpServer], tmp_path: Path
+) -> None:
+    down, up = targets
+    port = free_port()
+    cfg_path = tmp_path / "slamon.yaml"
+    with AnvilNode.start("--block-time", "1") as node:  # blocks keep coming, as on a real chain
+        w3 = node.web3()
+        keys = node.keys
+        deployer, oracle_key, team, ben1, ben2 = (Account.from_key(k) for k in keys[:5])
+        address = deploy_contract(w3, keys[0])
+        contract = w3.eth.contract(address=address, abi=sla_compensation().abi)
+        oracle_cfg = textwrap.dedent(f"""
+            oracle:
+              mode: chain
+              key: {{dev_key_env: SLAMON_TEST_ORACLE_KEY}}
+              chain_id: 31337
+              contract: "{address}"
+              rpc_url: "{node.url}"
+              confirmations: 1
+        """)
+        write_config(cfg_path, down.url("/"), up.url("/ok"), port, oracle_cfg)
+        config = load_config(cfg_path)
+        # period 0 on-chain = the first minute that starts after the daemon is up
+        spec = config.slas[0].period
+        first = period_index(spec, time.time() + 5) + 1
+        start_at = period_bounds(spec, first)[0]
+        sla_ids = []
+        for sla_id in ("shop-sla", "api-sla"):
+            params, start = sla_params(
+                config, sla_id, signers=[oracle_key.address], quorum=1, team=team.address,
+                beneficiaries=[ben1.address, ben2.address], weights=[1, 3], now=start_at,
+            )
+            assert start == start_at
+            register_sla(w3, address, keys[0], params, fund_wei=POOL)
+            sla_ids.append(params[0])
+
+        env = {**os.environ, "SLAMON_TEST_ORACLE_KEY": keys[1]}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "slamon", "run", "-c", str(cfg_path),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+        )
+        failure: BaseException | None = None
+        try:
+            await wait_settled(w3, contract, sla_ids,
+                               limit=start_at + 60 + 45 - time.time())
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                    metrics = await resp.text()
+                async with session.get(
+                    f"http://127.0.0.1:{port}/api/v1/slas/shop-sla/periods/{first}"
+                ) as resp:
+                    shop_period = await resp.json()
+        except BaseException as exc:
+            failure = exc
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, err = await asyncio.wait_for(proc.communicate(), 15)
+        if failure is not None:
+            logs = (out + err).decode()[-6000:]
+            raise AssertionError(f"{failure}\n--- daemon log tail ---\n{logs}") from failure
+        assert proc.returncode == 0, err.decode()[-2000:]
+        assert b"Traceback" not in err
+        assert keys[1][2:].encode() not in out + err  # the key never reaches a log
+
+        shop = contract.functions.getPeriod(sla_ids[0], 0).call()
+        api = contract.functions.getPeriod(sla_ids[1], 0).call()
+        # shop was down all period: SLI 0, breached; the daemon's own verdict agrees
+        assert shop[3] and shop[4] and shop[5] == 0
+        assert shop_period["result"]["sli_ppm"] == 0 and shop_period["result"]["breached"]
+        assert "0x" + bytes(shop[8]).hex() == shop_period["evidence_root"]
+        # api was up: met, SLI 1.0
+        assert api[3] and not api[4] and api[5] == 1_000_000
+        assert "slamon_oracle_backlog 0.0" in metrics
+
+        # compensation computed on-chain: (objective - sli) * rate, split 1:3
+        compensation = (900_000 - 0) * RATE
+        owed1 = contract.functions.claimable(sla_ids[0], ben1.address).call()
+        owed2 = contract.functions.claimable(sla_ids[0], ben2.address).call()
+        assert abs(owed1 - compensation // 4) <= 1 and abs(owed2 - 3 * compensation // 4) <= 1
+        before = w3.eth.get_balance(ben2.address)
+        receipt = send_tx(w3, keys[4], contract.functions.claim(sla_ids[0]))
+        fee = receipt["gasUsed"] * receipt["effectiveGasPrice"]
+        assert w3.eth.get_balance(ben2.address) == before + owed2 - fee
+        # the met period pays nobody but the team
+        assert contract.functions.claimable(sla_ids[1], ben1.address).call() == 0
+        before = w3.eth.get_balance(team.address)
+        receipt = send_tx(w3, keys[2], contract.functions.claimTeam(sla_ids[1]))
+        fee = receipt["gasUsed"] * receipt["effectiveGasPrice"]
+        assert w3.eth.get_balance(team.address) == before + MET_REWARD - fee
