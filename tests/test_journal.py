@@ -1,0 +1,167 @@
+"""The oracle's report journal over a real StateStore file (no chain)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from eth_utils.crypto import keccak
+
+from slamon.chain.eip712 import Report, SignedReport
+from slamon.oracle.journal import (
+    CONFIRMED,
+    FAILED,
+    SENT,
+    SIGNED,
+    SKIPPED,
+    Journal,
+    JournalKey,
+    SentTx,
+    key_of,
+)
+from slamon.store import StateStore
+
+KEY = keccak(text="journal-test-signer")
+OTHER_KEY = keccak(text="journal-test-other")
+CONTRACT = "0x" + "42" * 20
+
+
+def signed(period: int, sla: str = "a", key: bytes = KEY, end: int | None = None) -> SignedReport:
+    start = 1_000_000 + period * 3600
+    stop = end if end is not None else start + 3600
+    report = Report(
+        sla_id=keccak(text=sla),
+        period_id=period,
+        period_start=start,
+        period_end=stop,
+        sli_ppm=999_500,
+        slo_ppm=999_000,
+        good=9995,
+        valid=10_000,
+        no_data=0,
+        breached=False,
+        evidence_root=keccak(text=f"root-{period}"),
+        policy_digest=b"\xa1" * 32,
+        issued_at=stop + 1,
+    )
+    return SignedReport.sign(report, key, 31337, CONTRACT)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        self.t += 1.0
+        return self.t
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[StateStore]:
+    s = StateStore(tmp_path / "state.sqlite3")
+    await s.open()
+    yield s
+    await s.close()
+
+
+def tx(h: str, nonce: int, fee: int = 100, at: float = 0.0) -> SentTx:
+    return SentTx("0x" + h * 64, nonce, fee, fee // 10, 200_000, at)
+
+
+async def test_add_is_idempotent_and_pending_sorted(store: StateStore) -> None:
+    j = Journal(store, clock=Clock())
+    late, early = signed(5), signed(2)
+    assert await j.add_signed(late, "checkout")
+    assert await j.add_signed(early, "checkout")
+    assert not await j.add_signed(early, "checkout")  # same (sla, period, signer): no-op
+    assert await j.add_signed(signed(1, key=OTHER_KEY), "checkout")  # another signer
+    mine = await j.pending(early.signer)
+    assert [e.key.period for e in mine] == [2, 5]  # oldest period end first
+    assert all(e.state == SIGNED and e.attempts == 0 for e in mine)
+    assert mine[0].signed == early
+    assert len(await j.pending()) == 3
+    # a sent entry comes first: it holds a nonce
+    await j.mark_sent(key_of(late, "checkout"), tx("a", 7))
+    assert [e.key.period for e in await j.pending(early.signer)] == [5, 2]
+    counts = await j.counts()
+    assert counts[SIGNED] == 2 and counts[SENT] == 1 and counts[CONFIRMED] == 0
+
+
+async def test_default_label_is_onchain_id(store: StateStore) -> None:
+    j = Journal(store)
+    s = signed(0)
+    await j.add_signed(s)
+    (entry,) = await j.pending()
+    assert entry.key == JournalKey("0x" + s.report.sla_id.hex(), 0, s.signer)
+
+
+async def test_sent_history_confirm_and_restart(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    s = StateStore(path)
+    await s.open()
+    clock = Clock()
+    j = Journal(s, clock=clock)
+    rep = signed(3)
+    key = key_of(rep, "api")
+    await j.add_signed(rep, "api")
+    await j.mark_sent(key, tx("a", 4, 100, 1.0))
+    await j.mark_sent(key, tx("b", 4, 113, 2.0))  # replacement, same nonce
+    entry = await j.get(key)
+    assert entry is not None and entry.state == SENT
+    assert entry.tx_hash == "0x" + "b" * 64 and entry.nonce == 4 and entry.attempts == 2
+    assert [t.tx_hash[2:3] for t in entry.txs] == ["a", "b"]
+    assert await j.last_success() is None
+    await s.close()
+
+    # restart: the journal is resumed as it was
+    s2 = StateStore(path)
+    await s2.open()
+    j2 = Journal(s2, clock=clock)
+    (again,) = await j2.pending()
+    assert again == entry
+    await j2.mark_confirmed(key, 1234, tx_hash=entry.tx_hash)
+    assert await j2.pending() == []
+    done = await j2.get(key)
+    assert done is not None and done.state == CONFIRMED and done.block == 1234
+    success = await j2.last_success()
+    assert success is not None and success == done.updated_at
+    await s2.close()
+
+
+async def test_forget_tx_returns_to_signed(store: StateStore) -> None:
+    j = Journal(store, clock=Clock())
+    rep = signed(1)
+    key = key_of(rep)
+    await j.add_signed(rep)
+    await j.mark_sent(key, tx("c", 9))
+    await j.forget_tx(key, "0x" + "c" * 64)
+    entry = await j.get(key)
+    assert entry is not None and entry.state == SIGNED and entry.txs == ()
+    assert entry.tx_hash is None and entry.nonce is None
+    # with an older transaction left, the entry stays sent and points at it
+    await j.mark_sent(key, tx("d", 9, at=1.0))
+    await j.mark_sent(key, tx("e", 9, at=2.0))
+    await j.forget_tx(key, "0x" + "e" * 64)
+    entry = await j.get(key)
+    assert entry is not None and entry.state == SENT and entry.tx_hash == "0x" + "d" * 64
+
+
+async def test_failed_skipped_and_notes(store: StateStore) -> None:
+    j = Journal(store, clock=Clock())
+    rep = signed(1)
+    key = key_of(rep, "x")
+    await j.add_signed(rep, "x")
+    await j.note(key, "PeriodNotFinished")
+    entry = await j.get(key)
+    assert entry is not None and entry.reason == "PeriodNotFinished" and entry.state == SIGNED
+    await j.mark_failed(key, "PolicyMismatch")
+    assert await j.pending() == []
+    assert await j.add_skipped("x", 2, rep.signer, "TooFewSamples", {"valid": 3})
+    assert not await j.add_skipped("x", 2, rep.signer, "TooFewSamples")
+    skipped = await j.entries(SKIPPED)
+    assert len(skipped) == 1 and skipped[0].signed is None and skipped[0].reason == "TooFewSamples"
+    counts = await j.counts()
+    assert counts[FAILED] == 1 and counts[SKIPPED] == 1 and counts[SIGNED] == 0
+    failed = await j.entries(FAILED)
+    assert failed[0].reason == "PolicyMismatch"

@@ -1,0 +1,544 @@
+"""The publisher against a real anvil: happy path and faults.
+
+Every test starts its own anvil (about 0.3 s) and deploys SLACompensation from the committed
+artefact. SLA schedules are placed in the past relative to the chain's clock (period 0 ended a
+few seconds ago, its settlement window has an hour left), so most tests need no time travel and
+survive an anvil restart, whose clock restarts from wall time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eth_account import Account
+from eth_utils.crypto import keccak
+
+from slamon.chain import Report, SignedReport, sla_compensation
+from slamon.config.models import KeyConfig, OracleConfig
+from slamon.oracle.journal import (
+    CONFIRMED,
+    FAILED,
+    SENT,
+    SIGNED,
+    Journal,
+    JournalEntry,
+    key_of,
+)
+from slamon.oracle.publisher import Publisher
+from slamon.store import StateStore
+
+from . import chain_helpers
+from .chain_helpers import (
+    POLICY,
+    REPO_ROOT,
+    AnvilNode,
+    SLAHarness,
+    anvil_harness,
+    anvil_path,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+SIGNER_KEY = chain_helpers.ANVIL_KEYS[7]  # funded by anvil, signs reports and transactions
+SIGNER = Account.from_key(SIGNER_KEY).address
+LENGTH = 3600
+OBJECTIVE = 999_000
+_ids = iter(range(10**6))
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ListLog:
+    """A structlog-shaped logger that keeps (level, event, fields)."""
+
+    records: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+
+    def _add(self, level: str, event: str, **kw: Any) -> None:
+        self.records.append((level, event, kw))
+
+    def debug(self, event: str, **kw: Any) -> None:
+        self._add("debug", event, **kw)
+
+    def info(self, event: str, **kw: Any) -> None:
+        self._add("info", event, **kw)
+
+    def warning(self, event: str, **kw: Any) -> None:
+        self._add("warning", event, **kw)
+
+    def error(self, event: str, **kw: Any) -> None:
+        self._add("error", event, **kw)
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [kw for _, event, kw in self.records if event == name]
+
+
+@dataclass
+class Env:
+    node: AnvilNode
+    h: SLAHarness
+    tmp: Path
+
+    @property
+    def w3(self) -> Any:
+        return self.h.w3
+
+    def rpc(self, method: str, *params: Any) -> Any:
+        resp = self.w3.provider.make_request(method, list(params))
+        assert "error" not in resp, resp
+        return resp.get("result")
+
+    def automine(self, on: bool) -> None:
+        self.rpc("evm_setAutomine", on)
+
+    def mine(self) -> None:
+        self.rpc("evm_mine")
+
+    def nonce(self, block: str = "latest") -> int:
+        return int(self.w3.eth.get_transaction_count(SIGNER, block))
+
+    def new_sla(self, **kw: Any) -> bytes:
+        """Register an SLA whose period 0 ended 10 s ago (window: one hour)."""
+        sla_id = keccak(text=f"publisher-sla-{next(_ids)}")
+        start = self.h.now() - LENGTH - 10
+        params = self.h.sla_params(
+            sla_id, start, [SIGNER], periodLength=LENGTH, settlementWindow=LENGTH, **kw
+        )
+        self.h.send(self.h.contract.functions.registerSLA(params), sender=1)
+        return sla_id
+
+    def report(self, sla_id: bytes, pid: int = 0, **kw: Any) -> SignedReport:
+        start, end = self.h.contract.functions.periodBounds(sla_id, pid).call()
+        fields: dict[str, Any] = {
+            "sla_id": sla_id,
+            "period_id": pid,
+            "period_start": start,
+            "period_end": end,
+            "sli_ppm": 999_500,
+            "slo_ppm": OBJECTIVE,
+            "good": 9995,
+            "valid": 10_000,
+            "no_data": 0,
+            "breached": False,
+            "evidence_root": keccak(text=f"root-{pid}"),
+            "policy_digest": POLICY,
+            "issued_at": end + 1,
+        }
+        fields.update(kw)
+        return SignedReport.sign(
+            Report(**fields), SIGNER_KEY, chain_helpers.ANVIL_CHAIN_ID, self.h.contract.address
+        )
+
+    def has_reported(self, sla_id: bytes, pid: int = 0) -> bool:
+        return bool(self.h.contract.functions.hasReported(sla_id, pid, SIGNER).call())
+
+    def config(self, **kw: Any) -> OracleConfig:
+        values: dict[str, Any] = {
+            "key": KeyConfig(dev_key_env="SLAMON_TEST_KEY"),
+            "chain_id": chain_helpers.ANVIL_CHAIN_ID,
+            "contract": self.h.contract.address,
+            "rpc_url": self.node.url,
+            "confirmations": 1,
+            "replace_after": 600.0,
+            "retry_min": 0.05,
+            "retry_max": 0.5,
+        }
+        values.update(kw)
+        return OracleConfig(**values)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    node = AnvilNode.launch("--state", str(tmp_path / "anvil-state.json"), binary=anvil_path())
+    try:
+        yield Env(node, anvil_harness(node, sla_compensation()), tmp_path)
+    finally:
+        node.stop()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[StateStore]:
+    s = StateStore(tmp_path / "state.sqlite3")
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def wait_for(pred: Callable[[], Awaitable[bool] | bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if isinstance(value, Awaitable):
+            value = await value
+        if value:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+class Running:
+    """A publisher task in this event loop."""
+
+    def __init__(self, env: Env, store: StateStore, **cfg: Any) -> None:
+        self.log = ListLog()
+        self.pub = Publisher(
+            env.config(**cfg), Account.from_key(SIGNER_KEY), store, self.log, poll_interval=0.05
+        )
+        self.journal = Journal(store)
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Running:
+        self.task = asyncio.create_task(self.pub.run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.task is not None
+        self.task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await self.task
+
+    async def entry(self, signed: SignedReport) -> JournalEntry:
+        found = await self.journal.get(key_of(signed))
+        assert found is not None
+        return found
+
+    async def state(self, signed: SignedReport) -> str:
+        return (await self.entry(signed)).state
+
+    async def until(
+        self, signed: SignedReport, state: str, timeout: float = 20.0
+    ) -> JournalEntry:
+        async def ok() -> bool:
+            return (await self.state(signed)) == state
+
+        await wait_for(ok, timeout)
+        return await self.entry(signed)
+
+
+# ---------------------------------------------------------------------------------------------
+# happy path
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_happy_path_waits_for_period_end_and_confirmations(
+    env: Env, store: StateStore
+) -> None:
+    sla = env.new_sla()
+    early = env.report(sla, pid=1)  # period 1 ends in an hour: PeriodNotFinished -> wait
+    async with Running(env, store, confirmations=2) as run:
+        assert await run.pub.submit(early)
+        await wait_for(lambda: bool(run.log.events("report_waiting")))
+        assert run.log.events("report_waiting")[0]["reason"] == "PeriodNotFinished"
+        assert await run.state(early) == SIGNED and env.nonce() == 0
+
+        env.h.travel(int(early.report.period_end) + 5)  # the period ends
+        entry = await run.until(early, SENT)
+        await asyncio.sleep(0.5)  # mined (automine) but only 1 of 2 confirmations
+        assert await run.state(early) == SENT
+        env.mine()
+        entry = await run.until(early, CONFIRMED)
+        receipt = env.w3.eth.get_transaction_receipt(entry.tx_hash)
+        assert entry.block == receipt["blockNumber"] and receipt["status"] == 1
+        assert env.has_reported(sla, 1)
+        assert env.nonce() == 1  # exactly one transaction from the signer
+        tx = env.w3.eth.get_transaction(entry.tx_hash)
+        assert tx["to"] == env.h.contract.address and tx["type"] == 2
+        assert tx["maxPriorityFeePerGas"] == 10**9  # configured 1 gwei
+        assert tx["gas"] > receipt["gasUsed"]  # estimate x 1.25
+
+        # submitting it again is a no-op; metrics show the state
+        assert not await run.pub.submit(early)
+        m = run.pub.metrics()
+        assert m.backlog == 0 and m.states[CONFIRMED] == 1 and m.last_success is not None
+        assert m.balance_wei is not None and m.balance_wei > 0 and m.consecutive_failures == 0
+    sent = run.log.events("report_sent")
+    assert len(sent) == 1 and sent[0]["nonce"] == 0 and sent[0]["tx"] == entry.tx_hash
+    assert SIGNER_KEY.removeprefix("0x") not in repr(run.log.records)
+
+
+# ---------------------------------------------------------------------------------------------
+# faults
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_anvil_down_then_restarted_with_same_state(env: Env, store: StateStore) -> None:
+    sla, sla2 = env.new_sla(), env.new_sla()
+    signed, signed2 = env.report(sla), env.report(sla2)
+    port = env.node.port
+    state_file = str(env.tmp / "anvil-state.json")
+
+    def restart() -> None:  # same port, same state: the publisher finds it again by itself
+        env.node = AnvilNode.launch("--state", state_file, port=port, binary=anvil_path())
+
+    # 1) down after signing, before sending: retries back off, the report waits in the journal
+    env.node.stop()  # SIGTERM: anvil dumps its state to --state
+    async with Running(env, store) as run:
+        await run.pub.submit(signed)
+        await wait_for(lambda: run.pub.metrics().consecutive_failures >= 3)
+        m = run.pub.metrics()
+        assert m.backlog == 1 and not m.chain_up and "Connect" in (m.last_error or "")
+        assert await run.state(signed) == SIGNED
+        restart()
+        entry = await run.until(signed, CONFIRMED)
+        assert run.pub.metrics().consecutive_failures == 0 and entry.block is not None
+        assert env.nonce() == 1
+
+        # 2) down between send and receipt: the pending transaction dies with the node
+        env.automine(False)
+        await run.pub.submit(signed2)
+        await run.until(signed2, SENT)
+        await wait_for(lambda: env.nonce("pending") == 2)
+        env.node.stop()
+        await wait_for(lambda: run.pub.metrics().consecutive_failures >= 2)
+        restart()  # automine is on again; the pool may have lost our transaction
+        entry2 = await run.until(signed2, CONFIRMED)
+        assert entry2.nonce == 1 and {t.nonce for t in entry2.txs} == {1}
+    assert env.has_reported(sla) and env.has_reported(sla2)
+    assert env.nonce() == 2  # each report landed exactly once
+    assert len(run.log.events("report_sent")) == 2
+    # the restarted node had lost the pending transaction: the very same one was re-broadcast
+    assert [e["tx"] for e in run.log.events("report_rebroadcast")][:1] == [entry2.txs[0].tx_hash]
+
+
+CHILD = r"""
+import asyncio, json, os, sys
+sys.path.insert(0, sys.argv[1])
+from eth_account import Account
+from slamon.chain import SignedReport
+from slamon.config.models import OracleConfig
+from slamon.oracle.publisher import Publisher
+from slamon.store import StateStore
+
+class Log:
+    def _out(self, level, event, **kw):
+        print(json.dumps({"level": level, "event": event, **kw}, default=str), flush=True)
+    def debug(self, event, **kw): self._out("debug", event, **kw)
+    def info(self, event, **kw): self._out("info", event, **kw)
+    def warning(self, event, **kw): self._out("warning", event, **kw)
+    def error(self, event, **kw): self._out("error", event, **kw)
+
+async def main():
+    cfg = OracleConfig.model_validate_json(open(sys.argv[2]).read())
+    store = StateStore(sys.argv[3])
+    await store.open()
+    pub = Publisher(cfg, Account.from_key(os.environ["SLAMON_TEST_KEY"]), store, Log(),
+                    poll_interval=0.05)
+    if len(sys.argv) > 4:
+        await pub.submit(SignedReport.from_json(open(sys.argv[4]).read()))
+    await pub.run()
+
+asyncio.run(main())
+"""
+
+
+def spawn_child(env: Env, out: Path, *args: str) -> subprocess.Popen[bytes]:
+    script = env.tmp / "child.py"
+    script.write_text(CHILD)
+    cfg = env.tmp / "oracle.json"
+    cfg.write_text(env.config().model_dump_json())
+    with out.open("ab") as sink:
+        return subprocess.Popen(
+            [sys.executable, str(script), str(REPO_ROOT), str(cfg), str(env.tmp / "child.sqlite3"),
+             *args],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "SLAMON_TEST_KEY": SIGNER_KEY},
+            start_new_session=True,
+        )
+
+
+def journal_rows(path: Path) -> list[tuple[Any, ...]]:
+    if not path.exists():
+        return []
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as conn:
+        try:
+            return conn.execute("SELECT state, tx_hash, nonce, block FROM reports").fetchall()
+        except sqlite3.OperationalError:  # not created yet
+            return []
+
+
+def events(out: Path, name: str) -> list[dict[str, Any]]:
+    found = []
+    for line in out.read_text().splitlines() if out.exists() else []:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("event") == name:
+            found.append(record)
+    return found
+
+
+async def test_sigkill_between_send_and_receipt_does_not_send_twice(env: Env) -> None:
+    sla = env.new_sla()
+    signed = env.report(sla)
+    report_file = env.tmp / "report.json"
+    report_file.write_text(signed.to_json())
+    db = env.tmp / "child.sqlite3"
+    out1, out2 = env.tmp / "child1.log", env.tmp / "child2.log"
+    env.automine(False)  # the transaction stays pending
+    first = spawn_child(env, out1, str(report_file))
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        await wait_for(lambda: any(r[0] == SENT for r in journal_rows(db)), 30)
+        await wait_for(lambda: env.nonce("pending") == 1)  # broadcast, not mined
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(5)
+        ((state, tx_hash, nonce, _),) = journal_rows(db)
+        assert (state, nonce) == (SENT, 0)
+
+        # restart while the transaction is still pending: it is followed, not sent again
+        second = spawn_child(env, out2)
+        await wait_for(lambda: bool(events(out2, "report_following")), 30)
+        assert events(out2, "publisher_started")[0]["sent"] == 1  # resumed from the journal
+        await asyncio.sleep(1.0)
+        assert env.nonce("pending") == 1 and env.nonce() == 0
+        status = env.rpc("txpool_status")
+        assert int(status["pending"], 16) == 1
+        env.mine()
+        await wait_for(lambda: journal_rows(db)[0][0] == CONFIRMED)
+        ((state, final_hash, _, block),) = journal_rows(db)
+        assert final_hash == tx_hash and block == env.w3.eth.block_number
+        assert env.has_reported(sla) and env.nonce() == 1
+        assert len(events(out1, "report_sent")) == 1  # only the first process ever sent
+        assert events(out2, "report_sent") == [] and events(out2, "report_rebroadcast") == []
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+
+async def test_nonce_taken_behind_our_back_is_resynced(env: Env, store: StateStore) -> None:
+    sla_a, sla_b, sla_c = env.new_sla(), env.new_sla(), env.new_sla()
+    a, b, c = env.report(sla_a), env.report(sla_b), env.report(sla_c)
+    acct = Account.from_key(SIGNER_KEY)
+
+    def foreign_tx(nonce: int, tip: int) -> bytes:
+        tx = {"type": 2, "chainId": chain_helpers.ANVIL_CHAIN_ID, "nonce": nonce, "to": SIGNER,
+              "value": 1, "gas": 21_000, "maxFeePerGas": 50 * 10**9, "maxPriorityFeePerGas": tip}
+        return bytes(acct.sign_transaction(tx).raw_transaction)
+
+    async with Running(env, store) as run:
+        await run.pub.submit(a)
+        await run.until(a, CONFIRMED)
+        assert run.pub.metrics().next_nonce == 1
+        # 1) a mined transaction takes the tracker's next nonce: "nonce too low" -> resync
+        env.w3.eth.send_raw_transaction(foreign_tx(1, 10**9))
+        assert env.nonce() == 2
+        await run.pub.submit(b)
+        entry_b = await run.until(b, CONFIRMED)
+        assert env.w3.eth.get_transaction(entry_b.tx_hash)["nonce"] == 2
+        assert run.log.events("nonce_resync")
+
+        # 2) our pending transaction is pushed out of the pool by another one, same nonce
+        env.automine(False)
+        await run.pub.submit(c)
+        entry_c = await run.until(c, SENT)
+        assert entry_c.nonce == 3
+        env.w3.eth.send_raw_transaction(foreign_tx(3, 20 * 10**9))
+        env.mine()
+        env.automine(True)
+        entry_c = await run.until(c, CONFIRMED)
+        assert run.log.events("nonce_taken")
+        assert env.w3.eth.get_transaction(entry_c.tx_hash)["nonce"] == 4
+        assert [t.nonce for t in entry_c.txs] == [3, 4]
+    assert env.has_reported(sla_a) and env.has_reported(sla_b) and env.has_reported(sla_c)
+    assert env.nonce() == 5  # a, foreign, b, foreign, c: each report exactly once
+
+
+async def test_stuck_transaction_is_replaced_with_same_nonce(env: Env, store: StateStore) -> None:
+    sla = env.new_sla()
+    signed = env.report(sla)
+    env.automine(False)
+    async with Running(env, store, replace_after=0.3) as run:
+        await run.pub.submit(signed)
+        await wait_for(lambda: bool(run.log.events("report_replaced")))
+        entry = await run.entry(signed)
+        assert len(entry.txs) >= 2 and {t.nonce for t in entry.txs} == {0}
+        first, second = entry.txs[0], entry.txs[1]
+        assert second.max_fee * 8 >= first.max_fee * 9
+        assert second.priority_fee * 8 >= first.priority_fee * 9
+        env.mine()
+        entry = await run.until(signed, CONFIRMED)
+    mined = [t.tx_hash for t in entry.txs if _receipt(env, t.tx_hash) is not None]
+    assert mined == [entry.tx_hash]  # exactly one lands
+    assert entry.tx_hash != first.tx_hash
+    assert env.nonce() == 1 and env.has_reported(sla)
+    assert run.pub.metrics().replaced_total >= 1
+
+
+def _receipt(env: Env, tx_hash: str) -> Any:
+    try:
+        return env.w3.eth.get_transaction_receipt(tx_hash)
+    except Exception:
+        return None
+
+
+async def test_base_fee_above_cap_waits_instead_of_overpaying(
+    env: Env, store: StateStore
+) -> None:
+    sla = env.new_sla()
+    signed = env.report(sla)
+    cap_wei = 1000
+    base = int(env.w3.eth.get_block("latest")["baseFeePerGas"])
+    assert base > cap_wei
+    async with Running(env, store, max_fee_gwei=cap_wei / 1e9, priority_fee_gwei=0.0) as run:
+        await run.pub.submit(signed)
+        await wait_for(lambda: len(run.log.events("fee_above_cap")) >= 2)
+        assert run.pub.metrics().fee_capped and run.pub.metrics().backlog == 1
+        entry = await run.entry(signed)
+        assert entry.state == SIGNED and "above the cap" in (entry.reason or "")
+        assert env.nonce("pending") == 0  # nothing sent
+
+        # the base fee falls below the cap: now it is sent, within the cap
+        env.rpc("anvil_setNextBlockBaseFeePerGas", hex(100))
+        env.mine()
+        entry = await run.until(signed, CONFIRMED)
+        assert not run.pub.metrics().fee_capped
+    tx = env.w3.eth.get_transaction(entry.tx_hash)
+    assert tx["maxFeePerGas"] <= cap_wei
+    assert env.nonce() == 1
+
+
+async def test_final_contract_error_fails_without_retrying(env: Env, store: StateStore) -> None:
+    sla = env.new_sla()
+    bad = env.report(sla, policy_digest=b"\xbb" * 32)  # signed, but the wrong policy digest
+    async with Running(env, store) as run:
+        await run.pub.submit(bad)
+        entry = await run.until(bad, FAILED)
+        assert entry.reason == "PolicyMismatch"
+        await asyncio.sleep(0.5)
+        assert len(run.log.events("report_failed")) == 1  # not retried
+        m = run.pub.metrics()
+        assert m.backlog == 0 and m.states[FAILED] == 1 and "PolicyMismatch" in (m.last_error or "")
+    assert env.nonce("pending") == 0  # never sent: the estimate decoded the error
+    assert not env.has_reported(sla)
+
+
+async def test_already_recorded_is_confirmed_without_sending(env: Env, store: StateStore) -> None:
+    sla = env.new_sla()
+    signed = env.report(sla)
+    # someone (a relayer) already sent our signed report
+    fn = env.h.contract.functions.submitReports([signed.report.as_tuple()], [signed.signature])
+    env.h.send(fn, sender=1)
+    async with Running(env, store) as run:
+        await run.pub.submit(signed)
+        entry = await run.until(signed, CONFIRMED)
+    assert entry.reason == "already recorded" and entry.txs == ()
+    assert env.nonce("pending") == 0
