@@ -126,8 +126,14 @@ async def test_breached_period_pays_beneficiaries_and_met_period_pays_team(
             await wait_settled(w3, contract, sla_ids,
                                limit=start_at + 60 + 45 - time.time())
             async with aiohttp.ClientSession() as session:
-                async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
-                    metrics = await resp.text()
+                # the chain shows the settlement a moment before the journal records it
+                async with asyncio.timeout(30):
+                    while True:
+                        async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                            metrics = await resp.text()
+                        if "slamon_oracle_backlog 0.0" in metrics:
+                            break
+                        await asyncio.sleep(0.5)
                 async with session.get(
                     f"http://127.0.0.1:{port}/api/v1/slas/shop-sla/periods/{first}"
                 ) as resp:

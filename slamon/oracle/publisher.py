@@ -184,6 +184,8 @@ class Publisher:
         self._wake: asyncio.Event | None = None
         self._chain_checked = False
         self._stats = _Stats()
+        #: called (sla, period, tx hash, block) when a report transaction confirms
+        self.on_confirmed: Callable[[str, int, str, int], None] | None = None
 
     # -- public API -----------------------------------------------------------------------------
     async def submit(self, signed: SignedReport, sla: str | None = None) -> bool:
@@ -625,6 +627,9 @@ class Publisher:
         self.log.info("report_confirmed", **self._ctx(entry), tx=receipt.tx_hash,
                       block=receipt.block_number, gas_used=receipt.gas_used,
                       confirmations=self.cfg.confirmations, late=receipt.late)
+        if self.on_confirmed is not None:
+            self.on_confirmed(entry.key.sla, entry.key.period, receipt.tx_hash,
+                              receipt.block_number)
         return True
 
 

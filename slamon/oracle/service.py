@@ -73,6 +73,7 @@ class OracleService:
             from slamon.oracle.publisher import Publisher
 
             self.publisher = Publisher(self.cfg, self.signer, self.store, self.log)
+            self.publisher.on_confirmed = self._confirmed
             await self.publisher.journal.ensure_schema()
             self._task = asyncio.create_task(self.publisher.run(), name="publisher")
         self._backfill_task = asyncio.create_task(self._backfill_loop(), name="oracle-backfill")
@@ -227,6 +228,13 @@ class OracleService:
             await asyncio.sleep(BACKFILL_EVERY)
 
     # -- people and metrics ------------------------------------------------
+    def _confirmed(self, sla: str, period: int, tx_hash: str, block: int) -> None:
+        self.publish_event(
+            EventKind.REPORT_PUBLISHED, sla,
+            f"SLA {sla} period {period} report confirmed on-chain (block {block})",
+            period=period, tx_hash=tx_hash, block=block, chain_id=self.cfg.chain_id,
+        )
+
     def publish_event(self, kind: EventKind, sla: str, summary: str, **details: Any) -> None:
         if self.events is not None:
             self.events.publish(Event(kind, time.time(), sla=sla, summary=summary,
