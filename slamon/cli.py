@@ -98,11 +98,35 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from slamon.demo import DemoTargets
+    import tempfile
+
+    from slamon.demo import CYCLE, DemoTargets, start_dev_chain
 
     config = _load(args.config)
     if config is None:
         return EXIT_USAGE
+    # a fresh state per demo run: each run deploys a fresh contract on a fresh chain
+    state_dir = tempfile.mkdtemp(prefix="slamon-demo-")
+    config = config.model_copy(
+        update={"state": config.state.model_copy(update={"path": f"{state_dir}/demo.sqlite3"})}
+    )
+    node = None
+    fixed = [s.id for s in config.slas if s.period.kind == "fixed"]
+    if not args.no_chain and fixed:
+        from slamon.chain.devchain import DevChainError
+
+        try:
+            node, oracle_cfg, _starts = start_dev_chain(config, fixed)
+        except DevChainError as exc:
+            print(f"slamon: demo runs without a chain: {exc}", file=sys.stderr)
+        else:
+            config = config.model_copy(update={"oracle": oracle_cfg})
+            print(
+                f"local chain (anvil) on {node.url}: SLACompensation at {oracle_cfg.contract}, "
+                f"SLAs {', '.join(fixed)} registered and funded; reports are signed and "
+                "settled on-chain after each period",
+                file=sys.stderr,
+            )
     demo = DemoTargets()
 
     async def before() -> None:
@@ -113,18 +137,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 f"slamon: error: cannot start demo targets: {exc.strerror or exc}"
             ) from None
         print(
-            f"demo targets up on 127.0.0.1 ports {sorted(demo.ports.values())}; "
-            f"scripted outage every {int(demo_cycle())} s. Metrics: "
-            f"http://{config.server.listen}/metrics  (Ctrl-C to stop)",
+            f"demo targets up on 127.0.0.1 ports {sorted(demo.ports.values())}; scripted "
+            f"outage every {int(CYCLE)} s. Metrics: http://{config.server.listen}/metrics, "
+            f"SLAs: http://{config.server.listen}/api/v1/slas; state in {state_dir} "
+            "(Ctrl-C to stop)",
             file=sys.stderr,
         )
 
-    def demo_cycle() -> float:
-        from slamon.demo import CYCLE
-
-        return CYCLE
-
-    return _start_daemon(config, args.config, before=before, after=demo.stop)
+    try:
+        return _start_daemon(config, args.config, before=before, after=demo.stop)
+    finally:
+        if node is not None:
+            node.stop()
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
@@ -342,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="start local demo targets with an outage and run on them")
     p.add_argument("-c", "--config", default="config/example.yaml")
+    p.add_argument("--no-chain", action="store_true",
+                   help="do not start a local chain (no on-chain reports)")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("evidence", help="work with evidence files (see docs/evidence.md)")

@@ -10,11 +10,12 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from slamon.config.models import Config, Target
 from slamon.config.sla import Sla
@@ -22,11 +23,15 @@ from slamon.events import Event, EventBus, EventKind
 from slamon.live import LiveState, TargetStatus
 from slamon.log import get_logger
 from slamon.metrics import SlamonCollector, make_registry, sla_metrics, state_metrics
+from slamon.notify import BurnWatch, CertWatch, Dispatcher, live_streak
 from slamon.period_result import PeriodResult
 from slamon.probers.base import ProbeResult
 from slamon.scheduler import SAFETY_MARGIN, Scheduler, phase_offset
+from slamon.sdnotify import SystemdNotifier, status_line, watchdog_loop
 from slamon.server import HttpServer, build_app
+from slamon.shard import apply_shard
 from slamon.sla_tracker import SlaTracker
+from slamon.status.incidents import IncidentLog
 from slamon.store import ClosedPeriod, Restored, StateStore, StoreError, StoreWriteError
 
 if TYPE_CHECKING:
@@ -50,6 +55,7 @@ class Daemon:
         config_path: str | Path | None = None,
         loader: Callable[[str | Path], Config] | None = None,
     ) -> None:
+        config = apply_shard(config)  # shard: {index, count}: keep only this instance's share
         self.config = config
         self.config_path = config_path
         self._loader = loader
@@ -68,8 +74,17 @@ class Daemon:
         self.tracker: SlaTracker | None = None
         self.oracle: OracleService | None = None
         self.events = EventBus()
+        self.incidents = IncidentLog()
+        self.burn_watch = BurnWatch()
+        self.cert_watch = CertWatch(
+            tuple(config.notify.cert_expiry_days) if config.notify else (21, 14, 7)
+        )
+        self.dispatcher: Dispatcher | None = None
         self.start_at = 0.0
         self._store_failing = False
+        #: systemd's notify socket (None outside systemd)
+        self.notifier = SystemdNotifier.from_env()
+        self.collector.extra.append(self._reload_metrics)
 
     # -- state ------------------------------------------------------------
     async def _open_state(self) -> None:
@@ -140,6 +155,10 @@ class Daemon:
         from slamon.api import api_routes
 
         api_routes(lambda: self.tracker)(app)
+        if self.config.status_page.enabled:
+            from slamon.status import add_routes as status_routes
+
+            status_routes(app, self, self.config.status_page, self.incidents)
         if self.oracle is not None:
             from slamon.oracle.http import add_routes
 
@@ -225,6 +244,13 @@ class Daemon:
     async def start(self) -> None:
         # state first: a broken state file must stop start-up before anything runs
         await self._open_state()
+        self.incidents.start(self.events)
+        if self.config.notify is not None:
+            self.dispatcher = Dispatcher(
+                self.config.notify, self.config, streak=live_streak(lambda: self.live)
+            )
+            await self.dispatcher.start(self.events)
+            self.collector.extra.append(self.dispatcher.metrics)
         app = build_app(self.registry, self.ready, extra_routes=self._routes)
         self.server = HttpServer(app, self.config.server.host, self.config.server.port)
         try:
@@ -249,6 +275,11 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self._flush_loop(), name="flush"))
         await self.scheduler.wait_scheduled()
         self.ready.set()
+        if self.notifier is not None:
+            self.notifier.ready(self.status_text())
+            self._tasks.append(
+                asyncio.create_task(watchdog_loop(self.notifier, self.status_text), name="watchdog")
+            )
         self.log.info(
             "started",
             listen=self.config.server.listen,
@@ -280,6 +311,23 @@ class Daemon:
         if not self._stop.is_set():
             self.log.info("stopping", signal=sig.name if sig else None)
         self._stop.set()
+        if self.notifier is not None:
+            self.notifier.stopping()
+
+    def status_text(self) -> str:
+        """systemd STATUS= line: `probing 1200 targets, 3 reports queued`."""
+        queued = None
+        if self.oracle is not None and self.oracle.publisher is not None:
+            queued = self.oracle.publisher.metrics().backlog
+        return status_line(len(self.config.targets), queued, self.reloads_failed)
+
+    def _reload_metrics(self) -> Iterator[Metric]:
+        reloads = CounterMetricFamily(
+            "slamon_config_reloads", "Config reloads (SIGHUP) by result", labels=["result"]
+        )
+        reloads.add_metric(["success"], self.reloads_ok)
+        reloads.add_metric(["failure"], self.reloads_failed)
+        yield reloads
 
     async def shutdown(self) -> None:
         """Stop scheduling, let in-flight probes finish (bounded by their timeouts)."""
@@ -295,6 +343,10 @@ class Daemon:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
+            self.dispatcher = None
+        await self.incidents.stop()
         if self.server is not None:
             await self.server.stop()
             self.server = None
@@ -310,7 +362,16 @@ class Daemon:
 
     # -- reload -----------------------------------------------------------
     def _spawn_reload(self) -> None:
-        self._tasks.append(asyncio.create_task(self.reload(), name="reload"))
+        self._tasks.append(asyncio.create_task(self._notified_reload(), name="reload"))
+
+    async def _notified_reload(self) -> bool:
+        if self.notifier is not None:
+            self.notifier.reloading()
+        try:
+            return await self.reload()
+        finally:
+            if self.notifier is not None:
+                self.notifier.ready(self.status_text())
 
     async def reload(self) -> bool:
         """Validate the new config first; on any error keep running the old one."""
@@ -325,6 +386,7 @@ class Daemon:
             self.reloads_failed += 1
             self.log.error("reload_failed", errors=exc.errors)
             return False
+        new = apply_shard(new)
         if new.server != self.config.server:
             self.log.warning("reload_server_unchanged", reason="server.listen needs a restart")
         self.config = new
@@ -333,6 +395,8 @@ class Daemon:
             self.tracker.apply_config(new, time.time())
         if self.oracle is not None:
             self.oracle.apply_config(new)
+        if self.dispatcher is not None:
+            self.dispatcher.update_config(new)
         if self.scheduler is not None:
             self.scheduler.update_targets(new.targets)
         self.reloads_ok += 1
@@ -391,6 +455,10 @@ class Daemon:
         while True:
             now = time.time()
             self.live.advance(now)
+            for event in self.burn_watch.check(self.live, now) + self.cert_watch.check(
+                self.live, now
+            ):
+                self.events.publish(event)
             await self._close_periods()
             if now >= next_prune:
                 await self._prune(now)

@@ -8,8 +8,10 @@ serves a 200 "maintenance page" (wrong body: a port check would call it up).
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -101,3 +103,57 @@ class DemoTargets:
             self._tcp.close()
             await self._tcp.wait_closed()
             self._tcp = None
+
+
+def start_dev_chain(config: Any, sla_ids: list[str]) -> tuple[Any, Any, dict[str, int]]:
+    """Start anvil, deploy the contract and register the demo SLAs (blocking: run in a thread).
+
+    Returns (anvil process, oracle config, schedule starts). anvil's public test
+    accounts play the roles: #0 provider, #1 this oracle, #2 the team, #3/#4
+    customers. Blocks come every second, as on a real chain.
+    """
+    from eth_account import Account
+
+    from slamon.chain.devchain import (
+        ANVIL_CHAIN_ID,
+        AnvilProcess,
+        deploy_contract,
+        register_sla,
+        sla_params,
+    )
+    from slamon.config.models import OracleConfig
+
+    node = AnvilProcess.launch("--block-time", "1")
+    try:
+        w3 = node.web3()
+        keys = node.keys
+        provider, oracle, team, cust1, cust2 = (Account.from_key(k) for k in keys[:5])
+        address = deploy_contract(w3, provider.key.to_0x_hex())
+        starts: dict[str, int] = {}
+        for sla_id in sla_ids:
+            params, start = sla_params(
+                config, sla_id, signers=[oracle.address], quorum=1, team=team.address,
+                beneficiaries=[cust1.address, cust2.address], weights=[1, 1],
+                now=time.time(),
+            )
+            register_sla(w3, address, keys[0], params, fund_wei=10 * 10**18)
+            starts[sla_id] = start
+        os.environ[DEMO_KEY_ENV] = keys[1]
+        oracle_cfg = OracleConfig.model_validate({
+            "mode": "chain",
+            "key": {"dev_key_env": DEMO_KEY_ENV},
+            "chain_id": ANVIL_CHAIN_ID,
+            "contract": address,
+            "rpc_url": node.url,
+            "confirmations": 1,
+            "slas": sla_ids,
+            "schedule_starts": starts,
+        })
+        return node, oracle_cfg, starts
+    except BaseException:
+        node.stop()
+        raise
+
+
+#: env var the demo puts anvil's public test key #1 in (a dev chain key, not a secret)
+DEMO_KEY_ENV = "SLAMON_DEMO_ORACLE_KEY"

@@ -88,7 +88,7 @@ async def test_breached_period_pays_beneficiaries_and_met_period_pays_team(
     with AnvilNode.start("--block-time", "1") as node:  # blocks keep coming, as on a real chain
         w3 = node.web3()
         keys = node.keys
-        deployer, oracle_key, team, ben1, ben2 = (Account.from_key(k) for k in keys[:5])
+        _deployer, oracle_key, team, ben1, ben2 = (Account.from_key(k) for k in keys[:5])
         address = deploy_contract(w3, keys[0])
         contract = w3.eth.contract(address=address, abi=sla_compensation().abi)
         oracle_cfg = textwrap.dedent(f"""

@@ -680,6 +680,7 @@ def _dotted(loc: Loc) -> str:
 
 
 from slamon.config.sla import MaintenanceWindow, Sla  # noqa: E402 - sla.py imports from here
+from slamon.notify_config import NotifyConfig, StatusPageConfig  # noqa: E402
 
 
 def sla_problems(
@@ -749,6 +750,8 @@ class Config(Strict):
     state: StateConfig = Field(default_factory=StateConfig)
     oracle: OracleConfig | None = None
     shard: ShardConfig = Field(default_factory=ShardConfig)
+    notify: NotifyConfig | None = None
+    status_page: StatusPageConfig = Field(default_factory=StatusPageConfig)
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -758,6 +761,7 @@ class Config(Strict):
         )
         if not problems:
             problems = sla_problems(self.slas, self.slos, self.targets, self.maintenance)
+        problems += self._people_problems()
         if not problems and self.oracle is not None and self.oracle.slas is not None:
             known = {s.id for s in self.slas}
             for j, sid in enumerate(self.oracle.slas):
@@ -766,6 +770,27 @@ class Config(Strict):
         if problems:
             raise PathError.many(problems)
         return self
+
+    def _people_problems(self) -> list[Problem]:
+        """References from notification routes and the status page."""
+        problems: list[Problem] = []
+        known = {
+            "slos": {s.id for s in self.slos},
+            "slas": {s.id for s in self.slas},
+            "targets": {t.id for t in self.targets},
+        }
+        names = {"slos": "SLO", "slas": "SLA", "targets": "target"}
+        if self.notify is not None:
+            for i, route in enumerate(self.notify.routes):
+                for field_name, ids in known.items():
+                    for j, ref in enumerate(getattr(route, field_name)):
+                        if ref not in ids:
+                            problems.append((("notify", "routes", i, field_name, j),
+                                             f"unknown {names[field_name]} {ref!r}"))
+        for j, ref in enumerate(self.status_page.public_slos or []):
+            if ref not in known["slos"]:
+                problems.append((("status_page", "public_slos", j), f"unknown SLO {ref!r}"))
+        return problems
 
     def target(self, target_id: str) -> Target:
         for t in self.targets:

@@ -1,0 +1,85 @@
+"""Multiwindow burn-rate alerts (SRE workbook ch. 5), evaluated from the SLO windows.
+
+`burn_alerts` is pure: which (long, short) pairs of an SLO fire at `now`. A
+pair fires when the burn rate over *both* its long and its short window is at
+least the pair's `burn_rate` (the short window makes the alert resolve soon
+after the burning stops). `BurnWatch` remembers the previous answer per SLO
+and turns changes into BURN_RATE_FIRING / BURN_RATE_RESOLVED events; the
+daemon calls it every few seconds from its advance loop and publishes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from slamon.durations import format_duration
+from slamon.events import Event, EventKind
+from slamon.live import LiveState
+from slamon.sli.slo import SloState
+
+Pair = tuple[float, float]
+
+
+def burn_alerts(slo_state: SloState, now: float) -> set[Pair]:
+    """The (long, short) alert windows of the SLO firing at `now`."""
+    firing: set[Pair] = set()
+    for aw in slo_state.slo.alert_windows:
+        long_rate = slo_state.burn_rate(now, aw.long)
+        if long_rate is None or long_rate < aw.burn_rate:
+            continue
+        short_rate = slo_state.burn_rate(now, aw.short)
+        if short_rate is not None and short_rate >= aw.burn_rate:
+            firing.add((aw.long, aw.short))
+    return firing
+
+
+def window_name(pair: Pair) -> str:
+    return f"{format_duration(pair[0])}/{format_duration(pair[1])}"
+
+
+class BurnWatch:
+    """Turns `burn_alerts` changes into events. Not thread-safe; call from the loop."""
+
+    def __init__(self) -> None:
+        self._firing: dict[str, set[Pair]] = {}
+
+    def check(self, live: LiveState, now: float) -> list[Event]:
+        events: list[Event] = []
+        for slo_id, state in live.slos.items():
+            before = self._firing.get(slo_id, set())
+            after = burn_alerts(state, now)
+            by_pair = {(aw.long, aw.short): aw for aw in state.slo.alert_windows}
+            for pair in sorted(after - before):
+                aw = by_pair[pair]
+                rate = state.burn_rate(now, aw.long) or 0.0
+                events.append(Event(
+                    EventKind.BURN_RATE_FIRING, now, slo=slo_id,
+                    summary=(f"SLO {slo_id} burns its error budget {rate:.1f}x too fast "
+                             f"over {window_name(pair)}"),
+                    details={"window": window_name(pair), "long": format_duration(pair[0]),
+                             "short": format_duration(pair[1]), "burn_rate": round(rate, 3),
+                             "severity": aw.severity},
+                ))
+            for pair in sorted(before - after):
+                aw_gone = by_pair.get(pair)
+                events.append(self._resolved(slo_id, pair, now,
+                                             aw_gone.severity if aw_gone else "page"))
+            self._firing[slo_id] = after
+        for slo_id in set(self._firing) - set(live.slos):  # SLO removed by a reload
+            for pair in sorted(self._firing.pop(slo_id)):
+                events.append(self._resolved(slo_id, pair, now, "page"))
+        return events
+
+    @staticmethod
+    def _resolved(slo_id: str, pair: Pair, now: float, severity: str) -> Event:
+        return Event(
+            EventKind.BURN_RATE_RESOLVED, now, slo=slo_id,
+            summary=f"SLO {slo_id} no longer burns too fast over {window_name(pair)}",
+            details={"window": window_name(pair), "long": format_duration(pair[0]),
+                     "short": format_duration(pair[1]), "severity": severity},
+        )
+
+    def firing(self) -> Iterable[tuple[str, Pair]]:
+        for slo_id, pairs in self._firing.items():
+            for pair in pairs:
+                yield slo_id, pair

@@ -1,0 +1,652 @@
+"""Notifications against real local receivers: an aiohttp webhook / Slack /
+Alertmanager receiver and an aiosmtpd SMTP server on 127.0.0.1, including
+receivers that hang and that answer 500. Routing logic (thresholds, filters,
+reminders, resolution) is checked with a fake clock and a recording channel;
+"probing is unaffected" runs the real Scheduler against a misbehaving server
+while every notification goes to a hanging endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiosmtpd.controller import Controller
+from prometheus_client.core import Metric
+
+from slamon.config.models import Config
+from slamon.events import Event, EventBus, EventKind
+from slamon.live import LiveState, TargetStatus
+from slamon.notify import BurnWatch, CertWatch, Dispatcher, Message, burn_alerts, live_streak
+from slamon.notify.alertmanager import AlertmanagerNotifier
+from slamon.notify.base import DeliveryError
+from slamon.notify.email import EmailNotifier
+from slamon.notify.router import build_notifiers
+from slamon.notify.slack import SlackNotifier
+from slamon.notify.webhook import WebhookNotifier, sign
+from slamon.notify_config import NotifyConfig
+from slamon.probers.base import ProbeResult
+from slamon.scheduler import Scheduler
+from tests.misbehaving import MisbehavingHttpServer, free_port
+
+SECRET = "hmac-key-do-not-leak"
+
+
+# -- receivers ------------------------------------------------------------------
+
+@dataclass
+class Receiver:
+    """Records every request; `script` says what to do with the n-th one."""
+
+    script: list[str] = field(default_factory=list)  # "ok" | "500" | "hang" | "400"
+    requests: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
+    accepted: list[bytes] = field(default_factory=list)
+    url: str = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        n = len(self.requests)
+        self.requests.append((request.path, dict(request.headers), body))
+        action = self.script[n] if n < len(self.script) else "ok"
+        if action == "hang":
+            # the request is processed (as if the answer were lost), then nothing comes back
+            self.accepted.append(body)
+            await asyncio.sleep(30)
+        if action == "500":
+            return web.Response(status=500, text="boom")
+        if action == "400":
+            return web.Response(status=400, text="bad")
+        self.accepted.append(body)
+        return web.Response(status=200, text="ok")
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    rec = Receiver()
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", rec.handle)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    rec.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    yield rec
+    await runner.cleanup()
+
+
+class SmtpHandler:
+    def __init__(self) -> None:
+        self.script: list[str] = []
+        self.calls = 0
+        self.messages: list[tuple[str, list[str], bytes]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.calls += 1
+        action = self.script[self.calls - 1] if self.calls <= len(self.script) else "ok"
+        if action == "451":
+            return "451 4.3.0 try again later"
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp() -> Any:
+    handler = SmtpHandler()
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield controller, handler
+    controller.stop()
+
+
+# -- helpers ----------------------------------------------------------------------
+
+def notify_cfg(**delivery: Any) -> NotifyConfig:
+    return NotifyConfig.model_validate({
+        "channels": [{"id": "hook", "kind": "webhook",
+                      "webhook": {"url": "http://127.0.0.1:9/", "hmac_secret": SECRET}}],
+        "routes": [{"channel": "hook", "events": ["target_down", "burn_rate_firing",
+                                                  "sla_breached", "report_published",
+                                                  "cert_expiring"]}],
+        "defaults": {"failure_threshold": 1, "success_threshold": 1, "repeat_interval": 0},
+        "delivery": {"timeout": "300ms", "retries": 3, "backoff": "50ms",
+                     "max_backoff": "200ms", **delivery},
+    })
+
+
+def down(target: str = "web", at: float = 1000.0, **labels: str) -> Event:
+    return Event(EventKind.TARGET_DOWN, at, target=target, labels=labels,
+                 summary=f"{target} failed", details={"reason": "status"})
+
+
+def up(target: str = "web", at: float = 1010.0, **labels: str) -> Event:
+    return Event(EventKind.TARGET_UP, at, target=target, labels=labels)
+
+
+async def wait_for(pred: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+def metric_values(d: Dispatcher) -> dict[tuple[str, tuple[str, ...]], float]:
+    out: dict[tuple[str, tuple[str, ...]], float] = {}
+    fam: Metric
+    for fam in d.metrics():
+        for s in fam.samples:
+            out[(s.name, tuple(s.labels.values()))] = s.value
+    return out
+
+
+class Recorder:
+    """An in-memory channel, for the routing rules (the real channels are below)."""
+
+    kind = "memory"
+
+    def __init__(self) -> None:
+        self.name = "hook"
+        self.sent: list[Message] = []
+
+    async def send(self, message: Message) -> None:
+        self.sent.append(message)
+
+    async def close(self) -> None:
+        return None
+
+
+# -- real channels -----------------------------------------------------------------
+
+async def test_webhook_signed_json(receiver: Receiver) -> None:
+    async with aiohttp.ClientSession() as session:
+        cfg = notify_cfg()
+        hook = WebhookNotifier("hook", receiver.url + "/hook", session, secret=SECRET.encode())
+        d = Dispatcher(cfg, notifiers={"hook": hook})
+        await d.start()
+        d.handle(down())
+        await wait_for(lambda: len(receiver.accepted) == 1)
+        await d.stop()
+    _path, headers, body = receiver.requests[0]
+    doc = json.loads(body)
+    assert doc["status"] == "firing" and doc["event"] == "target_down"
+    assert doc["target"] == "web" and doc["idempotency_key"] == headers["Idempotency-Key"]
+    ts = headers["X-Slamon-Timestamp"]
+    expected = "sha256=" + hmac.new(SECRET.encode(), ts.encode() + b"." + body,
+                                    hashlib.sha256).hexdigest()
+    assert headers["X-Slamon-Signature"] == expected == sign(SECRET.encode(), ts, body)
+    assert SECRET not in body.decode()
+
+
+async def test_500_is_retried_then_delivered_once(receiver: Receiver) -> None:
+    receiver.script = ["500", "500"]
+    async with aiohttp.ClientSession() as session:
+        d = Dispatcher(notify_cfg(),
+                       notifiers={"hook": WebhookNotifier("hook", receiver.url, session)})
+        await d.start()
+        d.handle(down())
+        await wait_for(lambda: len(receiver.accepted) == 1)
+        await asyncio.sleep(0.3)  # nothing else comes
+        m = metric_values(d)
+        await d.stop()
+    assert len(receiver.requests) == 3 and len(receiver.accepted) == 1
+    keys = {h["Idempotency-Key"] for _, h, _ in receiver.requests}
+    assert len(keys) == 1  # every retry carries the same key
+    assert m[("slamon_notifications_failed_total", ("hook#0", "hook", "http_5xx"))] == 2
+    assert m[("slamon_notifications_sent_total", ("hook#0", "hook"))] == 1
+    assert m[("slamon_notifications_retries_total", ("hook#0", "hook"))] == 2
+
+
+async def test_hanging_receiver_times_out_and_retry_has_same_key(receiver: Receiver) -> None:
+    receiver.script = ["hang"]
+    async with aiohttp.ClientSession() as session:
+        d = Dispatcher(notify_cfg(),
+                       notifiers={"hook": WebhookNotifier("hook", receiver.url, session)})
+        await d.start()
+        t0 = time.monotonic()
+        d.handle(down())
+        await wait_for(lambda: len(receiver.requests) == 2)
+        assert time.monotonic() - t0 < 2.0  # the 300 ms timeout cut the first attempt
+        await wait_for(lambda: d.route("hook#0").sent == 1)
+        d.handle(down(at=2000.0, target="db"))  # the route keeps working afterwards
+        await wait_for(lambda: d.route("hook#0").sent == 2)
+        m = metric_values(d)
+        await d.stop()
+    (_, h1, b1), (_, h2, b2) = receiver.requests[:2]
+    # the receiver processed the first one: the retry is recognisable as a duplicate
+    assert h1["Idempotency-Key"] == h2["Idempotency-Key"] and b1 == b2
+    assert len(receiver.requests) == 3
+    assert m[("slamon_notifications_failed_total", ("hook#0", "hook", "timeout"))] == 1
+
+
+async def test_dead_endpoint_gives_up_and_counts(receiver: Receiver) -> None:
+    receiver.script = ["500"] * 10
+    async with aiohttp.ClientSession() as session:
+        d = Dispatcher(notify_cfg(retries=2),
+                       notifiers={"hook": WebhookNotifier("hook", receiver.url, session)})
+        await d.start()
+        d.handle(down())
+        await wait_for(lambda: d.route("hook#0").dropped.get("gave_up") == 1)
+        m = metric_values(d)
+        await d.stop()
+    assert len(receiver.requests) == 3
+    assert m[("slamon_notifications_dropped_total", ("hook#0", "gave_up"))] == 1
+    assert m[("slamon_notifications_sent_total", ("hook#0", "hook"))] == 0
+
+
+async def test_4xx_is_not_retried(receiver: Receiver) -> None:
+    receiver.script = ["400"]
+    async with aiohttp.ClientSession() as session:
+        d = Dispatcher(notify_cfg(),
+                       notifiers={"hook": WebhookNotifier("hook", receiver.url, session)})
+        await d.start()
+        d.handle(down())
+        await wait_for(lambda: d.route("hook#0").dropped.get("gave_up") == 1)
+        await d.stop()
+    assert len(receiver.requests) == 1
+
+
+async def test_refused_port_counts_connect_failures() -> None:
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{free_port()}/"
+        d = Dispatcher(notify_cfg(retries=1),
+                       notifiers={"hook": WebhookNotifier("hook", url, session)})
+        await d.start()
+        d.handle(down())
+        await wait_for(lambda: d.route("hook#0").dropped.get("gave_up") == 1)
+        assert d.route("hook#0").failed == {"connect": 2}
+        await d.stop()
+
+
+async def test_slack_payload(receiver: Receiver) -> None:
+    async with aiohttp.ClientSession() as session:
+        slack = SlackNotifier("hook", receiver.url + "/services/T/B/X", session,
+                              channel="#ops")
+        d = Dispatcher(notify_cfg(), notifiers={"hook": slack})
+        await d.start()
+        d.handle(down(team="<shop>"))
+        d.handle(up(team="<shop>"))
+        await wait_for(lambda: len(receiver.accepted) == 2)
+        await d.stop()
+    first, second = (json.loads(b) for b in receiver.accepted)
+    assert first["channel"] == "#ops" and ":red_circle:" in first["text"]
+    assert "Target down: web" in first["text"] and "team=&lt;shop&gt;" in first["text"]
+    assert first["blocks"][0]["text"]["type"] == "mrkdwn"
+    assert ":large_green_circle:" in second["text"] and "Target up" in second["text"]
+
+
+async def test_alertmanager_push(receiver: Receiver) -> None:
+    async with aiohttp.ClientSession() as session:
+        am = AlertmanagerNotifier("hook", [receiver.url], session, refresh=60)
+        d = Dispatcher(notify_cfg(), notifiers={"hook": am})
+        await d.start()
+        d.handle(down(team="shop"))
+        d.handle(up(team="shop"))
+        await wait_for(lambda: len(receiver.accepted) == 2)
+        await d.stop()
+    assert {p for p, _, _ in receiver.requests} == {"/api/v2/alerts"}
+    (fired,), (resolved,) = (json.loads(b) for b in receiver.accepted)
+    assert fired["labels"] == resolved["labels"] == {
+        "alertname": "SlamonTargetDown", "target": "web", "team": "shop", "severity": "page"}
+    assert fired["endsAt"] > fired["startsAt"]
+    assert resolved["endsAt"] <= time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 1))
+    assert fired["annotations"]["idempotency_key"] != resolved["annotations"]["idempotency_key"]
+
+
+async def test_alertmanager_refresh_keeps_alert_firing() -> None:
+    rec = Recorder()
+    d = Dispatcher(notify_cfg(), notifiers={"hook": rec}, clock=lambda: now)
+    rec.refresh = 60.0  # type: ignore[attr-defined]  # what AlertmanagerNotifier exposes
+    now = 1000.0
+    d._build_routes()
+    d.handle(down())
+    now = 1061.0
+    d.tick()
+    assert [m.reminder for m in d.route("hook#0").queue] == [0, 1]
+
+
+async def test_email_via_smtp(smtp: Any) -> None:
+    controller, handler = smtp
+    handler.script = ["451"]
+    mail = EmailNotifier("hook", host="127.0.0.1", port=controller.port, security="none",
+                         sender="slamon@example.org", to=["ops@example.org"], timeout=5)
+    d = Dispatcher(notify_cfg(timeout="5s"), notifiers={"hook": mail})
+    await d.start()
+    d.handle(Event(EventKind.REPORT_PUBLISHED, 1000.0, sla="gold",
+                   details={"tx_hash": "0x" + "ab" * 32, "period": 7}))
+    await wait_for(lambda: len(handler.messages) == 1, timeout=10)
+    m = metric_values(d)
+    await d.stop()
+    assert handler.calls == 2  # 451 (temporary) was retried
+    assert m[("slamon_notifications_failed_total", ("hook#0", "hook", "smtp_4xx"))] == 1
+    sender, rcpt, raw = handler.messages[0]
+    msg = message_from_bytes(raw)
+    assert sender == "slamon@example.org" and rcpt == ["ops@example.org"]
+    assert "SLA report published" in msg["Subject"] and "[INFO]" in msg["Subject"]
+    assert msg["Message-ID"].startswith("<") and msg["X-Slamon-Idempotency-Key"] in msg[
+        "Message-ID"]
+    assert "0x" + "ab" * 32 in msg.get_payload()
+
+
+async def test_email_permanent_failure_not_retried(smtp: Any) -> None:
+    controller, handler = smtp
+    mail = EmailNotifier("hook", host="127.0.0.1", port=controller.port, security="none",
+                         sender="slamon@example.org", to=["ops@example.org"], timeout=5)
+    handler.script = []
+    msg = Message("k", "r", "firing", EventKind.TARGET_DOWN, "c", "t", "text", 0.0, 0.0)
+    await mail.send(msg)
+    assert len(handler.messages) == 1
+    bad = EmailNotifier("hook", host="127.0.0.1", port=free_port(), security="none",
+                        sender="s@example.org", to=["o@example.org"], timeout=2)
+    with pytest.raises(DeliveryError) as err:
+        await bad.send(msg)
+    assert err.value.reason == "connect" and err.value.retryable
+
+
+async def test_build_notifiers_from_config(tmp_path: Any) -> None:
+    key = tmp_path / "key"
+    key.write_text("filekey\n")
+    cfg = NotifyConfig.model_validate({
+        "channels": [
+            {"id": "w", "kind": "webhook",
+             "webhook": {"url": "http://127.0.0.1:9/", "hmac_secret_file": str(key)}},
+            {"id": "s", "kind": "slack", "slack": {"url": "https://hooks.example/T/B/X"}},
+            {"id": "e", "kind": "email", "email": {"host": "127.0.0.1", "from": "a@b.c",
+                                                  "to": ["d@e.f"], "security": "none"}},
+            {"id": "a", "kind": "alertmanager", "alertmanager": {"urls": ["http://am:9093"]}},
+        ],
+        "routes": [{"channel": "w"}, {"channel": "a", "id": "am"}],
+    })
+    async with aiohttp.ClientSession() as session:
+        built = build_notifiers(cfg, session)
+    assert {k: v.kind for k, v in built.items()} == {
+        "w": "webhook", "s": "slack", "e": "email", "a": "alertmanager"}
+    assert built["w"]._secret == b"filekey"  # type: ignore[attr-defined]
+    assert cfg.route_id(0) == "w#0" and cfg.route_id(1) == "am"
+
+
+def test_config_errors_do_not_echo_secrets() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as err:
+        NotifyConfig.model_validate({
+            "channels": [{"id": "w", "kind": "webhook",
+                          "webhook": {"url": "ftp://user:topsecret@x/"}}],
+            "routes": [{"channel": "nope"}],
+        })
+    # the messages the loader prints (pydantic's own repr also shows the input)
+    messages = " ".join(str(e["msg"]) for e in err.value.errors())
+    assert "topsecret" not in messages and "must be an http" in messages
+
+
+# -- routing rules (fake clock, recording channel) ----------------------------------------
+
+def router(config: Config | None = None, **route: Any) -> tuple[Dispatcher, Recorder, list[float]]:
+    clock = [1000.0]
+    cfg = NotifyConfig.model_validate({
+        "channels": [{"id": "hook", "kind": "webhook",
+                      "webhook": {"url": "http://127.0.0.1:9/"}}],
+        "routes": [{"channel": "hook", **route}],
+        "defaults": {"failure_threshold": 3, "success_threshold": 2, "repeat_interval": "1h"},
+    })
+    rec = Recorder()
+    d = Dispatcher(cfg, config, notifiers={"hook": rec}, clock=lambda: clock[0])
+    d._build_routes()
+    return d, rec, clock
+
+
+def queued(d: Dispatcher) -> list[tuple[str, str, int]]:
+    return [(m.status, m.kind.value, m.reminder) for m in d.route(d.routes[0].id).queue]
+
+
+def shop_config() -> Config:
+    return Config.model_validate({
+        "targets": [
+            {"id": t, "kind": "http", "interval": "10s", "timeout": "2s",
+             "labels": {"team": team}, "http": {"url": f"http://user:pw@127.0.0.1:9/{t}"}}
+            for t, team in (("web", "shop"), ("db", "data"))
+        ],
+        "slos": [{"id": "shop", "targets": ["web"], "objective": 0.99},
+                 {"id": "data", "targets": ["db"], "objective": 0.99}],
+        "slas": [{"id": "gold", "slo": "shop", "period": {"kind": "monthly"}}],
+    })
+
+
+def test_failure_threshold_timed() -> None:
+    d, _, clock = router(shop_config())
+    d.handle(down(at=1000.0))
+    clock[0] = 1015.0
+    d.tick()
+    assert queued(d) == []  # 1 lost probe does not page
+    d.handle(up(at=1010.0))  # flap: recovered before the 3rd failure
+    clock[0] = 2000.0
+    d.tick()
+    assert queued(d) == []
+    d.handle(down(at=2000.0))
+    clock[0] = 2000 + 2 * 10 + 2 + 0.5  # 3rd failing probe may still be running
+    d.tick()
+    assert queued(d) == []
+    clock[0] = 2000 + 2 * 10 + 2 + 1.01
+    d.tick()
+    assert queued(d) == [("firing", "target_down", 0)]
+    # recovery needs 2 successes: one up, then down again keeps it firing
+    d.handle(up(at=2100.0))
+    d.handle(down(at=2110.0))
+    clock[0] = 2200.0
+    d.tick()
+    assert queued(d) == [("firing", "target_down", 0)]
+    d.handle(up(at=2200.0))
+    clock[0] = 2200 + 10 + 2 + 1.01
+    d.tick()
+    assert queued(d) == [("firing", "target_down", 0), ("resolved", "target_up", 0)]
+
+
+def test_failure_threshold_with_live_streak() -> None:
+    config = shop_config()
+    bus = EventBus()
+
+    def transition(status: TargetStatus, result: ProbeResult) -> None:
+        kind = EventKind.TARGET_UP if result.ok else EventKind.TARGET_DOWN
+        bus.publish(Event(kind, status.last_scheduled or 0.0, target=status.target.id))
+
+    live = LiveState(config, on_transition=transition)
+    sub = bus.subscribe()
+    d, _, _clock = router(config)
+    d._streak = live_streak(lambda: live)
+    web = config.target("web")
+
+    def probe(t: float, ok: bool) -> None:
+        live.record(web, t, ProbeResult(ok, 0.01))
+        while not sub.queue.empty():
+            d.handle(sub.queue.get_nowait())
+        d.tick()
+
+    probe(0, True)
+    probe(10, False)
+    probe(20, False)
+    assert queued(d) == []
+    probe(30, False)
+    assert queued(d) == [("firing", "target_down", 0)]
+    probe(40, True)
+    assert len(queued(d)) == 1
+    probe(50, True)
+    assert queued(d)[-1] == ("resolved", "target_up", 0)
+
+
+def test_reminders_and_send_resolved_false() -> None:
+    d, _, clock = router(failure_threshold=1, send_resolved=False, repeat_interval="10m")
+    d.handle(down())
+    for t in (1599.0, 1601.0, 1700.0, 2201.0):
+        clock[0] = t
+        d.tick()
+    assert queued(d) == [("firing", "target_down", 0), ("firing", "target_down", 1),
+                         ("firing", "target_down", 2)]
+    keys = [m.key for m in d.routes[0].queue]
+    assert len(set(keys)) == 3
+    assert "(reminder 2, still firing)" in d.routes[0].queue[2].text
+    d.handle(up(at=2300.0))
+    clock[0] = 5000.0
+    d.tick()
+    assert len(queued(d)) == 3 and d.firing() == {"hook#0": []}
+
+
+def test_filters_by_kind_slo_label() -> None:
+    config = shop_config()
+    d, _, _ = router(config, events=["target_down"], slos=["shop"], labels={"team": "shop"},
+                     failure_threshold=1)
+    d.handle(down("db", team="data"))  # other SLO
+    d.handle(down("web", team="other"))  # label mismatch
+    d.handle(Event(EventKind.SLA_BREACHED, 1.0, sla="gold", slo="shop"))  # kind not listed
+    assert queued(d) == []
+    d.handle(down("web", team="shop"))
+    assert queued(d) == [("firing", "target_down", 0)]
+
+    d, _, _ = router(config, events=["sla_breached", "burn_rate_firing"], slos=["shop"])
+    d.handle(Event(EventKind.SLA_BREACHED, 1.0, sla="gold"))  # SLA of SLO shop
+    d.handle(Event(EventKind.BURN_RATE_FIRING, 1.0, slo="data", details={"window": "1h/5m"}))
+    d.handle(Event(EventKind.BURN_RATE_FIRING, 1.0, slo="shop", details={"window": "1h/5m"}))
+    d.handle(Event(EventKind.BURN_RATE_FIRING, 1.0, slo="shop", details={"window": "6h/30m"}))
+    d.handle(Event(EventKind.BURN_RATE_RESOLVED, 2.0, slo="shop", details={"window": "1h/5m"}))
+    assert queued(d) == [("firing", "sla_breached", 0), ("firing", "burn_rate_firing", 0),
+                         ("firing", "burn_rate_firing", 0), ("resolved", "burn_rate_resolved", 0)]
+
+
+def test_queue_is_bounded() -> None:
+    d, _, _ = router(failure_threshold=1)
+    d.cfg = d.cfg.model_copy(update={"delivery": d.cfg.delivery.model_copy(
+        update={"queue_size": 3})})
+    for i in range(5):
+        d.handle(down(target=f"t{i}", at=float(i)))
+    assert len(d.routes[0].queue) == 3 and d.routes[0].dropped == {"queue_full": 2}
+    assert [m.target for m in d.routes[0].queue] == ["t2", "t3", "t4"]
+    m = metric_values(d)
+    assert m[("slamon_notifications_dropped_total", ("hook#0", "queue_full"))] == 2
+    assert m[("slamon_notifications_queue_length", ("hook#0",))] == 3
+
+
+def test_messages_hold_no_secrets() -> None:
+    d, _, _ = router(failure_threshold=1)
+    d.handle(Event(EventKind.TARGET_DOWN, 1.0, target="web",
+                   summary="GET http://user:pw0rd@shop.example/?token=abc123 failed",
+                   details={"reason": "status", "url": "http://user:pw0rd@x/",
+                            "error": "connect to https://x/?api_key=zzz9 failed"}))
+    (msg,) = d.routes[0].queue
+    text = json.dumps(msg.to_json())
+    for secret in ("pw0rd", "abc123", "zzz9"):
+        assert secret not in text
+    assert "url" not in msg.details
+
+
+# -- probing is unaffected by a hanging endpoint -------------------------------------------
+
+async def test_probing_unaffected_by_hanging_endpoint(receiver: Receiver) -> None:
+    receiver.script = ["hang"] * 100
+    async with MisbehavingHttpServer() as target_server:
+        config = Config.model_validate({
+            "targets": [{"id": "flappy", "kind": "http", "interval": "1s", "timeout": "500ms",
+                         "http": {"url": target_server.url("/")}}],
+        })
+        bus = EventBus()
+
+        def transition(status: TargetStatus, result: ProbeResult) -> None:
+            kind = EventKind.TARGET_UP if result.ok else EventKind.TARGET_DOWN
+            bus.publish(Event(kind, status.last_scheduled or 0.0, target=status.target.id))
+
+        live = LiveState(config, on_transition=transition)
+        sched = Scheduler(config.targets, max_concurrency=10, on_result=live.record,
+                          on_missed=live.record_missed, spread=False)
+        cfg = notify_cfg(timeout="2s", retries=50, backoff="100ms", queue_size=5)
+        async with aiohttp.ClientSession() as session:
+            d = Dispatcher(cfg, config,
+                           notifiers={"hook": WebhookNotifier("hook", receiver.url, session)},
+                           streak=live_streak(lambda: live))
+            await d.start(bus)
+            task = asyncio.create_task(sched.run())
+            try:
+                for i in range(6):  # flip the target every second: a storm of events
+                    target_server.set_mode("down" if i % 2 == 0 else "up")
+                    await asyncio.sleep(1.0)
+                stats = sched.stats
+                status = live.targets["flappy"]
+                assert stats.missed == 0
+                assert stats.completed >= 5
+                assert stats.lag.max < 0.5  # probes started on time
+                assert status.successes + status.failures == stats.completed
+                assert status.failures >= 1 and status.successes >= 1
+                assert len(receiver.requests) >= 1  # the notifier is stuck on the hang...
+                assert d.route("hook#0").sent == 0
+            finally:
+                sched.stop()
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                await d.stop(drain=0)
+
+
+# -- burn-rate and certificate watches --------------------------------------------------------
+
+def test_burn_alerts_pure_and_watch() -> None:
+    config = Config.model_validate({
+        "targets": [{"id": "web", "kind": "http", "interval": "10s", "timeout": "2s",
+                     "http": {"url": "http://127.0.0.1:9/"}}],
+        "slos": [{"id": "shop", "targets": ["web"], "objective": 0.99, "window": "30d",
+                  "alert_windows": [{"long": "1h", "short": "5m", "burn_rate": 14.4},
+                                    {"long": "6h", "short": "30m", "burn_rate": 6}]}],
+    })
+    live = LiveState(config)
+    web = config.target("web")
+    start = 1_780_000_000.0
+    for i in range(360):  # 1 h of good probes
+        live.record(web, start + i * 10, ProbeResult(True, 0.01))
+    state = live.slos["shop"]
+    now = start + 3600
+    watch = BurnWatch()
+    assert burn_alerts(state, now) == set() and watch.check(live, now) == []
+    for i in range(60):  # 10 min all bad
+        live.record(web, now + i * 10, ProbeResult(False, 0.01))
+    now += 600
+    # 60 bad of 420: 14.3 % over both the 1 h and the 6 h window, 100 % over 5 m and 30 m
+    assert burn_alerts(state, now) == {(3600.0, 300.0), (21600.0, 1800.0)}
+    fired = watch.check(live, now)
+    assert [(e.kind, e.details["window"]) for e in fired] == [
+        (EventKind.BURN_RATE_FIRING, "1h/5m"), (EventKind.BURN_RATE_FIRING, "6h/30m")]
+    assert watch.check(live, now) == []  # no change, no event
+    for i in range(60):  # recovery: the 5 m window clears first
+        live.record(web, now + i * 10, ProbeResult(True, 0.01))
+    now += 600
+    assert burn_alerts(state, now) == {(21600.0, 1800.0)}  # the 30 m window still burns
+    (ev,) = watch.check(live, now)
+    assert ev.kind == EventKind.BURN_RATE_RESOLVED and ev.details["window"] == "1h/5m"
+
+
+def test_cert_watch_thresholds() -> None:
+    config = Config.model_validate({
+        "targets": [{"id": "web", "kind": "http", "interval": "10s", "timeout": "2s",
+                     "labels": {"team": "shop"}, "http": {"url": "https://127.0.0.1:9/"}}],
+    })
+    live = LiveState(config)
+    web = config.target("web")
+    now = 1_780_000_000.0
+    watch = CertWatch([21, 14, 7])
+
+    def at(days_left: float, expiry_shift: float = 0.0) -> list[int]:
+        expiry = now + 30 * 86400 + expiry_shift
+        t = expiry - days_left * 86400
+        live.record(web, t, ProbeResult(True, 0.01, cert_expiry=expiry))
+        return [e.details["days_left"] for e in watch.check(live, t)]
+
+    assert at(25) == []
+    assert at(20.5) == [20]
+    assert at(19) == []
+    assert at(13.9) == [13]
+    assert at(3) == [3]  # 7 crossed
+    assert at(2) == []
+    assert at(60, expiry_shift=90 * 86400) == []  # renewed: starts afresh
+    assert at(6, expiry_shift=90 * 86400) == [6]  # 21, 14, 7 at once: one event

@@ -1,0 +1,283 @@
+"""`slamon rules`: the generated file passes `promtool check rules`, and
+`promtool test rules` shows each alert firing (and not firing) on synthetic
+series shaped like slamon's own metrics."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from slamon.config.models import Config
+from slamon.rules import (
+    BURN_ALERT,
+    NO_DATA_ALERT,
+    STALE_ALERT,
+    generate_rules,
+    no_data_window,
+    register,
+    render_rules,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+
+@pytest.fixture
+def promtool() -> str:
+    path = shutil.which("promtool")
+    assert path, "promtool is missing: apt-get install prometheus (scripts/setup does)"
+    return path
+
+
+def make_config(**slo: Any) -> Config:
+    return Config.model_validate({
+        "targets": [
+            {"id": "web", "kind": "tcp", "interval": "30s", "timeout": "10s",
+             "tcp": {"host": "127.0.0.1", "port": 1}},
+            {"id": "api", "kind": "tcp", "interval": "30s", "timeout": "10s",
+             "tcp": {"host": "127.0.0.1", "port": 2}},
+        ],
+        "slos": [
+            {"id": "shop", "targets": ["web", "api"], "objective": 0.999, "window": "30d", **slo},
+            {"id": "api-latency", "targets": ["api"], "objective": 0.95, "sli": "latency",
+             "latency_threshold": "300ms", "window": "7d",
+             "alert_windows": [{"long": "2h", "short": "10m", "burn_rate": 10}]},
+        ],
+    })
+
+
+def alerts(doc: dict[str, Any], name: str | None = None) -> list[dict[str, Any]]:
+    return [r for g in doc["groups"] for r in g["rules"]
+            if "alert" in r and (name is None or r["alert"] == name)]
+
+
+def test_alerts_follow_the_configured_windows() -> None:
+    doc = generate_rules(make_config())
+    assert [g["name"] for g in doc["groups"]] == ["slamon-slo-shop", "slamon-slo-api-latency"]
+    burn = [a for a in alerts(doc, BURN_ALERT) if a["labels"]["slo"] == "shop"]
+    got = [(a["labels"]["long_window"], a["labels"]["short_window"], a["labels"]["burn_rate"],
+            a["labels"]["severity"], a["for"]) for a in burn]
+    assert got == [
+        ("1h", "5m", "14.4", "page", "2m"),
+        ("6h", "30m", "6", "page", "2m"),
+        ("1d", "2h", "3", "ticket", "15m"),
+        ("3d", "6h", "1", "ticket", "15m"),
+    ]
+    assert 'window="1h"} > 14.4' in burn[0]["expr"] and 'window="5m"} > 14.4' in burn[0]["expr"]
+    custom = [a for a in alerts(doc, BURN_ALERT) if a["labels"]["slo"] == "api-latency"]
+    assert [(a["labels"]["long_window"], a["labels"]["burn_rate"]) for a in custom] == [
+        ("2h", "10")]
+    for alert in alerts(doc):
+        assert alert["labels"]["severity"] in ("page", "ticket")
+        assert alert["annotations"]["runbook_url"].startswith("docs/operations.md#")
+
+
+def test_runbook_anchors_exist_in_operations_doc() -> None:
+    text = (ROOT / "docs" / "operations.md").read_text()
+    # GitHub anchors: lower case, spaces to hyphens, punctuation dropped
+    anchors = {
+        re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
+        for h in re.findall(r"^#+ (.+)$", text, flags=re.M)
+    }
+    used = {a["annotations"]["runbook_url"].split("#")[1] for a in alerts(
+        generate_rules(make_config()))}
+    assert used <= anchors, used - anchors
+
+
+def test_no_data_window_holds_several_probes() -> None:
+    config = make_config()
+    assert no_data_window(config.slos[0], config) == 300  # 5m >= 3 x 30s
+    slow = Config.model_validate({
+        "targets": [{"id": "t", "kind": "tcp", "interval": "11m", "timeout": "10s",
+                     "tcp": {"host": "127.0.0.1", "port": 1}}],
+        "slos": [{"id": "s", "targets": ["t"], "objective": 0.99}],
+    })
+    assert no_data_window(slow.slos[0], slow) == 3600  # 30m < 3 x 11m: the 1h window
+
+
+def test_promtool_check_rules(tmp_path: Path, promtool: str) -> None:
+    example = ROOT / "config" / "example.yaml"
+    from slamon.config.loader import load_config
+
+    for config in (make_config(), load_config(example)):
+        out = tmp_path / "rules.yml"
+        out.write_text(render_rules(config, source="test"))
+        res = subprocess.run([promtool, "check", "rules", str(out)],
+                             capture_output=True, text=True)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "SUCCESS" in res.stdout
+
+
+def _series(
+    slo: str, window: str, good: str, valid: str, instance: str = "a"
+) -> list[dict[str, str]]:
+    labels = f'slo="{slo}",window="{window}",instance="{instance}",job="slamon"'
+    return [
+        {"series": f"slamon_sli_good_events{{{labels}}}", "values": good},
+        {"series": f"slamon_sli_valid_events{{{labels}}}", "values": valid},
+    ]
+
+
+def _annotations(rule: dict[str, Any], value: str) -> dict[str, str]:
+    """The rule's annotations as Prometheus renders them for `value`."""
+    out = {}
+    for key, text in rule["annotations"].items():
+        out[key] = re.sub(r"\{\{ \$value \| \w+ \}\}", value, text)
+    return out
+
+
+def _find(doc: dict[str, Any], name: str, **labels: str) -> dict[str, Any]:
+    for rule in alerts(doc, name):
+        if all(rule["labels"].get(k) == v for k, v in labels.items()):
+            return rule
+    raise AssertionError(f"no {name} {labels}")
+
+
+def _burn_case(doc: dict[str, Any]) -> dict[str, Any]:
+    """Two instances (a quorum) see 2% errors over 1h and 5m: burn 20 > 14.4 pages.
+    The 6h/30m pair stays below 6 and the SLO window below 1: nothing else fires."""
+    series: list[dict[str, str]] = []
+    for inst in ("a", "b"):
+        series += _series("shop", "1h", "980x20", "1000x20", inst)
+        series += _series("shop", "5m", "98x20", "100x20", inst)
+        series += _series("shop", "6h", "5990x20", "6000x20", inst)
+        series += _series("shop", "30m", "995x20", "1000x20", inst)
+        series += _series("shop", "30d", "99990x20", "100000x20", inst)
+        series.append({"series": f'slamon_slo_objective_ratio{{slo="shop",instance="{inst}",'
+                                 'job="slamon"}', "values": "0.999x20"})
+    page = _find(doc, BURN_ALERT, slo="shop", long_window="1h")
+    labels = dict(page["labels"], slo="shop", window="1h")
+    return {
+        "interval": "1m",
+        "input_series": series,
+        "alert_rule_test": [
+            {"eval_time": "1m", "alertname": BURN_ALERT, "exp_alerts": []},  # pending (for: 2m)
+            {"eval_time": "3m", "alertname": BURN_ALERT, "exp_alerts": [
+                {"exp_labels": labels, "exp_annotations": _annotations(page, "20")}]},
+            {"eval_time": "3m", "alertname": "SlamonErrorBudgetExhausted", "exp_alerts": []},
+            {"eval_time": "3m", "alertname": NO_DATA_ALERT, "exp_alerts": []},
+        ],
+        "promql_expr_test": [
+            {"expr": 'slamon:slo_burn_rate{slo="shop",window="1h"}', "eval_time": "3m",
+             "exp_samples": [{"labels": 'slamon:slo_burn_rate{slo="shop",window="1h"}',
+                              "value": 20}]},
+            {"expr": 'round(slamon:slo_error_budget_remaining{slo="shop"}, 0.001)',
+             "eval_time": "3m",
+             "exp_samples": [{"labels": '{slo="shop",window="30d"}', "value": 0.9}]},
+        ],
+    }
+
+
+def _short_spike_case(doc: dict[str, Any]) -> dict[str, Any]:
+    """1h is high but the short 5m window has recovered: the page must not fire."""
+    series = _series("shop", "1h", "980x20", "1000x20")
+    series += _series("shop", "5m", "100x20", "100x20")
+    series.append({"series": 'slamon_slo_objective_ratio{slo="shop",instance="a",job="slamon"}',
+                   "values": "0.999x20"})
+    return {"interval": "1m", "input_series": series, "alert_rule_test": [
+        {"eval_time": "10m", "alertname": BURN_ALERT, "exp_alerts": []}]}
+
+
+def _exhausted_and_no_data_case(doc: dict[str, Any]) -> dict[str, Any]:
+    """30d SLI 0.998 against 0.999: budget -100%, and no valid events in 5m."""
+    series = _series("shop", "30d", "99800x20", "100000x20")
+    series += _series("shop", "5m", "0x20", "0x20")
+    series.append({"series": 'slamon_slo_objective_ratio{slo="shop",instance="a",job="slamon"}',
+                   "values": "0.999x20"})
+    exhausted = _find(doc, "SlamonErrorBudgetExhausted", slo="shop")
+    no_data = _find(doc, NO_DATA_ALERT, slo="shop")
+    other = _find(doc, NO_DATA_ALERT, slo="api-latency")  # reported by no instance here
+    return {"interval": "1m", "input_series": series, "alert_rule_test": [
+        {"eval_time": "10m", "alertname": "SlamonErrorBudgetExhausted", "exp_alerts": [
+            {"exp_labels": dict(exhausted["labels"], slo="shop", window="30d"),
+             "exp_annotations": _annotations(exhausted, "-100%")}]},
+        {"eval_time": "10m", "alertname": NO_DATA_ALERT, "exp_alerts": [
+            {"exp_labels": dict(no_data["labels"], slo="shop"),
+             "exp_annotations": _annotations(no_data, "0")},
+            {"exp_labels": dict(other["labels"], window="10m"),
+             "exp_annotations": _annotations(other, "1")}]},
+    ]}
+
+
+def _absent_and_stale_case(doc: dict[str, Any]) -> dict[str, Any]:
+    """slamon reports nothing for api-latency (absent), and web's schedule is stale."""
+    no_data = _find(doc, NO_DATA_ALERT, slo="api-latency")
+    shop = _find(doc, NO_DATA_ALERT, slo="shop")
+    stale = _find(doc, STALE_ALERT, slo="shop", target="web")
+    series = [
+        {"series": 'slamon_probe_scheduled_timestamp_seconds{target="web",instance="a"}',
+         "values": "0x20"},
+        # api is probed on time: its scheduled timestamp follows the clock
+        {"series": 'slamon_probe_scheduled_timestamp_seconds{target="api",instance="a"}',
+         "values": "0+60x20"},
+    ]
+    window = no_data["expr"].split('window="')[1].split('"')[0]
+    return {"interval": "1m", "input_series": series, "alert_rule_test": [
+        {"eval_time": "10m", "alertname": NO_DATA_ALERT, "exp_alerts": [
+            {"exp_labels": dict(no_data["labels"], slo="api-latency", window=window),
+             "exp_annotations": _annotations(no_data, "1")},
+            {"exp_labels": dict(shop["labels"], window="5m"),
+             "exp_annotations": _annotations(shop, "1")}]},
+        {"eval_time": "10m", "alertname": STALE_ALERT, "exp_alerts": [
+            {"exp_labels": dict(stale["labels"]),
+             "exp_annotations": _annotations(stale, "10m 0s")}]},
+    ]}
+
+
+def test_promtool_test_rules(tmp_path: Path, promtool: str) -> None:
+    config = make_config()
+    doc = generate_rules(config)
+    (tmp_path / "rules.yml").write_text(render_rules(config))
+    cases = [_burn_case(doc), _short_spike_case(doc), _exhausted_and_no_data_case(doc),
+             _absent_and_stale_case(doc)]
+    spec = {"rule_files": ["rules.yml"], "evaluation_interval": "1m", "tests": cases}
+    (tmp_path / "tests.yml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    res = subprocess.run([promtool, "test", "rules", "tests.yml"], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "SUCCESS" in res.stdout
+
+
+def test_cli_command_via_register(tmp_path: Path) -> None:
+    config = tmp_path / "slamon.yaml"
+    config.write_text(
+        "targets: [{id: t, kind: tcp, tcp: {host: 127.0.0.1, port: 1}}]\n"
+        "slos: [{id: s, targets: [t], objective: 0.99, window: 7d}]\n"
+    )
+    out = tmp_path / "rules.yml"
+    code = (
+        "import argparse, sys\n"
+        "from slamon.rules import register\n"
+        "p = argparse.ArgumentParser(prog='slamon')\n"
+        "register(p.add_subparsers(dest='command'))\n"
+        "a = p.parse_args(sys.argv[1:])\n"
+        "sys.exit(a.func(a))\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code, "rules", "-c", str(config), "-o", str(out),
+         "--runbook-url", "https://wiki.example/slamon.md"],
+        capture_output=True, text=True,
+    )
+    assert res.returncode == 0, res.stderr
+    doc = yaml.safe_load(out.read_text())
+    assert out.read_text().startswith("# Generated by `slamon rules`")
+    assert alerts(doc)[0]["annotations"]["runbook_url"].startswith("https://wiki.example/slamon.md#")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("targets: [{id: t, kind: tcp, interval: 0s, tcp: {host: h, port: 1}}]\n")
+    res = subprocess.run([sys.executable, "-c", code, "rules", "-c", str(bad)],
+                         capture_output=True, text=True)
+    assert res.returncode == 2
+    assert "error: targets[0].interval" in res.stderr
+    assert "Traceback" not in res.stderr
+    # stdout by default
+    res = subprocess.run([sys.executable, "-c", code, "rules", "-c", str(config)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0 and "groups:" in res.stdout
+    assert register is not None

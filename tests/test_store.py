@@ -1,0 +1,737 @@
+"""The SQLite state store: schema, restore, one-transaction flushes, and refusal.
+
+Real SQLite files in tmp_path, real processes killed with SIGKILL, real
+filesystems (tmpfs mounts) that refuse writes. Nothing here is mocked.
+
+Unit level: migrations, reopening, close-once periods, window snapshot +
+journal replay through the daemon's own restore path, and a child process
+SIGKILLed in the middle of a flush loop.
+
+Process level (`slamon run` as a subprocess): a corrupt, foreign, truncated or
+newer state file, and an unwritable state directory, stop start-up with one
+clear line and a non-zero exit, and leave the file byte-identical. A disk that
+refuses writes while slamon runs is logged once, shown on /metrics, and loses
+nothing once it accepts writes again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from slamon.config.loader import load_config
+from slamon.daemon import Daemon
+from slamon.probers.base import FailureReason, ProbeResult
+from slamon.scheduler import phase_offset
+from slamon.store import APPLICATION_ID, SCHEMA_VERSION, ClosedPeriod, StateStore
+from tests.misbehaving import MisbehavingHttpServer, free_port
+
+REPO = Path(__file__).resolve().parent.parent
+
+# --------------------------------------------------------------------- helpers
+
+
+def _ro_query(path: Path, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    """Read a state file without touching it (read-only URI connection)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return list(conn.execute(sql, args))
+    finally:
+        conn.close()
+
+
+def _has_mount() -> bool:
+    return os.geteuid() == 0 and shutil.which("mount") is not None
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str = "16m", ro: bool = False) -> Iterator[Path]:
+    """A real tmpfs at `where`, unmounted (lazily if busy) whatever happens."""
+    where.mkdir(parents=True, exist_ok=True)
+    opts = f"size={size}" + (",ro" if ro else "")
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(where)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount tmpfs here: {res.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def _config_text(state: Path, port: int, url: str, interval: str = "1s",
+                 flush: str = "200ms", targets: tuple[str, ...] = ("web",)) -> str:
+    tlist = "\n".join(
+        f"""  - id: {t}
+    kind: http
+    interval: {interval}
+    timeout: 400ms
+    http: {{url: "{url}"}}""" for t in targets)
+    return textwrap.dedent(f"""\
+        server: {{listen: "127.0.0.1:{port}"}}
+        logging: {{level: info, format: json}}
+        state: {{path: "{state}", flush_interval: {flush}, snapshot_interval: 2s}}
+        slos:
+          - id: avail
+            targets: [{", ".join(targets)}]
+            objective: 0.9
+            window: 1h
+        slas:
+          - id: sla
+            slo: avail
+            period: {{kind: fixed, length: 1m, anchor: 0}}
+            evidence_resolution: 10s
+            grace: 1s
+        targets:
+        """) + tlist + "\n"
+
+
+def _run_cli(config: Path, timeout: float = 12.0) -> subprocess.CompletedProcess[str]:
+    """`slamon run` that is expected to refuse to start (killed if it does not)."""
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "slamon", "run", "-c", str(config)],
+            capture_output=True, text=True, timeout=timeout, cwd=REPO,
+        )
+    except subprocess.TimeoutExpired as exc:  # it started: a silent reset or no check
+        raise AssertionError(f"slamon started instead of refusing: {exc.stdout!r}") from None
+
+
+def _assert_clear_refusal(res: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert res.returncode != 0, res
+    assert "Traceback" not in res.stderr + res.stdout, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected one error line, got: {res.stderr!r}"
+    assert lines[0].startswith("slamon: error: "), lines
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def _make_real_db(path: Path, periods: int = 1) -> None:
+    """A genuine slamon state file with leaves, progress, journal and a closed period."""
+
+    async def fill() -> None:
+        store = StateStore(path)
+        await store.open()
+        for i in range(2000):
+            t = 1_000_000.0 + i
+            store.note_outcome("web", t, i % 7 != 0, 0.01)
+            store.add_leaf("sla", "web", int(t // 10) * 10, int(i % 7 != 0), 1, 0)
+        await store.flush()
+        for n in range(periods):
+            await store.close_period(
+                ClosedPeriod("sla", n, n * 60, n * 60 + 60, 1.0, {"good": n}, b"\x01" * 32,
+                             b"\x02" * 32), 0)
+        await store.close()
+
+    asyncio.run(fill())
+
+
+# ------------------------------------------------------------ unit: schema
+
+
+async def test_new_file_gets_schema_and_application_id(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "state.sqlite3"
+    store = StateStore(path)
+    await store.open()
+    await store.close()
+    assert _ro_query(path, "PRAGMA user_version")[0][0] == SCHEMA_VERSION == 1
+    assert _ro_query(path, "PRAGMA application_id")[0][0] == APPLICATION_ID
+    assert _ro_query(path, "PRAGMA journal_mode")[0][0] == "wal"
+    tables = {r[0] for r in _ro_query(path, "SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"meta", "progress", "snapshots", "journal", "series", "leaves", "sla_progress",
+            "periods", "reports"} <= tables
+    assert _ro_query(path, "SELECT key FROM meta") == [("schema_migrated_at",)]
+
+
+async def test_header_only_file_from_a_first_start_killed_early_is_adopted(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL between the switch to WAL and the migration leaves a 4 KiB empty
+    database without application_id: nothing to lose, so it must not brick start-up."""
+    path = tmp_path / "state.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.close()
+    assert path.stat().st_size > 0
+    store = StateStore(path)
+    await store.open()
+    await store.close()
+    assert _ro_query(path, "PRAGMA application_id")[0][0] == APPLICATION_ID
+    assert _ro_query(path, "PRAGMA user_version")[0][0] == SCHEMA_VERSION
+
+
+async def test_reopen_keeps_data(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    store = StateStore(path)
+    await store.open()
+    store.note_outcome("web", 100.0, True, 0.1)
+    store.note_outcome("web", 101.0, False, 0.2)
+    store.note_outcome("api", 100.5, None, None)
+    store.add_leaf("sla", "web", 100, 1, 2, 0)
+    store.add_leaf("sla", "api", 100, 0, 0, 1)
+    await store.flush()
+    await store.set_sla_start("sla", 1)
+    await store.close()
+    migrated = _ro_query(path, "SELECT value FROM meta")
+
+    again = StateStore(path)
+    await again.open()
+    restored = await again.load()
+    assert restored.progress == {"web": 101.0, "api": 100.5}
+    assert restored.journal == [("web", 100.0, 1, 0.1), ("web", 101.0, 0, 0.2),
+                                ("api", 100.5, None, None)]
+    assert restored.sla_progress == {"sla": (0, 1)}
+    assert await again.period_leaves("sla", 0, 200) == {
+        "api": [(100, 0, 0, 1)], "web": [(100, 1, 2, 0)]}
+    # leaves accumulate across flushes, never overwrite
+    again.add_leaf("sla", "web", 100, 1, 1, 0)
+    await again.flush()
+    assert (await again.period_leaves("sla", 0, 200))["web"] == [(100, 2, 3, 0)]
+    assert await again.integrity_check() == "ok"
+    await again.close()
+    assert _ro_query(path, "SELECT value FROM meta") == migrated  # no re-migration
+
+
+async def test_close_period_twice_keeps_the_first(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.sqlite3")
+    await store.open()
+    first = ClosedPeriod("sla", 7, 420, 480, 500.0, {"verdict": "met", "good": 5},
+                         b"\xaa" * 32, b"\xbb" * 32)
+    second = ClosedPeriod("sla", 7, 420, 480, 999.0, {"verdict": "breached", "good": 1},
+                          b"\xcc" * 32, b"\xdd" * 32)
+    assert await store.close_period(first, 3) is True
+    assert await store.close_period(second, 3) is False
+    assert await store.get_period("sla", 7) == first
+    assert (await store.load()).sla_progress == {"sla": (7, 3)}
+    # an older period closed late never moves last_closed backwards
+    assert await store.close_period(
+        ClosedPeriod("sla", 5, 300, 360, 501.0, {}, b"\x00" * 32, b"\x00" * 32), 3) is True
+    assert (await store.load()).sla_progress == {"sla": (7, 3)}
+    assert [p.period for p in await store.periods("sla")] == [5, 7]
+    await store.close()
+
+
+# ------------------------------------------- unit: flush atomicity under SIGKILL
+
+_FLUSHER = textwrap.dedent("""
+    import asyncio, sys
+    from slamon.store import StateStore
+
+    TARGETS = ("a", "b", "c")
+
+    async def main(path):
+        store = StateStore(path)
+        await store.open()
+        progress = (await store.load()).progress
+        t = {x: progress.get(x, -1.0) + 1 for x in TARGETS}
+        print("ready", flush=True)
+        while True:
+            for _ in range(50):
+                for x in TARGETS:
+                    tick = t[x]
+                    ok = int(tick) % 5 != 0
+                    store.note_outcome(x, tick, ok, 0.01)
+                    store.add_leaf("sla", x, int(tick // 10) * 10, int(ok), 1, 0)
+                    t[x] = tick + 1
+            await store.flush()
+
+    asyncio.run(main(sys.argv[1]))
+""")
+
+
+def test_flush_is_one_transaction_under_sigkill(tmp_path: Path) -> None:
+    """Kill a flushing child at random moments: leaves, progress and journal agree."""
+    seed = int(os.environ.get("SLAMON_TEST_SEED", time.time_ns() % 1_000_000))
+    print(f"seed={seed}")
+    rng = random.Random(seed)
+    path = tmp_path / "state.sqlite3"
+    script = tmp_path / "flusher.py"
+    script.write_text(_FLUSHER)
+    last_progress: dict[str, float] = {}
+    for round_ in range(8):
+        proc = subprocess.Popen([sys.executable, str(script), str(path)], cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert line == b"ready\n", (line, proc.stderr.read() if proc.stderr else b"")
+            time.sleep(rng.uniform(0.05, 0.6))
+        finally:
+            proc.kill()
+            proc.wait(10)
+        assert _ro_query(path, "PRAGMA integrity_check") == [("ok",)]
+        progress = {str(t): float(v) for t, v in
+                    _ro_query(path, "SELECT target, last_tick FROM progress")}
+        leaves = {str(t): (int(v), int(g)) for t, v, g in _ro_query(
+            path, "SELECT s.target, sum(l.valid), sum(l.good) FROM leaves l "
+                  "JOIN series s ON s.id = l.series GROUP BY s.target")}
+        journal = {str(t): (int(n), float(hi)) for t, n, hi in _ro_query(
+            path, "SELECT target, count(*), max(t) FROM journal GROUP BY target")}
+        for target in ("a", "b", "c"):
+            if target not in progress:
+                assert target not in leaves and target not in journal, round_
+                continue
+            ticks = int(progress[target]) + 1  # ticks 0..last_tick, all stored once
+            assert leaves[target][0] == ticks, (round_, target, progress, leaves)
+            assert leaves[target][1] == ticks - (ticks + 4) // 5, (round_, target)
+            assert journal[target] == (ticks, progress[target]), (round_, target, journal)
+            assert progress[target] >= last_progress.get(target, -1.0)
+        last_progress = progress
+    assert last_progress, "the child never completed a flush"
+
+
+# ------------------------------- unit: windows restored through the daemon's path
+
+
+def _daemon_config(tmp_path: Path) -> Path:
+    cfg = tmp_path / "slamon.yaml"
+    cfg.write_text(textwrap.dedent(f"""\
+        server: {{listen: "127.0.0.1:{free_port()}"}}
+        state: {{path: "{tmp_path / 'state.sqlite3'}"}}
+        targets:
+          - {{id: web, kind: http, interval: 10s, timeout: 2s,
+              http: {{url: "http://127.0.0.1:9/"}}}}
+          - {{id: api, kind: http, interval: 30s, timeout: 2s,
+              http: {{url: "http://127.0.0.1:9/api"}}}}
+        slos:
+          - {{id: web-avail, targets: [web], objective: 0.99, window: 30d}}
+          - {{id: web-fast, targets: [web], objective: 0.9, sli: latency,
+              latency_threshold: 300ms, window: 7d}}
+          - {{id: shop, targets: [web, api], objective: 0.95, window: 1d}}
+        slas:
+          - {{id: shop-daily, slo: shop, period: {{kind: daily}}, grace: 1m}}
+        """))
+    return cfg
+
+
+def _window_view(daemon: Daemon, now: float) -> dict[tuple[str, str | None, float], object]:
+    out: dict[tuple[str, str | None, float], object] = {}
+    for slo_id, state in daemon.live.slos.items():
+        for part in (None, *state.parts):
+            for length in (300.0, 3600.0, 6 * 3600.0, 86400.0, 7 * 86400.0, 30 * 86400.0):
+                out[(slo_id, part, length)] = (
+                    tuple(state.counts(now, length, part)), state.no_data(now, length, part))
+    return out
+
+
+async def test_snapshot_and_journal_restore_windows_exactly(tmp_path: Path) -> None:
+    config = load_config(_daemon_config(tmp_path))
+    targets = {t.id: t for t in config.targets}
+    now = time.time()
+    rng = random.Random(7)
+
+    def feed(daemon: Daemon, start: float, end: float) -> int:
+        n = 0
+        for tid, target in targets.items():
+            off = phase_offset(tid, target.interval)
+            k = math.ceil((start - off) / target.interval)
+            while (t := k * target.interval + off) < end:
+                roll = rng.random()
+                if roll < 0.03:
+                    daemon._on_missed(target, t)
+                elif roll < 0.12:
+                    daemon._on_result(target, t, ProbeResult.failure(FailureReason.STATUS, 0.05))
+                else:
+                    daemon._on_result(target, t, ProbeResult(True, rng.uniform(0.01, 0.6)))
+                k += 1
+                n += 1
+        return n
+
+    first = Daemon(config)
+    await first._open_state()
+    assert first.store is not None
+    fed = feed(first, now - 3 * 3600, now - 2 * 3600)
+    first.live.advance(now - 2 * 3600)
+    await first._flush(snapshot=True)  # snapshot: journal starts afresh
+    fed += feed(first, now - 2 * 3600, now - 60)
+    first.live.advance(now - 30)
+    await first._flush()  # journal only: the last two hours are replayed
+    journal_rows = _ro_query(config.state.resolved_path(), "SELECT count(*) FROM journal")[0][0]
+    assert 0 < journal_rows < fed
+    before = _window_view(first, now)
+    await first.store.close()  # "crash": no final snapshot
+
+    second = Daemon(config)
+    await second._open_state()
+    assert second.store is not None
+    second.live.advance(now - 30)
+    after = _window_view(second, now)
+    assert after == before
+    assert any(v != ((0, 0), 0) for v in before.values())
+    await second.store.close()
+
+
+# ------------------------------------------- process: refusal to start
+
+
+def _random_bytes(path: Path) -> None:
+    path.write_bytes(random.Random(1).randbytes(64 * 1024))
+
+
+def _truncated(path: Path) -> None:
+    _make_real_db(path)
+    data = path.read_bytes()
+    assert len(data) > 3 * 4096
+    path.write_bytes(data[: len(data) // 2 + 1000])
+
+
+def _foreign(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE customers(id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("INSERT INTO customers(name) VALUES ('precious')")
+    conn.commit()
+    conn.close()
+
+
+def _newer_schema(path: Path) -> None:
+    _make_real_db(path)
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    conn.close()
+
+
+def _damaged_page(path: Path) -> None:
+    _make_real_db(path)
+    data = bytearray(path.read_bytes())
+    # scribble over the b-tree page header of the journal table's root (page 5)
+    for i in range(4 * 4096, 4 * 4096 + 64):
+        data[i] = 0xA5
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (_random_bytes, "not a usable SQLite database"),
+        (_truncated, "slamon will not reset it"),
+        (_damaged_page, "slamon will not reset it"),
+        (_foreign, "is not a slamon state file"),
+        (_newer_schema, "newer slamon"),
+    ],
+    ids=["random-bytes", "truncated", "damaged-page", "foreign-sqlite", "newer-schema"],
+)
+def test_unusable_state_file_refuses_to_start_and_is_left_alone(
+    tmp_path: Path, make: object, needle: str
+) -> None:
+    state = tmp_path / "state" / "slamon.sqlite3"
+    state.parent.mkdir()
+    assert callable(make)
+    make(state)
+    before = state.read_bytes()
+    config = tmp_path / "slamon.yaml"
+    config.write_text(_config_text(state, free_port(), "http://127.0.0.1:9/"))
+    res = _run_cli(config)
+    _assert_clear_refusal(res, str(state), needle)
+    assert state.read_bytes() == before, "the state file was modified"
+
+
+def test_state_dir_on_read_only_mount_is_a_clear_error(tmp_path: Path) -> None:
+    if not _has_mount():
+        pytest.skip("needs root and mount(8)")
+    with tmpfs(tmp_path / "ro", size="4m", ro=True) as ro:
+        state = ro / "state" / "slamon.sqlite3"
+        config = tmp_path / "slamon.yaml"
+        config.write_text(_config_text(state, free_port(), "http://127.0.0.1:9/"))
+        res = _run_cli(config)
+        _assert_clear_refusal(res, "cannot create state directory", str(state.parent),
+                              "Read-only file system")
+
+
+def test_existing_state_on_read_only_mount_is_a_clear_error(tmp_path: Path) -> None:
+    if not _has_mount():
+        pytest.skip("needs root and mount(8)")
+    with tmpfs(tmp_path / "mnt", size="8m") as mnt:
+        state = mnt / "slamon.sqlite3"
+        _make_real_db(state)
+        before = state.read_bytes()
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        config = tmp_path / "slamon.yaml"
+        config.write_text(_config_text(state, free_port(), "http://127.0.0.1:9/"))
+        res = _run_cli(config)
+        _assert_clear_refusal(res, str(state), "not readable and writable")
+        assert state.read_bytes() == before
+
+
+def test_state_parent_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    state = blocker / "slamon.sqlite3"
+    config = tmp_path / "slamon.yaml"
+    config.write_text(_config_text(state, free_port(), "http://127.0.0.1:9/"))
+    res = _run_cli(config)
+    _assert_clear_refusal(res, "cannot create state directory", str(blocker))
+    assert blocker.read_text() == "x"
+
+
+# ------------------------------------- process: the disk refuses writes at run time
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def _parse(text: str) -> Samples:
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def _val(s: Samples, name: str, **labels: str) -> float:
+    return s.get((name, frozenset(labels.items())), math.nan)
+
+
+class _Proc:
+    def __init__(self, proc: asyncio.subprocess.Process, port: int, log: Path) -> None:
+        self.proc, self.port, self.log = proc, port, log
+        self.reader: asyncio.Task[None] | None = None
+        self._piped = bytearray()
+
+    async def copy_output(self) -> None:
+        assert self.proc.stdout is not None
+        while chunk := await self.proc.stdout.read(65536):
+            self._piped += chunk
+
+    @property
+    def output(self) -> str:
+        if self.reader is not None:
+            return self._piped.decode(errors="replace")
+        return self.log.read_text(errors="replace")
+
+    async def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            await self.proc.wait()
+        if self.reader is not None:
+            await asyncio.wait_for(self.reader, 5)
+        assert self.proc.returncode == 0, self.output
+
+    async def scrape(self, session: aiohttp.ClientSession) -> Samples:
+        async with session.get(f"http://127.0.0.1:{self.port}/metrics") as resp:
+            assert resp.status == 200
+            return _parse(await resp.text())
+
+    async def wait_for(self, session: aiohttp.ClientSession, cond: object, what: str,
+                       limit: float = 15.0) -> Samples:
+        assert callable(cond)
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            assert self.proc.returncode is None, f"daemon exited: {self.output}"
+            s = await self.scrape(session)
+            if cond(s):
+                return s
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def events(self) -> list[dict[str, object]]:
+        return [json.loads(ln) for ln in self.output.splitlines() if ln.startswith("{")]
+
+
+@contextlib.asynccontextmanager
+async def _daemon(config: Path, port: int, log: Path,
+                  stdout_pipe: bool = False) -> AsyncIterator[_Proc]:
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "slamon", "run", "-c", str(config),
+            stdout=asyncio.subprocess.PIPE if stdout_pipe else out,
+            stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
+        )
+    d = _Proc(proc, port, log)
+    if stdout_pipe:
+        d.reader = asyncio.create_task(d.copy_output())
+    try:
+        async with aiohttp.ClientSession() as session:
+            deadline = time.monotonic() + 20
+            while True:
+                assert proc.returncode is None, f"daemon exited: {d.output}"
+                assert time.monotonic() < deadline, "daemon never became ready"
+                with contextlib.suppress(aiohttp.ClientConnectionError):
+                    async with session.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                        if resp.status == 200:
+                            break
+                await asyncio.sleep(0.1)
+        yield d
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+        if d.reader is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(d.reader, 5)
+
+
+class _Filler:
+    """Keeps every free block of a tmpfs taken (re-taking any block freed later), so
+    each write that needs space fails with ENOSPC until `release()`."""
+
+    def __init__(self, mnt: Path) -> None:
+        self.path = mnt / "filler"
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._stop = threading.Event()
+        self._take()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _take(self) -> None:
+        for size in (1 << 20, 65536, 4096, 512, 64, 1):
+            with contextlib.suppress(OSError):
+                while os.write(self._fd, b"\0" * size) == size:
+                    pass
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.02):
+            self._take()
+
+    def release(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        os.close(self._fd)
+        self.path.unlink()
+
+
+async def _refusal_scenario(
+    tmp_path: Path, state: Path, refuse: Callable[[int], Callable[[], None]],
+    reason_word: str, exactly_once: bool, stdout_pipe: bool = False,
+) -> None:
+    """Run slamon, make its state writes fail (`refuse(pid)` returns the undo),
+    check probing continues and the failure shows, undo, check nothing was lost."""
+    async with MisbehavingHttpServer() as server:
+        port = free_port()
+        config = tmp_path / "slamon.yaml"
+        config.write_text(_config_text(state, port, server.url("/"), interval="1s",
+                                       targets=("web", "api")))
+        async with _daemon(config, port, tmp_path / "out.log", stdout_pipe) as d, \
+                aiohttp.ClientSession() as session:
+            await d.wait_for(session, lambda s: _val(
+                s, "slamon_probes_total", target="web", result="success") >= 2, "probes")
+            undo = refuse(d.proc.pid)
+            try:
+                bad = await d.wait_for(
+                    session, lambda s: _val(s, "slamon_state_healthy") == 0.0
+                    and _val(s, "slamon_state_write_errors_total") >= 1, "state unhealthy")
+                probed = _val(bad, "slamon_probes_total", target="web", result="success")
+                await asyncio.sleep(2.0)  # several failed flushes (every 200ms)
+                still = await d.wait_for(session, lambda s: _val(
+                    s, "slamon_probes_total", target="web", result="success") >= probed + 2,
+                    "probing continues while writes fail")
+                assert _val(still, "slamon_state_healthy") == 0.0
+                assert _val(still, "slamon_state_write_errors_total") > _val(
+                    bad, "slamon_state_write_errors_total")
+                assert _val(still, "slamon_state_pending_events") > 0
+            finally:
+                undo()
+            await d.wait_for(session, lambda s: _val(s, "slamon_state_healthy") == 1.0
+                             and _val(s, "slamon_state_pending_events") < 10,
+                             "state healthy again")
+            await asyncio.sleep(1.0)
+            final = await d.scrape(session)
+            await d.stop()
+
+    events = d.events()
+    names = [e["event"] for e in events]
+    failed_logs = names.count("state_write_failed")
+    errors = _val(still, "slamon_state_write_errors_total")
+    assert errors >= 5, errors
+    if exactly_once:
+        assert failed_logs == 1 and names.count("state_write_recovered") == 1, d.output
+    else:
+        # logged on the transition, not per failed flush. A full disk (unlike a
+        # read-only one) lets a small flush through now and then when it fits in
+        # blocks SQLite already holds, so a spell can flap: failed/recovered pair up.
+        assert 1 <= failed_logs == names.count("state_write_recovered"), names
+        assert failed_logs <= errors / 2, (errors, failed_logs)
+    failed = next(e for e in events if e["event"] == "state_write_failed")
+    assert reason_word in str(failed["reason"]), failed
+    assert "Traceback" not in d.output
+
+    # nothing probed while writes failed is lost: every tick from the start of the
+    # SLA's first period to the last stored tick is in the leaves exactly once
+    assert _ro_query(state, "PRAGMA integrity_check") == [("ok",)]
+    first_period = int(_ro_query(state, "SELECT first_period FROM sla_progress")[0][0])
+    filled = int(next(e for e in events if e["event"] == "state_restored")
+                 ["no_data_ticks_filled"])  # type: ignore[call-overload]
+    total_no_data = 0
+    for tid in ("web", "api"):
+        last_tick = float(_ro_query(
+            state, "SELECT last_tick FROM progress WHERE target=?", (tid,))[0][0])
+        good, valid, no_data = (int(x) for x in _ro_query(
+            state, "SELECT sum(good), sum(valid), sum(no_data) FROM leaves l JOIN "
+            "series s ON s.id = l.series WHERE s.target=?", (tid,))[0])
+        off = phase_offset(tid, 1.0)
+        ticks = round(last_tick - off) - math.ceil(first_period * 60 - off) + 1
+        assert valid + no_data == ticks, (tid, valid, no_data, ticks)
+        scraped = _val(final, "slamon_probes_total", target=tid, result="success")
+        assert good == valid >= scraped, (tid, good, valid, scraped)
+        total_no_data += no_data
+    # no_data is only the ticks before slamon started (and any it missed itself):
+    # the spell of failed writes added none
+    missed = sum(_val(final, "slamon_probes_total", target=t, result="missed")
+                 for t in ("web", "api"))
+    assert filled + missed <= total_no_data <= filled + missed + 2, (
+        filled, missed, total_no_data)
+
+
+async def test_disk_full_while_running(tmp_path: Path) -> None:
+    """The disk stops taking writes while slamon runs: probing continues, the failure
+    is logged and shown on /metrics, and nothing is lost once writes succeed again.
+
+    Linux refuses `mount -o remount,ro` (EBUSY) while a process holds a file open for
+    writing, and SQLite always does (checked below), so the disk's refusal here is a
+    tmpfs that fills up (ENOSPC: SQLITE_FULL); the daemon's path is the same for EROFS.
+    """
+    if not _has_mount():
+        pytest.skip("needs root and mount(8)")
+    with tmpfs(tmp_path / "mnt", size="16m") as mnt:
+
+        def refuse(pid: int) -> Callable[[], None]:
+            remount = subprocess.run(["mount", "-o", "remount,ro", str(mnt)],
+                                     capture_output=True, text=True)
+            if remount.returncode == 0:  # a kernel that allows it after all: undo
+                subprocess.run(["mount", "-o", "remount,rw", str(mnt)], check=True)
+                raise AssertionError("remount,ro succeeded: test the read-only case instead")
+            return _Filler(mnt).release
+
+        await _refusal_scenario(tmp_path, mnt / "slamon.sqlite3", refuse, "full",
+                                exactly_once=False)
+
+
+async def test_writes_refused_while_running_logged_once(tmp_path: Path) -> None:
+    """Every write refused (RLIMIT_FSIZE of 1 byte set on the running daemon with
+    prlimit(2): EFBIG on any write past byte 0), then allowed again: one
+    state_write_failed, one state_write_recovered, nothing lost."""
+    if shutil.which("prlimit") is None:
+        pytest.skip("needs prlimit(1)")
+
+    def refuse(pid: int) -> Callable[[], None]:
+        subprocess.run(["prlimit", f"--pid={pid}", "--fsize=1:unlimited"], check=True)
+
+        def undo() -> None:
+            subprocess.run(["prlimit", f"--pid={pid}", "--fsize=unlimited:unlimited"],
+                           check=True)
+
+        return undo
+
+    # the log goes to a pipe: the limit applies to every regular file the daemon writes
+    await _refusal_scenario(tmp_path, tmp_path / "state" / "slamon.sqlite3", refuse, "",
+                            exactly_once=True, stdout_pipe=True)
