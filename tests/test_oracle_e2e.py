@@ -1,8 +1,9 @@
-"""End to end: daemon + loopback targets + anvil + the contract, with real periods.
+"""End to end: daemons + loopback targets + anvil + the contract, with real periods.
 
 One target is down for the whole period (its SLA is breached: beneficiaries are
 compensated and one claims), the other is up (its SLA is met: the team reward
-is credited and claimed). Periods are 1 minute, so this test takes about that.
+is credited and claimed). Three daemons with three keys report; the contract
+settles at a quorum of two. Periods are 1 minute, so this test takes about that.
 """
 
 from __future__ import annotations
@@ -79,86 +80,114 @@ async def wait_settled(w3: Web3, contract: Any, sla_ids: list[bytes], limit: flo
     raise AssertionError(f"periods not settled within {limit}s: {states}")
 
 
-async def test_breached_period_pays_beneficiaries_and_met_period_pays_team(
+async def test_quorum_settles_breach_and_met_periods_on_chain(
     targets: tuple[MisbehavingHttpServer, MisbehavingHttpServer], tmp_path: Path
 ) -> None:
+    """Three daemons (three keys) sign the same SLAs; the contract settles at k = 2, and
+    the third report, arriving after settlement, is harmless."""
     down, up = targets
-    port = free_port()
-    cfg_path = tmp_path / "slamon.yaml"
     with AnvilNode.start("--block-time", "1") as node:  # blocks keep coming, as on a real chain
         w3 = node.web3()
         keys = node.keys
-        _deployer, oracle_key, team, ben1, ben2 = (Account.from_key(k) for k in keys[:5])
+        team, ben1, ben2 = (Account.from_key(k) for k in keys[2:5])
+        oracle_keys = [keys[1], keys[5], keys[6]]
+        signers = [Account.from_key(k).address for k in oracle_keys]
         address = deploy_contract(w3, keys[0])
         contract = w3.eth.contract(address=address, abi=sla_compensation().abi)
-        oracle_cfg = textwrap.dedent(f"""
-            oracle:
-              mode: chain
-              key: {{dev_key_env: SLAMON_TEST_ORACLE_KEY}}
-              chain_id: 31337
-              contract: "{address}"
-              rpc_url: "{node.url}"
-              confirmations: 1
-        """)
-        write_config(cfg_path, down.url("/"), up.url("/ok"), port, oracle_cfg)
-        config = load_config(cfg_path)
-        # period 0 on-chain = the first minute that starts after the daemon is up
+        ports, cfg_paths = [], []
+        for i in range(3):
+            home = tmp_path / f"oracle{i}"
+            home.mkdir()
+            ports.append(free_port())
+            cfg_paths.append(home / "slamon.yaml")
+            write_config(cfg_paths[i], down.url("/"), up.url("/ok"), ports[i], textwrap.dedent(f"""
+                oracle:
+                  mode: chain
+                  key: {{dev_key_env: SLAMON_TEST_ORACLE_KEY}}
+                  chain_id: 31337
+                  contract: "{address}"
+                  rpc_url: "{node.url}"
+                  confirmations: 1
+            """))
+        config = load_config(cfg_paths[0])
+        # period 0 on-chain = the first minute that starts after the daemons are up
         spec = config.slas[0].period
         first = period_index(spec, time.time() + 5) + 1
         start_at = period_bounds(spec, first)[0]
         sla_ids = []
         for sla_id in ("shop-sla", "api-sla"):
             params, start = sla_params(
-                config, sla_id, signers=[oracle_key.address], quorum=1, team=team.address,
+                config, sla_id, signers=signers, quorum=2, team=team.address,
                 beneficiaries=[ben1.address, ben2.address], weights=[1, 3], now=start_at,
             )
             assert start == start_at
             register_sla(w3, address, keys[0], params, fund_wei=POOL)
             sla_ids.append(params[0])
 
-        env = {**os.environ, "SLAMON_TEST_ORACLE_KEY": keys[1]}
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "slamon", "run", "-c", str(cfg_path),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
-        )
+        procs = [
+            await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "slamon", "run", "-c", str(cfg_paths[i]),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                env={**os.environ, "SLAMON_TEST_ORACLE_KEY": oracle_keys[i]},
+            )
+            for i in range(3)
+        ]
         failure: BaseException | None = None
+        metrics: list[str] = []
         try:
             await wait_settled(w3, contract, sla_ids,
                                limit=start_at + 60 + 45 - time.time())
             async with aiohttp.ClientSession() as session:
-                # the chain shows the settlement a moment before the journal records it
-                async with asyncio.timeout(30):
-                    while True:
-                        async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
-                            metrics = await resp.text()
-                        if "slamon_oracle_backlog 0.0" in metrics:
-                            break
-                        await asyncio.sleep(0.5)
+                # every daemon's report ends confirmed: counted, or late and harmless
+                for port in ports:
+                    async with asyncio.timeout(30):
+                        while True:
+                            async with session.get(f"http://127.0.0.1:{port}/metrics") as r:
+                                text = await r.text()
+                            if ("slamon_oracle_backlog 0.0" in text
+                                    and 'slamon_oracle_journal_entries{state="confirmed"} 2.0'
+                                    in text):
+                                break
+                            await asyncio.sleep(0.5)
+                    metrics.append(text)
                 async with session.get(
-                    f"http://127.0.0.1:{port}/api/v1/slas/shop-sla/periods/{first}"
+                    f"http://127.0.0.1:{ports[0]}/api/v1/slas/shop-sla/periods/{first}"
                 ) as resp:
                     shop_period = await resp.json()
         except BaseException as exc:
             failure = exc
         finally:
-            proc.send_signal(signal.SIGTERM)
-            out, err = await asyncio.wait_for(proc.communicate(), 15)
+            outputs = []
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                outputs.append(await asyncio.wait_for(proc.communicate(), 15))
         if failure is not None:
-            logs = (out + err).decode()[-6000:]
+            logs = b"".join(o + e for o, e in outputs).decode()[-8000:]
             raise AssertionError(f"{failure}\n--- daemon log tail ---\n{logs}") from failure
-        assert proc.returncode == 0, err.decode()[-2000:]
-        assert b"Traceback" not in err
-        assert keys[1][2:].encode() not in out + err  # the key never reaches a log
+        for proc, (out, err), key in zip(procs, outputs, oracle_keys, strict=True):
+            assert proc.returncode == 0, err.decode()[-2000:]
+            assert b"Traceback" not in err
+            assert key[2:].encode() not in out + err  # the key never reaches a log
+        for text in metrics:  # no report failed anywhere (the series may be absent or 0)
+            failed = [ln for ln in text.splitlines()
+                      if ln.startswith('slamon_oracle_journal_entries{state="failed"}')]
+            assert all(float(ln.split()[-1]) == 0 for ln in failed), failed
 
         shop = contract.functions.getPeriod(sla_ids[0], 0).call()
         api = contract.functions.getPeriod(sla_ids[1], 0).call()
+        # settled at quorum: exactly k = 2 reports counted, the third changed nothing
+        assert shop[7] == 2 and api[7] == 2
         # shop was down all period: SLI 0, breached; the daemon's own verdict agrees
         assert shop[3] and shop[4] and shop[5] == 0
         assert shop_period["result"]["sli_ppm"] == 0 and shop_period["result"]["breached"]
-        assert "0x" + bytes(shop[8]).hex() == shop_period["evidence_root"]
+        roots = {
+            "0x" + bytes(contract.functions.reportRoot(sla_ids[0], 0, s).call()).hex()
+            for s in signers
+        }
+        assert "0x" + bytes(shop[8]).hex() in roots
         # api was up: met, SLI 1.0
         assert api[3] and not api[4] and api[5] == 1_000_000
-        assert "slamon_oracle_backlog 0.0" in metrics
 
         # compensation computed on-chain: (objective - sli) * rate, split 1:3
         compensation = (900_000 - 0) * RATE
