@@ -82,6 +82,7 @@ class Daemon:
         self.dispatcher: Dispatcher | None = None
         self.start_at = 0.0
         self._store_failing = False
+        self._close_failing = False
         #: systemd's notify socket (None outside systemd)
         self.notifier = SystemdNotifier.from_env()
         self.collector.extra.append(self._reload_metrics)
@@ -234,11 +235,14 @@ class Daemon:
             return
         try:
             await self.tracker.close_due()
-        except (StoreWriteError, StoreError) as exc:
-            self.log.error("period_close_failed", reason=str(exc))
-            self._store_failing = True
-        except Exception as exc:  # keep probing whatever happens here
-            self.log.exception("period_close_failed", reason=str(exc))
+        except Exception as exc:  # keep probing whatever happens here; retried next second
+            if not self._close_failing:
+                self.log.error("period_close_failed", reason=str(exc)[:300])
+            self._close_failing = True
+        else:
+            if self._close_failing:
+                self.log.info("period_close_recovered")
+            self._close_failing = False
 
     # -- lifecycle --------------------------------------------------------
     async def start(self) -> None:

@@ -53,6 +53,9 @@ class _Entry:
     due: float = 0.0  # loop time of tick k
     busy: bool = False  # a probe queued or in flight: never two at once
     removed: bool = False
+    #: ticks missed while busy, reported once the busy tick's outcome is: outcomes
+    #: reach the callbacks in tick order, so a "last stored tick" watermark is exact
+    deferred: list[int] = field(default_factory=list)
 
     def wall(self, tick: int) -> float:
         return tick * self.interval + self.offset
@@ -218,9 +221,10 @@ class Scheduler:
             entry.tick += 1
             entry.due = due + entry.interval
             self._push(entry)
-            if entry.busy or now >= due + entry.interval:
-                # still probing the previous tick, or so late the next tick is due
-                self._missed(entry, tick)
+            if entry.busy:
+                entry.deferred.append(tick)  # still probing an earlier tick
+            elif now >= due + entry.interval:
+                self._missed(entry, tick)  # so late the next tick is already due
             elif self.stats.in_flight < self._max_concurrency:
                 self._start(entry, tick, due, now, loop)
             else:
@@ -263,11 +267,21 @@ class Scheduler:
                 FailureReason.OTHER, loop.time() - started, f"internal error: {type(exc).__name__}"
             )
         finally:
-            entry.busy = False
             self.stats.in_flight -= 1
             self.stats.completed += 1
+        try:
+            if not entry.removed:
+                self._on_result(target, entry.wall(tick), result)
+        finally:
+            self._release(entry)
+
+    def _release(self, entry: _Entry) -> None:
+        """The busy tick has its outcome: report the ticks missed meanwhile, in order."""
+        entry.busy = False
+        deferred, entry.deferred = entry.deferred, []
         if not entry.removed:
-            self._on_result(target, entry.wall(tick), result)
+            for tick in deferred:
+                self._missed(entry, tick)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -287,7 +301,7 @@ class Scheduler:
                 entry.busy = False
                 continue
             if now >= due + entry.interval:
-                entry.busy = False
                 self._missed(entry, tick)
+                self._release(entry)
                 continue
             self._start(entry, tick, due, now, loop)

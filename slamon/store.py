@@ -177,6 +177,8 @@ class StateStore:
             raise StoreError(
                 f"cannot create state directory {parent}: {exc.strerror or exc}"
             ) from None
+        if _read_only_fs(parent):
+            raise StoreError(f"state file {path}: its directory is on a read-only filesystem")
         if path.exists() and not os.access(path, os.R_OK | os.W_OK):
             raise StoreError(f"state file {path} is not readable and writable by this user")
         if not os.access(parent, os.W_OK):
@@ -304,6 +306,10 @@ class StateStore:
             batch, self.batch = self.batch, Batch()
             snapshots = snapshot() if snapshot is not None else None
             if batch.empty() and snapshots is None:
+                if not self.health.healthy:
+                    # writing nothing proves nothing: stay failed (and let the caller
+                    # keep saying so) until a real write succeeds
+                    raise StoreWriteError(self.health.last_error or "last write failed")
                 return True
             started = time.perf_counter()
             try:
@@ -515,6 +521,13 @@ class StateStore:
             with contextlib.suppress(OSError):
                 total += os.stat(f"{self.path}{suffix}").st_size
         return total
+
+
+def _read_only_fs(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 class StoreWriteError(Exception):

@@ -32,15 +32,18 @@ class Recorder:
     def __init__(self, want: int) -> None:
         self.results: list[tuple[str, float, float]] = []  # target, scheduled wall, loop start
         self.missed: list[tuple[str, float]] = []
+        self.order: list[tuple[str, float]] = []  # every outcome, in callback order
         self.want = want
         self.done = asyncio.Event()
 
     def on_result(self, target: Target, scheduled: float, result: ProbeResult) -> None:
         self.results.append((target.id, scheduled, result.duration))
+        self.order.append((target.id, scheduled))
         self._check()
 
     def on_missed(self, target: Target, scheduled: float) -> None:
         self.missed.append((target.id, scheduled))
+        self.order.append((target.id, scheduled))
         self._check()
 
     def _check(self) -> None:
@@ -140,6 +143,10 @@ async def test_a_target_never_has_two_probes_in_flight() -> None:
     ordered = sorted(seen)
     gaps = [round((b - a) / interval) for a, b in itertools.pairwise(ordered)]
     assert set(gaps) == {1}, "no tick may vanish without an outcome"
+    # outcomes arrive in tick order (a missed tick waits for the busy one's result), so
+    # the store's "last stored tick" watermark never passes a tick still in flight
+    times = [t for _, t in rec.order]
+    assert times == sorted(times)
 
 
 async def test_global_concurrency_limit_and_no_data_when_overloaded() -> None:
