@@ -501,7 +501,7 @@ def test_existing_state_on_read_only_mount_is_a_clear_error(tmp_path: Path) -> N
         config = tmp_path / "slamon.yaml"
         config.write_text(_config_text(state, free_port(), "http://127.0.0.1:9/"))
         res = _run_cli(config)
-        _assert_clear_refusal(res, str(state), "not readable and writable")
+        _assert_clear_refusal(res, str(state), "read-only filesystem")
         assert state.read_bytes() == before
 
 
