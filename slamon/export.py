@@ -22,14 +22,13 @@ import io
 import json
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 from slamon.evidence import hex0x
 from slamon.periods import utc_iso
-from slamon.store import APPLICATION_ID, SCHEMA_VERSION
+from slamon.store import APPLICATION_ID, SCHEMA_VERSION, ClosedPeriod
 
 EXPORT_FORMAT = "slamon-export/1"
 PART_FIELDS = ("good", "valid", "no_data", "sli", "sli_ppm", "maintenance_excluded")
@@ -44,16 +43,8 @@ class ExportError(Exception):
     """A user-facing problem (missing file, bad date, unknown SLA): exit 2."""
 
 
-@dataclass(frozen=True, slots=True)
-class StoredPeriod:
-    sla: str
-    period: int
-    start: int
-    end: int
-    closed_at: float
-    result: dict[str, Any]
-    root: bytes
-    policy_digest: bytes
+#: a closed period as the daemon stored it (one record type for writer and readers)
+StoredPeriod = ClosedPeriod
 
 
 class ReadOnlyState:

@@ -14,7 +14,15 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from slamon.config.models import Duration, Id, PathError, Problem, Strict
+from slamon.config.models import (
+    _HEADER_NAME_RE,
+    Duration,
+    Id,
+    PathError,
+    Problem,
+    Strict,
+    check_headers,
+)
 
 #: event kinds a route can ask for (slamon.events.EventKind values)
 EVENT_KINDS = (
@@ -48,7 +56,6 @@ DEFAULT_EVENTS: tuple[EventName, ...] = (
     "report_failed",
     "cert_expiring",
 )
-_HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 def _check_url(value: str) -> str:
@@ -67,16 +74,7 @@ def _check_url(value: str) -> str:
     return value
 
 
-def _check_headers(value: dict[str, str]) -> dict[str, str]:
-    problems: list[Problem] = []
-    for name, val in value.items():
-        if not _HEADER_NAME_RE.fullmatch(name):
-            problems.append(((name,), "invalid header name"))
-        elif "\r" in val or "\n" in val or "\0" in val:
-            problems.append(((name,), "header value contains a line break or NUL"))
-    if problems:
-        raise PathError.many(problems)
-    return value
+_check_headers = check_headers
 
 
 class WebhookChannel(Strict):

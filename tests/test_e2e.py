@@ -17,23 +17,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.misbehaving import MisbehavingHttpServer, free_port
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def parse_metrics(text: str) -> Samples:
-    out: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, frozenset(s.labels.items()))] = s.value
-    return out
-
-
-def value(samples: Samples, name: str, **labels: str) -> float | None:
-    return samples.get((name, frozenset(labels.items())))
+from tests.promtext import Samples, parse_metrics, value
 
 
 class Daemon:

@@ -25,19 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.misbehaving import free_port
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def parse_metrics(text: str) -> Samples:
-    out: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, frozenset(s.labels.items()))] = s.value
-    return out
+from tests.promtext import Samples, parse_metrics
 
 
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:

@@ -115,6 +115,19 @@ def _status_item(item: Any) -> list[int]:
     raise ValueError(f"invalid status code {item!r}: use 200, 2xx or 200-299")
 
 
+def check_headers(value: dict[str, str]) -> dict[str, str]:
+    """HTTP header names and values that cannot smuggle a second header or request."""
+    problems: list[Problem] = []
+    for name, val in value.items():
+        if not _HEADER_NAME_RE.fullmatch(name):
+            problems.append(((name,), "invalid header name"))
+        elif "\r" in val or "\n" in val or "\0" in val:
+            problems.append(((name,), "header value contains a line break or NUL"))
+    if problems:
+        raise PathError.many(problems)
+    return value
+
+
 class JsonAssertion(Strict):
     """`path` is dotted (`data.items.0.state`); `equals` is compared after JSON decoding."""
 
@@ -187,15 +200,7 @@ class HttpSpec(Strict):
     @field_validator("headers")
     @classmethod
     def _headers(cls, value: dict[str, str]) -> dict[str, str]:
-        problems: list[Problem] = []
-        for name, val in value.items():
-            if not _HEADER_NAME_RE.fullmatch(name):
-                problems.append(((name,), "invalid header name"))
-            elif "\r" in val or "\n" in val or "\0" in val:
-                problems.append(((name,), "header value contains a line break or NUL"))
-        if problems:
-            raise PathError.many(problems)
-        return value
+        return check_headers(value)
 
     @field_validator("body_limit")
     @classmethod

@@ -8,7 +8,6 @@ slamon.periods, slamon.maintenance, slamon.period_result and slamon.policy.
 from __future__ import annotations
 
 import math
-
 import re
 from datetime import datetime
 from functools import lru_cache

@@ -26,6 +26,7 @@ from eth_account import Account
 from eth_utils.address import to_checksum_address
 
 from slamon.chain.eip712 import Report, SignedReport
+from slamon.fsutil import write_new_file
 
 if TYPE_CHECKING:
     from eth_account.datastructures import SignedTransaction
@@ -299,36 +300,12 @@ def _publish_new(path: Path, data: bytes, what: str) -> None:
         raise KeyLoadError(
             f"cannot create directory {directory} for the {what}: {exc.strerror or exc}"
         ) from None
-    tmp = directory / f".{path.name}.{secrets.token_hex(6)}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+        written = write_new_file(path, data, 0o600)
     except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise KeyLoadError(f"cannot create the {what} in {directory}: {reason}") from None
-    try:
-        try:
-            os.fchmod(fd, 0o600)  # whatever the umask
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            raise KeyLoadError(f"{what} {path} already exists: not overwriting it") from None
-        except OSError as exc:
-            raise KeyLoadError(f"cannot write the {what} {path}: {exc.strerror or exc}") from None
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-    with contextlib.suppress(OSError):
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        raise KeyLoadError(f"cannot write the {what} {path}: {exc.strerror or exc}") from None
+    if not written:
+        raise KeyLoadError(f"{what} {path} already exists: not overwriting it")
 
 
 def new_keystore(

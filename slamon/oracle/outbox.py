@@ -17,10 +17,8 @@ by (size, mtime) so listing a large outbox stays cheap.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import secrets
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ from eth_utils.address import to_checksum_address
 
 from slamon.chain.eip712 import SignedReport
 from slamon.config.models import Config
+from slamon.fsutil import write_new_file
 
 __all__ = [
     "Outbox",
@@ -122,27 +121,11 @@ class Outbox:
             raise OutboxError(f"cannot create outbox directory {path.parent}: {exc}") from None
         if path.exists():
             return self._existing(path, signed), False
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
-                         0o644)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            try:
-                os.link(tmp, path)  # fails if someone else wrote it meanwhile: never replaced
-            except FileExistsError:
-                return self._existing(path, signed), False
-            _fsync_dir(path.parent)
+            if not write_new_file(path, data, 0o644):
+                return self._existing(path, signed), False  # someone wrote it meanwhile
         except OSError as exc:
             raise OutboxError(f"cannot write outbox file {path}: {exc}") from None
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
         return signed, True
 
     def _existing(self, path: Path, signed: SignedReport) -> SignedReport:
@@ -245,10 +228,3 @@ class Outbox:
         return out
 
 
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
