@@ -14,9 +14,11 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from tests.misbehaving import MisbehavingHttpServer, free_port
 from tests.promtext import Samples, parse_metrics, value
@@ -79,8 +81,39 @@ async def start_daemon(config: Path, port: int) -> Daemon:
             await asyncio.sleep(0.1)
 
 
+class Hook:
+    """A webhook receiver on 127.0.0.1 that records what the daemon posts."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.arrived = asyncio.Event()
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.received.append(await request.json())
+        self.arrived.set()
+        return web.Response(text="ok")
+
+
+@pytest.fixture
+async def hook() -> AsyncIterator[Hook]:
+    receiver = Hook()
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    receiver.url = f"http://127.0.0.1:{port}/hook"
+    try:
+        yield receiver
+    finally:
+        await runner.cleanup()
+
+
 async def test_outage_and_recovery_show_on_metrics(
-    server: MisbehavingHttpServer, tmp_path: Path
+    server: MisbehavingHttpServer, hook: Hook, tmp_path: Path
 ) -> None:
     port = free_port()
     secret_url = server.url("/status/503").replace(
@@ -108,6 +141,13 @@ async def test_outage_and_recovery_show_on_metrics(
             objective: 0.9
             window: 1m
             alert_windows: [{{long: 1m, short: 10s, burn_rate: 2}}]
+        status_page: {{enabled: true, title: "E2E <Shop>"}}
+        notify:
+          channels:
+            - {{id: hook, kind: webhook, webhook: {{url: "{hook.url}"}}}}
+          routes:
+            - {{channel: hook, events: [target_down, target_up], targets: [web],
+               failure_threshold: 2, success_threshold: 1}}
     """))
     daemon = await start_daemon(config, port)
     try:
@@ -127,8 +167,10 @@ async def test_outage_and_recovery_show_on_metrics(
             down = await daemon.wait_for(
                 session,
                 lambda s: value(s, "probe_success", target="web") == 0.0
-                and (value(s, "slamon_sli_ratio", slo="web-availability", window="1m") or 1) < 1.0,
-                "target down and SLI below 1",
+                and (value(s, "slamon_sli_ratio", slo="web-availability", window="1m") or 1) < 1.0
+                # two failures in a row: the webhook route's failure threshold
+                and (value(s, "slamon_probes_total", target="web", result="failure") or 0) >= 2,
+                "target down twice and SLI below 1",
             )
             assert value(down, "probe_failed_reason", target="web", reason="status") == 1.0
             assert value(down, "probe_http_status_code", target="web") == 503
@@ -148,6 +190,21 @@ async def test_outage_and_recovery_show_on_metrics(
             text, samples = await daemon.scrape(session)
             assert "hunter2secret" not in text and "tok3nvalue" not in text
             assert value(samples, "probe_success", target="private") == 0.0
+
+            # the people-facing side runs in the daemon: status page, its JSON, a webhook
+            async with session.get(daemon.base + "/status") as resp:
+                page = await resp.text()
+            assert resp.status == 200 and "E2E &lt;Shop&gt;" in page and "<Shop>" not in page
+            async with session.get(daemon.base + "/api/v1/status") as resp:
+                status = await resp.json()
+            assert "web-availability" in str(status)
+            async with asyncio.timeout(10):
+                while {"target_down", "target_up"} - {m.get("event") for m in hook.received}:
+                    await hook.arrived.wait()
+                    hook.arrived.clear()
+            kinds = [m["event"] for m in hook.received]
+            assert kinds.index("target_down") < kinds.index("target_up")
+            assert all(m["target"] == "web" for m in hook.received)
     finally:
         daemon.proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(5):  # the longest timeout is 0.5 s
