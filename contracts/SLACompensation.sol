@@ -14,8 +14,9 @@ pragma solidity 0.8.37;
 ///      the provider's team pull their funds with `claim` / `claimTeam`.
 ///
 ///      Storage layout is designed for gas: one fresh slot per settled period (the evidence root),
-///      period summaries packed 6 per slot, pool and accumulator packed in one slot, SLA parameters
-///      read at settlement packed in three slots.
+///      period summaries packed 6 per slot, pool and accumulator packed in one slot, immutable SLA
+///      parameters (core, policy, payout rule, met reward, signers, tiers) stored as the code of a
+///      per-SLA data contract and read with one EXTCODECOPY.
 contract SLACompensation {
     // ------------------------------------------------------------------------------------------
     // Types
@@ -90,7 +91,7 @@ contract SLACompensation {
         uint64[] weights;
     }
 
-    /// @dev Slot 1: everything the report checks need.
+    /// @dev Word 0 of the SLA's parameter blob: everything the report checks need.
     struct Core {
         uint64 scheduleStart; // fixed schedule start (or first boundary)
         uint32 periodLength; // 0 => explicit boundaries
@@ -104,7 +105,7 @@ contract SLACompensation {
         bool exists;
     }
 
-    /// @dev Slot 3: payout rule. Slot 4 (Meta): who is who.
+    /// @dev Word 2 of the parameter blob: payout rule. Meta (storage): who is who.
     struct Payout {
         uint96 ratePerPpm;
         uint96 maxPayoutPerPeriod;
@@ -201,23 +202,44 @@ contract SLACompensation {
     uint256 private constant BREACHED_BIT = 1 << 41;
 
     // ------------------------------------------------------------------------------------------
+    // Immutable SLA parameters (the parameter blob)
+    // ------------------------------------------------------------------------------------------
+    // The immutable parameters read at settlement (core, policy digest, payout rule, met reward,
+    // signers, tiers) are stored as the runtime code of a data contract created at registration,
+    // and read with ONE EXTCODECOPY (one cold account access, 2 600 gas) instead of one cold
+    // SLOAD (2 100 gas) each. The data contract's address is derived from the SLA id alone
+    // (CREATE3 pattern): this contract CREATE2s a fixed 16-byte proxy with salt = slaId, and the
+    // proxy CREATEs the data contract (its first and only creation, nonce 1). Nobody else can
+    // create code at that address, and the code has no way to change: it starts with STOP, has
+    // no SELFDESTRUCT and is never called. An unregistered id reads as all zeros (exists = false).
+    //
+    // Blob layout (the data contract's code is 0x00 ++ blob):
+    //   [0, 32)    Core, packed like the struct (low bits first)
+    //   [32, 64)   policy digest
+    //   [64, 96)   Payout: ratePerPpm 96 | maxPayoutPerPeriod 96 | totalWeight 64 (low bits first)
+    //   [96, 128)  metReward (uint96, right-aligned)
+    //   then signerCount addresses of 20 bytes, then tierCount tiers of 16 bytes
+    //   (sliBelowPpm uint32 | amount uint96, big-endian).
+
+    /// @dev Solady's CREATE3 proxy: CREATEs its calldata as init code.
+    bytes private constant PROXY_INITCODE = hex"67363d3d37363d34f03d5260086018f3";
+    bytes32 private constant PROXY_INITCODE_HASH = keccak256(PROXY_INITCODE);
+    uint256 private constant BLOB_HEADER = 128;
+    /// @dev Bytes copied to memory: header + 16 signers + 4 tiers, rounded up to whole words.
+    uint256 private constant BLOB_COPY = 544;
+
+    // ------------------------------------------------------------------------------------------
     // Storage
     // ------------------------------------------------------------------------------------------
 
     uint256 private immutable _cachedChainId;
     bytes32 private immutable _cachedDomainSeparator;
 
-    mapping(bytes32 slaId => Core) private _core;
-    mapping(bytes32 slaId => bytes32) private _policy;
-    mapping(bytes32 slaId => Payout) private _payout;
+    /// @dev provider != address(0) <=> the SLA is registered.
     mapping(bytes32 slaId => Meta) private _meta;
     mapping(bytes32 slaId => Ledger) private _ledger;
     mapping(bytes32 slaId => uint256) private _teamOwed;
-    mapping(bytes32 slaId => Tier[]) private _tiers;
     mapping(bytes32 slaId => uint64[]) private _boundaries;
-    mapping(bytes32 slaId => address[]) private _signers;
-    /// @dev signer => index + 1 (0 = not a signer).
-    mapping(bytes32 slaId => mapping(address signer => uint256)) private _signerSlot;
     mapping(bytes32 slaId => mapping(address account => Beneficiary)) private _beneficiaries;
     /// @dev Packed period summaries, 6 lanes per slot, keyed by periodId / 6.
     mapping(bytes32 slaId => mapping(uint256 group => uint256)) private _summaries;
@@ -328,7 +350,7 @@ contract SLACompensation {
     /// @param p The registration parameters (see `SLAParams`).
     function registerSLA(SLAParams calldata p) external {
         bytes32 id = p.slaId;
-        if (_core[id].exists) revert SLAExists(id);
+        if (_meta[id].provider != address(0)) revert SLAExists(id);
         if (p.objectivePpm == 0 || p.objectivePpm > PPM) revert InvalidParams("objective");
         uint256 n = p.signers.length;
         if (n == 0 || n > MAX_SIGNERS) revert InvalidParams("signers");
@@ -367,21 +389,34 @@ contract SLACompensation {
 
         uint256 nt = p.tiers.length;
         if (nt > MAX_TIERS) revert InvalidParams("tiers");
+        bytes memory blob = new bytes(BLOB_HEADER + 20 * n + 16 * nt);
         for (uint256 i = 0; i < nt; ++i) {
             Tier calldata t = p.tiers[i];
             if (i == 0 ? t.sliBelowPpm > p.objectivePpm : t.sliBelowPpm >= p.tiers[i - 1].sliBelowPpm) {
                 revert InvalidParams("tiers");
             }
             if (i > 0 && t.amount < p.tiers[i - 1].amount) revert InvalidParams("tiers");
-            _tiers[id].push(t);
+            uint256 packed = (uint256(t.sliBelowPpm) << 224) | (uint256(t.amount) << 128);
+            uint256 off = BLOB_HEADER + 20 * n + 16 * i;
+            assembly ("memory-safe") {
+                // 16 bytes written, the rest of the word is beyond them or rewritten next
+                let ptr := add(add(blob, 32), off)
+                mstore(ptr, or(packed, and(mload(ptr), 0xffffffffffffffffffffffffffffffff)))
+            }
         }
 
         for (uint256 i = 0; i < n; ++i) {
             address s = p.signers[i];
-            if (s == address(0) || _signerSlot[id][s] != 0) revert InvalidParams("signer");
-            _signerSlot[id][s] = i + 1;
+            if (s == address(0)) revert InvalidParams("signer");
+            for (uint256 j = 0; j < i; ++j) {
+                if (p.signers[j] == s) revert InvalidParams("signer");
+            }
+            uint256 off = BLOB_HEADER + 20 * i;
+            assembly ("memory-safe") {
+                let ptr := add(add(blob, 32), off)
+                mstore(ptr, or(shl(96, s), and(mload(ptr), 0xffffffffffffffffffffffff)))
+            }
         }
-        _signers[id] = p.signers;
 
         uint256 nben = p.beneficiaries.length;
         if (nben == 0 || nben > MAX_BENEFICIARIES || nben != p.weights.length) {
@@ -400,24 +435,21 @@ contract SLACompensation {
         }
         if (total > type(uint64).max) revert InvalidParams("weights");
 
-        _core[id] = Core({
-            scheduleStart: start,
-            periodLength: length,
-            periodCount: count,
-            settlementWindow: p.settlementWindow,
-            objectivePpm: p.objectivePpm,
-            minSamples: p.minSamples,
-            quorum: p.quorum,
-            signerCount: uint8(n),
-            tierCount: uint8(nt),
-            exists: true
-        });
-        _policy[id] = p.policyDigest;
-        _payout[id] = Payout({
-            ratePerPpm: p.ratePerPpm,
-            maxPayoutPerPeriod: p.maxPayoutPerPeriod,
-            totalWeight: uint64(total)
-        });
+        uint256 core = uint256(start) | (uint256(length) << 64) | (uint256(count) << 96)
+            | (uint256(p.settlementWindow) << 128) | (uint256(p.objectivePpm) << 160)
+            | (uint256(p.minSamples) << 192) | (uint256(p.quorum) << 224) | (n << 232) | (nt << 240)
+            | (uint256(1) << 248);
+        uint256 payout =
+            uint256(p.ratePerPpm) | (uint256(p.maxPayoutPerPeriod) << 96) | (total << 192);
+        bytes32 policy = p.policyDigest;
+        uint256 metReward = p.metReward;
+        assembly ("memory-safe") {
+            mstore(add(blob, 32), core)
+            mstore(add(blob, 64), policy)
+            mstore(add(blob, 96), payout)
+            mstore(add(blob, 128), metReward)
+        }
+        _deployParams(id, blob);
         _meta[id] = Meta({provider: msg.sender, metReward: p.metReward, team: p.team, asset: p.asset});
         emit SLARegistered(id, msg.sender, p.asset, p.objectivePpm, p.quorum, p.signers, p.policyDigest);
     }
@@ -426,7 +458,7 @@ contract SLACompensation {
     /// @dev Native ETH: send exactly `amount` as value. ERC-20: approve first; the amount
     ///      actually received (balance difference) is credited.
     function fund(bytes32 slaId, uint256 amount) external payable nonReentrant {
-        if (!_core[slaId].exists) revert UnknownSLA(slaId);
+        if (_meta[slaId].provider == address(0)) revert UnknownSLA(slaId);
         address asset = _meta[slaId].asset;
         uint256 received;
         if (asset == address(0)) {
@@ -481,7 +513,8 @@ contract SLACompensation {
         Report calldata r0 = reports[0];
         bytes32 slaId = r0.slaId;
         uint64 periodId = r0.periodId;
-        Core memory c = _core[slaId];
+        uint256 params = _params(slaId);
+        Core memory c = _coreOf(params);
         if (!c.exists) revert UnknownSLA(slaId);
 
         uint256 group = periodId / LANES;
@@ -497,7 +530,7 @@ contract SLACompensation {
         if (block.timestamp < pEnd) revert PeriodNotFinished(periodId, pEnd);
         uint64 deadline = pEnd + c.settlementWindow;
         if (block.timestamp > deadline) revert SettlementWindowClosed(periodId, deadline);
-        bytes32 policy = _policy[slaId];
+        bytes32 policy = _policyOf(params);
         bytes32 domain = _domainSeparator();
 
         uint256 mask = (lane >> 20) & 0xffff;
@@ -519,7 +552,7 @@ contract SLACompensation {
             if (r.valid < c.minSamples) revert TooFewSamples(r.valid, c.minSamples);
 
             address signer = _recover(domain, r, signatures[i]);
-            uint256 slot = _signerSlot[slaId][signer];
+            uint256 slot = _signerSlotOf(params, c.signerCount, signer);
             if (slot == 0) revert NotSigner(signer);
             uint256 idx = slot - 1;
             uint256 bit = 1 << idx;
@@ -585,9 +618,9 @@ contract SLACompensation {
 
         uint256 compensation;
         if (breached) {
-            compensation = _creditBreach(slaId, c, sli);
+            compensation = _creditBreach(slaId, c, params, sli);
         } else {
-            uint256 reward = _meta[slaId].metReward;
+            uint256 reward = _metRewardOf(params);
             if (reward != 0) {
                 Ledger storage l = _ledger[slaId];
                 uint256 pool = l.pool;
@@ -604,14 +637,16 @@ contract SLACompensation {
 
     /// @dev Compute the compensation of a breached period, take it from the pool and add it to the
     ///      per-weight accumulator. No funds move here.
-    function _creditBreach(bytes32 slaId, Core memory c, uint32 sli) private returns (uint256 comp) {
-        Payout memory po = _payout[slaId];
+    function _creditBreach(bytes32 slaId, Core memory c, uint256 params, uint32 sli)
+        private
+        returns (uint256 comp)
+    {
+        Payout memory po = _payoutOf(params);
         if (c.tierCount == 0) {
             comp = uint256(c.objectivePpm - sli) * po.ratePerPpm;
         } else {
-            Tier[] storage tiers = _tiers[slaId];
             for (uint256 i = 0; i < c.tierCount; ++i) {
-                Tier memory t = tiers[i];
+                Tier memory t = _tierOf(params, c.signerCount, i);
                 if (sli < t.sliBelowPpm) comp = t.amount;
                 else break;
             }
@@ -658,7 +693,8 @@ contract SLACompensation {
 
     /// @notice Whether `signer`'s report for the period has been accepted.
     function hasReported(bytes32 slaId, uint64 periodId, address signer) public view returns (bool) {
-        uint256 slot = _signerSlot[slaId][signer];
+        uint256 params = _params(slaId);
+        uint256 slot = _signerSlotOf(params, _coreOf(params).signerCount, signer);
         if (slot == 0) return false;
         return (_lane(slaId, periodId) >> 20) & (1 << (slot - 1)) != 0;
     }
@@ -666,8 +702,11 @@ contract SLACompensation {
     /// @notice Whether sending `signer`'s report now would be useful: the period is finished,
     ///         in its settlement window, not settled, and the signer has not reported yet.
     function needsReport(bytes32 slaId, uint64 periodId, address signer) external view returns (bool) {
-        Core memory c = _core[slaId];
-        if (!c.exists || _signerSlot[slaId][signer] == 0 || periodId >= c.periodCount) return false;
+        uint256 params = _params(slaId);
+        Core memory c = _coreOf(params);
+        if (!c.exists || _signerSlotOf(params, c.signerCount, signer) == 0 || periodId >= c.periodCount) {
+            return false;
+        }
         uint256 lane = _lane(slaId, periodId);
         if (lane & SETTLED_BIT != 0) return false;
         if (hasReported(slaId, periodId, signer)) return false;
@@ -677,7 +716,7 @@ contract SLACompensation {
 
     /// @notice State of one period.
     function getPeriod(bytes32 slaId, uint64 periodId) external view returns (PeriodView memory v) {
-        Core memory c = _core[slaId];
+        Core memory c = _coreOf(_params(slaId));
         if (!c.exists) revert UnknownSLA(slaId);
         (v.start, v.end) = _bounds(slaId, c, periodId);
         v.deadline = v.end + c.settlementWindow;
@@ -694,10 +733,11 @@ contract SLACompensation {
 
     /// @notice Parameters and balances of an SLA.
     function getSLA(bytes32 slaId) external view returns (SLAView memory v) {
-        Core memory c = _core[slaId];
+        uint256 params = _params(slaId);
+        Core memory c = _coreOf(params);
         if (!c.exists) revert UnknownSLA(slaId);
         Meta memory meta = _meta[slaId];
-        Payout memory po = _payout[slaId];
+        Payout memory po = _payoutOf(params);
         v.provider = meta.provider;
         v.team = meta.team;
         v.asset = meta.asset;
@@ -707,11 +747,17 @@ contract SLACompensation {
         v.periodCount = c.periodCount;
         v.settlementWindow = c.settlementWindow;
         v.quorum = c.quorum;
-        v.signers = _signers[slaId];
+        v.signers = new address[](c.signerCount);
+        for (uint256 i = 0; i < c.signerCount; ++i) {
+            v.signers[i] = _signerAt(params, i);
+        }
         v.minSamples = c.minSamples;
-        v.policyDigest = _policy[slaId];
+        v.policyDigest = _policyOf(params);
         v.ratePerPpm = po.ratePerPpm;
-        v.tiers = _tiers[slaId];
+        v.tiers = new Tier[](c.tierCount);
+        for (uint256 i = 0; i < c.tierCount; ++i) {
+            v.tiers[i] = _tierOf(params, c.signerCount, i);
+        }
         v.maxPayoutPerPeriod = po.maxPayoutPerPeriod;
         v.metReward = meta.metReward;
         v.totalWeight = po.totalWeight;
@@ -721,7 +767,7 @@ contract SLACompensation {
 
     /// @notice Start and end (exclusive) of a period, as the reports must carry them.
     function periodBounds(bytes32 slaId, uint64 periodId) external view returns (uint64 start, uint64 end) {
-        Core memory c = _core[slaId];
+        Core memory c = _coreOf(_params(slaId));
         if (!c.exists) revert UnknownSLA(slaId);
         return _bounds(slaId, c, periodId);
     }
@@ -729,7 +775,8 @@ contract SLACompensation {
     /// @notice The evidence root stored for `signer`'s report (the median signer's root is the
     ///         settled root); zero if that report's root was not stored.
     function reportRoot(bytes32 slaId, uint64 periodId, address signer) external view returns (bytes32) {
-        uint256 slot = _signerSlot[slaId][signer];
+        uint256 params = _params(slaId);
+        uint256 slot = _signerSlotOf(params, _coreOf(params).signerCount, signer);
         if (slot == 0) return bytes32(0);
         return _roots[slaId][periodId][slot - 1];
     }
@@ -747,7 +794,7 @@ contract SLACompensation {
 
     /// @notice What the provider could withdraw now (see `withdraw` for the rule).
     function withdrawable(bytes32 slaId) public view returns (uint256) {
-        Core memory c = _core[slaId];
+        Core memory c = _coreOf(_params(slaId));
         if (!c.exists) revert UnknownSLA(slaId);
         uint256 pool = _ledger[slaId].pool;
         uint256 nowTs = block.timestamp;
@@ -770,7 +817,7 @@ contract SLACompensation {
             }
         }
         if (finished < c.periodCount) {
-            uint256 reserve = _payout[slaId].maxPayoutPerPeriod;
+            uint256 reserve = _payoutOf(_params(slaId)).maxPayoutPerPeriod;
             uint256 reward = _meta[slaId].metReward;
             if (reward > reserve) reserve = reward;
             return pool > reserve ? pool - reserve : 0;
@@ -835,6 +882,102 @@ contract SLACompensation {
     // ------------------------------------------------------------------------------------------
     // Internals
     // ------------------------------------------------------------------------------------------
+
+    /// @dev Create the SLA's parameter data contract (see "Immutable SLA parameters").
+    function _deployParams(bytes32 slaId, bytes memory blob) private {
+        bytes memory proxyCode = PROXY_INITCODE;
+        address proxy;
+        assembly ("memory-safe") {
+            proxy := create2(0, add(proxyCode, 32), mload(proxyCode), slaId)
+        }
+        if (proxy == address(0)) revert InvalidParams("params");
+        // init code: PUSH2 len, DUP1, PUSH1 0x0a, RETURNDATASIZE, CODECOPY, RETURNDATASIZE, RETURN;
+        // the runtime code is 0x00 (STOP) ++ blob
+        bytes memory initCode =
+            abi.encodePacked(hex"61", uint16(blob.length + 1), hex"80600a3d393df300", blob);
+        (bool ok,) = proxy.call(initCode);
+        if (!ok || _paramsAddress(slaId).code.length != blob.length + 1) revert InvalidParams("params");
+    }
+
+    /// @dev Address of the SLA's parameter data contract (CREATE3: proxy by CREATE2, nonce 1).
+    function _paramsAddress(bytes32 slaId) private view returns (address a) {
+        bytes32 proxyHash = PROXY_INITCODE_HASH;
+        assembly ("memory-safe") {
+            let m := mload(0x40)
+            mstore(0x00, address())
+            mstore8(0x0b, 0xff)
+            mstore(0x20, slaId)
+            mstore(0x40, proxyHash)
+            mstore(0x14, keccak256(0x0b, 0x55)) // proxy address at [0x20, 0x34)
+            mstore(0x40, m)
+            mstore(0x00, 0xd694) // RLP list prefix, address prefix
+            mstore8(0x34, 0x01) // proxy nonce 1
+            a := and(keccak256(0x1e, 0x17), 0xffffffffffffffffffffffffffffffffffffffff)
+        }
+    }
+
+    /// @dev Copy the SLA's parameter blob to fresh memory (zeros if not registered); returns its
+    ///      memory address.
+    function _params(bytes32 slaId) private view returns (uint256 ptr) {
+        address a = _paramsAddress(slaId);
+        assembly ("memory-safe") {
+            ptr := mload(0x40)
+            mstore(0x40, add(ptr, BLOB_COPY))
+            extcodecopy(a, ptr, 1, BLOB_COPY)
+        }
+    }
+
+    function _word(uint256 ptr, uint256 offset) private pure returns (uint256 w) {
+        assembly ("memory-safe") {
+            w := mload(add(ptr, offset))
+        }
+    }
+
+    function _coreOf(uint256 params) private pure returns (Core memory c) {
+        uint256 w = _word(params, 0);
+        c.scheduleStart = uint64(w);
+        c.periodLength = uint32(w >> 64);
+        c.periodCount = uint32(w >> 96);
+        c.settlementWindow = uint32(w >> 128);
+        c.objectivePpm = uint32(w >> 160);
+        c.minSamples = uint32(w >> 192);
+        c.quorum = uint8(w >> 224);
+        c.signerCount = uint8(w >> 232);
+        c.tierCount = uint8(w >> 240);
+        c.exists = uint8(w >> 248) != 0;
+    }
+
+    function _policyOf(uint256 params) private pure returns (bytes32) {
+        return bytes32(_word(params, 32));
+    }
+
+    function _payoutOf(uint256 params) private pure returns (Payout memory po) {
+        uint256 w = _word(params, 64);
+        po.ratePerPpm = uint96(w);
+        po.maxPayoutPerPeriod = uint96(w >> 96);
+        po.totalWeight = uint64(w >> 192);
+    }
+
+    function _metRewardOf(uint256 params) private pure returns (uint256) {
+        return uint96(_word(params, 96));
+    }
+
+    function _signerAt(uint256 params, uint256 i) private pure returns (address) {
+        return address(uint160(_word(params, BLOB_HEADER + 20 * i) >> 96));
+    }
+
+    /// @dev Index + 1 of `signer` in the signer list (0 = not a signer).
+    function _signerSlotOf(uint256 params, uint256 n, address signer) private pure returns (uint256) {
+        for (uint256 i = 0; i < n; ++i) {
+            if (_signerAt(params, i) == signer) return i + 1;
+        }
+        return 0;
+    }
+
+    function _tierOf(uint256 params, uint256 signerCount, uint256 i) private pure returns (Tier memory) {
+        uint256 w = _word(params, BLOB_HEADER + 20 * signerCount + 16 * i);
+        return Tier({sliBelowPpm: uint32(w >> 224), amount: uint96(w >> 128)});
+    }
 
     function _lane(bytes32 slaId, uint64 periodId) private view returns (uint256) {
         return (_summaries[slaId][periodId / LANES] >> ((periodId % LANES) * LANE_BITS)) & LANE_MASK;
