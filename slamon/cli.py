@@ -49,6 +49,10 @@ def _load(path: str) -> Any:
         return None
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args.file)
     if config is None:
@@ -58,10 +62,10 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         kinds[t.kind] = kinds.get(t.kind, 0) + 1
     detail = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
     print(
-        f"{args.file}: OK: {len(config.targets)} targets"
+        f"{args.file}: OK: {_count(len(config.targets), 'target')}"
         + (f" ({detail})" if detail else "")
-        + f", {len(config.slos)} SLOs, {len(config.slas)} SLAs"
-        + f", {len(config.maintenance)} maintenance windows"
+        + f", {_count(len(config.slos), 'SLO')}, {_count(len(config.slas), 'SLA')}"
+        + f", {_count(len(config.maintenance), 'maintenance window')}"
     )
     return EXIT_OK
 

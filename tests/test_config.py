@@ -836,7 +836,7 @@ def test_cli_valid_config_one_line_summary() -> None:
     result = run_cli("config/example-minimal.yaml")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines() == [
-        "config/example-minimal.yaml: OK: 2 targets (1 http, 1 tcp), 1 SLOs, 0 SLAs, "
+        "config/example-minimal.yaml: OK: 2 targets (1 http, 1 tcp), 1 SLO, 0 SLAs, "
         "0 maintenance windows"
     ]
     assert result.stderr == ""
