@@ -165,9 +165,11 @@ class Env:
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:
     node = AnvilNode.launch("--state", str(tmp_path / "anvil-state.json"), binary=anvil_path())
+    env = Env(node, anvil_harness(node, sla_compensation()), tmp_path)
     try:
-        yield Env(node, anvil_harness(node, sla_compensation()), tmp_path)
+        yield env
     finally:
+        env.node.stop()  # a test may have restarted anvil: stop the one running now
         node.stop()
 
 
