@@ -255,7 +255,9 @@ class Daemon:
             )
             await self.dispatcher.start(self.events)
             self.collector.extra.append(self.dispatcher.metrics)
-        app = build_app(self.registry, self.ready, extra_routes=self._routes)
+        app = build_app(
+            self.registry, self.ready, self.collector, extra_routes=self._routes
+        )
         self.server = HttpServer(app, self.config.server.host, self.config.server.port)
         try:
             await self.server.start()

@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from slamon import __version__
 from slamon.config.models import Config
 from slamon.durations import format_duration
-from slamon.live import LiveState
+from slamon.live import LiveState, TargetStatus
 from slamon.maintenance import active_at
 from slamon.periods import period_bounds, period_index
 from slamon.probers.base import PHASES, FailureReason
@@ -59,20 +59,41 @@ class SlamonCollector(Collector):
         self.extra: list[Callable[[], Iterable[Metric]]] = []
 
     def collect(self) -> Iterator[Metric]:
+        for part in self.slices():
+            yield from part()
+
+    def slices(self, chunk: int = 0) -> Iterator[Callable[[], Iterable[Metric]]]:
+        """The exposition as pieces of at most `chunk` targets or SLOs (0: one piece each).
+
+        An async renderer yields to the event loop between pieces: at 10,000
+        targets a whole exposition is seconds of CPU, and probes due meanwhile
+        must not wait that long. The same family may come in several pieces.
+        """
         live = self._live()
         now = self._clock()
-        yield from self._probe_metrics(live)
-        yield from self._slo_metrics(live, now)
-        yield from self._scheduler_metrics(live)
-        for extra in self.extra:
-            yield from extra()
+        targets = list(live.targets.items())
+        slos = list(live.slos.items())
+        step_t = chunk or max(1, len(targets))
+        step_s = chunk or max(1, len(slos))
+        for i in range(0, len(targets), step_t):
+            part = targets[i : i + step_t]
+            yield lambda part=part: self._probe_metrics(part)  # type: ignore[misc]
+        for i in range(0, len(slos), step_s):
+            slo_part = slos[i : i + step_s]
+            yield lambda slo_part=slo_part: self._slo_metrics(slo_part, now)  # type: ignore[misc]
+        yield lambda: self._scheduler_metrics(live)
+        yield from self.extra
+        yield self._build_info
+
+    @staticmethod
+    def _build_info() -> Iterator[Metric]:
         info = GaugeMetricFamily(
             "slamon_build_info", "slamon build information", labels=["version", "python"]
         )
         info.add_metric([__version__, platform.python_version()], 1)
         yield info
 
-    def _probe_metrics(self, live: LiveState) -> Iterator[Metric]:
+    def _probe_metrics(self, targets: Iterable[tuple[str, TargetStatus]]) -> Iterator[Metric]:
         success = GaugeMetricFamily(
             "probe_success", "Whether the last probe succeeded", labels=["target"]
         )
@@ -126,7 +147,7 @@ class SlamonCollector(Collector):
             "Target configuration (join on target for its labels)",
             labels=["target", "kind", "endpoint"],
         )
-        for tid, st in live.targets.items():
+        for tid, st in targets:
             target = st.target
             if target.http is not None:
                 endpoint = redact_url(target.http.url)
@@ -164,7 +185,7 @@ class SlamonCollector(Collector):
         yield from (success, duration, status_code, phases, tcp_phases, redirects, body_bytes)
         yield from (cert, failed, last_time, probes, reasons, info)
 
-    def _slo_metrics(self, live: LiveState, now: float) -> Iterator[Metric]:
+    def _slo_metrics(self, slos: Iterable[tuple[str, SloState]], now: float) -> Iterator[Metric]:
         sli = GaugeMetricFamily(
             "slamon_sli_ratio", "SLI (good/valid) over a window", labels=["slo", "window"]
         )
@@ -192,7 +213,7 @@ class SlamonCollector(Collector):
             "Error budget burn rate over a window (1 = spending exactly the budget)",
             labels=["slo", "window"],
         )
-        for slo_id, state in live.slos.items():
+        for slo_id, state in slos:
             objective.add_metric([slo_id], state.slo.objective)
             remaining = state.error_budget_remaining(now)
             if remaining is not None:

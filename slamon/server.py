@@ -10,6 +10,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from slamon import __version__
+from slamon.exposition_async import render
+from slamon.metrics import SlamonCollector
 
 READY_KEY = web.AppKey("ready", asyncio.Event)
 
@@ -25,13 +27,14 @@ INDEX = """<!doctype html><html><head><meta charset="utf-8"><title>slamon</title
 def build_app(
     registry: CollectorRegistry,
     ready: asyncio.Event,
+    collector: SlamonCollector | None = None,
     extra_routes: Callable[[web.Application], None] | None = None,
 ) -> web.Application:
     app = web.Application()
     app[READY_KEY] = ready
 
     async def metrics(_request: web.Request) -> web.Response:
-        body = generate_latest(registry)
+        body = await render(registry, collector) if collector else generate_latest(registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_request: web.Request) -> web.Response:

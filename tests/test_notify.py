@@ -626,6 +626,34 @@ def test_burn_alerts_pure_and_watch() -> None:
     assert ev.kind == EventKind.BURN_RATE_RESOLVED and ev.details["window"] == "1h/5m"
 
 
+def test_burn_watch_skips_clean_slos_but_never_hides_a_firing_one() -> None:
+    """The clean-SLO shortcut agrees with burn_alerts, also on windows restored from a
+    snapshot (whose last bad event is unknown until looked at)."""
+    config = Config.model_validate({
+        "targets": [{"id": "web", "kind": "http", "interval": "10s", "timeout": "2s",
+                     "http": {"url": "http://127.0.0.1:9/"}}],
+        "slos": [{"id": "shop", "targets": ["web"], "objective": 0.99, "window": "30d",
+                  "alert_windows": [{"long": "1h", "short": "5m", "burn_rate": 14.4}]}],
+    })
+    live = LiveState(config)
+    web = config.target("web")
+    start = 1_780_000_000.0
+    for i in range(300):
+        live.record(web, start + i * 10, ProbeResult(i < 240, 0.01))  # last 10 min bad
+    now = start + 3000
+    assert burn_alerts(live.slos["shop"], now) == {(3600.0, 300.0)}
+    # restart: a fresh LiveState whose window comes from the snapshot
+    restored = LiveState(config)
+    restored.slos["shop"].restore(live.slos["shop"].to_bytes())
+    fired = BurnWatch().check(restored, now)
+    assert [e.kind for e in fired] == [EventKind.BURN_RATE_FIRING]
+    # a clean SLO is skipped, and it agrees: nothing fires
+    clean = LiveState(config)
+    for i in range(300):
+        clean.record(web, start + i * 10, ProbeResult(True, 0.01))
+    assert BurnWatch().check(clean, now) == [] and burn_alerts(clean.slos["shop"], now) == set()
+
+
 def test_cert_watch_thresholds() -> None:
     config = Config.model_validate({
         "targets": [{"id": "web", "kind": "http", "interval": "10s", "timeout": "2s",

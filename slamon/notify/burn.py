@@ -10,6 +10,7 @@ daemon calls it every few seconds from its advance loop and publishes them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 from slamon.durations import format_duration
@@ -37,6 +38,10 @@ def window_name(pair: Pair) -> str:
     return f"{format_duration(pair[0])}/{format_duration(pair[1])}"
 
 
+def _longest(state: SloState) -> float:
+    return max((aw.long for aw in state.slo.alert_windows), default=0.0)
+
+
 class BurnWatch:
     """Turns `burn_alerts` changes into events. Not thread-safe; call from the loop."""
 
@@ -47,6 +52,14 @@ class BurnWatch:
         events: list[Event] = []
         for slo_id, state in live.slos.items():
             before = self._firing.get(slo_id, set())
+            longest = _longest(state)
+            if state.last_bad == math.inf:
+                # restored from a snapshot: learn from the window whether it holds bad events
+                good, valid = state.counts(now, longest) if longest else (0, 0)
+                state.last_bad = now if good < valid else -math.inf
+            # no bad event within the longest alert window: nothing can fire (rate 0)
+            if not before and state.last_bad < now - longest:
+                continue
             after = burn_alerts(state, now)
             by_pair = {(aw.long, aw.short): aw for aw in state.slo.alert_windows}
             for pair in sorted(after - before):

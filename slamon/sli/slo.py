@@ -91,6 +91,7 @@ class SloState:
         "_tiers",
         "_windows",
         "composite",
+        "last_bad",
         "late",
         "parts",
         "slice_length",
@@ -117,6 +118,8 @@ class SloState:
         self._no_data: dict[str, RollingCounter] = {}
         #: results that arrived after their composite slice was closed (not in the combined SLI)
         self.late = 0
+        #: scheduled time of the latest bad event (-inf: none): burn checks skip clean SLOs
+        self.last_bad = -math.inf
         self._bits = {part: 1 << i for i, part in enumerate(self.parts)}
         self._all_mask = (1 << len(self.parts)) - 1
         #: open slices: index -> [mask of parts with a valid probe, mask of parts with a bad one]
@@ -151,6 +154,8 @@ class SloState:
         window = self._window(target_id)
         good = ok and (self._threshold is None or duration <= self._threshold)  # is_good, inlined
         window.add(t, 1 if good else 0, 1)
+        if not good and t > self.last_bad:
+            self.last_bad = t
         if not self.composite:
             return
         k = math.floor(t / self.slice_length)
@@ -191,6 +196,8 @@ class SloState:
             valid_mask, bad_mask = self._open.pop(k)
             if valid_mask == self._all_mask:
                 self._combined.add(k * self.slice_length, 1 if bad_mask == 0 else 0, 1)
+                if bad_mask:
+                    self.last_bad = max(self.last_bad, k * self.slice_length)
 
     @property
     def open_slices(self) -> int:
@@ -278,6 +285,7 @@ class SloState:
 
         Raises ValueError if the snapshot is corrupt or of another shape.
         """
+        self.last_bad = math.inf  # unknown after a restore: burn checks must look
         r = _Reader(data)
         if r.take(len(_SNAP_MAGIC)) != _SNAP_MAGIC:
             raise ValueError("not a slamon SLO snapshot")
