@@ -259,6 +259,12 @@ class SlamonCollector(Collector):
         )
         missed.add_metric([], stats.missed)
         yield missed
+        stalled = CounterMetricFamily(
+            "slamon_scheduler_stalled_probes",
+            "Failed probes counted as no data because slamon's event loop froze during them",
+        )
+        stalled.add_metric([], stats.stalled)
+        yield stalled
         started = CounterMetricFamily("slamon_scheduler_probes_started", "Probes started")
         started.add_metric([], stats.started)
         yield started

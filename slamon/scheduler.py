@@ -92,10 +92,46 @@ class LagHistogram:
         return out
 
 
+class StallMonitor:
+    """Notices when the event loop itself stopped running (a long scrape, GC, swap).
+
+    A probe that fails while slamon was frozen did not measure the target: its
+    timeout ran out while nothing could run. Such a probe is *no data*, never bad.
+    """
+
+    #: how often the monitor wakes up; a wake-up this much late or more is a stall
+    PERIOD = 0.05
+    THRESHOLD = 0.2
+
+    def __init__(self, keep: int = 256) -> None:
+        self.stalls: deque[tuple[float, float]] = deque(maxlen=keep)  # loop times
+        self.longest = 0.0
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        expected = loop.time() + self.PERIOD
+        while True:
+            await asyncio.sleep(self.PERIOD)
+            now = loop.time()
+            late = now - expected
+            if late >= self.THRESHOLD:
+                self.stalls.append((expected, now))
+                self.longest = max(self.longest, late)
+            expected = now + self.PERIOD
+
+    def stalled(self, start: float, end: float) -> float:
+        """Seconds of stall overlapping [start, end] (loop time)."""
+        return sum(
+            max(0.0, min(end, b) - max(start, a)) for a, b in self.stalls if b > start and a < end
+        )
+
+
 @dataclass(slots=True)
 class SchedulerStats:
     lag: LagHistogram = field(default_factory=LagHistogram)
     missed: int = 0
+    #: failed probes turned into no data because the loop stalled during them
+    stalled: int = 0
     started: int = 0
     completed: int = 0
     in_flight: int = 0
@@ -135,6 +171,7 @@ class Scheduler:
         #: before it as no data, so the two must agree on this instant
         self._start_at = start_at
         self.stats = SchedulerStats()
+        self.stall_monitor = StallMonitor()
 
     # -- public -----------------------------------------------------------
     @property
@@ -150,6 +187,15 @@ class Scheduler:
             self._add(target, loop, self._start_at)
         self._initial_targets = []
         self._first_round.set()
+        monitor = loop.create_task(self.stall_monitor.run(), name="stall-monitor")
+        try:
+            await self._dispatch_loop(loop)
+        finally:
+            monitor.cancel()
+        await self.drain()
+
+    async def _dispatch_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self._wakeup is not None
         while not self._stopping:
             now = loop.time()
             self._dispatch_due(now, loop)
@@ -161,7 +207,6 @@ class Scheduler:
                         await self._wakeup.wait()
                 except TimeoutError:
                     pass
-        await self.drain()
 
     async def wait_scheduled(self) -> None:
         """Return once every target has its first tick scheduled (for READY=1)."""
@@ -271,7 +316,15 @@ class Scheduler:
             self.stats.completed += 1
         try:
             if not entry.removed:
-                self._on_result(target, entry.wall(tick), result)
+                frozen = 0.0
+                if not result.ok:
+                    frozen = self.stall_monitor.stalled(started, loop.time())
+                if frozen >= 0.5 * target.timeout:
+                    # slamon, not the target, failed to run this probe: no data
+                    self.stats.stalled += 1
+                    self._missed(entry, tick)
+                else:
+                    self._on_result(target, entry.wall(tick), result)
         finally:
             self._release(entry)
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import statistics
+import time
 from collections import Counter, defaultdict
 
 import pytest
 
 from slamon.config.models import Target
-from slamon.probers.base import ProbeResult
+from slamon.probers.base import FailureReason, ProbeResult
 from slamon.scheduler import Scheduler, phase_offset
 
 
@@ -230,3 +231,36 @@ async def test_lag_stays_small_with_many_targets(n: int) -> None:
     below_10ms = dict(buckets)["0.01"]
     assert below_10ms / sched.stats.lag.count > 0.9, buckets
     assert statistics.mean(d for _, _, d in rec.results) < 0.05
+
+
+async def test_a_failure_while_the_loop_froze_is_no_data() -> None:
+    """The design rule: slamon's own trouble is never counted against the target."""
+    timeout = 0.4
+
+    async def probe(target: Target, timeout_: float) -> ProbeResult:
+        await asyncio.sleep(timeout_)  # the answer never comes: a timeout
+        return ProbeResult.failure(FailureReason.TIMEOUT, timeout_, "timeout")
+
+    async def run_one(freeze: float) -> Recorder:
+        rec = Recorder(1)
+        sched = Scheduler(
+            [make_target("t", 1.0, timeout)], max_concurrency=1,
+            on_result=rec.on_result, on_missed=rec.on_missed, spread=False,
+            prober_for=lambda kind: probe,
+        )
+        task = asyncio.create_task(sched.run())
+        async with asyncio.timeout(5):
+            while sched.stats.in_flight == 0:
+                await asyncio.sleep(0.01)
+        if freeze:
+            time.sleep(freeze)  # block the event loop, as a huge scrape would
+        async with asyncio.timeout(5):
+            await rec.done.wait()
+        sched.stop()
+        await task
+        return rec
+
+    frozen = await run_one(0.6)
+    assert frozen.missed and not frozen.results
+    plain = await run_one(0.0)
+    assert plain.results and not plain.missed
