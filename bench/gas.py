@@ -1,0 +1,136 @@
+"""Gas figures of SLACompensation (py-evm in process; ``--anvil`` to run on anvil).
+
+Usage: ``python bench/gas.py [--anvil] [--json]``
+
+Prints deploy gas, registration gas, and the gas of settling one period at quorum k = 1, 2, 3:
+- batched: one transaction carrying the k signed reports (relayer mode);
+- accumulated: each signer sends its own report (daemon mode), figure per transaction;
+for breached and met periods: "first" is the first period of a 6-period summary group (fresh
+summary slot), "steady" a later one; "met_first_team_credit" is the first met period (fresh team
+balance slot). Also claim gas.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from eth_utils.crypto import keccak
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from chain_helpers import (
+    POLICY,
+    AnvilNode,
+    SLAHarness,
+    anvil_harness,
+    pyevm_harness,
+)
+
+from slamon.chain import Report, sign_report, sla_compensation
+
+SIGNER_KEYS = [keccak(text=f"slamon-bench-signer-{i}") for i in range(3)]
+LENGTH = 1000
+
+
+def _report(h: SLAHarness, sla: bytes, pid: int, start: int, sli: int, i: int) -> Report:
+    s = start + pid * LENGTH
+    return Report(
+        sla_id=sla,
+        period_id=pid,
+        period_start=s,
+        period_end=s + LENGTH,
+        sli_ppm=sli,
+        slo_ppm=999_000,
+        good=sli // 1000,
+        valid=1000,
+        no_data=0,
+        breached=sli < 999_000,
+        evidence_root=keccak(text=f"root-{pid}-{i}"),
+        policy_digest=POLICY,
+        issued_at=s + LENGTH,
+    )
+
+
+def measure(h: SLAHarness) -> dict[str, Any]:
+    """Run the scenarios on ``h`` and return the figures."""
+    out: dict[str, Any] = {}
+    art = sla_compensation()
+    out["runtime_bytes"] = (len(art.deployed_bytecode) - 2) // 2
+    factory = h.w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
+    tx = factory.constructor().transact({"from": h.addr(0)})
+    receipt = h.w3.eth.wait_for_transaction_receipt(tx)
+    out["deploy"] = receipt["gasUsed"]
+    signers = [Account.from_key(k).address for k in SIGNER_KEYS]
+    chain_id, address = h.chain_id, h.contract.address
+    c = h.contract
+
+    for k in (1, 2, 3):
+        for mode in ("batched", "accumulated"):
+            if k == 1 and mode == "accumulated":
+                continue
+            sla = keccak(text=f"bench-{k}-{mode}")
+            start = h.now() + 10
+            reg = h.send(
+                c.functions.registerSLA(
+                    h.sla_params(sla, start, signers[:3], quorum=k, periodCount=100)
+                )
+            )
+            out.setdefault("register_3_signers_2_beneficiaries", reg["gasUsed"])
+            h.send(c.functions.fund(sla, 10**20), sender=1, value=10**20)
+            for pid, label, sli in (
+                (0, "breached_first", 990_000),
+                (1, "breached_steady", 990_000),
+                (2, "met_first_team_credit", 999_500),
+                (3, "met_steady", 999_600),
+            ):
+                h.travel(start + (pid + 1) * LENGTH + 1)
+                reps = [_report(h, sla, pid, start, sli + 100 * i, i) for i in range(k)]
+                sigs = [
+                    sign_report(r, SIGNER_KEYS[i], chain_id, address) for i, r in enumerate(reps)
+                ]
+                if mode == "batched":
+                    rc = h.send(
+                        c.functions.submitReports([r.as_tuple() for r in reps], sigs), sender=1
+                    )
+                    out[f"k{k}_{mode}_{label}"] = rc["gasUsed"]
+                else:
+                    gas = []
+                    for r, s in zip(reps, sigs, strict=True):
+                        rc = h.send(c.functions.submitReports([r.as_tuple()], [s]), sender=1)
+                        gas.append(rc["gasUsed"])
+                    out[f"k{k}_{mode}_{label}"] = gas
+            if k == 1:
+                rc = h.send(c.functions.claim(sla), sender=3)
+                out["claim_eth"] = rc["gasUsed"]
+                rc = h.send(c.functions.claimTeam(sla), sender=2)
+                out["claim_team_eth"] = rc["gasUsed"]
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--anvil", action="store_true", help="run on anvil instead of py-evm")
+    ap.add_argument("--json", action="store_true", help="print JSON")
+    args = ap.parse_args()
+    if args.anvil:
+        with AnvilNode.start() as node:
+            figures = measure(anvil_harness(node, sla_compensation()))
+            figures["chain"] = "anvil"
+    else:
+        figures = measure(pyevm_harness(sla_compensation()))
+        figures["chain"] = "py-evm"
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        for key, value in figures.items():
+            print(f"{key:40} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
