@@ -126,6 +126,24 @@ class StallMonitor:
         )
 
 
+#: failures that are about time: a frozen loop makes them by itself
+TIME_REASONS = frozenset({FailureReason.TIMEOUT, FailureReason.TOO_SLOW})
+
+
+def stalled_verdict(result: ProbeResult, frozen: float, timeout: float) -> bool:
+    """Whether a failed probe's verdict may be slamon's own doing, not the target's.
+
+    A timeout or "too slow" that overlapped a loop freeze: the clock ran on while
+    nothing could run, so the failure says nothing about the target. Any failure
+    during a freeze of half the timeout or more: the probe barely ran at all.
+    """
+    if frozen <= 0:
+        return False
+    if result.reason in TIME_REASONS and frozen >= StallMonitor.THRESHOLD:
+        return True
+    return frozen >= 0.5 * timeout
+
+
 @dataclass(slots=True)
 class SchedulerStats:
     lag: LagHistogram = field(default_factory=LagHistogram)
@@ -186,8 +204,9 @@ class Scheduler:
         for target in self._initial_targets:
             self._add(target, loop, self._start_at)
         self._initial_targets = []
-        self._first_round.set()
         monitor = loop.create_task(self.stall_monitor.run(), name="stall-monitor")
+        await asyncio.sleep(0)  # the monitor is watching before the first probe starts
+        self._first_round.set()
         try:
             await self._dispatch_loop(loop)
         finally:
@@ -316,10 +335,9 @@ class Scheduler:
             self.stats.completed += 1
         try:
             if not entry.removed:
-                frozen = 0.0
-                if not result.ok:
-                    frozen = self.stall_monitor.stalled(started, loop.time())
-                if frozen >= 0.5 * target.timeout:
+                if not result.ok and stalled_verdict(
+                    result, self.stall_monitor.stalled(started, loop.time()), target.timeout
+                ):
                     # slamon, not the target, failed to run this probe: no data
                     self.stats.stalled += 1
                     self._missed(entry, tick)

@@ -264,3 +264,21 @@ async def test_a_failure_while_the_loop_froze_is_no_data() -> None:
     assert frozen.missed and not frozen.results
     plain = await run_one(0.0)
     assert plain.results and not plain.missed
+
+
+def test_which_failures_a_loop_freeze_voids() -> None:
+    from slamon.scheduler import stalled_verdict
+
+    def fail(reason: FailureReason) -> ProbeResult:
+        return ProbeResult.failure(reason, 0.6)
+
+    # time-based failures during a freeze are slamon's doing
+    assert stalled_verdict(fail(FailureReason.TOO_SLOW), 0.3, timeout=2.0)
+    assert stalled_verdict(fail(FailureReason.TIMEOUT), 0.3, timeout=2.0)
+    # a short hiccup below the stall threshold voids nothing
+    assert not stalled_verdict(fail(FailureReason.TOO_SLOW), 0.1, timeout=2.0)
+    # a 503 is the target's answer, however slow slamon was to read it
+    assert not stalled_verdict(fail(FailureReason.STATUS), 0.3, timeout=2.0)
+    # ...unless the probe barely ran at all
+    assert stalled_verdict(fail(FailureReason.STATUS), 1.0, timeout=2.0)
+    assert not stalled_verdict(fail(FailureReason.TOO_SLOW), 0.0, timeout=2.0)
