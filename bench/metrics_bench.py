@@ -6,11 +6,15 @@ per target, and the daemon's registry; then
 
 - memory: tracemalloc bytes after config parsing, after LiveState, after the
   results (the ProbeResult kept per target), per target;
-- exposition: wall and CPU time and size of ``generate_latest`` (what
-  GET /metrics runs on the event loop), median of ``--repeat``; optionally a
-  cProfile of one exposition (``--profile``).
+- exposition: wall and CPU time and size of ``generate_latest``, median of
+  ``--repeat``; optionally a cProfile of one exposition (``--profile``);
+- with ``--rss``: instead of tracemalloc (which does not see fragmentation), the
+  process's VmRSS after each step and its peak (VmHWM), including one exposition
+  by ``slamon.exposition_async.render`` (what GET /metrics runs, in slices).
+  Run one N per process for meaningful figures.
 
     python bench/metrics_bench.py --targets 1000 10000
+    python bench/metrics_bench.py --targets 10000 --rss
 """
 
 from __future__ import annotations
@@ -56,6 +60,55 @@ def result(ok: bool) -> ProbeResult:
         http_version="1.1",
         body_bytes=3,
     )
+
+
+def vm(key: str = "VmRSS") -> int:
+    """VmRSS or VmHWM of this process, in bytes (Linux)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def measure_rss(n: int, rounds: int) -> dict[str, Any]:
+    """RSS after each step, as the daemon builds its state (no tracemalloc)."""
+    import asyncio
+
+    from slamon.exposition_async import render
+
+    out: dict[str, Any] = {"targets": n, "rss_start": vm()}
+    text = config_text(n)
+    t0 = time.perf_counter()
+    config = parse_config(text)
+    out["parse_seconds"] = time.perf_counter() - t0
+    del text
+    gc.collect()
+    out["rss_config"] = vm()
+    out["hwm_config"] = vm("VmHWM")
+    live = LiveState(config)
+    gc.collect()
+    out["rss_live"] = vm()
+    now = time.time()
+    for r in range(rounds):
+        t = now - (rounds - r) * 10.0
+        for target in config.targets:
+            live.record(target, t, result(True))
+    gc.collect()
+    out["rss_results"] = vm()
+    stats = SchedulerStats()
+    collector = SlamonCollector(lambda: live, lambda: stats)
+    registry = make_registry(collector)
+    c0, w0 = time.process_time(), time.perf_counter()
+    body = asyncio.run(render(registry, collector))
+    out["render_seconds"] = time.perf_counter() - w0
+    out["render_cpu_seconds"] = time.process_time() - c0
+    out["render_bytes"] = len(body)
+    del body
+    gc.collect()
+    out["rss_after_render"] = vm()
+    out["hwm"] = vm("VmHWM")
+    return out
 
 
 def measure(n: int, rounds: int, repeat: int, profile: bool) -> dict[str, Any]:
@@ -126,7 +179,21 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="results recorded per target")
     ap.add_argument("--repeat", type=int, default=3, help="expositions timed")
     ap.add_argument("--profile", action="store_true", help="cProfile one exposition")
+    ap.add_argument("--rss", action="store_true", help="VmRSS per step instead of tracemalloc")
     args = ap.parse_args()
+    if args.rss:
+        for n in args.targets:
+            r = measure_rss(n, args.rounds)
+            mb = {k: v / 1e6 for k, v in r.items() if k.startswith(("rss", "hwm"))}
+            print(
+                f"N={n}: RSS MB: start {mb['rss_start']:.0f}, config {mb['rss_config']:.0f}"
+                f" (parse {r['parse_seconds']:.2f}s, peak {mb['hwm_config']:.0f}), live state"
+                f" {mb['rss_live']:.0f}, + results {mb['rss_results']:.0f}, after one /metrics"
+                f" render {mb['rss_after_render']:.0f} (peak {mb['hwm']:.0f}; render"
+                f" {r['render_seconds']:.2f}s, {r['render_bytes'] / 1e6:.1f} MB)",
+                flush=True,
+            )
+        return
     for n in args.targets:
         r = measure(n, args.rounds, args.repeat, args.profile)
         prof = r.pop("profile")

@@ -37,6 +37,9 @@ class LiveState:
         self.slos: dict[str, SloState] = {}
         self._slos_by_target: dict[str, list[SloState]] = {}
         self._slo_keys: dict[str, object] = {}
+        #: `shape` fingerprints, computed once per key: the repr of the pydantic models
+        #: costs ~10 us per SLO, and every snapshot (each 60 s) asks for all of them
+        self._shapes: dict[str, str] = {}
         self._on_transition = on_transition
         self.apply_config(config)
 
@@ -51,14 +54,16 @@ class LiveState:
                 self.targets[tid] = prev
             else:
                 self.targets[tid] = TargetStatus(target)
-        old_slos, old_keys = self.slos, self._slo_keys
-        self.slos, self._slo_keys = {}, {}
+        old_slos, old_keys, old_shapes = self.slos, self._slo_keys, self._shapes
+        self.slos, self._slo_keys, self._shapes = {}, {}, {}
         for slo in config.slos:
             prev_state = old_slos.get(slo.id)
             parts = [by_id[t] for t in slo.targets]
             # an SLO keeps its windows across a reload only if nothing that shapes them changed
             key = (slo, tuple((t.id, t.interval, t.timeout) for t in parts))
             self._slo_keys[slo.id] = key
+            if old_keys.get(slo.id) == key and slo.id in old_shapes:
+                self._shapes[slo.id] = old_shapes[slo.id]
             if prev_state is not None and old_keys.get(slo.id) == key:
                 self.slos[slo.id] = prev_state
             else:
@@ -109,7 +114,11 @@ class LiveState:
     def shape(self, slo_id: str) -> str:
         """Fingerprint of what shapes an SLO's windows: a snapshot only restores onto
         the same shape (a changed objective, part or interval starts afresh)."""
-        return hashlib.sha256(repr(self._slo_keys[slo_id]).encode()).hexdigest()[:32]
+        shape = self._shapes.get(slo_id)
+        if shape is None:
+            key = self._slo_keys[slo_id]
+            shape = self._shapes[slo_id] = hashlib.sha256(repr(key).encode()).hexdigest()[:32]
+        return shape
 
     def replay(self, target_id: str, t: float, ok: int | None, duration: float | None) -> int:
         """Re-apply a journaled outcome to the SLO windows (not to live counters)."""

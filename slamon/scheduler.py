@@ -106,24 +106,28 @@ class StallMonitor:
     def __init__(self, keep: int = 256) -> None:
         self.stalls: deque[tuple[float, float]] = deque(maxlen=keep)  # loop times
         self.longest = 0.0
+        #: when the monitor should wake next: past it, a stall is in progress
+        self.expected = math.inf
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        expected = loop.time() + self.PERIOD
+        self.expected = loop.time() + self.PERIOD
         while True:
             await asyncio.sleep(self.PERIOD)
             now = loop.time()
-            late = now - expected
+            late = now - self.expected
             if late >= self.THRESHOLD:
-                self.stalls.append((expected, now))
+                self.stalls.append((self.expected, now))
                 self.longest = max(self.longest, late)
-            expected = now + self.PERIOD
+            self.expected = now + self.PERIOD
 
     def stalled(self, start: float, end: float) -> float:
-        """Seconds of stall overlapping [start, end] (loop time)."""
-        return sum(
-            max(0.0, min(end, b) - max(start, a)) for a, b in self.stalls if b > start and a < end
-        )
+        """Seconds of stall overlapping [start, end] (loop time), counting one still in
+        progress: right after a freeze, a probe may resume before the monitor does."""
+        spans = list(self.stalls)
+        if end - self.expected >= self.THRESHOLD:
+            spans.append((self.expected, end))
+        return sum(max(0.0, min(end, b) - max(start, a)) for a, b in spans if b > start and a < end)
 
 
 #: failures that are about time: a frozen loop makes them by itself

@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import pickle
 import re
 import types
 from collections.abc import Hashable, Iterable, Mapping
@@ -123,8 +124,8 @@ def _read(name: str) -> str:
     raise ConfigError([f"{name}: {problem}"], name)
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys instead of keeping the last one."""
+class _UniqueKeys:
+    """Mixin for a SafeLoader: rejects duplicate keys instead of keeping the last one."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         if isinstance(node, yaml.MappingNode):
@@ -148,16 +149,63 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                         key_node.start_mark,
                     )
                 seen[key] = key_node
-        return super().construct_mapping(node, deep=deep)
+        return super().construct_mapping(node, deep=deep)  # type: ignore[misc,no-any-return]
+
+    # provided by the loader class this is mixed into
+    construct_object: Any
+
+
+class _UniqueKeyLoader(_UniqueKeys, yaml.SafeLoader):
+    """Pure-Python SafeLoader: its error messages and marks are the reference."""
+
+
+#: libyaml's parser (about 10x faster, and a lower memory peak on a 10,000-target file)
+#: with the same SafeConstructor; None when PyYAML was built without libyaml
+_FastLoader: Any = (
+    type("_FastUniqueKeyLoader", (_UniqueKeys, yaml.CSafeLoader), {})
+    if getattr(yaml, "__with_libyaml__", False)
+    else None
+)
 
 
 def _mark(mark: Any) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}"
 
 
+def _load_yaml(text: str) -> Any:
+    """Parse with libyaml when available. On any error parse again with the pure-Python
+    loader, whose messages, line and column numbers are the ones reported (libyaml
+    words some problems differently). libyaml accepts a tab as separator where the
+    Python loader rejects it: text with a tab takes the Python loader only, so both
+    paths accept exactly the same files."""
+    if _FastLoader is not None and "\t" not in text:
+        try:
+            return yaml.load(text, Loader=_FastLoader)  # a CSafeLoader subclass
+        except (yaml.YAMLError, RecursionError, ValueError):
+            pass  # ValueError: e.g. a lone surrogate, which libyaml cannot encode
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+
+
+def _compact(data: Any) -> Any:
+    """The same data in freshly allocated objects (sharing, e.g. YAML aliases, kept).
+
+    Memory (issue 2): the parser's node tree is freed after construction, but the
+    constructed values are spread over the memory pages that tree used, so those
+    pages can never be given back: at 10,000 targets the parsed data held ~100 MB
+    of RSS for ~16 MB of objects. Dropping it after a pickle round trip frees those
+    pages (-45 MB of RSS for the life of the process, ~0.1 s).
+    """
+    try:
+        blob = pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # e.g. too deeply nested: keep the original
+        return data
+    del data
+    return pickle.loads(blob)  # our own bytes, made just above
+
+
 def _parse_yaml(text: str, source: str) -> dict[str, Any]:
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+        data = _compact(_load_yaml(text))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"

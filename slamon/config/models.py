@@ -67,8 +67,23 @@ Id = Annotated[str, AfterValidator(_check_id)]
 Regex = Annotated[str, AfterValidator(_check_regex)]
 
 
+#: one shared ``__pydantic_fields_set__`` per distinct set of explicitly given fields
+_FIELDS_SETS: dict[frozenset[str], set[str]] = {}
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+    @model_validator(mode="after")
+    def _share_fields_set(self) -> Any:
+        # Memory (issue 2): every instance carries a set of the fields given in the
+        # input (216-728 bytes); models are frozen and pydantic copies that set
+        # before changing it (model_copy), so instances with the same set share one.
+        mine = self.__pydantic_fields_set__
+        shared = _FIELDS_SETS.setdefault(frozenset(mine), mine)
+        if shared is not mine:
+            object.__setattr__(self, "__pydantic_fields_set__", shared)
+        return self
 
 
 def _status_codes(value: Any) -> Any:
@@ -128,6 +143,15 @@ def check_headers(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+#: one shared list per distinct list of status codes (config objects are frozen)
+_CODE_LISTS: dict[tuple[int, ...], list[int]] = {}
+
+
+def _shared_codes(value: list[int]) -> list[int]:
+    """The default 2xx list is 100 ints (about 2 KB per target): share equal lists."""
+    return _CODE_LISTS.setdefault(tuple(value), value)
+
+
 class JsonAssertion(Strict):
     """`path` is dotted (`data.items.0.state`); `equals` is compared after JSON decoding."""
 
@@ -147,9 +171,9 @@ class HttpSpec(Strict):
     method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
     headers: dict[str, str] = Field(default_factory=dict)
     body: str | None = None
-    valid_status_codes: Annotated[list[int], BeforeValidator(_status_codes)] = Field(
-        default_factory=lambda: list(range(200, 300))
-    )
+    valid_status_codes: Annotated[
+        list[int], BeforeValidator(_status_codes), AfterValidator(_shared_codes)
+    ] = Field(default_factory=lambda: _shared_codes(list(range(200, 300))))
     body_contains: list[str] = Field(default_factory=list)
     body_matches: list[Regex] = Field(default_factory=list)
     body_not_matches: list[Regex] = Field(default_factory=list)
@@ -342,13 +366,17 @@ class AlertWindow(Strict):
         return self
 
 
+#: the SRE workbook pairs; immutable, so every SLO that uses the defaults shares them
+_DEFAULT_ALERT_WINDOWS = (
+    AlertWindow(long=3600, short=300, burn_rate=14.4, severity="page"),
+    AlertWindow(long=6 * 3600, short=1800, burn_rate=6.0, severity="page"),
+    AlertWindow(long=86400, short=7200, burn_rate=3.0, severity="ticket"),
+    AlertWindow(long=3 * 86400, short=6 * 3600, burn_rate=1.0, severity="ticket"),
+)
+
+
 def default_alert_windows() -> list[AlertWindow]:
-    return [
-        AlertWindow(long=3600, short=300, burn_rate=14.4, severity="page"),
-        AlertWindow(long=6 * 3600, short=1800, burn_rate=6.0, severity="page"),
-        AlertWindow(long=86400, short=7200, burn_rate=3.0, severity="ticket"),
-        AlertWindow(long=3 * 86400, short=6 * 3600, burn_rate=1.0, severity="ticket"),
-    ]
+    return list(_DEFAULT_ALERT_WINDOWS)
 
 
 def slo_problems(
