@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from prometheus_client.core import Metric
 from prometheus_client.registry import CollectorRegistry
@@ -73,13 +73,16 @@ class _Text:
         # targets ~470k small strings were ~60 MB of transient heap
         lines.append("".join(parts).encode())
 
-    def bytes(self) -> bytes:
-        return b"".join(h.encode() + b"".join(self.bodies[n]) for n, h in self.heads.items())
+    def chunks(self) -> Iterator[bytes]:
+        """One piece per family, so a response can stream without one big copy."""
+        for name, head in self.heads.items():
+            yield head.encode() + b"".join(self.bodies.pop(name))
 
 
-async def render(
+async def render_chunks(
     registry: CollectorRegistry, collector: SlamonCollector, chunk: int = CHUNK
-) -> bytes:
+) -> Iterator[bytes]:
+    """The exposition, family by family (samples of a family must stay together)."""
     out = _Text()
     for part in collector.slices(chunk):
         out.add_all(part())
@@ -88,4 +91,10 @@ async def render(
     for other in list(registry._collector_to_names):
         if other is not collector:
             out.add_all(other.collect())
-    return out.bytes()
+    return out.chunks()
+
+
+async def render(
+    registry: CollectorRegistry, collector: SlamonCollector, chunk: int = CHUNK
+) -> bytes:
+    return b"".join(await render_chunks(registry, collector, chunk))
