@@ -130,20 +130,25 @@ class StallMonitor:
         return sum(max(0.0, min(end, b) - max(start, a)) for a, b in spans if b > start and a < end)
 
 
-#: failures that are about time: a frozen loop makes them by itself
-TIME_REASONS = frozenset({FailureReason.TIMEOUT, FailureReason.TOO_SLOW})
+def stalled_verdict(
+    result: ProbeResult, frozen: float, timeout: float, max_response_time: float | None = None
+) -> bool:
+    """Whether a failed probe's verdict is explained by slamon's own loop freeze.
 
-
-def stalled_verdict(result: ProbeResult, frozen: float, timeout: float) -> bool:
-    """Whether a failed probe's verdict may be slamon's own doing, not the target's.
-
-    A timeout or "too slow" that overlapped a loop freeze: the clock ran on while
-    nothing could run, so the failure says nothing about the target. Any failure
-    during a freeze of half the timeout or more: the probe barely ran at all.
+    "Too slow" is voided when the response time less the freeze is within the limit:
+    the target was fast, slamon's clock ran on while it could not read the answer.
+    Any other failure (a timeout included: a hanging target stays hanging, however
+    long slamon froze) only when the freeze took half the timeout or more, so the
+    probe barely ran at all.
     """
     if frozen <= 0:
         return False
-    if result.reason in TIME_REASONS and frozen >= StallMonitor.THRESHOLD:
+    if (
+        result.reason is FailureReason.TOO_SLOW
+        and max_response_time is not None
+        and frozen >= StallMonitor.THRESHOLD
+        and result.duration - frozen <= max_response_time
+    ):
         return True
     return frozen >= 0.5 * timeout
 
@@ -339,8 +344,10 @@ class Scheduler:
             self.stats.completed += 1
         try:
             if not entry.removed:
+                limit = target.http.max_response_time if target.http is not None else None
                 if not result.ok and stalled_verdict(
-                    result, self.stall_monitor.stalled(started, loop.time()), target.timeout
+                    result, self.stall_monitor.stalled(started, loop.time()), target.timeout,
+                    limit,
                 ):
                     # slamon, not the target, failed to run this probe: no data
                     self.stats.stalled += 1

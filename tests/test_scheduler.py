@@ -269,16 +269,18 @@ async def test_a_failure_while_the_loop_froze_is_no_data() -> None:
 def test_which_failures_a_loop_freeze_voids() -> None:
     from slamon.scheduler import stalled_verdict
 
-    def fail(reason: FailureReason) -> ProbeResult:
-        return ProbeResult.failure(reason, 0.6)
+    def fail(reason: FailureReason, duration: float = 0.6) -> ProbeResult:
+        return ProbeResult.failure(reason, duration)
 
-    # time-based failures during a freeze are slamon's doing
-    assert stalled_verdict(fail(FailureReason.TOO_SLOW), 0.3, timeout=2.0)
-    assert stalled_verdict(fail(FailureReason.TIMEOUT), 0.3, timeout=2.0)
+    # "too slow" only because slamon froze: 0.6 s measured, 0.3 s of it frozen, limit 0.5 s
+    assert stalled_verdict(fail(FailureReason.TOO_SLOW), 0.3, 2.0, max_response_time=0.5)
+    # too slow even without the freeze: 1.0 s measured, 0.3 s frozen, limit 0.5 s
+    assert not stalled_verdict(fail(FailureReason.TOO_SLOW, 1.0), 0.3, 2.0, 0.5)
     # a short hiccup below the stall threshold voids nothing
-    assert not stalled_verdict(fail(FailureReason.TOO_SLOW), 0.1, timeout=2.0)
+    assert not stalled_verdict(fail(FailureReason.TOO_SLOW), 0.1, 2.0, 0.5)
+    # a timeout: a hanging target hangs whatever slamon did, unless slamon barely ran
+    assert not stalled_verdict(fail(FailureReason.TIMEOUT, 2.0), 0.3, 2.0)
+    assert stalled_verdict(fail(FailureReason.TIMEOUT, 2.0), 1.0, 2.0)
     # a 503 is the target's answer, however slow slamon was to read it
-    assert not stalled_verdict(fail(FailureReason.STATUS), 0.3, timeout=2.0)
-    # ...unless the probe barely ran at all
-    assert stalled_verdict(fail(FailureReason.STATUS), 1.0, timeout=2.0)
-    assert not stalled_verdict(fail(FailureReason.TOO_SLOW), 0.0, timeout=2.0)
+    assert not stalled_verdict(fail(FailureReason.STATUS), 0.3, 2.0)
+    assert not stalled_verdict(fail(FailureReason.TOO_SLOW), 0.0, 2.0, 0.5)
