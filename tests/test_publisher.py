@@ -171,6 +171,8 @@ def env(tmp_path: Path) -> Iterator[Env]:
     finally:
         env.node.stop()  # a test may have restarted anvil: stop the one running now
         node.stop()
+        # and any anvil on this test's state file that a failed restart left behind
+        subprocess.run(["pkill", "-f", f"--state {tmp_path}/"], check=False)
 
 
 @pytest.fixture
