@@ -77,6 +77,18 @@ def _check_url(value: str) -> str:
 _check_headers = check_headers
 
 
+def _check_secret_source(
+    value: str | None, file: str | None, name: str, *, required: bool = False
+) -> None:
+    """A secret comes inline (``${ENV}``) or from a file, never both and never empty."""
+    if value is not None and file is not None:
+        raise PathError((f"{name}_file",), f"use either {name} or {name}_file, not both")
+    if required and value is None and file is None:
+        raise PathError((name,), f"set one of {name} or {name}_file")
+    if value is not None and not value:
+        raise PathError((name,), "must not be empty")
+
+
 class WebhookChannel(Strict):
     """POST a JSON document; optional HMAC-SHA256 of the body in a header."""
 
@@ -99,10 +111,7 @@ class WebhookChannel(Strict):
 
     @model_validator(mode="after")
     def _one_secret(self) -> WebhookChannel:
-        if self.hmac_secret is not None and self.hmac_secret_file is not None:
-            raise PathError(("hmac_secret_file",), "use either hmac_secret or hmac_secret_file")
-        if self.hmac_secret is not None and not self.hmac_secret:
-            raise PathError(("hmac_secret",), "must not be empty")
+        _check_secret_source(self.hmac_secret, self.hmac_secret_file, "hmac_secret")
         if not _HEADER_NAME_RE.fullmatch(self.signature_header):
             raise PathError(("signature_header",), "invalid header name")
         return self
@@ -145,8 +154,7 @@ class EmailChannel(Strict):
 
     @model_validator(mode="after")
     def _auth(self) -> EmailChannel:
-        if self.password is not None and self.password_file is not None:
-            raise PathError(("password_file",), "use either password or password_file")
+        _check_secret_source(self.password, self.password_file, "password")
         if (self.password is not None or self.password_file is not None) and not self.username:
             raise PathError(("username",), "required with a password")
         if "@" not in self.sender:
@@ -284,8 +292,10 @@ class NotifyConfig(Strict):
         for i, ch in enumerate(self.channels):
             if ch.id in seen:
                 problems.append(
-                    (("channels", i, "id"),
-                     f"duplicate id {ch.id!r} (also channels[{seen[ch.id]}])")
+                    (
+                        ("channels", i, "id"),
+                        f"duplicate id {ch.id!r} (also channels[{seen[ch.id]}])",
+                    )
                 )
             seen.setdefault(ch.id, i)
         route_ids: dict[str, int] = {}
@@ -295,8 +305,10 @@ class NotifyConfig(Strict):
             rid = self.route_id(i)
             if rid in route_ids:
                 problems.append(
-                    (("routes", i, "id"),
-                     f"duplicate route id {rid!r} (also routes[{route_ids[rid]}])")
+                    (
+                        ("routes", i, "id"),
+                        f"duplicate route id {rid!r} (also routes[{route_ids[rid]}])",
+                    )
                 )
             route_ids.setdefault(rid, i)
         if problems:
@@ -321,8 +333,7 @@ class BasicAuth(Strict):
 
     @model_validator(mode="after")
     def _one(self) -> BasicAuth:
-        if (self.password is None) == (self.password_file is None):
-            raise PathError(("password",), "set exactly one of password or password_file")
+        _check_secret_source(self.password, self.password_file, "password", required=True)
         return self
 
 

@@ -387,6 +387,48 @@ def test_config_errors_do_not_echo_secrets() -> None:
     assert "topsecret" not in messages and "must be an http" in messages
 
 
+
+
+@pytest.mark.parametrize(
+    ("where", "fields", "path", "words"),
+    [
+        ("webhook", {"hmac_secret": "k", "hmac_secret_file": "/f"},
+         "notify.channels[0].webhook.hmac_secret_file", "not both"),
+        ("webhook", {"hmac_secret": ""}, "notify.channels[0].webhook.hmac_secret",
+         "must not be empty"),
+        ("email", {"password": "pw", "password_file": "/f", "username": "u"},
+         "notify.channels[0].email.password_file", "not both"),
+        ("email", {"password": "", "username": "u"}, "notify.channels[0].email.password",
+         "must not be empty"),
+        ("email", {"password": "pw"}, "notify.channels[0].email.username",
+         "required with a password"),
+        ("status", {"password": "pw", "password_file": "/f"},
+         "status_page.basic_auth.password_file", "not both"),
+        ("status", {}, "status_page.basic_auth.password", "set one of password or password_file"),
+    ],
+)
+def test_secret_sources_checked_with_path(
+    where: str, fields: dict[str, str], path: str, words: str
+) -> None:
+    """Every secret field pair (inline or *_file) gets the same checks, named by path."""
+    from slamon.config.loader import ConfigError, parse_config
+
+    doc: dict[str, Any] = {"targets": [{"id": "web", "kind": "tcp",
+                                        "tcp": {"host": "127.0.0.1", "port": 9}}]}
+    if where == "status":
+        doc["status_page"] = {"enabled": True, "basic_auth": {"username": "acme", **fields}}
+    else:
+        base = {"webhook": {"url": "http://127.0.0.1:9/"},
+                "email": {"host": "127.0.0.1", "from": "a@b.c", "to": ["d@e.f"]}}[where]
+        doc["notify"] = {"channels": [{"id": "c", "kind": where, where: {**base, **fields}}],
+                         "routes": [{"channel": "c"}]}
+    with pytest.raises(ConfigError) as err:
+        parse_config(json.dumps(doc))
+    assert err.value.errors == [f"{path}: {words}"] or any(
+        e.startswith(f"{path}: ") and words in e for e in err.value.errors), err.value.errors
+    assert len(err.value.errors) == 1 and "pw" not in err.value.errors[0]
+
+
 # -- routing rules (fake clock, recording channel) ----------------------------------------
 
 def router(config: Config | None = None, **route: Any) -> tuple[Dispatcher, Recorder, list[float]]:

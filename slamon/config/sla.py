@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from eth_utils.crypto import keccak
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from slamon.config.models import Duration, Id, PathError, Strict
 from slamon.durations import format_duration
@@ -49,6 +49,29 @@ def zone(name: str) -> ZoneInfo:
 def _check_zone(value: str) -> str:
     zone(value)
     return value
+
+
+def _weekday(value: Any) -> Any:
+    if isinstance(value, str):
+        low = value.strip().lower()
+        return _SHORT_DAYS.get(low, low)
+    return value
+
+
+def _check_window_duration(value: float) -> float:
+    if value != int(value) or value < 1:
+        raise ValueError("must be whole seconds, at least 1s")
+    if value > MAX_MAINTENANCE:
+        raise ValueError("must be at most 31d")
+    return value
+
+
+#: an IANA zone name, checked when the config loads
+Timezone = Annotated[str, AfterValidator(_check_zone)]
+#: a weekday, also accepted as a three-letter abbreviation in any case
+Day = Annotated[Weekday, BeforeValidator(_weekday)]
+#: a recurring maintenance window's length: whole seconds, 1s..31d
+WindowDuration = Annotated[Duration, AfterValidator(_check_window_duration)]
 
 
 def parse_instant(value: Any) -> int:
@@ -89,24 +112,11 @@ class PeriodSpec(Strict):
 
     kind: Literal["hourly", "daily", "weekly", "monthly", "fixed"]
     #: IANA zone for calendar periods (not allowed for fixed)
-    timezone: str = "UTC"
-    week_start: Weekday = "monday"
+    timezone: Timezone = "UTC"
+    week_start: Day = "monday"
     #: fixed periods only: length (whole seconds, >= 1m) and anchor (start of period 0)
     length: Duration | None = None
     anchor: Instant | None = None
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, value: str) -> str:
-        return _check_zone(value)
-
-    @field_validator("week_start", mode="before")
-    @classmethod
-    def _week_start(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            low = value.strip().lower()
-            return _SHORT_DAYS.get(low, low)
-        return value
 
     @model_validator(mode="after")
     def _checks(self) -> PeriodSpec:
@@ -266,13 +276,6 @@ class Sla(Strict):
 # -- maintenance windows -------------------------------------------------------
 
 
-def _weekday(value: Any) -> Any:
-    if isinstance(value, str):
-        low = value.strip().lower()
-        return _SHORT_DAYS.get(low, low)
-    return value
-
-
 class OnceWindow(Strict):
     start: Instant
     end: Instant
@@ -285,11 +288,11 @@ class OnceWindow(Strict):
 
 
 class WeeklyWindow(Strict):
-    days: list[Annotated[Weekday, BeforeValidator(_weekday)]] = Field(min_length=1)
+    days: list[Day] = Field(min_length=1)
     #: local start time HH:MM
     start: str
-    duration: Duration
-    timezone: str = "UTC"
+    duration: WindowDuration
+    timezone: Timezone = "UTC"
 
     @field_validator("start")
     @classmethod
@@ -297,46 +300,18 @@ class WeeklyWindow(Strict):
         parse_hhmm(value)
         return value
 
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, value: str) -> str:
-        return _check_zone(value)
-
-    @field_validator("duration")
-    @classmethod
-    def _duration(cls, value: float) -> float:
-        return _check_window_duration(value)
-
 
 class CronWindow(Strict):
     #: 5-field cron expression (minute hour day-of-month month day-of-week), local time
     schedule: str
-    duration: Duration
-    timezone: str = "UTC"
+    duration: WindowDuration
+    timezone: Timezone = "UTC"
 
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, value: str) -> str:
         parse_cron(value)
         return value
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, value: str) -> str:
-        return _check_zone(value)
-
-    @field_validator("duration")
-    @classmethod
-    def _duration(cls, value: float) -> float:
-        return _check_window_duration(value)
-
-
-def _check_window_duration(value: float) -> float:
-    if value != int(value) or value < 1:
-        raise ValueError("must be whole seconds, at least 1s")
-    if value > MAX_MAINTENANCE:
-        raise ValueError("must be at most 31d")
-    return value
 
 
 class MaintenanceWindow(Strict):
