@@ -282,6 +282,7 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self._flush_loop(), name="flush"))
         await self.scheduler.wait_scheduled()
         settle_heap()
+        self._tasks.append(asyncio.create_task(self._settle_after_first_round(), name="settle"))
         self.ready.set()
         if self.notifier is not None:
             self.notifier.ready(self.status_text())
@@ -295,6 +296,15 @@ class Daemon:
             targets=len(self.config.targets),
             slos=len(self.config.slos),
         )
+
+    async def _settle_after_first_round(self) -> None:
+        """Settle again once every target has been probed: each probe's prepared
+        request and first results are long-lived, and left young they made every
+        full collection walk ~80k more objects (docs/benchmarks.md, issue 7)."""
+        targets = self.config.targets
+        if targets:
+            await asyncio.sleep(max(t.interval + t.timeout for t in targets) + 1.0)
+            settle_heap()
 
     async def run(self) -> None:
         """Run until SIGTERM/SIGINT; SIGHUP reloads the config file."""
@@ -483,6 +493,15 @@ def settle_heap() -> None:
     """
     gc.collect()
     gc.freeze()
+    gen0, gen1, _ = gc.get_threshold()
+    gc.set_threshold(gen0, gen1, FULL_GC_AFTER)
+
+
+#: young (gen 1) collections between full ones, instead of CPython's 10. Probes leave
+#: no reference cycles, so full collections found nothing to free, yet at 10,000
+#: targets they ran every ~7 s and stalled the loop 45-90 ms (docs/benchmarks.md).
+#: CPython's own rule (only once survivors grow by 25 %) still applies on top.
+FULL_GC_AFTER = 200
 
 
 def install_uvloop() -> bool:

@@ -271,20 +271,22 @@ async def connect(
     `on_transport` is called as soon as a transport exists, so the caller can
     abort it whatever happens later (cancellation-safe cleanup).
     """
-    last: OSError | None = None
+    failure: tuple[FailureReason, str] | None = None
     clock.enter("connect")
     for fam, addr in addrs:
         try:
             transport, protocol = await loop.create_connection(factory, addr, port, family=fam)
         except OSError as exc:
-            last = exc
+            # keep the classification, not the exception: an exception held in a
+            # local would form a frame <-> traceback cycle for the cyclic GC
+            failure = classify(exc)
             continue
         on_transport(transport)
         clock.leave()
         return transport, protocol
     clock.leave()
-    assert last is not None
-    raise last
+    assert failure is not None
+    raise ProbeError(*failure)
 
 
 async def start_tls(

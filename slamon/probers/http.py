@@ -87,9 +87,11 @@ class _Prepared:
     first: _Hop
     valid: frozenset[int]
     valid_text: str
-    headers: list[tuple[bytes, str, re.Pattern[str], bool]]
-    matches: list[re.Pattern[str]]
-    not_matches: list[re.Pattern[str]]
+    # tuples, not lists: an empty tuple is a shared untracked constant, so 10,000
+    # prepared specs add no containers for the cyclic GC to walk (docs/benchmarks.md)
+    headers: tuple[tuple[bytes, str, re.Pattern[str], bool], ...]
+    matches: tuple[re.Pattern[str], ...]
+    not_matches: tuple[re.Pattern[str], ...]
     keep_body: bool
     stop_at: frozenset[int]
 
@@ -164,12 +166,12 @@ def _prepare(spec: HttpSpec) -> _Prepared:
         first=_make_hop(spec, spec.url, spec.method, body),
         valid=valid,
         valid_text=valid_text,
-        headers=[
+        headers=tuple(
             (h.name.lower().encode("latin-1"), h.name, pattern(h.regex), h.allow_missing)
             for h in spec.header_matches
-        ],
-        matches=[pattern(p) for p in spec.body_matches],
-        not_matches=[pattern(p) for p in spec.body_not_matches],
+        ),
+        matches=tuple(pattern(p) for p in spec.body_matches),
+        not_matches=tuple(pattern(p) for p in spec.body_not_matches),
         keep_body=bool(
             spec.body_contains or spec.body_matches or spec.body_not_matches or spec.json_equals
         ),
@@ -226,7 +228,8 @@ class _HttpProtocol(asyncio.Protocol):
         stop_at: frozenset[int],
     ) -> None:
         self.done: asyncio.Future[None] = loop.create_future()
-        self.parser = httptools.HttpResponseParser(self)
+        # made on connect: a protocol whose connection is refused then holds no cycle
+        self.parser: httptools.HttpResponseParser | None = None
         self.transport: asyncio.BaseTransport | None = None
         self.head = head
         self.limit = limit
@@ -248,14 +251,16 @@ class _HttpProtocol(asyncio.Protocol):
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
+        self.parser = httptools.HttpResponseParser(self)
 
     def data_received(self, data: bytes) -> None:
-        if self.done.done():
+        parser = self.parser
+        if parser is None or self.done.done():
             return
         if not self.first_byte:
             self.first_byte = time.perf_counter()
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserError as exc:
             if self.done.done():
                 return
@@ -278,6 +283,7 @@ class _HttpProtocol(asyncio.Protocol):
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        assert self.parser is not None  # called from feed_data only
         status = self.parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self.informational = True
@@ -324,6 +330,24 @@ class _HttpProtocol(asyncio.Protocol):
             self.informational = False
             return
         self._finish()
+
+    def release(self) -> None:
+        """Drop the parser and transport: both point back here (the parser through
+        bound callbacks), so without this every probe left a reference cycle that
+        only the cyclic GC could free; at 10,000 targets that was ~17k objects/s
+        and full collections of 60-160 ms (docs/benchmarks.md)."""
+        self.parser = None
+        self.transport = None
+
+    def raise_error(self) -> None:
+        """Raise the failure, if any, handing it over: kept here or in a local it
+        would form an error -> traceback -> frame -> error cycle."""
+        error, self.error = self.error, None
+        if error is not None:
+            try:
+                raise error
+            finally:
+                del error
 
     # outcomes
     def _eof(self, exc: Exception | None) -> None:
@@ -409,10 +433,11 @@ async def _exchange(
     clock.current = "transfer"
     if proto.status:
         st.status = proto.status
-        st.http_version = proto.parser.get_http_version()
+        if proto.parser is not None:
+            st.http_version = proto.parser.get_http_version()
     st.body_bytes = proto.body_bytes
-    if proto.error is not None:
-        raise proto.error
+    proto.release()
+    proto.raise_error()
     return proto
 
 
@@ -600,6 +625,8 @@ async def probe(target: Target, timeout: float) -> ProbeResult:
     finally:
         for tr in st.transports:
             tr.abort()  # type: ignore[attr-defined]
+        if st.proto is not None:
+            st.proto.release()
     return ProbeResult.failure(
         reason,
         time.perf_counter() - start,
