@@ -493,6 +493,7 @@ def settle_heap() -> None:
     """
     gc.collect()
     gc.freeze()
+    gc.enable()  # `slamon run` starts with it disabled
     gen0, gen1, _ = gc.get_threshold()
     gc.set_threshold(gen0, gen1, FULL_GC_AFTER)
 
