@@ -17,6 +17,7 @@ import yaml
 from slamon.config.models import Config
 from slamon.rules import (
     BURN_ALERT,
+    LAG_ALERT,
     NO_DATA_ALERT,
     STALE_ALERT,
     generate_rules,
@@ -60,7 +61,8 @@ def alerts(doc: dict[str, Any], name: str | None = None) -> list[dict[str, Any]]
 
 def test_alerts_follow_the_configured_windows() -> None:
     doc = generate_rules(make_config())
-    assert [g["name"] for g in doc["groups"]] == ["slamon-slo-shop", "slamon-slo-api-latency"]
+    assert [g["name"] for g in doc["groups"]] == [
+        "slamon-slo-shop", "slamon-slo-api-latency", "slamon-self"]
     burn = [a for a in alerts(doc, BURN_ALERT) if a["labels"]["slo"] == "shop"]
     got = [(a["labels"]["long_window"], a["labels"]["short_window"], a["labels"]["burn_rate"],
             a["labels"]["severity"], a["for"]) for a in burn]
@@ -231,12 +233,35 @@ def _absent_and_stale_case(doc: dict[str, Any]) -> dict[str, Any]:
     ]}
 
 
+def _lag_case(doc: dict[str, Any]) -> dict[str, Any]:
+    """Instance b starts every probe 0.25-0.5 s late, instance a within 10 ms: only b
+    gets the ticket, once the lag has lasted the alert's `for`."""
+    from slamon.scheduler import LAG_BUCKETS
+
+    rule = _find(doc, LAG_ALERT)
+    series = []
+    for inst, slowest in (("a", 0.01), ("b", 0.5)):
+        for le in [*LAG_BUCKETS, "+Inf"]:
+            counts = "0+100x40" if le == "+Inf" or float(le) >= slowest else "0x40"
+            series.append({
+                "series": f'slamon_scheduler_lag_seconds_bucket{{le="{le}",instance="{inst}",'
+                          'job="slamon"}',
+                "values": counts,
+            })
+    firing = {"exp_labels": dict(rule["labels"], instance="b"),
+              "exp_annotations": rule["annotations"]}
+    return {"interval": "1m", "input_series": series, "alert_rule_test": [
+        {"eval_time": "10m", "alertname": LAG_ALERT, "exp_alerts": []},  # pending (for: 15m)
+        {"eval_time": "30m", "alertname": LAG_ALERT, "exp_alerts": [firing]},
+    ]}
+
+
 def test_promtool_test_rules(tmp_path: Path, promtool: str) -> None:
     config = make_config()
     doc = generate_rules(config)
     (tmp_path / "rules.yml").write_text(render_rules(config))
     cases = [_burn_case(doc), _short_spike_case(doc), _exhausted_and_no_data_case(doc),
-             _absent_and_stale_case(doc)]
+             _absent_and_stale_case(doc), _lag_case(doc)]
     spec = {"rule_files": ["rules.yml"], "evaluation_interval": "1m", "tests": cases}
     (tmp_path / "tests.yml").write_text(yaml.safe_dump(spec, sort_keys=False))
     res = subprocess.run([promtool, "test", "rules", "tests.yml"], cwd=tmp_path,
