@@ -45,7 +45,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from farm import Farm, free_ports, nginx_farm  # noqa: E402
+from farm import Farm, free_ports, nginx_farm, stop_group  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -235,14 +235,7 @@ def child(argv: list[str], log: Path, **kw: Any) -> Iterator[subprocess.Popen[by
         yield proc
     finally:
         if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
+            stop_group(proc, grace=20)
 
 
 def write_config(path: Path, urls: list[str], port: int, args: argparse.Namespace) -> None:
@@ -780,19 +773,19 @@ def main() -> None:
             for n in args.targets:
                 for run in range(1, args.runs + 1):
                     tag = f"{n}-{run}"
-                    if not args.no_slamon:
-                        print(f"== slamon {n} targets, run {run}", flush=True)
-                        r = run_slamon(farm, n, args, work, tag)
+                    for name, runner, skip in (
+                        ("slamon", run_slamon, args.no_slamon),
+                        ("aiohttp reference", run_reference, args.no_reference),
+                    ):
+                        if skip:
+                            continue
+                        print(f"== {name} {n} targets, run {run}", flush=True)
+                        r = runner(farm, n, args, work, tag)
                         r["run"] = run
                         rows.append(r)
                         print(table([r]), flush=True)
-                        print(f"   scrape: {json.dumps(r['scrape'])}", flush=True)
-                    if not args.no_reference:
-                        print(f"== aiohttp reference {n} targets, run {run}", flush=True)
-                        r = run_reference(farm, n, args, work, tag)
-                        r["run"] = run
-                        rows.append(r)
-                        print(table([r]), flush=True)
+                        if "scrape" in r:
+                            print(f"   scrape: {json.dumps(r['scrape'])}", flush=True)
     finally:
         out = args.out / f"probe-{stamp}.json"
         out.write_text(
