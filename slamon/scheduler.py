@@ -344,10 +344,11 @@ class Scheduler:
             self.stats.completed += 1
         try:
             if not entry.removed:
-                limit = target.http.max_response_time if target.http is not None else None
                 if not result.ok and stalled_verdict(
-                    result, self.stall_monitor.stalled(started, loop.time()), target.timeout,
-                    limit,
+                    result,
+                    self.stall_monitor.stalled(started, loop.time()),
+                    target.timeout,
+                    target.http.max_response_time if target.http is not None else None,
                 ):
                     # slamon, not the target, failed to run this probe: no data
                     self.stats.stalled += 1
