@@ -236,8 +236,10 @@ async def test_lag_stays_small_with_many_targets(n: int) -> None:
 async def test_a_failure_while_the_loop_froze_is_no_data() -> None:
     """The design rule: slamon's own trouble is never counted against the target."""
     timeout = 0.4
+    entered = asyncio.Event()
 
     async def probe(target: Target, timeout_: float) -> ProbeResult:
+        entered.set()
         await asyncio.sleep(timeout_)  # the answer never comes: a timeout
         return ProbeResult.failure(FailureReason.TIMEOUT, timeout_, "timeout")
 
@@ -249,9 +251,10 @@ async def test_a_failure_while_the_loop_froze_is_no_data() -> None:
             prober_for=lambda kind: probe,
         )
         task = asyncio.create_task(sched.run())
+        # the probe itself must be running: `in_flight` counts it from dispatch, before
+        # its task has started, and a freeze before the start is not inside the probe
         async with asyncio.timeout(5):
-            while sched.stats.in_flight == 0:
-                await asyncio.sleep(0.01)
+            await entered.wait()
         if freeze:
             time.sleep(freeze)  # block the event loop, as a huge scrape would
         async with asyncio.timeout(5):
