@@ -10,7 +10,7 @@ per target, and the daemon's registry; then
   ``--repeat``; optionally a cProfile of one exposition (``--profile``);
 - with ``--rss``: instead of tracemalloc (which does not see fragmentation), the
   process's VmRSS after each step and its peak (VmHWM), including one exposition
-  by ``slamon.exposition_async.render`` (what GET /metrics runs, in slices).
+  by ``slamon.metrics.exposition.render`` (what GET /metrics runs, in slices).
   Run one N per process for meaningful figures.
 
     python bench/metrics_bench.py --targets 1000 10000
@@ -32,10 +32,10 @@ from typing import Any
 from prometheus_client import generate_latest
 
 from slamon.config.loader import parse_config
-from slamon.live import LiveState
-from slamon.metrics import SlamonCollector, make_registry
+from slamon.metrics.collector import SlamonCollector, make_registry
 from slamon.probers.base import ProbeResult
 from slamon.scheduler import SchedulerStats
+from slamon.sli.live import LiveState
 
 
 def config_text(n: int, ports: int = 20) -> str:
@@ -75,7 +75,7 @@ def measure_rss(n: int, rounds: int) -> dict[str, Any]:
     """RSS after each step, as the daemon builds its state (no tracemalloc)."""
     import asyncio
 
-    from slamon.exposition_async import render
+    from slamon.metrics.exposition import render
 
     out: dict[str, Any] = {"targets": n, "rss_start": vm()}
     text = config_text(n)

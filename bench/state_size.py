@@ -42,12 +42,12 @@ import time
 from pathlib import Path
 
 from slamon.config.loader import parse_config
-from slamon.live import LiveState
-from slamon.log import configure_logging, get_logger
 from slamon.probers.base import FailureReason, ProbeResult
 from slamon.scheduler import phase_offset
-from slamon.sla_tracker import SlaTracker
-from slamon.store import StateStore
+from slamon.sla.tracker import SlaTracker
+from slamon.sli.live import LiveState
+from slamon.store.sqlite import StateStore
+from slamon.util.log import configure_logging, get_logger
 
 INTERVAL = 30
 T0 = 1767225600  # 2026-01-01T00:00:00Z

@@ -71,9 +71,9 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _start_daemon(config: Any, config_path: str, before: Any = None, after: Any = None) -> int:
+    from slamon.app.daemon import Daemon, StartupError
     from slamon.config.loader import load_config
-    from slamon.daemon import Daemon, StartupError
-    from slamon.log import configure_logging
+    from slamon.util.log import configure_logging
 
     configure_logging(config.logging.level, config.logging.format)
 
@@ -110,7 +110,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     import tempfile
 
-    from slamon.demo import CYCLE, DemoTargets, start_dev_chain
+    from slamon.dev.demo import CYCLE, DemoTargets, start_dev_chain
 
     config = _load(args.config)
     if config is None:
@@ -123,11 +123,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     node = None
     fixed = [s.id for s in config.slas if s.period.kind == "fixed"]
     if not args.no_chain and fixed:
-        from slamon.chain.devchain import DevChainError
+        from slamon.chain.tx import ChainTxError
 
         try:
             node, oracle_cfg, _starts = start_dev_chain(config, fixed)
-        except DevChainError as exc:
+        except ChainTxError as exc:
             print(f"slamon: demo runs without a chain: {exc}", file=sys.stderr)
         else:
             config = config.model_copy(update={"oracle": oracle_cfg})
@@ -164,9 +164,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_probe(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from slamon.config.models import Target
+    from slamon.config.targets import Target
     from slamon.probers import get_prober
-    from slamon.redact import redact_url
+    from slamon.util.redact import redact_url
 
     url: str = args.url
     spec: dict[str, Any]
@@ -191,7 +191,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
             http["max_response_time"] = args.max_time
         spec = {"kind": "http", "http": http}
     try:
-        from slamon.durations import parse_duration
+        from slamon.util.durations import parse_duration
 
         timeout = parse_duration(args.timeout)
         target = Target.model_validate(
@@ -236,7 +236,7 @@ def check_proofs(doc: dict[str, Any]) -> str | None:
     The root check alone proves the leaf set; the proofs are what a contract or
     a customer holding a single leaf uses, so a served file must carry good ones.
     """
-    from slamon.evidence import Leaf, verify
+    from slamon.sla.evidence import Leaf, verify
 
     proofs = doc.get("proofs")
     if proofs is None:
@@ -258,7 +258,7 @@ def check_proofs(doc: dict[str, Any]) -> str | None:
 def _cmd_evidence_verify(args: argparse.Namespace) -> int:
     import json
 
-    from slamon.evidence import EVIDENCE_FORMAT, verify_evidence_file
+    from slamon.sla.evidence import EVIDENCE_FORMAT, verify_evidence_file
 
     try:
         data = json.loads(_read_input(args.file))
@@ -294,7 +294,7 @@ def _cmd_evidence_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from slamon.export import ExportError, export, parse_date
+    from slamon.sla.export import ExportError, export, parse_date
 
     config = _load(args.config)
     if config is None:
@@ -324,8 +324,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 PLUGIN_COMMANDS = (
     "slamon.chain.commands",
     "slamon.oracle.commands",
-    "slamon.rules",
-    "slamon.report_render",
+    "slamon.metrics.rules",
+    "slamon.sla.report",
 )
 
 
@@ -404,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from slamon.log import configure_logging
+    from slamon.util.log import configure_logging
 
     # one-shot commands keep stdout for their output; `run` reconfigures from its config
     configure_logging("info", "console", stream=sys.stderr)
@@ -417,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # last line of defence: a message, never a traceback
         if os.environ.get("SLAMON_DEBUG"):
             raise
-        from slamon.redact import redact_text
+        from slamon.util.redact import redact_text
 
         _err(
             f"unexpected {type(exc).__name__}: {redact_text(str(exc))}. "

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from slamon.config.models import Target
+from slamon.config.targets import Target
 from slamon.probers.base import FailureReason, Prober, ProbeResult
 
 ResultCallback = Callable[[Target, float, ProbeResult], None]

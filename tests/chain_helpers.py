@@ -28,9 +28,9 @@ from web3 import Web3
 from web3.contract import Contract
 
 from slamon.chain.artefacts import Artefact
-from slamon.chain.devchain import ANVIL_CHAIN_ID as ANVIL_CHAIN_ID
-from slamon.chain.devchain import AnvilProcess, anvil_keys, find_anvil
-from slamon.chain.devchain import free_port as free_port
+from slamon.dev.devchain import ANVIL_CHAIN_ID as ANVIL_CHAIN_ID
+from slamon.dev.devchain import AnvilProcess, anvil_keys, find_anvil
+from slamon.dev.devchain import free_port as free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NODE_MODULES = REPO_ROOT / "node_modules"
@@ -82,7 +82,7 @@ def compile_sources(*sources: str) -> dict[str, Artefact]:
 
 @dataclass
 class AnvilNode(AnvilProcess):
-    """A running anvil process on 127.0.0.1 (slamon.chain.devchain's, plus test helpers)."""
+    """A running anvil process on 127.0.0.1 (slamon.dev.devchain's, plus test helpers)."""
 
     @classmethod
     @contextmanager

@@ -34,7 +34,7 @@ import pytest
 import trustme
 from aiohttp import web
 
-from slamon.config.models import Target
+from slamon.config.targets import Target
 
 HOST = "127.0.0.1"
 JSON_DOC: dict[str, Any] = {

@@ -21,18 +21,18 @@ from typing import Any
 import aiohttp
 import pytest
 
-from slamon.api import api_routes
 from slamon.config.loader import load_config
-from slamon.config.models import Config
-from slamon.evidence import Leaf, hex0x
-from slamon.log import get_logger
-from slamon.maintenance import intervals_by_target
-from slamon.metrics import SlamonCollector, make_registry
-from slamon.period_result import compute_period_result
-from slamon.policy import policy_digest_for
-from slamon.server import HttpServer, build_app
-from slamon.sla_tracker import SlaTracker
-from slamon.store import StateStore
+from slamon.config.root import Config
+from slamon.metrics.collector import SlamonCollector, make_registry
+from slamon.sla.evidence import Leaf, hex0x
+from slamon.sla.maintenance import intervals_by_target
+from slamon.sla.policy import policy_digest_for
+from slamon.sla.result import compute_period_result
+from slamon.sla.tracker import SlaTracker
+from slamon.store.sqlite import StateStore
+from slamon.util.log import get_logger
+from slamon.web.api import api_routes
+from slamon.web.server import HttpServer, build_app
 from tests.misbehaving import MisbehavingHttpServer
 
 #: first period id; fixed 1m periods from the epoch, so it starts at P * 60
@@ -279,7 +279,7 @@ async def test_pruned_evidence_is_404(tmp_path: Path) -> None:
 
 async def test_daemon_serves_the_api(tmp_path: Path) -> None:
     """The wiring in Daemon.start(): the real daemon answers /api/v1/slas."""
-    from slamon.daemon import Daemon
+    from slamon.app.daemon import Daemon
 
     async with MisbehavingHttpServer() as target:
         config = load_config(write_config(tmp_path, url=target.url("/")))

@@ -19,7 +19,9 @@ from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from slamon.chain.eip712 import Report, SignedReport, domain_data
-from slamon.config.models import Config, KeyConfig, OracleConfig, StateConfig
+from slamon.config.oracle import KeyConfig, OracleConfig
+from slamon.config.process import StateConfig
+from slamon.config.root import Config
 from slamon.oracle.commands import register
 from slamon.oracle.http import add_routes
 from slamon.oracle.keys import Signer, load_signer

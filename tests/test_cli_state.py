@@ -11,8 +11,8 @@ import io
 import json
 from pathlib import Path
 
-from slamon.evidence import hex0x
-from slamon.periods import utc_iso
+from slamon.sla.evidence import hex0x
+from slamon.wallclock import utc_iso
 from tests.test_api import P, make_state, run_cli, write_config
 
 

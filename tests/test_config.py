@@ -11,8 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slamon.config.loader import ConfigError, format_path, load_config, parse_config
-from slamon.config.models import Config, default_alert_windows
+from slamon.config.loader import ConfigError, load_config, parse_config
+from slamon.config.root import Config
+from slamon.config.slo import default_alert_windows
+from slamon.util.schema import format_path
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slamon.evidence import (
+from slamon.sla.evidence import (
     ZERO_ROOT,
     Leaf,
     StandardTree,

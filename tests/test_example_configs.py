@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from slamon.config.loader import load_config
-from slamon.rules import render_rules
+from slamon.metrics.rules import render_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ["single-web", "composite-sla", "quorum-a", "quorum-b", "quorum-c"]

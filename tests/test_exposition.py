@@ -6,12 +6,12 @@ import asyncio
 
 from prometheus_client import generate_latest
 
-from slamon.config.models import Config
-from slamon.exposition_async import render
-from slamon.live import LiveState
-from slamon.metrics import SlamonCollector, make_registry
+from slamon.config.root import Config
+from slamon.metrics.collector import SlamonCollector, make_registry
+from slamon.metrics.exposition import render
 from slamon.probers.base import FailureReason, ProbeResult
 from slamon.scheduler import SchedulerStats
+from slamon.sli.live import LiveState
 from tests.promtext import parse_metrics
 
 NOW = 1_800_000_000.0

@@ -20,7 +20,7 @@ from slamon.oracle.journal import (
     SentTx,
     key_of,
 )
-from slamon.store import StateStore
+from slamon.store.sqlite import StateStore
 
 KEY = keccak(text="journal-test-signer")
 OTHER_KEY = keccak(text="journal-test-other")

@@ -11,15 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from slamon.config.sla import MaintenanceWindow
-from slamon.maintenance import (
+from slamon.config.maintenance import MaintenanceWindow
+from slamon.sla.maintenance import (
     active_at,
     intervals,
     intervals_by_target,
     merge,
     overlap_seconds,
-    parse_cron,
 )
+from slamon.wallclock import parse_cron
 
 
 def ts(text: str) -> int:

@@ -24,19 +24,19 @@ from aiohttp import web
 from aiosmtpd.controller import Controller
 from prometheus_client.core import Metric
 
-from slamon.config.models import Config
-from slamon.events import Event, EventBus, EventKind
-from slamon.live import LiveState, TargetStatus
+from slamon.channels.alertmanager import AlertmanagerNotifier
+from slamon.channels.base import DeliveryError
+from slamon.channels.email import EmailNotifier
+from slamon.channels.slack import SlackNotifier
+from slamon.channels.webhook import WebhookNotifier, sign
+from slamon.config.notify import NotifyConfig
+from slamon.config.root import Config
 from slamon.notify import BurnWatch, CertWatch, Dispatcher, Message, burn_alerts, live_streak
-from slamon.notify.alertmanager import AlertmanagerNotifier
-from slamon.notify.base import DeliveryError
-from slamon.notify.email import EmailNotifier
 from slamon.notify.router import build_notifiers
-from slamon.notify.slack import SlackNotifier
-from slamon.notify.webhook import WebhookNotifier, sign
-from slamon.notify_config import NotifyConfig
 from slamon.probers.base import ProbeResult
 from slamon.scheduler import Scheduler
+from slamon.sli.live import LiveState, TargetStatus
+from slamon.util.events import Event, EventBus, EventKind
 from tests.misbehaving import MisbehavingHttpServer, free_port
 
 SECRET = "hmac-key-do-not-leak"

@@ -10,15 +10,16 @@ from eth_utils.crypto import keccak
 from web3.logs import DISCARD
 
 from slamon.chain import sla_compensation
-from slamon.config.models import KeyConfig, Slo
+from slamon.config.oracle import KeyConfig
 from slamon.config.sla import Sla
-from slamon.evidence import Leaf
+from slamon.config.slo import Slo
 from slamon.oracle.builder import ReportBuildError, build_report, period_base_for
 from slamon.oracle.keys import Signer, load_signer
-from slamon.period_result import PeriodResult, compute_period_result
-from slamon.periods import period_bounds
-from slamon.policy import policy_digest_for
-from slamon.store import ClosedPeriod
+from slamon.sla.evidence import Leaf
+from slamon.sla.periods import period_bounds
+from slamon.sla.policy import policy_digest_for
+from slamon.sla.result import PeriodResult, compute_period_result
+from slamon.store.sqlite import ClosedPeriod
 
 from .chain_helpers import SLAHarness, pyevm_harness
 

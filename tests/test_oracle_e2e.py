@@ -24,9 +24,9 @@ from eth_account import Account
 from web3 import Web3
 
 from slamon.chain.artefacts import sla_compensation
-from slamon.chain.devchain import deploy_contract, register_sla, send_tx, sla_params
+from slamon.chain.tx import deploy_contract, register_sla, send_tx, sla_params
 from slamon.config.loader import load_config
-from slamon.periods import period_bounds, period_index
+from slamon.sla.periods import period_bounds, period_index
 from tests.chain_helpers import AnvilNode
 from tests.misbehaving import MisbehavingHttpServer, free_port
 

@@ -17,9 +17,9 @@ from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from slamon.chain.eip712 import Report, recover_signer
-from slamon.config.models import KeyConfig
-from slamon.log import configure_logging, get_logger
+from slamon.config.oracle import KeyConfig
 from slamon.oracle.keys import KeyLoadError, load_signer, new_keystore
+from slamon.util.log import configure_logging, get_logger
 
 FAST = 2**10  # scrypt n for tests (the default 2**18 takes ~0.6 s per operation)
 CONTRACT = "0x" + "ab" * 20

@@ -9,12 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from slamon.config.models import Slo
 from slamon.config.sla import Sla
-from slamon.evidence import Leaf, hex0x, leaves_from_samples, merkle_root
-from slamon.period_result import compute_period_result
-from slamon.periods import period_bounds, period_index
-from slamon.policy import canonical_json, policy_digest, policy_digest_for, policy_document
+from slamon.config.slo import Slo
+from slamon.sla.evidence import Leaf, hex0x, leaves_from_samples, merkle_root
+from slamon.sla.periods import period_bounds, period_index
+from slamon.sla.policy import canonical_json, policy_digest, policy_digest_for, policy_document
+from slamon.sla.result import compute_period_result
 
 
 def make_sla(**kw: Any) -> Sla:

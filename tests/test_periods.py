@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from slamon.config.sla import PeriodSpec
-from slamon.periods import due_periods, period_bounds, period_index, resolve_local
+from slamon.sla.periods import due_periods, period_bounds, period_index
+from slamon.wallclock import resolve_local
 
 ZONES = [
     "UTC",

@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 
 from slamon.config.loader import load_config
-from slamon.rules import BURN_ALERT, render_rules
+from slamon.metrics.rules import BURN_ALERT, render_rules
 from tests.misbehaving import MisbehavingHttpServer, free_port
 from tests.test_reload import SlamonProcess
 

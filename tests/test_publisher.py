@@ -26,7 +26,7 @@ from eth_account import Account
 from eth_utils.crypto import keccak
 
 from slamon.chain import Report, SignedReport, sla_compensation
-from slamon.config.models import KeyConfig, OracleConfig
+from slamon.config.oracle import KeyConfig, OracleConfig
 from slamon.oracle.journal import (
     CONFIRMED,
     FAILED,
@@ -37,7 +37,7 @@ from slamon.oracle.journal import (
     key_of,
 )
 from slamon.oracle.publisher import Publisher
-from slamon.store import StateStore
+from slamon.store.sqlite import StateStore
 
 from . import chain_helpers
 from .chain_helpers import (
@@ -326,7 +326,7 @@ from eth_account import Account
 from slamon.chain import SignedReport
 from slamon.config.models import OracleConfig
 from slamon.oracle.publisher import Publisher
-from slamon.store import StateStore
+from slamon.store.sqlite import StateStore
 
 class Log:
     def _out(self, level, event, **kw):

@@ -13,10 +13,10 @@ import pytest
 
 from slamon.cli import main as cli_main
 from slamon.config.loader import load_config
-from slamon.log import configure_logging, get_logger
-from slamon.report_render import Period, outages, read_period, render_period
-from slamon.sla_tracker import SlaTracker
-from slamon.store import StateStore
+from slamon.sla.report import Period, outages, read_period, render_period
+from slamon.sla.tracker import SlaTracker
+from slamon.store.sqlite import StateStore
+from slamon.util.log import configure_logging, get_logger
 
 EVIL = "<script>alert(\"x\")</script>'&"
 HOUR = 3600
@@ -136,6 +136,6 @@ async def test_cli_writes_report(closed: Path, tmp_path: Path, capsys: pytest.Ca
 def test_period_dataclass_matches_store() -> None:
     from dataclasses import fields
 
-    from slamon.store import ClosedPeriod
+    from slamon.store.sqlite import ClosedPeriod
 
     assert [f.name for f in fields(Period)] == [f.name for f in fields(ClosedPeriod)]

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from slamon.config.models import Config
-from slamon.rules import (
+from slamon.config.root import Config
+from slamon.metrics.rules import (
     BURN_ALERT,
     LAG_ALERT,
     NO_DATA_ALERT,
@@ -279,7 +279,7 @@ def test_cli_command_via_register(tmp_path: Path) -> None:
     out = tmp_path / "rules.yml"
     code = (
         "import argparse, sys\n"
-        "from slamon.rules import register\n"
+        "from slamon.metrics.rules import register\n"
         "p = argparse.ArgumentParser(prog='slamon')\n"
         "register(p.add_subparsers(dest='command'))\n"
         "a = p.parse_args(sys.argv[1:])\n"

@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from slamon.config.models import Target
+from slamon.config.targets import Target
 from slamon.probers.base import FailureReason, ProbeResult
 from slamon.scheduler import Scheduler, phase_offset
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from slamon.sdnotify import SystemdNotifier, status_line, watchdog_interval, watchdog_loop
+from slamon.app.sdnotify import SystemdNotifier, status_line, watchdog_interval, watchdog_loop
 from tests.misbehaving import free_port
 from tests.test_reload import SlamonProcess, http_get, tcp_config
 

@@ -15,8 +15,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slamon.config.models import Config
-from slamon.shard import apply_shard, assignment, filter_config, shard_keys, shard_of
+from slamon.app.shard import apply_shard, assignment, filter_config, shard_keys, shard_of
+from slamon.config.root import Config
 
 IDS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-.:_", min_size=1, max_size=12).map(
     lambda s: "t" + s
@@ -84,7 +84,7 @@ def test_stable_across_processes_and_releases() -> None:
     cases = [("web", 4), ("shop-availability", 4), ("api", 7), ("ü-target", 3), ("web", 1000)]
     assert [shard_of(k, n) for k, n in cases] == expected
     code = (
-        "from slamon.shard import shard_of;"
+        "from slamon.app.shard import shard_of;"
         f"print([shard_of(k, n) for k, n in {cases!r}])"
     )
     for seed in ("1", "2"):

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slamon.config.models import Slo
+from slamon.config.slo import Slo
 from slamon.sli import DEFAULT_TIERS, Counts, RollingWindow, SloState, Tier, is_good
 
 BASE = 1_699_999_200.0  # a multiple of 1 h: slices and buckets start here

@@ -26,16 +26,16 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from slamon.config.models import Config
-from slamon.events import Event, EventBus, EventKind
-from slamon.live import LiveState, TargetStatus
-from slamon.log import get_logger
-from slamon.notify_config import StatusPageConfig
+from slamon.config.root import Config
+from slamon.config.status_page import StatusPageConfig
 from slamon.probers.base import FailureReason, ProbeResult
-from slamon.sla_tracker import SlaTracker
-from slamon.status import IncidentLog, add_routes
-from slamon.status.data import DAY, daily_counts
-from slamon.store import StateStore
+from slamon.sla.tracker import SlaTracker
+from slamon.sli.live import LiveState, TargetStatus
+from slamon.store.sqlite import StateStore
+from slamon.util.events import Event, EventBus, EventKind
+from slamon.util.log import get_logger
+from slamon.web.status import IncidentLog, add_routes
+from slamon.web.status.data import DAY, daily_counts
 
 EVIL = "<script>alert('x')</script>\"&"
 INTERVAL = 600
@@ -281,7 +281,7 @@ async def test_chromium_renders_the_scripted_outage(page: Page, tmp_path: Path) 
     assert 'data-slo="shop" data-state="major_outage"' in dom
     assert 'data-slo="api" data-state="operational"' in dom
     assert 'data-slo="internal"' not in dom
-    outage_date = __import__("slamon.status.data", fromlist=["iso"]).iso(OUTAGE_DAY)[:10]
+    outage_date = __import__("slamon.web.status.data", fromlist=["iso"]).iso(OUTAGE_DAY)[:10]
     assert f'data-date="{outage_date}" data-color="bad"' in dom
     assert dom.count('class="maint"') == 1
     assert 'data-target="web" data-state="down"' in dom

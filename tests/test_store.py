@@ -37,11 +37,11 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from slamon.app.daemon import Daemon
 from slamon.config.loader import load_config
-from slamon.daemon import Daemon
 from slamon.probers.base import FailureReason, ProbeResult
 from slamon.scheduler import phase_offset
-from slamon.store import (
+from slamon.store.sqlite import (
     APPLICATION_ID,
     SCHEMA_VERSION,
     ClosedPeriod,
@@ -268,7 +268,7 @@ async def test_failed_store_stays_failed_until_a_real_write_succeeds(tmp_path: P
 
 _FLUSHER = textwrap.dedent("""
     import asyncio, sys
-    from slamon.store import StateStore
+    from slamon.store.sqlite import StateStore
 
     TARGETS = ("a", "b", "c")
 

@@ -11,8 +11,8 @@ import sys
 import time
 from typing import Any
 
-from slamon.chain.devchain import (
-    DevChainError,
+from slamon.chain.tx import (
+    ChainTxError,
     PayoutRule,
     deploy_contract,
     register_sla,
@@ -28,9 +28,9 @@ def _err(message: str) -> None:
 
 def _key(args: argparse.Namespace) -> Any:
     """The deployer's Signer; None after printing why not."""
-    from slamon.config.models import KeyConfig
-    from slamon.log import get_logger
+    from slamon.config.oracle import KeyConfig
     from slamon.oracle.keys import KeyLoadError, load_signer
+    from slamon.util.log import get_logger
 
     try:
         cfg = KeyConfig(keystore=args.keystore, password_file=args.password_file,
@@ -49,13 +49,13 @@ def _key(args: argparse.Namespace) -> Any:
 def _web3(url: str) -> Any:
     from web3 import Web3
 
-    from slamon.redact import redact_url
+    from slamon.util.redact import redact_url
 
     w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 15}))
     try:
         w3.eth.chain_id  # noqa: B018 - a cheap reachability check
     except Exception:
-        raise DevChainError(f"cannot reach {redact_url(url)}") from None
+        raise ChainTxError(f"cannot reach {redact_url(url)}") from None
     return w3
 
 
@@ -66,7 +66,7 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     try:
         w3 = _web3(args.rpc_url)
         address = deploy_contract(w3, key)
-    except DevChainError as exc:
+    except ChainTxError as exc:
         _err(str(exc))
         return EXIT_FAIL
     print(address)
@@ -110,7 +110,7 @@ def _cmd_register(args: argparse.Namespace) -> int:
         )
         w3 = _web3(args.rpc_url)
         register_sla(w3, args.contract, key, params, fund_wei=args.fund)
-    except DevChainError as exc:
+    except ChainTxError as exc:
         _err(str(exc))
         return EXIT_FAIL
     except Exception as exc:  # web3 validation errors: show the message, not a traceback

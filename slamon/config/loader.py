@@ -14,7 +14,6 @@ inputs) is not chained to the `ConfigError`.
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import pickle
@@ -28,21 +27,11 @@ from typing import Annotated, Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from slamon.config.models import (
-    KINDS,
-    Config,
-    HttpSpec,
-    Loc,
-    PathError,
-    Problem,
-    Target,
-    TcpSpec,
-    alert_window_problems,
-    reference_problems,
-    slo_problems,
-    target_problems,
-)
-from slamon.durations import parse_duration
+from slamon.config.root import Config, reference_problems
+from slamon.config.slo import alert_window_problems, slo_problems
+from slamon.config.targets import KINDS, HttpSpec, Target, TcpSpec, target_problems
+from slamon.util.durations import parse_duration
+from slamon.util.schema import Loc, PathError, Problem, did_you_mean, format_path
 
 __all__ = ["ConfigError", "format_path", "load_config", "parse_config"]
 
@@ -477,11 +466,9 @@ def _unknown_key(loc: Loc) -> str:
     if model is None:
         return "unknown key"
     fields = list(model.model_fields)
-    lowered = {f.lower(): f for f in fields}
-    close = [lowered[key.lower()]] if key.lower() in lowered else []
-    close = close or difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
+    close = did_you_mean(key, fields)
     if close:
-        return f"unknown key; did you mean {close[0]!r}?"
+        return f"unknown key; did you mean {close!r}?"
     if model is Target:
         for section, spec in (("http", HttpSpec), ("tcp", TcpSpec)):
             if key in spec.model_fields:
@@ -613,20 +600,6 @@ def _cross_check(data: Mapping[str, Any]) -> list[Problem]:
 
 
 # ---------------------------------------------------------------------- output
-
-
-def format_path(loc: Loc) -> str:
-    """('targets', 3, 'http', 'url') -> targets[3].http.url"""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif re.fullmatch(r"[A-Za-z0-9_-]+", part):
-            out += f".{part}" if out else part
-        else:
-            quoted = part.replace("\\", "\\\\").replace('"', '\\"')
-            out += f'["{quoted}"]'
-    return out
 
 
 def _order_key(data: Any, loc: Loc) -> tuple[int, ...]:

@@ -1,8 +1,7 @@
-"""Config models for SLA periods, accounting policies and maintenance windows.
+"""Config models for SLAs: periods, accounting policies, and the shared time types.
 
-Pure pydantic, like models.py: wired into `Config` as `slas: list[Sla]` and
-`maintenance: list[MaintenanceWindow]`. The arithmetic lives in
-slamon.periods, slamon.maintenance, slamon.period_result and slamon.policy.
+Pure pydantic: wired into `Config` as `slas: list[Sla]`. The arithmetic lives in
+slamon.sla (periods, result, policy).
 """
 
 from __future__ import annotations
@@ -10,40 +9,18 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime
-from functools import lru_cache
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-from eth_utils.crypto import keccak
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
-from slamon.config.models import Duration, Id, PathError, Strict
-from slamon.durations import format_duration
-from slamon.maintenance import parse_cron, parse_hhmm
-
-Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
-WEEKDAYS: tuple[str, ...] = (
-    "monday",
-    "tuesday",
-    "wednesday",
-    "thursday",
-    "friday",
-    "saturday",
-    "sunday",
-)
-_SHORT_DAYS = {d[:3]: d for d in WEEKDAYS}
+from slamon.util.durations import format_duration
+from slamon.util.keccak import keccak256
+from slamon.util.schema import Duration, Id, PathError, Strict
+from slamon.wallclock import WEEKDAYS, Weekday, zone
 
 #: longest recurring maintenance window; bounds the look-back when enumerating
 MAX_MAINTENANCE = 31 * 86400.0
-
-
-@lru_cache(maxsize=256)
-def zone(name: str) -> ZoneInfo:
-    """Cached ZoneInfo lookup (raises ValueError for unknown names)."""
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown timezone {name!r}: use an IANA name like Europe/Berlin") from exc
 
 
 def _check_zone(value: str) -> str:
@@ -54,7 +31,7 @@ def _check_zone(value: str) -> str:
 def _weekday(value: Any) -> Any:
     if isinstance(value, str):
         low = value.strip().lower()
-        return _SHORT_DAYS.get(low, low)
+        return {d[:3]: d for d in WEEKDAYS}.get(low, low)
     return value
 
 
@@ -263,7 +240,7 @@ class Sla(Strict):
         """bytes32 id used on-chain: explicit `onchain_id`, else keccak256(utf8(id))."""
         if self.onchain_id is not None:
             return bytes.fromhex(self.onchain_id[2:])
-        return bytes(keccak(self.id.encode("utf-8")))
+        return keccak256(self.id.encode("utf-8"))
 
     def objective_ppm(self, slo_objective: float | None = None) -> int:
         """Objective in parts per million (this SLA's, else the SLO's)."""
@@ -271,68 +248,3 @@ class Sla(Strict):
         if obj is None:
             raise ValueError(f"sla {self.id!r} has no objective and none was given")
         return round(obj * 1_000_000)
-
-
-# -- maintenance windows -------------------------------------------------------
-
-
-class OnceWindow(Strict):
-    start: Instant
-    end: Instant
-
-    @model_validator(mode="after")
-    def _order(self) -> OnceWindow:
-        if self.end <= self.start:
-            raise PathError(("end",), "must be after start")
-        return self
-
-
-class WeeklyWindow(Strict):
-    days: list[Day] = Field(min_length=1)
-    #: local start time HH:MM
-    start: str
-    duration: WindowDuration
-    timezone: Timezone = "UTC"
-
-    @field_validator("start")
-    @classmethod
-    def _start(cls, value: str) -> str:
-        parse_hhmm(value)
-        return value
-
-
-class CronWindow(Strict):
-    #: 5-field cron expression (minute hour day-of-month month day-of-week), local time
-    schedule: str
-    duration: WindowDuration
-    timezone: Timezone = "UTC"
-
-    @field_validator("schedule")
-    @classmethod
-    def _schedule(cls, value: str) -> str:
-        parse_cron(value)
-        return value
-
-
-class MaintenanceWindow(Strict):
-    """A declared maintenance window; scope lists are ANDed, an empty list = all."""
-
-    id: Id | None = None
-    kind: Literal["once", "weekly", "cron"]
-    once: OnceWindow | None = None
-    weekly: WeeklyWindow | None = None
-    cron: CronWindow | None = None
-    #: targets it applies to (empty = every target)
-    targets: list[Id] = Field(default_factory=list)
-    #: SLAs it applies to (empty = every SLA)
-    slas: list[Id] = Field(default_factory=list)
-    description: str = ""
-
-    @model_validator(mode="after")
-    def _sections(self) -> MaintenanceWindow:
-        present = {n for n in ("once", "weekly", "cron") if getattr(self, n) is not None}
-        if self.kind not in present:
-            raise PathError((self.kind,), f"section required for kind {self.kind!r}")
-        for other in sorted(present - {self.kind}):
-            raise PathError((other,), f"not allowed for kind {self.kind!r}")
-        return self

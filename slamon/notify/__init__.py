@@ -7,7 +7,7 @@
 - `certs`: TLS expiry reminders -> events
 """
 
-from slamon.notify.base import DeliveryError, Message, Notifier
+from slamon.channels.base import DeliveryError, Message, Notifier
 from slamon.notify.burn import BurnWatch, burn_alerts
 from slamon.notify.certs import CertWatch
 from slamon.notify.router import Dispatcher, live_streak

@@ -13,10 +13,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from slamon.durations import format_duration
-from slamon.events import Event, EventKind
-from slamon.live import LiveState
+from slamon.sli.live import LiveState
 from slamon.sli.slo import SloState
+from slamon.util.durations import format_duration
+from slamon.util.events import Event, EventKind
 
 Pair = tuple[float, float]
 

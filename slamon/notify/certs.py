@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from slamon.events import Event, EventKind
-from slamon.live import LiveState
-from slamon.periods import utc_iso
+from slamon.sli.live import LiveState
+from slamon.util.events import Event, EventKind
+from slamon.wallclock import utc_iso
 
 DAY = 86400.0
 

@@ -30,21 +30,21 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from slamon.events import Event, EventBus, EventKind, Subscription
-from slamon.log import get_logger
-from slamon.notify.base import RESOLVES, DeliveryError, Message, Notifier, Status, build_message
-from slamon.notify_config import NotifyConfig, Route
+from slamon.channels.base import Context, DeliveryError, Message, Notifier, Status
+from slamon.config.notify import NotifyConfig, Route
+from slamon.notify.messages import RESOLVES, build_message
+from slamon.util.events import Event, EventBus, EventKind, Subscription
+from slamon.util.log import get_logger
 
 if TYPE_CHECKING:
     import aiohttp
 
-    from slamon.config.models import Config
-    from slamon.live import LiveState
+    from slamon.config.root import Config
+    from slamon.sli.live import LiveState
 
 #: (last probe ok, consecutive results with that outcome) of a target, or None if unknown
 StreakSource = Callable[[str], "tuple[bool, int] | None"]
@@ -121,47 +121,12 @@ class _RouteRuntime:
     task: asyncio.Task[None] | None = None
 
 
-def _read_secret(value: str | None, path: str | None) -> str | None:
-    if value is not None:
-        return value
-    if path is not None:
-        return Path(path).expanduser().read_text().strip()
-    return None
-
-
 def build_notifiers(cfg: NotifyConfig, session: aiohttp.ClientSession) -> dict[str, Notifier]:
     """One notifier per configured channel (secret files are read here)."""
-    from slamon.notify.alertmanager import AlertmanagerNotifier
-    from slamon.notify.email import EmailNotifier
-    from slamon.notify.slack import SlackNotifier
-    from slamon.notify.webhook import WebhookNotifier
+    from slamon.channels import CHANNELS
 
-    out: dict[str, Notifier] = {}
-    for ch in cfg.channels:
-        if ch.webhook is not None:
-            w = ch.webhook
-            secret = _read_secret(w.hmac_secret, w.hmac_secret_file)
-            out[ch.id] = WebhookNotifier(
-                ch.id, w.url, session, headers=w.headers,
-                secret=secret.encode() if secret else None,
-                signature_header=w.signature_header,
-            )
-        elif ch.slack is not None:
-            out[ch.id] = SlackNotifier(ch.id, ch.slack.url, session,
-                                       channel=ch.slack.channel, username=ch.slack.username)
-        elif ch.email is not None:
-            e = ch.email
-            out[ch.id] = EmailNotifier(
-                ch.id, host=e.host, port=e.port, sender=e.sender, to=e.to,
-                security=e.security, username=e.username,
-                password=_read_secret(e.password, e.password_file),
-                subject_prefix=e.subject_prefix, timeout=cfg.delivery.timeout,
-            )
-        elif ch.alertmanager is not None:
-            a = ch.alertmanager
-            out[ch.id] = AlertmanagerNotifier(ch.id, a.urls, session, headers=a.headers,
-                                              refresh=a.refresh)
-    return out
+    ctx = Context(session, cfg.delivery.timeout)
+    return {ch.id: CHANNELS[ch.kind].build(ch.id, ch.section, ctx) for ch in cfg.channels}
 
 
 class Dispatcher:

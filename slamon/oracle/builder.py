@@ -16,13 +16,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from slamon.chain.eip712 import PPM, Report
-from slamon.period_result import PeriodResult
-from slamon.periods import period_bounds, period_index
-from slamon.store import ClosedPeriod
+from slamon.sla.periods import period_bounds, period_index
+from slamon.sla.result import PeriodResult
+from slamon.store.sqlite import ClosedPeriod
 
 if TYPE_CHECKING:
-    from slamon.config.models import Slo
     from slamon.config.sla import Sla
+    from slamon.config.slo import Slo
 
 __all__ = ["ReportBuildError", "build_report", "period_base_for"]
 

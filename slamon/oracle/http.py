@@ -22,7 +22,7 @@ from aiohttp import web
 from eth_utils.address import to_checksum_address
 
 from slamon.chain.eip712 import domain_data
-from slamon.config.models import OracleConfig
+from slamon.config.oracle import OracleConfig
 from slamon.oracle.outbox import Outbox, OutboxEntry
 
 __all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "add_routes", "entry_json"]

@@ -53,7 +53,7 @@ CREATE TABLE IF NOT EXISTS oracle_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL
 
 
 class StoreLike(Protocol):
-    """What the journal needs from :class:`slamon.store.StateStore`."""
+    """What the journal needs from :class:`slamon.store.sqlite.StateStore`."""
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
 
@@ -146,7 +146,7 @@ _COLUMNS: Final = (
 
 
 class Journal:
-    """Async API over the ``reports`` table of a :class:`slamon.store.StateStore`."""
+    """Async API over the ``reports`` table of a :class:`slamon.store.sqlite.StateStore`."""
 
     def __init__(self, store: StoreLike, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store

@@ -26,13 +26,13 @@ from eth_account import Account
 from eth_utils.address import to_checksum_address
 
 from slamon.chain.eip712 import Report, SignedReport
-from slamon.fsutil import write_new_file
+from slamon.util.fsutil import write_new_file
 
 if TYPE_CHECKING:
     from eth_account.datastructures import SignedTransaction
     from eth_account.signers.local import LocalAccount
 
-    from slamon.config.models import KeyConfig
+    from slamon.config.oracle import KeyConfig
 
 __all__ = [
     "KeyLoadError",
@@ -260,7 +260,7 @@ def load_signer(
     when given) else the working directory. Raises :class:`KeyLoadError`.
     """
     if log is None:
-        from slamon.log import get_logger
+        from slamon.util.log import get_logger
 
         log = get_logger()
     env = os.environ if environ is None else environ

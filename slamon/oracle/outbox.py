@@ -27,8 +27,8 @@ from pathlib import Path
 from eth_utils.address import to_checksum_address
 
 from slamon.chain.eip712 import SignedReport
-from slamon.config.models import Config
-from slamon.fsutil import write_new_file
+from slamon.config.root import Config
+from slamon.util.fsutil import write_new_file
 
 __all__ = [
     "Outbox",

@@ -34,19 +34,9 @@ from typing import Any, NoReturn, Protocol
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
-from slamon.chain.devchain import TxSigner
 from slamon.chain.eip712 import SignedReport
-from slamon.config.models import OracleConfig
-from slamon.oracle.chain import (
-    FINAL_ERRORS,
-    RETRY_ERRORS,
-    SUCCESS_ERRORS,
-    ChainClient,
-    ChainUnavailable,
-    ContractRevert,
-    Receipt,
-    TxRejected,
-)
+from slamon.chain.tx import TxSigner
+from slamon.config.oracle import OracleConfig
 from slamon.oracle.journal import (
     SENT,
     SIGNED,
@@ -56,7 +46,17 @@ from slamon.oracle.journal import (
     SentTx,
     StoreLike,
 )
-from slamon.redact import redact_text, redact_url
+from slamon.oracle.rpc import (
+    FINAL_ERRORS,
+    RETRY_ERRORS,
+    SUCCESS_ERRORS,
+    ChainClient,
+    ChainUnavailable,
+    ContractRevert,
+    Receipt,
+    TxRejected,
+)
+from slamon.util.redact import redact_text, redact_url
 
 GWEI = 10**9
 #: fee bump of a replacement: >= 12.5 % (geth wants 10 %, others 12.5 %)
@@ -141,9 +141,10 @@ def _bump(value: int) -> int:
 class Publisher:
     """Sends the journal's signed reports to the contract and follows them to confirmation.
 
-    ``signer``: an object with ``.address`` and ``sign_transaction(dict)``; ``store``: the
-    :class:`slamon.store.StateStore` (opened); ``log``: a structlog-style logger. ``chain`` may
-    be injected (tests); by default a :class:`ChainClient` on ``cfg.rpc_url`` is made.
+    ``signer``: an object with ``.address`` and ``sign_transaction(dict)``; ``store``:
+    the :class:`slamon.store.sqlite.StateStore` (opened); ``log``: a structlog-style
+    logger. ``chain`` may be injected (tests); by default a :class:`ChainClient` on
+    ``cfg.rpc_url`` is made.
     """
 
     def __init__(

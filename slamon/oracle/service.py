@@ -17,15 +17,16 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from slamon.config.models import Config, Slo
+from slamon.config.root import Config
 from slamon.config.sla import Sla
-from slamon.events import Event, EventBus, EventKind
+from slamon.config.slo import Slo
 from slamon.oracle.builder import ReportBuildError, build_report, period_base_for
 from slamon.oracle.keys import Signer, load_signer
 from slamon.oracle.outbox import Outbox, OutboxError, outbox_dir
-from slamon.period_result import PeriodResult
-from slamon.policy import policy_digest_for
-from slamon.store import ClosedPeriod, StateStore
+from slamon.sla.policy import policy_digest_for
+from slamon.sla.result import PeriodResult
+from slamon.store.sqlite import ClosedPeriod, StateStore
+from slamon.util.events import Event, EventBus, EventKind
 
 #: how often closed periods without a report are looked for
 BACKFILL_EVERY = 60.0

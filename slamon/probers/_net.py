@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
-from slamon.durations import format_duration
 from slamon.probers.base import FailureReason
-from slamon.redact import redact_text
+from slamon.util.durations import format_duration
+from slamon.util.redact import redact_text
 
 IpFamily = Literal["any", "ipv4", "ipv6"]
 _FAMILIES: dict[str, int] = {

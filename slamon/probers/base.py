@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from slamon.config.models import Target
+    from slamon.config.targets import Target
 
 
 class FailureReason(enum.StrEnum):

@@ -24,8 +24,7 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 import httptools
 
 from slamon import __version__
-from slamon.config.models import HttpSpec, Target
-from slamon.durations import format_duration
+from slamon.config.targets import HttpSpec, Target
 from slamon.probers._net import (
     PhaseClock,
     ProbeError,
@@ -40,7 +39,8 @@ from slamon.probers._net import (
     timeout_detail,
 )
 from slamon.probers.base import FailureReason, ProbeResult
-from slamon.redact import redact_text, redact_url
+from slamon.util.durations import format_duration
+from slamon.util.redact import redact_text, redact_url
 
 USER_AGENT = f"slamon/{__version__}"
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})

@@ -11,7 +11,7 @@ import asyncio
 import re
 import time
 
-from slamon.config.models import Target
+from slamon.config.targets import Target
 from slamon.probers._net import (
     PhaseClock,
     ProbeError,
@@ -26,7 +26,7 @@ from slamon.probers._net import (
     timeout_detail,
 )
 from slamon.probers.base import FailureReason, ProbeResult
-from slamon.redact import redact_text
+from slamon.util.redact import redact_text
 
 
 class _ExpectProtocol(asyncio.Protocol):

@@ -20,7 +20,7 @@ import math
 import struct
 from collections.abc import Mapping, Sequence
 
-from slamon.config.models import Slo
+from slamon.config.slo import Slo
 from slamon.sli.window import DEFAULT_TIERS, Counts, RollingCounter, RollingWindow, Tier
 
 __all__ = ["SloState", "is_good"]

@@ -1,0 +1,112 @@
+"""Process settings: listener, logging, scheduler, shard and state file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from slamon.util.schema import (
+    Duration,
+    PathError,
+    Strict,
+)
+
+
+class ServerConfig(Strict):
+    listen: str = "127.0.0.1:9115"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("must be host:port, e.g. 127.0.0.1:9115 or [::1]:9115")
+        if not host:
+            raise ValueError("host missing: use 0.0.0.0:PORT to listen on all addresses")
+        if ":" in host and not (host.startswith("[") and host.endswith("]")):
+            raise ValueError("an IPv6 address must be in brackets, e.g. [::1]:9115")
+        if any(ch.isspace() for ch in host) or host in ("[]",):
+            raise ValueError("must be host:port, e.g. 127.0.0.1:9115 or [::1]:9115")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class LoggingConfig(Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _level(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
+class SchedulerConfig(Strict):
+    #: probes in flight at once, across all targets
+    max_concurrency: int = Field(default=1000, ge=1, le=100_000)
+    #: spread first probes over each target's interval by a stable hash of its id
+    spread: bool = True
+
+
+class ShardConfig(Strict):
+    """Scale-out: this instance probes only its share of the targets (stable hash)."""
+
+    index: int = Field(default=0, ge=0)
+    count: int = Field(default=1, ge=1, le=1024)
+
+    @model_validator(mode="after")
+    def _range(self) -> ShardConfig:
+        if self.index >= self.count:
+            raise PathError(("index",), f"must be below count ({self.count})")
+        return self
+
+
+class StateConfig(Strict):
+    """Durable state (SQLite). Defaults suit systemd's StateDirectory=."""
+
+    #: default: $STATE_DIRECTORY/slamon.sqlite3 (systemd), else ./state/slamon.sqlite3
+    path: str | None = None
+    #: how often pending results are written (one transaction per flush)
+    flush_interval: Duration = 1.0
+    #: how often SLO windows are snapshotted (the journal covers the time between)
+    snapshot_interval: Duration = 60.0
+    #: how long evidence leaves of closed periods are kept
+    evidence_retention: Duration = 400 * 86400.0
+
+    @field_validator("flush_interval")
+    @classmethod
+    def _flush(cls, value: float) -> float:
+        if not 0.05 <= value <= 60:
+            raise ValueError("must be between 50ms and 1m")
+        return value
+
+    @field_validator("snapshot_interval")
+    @classmethod
+    def _snap(cls, value: float) -> float:
+        if not 1 <= value <= 3600:
+            raise ValueError("must be between 1s and 1h")
+        return value
+
+    def resolved_path(self, environ: Mapping[str, str] | None = None) -> Path:
+        env = os.environ if environ is None else environ
+        if self.path:
+            return Path(self.path).expanduser()
+        state_dir = env.get("STATE_DIRECTORY", "").split(":")[0]
+        if state_dir:
+            return Path(state_dir) / "slamon.sqlite3"
+        return Path("state") / "slamon.sqlite3"

@@ -1,0 +1,251 @@
+"""Feeds each SLA's evidence leaves and closes its periods exactly once.
+
+The verdict is computed by the pure `compute_period_result` from the leaves in
+the store, so what slamon decides and what a third party recomputes from the
+published leaves cannot differ.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from slamon.config.root import Config
+from slamon.config.sla import Sla
+from slamon.config.slo import Slo
+from slamon.config.targets import Target
+from slamon.sla.evidence import Leaf
+from slamon.sla.maintenance import intervals_by_target
+from slamon.sla.periods import due_periods, period_bounds, period_index
+from slamon.sla.policy import policy_digest_for
+from slamon.sla.result import PeriodResult, compute_period_result
+from slamon.sli.slo import is_good
+from slamon.store.sqlite import ClosedPeriod, StateStore
+
+ClosedHook = Callable[[Sla, PeriodResult, ClosedPeriod], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class _SlaRuntime:
+    sla: Sla
+    slo: Slo
+    parts: tuple[Target, ...]
+    resolution: int
+    grace: float
+    digest: bytes
+    last_closed: int
+    first_period: int
+    #: start of the first period that may still receive leaves
+    open_from: int = 0
+    late: int = 0
+
+
+def effective_grace(sla: Sla, parts: tuple[Target, ...], flush_interval: float) -> float:
+    """Never close before the last probe of the period can have been stored."""
+    longest = max((t.timeout for t in parts), default=0.0)
+    return max(sla.grace, longest + flush_interval + 1.0)
+
+
+def ticks_per_bucket(
+    after: float, before: float, interval: float, offset: float, resolution: int
+) -> dict[int, int]:
+    """Scheduled ticks k*interval+offset with after < t < before, counted per bucket."""
+    first = math.floor((after - offset) / interval) + 1
+    last = math.ceil((before - offset) / interval) - 1
+    out: dict[int, int] = {}
+    if last < first:
+        return out
+    k = first
+    while k <= last:
+        t = k * interval + offset
+        bucket = int(t // resolution) * resolution
+        # every tick up to the bucket's end in one step
+        k_end = min(last, math.ceil((bucket + resolution - offset) / interval) - 1)
+        if k_end < k:  # float edge: the tick sits exactly on the boundary
+            k_end = k
+        out[bucket] = out.get(bucket, 0) + (k_end - k + 1)
+        k = k_end + 1
+    return out
+
+
+class SlaTracker:
+    def __init__(
+        self,
+        config: Config,
+        store: StateStore,
+        log: Any,
+        on_closed: ClosedHook | None = None,
+        flush_interval: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.log = log
+        self.on_closed = on_closed
+        self.flush_interval = flush_interval
+        self.config = config
+        self.slas: dict[str, _SlaRuntime] = {}
+        self._by_target: dict[str, list[_SlaRuntime]] = {}
+        self.closed_total: dict[tuple[str, str], int] = {}
+        self.last_result: dict[str, PeriodResult] = {}
+
+    # -- set-up -----------------------------------------------------------
+    async def start(self, sla_progress: dict[str, tuple[int, int]], start_at: float) -> None:
+        """Resume each SLA where it stopped; a new SLA starts with the current period."""
+        self._build(self.config, sla_progress, start_at)
+        for rt in self.slas.values():
+            if rt.sla.id not in sla_progress:
+                await self.store.set_sla_start(rt.sla.id, rt.first_period)
+
+    def _build(
+        self, config: Config, sla_progress: dict[str, tuple[int, int]], start_at: float
+    ) -> None:
+        targets = {t.id: t for t in config.targets}
+        slos = {s.id: s for s in config.slos}
+        self.slas = {}
+        for sla in config.slas:
+            slo = slos[sla.slo]
+            parts = tuple(targets[t] for t in slo.targets)
+            if sla.id in sla_progress:
+                last_closed, first = sla_progress[sla.id]
+            else:
+                first = period_index(sla.period, start_at)
+                last_closed = first - 1
+            rt = _SlaRuntime(
+                sla=sla,
+                slo=slo,
+                parts=parts,
+                resolution=sla.resolution_s,
+                grace=effective_grace(sla, parts, self.flush_interval),
+                digest=policy_digest_for(sla, slo),
+                last_closed=last_closed,
+                first_period=first,
+            )
+            rt.open_from = period_bounds(sla.period, last_closed + 1)[0]
+            self.slas[sla.id] = rt
+        self._by_target = {}
+        for rt in self.slas.values():
+            for part in rt.parts:
+                self._by_target.setdefault(part.id, []).append(rt)
+
+    def apply_config(self, config: Config, now: float) -> None:
+        """Reload: SLAs keep their progress; new ones start with the current period."""
+        progress = {sid: (rt.last_closed, rt.first_period) for sid, rt in self.slas.items()}
+        self.config = config
+        self._build(config, progress, now)
+
+    def fill_gaps(
+        self,
+        progress: dict[str, float],
+        start_at: float,
+        offset_of: Callable[[Target], float],
+    ) -> int:
+        """Record as no data every tick slamon did not run while it was down.
+
+        From the last stored tick (or the start of the first open period) up to
+        the first tick of this run. Returns the number of ticks filled.
+        """
+        filled = 0
+        latest: dict[str, float] = {}
+        for target_id, runtimes in self._by_target.items():
+            target = runtimes[0].parts[[p.id for p in runtimes[0].parts].index(target_id)]
+            offset = offset_of(target)
+            for rt in runtimes:
+                after = max(progress.get(target_id, -math.inf), rt.open_from - 1e-6)
+                counts = ticks_per_bucket(after, start_at, target.interval, offset,
+                                          rt.resolution)
+                for bucket, n in counts.items():
+                    self.store.add_leaf(rt.sla.id, target_id, bucket, 0, 0, n)
+                    filled += n
+                if counts:
+                    last_k = math.ceil((start_at - offset) / target.interval) - 1
+                    latest[target_id] = max(latest.get(target_id, -math.inf),
+                                            last_k * target.interval + offset)
+        for target_id, t in latest.items():
+            if t > progress.get(target_id, -math.inf):
+                self.store.batch.progress[target_id] = max(
+                    t, self.store.batch.progress.get(target_id, -math.inf))
+        return filled
+
+    # -- recording --------------------------------------------------------
+    def record(self, target: Target, t: float, ok: bool, duration: float) -> None:
+        for rt in self._by_target.get(target.id, ()):
+            if t < rt.open_from:
+                rt.late += 1  # its period is closed already: the root is final
+                continue
+            bucket = int(t // rt.resolution) * rt.resolution
+            good = 1 if is_good(rt.slo, ok, duration) else 0
+            self.store.add_leaf(rt.sla.id, target.id, bucket, good, 1, 0)
+
+    def record_missed(self, target: Target, t: float) -> None:
+        for rt in self._by_target.get(target.id, ()):
+            if t < rt.open_from:
+                rt.late += 1
+                continue
+            bucket = int(t // rt.resolution) * rt.resolution
+            self.store.add_leaf(rt.sla.id, target.id, bucket, 0, 0, 1)
+
+    # -- closing ----------------------------------------------------------
+    async def close_due(self, now: float | None = None) -> list[PeriodResult]:
+        """Close every period whose end + grace has passed, oldest first."""
+        now = time.time() if now is None else now
+        closed: list[PeriodResult] = []
+        flushed = False
+        for rt in self.slas.values():
+            for n in list(due_periods(rt.sla.period, rt.last_closed, now, rt.grace)):
+                if not flushed:
+                    await self.store.flush()  # the period's last leaves must be in
+                    flushed = True
+                result = await self._close(rt, n, now)
+                closed.append(result)
+        return closed
+
+    async def compute(self, rt: _SlaRuntime, n: int) -> PeriodResult:
+        """The result of period n from the leaves stored so far (final once closed)."""
+        start, end = period_bounds(rt.sla.period, n)
+        rows = await self.store.period_leaves(rt.sla.id, start, end)
+        leaves = {
+            target: [Leaf(target, b, g, v, nd) for b, g, v, nd in items]
+            for target, items in rows.items()
+        }
+        maint = intervals_by_target(
+            self.config.maintenance, start, end, [p.id for p in rt.parts], rt.sla.id
+        )
+        return compute_period_result(
+            rt.sla, (start, end), leaves, maint, len(rt.parts) > 1,
+            slo_objective=rt.slo.objective,
+        )
+
+    async def _close(self, rt: _SlaRuntime, n: int, now: float) -> PeriodResult:
+        result = await self.compute(rt, n)
+        record = ClosedPeriod(
+            sla=rt.sla.id,
+            period=n,
+            start=result.start,
+            end=result.end,
+            closed_at=now,
+            result=result.to_json(),
+            root=result.evidence_root,
+            policy_digest=rt.digest,
+        )
+        inserted = await self.store.close_period(record, rt.first_period)
+        rt.last_closed = n
+        rt.open_from = result.end
+        self.last_result[rt.sla.id] = result
+        if inserted:
+            key = (rt.sla.id, result.verdict)
+            self.closed_total[key] = self.closed_total.get(key, 0) + 1
+            self.log.info(
+                "period_closed",
+                sla=rt.sla.id,
+                period=n,
+                verdict=result.verdict,
+                sli_ppm=result.sli_ppm,
+                good=result.good,
+                valid=result.valid,
+                no_data=result.no_data,
+            )
+            if self.on_closed is not None:
+                await self.on_closed(rt.sla, result, record)
+        return result

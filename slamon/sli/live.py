@@ -1,0 +1,139 @@
+"""What slamon knows right now: last result per target and the SLO windows.
+
+Written by the scheduler's callbacks, read at scrape time by the metrics
+collector (and later the status page), so nothing per-probe touches
+prometheus-client objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from slamon.config.root import Config
+from slamon.config.targets import Target
+from slamon.probers.base import FailureReason, ProbeResult
+from slamon.sli.slo import SloState
+
+TransitionHook = Callable[["TargetStatus", ProbeResult], None]
+
+
+@dataclass(slots=True)
+class TargetStatus:
+    target: Target
+    last: ProbeResult | None = None
+    last_scheduled: float | None = None
+    successes: int = 0
+    failures: int = 0
+    missed: int = 0
+    failures_by_reason: dict[FailureReason, int] = field(default_factory=dict)
+    #: consecutive results with the same outcome as `last`
+    streak: int = 0
+
+
+class LiveState:
+    def __init__(self, config: Config, on_transition: TransitionHook | None = None) -> None:
+        self.targets: dict[str, TargetStatus] = {}
+        self.slos: dict[str, SloState] = {}
+        self._slos_by_target: dict[str, list[SloState]] = {}
+        self._slo_keys: dict[str, object] = {}
+        #: `shape` fingerprints, computed once per key: the repr of the pydantic models
+        #: costs ~10 us per SLO, and every snapshot (each 60 s) asks for all of them
+        self._shapes: dict[str, str] = {}
+        self._on_transition = on_transition
+        self.apply_config(config)
+
+    def apply_config(self, config: Config) -> None:
+        """Keep state of unchanged targets and SLOs; drop removed ones; add new ones."""
+        by_id = {t.id: t for t in config.targets}
+        old_targets = self.targets
+        self.targets = {}
+        for tid, target in by_id.items():
+            prev = old_targets.get(tid)
+            if prev is not None and prev.target == target:
+                self.targets[tid] = prev
+            else:
+                self.targets[tid] = TargetStatus(target)
+        old_slos, old_keys, old_shapes = self.slos, self._slo_keys, self._shapes
+        self.slos, self._slo_keys, self._shapes = {}, {}, {}
+        for slo in config.slos:
+            prev_state = old_slos.get(slo.id)
+            parts = [by_id[t] for t in slo.targets]
+            # an SLO keeps its windows across a reload only if nothing that shapes them changed
+            key = (slo, tuple((t.id, t.interval, t.timeout) for t in parts))
+            self._slo_keys[slo.id] = key
+            if old_keys.get(slo.id) == key and slo.id in old_shapes:
+                self._shapes[slo.id] = old_shapes[slo.id]
+            if prev_state is not None and old_keys.get(slo.id) == key:
+                self.slos[slo.id] = prev_state
+            else:
+                self.slos[slo.id] = SloState(
+                    slo,
+                    intervals={t.id: t.interval for t in parts},
+                    timeouts={t.id: t.timeout for t in parts},
+                )
+        self._slos_by_target = {}
+        for state in self.slos.values():
+            for tid in state.parts:
+                self._slos_by_target.setdefault(tid, []).append(state)
+
+    # -- scheduler callbacks ---------------------------------------------
+    def record(self, target: Target, scheduled: float, result: ProbeResult) -> None:
+        status = self.targets.get(target.id)
+        if status is None:  # removed by a reload while the probe ran
+            return
+        previous = status.last
+        status.last = result
+        status.last_scheduled = scheduled
+        if result.ok:
+            status.successes += 1
+        else:
+            status.failures += 1
+            reason = result.reason or FailureReason.OTHER
+            status.failures_by_reason[reason] = status.failures_by_reason.get(reason, 0) + 1
+        if previous is not None and previous.ok == result.ok:
+            status.streak += 1
+        else:
+            status.streak = 1
+            if self._on_transition is not None:
+                self._on_transition(status, result)
+        for slo_state in self._slos_by_target.get(target.id, ()):
+            slo_state.record(target.id, scheduled, result.ok, result.duration)
+
+    def record_missed(self, target: Target, scheduled: float) -> None:
+        status = self.targets.get(target.id)
+        if status is None:
+            return
+        status.missed += 1
+        for slo_state in self._slos_by_target.get(target.id, ()):
+            slo_state.record_no_data(target.id, scheduled)
+
+    def has_slos(self, target_id: str) -> bool:
+        return target_id in self._slos_by_target
+
+    def shape(self, slo_id: str) -> str:
+        """Fingerprint of what shapes an SLO's windows: a snapshot only restores onto
+        the same shape (a changed objective, part or interval starts afresh)."""
+        shape = self._shapes.get(slo_id)
+        if shape is None:
+            key = self._slo_keys[slo_id]
+            shape = self._shapes[slo_id] = hashlib.sha256(repr(key).encode()).hexdigest()[:32]
+        return shape
+
+    def replay(self, target_id: str, t: float, ok: int | None, duration: float | None) -> int:
+        """Re-apply a journaled outcome to the SLO windows (not to live counters)."""
+        states = self._slos_by_target.get(target_id, ())
+        for slo_state in states:
+            if ok is None:
+                slo_state.record_no_data(target_id, t)
+            else:
+                slo_state.record(target_id, t, bool(ok), duration or 0.0)
+        return 1 if states else 0
+
+    def advance(self, now: float) -> None:
+        for slo_state in self.slos.values():
+            slo_state.advance(now)
+
+    def window_bytes(self) -> int:
+        return sum(s.nbytes() for s in self.slos.values())

@@ -1,0 +1,29 @@
+"""keccak256 and the ABI encoding of static words, without the chain libraries.
+
+The pure core (SLA ids, policy digests, Merkle evidence) hashes exactly as the
+contract does, so it must not need web3 installed: pycryptodome's Keccak is the
+same primitive eth-hash uses behind web3.
+"""
+
+from __future__ import annotations
+
+from Crypto.Hash import keccak as _keccak
+
+
+def keccak256(data: bytes) -> bytes:
+    """Ethereum's keccak256 (the pre-standard SHA-3 padding), 32 bytes."""
+    return _keccak.new(digest_bits=256, data=data).digest()
+
+
+def abi_word_uint(value: int, bits: int = 256) -> bytes:
+    """`abi.encode(uintN value)`: one big-endian 32-byte word; refuses what does not fit."""
+    if value < 0 or value >= 1 << bits:
+        raise ValueError(f"{value} does not fit in uint{bits}")
+    return value.to_bytes(32, "big")
+
+
+def abi_word_bytes32(value: bytes) -> bytes:
+    """`abi.encode(bytes32 value)`."""
+    if len(value) != 32:
+        raise ValueError(f"bytes32 needs 32 bytes, got {len(value)}")
+    return bytes(value)
