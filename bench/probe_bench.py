@@ -1,4 +1,4 @@
-"""Probe-path benchmark (issue 2): slamon probing N loopback HTTP targets.
+"""Probe-path benchmark: slamon probing N loopback HTTP targets.
 
 For each target count N (default 1,000 and 10,000) and each run:
 
@@ -708,7 +708,7 @@ def medians(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description="slamon probe-path benchmark (issue 2)")
+    ap = argparse.ArgumentParser(description="slamon probe-path benchmark")
     ap.add_argument("--targets", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--interval", type=float, default=10.0, help="probe interval, seconds")
     ap.add_argument("--timeout", type=float, default=5.0, help="probe timeout, seconds")

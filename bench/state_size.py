@@ -1,4 +1,4 @@
-"""Size of the SQLite state file after a simulated 90 days (issue 3), and write throughput.
+"""Size of the SQLite state file after a simulated 90 days, and write throughput.
 
 Drives the real `StateStore` + `SlaTracker` (and a `LiveState` for realistic
 window snapshots) with synthetic probe outcomes on simulated time; no sockets.

@@ -435,7 +435,7 @@ async def test_probes_leave_no_reference_cycles(
 ) -> None:
     """Every probe's objects die by reference counting. A cycle per probe made
     ~17k objects/s for the cyclic GC at 10,000 targets and 60-160 ms full
-    collections that delayed probes (docs/benchmarks.md, issue 7)."""
+    collections that delayed probes (docs/benchmarks.md)."""
     import gc
 
     from tests.misbehaving import free_port

@@ -1,4 +1,4 @@
-"""slamon vs blackbox_exporter + Prometheus on the same targets, same run (issue 7).
+"""slamon vs blackbox_exporter + Prometheus on the same targets, same run.
 
 One run, for N targets:
 
@@ -747,7 +747,7 @@ def report(runs: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description="slamon vs blackbox_exporter + Prometheus (issue 7)")
+    ap = argparse.ArgumentParser(description="slamon vs blackbox_exporter + Prometheus")
     ap.add_argument("--targets", type=int, nargs="+", default=[1000])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--duration", type=int, default=180, help="measured window, multiple of 60 s")

@@ -301,7 +301,7 @@ class Daemon:
     async def _settle_after_first_round(self) -> None:
         """Settle again once every target has been probed: each probe's prepared
         request and first results are long-lived, and left young they made every
-        full collection walk ~80k more objects (docs/benchmarks.md, issue 7)."""
+        full collection walk ~80k more objects (docs/benchmarks.md)."""
         targets = self.config.targets
         if targets:
             await asyncio.sleep(max(t.interval + t.timeout for t in targets) + 1.0)

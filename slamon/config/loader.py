@@ -178,7 +178,7 @@ def _load_yaml(text: str) -> Any:
 def _compact(data: Any) -> Any:
     """The same data in freshly allocated objects (sharing, e.g. YAML aliases, kept).
 
-    Memory (issue 2): the parser's node tree is freed after construction, but the
+    Memory: the parser's node tree is freed after construction, but the
     constructed values are spread over the memory pages that tree used, so those
     pages can never be given back: at 10,000 targets the parsed data held ~100 MB
     of RSS for ~16 MB of objects. Dropping it after a pickle round trip frees those

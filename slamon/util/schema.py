@@ -78,7 +78,7 @@ class Strict(BaseModel):
 
     @model_validator(mode="after")
     def _share_fields_set(self) -> Any:
-        # Memory (issue 2): every instance carries a set of the fields given in the
+        # Memory: every instance carries a set of the fields given in the
         # input (216-728 bytes); models are frozen and pydantic copies that set
         # before changing it (model_copy), so instances with the same set share one.
         mine = self.__pydantic_fields_set__
