@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 import subprocess
 from pathlib import Path
 
@@ -81,8 +82,10 @@ def test_hardening_directives(unit: dict[str, dict[str, list[str]]]) -> None:
 def _runnable_copy(tmp_path: Path) -> Path:
     """The unit with ExecStart= on the slamon actually installed here (verify checks
     that the binary exists; /usr/local/bin/slamon is where a real install puts it)."""
-    slamon = shutil.which("slamon")
-    assert slamon, "slamon is not installed (pip install -e .)"
+    # next to the interpreter running the tests, never whatever a shell's PATH holds
+    installed = Path(sys.executable).parent / "slamon"
+    assert installed.is_file(), f"slamon is not installed beside {sys.executable} (pip install -e .)"
+    slamon = str(installed)
     copy = tmp_path / "slamon.service"
     copy.write_text(UNIT.read_text().replace("/usr/local/bin/slamon", slamon))
     return copy
