@@ -1,1 +1,1 @@
-"""app"""
+"""The daemon: start, run, reload and shut down; wiring of the components; process runtime."""

@@ -1,1 +1,1 @@
-"""metrics"""
+"""Prometheus: the collector behind /metrics, its sliced exposition, and generated rules."""

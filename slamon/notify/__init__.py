@@ -1,7 +1,9 @@
-"""Notifications: one module per channel behind one interface, and a router.
+"""Notifications: which events reach which channel, when, and with what text.
 
-- `base`: Message, the Notifier protocol, DeliveryError, message text
-- `webhook`, `slack`, `email`, `alertmanager`: the channels
+The channels themselves (webhook, slack, email, alertmanager) live in
+slamon.channels, one module each with its own config model.
+
+- `messages`: the text of a notification, safe details, idempotency keys
 - `router`: Dispatcher (thresholds, filters, reminders, retries, metrics)
 - `burn`: multiwindow burn-rate evaluation -> events
 - `certs`: TLS expiry reminders -> events

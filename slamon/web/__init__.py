@@ -1,1 +1,1 @@
-"""web"""
+"""HTTP: the server (one aiohttp app), the JSON API and the public status page."""
