@@ -112,7 +112,7 @@ def test_no_cycle_between_units() -> None:
         stack.append(node)
         for nxt in graph.get(node, {}):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return [*stack[stack.index(nxt):], nxt]
             if nxt not in state:
                 found = visit(nxt)
                 if found:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import re
 import shutil
-import sys
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -84,7 +84,7 @@ def _runnable_copy(tmp_path: Path) -> Path:
     that the binary exists; /usr/local/bin/slamon is where a real install puts it)."""
     # next to the interpreter running the tests, never whatever a shell's PATH holds
     installed = Path(sys.executable).parent / "slamon"
-    assert installed.is_file(), f"slamon is not installed beside {sys.executable} (pip install -e .)"
+    assert installed.is_file(), f"no slamon beside {sys.executable} (pip install -e .)"
     slamon = str(installed)
     copy = tmp_path / "slamon.service"
     copy.write_text(UNIT.read_text().replace("/usr/local/bin/slamon", slamon))
