@@ -875,3 +875,20 @@ def test_examples_in_docs_are_valid() -> None:
     assert len(blocks) >= 2
     for block in blocks:
         parse_config(block, env={"API_TOKEN": "x"})
+
+
+def test_models_with_the_same_given_fields_share_one_fields_set() -> None:
+    """Strict shares pydantic's internal per-instance set of given fields (memory at
+    10k targets); pydantic is pinned for it, and this shows the sharing still works."""
+    from slamon.config.targets import TcpSpec
+
+    a = TcpSpec.model_validate({"host": "a.example", "port": 1})
+    b = TcpSpec.model_validate({"host": "b.example", "port": 2})
+    c = TcpSpec.model_validate({"host": "c.example", "port": 3, "tls": True})
+    assert a.model_fields_set == {"host", "port"}
+    assert a.model_fields_set is b.model_fields_set
+    assert c.model_fields_set is not a.model_fields_set
+    # a copy that sets a field must not change the set the others share
+    copied = a.model_copy(update={"tls": True})
+    assert "tls" in copied.model_fields_set
+    assert b.model_fields_set == {"host", "port"}

@@ -81,6 +81,9 @@ class Strict(BaseModel):
         # Memory: every instance carries a set of the fields given in the
         # input (216-728 bytes); models are frozen and pydantic copies that set
         # before changing it (model_copy), so instances with the same set share one.
+        # pydantic has no public setter for this set (model_fields_set is read-only):
+        # the attribute is internal, so pyproject.toml pins pydantic to 2.14.x and
+        # tests/test_config.py checks that the sharing still happens.
         mine = self.__pydantic_fields_set__
         shared = _FIELDS_SETS.setdefault(frozenset(mine), mine)
         if shared is not mine:
