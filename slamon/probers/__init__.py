@@ -1,4 +1,18 @@
-"""Prober registry: adding a protocol is adding a module and a line here."""
+"""Prober registry: adding a protocol is adding a module and a line here.
+
+Laid out as blackbox_exporter's prober/: every prober has the one signature
+of `base.Prober` and `PROBERS` maps a target kind to its prober.
+
+- `base`: `ProbeResult`, `FailureReason` and the `Prober` signature.
+- `http`, `tcp`: the transports. They connect, speak the protocol, time the
+  phases and gather the facts of the response.
+- `checks`: the assertions, pure functions over those facts and the target
+  spec (status, headers, body, JSON, response time, certificate validity,
+  TCP `expect`), each returning None or `(FailureReason, detail)`.
+- `_net`: DNS, TCP connect, phase timing, `ProbeError` and error classification.
+- `_tls`: SSL contexts (cached), the TLS handshake, the peer certificate's
+  expiry and TLS error classification.
+"""
 
 from __future__ import annotations
 

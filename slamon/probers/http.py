@@ -5,41 +5,40 @@ cores its per-request overhead (~1.2 CPU-ms) is too much; a Protocol feeding
 `httptools` costs about half. The probe is deliberately simple HTTP/1.1: one
 fresh connection per hop, `Connection: close`, phases timed as
 blackbox_exporter does (dns, connect, tls, processing, transfer; summed over
-redirect hops).
+redirect hops). This module is the transport; what a good answer is
+(status, headers, body, JSON, response time) is decided in `checks`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import functools
-import json
 import re
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import httptools
 
 from slamon import __version__
 from slamon.config.targets import HttpSpec, Target
-from slamon.probers._net import (
-    PhaseClock,
-    ProbeError,
-    check_cert_validity,
-    classify,
-    connect,
-    pattern,
-    peer_cert_expiry,
-    resolve,
-    ssl_context,
-    start_tls,
-    timeout_detail,
-)
+from slamon.probers._net import PhaseClock, ProbeError, classify, connect, resolve, timeout_detail
+from slamon.probers._tls import peer_cert_expiry, ssl_context, start_tls, tls_failure
 from slamon.probers.base import FailureReason, ProbeResult
-from slamon.util.durations import format_duration
+from slamon.probers.checks import (
+    Failure,
+    HeaderRule,
+    body_failure,
+    cert_validity_failure,
+    header_failure,
+    header_rules,
+    json_failure,
+    patterns,
+    response_time_failure,
+    status_failure,
+    valid_codes,
+)
 from slamon.util.redact import redact_text, redact_url
 
 USER_AGENT = f"slamon/{__version__}"
@@ -48,23 +47,9 @@ _NO_BODY_CODES = frozenset({204, 304})
 _SAFE_PATH = "/%:@!$&'()*+,;=-._~"
 _SAFE_QUERY = _SAFE_PATH + "?"
 _CACHE_MAX = 50_000
-_SHOW = 80  # max characters of user-supplied text repeated in a detail
 
 
 # ---------------------------------------------------------------- preparation
-
-
-def _codes_text(codes: list[int]) -> str:
-    """[200, ..., 299, 301] -> "200-299,301" for details."""
-    parts: list[str] = []
-    i = 0
-    while i < len(codes):
-        j = i
-        while j + 1 < len(codes) and codes[j + 1] == codes[j] + 1:
-            j += 1
-        parts.append(str(codes[i]) if i == j else f"{codes[i]}-{codes[j]}")
-        i = j + 1
-    return ",".join(parts)
 
 
 @dataclass(slots=True)
@@ -89,7 +74,7 @@ class _Prepared:
     valid_text: str
     # tuples, not lists: an empty tuple is a shared untracked constant, so 10,000
     # prepared specs add no containers for the cyclic GC to walk (docs/benchmarks.md)
-    headers: tuple[tuple[bytes, str, re.Pattern[str], bool], ...]
+    headers: tuple[HeaderRule, ...]
     matches: tuple[re.Pattern[str], ...]
     not_matches: tuple[re.Pattern[str], ...]
     keep_body: bool
@@ -148,30 +133,21 @@ def _make_hop(
 _prepared: dict[int, _Prepared] = {}
 
 
-@functools.lru_cache(maxsize=256)
-def _codes(codes: tuple[int, ...]) -> tuple[frozenset[int], str]:
-    """Shared per distinct list: the default 2xx frozenset alone is 4.2 KB per target."""
-    return frozenset(codes), _codes_text(list(codes))
-
-
 def _prepare(spec: HttpSpec) -> _Prepared:
     """Cached by spec identity (specs are frozen); a config reload makes new entries."""
     prep = _prepared.get(id(spec))
     if prep is not None and prep.spec is spec:
         return prep
     body = spec.body.encode() if spec.body is not None else None
-    valid, valid_text = _codes(tuple(spec.valid_status_codes))
+    valid, valid_text = valid_codes(tuple(spec.valid_status_codes))
     prep = _Prepared(
         spec=spec,
         first=_make_hop(spec, spec.url, spec.method, body),
         valid=valid,
         valid_text=valid_text,
-        headers=tuple(
-            (h.name.lower().encode("latin-1"), h.name, pattern(h.regex), h.allow_missing)
-            for h in spec.header_matches
-        ),
-        matches=tuple(pattern(p) for p in spec.body_matches),
-        not_matches=tuple(pattern(p) for p in spec.body_not_matches),
+        headers=header_rules(spec.header_matches),
+        matches=patterns(spec.body_matches),
+        not_matches=patterns(spec.body_not_matches),
         keep_body=bool(
             spec.body_contains or spec.body_matches or spec.body_not_matches or spec.json_equals
         ),
@@ -399,6 +375,23 @@ class _State:
     http_version: str | None = None
     body_bytes: int = 0
 
+    def result(
+        self, duration: float, reason: FailureReason | None = None, detail: str = ""
+    ) -> ProbeResult:
+        """The probe's result with everything learned so far, passed or failed."""
+        return ProbeResult(
+            ok=reason is None,
+            duration=duration,
+            reason=reason,
+            detail=detail,
+            status_code=self.status,
+            phases=self.clock.phases,
+            cert_expiry=self.cert_expiry,
+            http_version=self.http_version,
+            redirects=self.redirects,
+            body_bytes=self.body_bytes,
+        )
+
 
 async def _exchange(
     loop: asyncio.AbstractEventLoop, hop: _Hop, prep: _Prepared, st: _State
@@ -420,7 +413,10 @@ async def _exchange(
         st.transports.append(transport)
         proto.transport = transport
         st.cert_expiry = peer_cert_expiry(transport)
-        check_cert_validity(st.cert_expiry, spec.min_cert_validity)
+        if spec.min_cert_validity is not None:
+            failed = cert_validity_failure(st.cert_expiry, spec.min_cert_validity, time.time())
+            if failed is not None:
+                raise ProbeError(*failed)
     sent = clock.enter("processing")
     transport.write(hop.request)
     await proto.done
@@ -465,86 +461,26 @@ def _decode_body(proto: _HttpProtocol, limit: int) -> bytes:
     raise ProbeError(FailureReason.OTHER, f"cannot decode {enc.decode('latin-1')} body")
 
 
-_MISSING = object()
+def _check(prep: _Prepared, proto: _HttpProtocol, elapsed: float) -> Failure | None:
+    """The assertions, in the documented order; the first failure wins.
 
-
-def _json_path(doc: Any, path: str) -> Any:
-    cur = doc
-    for part in path.split("."):
-        if isinstance(cur, list):
-            try:
-                cur = cur[int(part)]
-            except (ValueError, IndexError):
-                return _MISSING
-        elif isinstance(cur, dict):
-            if part not in cur:
-                return _MISSING
-            cur = cur[part]
-        else:
-            return _MISSING
-    return cur
-
-
-def _json_same(a: Any, b: Any) -> bool:
-    """Equality where true != 1 (JSON types differ even if Python says equal)."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    return bool(a == b)
-
-
-def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= _SHOW else text[: _SHOW - 3] + "..."
-
-
-def _check(
-    prep: _Prepared, proto: _HttpProtocol, elapsed: float
-) -> tuple[FailureReason, str] | None:
-    """The assertions, in the documented order; the first failure wins."""
+    The body is decoded only once status and headers passed, so a bad status is
+    reported as such even when the body cannot be decoded.
+    """
     spec = prep.spec
-    if proto.status not in prep.valid:
-        return FailureReason.STATUS, f"status {proto.status} not in {prep.valid_text}"
-    for low, name, pat, allow_missing in prep.headers:
-        values = [v for n, v in proto.headers if n.lower() == low]
-        if not values:
-            if allow_missing:
-                continue
-            return FailureReason.HEADER, f"header {name} missing"
-        if not any(pat.search(v.decode("latin-1")) for v in values):
-            return FailureReason.HEADER, f"header {name} does not match {_show(pat.pattern)}"
-    if prep.keep_body:
-        raw = _decode_body(proto, spec.body_limit)
-        text = raw.decode("utf-8", "replace")
-        for needle in spec.body_contains:
-            if needle not in text:
-                return FailureReason.BODY, f"body does not contain {_show(needle)}"
-        for pat in prep.matches:
-            if not pat.search(text):
-                return FailureReason.BODY, f"body does not match {_show(pat.pattern)}"
-        for pat in prep.not_matches:
-            if pat.search(text):
-                return FailureReason.BODY, f"body matches {_show(pat.pattern)}"
-        if spec.json_equals:
-            try:
-                doc = json.loads(text)
-            except ValueError as exc:
-                return FailureReason.JSON, f"invalid JSON: {exc}"
-            for item in spec.json_equals:
-                got = _json_path(doc, item.path)
-                if got is _MISSING:
-                    return FailureReason.JSON, f"json {item.path} not found"
-                if not _json_same(got, item.equals):
-                    return (
-                        FailureReason.JSON,
-                        f"json {item.path} is {_show(got)}, expected {_show(item.equals)}",
-                    )
-    limit = spec.max_response_time
-    if limit is not None and elapsed > limit:
-        return (
-            FailureReason.TOO_SLOW,
-            f"response took {elapsed:.3f}s, more than {format_duration(limit)}",
-        )
-    return None
+    failed = status_failure(proto.status, prep.valid, prep.valid_text)
+    # the guards skip the call for rules a target does not set (most set none):
+    # this runs for every probe
+    if failed is None and prep.headers:
+        failed = header_failure(proto.headers, prep.headers)
+    if failed is None and prep.keep_body:
+        text = _decode_body(proto, spec.body_limit).decode("utf-8", "replace")
+        failed = body_failure(text, spec.body_contains, prep.matches, prep.not_matches)
+        if failed is None and spec.json_equals:
+            failed = json_failure(text, spec.json_equals)
+    if failed is None and spec.max_response_time is not None:
+        failed = response_time_failure(elapsed, spec.max_response_time)
+    return failed
 
 
 async def _run(prep: _Prepared, st: _State, start: float) -> ProbeResult:
@@ -583,18 +519,9 @@ async def _run(prep: _Prepared, st: _State, start: float) -> ProbeResult:
         hop = _make_hop(spec, url, method, body, same_origin=same)
     elapsed = time.perf_counter() - start
     failed = _check(prep, proto, elapsed)
-    return ProbeResult(
-        ok=failed is None,
-        duration=elapsed,
-        reason=failed[0] if failed else None,
-        detail=redact_text(failed[1]) if failed else "",
-        status_code=st.status,
-        phases=st.clock.phases,
-        cert_expiry=st.cert_expiry,
-        http_version=st.http_version,
-        redirects=st.redirects,
-        body_bytes=st.body_bytes,
-    )
+    if failed is None:
+        return st.result(elapsed)
+    return st.result(elapsed, failed[0], redact_text(failed[1]))
 
 
 async def probe(target: Target, timeout: float) -> ProbeResult:
@@ -621,20 +548,10 @@ async def probe(target: Target, timeout: float) -> ProbeResult:
         else:
             reason, detail = classify(exc)
     except Exception as exc:
-        reason, detail = classify(exc)
+        reason, detail = tls_failure(exc) or classify(exc)
     finally:
         for tr in st.transports:
             tr.abort()  # type: ignore[attr-defined]
         if st.proto is not None:
             st.proto.release()
-    return ProbeResult.failure(
-        reason,
-        time.perf_counter() - start,
-        detail,
-        status_code=st.status,
-        phases=st.clock.phases,
-        cert_expiry=st.cert_expiry,
-        http_version=st.http_version,
-        redirects=st.redirects,
-        body_bytes=st.body_bytes,
-    )
+    return st.result(time.perf_counter() - start, reason, detail)

@@ -2,7 +2,8 @@
 
 The banner/expect check is what makes a TCP probe measure the service rather
 than an open port (an SMTP server answering `220`, not just a listener).
-Phases: dns, connect, tls, and processing (send -> expect matched).
+Phases: dns, connect, tls, and processing (send -> expect matched). Whether
+`expect` matched is judged by `checks.expect_failure`.
 """
 
 from __future__ import annotations
@@ -12,20 +13,10 @@ import re
 import time
 
 from slamon.config.targets import Target
-from slamon.probers._net import (
-    PhaseClock,
-    ProbeError,
-    check_cert_validity,
-    classify,
-    connect,
-    pattern,
-    peer_cert_expiry,
-    resolve,
-    ssl_context,
-    start_tls,
-    timeout_detail,
-)
+from slamon.probers._net import PhaseClock, ProbeError, classify, connect, resolve, timeout_detail
+from slamon.probers._tls import peer_cert_expiry, ssl_context, start_tls, tls_failure
 from slamon.probers.base import FailureReason, ProbeResult
+from slamon.probers.checks import cert_validity_failure, expect_failure, pattern
 from slamon.util.redact import redact_text
 
 
@@ -92,7 +83,10 @@ async def _run(
         )
         transports.append(transport)
         out["cert_expiry"] = peer_cert_expiry(transport)
-        check_cert_validity(out["cert_expiry"], spec.min_cert_validity)
+        if spec.min_cert_validity is not None:
+            failed = cert_validity_failure(out["cert_expiry"], spec.min_cert_validity, time.time())
+            if failed is not None:
+                raise ProbeError(*failed)
     if spec.send is None and expect_re is None:
         return
     clock.enter("processing")
@@ -102,15 +96,15 @@ async def _run(
         await proto.done
         clock.leave()
         out["bytes"] = len(proto.buf)
-        if proto.matched:
-            return
-        if proto.error is not None and proto.error.strerror:
+        if not proto.matched and proto.error is not None and proto.error.strerror:
+            # the connection broke: a transport failure, not a wrong answer
             raise ProbeError(FailureReason.RESET, f"connection reset: {proto.error.strerror}")
-        why = "connection closed" if proto.eof else f"read_limit {spec.read_limit} bytes reached"
-        raise ProbeError(
-            FailureReason.BODY,
-            f"expect {spec.expect!r} not matched ({why} after {len(proto.buf)} bytes)",
+        failed = expect_failure(
+            expect_re, proto.matched, proto.eof, len(proto.buf), spec.read_limit
         )
+        if failed is not None:
+            raise ProbeError(*failed)
+        return
     clock.leave()
 
 
@@ -144,7 +138,7 @@ async def probe(target: Target, timeout: float) -> ProbeResult:
         else:
             reason, detail = classify(exc)
     except Exception as exc:
-        reason, detail = classify(exc)
+        reason, detail = tls_failure(exc) or classify(exc)
     finally:
         if not ok:
             for tr in transports:
