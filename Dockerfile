@@ -1,5 +1,5 @@
 # slamon container image. Build: docker build -t slamon .
-# Run:   docker run -d --name slamon -p 9115:9115 \
+# Run:   docker run -d --name slamon -p 9115:9115 -e SLAMON_LISTEN=0.0.0.0:9115 \
 #          -v slamon-state:/var/lib/slamon \
 #          -v "$PWD/slamon.yaml:/etc/slamon/slamon.yaml:ro" slamon
 # Reload: docker kill --signal=HUP slamon     Stop: docker stop slamon (SIGTERM)
@@ -21,7 +21,6 @@ ENV PATH=/opt/slamon/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     STATE_DIRECTORY=/var/lib/slamon \
-    SLAMON_LISTEN=0.0.0.0:9115 \
     SLAMON_HEALTHZ=http://127.0.0.1:9115/healthz
 RUN groupadd --system --gid 10001 slamon \
     && useradd --system --uid 10001 --gid slamon --home-dir /var/lib/slamon \
@@ -36,6 +35,8 @@ USER 10001:10001
 WORKDIR /var/lib/slamon
 # SQLite state (windows, SLA periods, evidence, report journal) survives the container
 VOLUME ["/var/lib/slamon"]
+# /metrics and the API; slamon listens on loopback until SLAMON_LISTEN (read by the
+# example configs) says otherwise, so nothing private is reachable by accident
 EXPOSE 9115
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ['SLAMON_HEALTHZ'], timeout=4)"]

@@ -6,47 +6,21 @@ Never shows a traceback to a user.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from slamon import __version__
-
-EXIT_OK = 0
-EXIT_FAIL = 1
-EXIT_USAGE = 2
-
-
-def _err(message: str) -> None:
-    print(f"slamon: error: {message}", file=sys.stderr)
-
-
-def _run_async(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
-    """Run on uvloop when installed (faster probe path), else the stdlib loop."""
-    try:
-        import uvloop
-
-        factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        factory = None
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(main())
+from slamon.util.args import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from slamon.util.args import error as _err
 
 
 def _load(path: str) -> Any:
-    """Load a config, printing every error; returns None when invalid."""
-    from slamon.config.loader import ConfigError, load_config
+    from slamon.config.loader import load_config_for_cli
 
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(f"error: {line}", file=sys.stderr)
-        n = len(exc.errors)
-        print(f"{path}: {n} error{'s' if n != 1 else ''}", file=sys.stderr)
-        return None
+    return load_config_for_cli(path)
 
 
 def _count(n: int, noun: str) -> str:
@@ -54,6 +28,7 @@ def _count(n: int, noun: str) -> str:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
+    args.file = args.file or args.config
     config = _load(args.file)
     if config is None:
         return EXIT_USAGE
@@ -70,46 +45,28 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _start_daemon(config: Any, config_path: str, before: Any = None, after: Any = None) -> int:
-    from slamon.app.daemon import Daemon, StartupError
-    from slamon.config.loader import load_config
-    from slamon.util.log import configure_logging
-
-    configure_logging(config.logging.level, config.logging.format)
-
-    async def main() -> int:
-        if before is not None:
-            await before()
-        daemon = Daemon(config, config_path=config_path, loader=load_config)
-        try:
-            await daemon.run()
-        except StartupError as exc:
-            _err(str(exc))
-            return EXIT_FAIL
-        finally:
-            if after is not None:
-                await after()
-        return EXIT_OK
-
-    return _run_async(main)
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
-    import gc
+    from slamon.app.runtime import defer_gc
 
-    # start-up builds long-lived objects only: no cyclic GC until the daemon settles
-    # its heap (daemon.settle_heap), which re-enables it. At 10,000 targets the
-    # collector otherwise ran ~20 times during start-up, 3.5 s in all.
-    gc.disable()
+    # first: the imports, the config and the daemon's start-up build long-lived
+    # objects only, and the daemon re-enables the GC once it has settled them
+    defer_gc()
+    from slamon.app.daemon import StartupError, serve
+
     config = _load(args.config)
     if config is None:
         return EXIT_USAGE
-    return _start_daemon(config, args.config)
+    try:
+        return serve(config, args.config)
+    except StartupError as exc:
+        _err(str(exc))
+        return EXIT_FAIL
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     import tempfile
 
+    from slamon.app.daemon import StartupError, serve
     from slamon.dev.demo import CYCLE, DemoTargets, start_dev_chain
 
     config = _load(args.config)
@@ -155,10 +112,55 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         )
 
     try:
-        return _start_daemon(config, args.config, before=before, after=demo.stop)
+        # a forced exit (second Ctrl-C) skips the `finally`: anvil runs in a
+        # session of its own and would outlive the demo
+        return serve(config, args.config, before=before, after=demo.stop,
+                     on_forced_exit=node.stop if node is not None else None)
+    except StartupError as exc:
+        _err(str(exc))
+        return EXIT_FAIL
     finally:
         if node is not None:
             node.stop()
+
+
+def _probe_request(args: argparse.Namespace) -> dict[str, Any]:
+    """The HTTP request and JSON checks of `slamon probe`, curl-like: `--data` means
+    POST unless `--method` says otherwise. Raises ValueError naming the bad option."""
+    import json
+
+    out: dict[str, Any] = {"method": (args.method or ("POST" if args.data else "GET")).upper()}
+    headers: dict[str, str] = {}
+    for item in args.header or ():
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise ValueError(f"--header {item!r}: expected 'Name: value'")
+        headers[name.strip()] = value.strip()
+    if headers:
+        out["headers"] = headers
+    if args.data is not None:
+        body = args.data
+        if body.startswith("@"):
+            try:
+                with open(body[1:], encoding="utf-8") as f:
+                    body = f.read()
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                raise ValueError(f"--data {args.data}: cannot read: {reason}") from None
+        out["body"] = body
+    checks = []
+    for item in args.json_path or ():
+        path, sep, raw = item.partition("=")
+        if not sep or not path.strip():
+            raise ValueError(f"--json-path {item!r}: expected PATH=VALUE, e.g. status=\"ok\"")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        checks.append({"path": path.strip(), "equals": value})
+    if checks:
+        out["json_equals"] = checks
+    return out
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
@@ -177,8 +179,12 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         if args.expect:
             spec["tcp"]["expect"] = args.expect
     else:
-        http: dict[str, Any] = {"url": url, "method": args.method,
-                                "tls_verify": not args.insecure}
+        try:
+            extra = _probe_request(args)
+        except ValueError as exc:
+            _err(str(exc))
+            return EXIT_USAGE
+        http: dict[str, Any] = {"url": url, "tls_verify": not args.insecure, **extra}
         if args.status:
             http["valid_status_codes"] = args.status
         if args.contains:
@@ -219,7 +225,9 @@ def _cmd_probe(args: argparse.Namespace) -> int:
                   f"({result.duration * 1000:.1f}ms)")
         return EXIT_OK if result.ok else EXIT_FAIL
 
-    return _run_async(main)
+    from slamon.app.runtime import run
+
+    return run(main)
 
 
 def _read_input(name: str) -> str:
@@ -319,52 +327,159 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-#: modules that add their own subcommands with `register(subparsers)`: one
-#: module per feature, like the probers, so cli.py does not grow with each one
-PLUGIN_COMMANDS = (
-    "slamon.chain.commands",
-    "slamon.oracle.commands",
-    "slamon.metrics.rules",
-    "slamon.sla.report",
+@dataclass(frozen=True)
+class Plugin:
+    """An optional command: ``module.configure(parser)`` adds its arguments and sets ``func``."""
+
+    module: str
+    configure: str
+    help: str
+
+
+#: every optional command, by its words on the command line. A module is imported only
+#: when its command is the one run: ``--help`` and ``--version`` stay cheap, and a core
+#: install (no ``chain`` extra) lists every command and explains what a missing one needs.
+PLUGINS: dict[tuple[str, ...], Plugin] = {
+    ("rules",): Plugin(
+        "slamon.metrics.rules", "configure",
+        "print Prometheus recording and alerting rules for every SLO"),
+    ("report", "render"): Plugin(
+        "slamon.sla.report", "configure_render", "one closed SLA period as HTML or Markdown"),
+    ("report", "verify"): Plugin(
+        "slamon.oracle.commands", "configure_report_verify",
+        "check a signed report's EIP-712 signature offline; exit 0 valid, 1 invalid"),
+    ("keys", "new"): Plugin(
+        "slamon.oracle.commands", "configure_keys_new",
+        "create a new key in an encrypted keystore (mode 0600); prints its address"),
+    ("contract", "deploy"): Plugin(
+        "slamon.oracle.contract_commands", "configure_deploy",
+        "deploy SLACompensation; prints its address"),
+    ("contract", "register"): Plugin(
+        "slamon.oracle.contract_commands", "configure_register",
+        "register a configured SLA, starting this period"),
+    ("import", "blackbox"): Plugin(
+        "slamon.importers.commands", "configure_blackbox",
+        "targets from a blackbox_exporter config and its Prometheus /probe jobs"),
+    ("import", "openslo"): Plugin(
+        "slamon.importers.commands", "configure_openslo",
+        "SLOs and SLAs from OpenSLO v1 documents"),
+}
+
+#: help for the commands that only group the actions above
+GROUPS = {
+    "report": "SLA period reports",
+    "keys": "oracle signing keys",
+    "contract": "deploy the compensation contract, register SLAs",
+    "import": "write slamon config from other tools' configs",
+}
+
+#: top-level packages of the ``chain`` extra
+CHAIN_LIBRARIES = frozenset(
+    {"web3", "eth_account", "eth_utils", "eth_abi", "eth_keys", "eth_typing", "hexbytes"}
 )
 
 
-def _register_plugin(sub: Any, module: str) -> None:
-    import importlib
-
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name == module:
-            return  # feature not built into this version
-        if exc.name and exc.name.split(".")[0] in {"web3", "eth_account", "eth_utils"}:
-            return  # optional dependency (the `chain` extra) not installed
-        raise
-    register = getattr(mod, "register", None)
-    if register is not None:
-        register(sub)
+class NeedsChain(Exception):
+    """A command needs the libraries of the ``chain`` extra, which are not installed."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def needs_chain(exc: BaseException) -> bool:
+    return (
+        isinstance(exc, ModuleNotFoundError)
+        and (exc.name or "").split(".")[0] in CHAIN_LIBRARIES
+    )
+
+
+#: the options before a command or action that take a value as the next word
+_VALUED_OPTIONS = frozenset({"--log-level", "--log-format"})
+
+
+def _chosen(argv: Sequence[str]) -> tuple[str, ...]:
+    """The command words of ``argv``: the leading words that are neither options nor
+    the values of `_VALUED_OPTIONS`."""
+    words: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == "--":
+            break
+        if arg.startswith("-"):
+            skip = arg in _VALUED_OPTIONS
+            continue
+        words.append(arg)
+        if len(words) == 2:
+            break
+    return tuple(words)
+
+
+def _add_plugins(sub: Any, chosen: tuple[str, ...], common: argparse.ArgumentParser) -> None:
+    groups: dict[str, Any] = {}
+    for words, plugin in PLUGINS.items():
+        if len(words) == 1:
+            parent = sub
+        else:
+            if words[0] not in groups:
+                g = sub.add_parser(words[0], help=GROUPS[words[0]], parents=[common])
+                groups[words[0]] = g.add_subparsers(
+                    dest=f"{words[0]}_command", required=True, metavar="ACTION"
+                )
+            parent = groups[words[0]]
+        p = parent.add_parser(words[-1], help=plugin.help, parents=[common])
+        if chosen[: len(words)] != words:
+            continue
+        import importlib
+
+        try:
+            mod = importlib.import_module(plugin.module)
+        except ModuleNotFoundError as exc:
+            if needs_chain(exc):
+                raise NeedsChain(" ".join(words)) from exc
+            raise
+        getattr(mod, plugin.configure)(p)
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser; the optional command named in ``argv`` gets its full arguments."""
+    from slamon.util.args import ENVIRONMENT, add_config_argument, add_logging_arguments
+
+    width = max(len(name) for name in ENVIRONMENT)
     parser = argparse.ArgumentParser(
         prog="slamon",
         description="SLA monitor: probes, SLIs, error budgets and signed SLA verdicts.",
+        epilog="environment:\n" + "\n".join(
+            f"  {name:<{width}}  {text}" for name, text in ENVIRONMENT.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"slamon {__version__}")
+    add_logging_arguments(parser)
+    # the same flags after the command; SUPPRESS keeps one given before it
+    common = argparse.ArgumentParser(add_help=False)
+    add_logging_arguments(common, default=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("run", help="run the daemon")
-    p.add_argument("-c", "--config", required=True, help="config file (YAML)")
+    p = sub.add_parser("run", help="run the daemon", parents=[common])
+    add_config_argument(p, "config file (YAML)")
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("check-config", help="validate a config file and print every error")
-    p.add_argument("file")
+    p = sub.add_parser("check-config", help="validate a config file and print every error",
+                       parents=[common])
+    p.add_argument("file", nargs="?", help="config file (the same as -c)")
+    add_config_argument(p)
     p.set_defaults(func=_cmd_check_config)
 
-    p = sub.add_parser("probe", help="probe one URL once (http(s)://... or tcp://host:port)")
+    p = sub.add_parser("probe", help="probe one URL once (http(s)://... or tcp://host:port)",
+                       parents=[common])
     p.add_argument("url")
     p.add_argument("--timeout", default="10s", help="probe timeout (default 10s)")
-    p.add_argument("--method", default="GET")
+    p.add_argument("--method", help="HTTP method (default GET, or POST with --data)")
+    p.add_argument("-H", "--header", action="append", metavar="'NAME: VALUE'",
+                   help="request header (repeatable)")
+    p.add_argument("-d", "--data", metavar="BODY", help="request body; @FILE reads a file")
+    p.add_argument("--json-path", action="append", metavar="PATH=VALUE",
+                   help="the JSON body at dotted PATH must equal VALUE (JSON, else text); "
+                        "repeatable")
     p.add_argument("--status", action="append", help="valid status codes (repeatable, e.g. 2xx)")
     p.add_argument("--contains", action="append", help="body must contain (repeatable)")
     p.add_argument("--expect", help="tcp: regex the server's first bytes must match")
@@ -374,20 +489,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-follow", action="store_true", help="do not follow redirects")
     p.set_defaults(func=_cmd_probe)
 
-    p = sub.add_parser("demo", help="start local demo targets with an outage and run on them")
+    p = sub.add_parser("demo", help="start local demo targets with an outage and run on them",
+                       parents=[common])
     p.add_argument("-c", "--config", default="config/example.yaml")
     p.add_argument("--no-chain", action="store_true",
                    help="do not start a local chain (no on-chain reports)")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("evidence", help="work with evidence files (see docs/evidence.md)")
+    p = sub.add_parser("evidence", help="work with evidence files (see docs/evidence.md)",
+                       parents=[common])
     ev = p.add_subparsers(dest="evidence_command", required=True, metavar="ACTION")
     q = ev.add_parser("verify", help="recompute the Merkle root of an evidence file; exit 0/1")
     q.add_argument("file", help="evidence JSON file, or - for stdin")
     q.set_defaults(func=_cmd_evidence_verify)
 
-    p = sub.add_parser("export", help="closed SLA periods as CSV or JSON (offline)")
-    p.add_argument("-c", "--config", required=True, help="config file (names the state file)")
+    p = sub.add_parser("export", help="closed SLA periods as CSV or JSON (offline)",
+                       parents=[common])
+    add_config_argument(p, "config file (names the state file)")
     p.add_argument("--sla", required=True, help="SLA id")
     p.add_argument("--from", dest="date_from", required=True, metavar="DATE",
                    help="ISO 8601 date or time, inclusive (no offset = UTC)")
@@ -396,15 +514,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("csv", "json"), default="csv")
     p.add_argument("-o", "--output", metavar="FILE", help="output file (default stdout)")
     p.set_defaults(func=_cmd_export)
-    for module in PLUGIN_COMMANDS:
-        _register_plugin(sub, module)
+    _add_plugins(sub, _chosen(argv), common)
     return parser
 
 
+def _chain_missing(command: str) -> int:
+    _err(f"'slamon {command}' needs the chain libraries: pip install 'slamon[chain]'")
+    return EXIT_USAGE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        parser = build_parser(argv)
+    except NeedsChain as exc:
+        return _chain_missing(str(exc))
     args = parser.parse_args(argv)
+    from slamon.util.args import LOG_FORMAT_ENV, LOG_LEVEL_ENV, config_path
     from slamon.util.log import configure_logging
+
+    # through the environment, so that a reload (which rereads the config) keeps them
+    if getattr(args, "log_level", None):
+        os.environ[LOG_LEVEL_ENV] = args.log_level
+    if getattr(args, "log_format", None):
+        os.environ[LOG_FORMAT_ENV] = args.log_format
+    if hasattr(args, "config") and args.config is None and getattr(args, "file", None) is None:
+        args.config = config_path(None)
 
     # one-shot commands keep stdout for their output; `run` reconfigures from its config
     configure_logging("info", "console", stream=sys.stderr)
@@ -415,6 +550,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit:
         raise
     except Exception as exc:  # last line of defence: a message, never a traceback
+        if needs_chain(exc):
+            return _chain_missing(" ".join(_chosen(argv)))
         if os.environ.get("SLAMON_DEBUG"):
             raise
         from slamon.util.redact import redact_text

@@ -11,8 +11,10 @@ module or list this module in `pytest_plugins`):
 - `expiring_https`     TLS server whose certificate expires in 2 days
 - `tls_ca`, `ca_file`  the trustme CA and its PEM written to tmp_path
 - `raw_tcp`, `raw_tcp_tls`  RawTcpServer (banner/expect, silent, reset, garbage...)
+- `silent_port`        a port on 127.0.0.1 that completes handshakes and says nothing
 - `refused_port`       a port on 127.0.0.1 nobody listens on
 - `http_target(url, **http)` / `tcp_target(host, port, **tcp)` build a Target
+- `serve(app)`         any aiohttp app on a free port (for test-specific servers)
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import ssl
 import struct
 import zlib
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,6 +54,20 @@ def free_port() -> int:
         s.bind((HOST, 0))
         port: int = s.getsockname()[1]
         return port
+
+
+async def serve(
+    app: web.Application,
+    ssl_context: ssl.SSLContext | None = None,
+    shutdown_timeout: float = 0.5,
+) -> tuple[web.AppRunner, int]:
+    """Serve `app` on a free 127.0.0.1 port: its runner (`await runner.cleanup()` stops
+    it) and the port."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    await web.TCPSite(runner, HOST, 0, ssl_context=ssl_context).start()
+    port: int = runner.addresses[0][1]
+    return runner, port
 
 
 def rst_close(transport: asyncio.BaseTransport) -> None:
@@ -117,14 +133,7 @@ class MisbehavingHttpServer:
         r.add_get("/gzip", self._gzip)
         r.add_get("/deflate", self._deflate)
         r.add_route("*", "/echo", self._echo)
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((HOST, 0))
-        self.port = sock.getsockname()[1]
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.SockSite(self._runner, sock, ssl_context=self.ssl_context)
-        await site.start()
+        self._runner, self.port = await serve(app, self.ssl_context)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -459,6 +468,16 @@ async def raw_tcp() -> AsyncIterator[RawTcpServer]:
 async def raw_tcp_tls(tls_ca: trustme.CA) -> AsyncIterator[RawTcpServer]:
     async with RawTcpServer(ssl_context=server_ssl_context(tls_ca)) as server:
         yield server
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port on 127.0.0.1 whose connections are never accepted, read or answered (the
+    kernel's backlog completes the handshakes)."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        s.listen(512)
+        yield s.getsockname()[1]
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -17,12 +16,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from eth_account import Account
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
+from structlog.testing import capture_logs
 
 from slamon.chain.eip712 import Report, SignedReport, domain_data
+from slamon.cli import build_parser
 from slamon.config.oracle import KeyConfig, OracleConfig
 from slamon.config.process import StateConfig
 from slamon.config.root import Config
-from slamon.oracle.commands import register
 from slamon.oracle.http import add_routes
 from slamon.oracle.keys import Signer, load_signer
 from slamon.oracle.outbox import (
@@ -39,16 +39,9 @@ OTHER = to_checksum_address("0x" + "0d" * 20)
 KEYS = ["0x" + keccak(text=f"attest-signer-{i}").hex() for i in range(3)]
 
 
-class _NoLog:
-    def warning(self, event: str, **kw: Any) -> None:
-        pass
-
-    def info(self, event: str, **kw: Any) -> None:
-        pass
-
-
 def signer(i: int) -> Signer:
-    return load_signer(KeyConfig(dev_key_env="K"), environ={"K": KEYS[i]}, log=_NoLog())
+    with capture_logs():  # the dev-key warning is expected here, not under test
+        return load_signer(KeyConfig(dev_key_env="K"), environ={"K": KEYS[i]})
 
 
 def report(period: int = 0, sli: int = 998_000, issued_at: int = 2010, sla: str = "gold") -> Report:
@@ -212,9 +205,7 @@ async def test_http_one_period(client: TestClient[web.Request, web.Application])
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    parser = argparse.ArgumentParser(prog="slamon")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     code = args.func(args)
     out, err = capsys.readouterr()
     return code, out, err
@@ -317,7 +308,7 @@ def test_commands_in_a_subprocess(tmp_path: Path) -> None:
 
     def cli(*argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "slamon.oracle.commands", *argv],
+            [sys.executable, "-m", "slamon", *argv],
             capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60, check=False,
         )
 
@@ -332,7 +323,7 @@ def test_commands_in_a_subprocess(tmp_path: Path) -> None:
     p = cli("report", "verify", good, "--contract", OTHER, "--chain-id", str(CHAIN_ID))
     assert p.returncode == 1 and "Traceback" not in p.stderr
     p = subprocess.run(
-        [sys.executable, "-m", "slamon.oracle.commands", "report", "verify", "-", *dom],
+        [sys.executable, "-m", "slamon", "report", "verify", "-", *dom],
         input=signed.to_json(), capture_output=True, text=True, env=env, timeout=60, check=False,
     )
     assert p.returncode == 0, p.stderr

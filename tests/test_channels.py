@@ -22,6 +22,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "email": {"host": "127.0.0.1", "port": 2525, "security": "none",
               "from": "slamon@example.org", "to": ["ops@example.org"]},
     "alertmanager": {"urls": ["http://127.0.0.1:9/"]},
+    "apprise": {"urls": ["json://127.0.0.1:9/hook"]},
 }
 
 

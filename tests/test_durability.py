@@ -30,7 +30,6 @@ import math
 import os
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -46,9 +45,9 @@ import pytest
 from aiohttp import web
 
 from slamon.scheduler import SAFETY_MARGIN, phase_offset
+from tests.misbehaving import HOST, free_port, serve
 
 REPO = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
 TARGETS = ("web", "api", "login")
 INTERVAL = 1.0
 TIMEOUT = 0.5
@@ -65,13 +64,6 @@ BEFORE_KILL = TIMEOUT + SAFETY_MARGIN + FLUSH + 1.0
 AFTER_READY = 1.5
 
 Leaves = dict[tuple[str, str, int], tuple[int, int, int]]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class OutageServer:
@@ -118,13 +110,7 @@ class OutageServer:
     async def __aenter__(self) -> OutageServer:
         app = web.Application()
         app.router.add_get("/t/{tid}", self._handle)
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((HOST, 0))
-        self.port = sock.getsockname()[1]
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        await web.SockSite(self._runner, sock).start()
+        self._runner, self.port = await serve(app)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -133,7 +119,7 @@ class OutageServer:
 
 
 def _config(tmp: Path, name: str, server_port: int) -> tuple[Path, int, Path]:
-    port = _free_port()
+    port = free_port()
     state = tmp / name / "slamon.sqlite3"
     targets = "\n".join(
         f"  - {{id: {t}, kind: http, interval: 1s, timeout: 500ms, "

@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.misbehaving import MisbehavingHttpServer, free_port
+from tests.misbehaving import MisbehavingHttpServer, free_port, serve
 from tests.promtext import Samples, parse_metrics, value
 
 
@@ -100,11 +100,7 @@ async def hook() -> AsyncIterator[Hook]:
     receiver = Hook()
     app = web.Application()
     app.router.add_post("/hook", receiver.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    runner, port = await serve(app)
     receiver.url = f"http://127.0.0.1:{port}/hook"
     try:
         yield receiver
@@ -221,16 +217,22 @@ async def test_outage_and_recovery_show_on_metrics(
     assert any(e["event"] == "target_up" and e["target"] == "web" for e in events)
 
 
-async def test_run_refuses_bad_config_without_traceback(tmp_path: Path) -> None:
-    config = tmp_path / "bad.yaml"
-    config.write_text("targets:\n  - id: a\n    kind: http\n    interval: 5s\n    timeout: 9s\n"
-                      "    http: {url: 'http://127.0.0.1:1/'}\n")
+async def run_to_exit(config: Path) -> tuple[int | None, bytes]:
+    """`slamon run -c CONFIG`, which must exit by itself within 20 s: its status and stderr."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "slamon", "run", "-c", str(config),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     _out, err = await asyncio.wait_for(proc.communicate(), 20)
-    assert proc.returncode == 2
+    return proc.returncode, err
+
+
+async def test_run_refuses_bad_config_without_traceback(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("targets:\n  - id: a\n    kind: http\n    interval: 5s\n    timeout: 9s\n"
+                      "    http: {url: 'http://127.0.0.1:1/'}\n")
+    returncode, err = await run_to_exit(config)
+    assert returncode == 2
     assert b"Traceback" not in err
     assert b"targets[0].timeout" in err and b"must be shorter than interval (5s)" in err
 
@@ -246,11 +248,7 @@ async def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         config.write_text(
             f"server: {{listen: '127.0.0.1:{port}'}}\nstate: {{path: '{tmp_path}/s.sqlite3'}}\n"
         )
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "slamon", "run", "-c", str(config),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )
-        _out, err = await asyncio.wait_for(proc.communicate(), 20)
-    assert proc.returncode == 1
+        returncode, err = await run_to_exit(config)
+    assert returncode == 1
     assert b"Traceback" not in err
     assert f"cannot listen on 127.0.0.1:{port}".encode() in err

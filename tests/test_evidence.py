@@ -12,6 +12,7 @@ from slamon.sla.evidence import (
     ZERO_ROOT,
     Leaf,
     StandardTree,
+    dumps_evidence,
     evidence_document,
     hex0x,
     leaves_from_samples,
@@ -129,9 +130,53 @@ def test_every_proof_verifies_and_root_is_order_independent(
 
 
 def test_proof_rejects_internal_index() -> None:
-    tree = StandardTree.of(OZ_LEAVES)
-    with pytest.raises(ValueError, match="not a leaf"):
-        proof(list(tree.tree), 0)
+    for n in range(1, 12):
+        tree = list(StandardTree.of(Leaf("api", 60 * i, 1, 1, 0) for i in range(n)).tree)
+        for index in range(-1, len(tree) + 2):
+            if 0 <= index < len(tree) and 2 * index + 1 >= len(tree):  # the leaves
+                assert verify(proof(tree, index), tree[0], tree[index])
+            else:
+                with pytest.raises(ValueError, match="not a leaf"):
+                    proof(tree, index)
+
+
+def test_empty_root_is_32_zero_bytes() -> None:
+    # a bytes32 on-chain: "0x" and 64 zeros
+    assert merkle_root([]) == bytes(32)
+    assert hex0x(merkle_root([])) == "0x" + "0" * 64
+
+
+def test_leaf_field_ranges_are_the_abi_types() -> None:
+    top = Leaf("api", 2**64 - 1, 2**32 - 1, 2**32 - 1, 2**32 - 1)  # uint64, uint32 x 3
+    assert len(top.encode()) == 5 * 32 and len(top.hash()) == 32
+    assert Leaf("api", 2**63, 0, 0, 2**31).hash() != Leaf("api", 2**63, 0, 0, 2**31 - 1).hash()
+    with pytest.raises(ValueError):
+        Leaf("api", 2**64, 0, 0, 0)
+    with pytest.raises(ValueError):
+        Leaf("api", 0, 0, 0, 2**32)
+
+
+@pytest.mark.parametrize("bad", [True, 60.0, "60", None])
+def test_leaf_from_json_wants_integers(bad: object) -> None:
+    good = {"target": "api", "bucket_start": 60, "good": 1, "valid": 1, "no_data": 0}
+    assert Leaf.from_json(good) == Leaf("api", 60, 1, 1, 0)
+    for key in ("bucket_start", "good", "valid", "no_data"):
+        with pytest.raises(ValueError, match="integer"):
+            Leaf.from_json({**good, key: bad})
+
+
+def test_dumps_evidence_is_the_document_in_its_own_key_order() -> None:
+    doc = _doc()
+    text = dumps_evidence(doc)
+    assert text.endswith("}\n") and not text.endswith("\n\n")
+    assert json.loads(text) == doc
+    assert list(json.loads(text)) == list(doc)  # "format" first, not sorted
+    # the text itself: two-space indentation, one trailing newline
+    small = {"format": "slamon-evidence/1", "leaves": [{"good": 1}]}
+    assert dumps_evidence(small) == (
+        '{\n  "format": "slamon-evidence/1",\n  "leaves": [\n    {\n      "good": 1\n'
+        "    }\n  ]\n}\n"
+    )
 
 
 def test_leaf_validation() -> None:
@@ -188,6 +233,34 @@ def test_evidence_file_canonical_checks(mutate: object, message: str) -> None:
     doc["root"] = hex0x(merkle_root(Leaf.from_json(x) for x in doc["leaves"]))
     ok, _, msg = verify_evidence_file(doc)
     assert not ok and message in msg
+
+
+def test_evidence_file_leaf_at_the_end_is_outside() -> None:
+    doc = json.loads(json.dumps(_doc()))
+    doc["leaves"].append({**doc["leaves"][0], "bucket_start": doc["end"]})
+    doc["root"] = hex0x(merkle_root(Leaf.from_json(x) for x in doc["leaves"]))
+    ok, _, msg = verify_evidence_file(doc)
+    assert not ok and "outside" in msg
+
+
+def test_evidence_file_without_a_usable_resolution_skips_the_alignment_check() -> None:
+    for res in (0, -60, None, "60"):
+        doc = json.loads(json.dumps(_doc()))
+        doc["resolution"] = res
+        doc["leaves"][0]["bucket_start"] += 1
+        doc["root"] = hex0x(merkle_root(Leaf.from_json(x) for x in doc["leaves"]))
+        ok, _, msg = verify_evidence_file(doc)
+        assert ok, msg
+
+
+def test_evidence_file_message_names_the_first_five_problems() -> None:
+    doc = json.loads(json.dumps(_doc()))
+    for i in range(7):  # seven leaves off the 60 s grid
+        doc["leaves"].append({**doc["leaves"][0], "target": f"t{i}", "bucket_start": 1704067201})
+    doc["root"] = hex0x(merkle_root(Leaf.from_json(x) for x in doc["leaves"]))
+    ok, _, msg = verify_evidence_file(doc)
+    assert not ok
+    assert [f"leaves[{i}]" in msg for i in range(2, 9)] == [True] * 5 + [False] * 2
 
 
 @pytest.mark.parametrize(

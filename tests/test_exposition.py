@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 from prometheus_client import generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from slamon.config.root import Config
-from slamon.metrics.collector import SlamonCollector, make_registry
+from slamon.metrics.collector import ListedRegistry, SlamonCollector, make_registry
 from slamon.metrics.exposition import render
 from slamon.probers.base import FailureReason, ProbeResult
 from slamon.scheduler import SchedulerStats
@@ -80,3 +82,40 @@ def test_render_yields_to_the_loop_between_slices() -> None:
     asyncio.run(main())
     # 23 targets and 20 SLOs in slices of 5: the loop ran other work between them
     assert ticks >= 9
+
+
+class _Fixed:
+    """A second collector with a stable output, so whole texts can be compared."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("other_thing", "Not slamon's", value=3.0)
+        counter = CounterMetricFamily("other_events", "Also not slamon's", labels=["kind"])
+        counter.add_metric(["a"], 2.0)
+        yield counter
+
+
+def test_other_collectors_come_last_and_whole() -> None:
+    live, stats = populated()
+    collector = SlamonCollector(lambda: live, lambda: stats, clock=lambda: NOW)
+    registry = ListedRegistry()
+    registry.register(collector)
+    registry.register(_Fixed())
+    alone = ListedRegistry()
+    alone.register(_Fixed())
+    texts = {asyncio.run(render(registry, collector, chunk)) for chunk in (1, 7, 100)}
+    # the slice size never shows in the text
+    assert len(texts) == 1
+    text = texts.pop()
+    assert text.endswith(generate_latest(alone))
+    assert parse_metrics(text.decode()) == parse_metrics(generate_latest(registry).decode())
+
+
+def test_listed_registry_lists_what_collect_draws_from() -> None:
+    registry = ListedRegistry()
+    first, second = _Fixed(), _Fixed()
+    registry.register(first)
+    registry.register(second)
+    assert registry.collectors == (first, second)
+    registry.unregister(first)
+    assert list(registry.collectors) == [second]
+    assert [m.name for m in registry.collect()] == ["other_thing", "other_events"]

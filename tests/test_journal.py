@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from eth_utils.crypto import keccak
@@ -15,12 +17,18 @@ from slamon.oracle.journal import (
     SENT,
     SIGNED,
     SKIPPED,
+    STATES,
+    TABLES,
     Journal,
     JournalKey,
+    JournalSchemaError,
     SentTx,
     key_of,
 )
+from slamon.store.migrations import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from slamon.store.sqlite import StateStore
+
+T = TypeVar("T")
 
 KEY = keccak(text="journal-test-signer")
 OTHER_KEY = keccak(text="journal-test-other")
@@ -55,14 +63,6 @@ class Clock:
     def __call__(self) -> float:
         self.t += 1.0
         return self.t
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[StateStore]:
-    s = StateStore(tmp_path / "state.sqlite3")
-    await s.open()
-    yield s
-    await s.close()
 
 
 def tx(h: str, nonce: int, fee: int = 100, at: float = 0.0) -> SentTx:
@@ -165,3 +165,87 @@ async def test_failed_skipped_and_notes(store: StateStore) -> None:
     assert counts[FAILED] == 1 and counts[SKIPPED] == 1 and counts[SIGNED] == 0
     failed = await j.entries(FAILED)
     assert failed[0].reason == "PolicyMismatch"
+
+
+class _BareStore:
+    """A StoreLike over a plain connection that no StateStore migrated."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return fn(self.conn)
+
+
+async def test_journal_creates_no_table(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "bare.sqlite3", isolation_level=None)
+    try:
+        j = Journal(_BareStore(conn), clock=Clock())
+        with pytest.raises(JournalSchemaError, match="reports, oracle_txs, oracle_meta"):
+            await j.counts()
+        assert conn.execute("SELECT count(*) FROM sqlite_master").fetchone() == (0,)
+    finally:
+        conn.close()
+
+
+async def test_store_makes_every_journal_table(store: StateStore) -> None:
+    j = Journal(store, clock=Clock())
+    await j.ensure_schema()
+    assert set(TABLES) <= set(await store.run(
+        lambda c: [r[0] for r in c.execute("SELECT name FROM sqlite_master")]))
+
+
+#: what the previous journal ran on its own on a schema-1 state file
+_OLD_JOURNAL_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS oracle_txs(
+    sla TEXT NOT NULL, period INTEGER NOT NULL, signer TEXT NOT NULL,
+    tx_hash TEXT NOT NULL, nonce INTEGER NOT NULL, max_fee INTEGER NOT NULL,
+    priority_fee INTEGER NOT NULL, gas INTEGER NOT NULL, sent_at REAL NOT NULL,
+    PRIMARY KEY(sla, period, signer, tx_hash)) WITHOUT ROWID""",
+    "CREATE TABLE IF NOT EXISTS oracle_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) "
+    "WITHOUT ROWID",
+)
+
+
+async def test_journal_of_a_previous_version_file_is_resumed(tmp_path: Path) -> None:
+    """Schema 1 plus the tables the journal used to create itself, with a sent report:
+    the new store migrates the file and the journal reads every entry and transaction."""
+    path = tmp_path / "state.sqlite3"
+    rep = signed(3)
+    key = key_of(rep, "api")
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+    conn.execute("PRAGMA journal_mode=WAL")
+    for statement in (*MIGRATIONS[0].statements, *_OLD_JOURNAL_SCHEMA):
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version=1")
+    conn.execute(
+        "INSERT INTO reports(sla, period, signer, state, payload, signature, tx_hash, nonce, "
+        "attempts, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 2, 50.0)",
+        (key.sla, key.period, key.signer, SENT, rep.to_json(), rep.signature,
+         "0x" + "b" * 64, 4),
+    )
+    for h, fee, at in (("a", 100, 1.0), ("b", 113, 2.0)):
+        conn.execute(
+            "INSERT INTO oracle_txs VALUES (?, ?, ?, ?, 4, ?, ?, 200000, ?)",
+            (key.sla, key.period, key.signer, "0x" + h * 64, fee, fee // 10, at),
+        )
+    conn.execute("INSERT INTO oracle_meta(key, value) VALUES ('last_success', '40.0')")
+    conn.close()
+
+    s = StateStore(path)
+    await s.open()
+    try:
+        assert await s.run(lambda c: c.execute("PRAGMA user_version").fetchone()[0]) == (
+            SCHEMA_VERSION
+        )
+        j = Journal(s, clock=Clock())
+        (entry,) = await j.pending()
+        assert entry.key == key and entry.state == SENT and entry.attempts == 2
+        assert entry.signed == rep
+        assert entry.txs == (tx("a", 4, 100, 1.0), tx("b", 4, 113, 2.0))
+        assert await j.last_success() == 40.0
+        await j.mark_confirmed(key, 99, tx_hash=entry.tx_hash)
+        assert await j.counts() == {**dict.fromkeys(STATES, 0), CONFIRMED: 1}
+    finally:
+        await s.close()

@@ -14,10 +14,12 @@ from pydantic import ValidationError
 from slamon.config.maintenance import MaintenanceWindow
 from slamon.sla.maintenance import (
     active_at,
+    applies,
     intervals,
     intervals_by_target,
     merge,
     overlap_seconds,
+    window_intervals,
 )
 from slamon.wallclock import parse_cron
 
@@ -129,6 +131,26 @@ def test_scope_rules() -> None:
     assert starts(target="web", sla="gold") == [0, 20]
     by_target = intervals_by_target(ws, 0, 3600, ["api", "web"], "gold")
     assert len(by_target["api"]) == 4 and len(by_target["web"]) == 2
+    # a window for one SLA never applies to another one
+    assert starts(sla="silver") == [0]
+    assert starts(target="api", sla="silver") == [0, 10]
+    assert applies(sla_only, None, "silver") is False
+    assert applies(sla_only, "web", "gold") is True
+    assert applies(api_only, "web", "gold") is False
+
+
+def test_window_intervals_only_overlapping_occurrences() -> None:
+    once = MaintenanceWindow.model_validate({"kind": "once", "once": {"start": 100, "end": 200}})
+    assert window_intervals(once, 0, 100) == []  # starts exactly at the end
+    assert window_intervals(once, 200, 300) == []  # ended exactly at the start
+    assert window_intervals(once, 250, 300) == []
+    assert window_intervals(once, 0, 50) == []
+    assert window_intervals(once, 150, 160) == [(150, 160)]
+    hourly = cron_window("0 * * * *", 600)  # [h:00, h:10) every hour
+    assert window_intervals(hourly, 600, 3600) == []  # the 0:00 one ends at 600
+    assert window_intervals(hourly, 599, 3601) == [(599, 600), (3600, 3601)]
+    assert intervals([once, hourly], 150, 150) == []
+    assert intervals([once, hourly], 160, 150) == []
 
 
 def test_window_longer_than_gap_and_lookback() -> None:
@@ -228,3 +250,6 @@ def test_merge_and_overlap(raw: list[tuple[int, int]]) -> None:
     assert {x for a, b in merged for x in range(int(a), int(b))} == covered
     assert overlap_seconds(ivs, 0, 300) == len(covered)
     assert overlap_seconds(ivs, 10, 50) == len({x for x in covered if 10 <= x < 50})
+    # sorted, non-empty, disjoint and not touching (touching ones are joined)
+    assert all(a < b for a, b in merged)
+    assert all(merged[i][1] < merged[i + 1][0] for i in range(len(merged) - 1))

@@ -9,11 +9,12 @@ while every notification goes to a hanging endpoint.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from typing import Any
@@ -25,7 +26,7 @@ from aiosmtpd.controller import Controller
 from prometheus_client.core import Metric
 
 from slamon.channels.alertmanager import AlertmanagerNotifier
-from slamon.channels.base import DeliveryError
+from slamon.channels.base import DeliveryError, Notifier
 from slamon.channels.email import EmailNotifier
 from slamon.channels.slack import SlackNotifier
 from slamon.channels.webhook import WebhookNotifier, sign
@@ -37,7 +38,7 @@ from slamon.probers.base import ProbeResult
 from slamon.scheduler import Scheduler
 from slamon.sli.live import LiveState, TargetStatus
 from slamon.util.events import Event, EventBus, EventKind
-from tests.misbehaving import MisbehavingHttpServer, free_port
+from tests.misbehaving import MisbehavingHttpServer, free_port, serve
 
 SECRET = "hmac-key-do-not-leak"
 
@@ -75,10 +76,8 @@ async def receiver() -> AsyncIterator[Receiver]:
     rec = Receiver()
     app = web.Application()
     app.router.add_post("/{tail:.*}", rec.handle)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    rec.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    runner, port = await serve(app, shutdown_timeout=0.1)
+    rec.url = f"http://127.0.0.1:{port}"
     yield rec
     await runner.cleanup()
 
@@ -139,6 +138,20 @@ async def wait_for(pred: Any, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
+@contextlib.asynccontextmanager
+async def dispatching(
+    make: Callable[[aiohttp.ClientSession], Notifier], **delivery: Any
+) -> AsyncIterator[Dispatcher]:
+    """A started Dispatcher whose one route sends through `make(session)`; stopped on leaving."""
+    async with aiohttp.ClientSession() as session:
+        d = Dispatcher(notify_cfg(**delivery), notifiers={"hook": make(session)})
+        await d.start()
+        try:
+            yield d
+        finally:
+            await d.stop()
+
+
 def metric_values(d: Dispatcher) -> dict[tuple[str, tuple[str, ...]], float]:
     out: dict[tuple[str, tuple[str, ...]], float] = {}
     fam: Metric
@@ -167,14 +180,10 @@ class Recorder:
 # -- real channels -----------------------------------------------------------------
 
 async def test_webhook_signed_json(receiver: Receiver) -> None:
-    async with aiohttp.ClientSession() as session:
-        cfg = notify_cfg()
-        hook = WebhookNotifier("hook", receiver.url + "/hook", session, secret=SECRET.encode())
-        d = Dispatcher(cfg, notifiers={"hook": hook})
-        await d.start()
+    url = receiver.url + "/hook"
+    async with dispatching(lambda s: WebhookNotifier("hook", url, s, secret=SECRET.encode())) as d:
         d.handle(down())
         await wait_for(lambda: len(receiver.accepted) == 1)
-        await d.stop()
     _path, headers, body = receiver.requests[0]
     doc = json.loads(body)
     assert doc["status"] == "firing" and doc["event"] == "target_down"
@@ -188,15 +197,11 @@ async def test_webhook_signed_json(receiver: Receiver) -> None:
 
 async def test_500_is_retried_then_delivered_once(receiver: Receiver) -> None:
     receiver.script = ["500", "500"]
-    async with aiohttp.ClientSession() as session:
-        d = Dispatcher(notify_cfg(),
-                       notifiers={"hook": WebhookNotifier("hook", receiver.url, session)})
-        await d.start()
+    async with dispatching(lambda s: WebhookNotifier("hook", receiver.url, s)) as d:
         d.handle(down())
         await wait_for(lambda: len(receiver.accepted) == 1)
         await asyncio.sleep(0.3)  # nothing else comes
         m = metric_values(d)
-        await d.stop()
     assert len(receiver.requests) == 3 and len(receiver.accepted) == 1
     keys = {h["Idempotency-Key"] for _, h, _ in receiver.requests}
     assert len(keys) == 1  # every retry carries the same key
@@ -207,10 +212,7 @@ async def test_500_is_retried_then_delivered_once(receiver: Receiver) -> None:
 
 async def test_hanging_receiver_times_out_and_retry_has_same_key(receiver: Receiver) -> None:
     receiver.script = ["hang"]
-    async with aiohttp.ClientSession() as session:
-        d = Dispatcher(notify_cfg(),
-                       notifiers={"hook": WebhookNotifier("hook", receiver.url, session)})
-        await d.start()
+    async with dispatching(lambda s: WebhookNotifier("hook", receiver.url, s)) as d:
         t0 = time.monotonic()
         d.handle(down())
         await wait_for(lambda: len(receiver.requests) == 2)
@@ -219,7 +221,6 @@ async def test_hanging_receiver_times_out_and_retry_has_same_key(receiver: Recei
         d.handle(down(at=2000.0, target="db"))  # the route keeps working afterwards
         await wait_for(lambda: d.route("hook#0").sent == 2)
         m = metric_values(d)
-        await d.stop()
     (_, h1, b1), (_, h2, b2) = receiver.requests[:2]
     # the receiver processed the first one: the retry is recognisable as a duplicate
     assert h1["Idempotency-Key"] == h2["Idempotency-Key"] and b1 == b2
@@ -229,14 +230,10 @@ async def test_hanging_receiver_times_out_and_retry_has_same_key(receiver: Recei
 
 async def test_dead_endpoint_gives_up_and_counts(receiver: Receiver) -> None:
     receiver.script = ["500"] * 10
-    async with aiohttp.ClientSession() as session:
-        d = Dispatcher(notify_cfg(retries=2),
-                       notifiers={"hook": WebhookNotifier("hook", receiver.url, session)})
-        await d.start()
+    async with dispatching(lambda s: WebhookNotifier("hook", receiver.url, s), retries=2) as d:
         d.handle(down())
         await wait_for(lambda: d.route("hook#0").dropped.get("gave_up") == 1)
         m = metric_values(d)
-        await d.stop()
     assert len(receiver.requests) == 3
     assert m[("slamon_notifications_dropped_total", ("hook#0", "gave_up"))] == 1
     assert m[("slamon_notifications_sent_total", ("hook#0", "hook"))] == 0
@@ -244,38 +241,29 @@ async def test_dead_endpoint_gives_up_and_counts(receiver: Receiver) -> None:
 
 async def test_4xx_is_not_retried(receiver: Receiver) -> None:
     receiver.script = ["400"]
-    async with aiohttp.ClientSession() as session:
-        d = Dispatcher(notify_cfg(),
-                       notifiers={"hook": WebhookNotifier("hook", receiver.url, session)})
-        await d.start()
+    async with dispatching(lambda s: WebhookNotifier("hook", receiver.url, s)) as d:
         d.handle(down())
         await wait_for(lambda: d.route("hook#0").dropped.get("gave_up") == 1)
-        await d.stop()
-    assert len(receiver.requests) == 1
+        # the route lives on after giving up: the next event is delivered
+        d.handle(up())
+        await wait_for(lambda: d.route("hook#0").sent == 1)
+    assert len(receiver.requests) == 2
 
 
 async def test_refused_port_counts_connect_failures() -> None:
-    async with aiohttp.ClientSession() as session:
-        url = f"http://127.0.0.1:{free_port()}/"
-        d = Dispatcher(notify_cfg(retries=1),
-                       notifiers={"hook": WebhookNotifier("hook", url, session)})
-        await d.start()
+    url = f"http://127.0.0.1:{free_port()}/"
+    async with dispatching(lambda s: WebhookNotifier("hook", url, s), retries=1) as d:
         d.handle(down())
         await wait_for(lambda: d.route("hook#0").dropped.get("gave_up") == 1)
         assert d.route("hook#0").failed == {"connect": 2}
-        await d.stop()
 
 
 async def test_slack_payload(receiver: Receiver) -> None:
-    async with aiohttp.ClientSession() as session:
-        slack = SlackNotifier("hook", receiver.url + "/services/T/B/X", session,
-                              channel="#ops")
-        d = Dispatcher(notify_cfg(), notifiers={"hook": slack})
-        await d.start()
+    url = receiver.url + "/services/T/B/X"
+    async with dispatching(lambda s: SlackNotifier("hook", url, s, channel="#ops")) as d:
         d.handle(down(team="<shop>"))
         d.handle(up(team="<shop>"))
         await wait_for(lambda: len(receiver.accepted) == 2)
-        await d.stop()
     first, second = (json.loads(b) for b in receiver.accepted)
     assert first["channel"] == "#ops" and ":red_circle:" in first["text"]
     assert "Target down: web" in first["text"] and "team=&lt;shop&gt;" in first["text"]
@@ -284,14 +272,11 @@ async def test_slack_payload(receiver: Receiver) -> None:
 
 
 async def test_alertmanager_push(receiver: Receiver) -> None:
-    async with aiohttp.ClientSession() as session:
-        am = AlertmanagerNotifier("hook", [receiver.url], session, refresh=60)
-        d = Dispatcher(notify_cfg(), notifiers={"hook": am})
-        await d.start()
+    async with dispatching(
+            lambda s: AlertmanagerNotifier("hook", [receiver.url], s, refresh=60)) as d:
         d.handle(down(team="shop"))
         d.handle(up(team="shop"))
         await wait_for(lambda: len(receiver.accepted) == 2)
-        await d.stop()
     assert {p for p, _, _ in receiver.requests} == {"/api/v2/alerts"}
     (fired,), (resolved,) = (json.loads(b) for b in receiver.accepted)
     assert fired["labels"] == resolved["labels"] == {

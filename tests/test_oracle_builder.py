@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from eth_utils.crypto import keccak
+from structlog.testing import capture_logs
 from web3.logs import DISCARD
 
 from slamon.chain import sla_compensation
@@ -27,14 +28,6 @@ LENGTH = 1000
 KEY = "0x" + keccak(text="slamon-builder-test-signer").hex()
 
 
-class _NoLog:
-    def warning(self, event: str, **kw: Any) -> None:
-        pass
-
-    def info(self, event: str, **kw: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def h() -> Iterator[SLAHarness]:
     yield pyevm_harness(sla_compensation())
@@ -42,7 +35,8 @@ def h() -> Iterator[SLAHarness]:
 
 @pytest.fixture(scope="module")
 def signer() -> Signer:
-    return load_signer(KeyConfig(dev_key_env="K"), environ={"K": KEY}, log=_NoLog())
+    with capture_logs():  # the dev-key warning is expected here, not under test
+        return load_signer(KeyConfig(dev_key_env="K"), environ={"K": KEY})
 
 
 def sla_and_slo(sla_id: str = "gold", **kw: Any) -> tuple[Sla, Slo]:

@@ -9,12 +9,12 @@ import os
 import pickle
 import traceback
 from pathlib import Path
-from typing import Any
 
 import pytest
 from eth_account import Account
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
+from structlog.testing import capture_logs
 
 from slamon.chain.eip712 import Report, recover_signer
 from slamon.config.oracle import KeyConfig
@@ -24,17 +24,6 @@ from slamon.util.log import configure_logging, get_logger
 FAST = 2**10  # scrypt n for tests (the default 2**18 takes ~0.6 s per operation)
 CONTRACT = "0x" + "ab" * 20
 DEV_KEY = "0x" + keccak(text="slamon-dev-key").hex()
-
-
-class FakeLog:
-    def __init__(self) -> None:
-        self.records: list[tuple[str, str, dict[str, Any]]] = []
-
-    def warning(self, event: str, **kw: Any) -> None:
-        self.records.append(("warning", event, kw))
-
-    def info(self, event: str, **kw: Any) -> None:
-        self.records.append(("info", event, kw))
 
 
 def report() -> Report:
@@ -73,10 +62,12 @@ def test_new_keystore_round_trip(tmp_path: Path) -> None:
     ks, pw, address = make_keystore(tmp_path)
     assert (ks.stat().st_mode & 0o777) == 0o600
     assert json.loads(ks.read_text())["address"].lower() == address[2:].lower()
-    log = FakeLog()
-    signer = load_signer(cfg(ks, pw), log=log, environ={})
+    with capture_logs() as logs:
+        signer = load_signer(cfg(ks, pw), environ={})
     assert signer.address == address
-    assert log.records == [("info", "signer_loaded", {"address": address, "keystore": str(ks)})]
+    assert logs == [
+        {"event": "signer_loaded", "log_level": "info", "address": address, "keystore": str(ks)}
+    ]
     signed = signer.sign_report(report(), 31337, CONTRACT)
     signed.verify()
     assert recover_signer(signed.report, signed.signature, 31337, CONTRACT) == address
@@ -97,7 +88,8 @@ def test_new_keystore_creates_random_password_file_and_never_clobbers(tmp_path: 
     assert created
     assert (pw.stat().st_mode & 0o777) == 0o600 and (ks.stat().st_mode & 0o777) == 0o600
     assert len(pw.read_text().strip()) >= 40
-    assert load_signer(cfg(ks, pw), log=FakeLog()).address == address
+    with capture_logs():
+        assert load_signer(cfg(ks, pw)).address == address
     before = ks.read_bytes()
     with pytest.raises(KeyLoadError, match="already exists"):
         new_keystore(ks, pw, iterations=FAST)
@@ -131,7 +123,7 @@ def test_refuses_files_accessible_by_others(
     path = ks if which == "ks" else pw
     path.chmod(mode)
     with pytest.raises(KeyLoadError) as info:
-        load_signer(cfg(ks, pw), log=FakeLog())
+        load_signer(cfg(ks, pw))
     msg = str(info.value)
     assert str(path) in msg and f"accessible by {who}" in msg and f"chmod 600 {path}" in msg
 
@@ -139,24 +131,24 @@ def test_refuses_files_accessible_by_others(
 def test_refuses_missing_and_non_regular_files(tmp_path: Path) -> None:
     ks, pw, _ = make_keystore(tmp_path)
     with pytest.raises(KeyLoadError, match="does not exist"):
-        load_signer(cfg(tmp_path / "nope.json", pw), log=FakeLog())
+        load_signer(cfg(tmp_path / "nope.json", pw))
     with pytest.raises(KeyLoadError, match=r"password file .*/gone does not exist"):
-        load_signer(cfg(ks, tmp_path / "gone"), log=FakeLog())
+        load_signer(cfg(ks, tmp_path / "gone"))
     d = tmp_path / "dir"
     d.mkdir(mode=0o700)
     with pytest.raises(KeyLoadError, match="not a regular file"):
-        load_signer(cfg(d, pw), log=FakeLog())
+        load_signer(cfg(d, pw))
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo, 0o600)  # opening must not block
     with pytest.raises(KeyLoadError, match="not a regular file"):
-        load_signer(cfg(ks, fifo), log=FakeLog())
+        load_signer(cfg(ks, fifo))
 
 
 def test_wrong_password_and_corrupt_keystore(tmp_path: Path) -> None:
     ks, pw, _ = make_keystore(tmp_path, "the right one")
     pw.write_text("hunter2-wrong\n")
     with pytest.raises(KeyLoadError) as info:
-        load_signer(cfg(ks, pw), log=FakeLog())
+        load_signer(cfg(ks, pw))
     assert "wrong password" in str(info.value) and str(ks) in str(info.value)
     assert "hunter2" not in str(info.value)
     assert info.value.__cause__ is None and info.value.__suppress_context__
@@ -165,56 +157,58 @@ def test_wrong_password_and_corrupt_keystore(tmp_path: Path) -> None:
     bad.write_text('{"crypto": ')
     bad.chmod(0o600)
     with pytest.raises(KeyLoadError, match="not valid JSON"):
-        load_signer(cfg(bad, pw), log=FakeLog())
+        load_signer(cfg(bad, pw))
     bad.write_text('{"version": 3}')
     with pytest.raises(KeyLoadError, match="not an encrypted JSON keystore"):
-        load_signer(cfg(bad, pw), log=FakeLog())
+        load_signer(cfg(bad, pw))
     doc = json.loads(ks.read_text())
     doc["crypto"]["kdf"] = "argon9"
     bad.write_text(json.dumps(doc))
     with pytest.raises(KeyLoadError, match="cannot be decrypted"):
-        load_signer(cfg(bad, pw), log=FakeLog())
+        load_signer(cfg(bad, pw))
     empty = tmp_path / "empty"
     empty.write_text("\n")
     empty.chmod(0o600)
     with pytest.raises(KeyLoadError, match="empty"):
-        load_signer(cfg(ks, empty), log=FakeLog())
+        load_signer(cfg(ks, empty))
 
 
 def test_relative_paths_resolve_against_base_dir(tmp_path: Path) -> None:
     ks, pw, address = make_keystore(tmp_path)
-    signer = load_signer(KeyConfig(keystore=ks.name, password_file=pw.name), log=FakeLog(),
-                         base_dir=tmp_path)
+    with capture_logs():
+        signer = load_signer(KeyConfig(keystore=ks.name, password_file=pw.name),
+                             base_dir=tmp_path)
     assert signer.address == address
 
 
 def test_dev_env_key_warns_loudly(capsys: pytest.CaptureFixture[str]) -> None:
-    log = FakeLog()
-    signer = load_signer(
-        KeyConfig(dev_key_env="SLAMON_DEV_KEY"), environ={"SLAMON_DEV_KEY": DEV_KEY}, log=log
-    )
+    with capture_logs() as logs:
+        signer = load_signer(
+            KeyConfig(dev_key_env="SLAMON_DEV_KEY"), environ={"SLAMON_DEV_KEY": DEV_KEY}
+        )
     assert signer.address == Account.from_key(DEV_KEY).address
     assert signer.source == "env:SLAMON_DEV_KEY"
-    ((level, event, kw),) = log.records
-    assert (level, event) == ("warning", "dev_key_in_use")
-    assert kw["env"] == "SLAMON_DEV_KEY" and kw["address"] == signer.address
+    (entry,) = logs
+    assert (entry["log_level"], entry["event"]) == ("warning", "dev_key_in_use")
+    assert entry["env"] == "SLAMON_DEV_KEY" and entry["address"] == signer.address
     err = capsys.readouterr().err
     assert "DEVELOPMENT KEY" in err and "SLAMON_DEV_KEY" in err
-    assert DEV_KEY[2:] not in err and DEV_KEY[2:] not in repr(log.records)
+    assert DEV_KEY[2:] not in err and DEV_KEY[2:] not in repr(logs)
 
 
 def test_dev_env_errors_do_not_show_the_value() -> None:
     k = KeyConfig(dev_key_env="K")
     with pytest.raises(KeyLoadError, match="is not set"):
-        load_signer(k, environ={}, log=FakeLog())
+        load_signer(k, environ={})
     for value in ("0x1234", DEV_KEY[:-1] + "z", "0x" + "00" * 32):
         with pytest.raises(KeyLoadError) as info:
-            load_signer(k, environ={"K": value}, log=FakeLog())
+            load_signer(k, environ={"K": value})
         assert value not in str(info.value) and value[2:] not in str(info.value)
 
 
 def test_signer_shows_only_its_address() -> None:
-    signer = load_signer(KeyConfig(dev_key_env="K"), environ={"K": DEV_KEY}, log=FakeLog())
+    with capture_logs():
+        signer = load_signer(KeyConfig(dev_key_env="K"), environ={"K": DEV_KEY})
     for text in (repr(signer), str(signer), f"{signer}", repr([signer])):
         assert text == f"Signer(address={signer.address})" or signer.address in text
         assert DEV_KEY[2:] not in text.lower()

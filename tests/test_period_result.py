@@ -14,7 +14,7 @@ from slamon.config.slo import Slo
 from slamon.sla.evidence import Leaf, hex0x, leaves_from_samples, merkle_root
 from slamon.sla.periods import period_bounds, period_index
 from slamon.sla.policy import canonical_json, policy_digest, policy_digest_for, policy_document
-from slamon.sla.result import compute_period_result
+from slamon.sla.result import PartResult, PeriodResult, compute_period_result, sli_ppm
 
 
 def make_sla(**kw: Any) -> Sla:
@@ -103,6 +103,34 @@ def test_composite_buckets() -> None:
         make_sla(policy={"maintenance": "exclude"}), P, leaves, {"login": [(3600.0, 3601.0)]}, True
     )
     assert (m.good, m.valid, m.no_data, m.maintenance_excluded) == (0, 1, 1, 1)
+
+
+def test_sli_ppm_edges() -> None:
+    assert sli_ppm(1, 1) == 1_000_000  # one valid event is enough without a minimum
+    assert sli_ppm(0, 1) == 0
+    assert sli_ppm(2, 3) == 666_666
+    assert sli_ppm(0, 0) is None
+    assert sli_ppm(5, 10, min_valid=10) == 500_000  # exactly the minimum counts
+    assert sli_ppm(9, 9, min_valid=10) is None
+    sla = make_sla(min_valid_samples=10)
+    r = compute_period_result(sla, P, {"api": [Leaf("api", 3600, 10, 10, 0)]}, [], False)
+    assert r.sli_ppm == 1_000_000 and r.breached is False
+
+
+def test_composite_bucket_where_a_part_only_had_no_data() -> None:
+    # with no_data "exclude" a part whose probes could not run has no valid event in
+    # the bucket: the bucket is no data, not a good bucket
+    leaves = {
+        "web": [Leaf("web", 3600, 2, 2, 0), Leaf("web", 3660, 2, 2, 0)],
+        "api": [Leaf("api", 3600, 0, 0, 3), Leaf("api", 3660, 1, 1, 0)],
+    }
+    r = compute_period_result(make_sla(objective=0.5), P, leaves, [], composite=True)
+    assert (r.good, r.valid, r.no_data) == (1, 1, 1)
+    # under "good" the missing probes count as good ones: the bucket is valid and good
+    g = compute_period_result(
+        make_sla(objective=0.5, policy={"no_data": "good"}), P, leaves, [], composite=True
+    )
+    assert (g.good, g.valid, g.no_data) == (2, 2, 0)
 
 
 def test_rejects_foreign_leaves() -> None:
@@ -257,3 +285,37 @@ def test_policy_digest() -> None:
             composite=True,
         )
     )
+
+
+def test_hand_built_result_and_its_json() -> None:
+    """A result built field by field (as a store or a tool would) is single-part unless
+    told, and a part without a maintenance count excluded nothing."""
+    part = PartResult(good=7, valid=8, no_data=1, sli_ppm=875_000)
+    # sla, period, start, end, good, valid, no_data, maintenance excluded and seconds,
+    # sli, objective, breached, evidence root; composite not given
+    r = PeriodResult("gold", 1, 3600, 7200, 7, 8, 1, 0, 30, 875_000, 999_000, True, b"\x01" * 32,
+                     parts={"web": part, "api": part._replace(maintenance_excluded=2)})
+    assert r.to_json() == {
+        "sla": "gold",
+        "period": 1,
+        "start": 3600,
+        "end": 7200,
+        "good": 7,
+        "valid": 8,
+        "no_data": 1,
+        "maintenance_excluded": 0,
+        "maintenance_seconds": 30,
+        "sli_ppm": 875_000,
+        "objective_ppm": 999_000,
+        "breached": True,
+        "verdict": "breached",
+        "composite": False,
+        "evidence_root": "0x" + "01" * 32,
+        "parts": {  # sorted by target
+            "api": {"good": 7, "valid": 8, "no_data": 1, "sli_ppm": 875_000,
+                    "maintenance_excluded": 2},
+            "web": {"good": 7, "valid": 8, "no_data": 1, "sli_ppm": 875_000,
+                    "maintenance_excluded": 0},
+        },
+    }
+    assert list(r.to_json()["parts"]) == ["api", "web"]

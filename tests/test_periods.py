@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from slamon.config.sla import PeriodSpec
+from slamon.sla import periods
 from slamon.sla.periods import due_periods, period_bounds, period_index
 from slamon.wallclock import resolve_local
 
@@ -166,6 +167,84 @@ def test_midnight_rules_santiago_and_samoa() -> None:
     s, e = period_bounds(apia, skipped)
     assert s == e
     assert period_index(apia, s) == skipped + 1
+
+
+def test_fall_back_across_midnight_keeps_the_repeated_hour_in_the_new_day() -> None:
+    # St. John's ended DST at 00:01 until 2006: at 00:01 NDT the clock went back to
+    # 23:01 NST of the day before. The 28th began at its first 00:00; the repeated
+    # 23:01-23:59 that follows is in the 28th, though the clock shows the 27th.
+    repeated = ts("1990-10-27T23:30:00-03:30")
+    day = PeriodSpec(kind="daily", timezone="America/St_Johns")
+    n = period_index(day, repeated)
+    assert n == (datetime(1990, 10, 28) - datetime(1970, 1, 1)).days
+    start, end = period_bounds(day, n)
+    assert (start, end) == (ts("1990-10-28T00:00:00-02:30"), ts("1990-10-29T00:00:00-03:30"))
+    assert end - start == 25 * 3600
+    assert period_bounds(day, n - 1) == (ts("1990-10-27T00:00:00-02:30"), start)
+    hour = PeriodSpec(kind="hourly", timezone="America/St_Johns")
+    m = period_index(hour, repeated)
+    assert period_bounds(hour, m) == (start, ts("1990-10-28T01:00:00-03:30"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(ZONES), st.sampled_from(KINDS), times)
+def test_period_index_computes_one_period_away_from_clock_changes(
+    tz: str, kind: str, t: int
+) -> None:
+    """The tracker looks up a period for every probe result: the first guess (the period
+    whose label the wall clock shows) is the answer, not the start of a walk. It is
+    off only where a clock goes back across a label (none of ZONES does)."""
+    spec = PeriodSpec(kind=kind, timezone=tz)  # type: ignore[arg-type]
+    probes: list[int] = []
+
+    def counting(spec_: PeriodSpec, n: int) -> tuple[int, int]:
+        probes.append(n)
+        return period_bounds(spec_, n)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(periods, "period_bounds", counting)
+        n = period_index(spec, t)
+    assert probes == [n]
+
+
+@pytest.mark.parametrize("week_start", DAYS)
+def test_week_zero_holds_the_epoch_for_every_week_start(week_start: str) -> None:
+    # "weeks since the week start on or before 1970-01-01"
+    spec = PeriodSpec(kind="weekly", week_start=week_start)
+    start, end = period_bounds(spec, 0)
+    assert start <= 0 < end and end - start == 7 * 86400
+    assert datetime.fromtimestamp(start, UTC).strftime("%A").lower() == week_start
+
+
+def test_instants_before_1970_floor_to_their_second() -> None:
+    # 1969-12-31T23:59:59.5 is in the period before the one starting at the epoch
+    for spec in (
+        PeriodSpec(kind="hourly"),
+        PeriodSpec(kind="daily"),
+        PeriodSpec(kind="weekly", week_start="thursday"),
+        PeriodSpec(kind="monthly"),
+    ):
+        assert period_bounds(spec, 0)[0] == 0
+        assert period_index(spec, -0.5) == -1
+        assert period_index(spec, 0.5) == 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(specs(), times, st.integers(0, 3 * 86400), st.integers(-5, 5))
+def test_due_periods_are_exactly_the_closable_ones(
+    spec: PeriodSpec, now: int, grace: int, behind: int
+) -> None:
+    current = period_index(spec, now)
+    last_closed = period_index(spec, now - grace) - 1 - abs(behind)
+    if behind > 0:
+        last_closed = current + behind  # already closed ahead (nothing is due)
+    want = [
+        n
+        for n in range(last_closed + 1, current + 1)
+        if period_bounds(spec, n)[1] + grace <= now
+        and period_bounds(spec, n)[0] < period_bounds(spec, n)[1]
+    ]
+    assert list(due_periods(spec, last_closed, now, grace)) == want
 
 
 def test_resolve_local_gap_and_fold() -> None:

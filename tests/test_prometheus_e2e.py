@@ -24,7 +24,7 @@ import pytest
 from slamon.config.loader import load_config
 from slamon.metrics.rules import BURN_ALERT, render_rules
 from tests.misbehaving import MisbehavingHttpServer, free_port
-from tests.test_reload import SlamonProcess
+from tests.test_reload import SlamonProcess, stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -70,13 +70,7 @@ class Prometheus:
         return list(data["result"])
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         self._log.close()
 
 

@@ -9,6 +9,7 @@ survive an anvil restart, whose clock restarts from wall time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -16,14 +17,16 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from eth_account import Account
 from eth_utils.crypto import keccak
+from structlog.testing import capture_logs
 
 from slamon.chain import Report, SignedReport, sla_compensation
 from slamon.config.oracle import KeyConfig, OracleConfig
@@ -61,31 +64,6 @@ _ids = iter(range(10**6))
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ListLog:
-    """A structlog-shaped logger that keeps (level, event, fields)."""
-
-    records: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
-
-    def _add(self, level: str, event: str, **kw: Any) -> None:
-        self.records.append((level, event, kw))
-
-    def debug(self, event: str, **kw: Any) -> None:
-        self._add("debug", event, **kw)
-
-    def info(self, event: str, **kw: Any) -> None:
-        self._add("info", event, **kw)
-
-    def warning(self, event: str, **kw: Any) -> None:
-        self._add("warning", event, **kw)
-
-    def error(self, event: str, **kw: Any) -> None:
-        self._add("error", event, **kw)
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        return [kw for _, event, kw in self.records if event == name]
 
 
 @dataclass
@@ -172,15 +150,7 @@ def env(tmp_path: Path) -> Iterator[Env]:
         env.node.stop()  # a test may have restarted anvil: stop the one running now
         node.stop()
         # and any anvil on this test's state file that a failed restart left behind
-        subprocess.run(["pkill", "-f", f"--state {tmp_path}/"], check=False)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[StateStore]:
-    s = StateStore(tmp_path / "state.sqlite3")
-    await s.open()
-    yield s
-    await s.close()
+        subprocess.run(["pkill", "-f", "--", f"--state {tmp_path}/"], check=False)
 
 
 async def wait_for(pred: Callable[[], Awaitable[bool] | bool], timeout: float = 20.0) -> None:
@@ -196,25 +166,34 @@ async def wait_for(pred: Callable[[], Awaitable[bool] | bool], timeout: float = 
 
 
 class Running:
-    """A publisher task in this event loop."""
+    """A publisher task in this event loop; what is logged while it runs is in `logs`."""
 
     def __init__(self, env: Env, store: StateStore, **cfg: Any) -> None:
-        self.log = ListLog()
+        self.logs: list[dict[str, Any]] = []
+        self._capture = contextlib.ExitStack()
         self.pub = Publisher(
-            env.config(**cfg), Account.from_key(SIGNER_KEY), store, self.log, poll_interval=0.05
+            env.config(**cfg), Account.from_key(SIGNER_KEY), store, structlog.get_logger(),
+            poll_interval=0.05,
         )
         self.journal = Journal(store)
         self.task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Running:
+        self.logs = self._capture.enter_context(capture_logs())
         self.task = asyncio.create_task(self.pub.run())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self.task is not None
-        self.task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await self.task
+        try:
+            assert self.task is not None
+            self.task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await self.task
+        finally:
+            self._capture.close()
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [entry for entry in self.logs if entry["event"] == name]
 
     async def entry(self, signed: SignedReport) -> JournalEntry:
         found = await self.journal.get(key_of(signed))
@@ -246,8 +225,8 @@ async def test_happy_path_waits_for_period_end_and_confirmations(
     early = env.report(sla, pid=1)  # period 1 ends in an hour: PeriodNotFinished -> wait
     async with Running(env, store, confirmations=2) as run:
         assert await run.pub.submit(early)
-        await wait_for(lambda: bool(run.log.events("report_waiting")))
-        assert run.log.events("report_waiting")[0]["reason"] == "PeriodNotFinished"
+        await wait_for(lambda: bool(run.events("report_waiting")))
+        assert run.events("report_waiting")[0]["reason"] == "PeriodNotFinished"
         assert await run.state(early) == SIGNED and env.nonce() == 0
 
         env.h.travel(int(early.report.period_end) + 5)  # the period ends
@@ -270,9 +249,9 @@ async def test_happy_path_waits_for_period_end_and_confirmations(
         m = run.pub.metrics()
         assert m.backlog == 0 and m.states[CONFIRMED] == 1 and m.last_success is not None
         assert m.balance_wei is not None and m.balance_wei > 0 and m.consecutive_failures == 0
-    sent = run.log.events("report_sent")
+    sent = run.events("report_sent")
     assert len(sent) == 1 and sent[0]["nonce"] == 0 and sent[0]["tx"] == entry.tx_hash
-    assert SIGNER_KEY.removeprefix("0x") not in repr(run.log.records)
+    assert SIGNER_KEY.removeprefix("0x") not in repr(run.logs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,33 +293,27 @@ async def test_anvil_down_then_restarted_with_same_state(env: Env, store: StateS
         assert entry2.nonce == 1 and {t.nonce for t in entry2.txs} == {1}
     assert env.has_reported(sla) and env.has_reported(sla2)
     assert env.nonce() == 2  # each report landed exactly once
-    assert len(run.log.events("report_sent")) == 2
+    assert len(run.events("report_sent")) == 2
     # the restarted node had lost the pending transaction: the very same one was re-broadcast
-    assert [e["tx"] for e in run.log.events("report_rebroadcast")][:1] == [entry2.txs[0].tx_hash]
+    assert [e["tx"] for e in run.events("report_rebroadcast")][:1] == [entry2.txs[0].tx_hash]
 
 
 CHILD = r"""
-import asyncio, json, os, sys
+import asyncio, os, sys
 sys.path.insert(0, sys.argv[1])
 from eth_account import Account
 from slamon.chain import SignedReport
-from slamon.config.models import OracleConfig
+from slamon.config.oracle import OracleConfig
 from slamon.oracle.publisher import Publisher
 from slamon.store.sqlite import StateStore
-
-class Log:
-    def _out(self, level, event, **kw):
-        print(json.dumps({"level": level, "event": event, **kw}, default=str), flush=True)
-    def debug(self, event, **kw): self._out("debug", event, **kw)
-    def info(self, event, **kw): self._out("info", event, **kw)
-    def warning(self, event, **kw): self._out("warning", event, **kw)
-    def error(self, event, **kw): self._out("error", event, **kw)
+from slamon.util.log import configure_logging, get_logger
 
 async def main():
+    configure_logging("debug", "json")
     cfg = OracleConfig.model_validate_json(open(sys.argv[2]).read())
     store = StateStore(sys.argv[3])
     await store.open()
-    pub = Publisher(cfg, Account.from_key(os.environ["SLAMON_TEST_KEY"]), store, Log(),
+    pub = Publisher(cfg, Account.from_key(os.environ["SLAMON_TEST_KEY"]), store, get_logger(),
                     poll_interval=0.05)
     if len(sys.argv) > 4:
         await pub.submit(SignedReport.from_json(open(sys.argv[4]).read()))
@@ -448,7 +421,7 @@ async def test_nonce_taken_behind_our_back_is_resynced(env: Env, store: StateSto
         await run.pub.submit(b)
         entry_b = await run.until(b, CONFIRMED)
         assert env.w3.eth.get_transaction(entry_b.tx_hash)["nonce"] == 2
-        assert run.log.events("nonce_resync")
+        assert run.events("nonce_resync")
 
         # 2) our pending transaction is pushed out of the pool by another one, same nonce
         env.automine(False)
@@ -459,7 +432,7 @@ async def test_nonce_taken_behind_our_back_is_resynced(env: Env, store: StateSto
         env.mine()
         env.automine(True)
         entry_c = await run.until(c, CONFIRMED)
-        assert run.log.events("nonce_taken")
+        assert run.events("nonce_taken")
         assert env.w3.eth.get_transaction(entry_c.tx_hash)["nonce"] == 4
         assert [t.nonce for t in entry_c.txs] == [3, 4]
     assert env.has_reported(sla_a) and env.has_reported(sla_b) and env.has_reported(sla_c)
@@ -472,7 +445,7 @@ async def test_stuck_transaction_is_replaced_with_same_nonce(env: Env, store: St
     env.automine(False)
     async with Running(env, store, replace_after=0.3) as run:
         await run.pub.submit(signed)
-        await wait_for(lambda: bool(run.log.events("report_replaced")))
+        await wait_for(lambda: bool(run.events("report_replaced")))
         entry = await run.entry(signed)
         assert len(entry.txs) >= 2 and {t.nonce for t in entry.txs} == {0}
         first, second = entry.txs[0], entry.txs[1]
@@ -504,7 +477,7 @@ async def test_base_fee_above_cap_waits_instead_of_overpaying(
     assert base > cap_wei
     async with Running(env, store, max_fee_gwei=cap_wei / 1e9, priority_fee_gwei=0.0) as run:
         await run.pub.submit(signed)
-        await wait_for(lambda: len(run.log.events("fee_above_cap")) >= 2)
+        await wait_for(lambda: len(run.events("fee_above_cap")) >= 2)
         assert run.pub.metrics().fee_capped and run.pub.metrics().backlog == 1
         entry = await run.entry(signed)
         assert entry.state == SIGNED and "above the cap" in (entry.reason or "")
@@ -528,7 +501,7 @@ async def test_final_contract_error_fails_without_retrying(env: Env, store: Stat
         entry = await run.until(bad, FAILED)
         assert entry.reason == "PolicyMismatch"
         await asyncio.sleep(0.5)
-        assert len(run.log.events("report_failed")) == 1  # not retried
+        assert len(run.events("report_failed")) == 1  # not retried
         m = run.pub.metrics()
         assert m.backlog == 0 and m.states[FAILED] == 1 and "PolicyMismatch" in (m.last_error or "")
     assert env.nonce("pending") == 0  # never sent: the estimate decoded the error

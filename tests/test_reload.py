@@ -4,13 +4,18 @@
 (b) A valid file that keeps one target, removes one and adds one: the kept
     target's counters continue (not reset), the removed one disappears from
     /metrics and the new one appears.
+(c) One reload at a time: SIGHUPs during a reload make exactly one more, which
+    starts only once the first has ended. The config file is a FIFO, so a
+    reload lasts until the test writes the file: no timing guesses.
 
-`SlamonProcess` is shared with the other subprocess tests (sdnotify, Prometheus).
+`SlamonProcess`, `slamon_env` and `stop_process` are shared with the other
+subprocess tests (cli, logs, listeners, signals, sdnotify, shard, Prometheus).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -20,14 +25,14 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.misbehaving import free_port
 from tests.promtext import Samples, parse_metrics
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
@@ -38,25 +43,51 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
+def slamon_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a `python -m slamon` child: this checkout on PYTHONPATH, none
+    of the caller's SLAMON_* settings or systemd variables, then `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLAMON_")}
+    env.pop("NOTIFY_SOCKET", None)
+    env.pop("WATCHDOG_USEC", None)
+    env["PYTHONPATH"] = str(REPO)
+    env.update(extra or {})
+    return env
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a child that still runs; SIGKILL when it has not exited 10 s later."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 class SlamonProcess:
-    """`python -m slamon run -c CONFIG` with its log in a file, killed on close."""
+    """`python -m slamon run -c CONFIG` (or `python -m slamon ARGV`) with its log in a
+    file, stopped on close."""
 
     def __init__(
-        self, config: Path, port: int, log: Path, env: Mapping[str, str] | None = None
+        self,
+        config: Path | None,
+        port: int,
+        log: Path,
+        env: Mapping[str, str] | None = None,
+        *,
+        argv: Sequence[str] = (),
     ) -> None:
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
         self.log_path = log
         self._log = open(log, "wb")  # noqa: SIM115 - closed in close()
-        full_env = dict(os.environ)
-        full_env.pop("NOTIFY_SOCKET", None)
-        full_env.pop("WATCHDOG_USEC", None)
-        full_env.update(env or {})
+        args = list(argv) if argv else ["run", "-c", str(config)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "slamon", "run", "-c", str(config)],
+            [sys.executable, "-m", "slamon", *args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env=full_env,
+            env=slamon_env(env),
         )
 
     def log_lines(self) -> list[dict[str, Any]]:
@@ -103,14 +134,31 @@ class SlamonProcess:
             time.sleep(0.1)
         raise AssertionError(f"no {event!r} log line: {self.log_path.read_text()}")
 
+    def events(self, *names: str) -> list[str]:
+        """The `event` of every log line so far, only those in `names` when given."""
+        seen = [str(item.get("event")) for item in self.log_lines()]
+        return [e for e in seen if e in names] if names else seen
+
+    def wait_count(self, event: str, n: int, limit: float = 10.0) -> None:
+        """Wait until `event` has been logged `n` times (fails at once on more)."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            count = self.events(event).count(event)
+            assert count <= n, f"{count} {event!r} lines, expected {n}: {self.events()}"
+            if count == n:
+                return
+            assert self.proc.poll() is None, f"slamon exited: {self.log_path.read_text()}"
+            time.sleep(0.05)
+        raise AssertionError(f"not {n} {event!r} lines after {limit}s: {self.events()}")
+
+    def stop(self) -> str:
+        """SIGTERM, and a clean exit (status 0 within 30 s) asserted; the log."""
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.wait(30) == 0, self.log_path.read_text()
+        return self.log_path.read_text()
+
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         self._log.close()
 
 
@@ -146,22 +194,11 @@ def tcp_config(port: int, state: Path, target_ports: dict[str, int]) -> str:
     )
 
 
-@pytest.fixture
-def listener() -> Iterator[int]:
-    """A TCP port on 127.0.0.1 that accepts connections (the kernel's backlog does)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen(128)
-        yield s.getsockname()[1]
-
-
-def test_sighup_invalid_then_valid_config(tmp_path: Path, listener: int) -> None:
+def test_sighup_invalid_then_valid_config(tmp_path: Path, silent_port: int) -> None:
     port = free_port()
     config = tmp_path / "slamon.yaml"
     state = tmp_path / "state" / "slamon.sqlite3"
-    config.write_text(tcp_config(port, state, {"kept": listener, "removed": listener}))
+    config.write_text(tcp_config(port, state, {"kept": silent_port, "removed": silent_port}))
     proc = SlamonProcess(config, port, tmp_path / "slamon.log")
     try:
         proc.wait_ready()
@@ -169,7 +206,7 @@ def test_sighup_invalid_then_valid_config(tmp_path: Path, listener: int) -> None
 
         # (a) invalid: the old config stays, the error is logged
         config.write_text(
-            tcp_config(port, state, {"kept": listener}).replace("interval: 1s", "interval: 0s")
+            tcp_config(port, state, {"kept": silent_port}).replace("interval: 1s", "interval: 0s")
         )
         proc.proc.send_signal(signal.SIGHUP)
         failed = proc.wait_log("reload_failed")
@@ -183,7 +220,7 @@ def test_sighup_invalid_then_valid_config(tmp_path: Path, listener: int) -> None
         )
 
         # (b) valid: keep `kept`, drop `removed`, add `added`
-        config.write_text(tcp_config(port, state, {"kept": listener, "added": listener}))
+        config.write_text(tcp_config(port, state, {"kept": silent_port, "added": silent_port}))
         proc.proc.send_signal(signal.SIGHUP)
         proc.wait_log("reloaded")
         after = proc.wait_for(
@@ -206,3 +243,91 @@ def test_sighup_invalid_then_valid_config(tmp_path: Path, listener: int) -> None
     finally:
         proc.close()
     assert proc.proc.returncode == 0
+
+
+def write_fifo(path: Path, text: str, proc: SlamonProcess, limit: float = 10.0) -> None:
+    """Write `text` into the FIFO `path` once slamon has opened it to read, then close
+    it (the reader's end of file)."""
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
+                raise
+            assert proc.proc.poll() is None, f"slamon exited: {proc.log_path.read_text()}"
+            assert time.monotonic() < deadline, f"slamon never read {path}"
+            time.sleep(0.02)
+            continue
+        break
+    try:
+        os.set_blocking(fd, True)
+        data = text.encode()
+        while data:
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
+
+
+def test_sighups_during_a_reload_make_exactly_one_more(tmp_path: Path, silent_port: int) -> None:
+    port = free_port()
+    config = tmp_path / "slamon.yaml"
+    os.mkfifo(config)
+    state = tmp_path / "state" / "slamon.sqlite3"
+    first = tcp_config(port, state, {"a": silent_port})
+    second = tcp_config(port, state, {"a": silent_port, "b": silent_port})
+    proc = SlamonProcess(config, port, tmp_path / "slamon.log")
+    try:
+        write_fifo(config, first, proc)  # `slamon run` reads its config
+        proc.wait_ready()
+
+        proc.proc.send_signal(signal.SIGHUP)
+        proc.wait_count("reload_started", 1)  # now blocked opening the FIFO
+        for n in range(1, 4):
+            # one at a time: the kernel merges a SIGHUP into one still pending
+            proc.proc.send_signal(signal.SIGHUP)
+            proc.wait_count("reload_queued", n)
+
+        write_fifo(config, second, proc)
+        proc.wait_count("reloaded", 1)
+        # the queued reload reads the file again, after the first one ended
+        proc.wait_count("reload_started", 2)
+        write_fifo(config, second, proc)
+        proc.wait_count("reloaded", 2)
+
+        # a third reload would start in the same loop step that logged the second
+        # `reloaded`; an answer from that loop comes after it, so the log is final
+        reloads = {
+            dict(labels)["result"]: v for (name, labels), v in proc.metrics().items()
+            if name == "slamon_config_reloads_total"
+        }
+        assert reloads == {"success": 2, "failure": 0}
+        assert proc.events("reload_started", "reload_queued", "reloaded") == [
+            "reload_started", "reload_queued", "reload_queued", "reload_queued",
+            "reloaded", "reload_started", "reloaded",
+        ]
+        proc.wait_for(lambda s: (probes(s, "b") or 0) >= 1, "the reloaded config runs")
+    finally:
+        proc.close()
+    assert proc.proc.returncode == 0
+
+
+def test_stop_during_a_stuck_reload(tmp_path: Path, silent_port: int) -> None:
+    """A reload blocked reading its file (a hung mount; here a FIFO nobody writes)
+    does not hold up SIGTERM: the daemon drains and exits 0 without it."""
+    port = free_port()
+    config = tmp_path / "slamon.yaml"
+    os.mkfifo(config)
+    proc = SlamonProcess(config, port, tmp_path / "slamon.log")
+    try:
+        write_fifo(config, tcp_config(port, tmp_path / "state.sqlite3", {"a": silent_port}), proc)
+        proc.wait_ready()
+        proc.proc.send_signal(signal.SIGHUP)
+        proc.wait_count("reload_started", 1)
+        proc.proc.send_signal(signal.SIGTERM)
+        proc.proc.wait(15)
+    finally:
+        proc.close()
+    assert proc.proc.returncode == 0, proc.log_path.read_text()
+    assert proc.events()[-1] == "stopped"
+    assert "reloaded" not in proc.events()

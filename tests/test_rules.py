@@ -17,12 +17,13 @@ import yaml
 from slamon.config.root import Config
 from slamon.metrics.rules import (
     BURN_ALERT,
+    CERT_ALERT,
+    DOWN_ALERT,
     LAG_ALERT,
     NO_DATA_ALERT,
     STALE_ALERT,
     generate_rules,
     no_data_window,
-    register,
     render_rules,
 )
 
@@ -62,7 +63,7 @@ def alerts(doc: dict[str, Any], name: str | None = None) -> list[dict[str, Any]]
 def test_alerts_follow_the_configured_windows() -> None:
     doc = generate_rules(make_config())
     assert [g["name"] for g in doc["groups"]] == [
-        "slamon-slo-shop", "slamon-slo-api-latency", "slamon-self"]
+        "slamon-slo-shop", "slamon-slo-api-latency", "slamon-targets", "slamon-self"]
     burn = [a for a in alerts(doc, BURN_ALERT) if a["labels"]["slo"] == "shop"]
     got = [(a["labels"]["long_window"], a["labels"]["short_window"], a["labels"]["burn_rate"],
             a["labels"]["severity"], a["for"]) for a in burn]
@@ -78,19 +79,36 @@ def test_alerts_follow_the_configured_windows() -> None:
         ("2h", "10")]
     for alert in alerts(doc):
         assert alert["labels"]["severity"] in ("page", "ticket")
-        assert alert["annotations"]["runbook_url"].startswith("docs/operations.md#")
+        # absolute: Alertmanager and chat tools show it as a link
+        assert alert["annotations"]["runbook_url"].startswith(
+            "http://127.0.0.1:9115/runbooks#")
 
 
-def test_runbook_anchors_exist_in_operations_doc() -> None:
-    text = (ROOT / "docs" / "operations.md").read_text()
-    # GitHub anchors: lower case, spaces to hyphens, punctuation dropped
-    anchors = {
-        re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
-        for h in re.findall(r"^#+ (.+)$", text, flags=re.M)
-    }
+def test_runbook_base_follows_external_url_and_override() -> None:
+    config = make_config()
+    external = config.model_copy(update={"server": config.server.model_copy(
+        update={"external_url": "https://slamon.example.com/mon"})})
+    for cfg, override, base in (
+        (external, None, "https://slamon.example.com/mon/runbooks#"),
+        (external, "https://wiki.example/slamon", "https://wiki.example/slamon#"),
+    ):
+        for alert in alerts(generate_rules(cfg, override)):
+            assert alert["annotations"]["runbook_url"].startswith(base), alert
+    with pytest.raises(ValueError, match="absolute"):
+        Config.model_validate({"server": {"external_url": "slamon.example.com"}})
+
+
+def test_runbook_anchors_exist_in_the_runbooks_doc_and_page() -> None:
+    from slamon.web.runbooks import anchor, runbooks_page
+
+    text = (ROOT / "docs" / "runbooks.md").read_text()
+    anchors = {anchor(h) for h in re.findall(r"^#+ (.+)$", text, flags=re.M)}
     used = {a["annotations"]["runbook_url"].split("#")[1] for a in alerts(
         generate_rules(make_config()))}
     assert used <= anchors, used - anchors
+    page = runbooks_page()
+    for name in used:
+        assert f'id="{name}"' in page, name
 
 
 def test_no_data_window_holds_several_probes() -> None:
@@ -256,12 +274,67 @@ def _lag_case(doc: dict[str, Any]) -> dict[str, Any]:
     ]}
 
 
+def _target_down_case(doc: dict[str, Any]) -> dict[str, Any]:
+    """web fails on both instances, api on one only, db on both but under maintenance:
+    only web pages, once `for` has passed. Another exporter's probe_success for web
+    (no slamon_target_info beside it) changes nothing."""
+    rule = _find(doc, DOWN_ALERT)
+    series = []
+    for inst in ("a", "b"):
+        for tid, ok in (("web", "0x20"), ("api", "1x20" if inst == "a" else "0x20"),
+                        ("db", "0x20")):
+            labels = f'target="{tid}",instance="{inst}",job="slamon"'
+            series.append({"series": f"probe_success{{{labels}}}", "values": ok})
+            series.append({"series": f'slamon_target_info{{{labels},kind="tcp",endpoint="x"}}',
+                           "values": "1x20"})
+            series.append({"series": f"slamon_maintenance_active{{{labels}}}",
+                           "values": "1x20" if tid == "db" else "0x20"})
+    series.append({"series": 'probe_success{target="web",instance="bb",job="blackbox"}',
+                   "values": "1x20"})
+    fired = {"exp_labels": dict(rule["labels"], target="web"),
+             "exp_annotations": {k: v.replace("{{ $labels.target }}", "web")
+                                 for k, v in rule["annotations"].items()}}
+    return {"interval": "1m", "input_series": series, "alert_rule_test": [
+        {"eval_time": "3m", "alertname": DOWN_ALERT, "exp_alerts": []},  # pending (for: 5m)
+        {"eval_time": "10m", "alertname": DOWN_ALERT, "exp_alerts": [fired]},
+    ]}
+
+
+def _cert_case(doc: dict[str, Any]) -> dict[str, Any]:
+    """web's chain expires in 10 days (ticket only), api's in 3 days (ticket and page),
+    db's in 60 days (nothing)."""
+    series = []
+    day = 86400
+    for tid, left in (("web", 10), ("api", 3), ("db", 60)):
+        labels = f'target="{tid}",instance="a",job="slamon"'
+        series.append({"series": f"probe_ssl_earliest_cert_expiry{{{labels}}}",
+                       "values": f"{left * day}x30"})
+        series.append({"series": f'slamon_target_info{{{labels},kind="http",endpoint="x"}}',
+                       "values": "1x30"})
+    ticket = _find(doc, CERT_ALERT, severity="ticket")
+    page = _find(doc, CERT_ALERT, severity="page")
+
+    left = {"web": "9d 23h 40m 0s", "api": "2d 23h 40m 0s"}  # at 20m
+
+    def fired(rule: dict[str, Any], tid: str) -> dict[str, Any]:
+        notes = {k: v.replace("{{ $labels.target }}", tid)
+                 .replace("{{ $value | humanizeDuration }}", left[tid])
+                 for k, v in rule["annotations"].items()}
+        return {"exp_labels": dict(rule["labels"], target=tid), "exp_annotations": notes}
+
+    return {"interval": "1m", "input_series": series, "alert_rule_test": [
+        {"eval_time": "20m", "alertname": CERT_ALERT, "exp_alerts": [
+            fired(ticket, "web"), fired(ticket, "api"), fired(page, "api")]},
+    ]}
+
+
 def test_promtool_test_rules(tmp_path: Path, promtool: str) -> None:
     config = make_config()
     doc = generate_rules(config)
     (tmp_path / "rules.yml").write_text(render_rules(config))
     cases = [_burn_case(doc), _short_spike_case(doc), _exhausted_and_no_data_case(doc),
-             _absent_and_stale_case(doc), _lag_case(doc)]
+             _absent_and_stale_case(doc), _lag_case(doc), _target_down_case(doc),
+             _cert_case(doc)]
     spec = {"rule_files": ["rules.yml"], "evaluation_interval": "1m", "tests": cases}
     (tmp_path / "tests.yml").write_text(yaml.safe_dump(spec, sort_keys=False))
     res = subprocess.run([promtool, "test", "rules", "tests.yml"], cwd=tmp_path,
@@ -270,21 +343,14 @@ def test_promtool_test_rules(tmp_path: Path, promtool: str) -> None:
     assert "SUCCESS" in res.stdout
 
 
-def test_cli_command_via_register(tmp_path: Path) -> None:
+def test_cli_rules_command(tmp_path: Path) -> None:
     config = tmp_path / "slamon.yaml"
     config.write_text(
         "targets: [{id: t, kind: tcp, tcp: {host: 127.0.0.1, port: 1}}]\n"
         "slos: [{id: s, targets: [t], objective: 0.99, window: 7d}]\n"
     )
     out = tmp_path / "rules.yml"
-    code = (
-        "import argparse, sys\n"
-        "from slamon.metrics.rules import register\n"
-        "p = argparse.ArgumentParser(prog='slamon')\n"
-        "register(p.add_subparsers(dest='command'))\n"
-        "a = p.parse_args(sys.argv[1:])\n"
-        "sys.exit(a.func(a))\n"
-    )
+    code = "import sys; from slamon.cli import main; sys.exit(main())"
     res = subprocess.run(
         [sys.executable, "-c", code, "rules", "-c", str(config), "-o", str(out),
          "--runbook-url", "https://wiki.example/slamon.md"],
@@ -305,4 +371,48 @@ def test_cli_command_via_register(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-c", code, "rules", "-c", str(config)],
                          capture_output=True, text=True)
     assert res.returncode == 0 and "groups:" in res.stdout
-    assert register is not None
+
+
+async def test_runbooks_page_is_served() -> None:
+    import asyncio
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from slamon.metrics.collector import ListedRegistry
+    from slamon.web.server import build_app
+
+    app = build_app(ListedRegistry(), asyncio.Event())
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.get("/runbooks")
+        assert resp.status == 200 and resp.content_type == "text/html"
+        page = await resp.text()
+    for alert in alerts(generate_rules(make_config())):
+        assert f'id="{alert["annotations"]["runbook_url"].split("#")[1]}"' in page
+    assert "<script" not in page and "<h2" in page
+
+
+def test_prometheusrule_format_wraps_the_same_groups(tmp_path: Path, promtool: str) -> None:
+    config = tmp_path / "slamon.yaml"
+    config.write_text(
+        "targets: [{id: t, kind: tcp, tcp: {host: 127.0.0.1, port: 1}}]\n"
+        "slos: [{id: s, targets: [t], objective: 0.99, window: 7d}]\n"
+    )
+    code = "import sys; from slamon.cli import main; sys.exit(main())"
+    res = subprocess.run([sys.executable, "-c", code, "rules", "-c", str(config), "--format",
+                          "prometheusrule", "--label", "release=prometheus"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    doc = yaml.safe_load(res.stdout)
+    assert doc["apiVersion"] == "monitoring.coreos.com/v1" and doc["kind"] == "PrometheusRule"
+    assert doc["metadata"] == {"name": "slamon", "labels": {"release": "prometheus"}}
+    plain = subprocess.run([sys.executable, "-c", code, "rules", "-c", str(config)],
+                           capture_output=True, text=True)
+    assert doc["spec"] == yaml.safe_load(plain.stdout)
+    spec = tmp_path / "spec.yml"
+    spec.write_text(yaml.safe_dump(doc["spec"]))
+    check = subprocess.run([promtool, "check", "rules", str(spec)], capture_output=True,
+                           text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    bad = subprocess.run([sys.executable, "-c", code, "rules", "-c", str(config), "--label",
+                          "novalue"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--label" in bad.stderr

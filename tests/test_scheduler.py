@@ -9,16 +9,32 @@ servers). Intervals are below the config's 1 s minimum to keep tests short;
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import itertools
+import selectors
 import statistics
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from slamon import scheduler as scheduler_module
 from slamon.config.targets import Target
 from slamon.probers.base import FailureReason, ProbeResult
-from slamon.scheduler import Scheduler, phase_offset
+from slamon.scheduler import (
+    LAG_BUCKETS,
+    LagHistogram,
+    Scheduler,
+    StallMonitor,
+    first_tick,
+    phase_offset,
+)
 
 
 def make_target(tid: str, interval: float, timeout: float) -> Target:
@@ -287,3 +303,521 @@ def test_which_failures_a_loop_freeze_voids() -> None:
     # a 503 is the target's answer, however slow slamon was to read it
     assert not stalled_verdict(fail(FailureReason.STATUS), 0.3, 2.0)
     assert not stalled_verdict(fail(FailureReason.TOO_SLOW), 0.0, 2.0, 0.5)
+
+
+# -- virtual time ------------------------------------------------------------------------
+#
+# The tests below run the scheduler on an event loop whose clock only moves when
+# nothing is ready to run: a 10 s interval takes no real time, every deadline is
+# met exactly, and a "freeze" of the loop is a jump of the clock inside a callback.
+# So outcomes can be asserted exactly, boundaries included, on a loaded machine too.
+
+WALL0 = 1_699_999_800.0  # wall time at loop time 0: a multiple of every interval used (300)
+
+
+class _Clock:
+    now = 0.0
+
+
+class _AdvancingSelector(selectors.DefaultSelector):
+    def __init__(self, clock: _Clock) -> None:
+        super().__init__()
+        self.clock = clock
+
+    def select(self, timeout: float | None = None) -> list[tuple[Any, int]]:
+        ready = super().select(0)
+        if not ready:
+            if timeout is None:
+                raise RuntimeError("virtual time: nothing scheduled, nothing to wait for")
+            # every deadline here is a whole number of microseconds: rounding keeps the
+            # drift of summing 0.05 s monitor periods out of exact comparisons (never
+            # rounding down: a deadline that is not, such as a spread phase, must be met)
+            exact = self.clock.now + timeout
+            self.clock.now = max(round(exact, 6), exact)
+        return ready
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    def __init__(self) -> None:
+        self.clock = _Clock()
+        super().__init__(_AdvancingSelector(self.clock))
+
+    def time(self) -> float:
+        return self.clock.now
+
+    def freeze(self, seconds: float) -> None:
+        """The loop is blocked this long (a huge scrape, swap): time passes, nothing runs."""
+        self.clock.now += seconds
+
+
+def simulate(monkeypatch: pytest.MonkeyPatch, scenario: Callable[[VirtualTimeLoop], Any]) -> Any:
+    loop = VirtualTimeLoop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    monkeypatch.setattr(scheduler_module, "time", SimpleNamespace(time=lambda: WALL0 + loop.time()))
+    try:
+        out = loop.run_until_complete(scenario(loop))
+    finally:
+        loop.close()
+    assert not errors, errors
+    return out
+
+
+class Outcomes:
+    """Every tick outcome in callback order: (target, scheduled wall - WALL0, kind)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, float, str]] = []
+        self.starts: list[tuple[str, float]] = []  # (target, loop time) per probe started
+        self.results: list[tuple[str, float, ProbeResult, Target]] = []
+
+    def on_result(self, target: Target, scheduled: float, result: ProbeResult) -> None:
+        self.seen.append((target.id, scheduled - WALL0, "result"))
+        self.results.append((target.id, scheduled - WALL0, result, target))
+
+    def on_missed(self, target: Target, scheduled: float) -> None:
+        self.seen.append((target.id, scheduled - WALL0, "missed"))
+
+    def of(self, tid: str) -> list[tuple[float, str]]:
+        return [(t, kind) for target, t, kind in self.seen if target == tid]
+
+
+Plan = dict[str, Callable[[VirtualTimeLoop], Any]]
+
+
+def probers(
+    plan: Plan,
+    loop: VirtualTimeLoop,
+    starts: list[tuple[str, float]] | None = None,
+):
+    """prober_for: target id -> coroutine function(loop) giving its ProbeResult."""
+
+    async def probe(target: Target, timeout: float) -> ProbeResult:
+        if starts is not None:
+            starts.append((target.id, loop.time()))
+        result: ProbeResult = await plan[target.id](loop)
+        return result
+
+    return lambda kind: probe
+
+
+def taking(seconds: float, ok: bool = True) -> Callable[[VirtualTimeLoop], Any]:
+    async def run(loop: VirtualTimeLoop) -> ProbeResult:
+        await asyncio.sleep(seconds)
+        if ok:
+            return ProbeResult(ok=True, duration=seconds)
+        return ProbeResult.failure(FailureReason.STATUS, seconds)
+
+    return run
+
+
+def make_scheduler(
+    loop: VirtualTimeLoop,
+    targets: list[Target],
+    plan: Plan,
+    out: Outcomes,
+    **kw: Any,
+) -> Scheduler:
+    kw.setdefault("max_concurrency", 100)
+    kw.setdefault("spread", False)
+    return Scheduler(
+        targets,
+        on_result=out.on_result,
+        on_missed=out.on_missed,
+        prober_for=probers(plan, loop, out.starts),
+        **kw,
+    )
+
+
+async def run_for(sched: Scheduler, seconds: float) -> None:
+    task = asyncio.create_task(sched.run())
+    await asyncio.sleep(seconds)
+    sched.stop()
+    await task
+
+
+def run_virtual(
+    monkeypatch: pytest.MonkeyPatch,
+    targets: list[Target],
+    plan: Plan,
+    seconds: float,
+    **kw: Any,
+) -> tuple[Scheduler, Outcomes, float]:
+    """Run a scheduler for `seconds` of virtual time, stop it and let it drain:
+    (the scheduler, every outcome, the virtual time at which run() returned)."""
+    out = Outcomes()
+
+    async def scenario(loop: VirtualTimeLoop) -> tuple[Scheduler, float]:
+        sched = make_scheduler(loop, targets, plan, out, **kw)
+        await run_for(sched, seconds)
+        return sched, loop.time()
+
+    sched, ended = simulate(monkeypatch, scenario)
+    return sched, out, ended
+
+
+def test_virtual_ticks_are_exact_and_in_target_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    targets = [make_target("a", 10.0, 2.0), make_target("b", 4.0, 2.0)]
+    sched, out, _ = run_virtual(monkeypatch, targets, {"a": taking(1.0), "b": taking(1.0)}, 39.5)
+    assert out.of("a") == [(t, "result") for t in (0.0, 10.0, 20.0, 30.0)]
+    assert out.of("b") == [(float(t), "result") for t in range(0, 37, 4)]
+    # ticks due at the same instant start in the order the targets were given
+    assert [tid for tid, t in out.starts if t in (0.0, 20.0)] == ["a", "b", "a", "b"]
+    assert all(r.duration == 1.0 for _, _, r, _ in out.results)
+    stats = sched.stats
+    assert (stats.started, stats.completed, stats.missed, stats.stalled) == (14, 14, 0, 0)
+    assert stats.in_flight == 0
+    assert (stats.lag.count, stats.lag.total, stats.lag.max) == (14, 0.0, 0.0)
+
+
+def test_virtual_spread_phase_and_first_tick(monkeypatch: pytest.MonkeyPatch) -> None:
+    targets = [make_target("x", 10.0, 2.0)]
+    _, out, _ = run_virtual(monkeypatch, targets, {"x": taking(0.5)}, 25.0, spread=True)
+    offset = phase_offset("x", 10.0)
+    first = first_tick(WALL0, 10.0, offset) * 10.0 + offset - WALL0
+    assert 0 <= first < 10.0
+    # every tick that starts and ends (0.5 s) before the stop at 25
+    want = [first + 10.0 * k for k in range(3) if first + 10.0 * k + 0.5 < 25.0]
+    assert [t for t, _ in out.of("x")] == pytest.approx(want)
+    assert [t for _, t in out.starts] == pytest.approx(want)
+
+
+def test_virtual_start_at_misses_what_is_already_an_interval_late(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    targets = [make_target("x", 10.0, 2.0)]
+    _, out, _ = run_virtual(monkeypatch, targets, {"x": taking(1.0)}, 15.0, start_at=WALL0 - 25)
+    # -20 and -10 are an interval late or more when the scheduler starts (exactly, for
+    # -10): no data; 0 is on time
+    assert out.of("x") == [(-20.0, "missed"), (-10.0, "missed"), (0.0, "result"), (10.0, "result")]
+
+
+def one_slot(
+    monkeypatch: pytest.MonkeyPatch,
+    a: Target,
+    b: Target,
+    takes: tuple[float, float],
+    seconds: float,
+) -> tuple[Scheduler, Outcomes, float]:
+    """Targets "a" then "b" (probes taking `takes`) with room for one probe at a time."""
+    plan = {"a": taking(takes[0]), "b": taking(takes[1])}
+    return run_virtual(monkeypatch, [a, b], plan, seconds, max_concurrency=1)
+
+
+def test_virtual_concurrency_limit_queues_then_starts_late(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a, b = make_target("a", 10.0, 5.0), make_target("b", 10.0, 5.0)
+    sched, out, _ = one_slot(monkeypatch, a, b, (3.0, 1.0), 25.0)
+    assert out.of("a") == [(0.0, "result"), (10.0, "result"), (20.0, "result")]
+    assert out.of("b") == [(0.0, "result"), (10.0, "result"), (20.0, "result")]
+    lag = sched.stats.lag
+    assert (lag.count, lag.total, lag.max) == (6, 9.0, 3.0)  # b waited 3 s for a each time
+
+
+def test_virtual_queued_tick_is_missed_once_an_interval_late(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a, b = make_target("a", 100.0, 50.0), make_target("b", 5.0, 2.0)
+    sched, out, _ = one_slot(monkeypatch, a, b, (12.0, 1.0), 19.0)
+    # b@0 waits for a's slot until 12: too late for it and for the ticks it held up;
+    # b@15 runs normally. A target never has two ticks queued at once.
+    assert out.of("b") == [(0.0, "missed"), (5.0, "missed"), (10.0, "missed"), (15.0, "result")]
+    assert sched.stats.missed == 3 and sched.stats.started == 2
+    # the slot frees at 5 = b's due + interval: exactly an interval late is too late
+    _, out, _ = one_slot(monkeypatch, a, b, (5.0, 1.0), 9.0)
+    assert out.of("b")[0] == (0.0, "missed")
+
+
+def test_virtual_queued_tick_of_a_removed_target_is_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = Outcomes()
+    a, b = make_target("a", 100.0, 50.0), make_target("b", 100.0, 2.0)
+
+    async def scenario(loop: VirtualTimeLoop) -> None:
+        plan = {"a": taking(3.0), "b": taking(1.0)}
+        sched = make_scheduler(loop, [a, b], plan, out, max_concurrency=1)
+        task = asyncio.create_task(sched.run())
+        await asyncio.sleep(1.0)  # b@0 waits for a's slot
+        sched.update_targets([a])
+        await asyncio.sleep(9.0)
+        sched.stop()
+        await task
+
+    simulate(monkeypatch, scenario)
+    # neither probed when the slot frees at 3 nor reported as missed
+    assert out.of("b") == [] and out.starts == [("a", 0.0)]
+
+
+def test_virtual_overrunning_probe_defers_then_misses(monkeypatch: pytest.MonkeyPatch) -> None:
+    targets = [make_target("x", 10.0, 30.0)]
+    sched, out, _ = run_virtual(monkeypatch, targets, {"x": taking(25.0)}, 35.0)
+    assert out.seen == [
+        ("x", 0.0, "result"),
+        ("x", 10.0, "missed"),
+        ("x", 20.0, "missed"),
+        ("x", 30.0, "result"),  # delivered when run() drains after stop
+    ]
+    assert sched.stats.missed == 2 and sched.stats.completed == 2
+
+
+def test_virtual_prober_overrun_and_prober_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def hang(loop: VirtualTimeLoop) -> ProbeResult:
+        await asyncio.sleep(10**6)
+        raise AssertionError("unreachable")
+
+    async def crash(loop: VirtualTimeLoop) -> ProbeResult:
+        await asyncio.sleep(2.0)
+        raise KeyError("prober bug")
+
+    targets = [make_target("hang", 60.0, 3.0), make_target("crash", 60.0, 3.0)]
+    sched, out, _ = run_virtual(monkeypatch, targets, {"hang": hang, "crash": crash}, 70.0)
+    got = sorted((tid, t, r.reason, r.duration) for tid, t, r, _ in out.results)
+    # the scheduler gives up half a second after the prober's own timeout; durations
+    # are measured from each probe's own start (the second ticks start at 60)
+    assert got == [
+        ("crash", 0.0, FailureReason.OTHER, 2.0),
+        ("crash", 60.0, FailureReason.OTHER, 2.0),
+        ("hang", 0.0, FailureReason.TIMEOUT, 3.5),
+        ("hang", 60.0, FailureReason.TIMEOUT, 3.5),
+    ]
+    assert all("KeyError" in r.detail for tid, _, r, _ in out.results if tid == "crash")
+    assert sched.stats.completed == 4 and sched.stats.stalled == 0
+
+
+def test_virtual_loop_freeze_voids_failures_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = Outcomes()
+
+    def frozen(ok: bool) -> Callable[[VirtualTimeLoop], Any]:
+        async def run(loop: VirtualTimeLoop) -> ProbeResult:
+            await asyncio.sleep(0.1)
+            loop.freeze(1.0)  # blocked: the timeout ran out while nothing could run
+            if ok:
+                return ProbeResult(ok=True, duration=1.1)
+            return ProbeResult.failure(FailureReason.TIMEOUT, 1.1)
+
+        return run
+
+    async def scenario(loop: VirtualTimeLoop) -> Scheduler:
+        targets = [make_target("up", 60.0, 1.0), make_target("down", 60.0, 1.0)]
+        plan = {"up": frozen(True), "down": frozen(False), "plain": taking(0.5, ok=False)}
+        sched = make_scheduler(loop, targets, plan, out)
+        task = asyncio.create_task(sched.run())
+        await asyncio.sleep(5.0)
+        sched.update_targets([*targets, make_target("plain", 6.0, 1.0)])
+        await asyncio.sleep(5.0)
+        sched.stop()
+        await task
+        return sched
+
+    sched = simulate(monkeypatch, scenario)
+    assert out.of("up") == [(0.0, "result")]  # a success is a success, freeze or not
+    assert out.of("down") == [(0.0, "missed")]  # slamon's freeze, not the target: no data
+    assert out.of("plain") == [(6.0, "result")]  # a failure without a freeze counts
+    assert (sched.stats.stalled, sched.stats.missed) == (1, 1)
+    assert sched.stall_monitor.stalls and sched.stall_monitor.longest > 0.9
+
+
+def test_virtual_update_targets(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = Outcomes()
+
+    async def scenario(loop: VirtualTimeLoop) -> Scheduler:
+        a, b, d = (make_target(t, 10.0, 2.0) for t in "abd")
+        plan = {t: taking(1.0) for t in "abd"} | {"c": taking(0.25)}
+        sched = make_scheduler(loop, [a, b, d], plan, out)
+        task = asyncio.create_task(sched.run())
+        await asyncio.sleep(15.0)
+        b2 = make_target("b", 10.0, 3.0)  # changed: a new schedule from now on
+        sched.update_targets([a, b2, make_target("c", 1.0, 0.5)])  # d removed
+        assert sorted(sched.target_ids) == ["a", "b", "c"]
+        await asyncio.sleep(19.5)
+        sched.stop()
+        await task
+        return sched
+
+    simulate(monkeypatch, scenario)
+    assert out.of("a") == [(t, "result") for t in (0.0, 10.0, 20.0, 30.0)]
+    assert out.of("b") == [(t, "result") for t in (0.0, 10.0, 20.0, 30.0)]
+    timeouts = [(t, target.timeout) for tid, t, _, target in out.results if tid == "b"]
+    assert timeouts == [(0.0, 2.0), (10.0, 2.0), (20.0, 3.0), (30.0, 3.0)]
+    assert out.of("d") == [(0.0, "result"), (10.0, "result")]
+    # the removed d and the replaced b's old schedule are never probed again
+    starts = sorted(out.starts)
+    assert [t for tid, t in starts if tid in "bd"] == [0.0, 10.0, 20.0, 30.0, 0.0, 10.0]
+    # a new target starts at once, not at the next tick of the others
+    assert out.of("c") == [(float(t), "result") for t in range(15, 35)]
+
+
+def test_virtual_stop_returns_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    targets = [make_target("x", 100.0, 2.0)]
+    _, out, ended = run_virtual(monkeypatch, targets, {"x": taking(1.0)}, 5.0)
+    assert ended == 5.0
+    assert out.of("x") == [(0.0, "result")]
+
+
+def test_virtual_wait_scheduled(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = Outcomes()
+
+    async def scenario(loop: VirtualTimeLoop) -> list[float]:
+        sched = make_scheduler(loop, [make_target("x", 10.0, 2.0)], {"x": taking(1.0)}, out)
+        waiter = asyncio.create_task(sched.wait_scheduled())  # before run() exists
+        task = asyncio.create_task(sched.run())
+        await waiter
+        ready = [loop.time()]
+        await sched.wait_scheduled()  # and after
+        ready.append(loop.time())
+        sched.stop()
+        await task
+        return ready
+
+    assert simulate(monkeypatch, scenario) == [0.0, 0.0]
+
+
+def test_virtual_result_callback_errors_do_not_stop_the_scheduler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[float] = []
+
+    def on_result(target: Target, scheduled: float, result: ProbeResult) -> None:
+        calls.append(scheduled - WALL0)
+        raise RuntimeError("the callback owner logs its own errors")
+
+    async def scenario(loop: VirtualTimeLoop) -> None:
+        sched = Scheduler(
+            [make_target("x", 10.0, 5.0)],
+            max_concurrency=10,
+            on_result=on_result,
+            on_missed=lambda target, scheduled: None,
+            spread=False,
+            prober_for=probers({"x": taking(4.0)}, loop),
+        )
+        task = asyncio.create_task(sched.run())
+        await asyncio.sleep(22.0)  # the tick at 20 is still probing when stop() comes
+        sched.stop()
+        await task
+        gc.collect()
+
+    simulate(monkeypatch, scenario)  # and nothing reaches the loop's exception handler
+    assert calls == [0.0, 10.0, 20.0]
+
+
+def watch(
+    monkeypatch: pytest.MonkeyPatch, monitor: StallMonitor, script: list[tuple[float, float]]
+) -> StallMonitor:
+    """Run `monitor` on the virtual loop; per (sleep, freeze) of `script`: let the loop
+    run that long, then block it that long. One more second, then stop the monitor."""
+
+    async def scenario(loop: VirtualTimeLoop) -> StallMonitor:
+        task = asyncio.create_task(monitor.run())
+        for sleep, freeze in script:
+            await asyncio.sleep(sleep)
+            loop.freeze(freeze)
+        await asyncio.sleep(1.0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return monitor
+
+    result: StallMonitor = simulate(monkeypatch, scenario)
+    return result
+
+
+def test_virtual_stall_monitor(monkeypatch: pytest.MonkeyPatch) -> None:
+    script = [
+        (0.0, 0.18),  # the monitor has started, sleeps until 0.05: 0.13 s late, not a stall
+        (1.0, 0.18),  # right after a wake-up: 0.13 s late again
+        (0.51, 0.3),  # in the middle of a period
+        (1.0, 0.5),
+    ]
+    monitor = watch(monkeypatch, StallMonitor(), script)
+    lateness = [b - a for a, b in monitor.stalls]
+    assert len(lateness) == 2, monitor.stalls
+    assert 0.25 <= lateness[0] <= 0.3 and 0.45 <= lateness[1] <= 0.5
+    assert monitor.longest == max(lateness)
+
+
+def test_virtual_stall_monitor_keeps_the_latest_256_stalls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 300 freezes of 0.3 s, 0.1 s of normal running apart: each one a stall
+    monitor = watch(monkeypatch, StallMonitor(), [(0.1, 0.3)] * 300)
+    assert len(monitor.stalls) == 256
+    starts = [a for a, _ in monitor.stalls]
+    assert starts == sorted(starts)
+    # the first 44 are forgotten: the oldest kept is the 45th freeze (each round of
+    # sleep and freeze takes 0.4 s)
+    assert 44 * 0.4 < starts[0] < 45 * 0.4 + 0.1
+
+
+def test_virtual_stall_threshold_is_inclusive(monkeypatch: pytest.MonkeyPatch) -> None:
+    monitor = StallMonitor()
+    monitor.PERIOD, monitor.THRESHOLD = 0.5, 0.25  # binary fractions: exact arithmetic
+    # the wake-up due at 1.0 comes at 1.25: exactly the threshold late
+    monitor = watch(monkeypatch, monitor, [(0.75, 0.5)])
+    assert list(monitor.stalls) == [(1.0, 1.25)] and monitor.longest == 0.25
+
+
+def test_stalled_seconds() -> None:
+    m = StallMonitor()
+    assert m.longest == 0.0 and not m.stalls
+    m.stalls.extend([(10.0, 11.0), (20.0, 20.5)])
+    m.expected = 30.0
+    assert m.stalled(9.0, 12.0) == 1.0
+    assert m.stalled(10.5, 20.25) == 0.5 + 0.25
+    assert m.stalled(11.0, 20.0) == 0.0
+    assert m.stalled(0.0, 5.0) == 0.0
+    # one still in progress: the monitor should have woken at `expected`
+    assert m.stalled(29.0, 30.125) == 0.0  # less than the threshold late: not (yet) a stall
+    assert m.stalled(29.0, 30.5) == 0.5
+    m.expected = 0.0
+    assert m.stalled(-1.0, StallMonitor.THRESHOLD) == StallMonitor.THRESHOLD  # inclusive
+
+
+def test_stalled_verdict_boundaries() -> None:
+    from slamon.scheduler import stalled_verdict
+
+    slow = ProbeResult.failure(FailureReason.TOO_SLOW, 0.75)
+    assert stalled_verdict(slow, 0.0, 2.0, 0.5) is False
+    # the freeze is exactly the stall threshold: counted
+    assert stalled_verdict(
+        ProbeResult.failure(FailureReason.TOO_SLOW, 0.5 + StallMonitor.THRESHOLD),
+        StallMonitor.THRESHOLD,
+        2.0,
+        0.5,
+    )
+    assert stalled_verdict(slow, 0.25, 2.0, 0.5)  # 0.75 - 0.25 is exactly the limit
+    timeout = ProbeResult.failure(FailureReason.TIMEOUT, 2.0)
+    assert stalled_verdict(timeout, 1.0, 2.0)  # exactly half the timeout
+    assert stalled_verdict(timeout, 0.99, 2.0) is False
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(-(10**6), 10**6).map(float),
+    st.sampled_from([1.0, 2.0, 10.0, 30.0, 60.0]),
+    st.integers(0, 59),
+)
+def test_first_tick_is_the_first_at_or_after_start(start: float, interval: float, k: int) -> None:
+    offset = float(k % int(interval))
+    n = first_tick(start, interval, offset)
+    assert n * interval + offset >= start > (n - 1) * interval + offset
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(LAG_BUCKETS), st.floats(0, 20)), max_size=30))
+def test_lag_histogram_matches_naive(values: list[float]) -> None:
+    h = LagHistogram()
+    for v in values:
+        h.observe(v)
+    assert h.count == len(values)
+    assert h.total == pytest.approx(sum(values))
+    assert h.max == max(values, default=0.0)
+    want = [(repr(b), sum(1 for v in values if v <= b)) for b in LAG_BUCKETS]
+    assert h.cumulative() == [*want, ("+Inf", len(values))]
+
+
+def test_lag_buckets_are_the_1_2_5_series_from_1ms_to_10s() -> None:
+    series = tuple(m * 10.0**e for e in range(-3, 2) for m in (1, 2.5, 5) if m * 10.0**e <= 10)
+    assert pytest.approx(series, rel=1e-12) == LAG_BUCKETS
+    assert len(LagHistogram().counts) == len(LAG_BUCKETS) + 1

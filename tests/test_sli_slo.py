@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import struct
 
 import pytest
 from hypothesis import given, settings
@@ -92,6 +93,7 @@ def test_no_data_is_neither_good_nor_bad() -> None:
 def test_non_composite_shares_its_window() -> None:
     s = make(["web"])
     assert not s.composite and s.parts == ("web",)
+    assert s.slice_length == 0.0  # no slices: the part's own window is the combined one
     assert s.nbytes() == WINDOW_BYTES
     s.record("web", BASE, ok=False, duration=1)
     s.advance(BASE + 10**6)  # no-op
@@ -176,28 +178,36 @@ event_st = st.tuples(
     latency=st.booleans(),
     slice_len=st.sampled_from([None, 25.0, 40.0, 90.0]),
     length=st.floats(0, 1200, allow_nan=False),
+    # time is only a number: slices before the epoch are slices like any other
+    origin=st.sampled_from([0.0, -3000.0]),
 )
 def test_composite_matches_naive(
     events: list[tuple[str, float, bool, float, float]],
     latency: bool,
     slice_len: float | None,
     length: float,
+    origin: float,
 ) -> None:
     kw: dict[str, object] = {"sli": "latency", "latency_threshold": 0.5} if latency else {}
     slo = Slo(id="svc", targets=list(PARTS), objective=0.999, slice=slice_len, **kw)
     state = SloState(slo, INTERVALS, TIMEOUTS, TIERS)
     L = slice_len or 25.0
+    events = [(p, origin + t, ok, d, f) for p, t, ok, d, f in events]
     # results arrive within their timeout; feed them in arrival order, as the daemon would
     arrivals = sorted(events, key=lambda e: e[1] + e[4] * TIMEOUTS[e[0]])
     for part, t, ok, duration, frac in arrivals:
         state.advance(t + frac * TIMEOUTS[part])
         state.record(part, t, ok, duration)
-    now = 700.0
+    now = origin + 700.0
     state.advance(now + 1000)  # close everything
     assert state.late == 0 and state.open_slices == 0
 
     def good(ok: bool, duration: float) -> bool:
         return ok and (not latency or duration <= 0.5)
+
+    # burn checks skip an SLO whose latest bad event is older than their window
+    bad_times = [t for _, t, ok, d, _ in events if not good(ok, d)]
+    assert state.last_bad == max(bad_times, default=-math.inf)
 
     r = 5.0  # length <= 1200 <= TIERS[0].retention; events span < 300 buckets: none dropped
     first, last = math.floor((now - length) / r), math.floor(now / r)
@@ -219,6 +229,94 @@ def test_composite_matches_naive(
         assert state.counts(now, length, part=p) == Counts(sum(mine), len(mine))
 
 
+def test_last_bad_is_the_latest_bad_scheduled_time() -> None:
+    s = make(["web"])
+    assert s.last_bad == -math.inf  # clean: burn checks may skip it
+    s.record("web", BASE + 60, ok=False, duration=0.1)
+    s.record("web", BASE + 30, ok=False, duration=0.1)  # an older bad one arriving late
+    s.record("web", BASE + 90, ok=True, duration=0.1)
+    assert s.last_bad == BASE + 60
+    s.record("web", BASE + 60, ok=False, duration=0.1)
+    assert s.last_bad == BASE + 60
+
+
+def test_late_results_never_reopen_a_closed_slice() -> None:
+    s = make(["a", "b"], intervals={"a": 10, "b": 10}, timeouts={"a": 5, "b": 5})
+    s.record("a", BASE, ok=True, duration=0.1)
+    s.record("b", BASE + 1, ok=True, duration=0.1)
+    s.advance(BASE + 100)  # slices up to [BASE + 80, BASE + 90) are closed
+    assert s.counts(BASE + 100, 600) == Counts(1, 1)
+    # both parts of slice [BASE + 40, BASE + 50) report only now: too late for it
+    s.record("a", BASE + 40, ok=True, duration=0.1)
+    s.record("b", BASE + 41, ok=True, duration=0.1)
+    assert s.late == 2 and s.open_slices == 0
+    s.advance(BASE + 1000)
+    assert s.counts(BASE + 1000, 1200) == Counts(1, 1)
+    assert s.counts(BASE + 1000, 1200, part="a") == Counts(2, 2)
+
+
+def test_closed_slices_stay_closed_when_time_steps_back() -> None:
+    s = make(["a", "b"], intervals={"a": 10, "b": 10}, timeouts={"a": 20, "b": 20})
+    s.advance(BASE + 100)  # closes the slices before BASE + 80
+    s.record("a", BASE + 85, ok=True, duration=0.1)  # open slice; now seen as BASE + 85
+    s.record("b", BASE + 75, ok=True, duration=0.1)  # its slice closed at BASE + 100
+    assert s.late == 1 and s.open_slices == 1
+
+
+def test_slice_length_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        make(["a", "b"], intervals={"a": 0.0, "b": 0.0})
+    s = make(["a", "b"], intervals={"a": 0.5, "b": 0.25})  # sub-second slices are fine
+    assert s.slice_length == 0.5
+
+
+def _snap(*parts: bytes) -> bytes:
+    return b"".join(struct.pack("<I", len(p)) + p for p in parts)
+
+
+def test_restores_a_version_1_snapshot_built_from_the_documented_layout() -> None:
+    """Header "SLS", "<BH" (version 1, part count), then per part its name, window and
+    no-data counter as "<I"-length-prefixed blobs (an empty blob: no counter)."""
+    window = RollingWindow()
+    window.add(BASE, 1, 1)
+    window.add(BASE + 30, 0, 1)
+    blob = b"SLS" + struct.pack("<BH", 1, 1) + _snap(b"web", window.to_bytes(), b"")
+    s = make(["web"])
+    s.restore(blob)
+    assert s.counts(BASE + 30, 600) == Counts(1, 2)
+    assert s.no_data(BASE + 30, 600) == 0
+    assert s.to_bytes() == blob
+
+
+@pytest.mark.parametrize("n", [7, 8, 9, 17])
+def test_snapshot_round_trip_with_many_parts(n: int) -> None:
+    parts = [f"p{i}" for i in range(n)]
+    intervals = dict.fromkeys(parts, 10.0)
+    original = make(parts, intervals=intervals, timeouts=dict.fromkeys(parts, 30.0))
+    for k in range(5):  # the last slices stay open (30 s timeout)
+        for i, part in enumerate(parts):
+            original.record(part, BASE + 10 * k + i % 10, ok=(i + k) % 4 != 0, duration=0.1)
+    assert original.open_slices > 0
+    copy = make(parts, intervals=intervals, timeouts=dict.fromkeys(parts, 30.0))
+    copy.restore(original.to_bytes())
+    assert copy.to_bytes() == original.to_bytes()
+    for s in (original, copy):
+        s.advance(BASE + 1000)
+    assert copy.counts(BASE + 1000, 3600) == original.counts(BASE + 1000, 3600)
+    assert original.counts(BASE + 1000, 3600).valid == 5
+
+
+def test_snapshot_rejects_impossible_slice_masks() -> None:
+    s = make(["web", "api"], intervals={"web": 10, "api": 10}, timeouts={"web": 30, "api": 30})
+    s.record("web", BASE, ok=True, duration=0.1)
+    blob = s.to_bytes()
+    assert s.open_slices == 1 and blob[-2:] == bytes([0b01, 0b00])  # valid, bad of the slice
+    for valid, bad in ((0b100, 0b000), (0b01, 0b10)):  # a third part; bad without valid
+        with pytest.raises(ValueError, match="mask"):
+            make(["web", "api"]).restore(blob[:-2] + bytes([valid, bad]))
+    make(["web", "api"]).restore(blob[:-2] + bytes([0b11, 0b10]))  # a real one
+
+
 def test_default_tiers_used() -> None:
     s = make(["web"])
     assert s._tiers == DEFAULT_TIERS
@@ -227,9 +325,9 @@ def test_default_tiers_used() -> None:
 def test_is_good() -> None:
     avail = Slo(id="a", targets=["x"], objective=0.9)
     lat = Slo(id="l", targets=["x"], objective=0.9, sli="latency", latency_threshold=0.5)
-    assert is_good(avail, True, 99.0) and not is_good(avail, False, 0.0)
-    assert is_good(lat, True, 0.5) and not is_good(lat, True, 0.51)
-    assert not is_good(lat, False, 0.01)
+    assert is_good(avail, True, 99.0) is True and is_good(avail, False, 0.0) is False
+    assert is_good(lat, True, 0.5) is True and is_good(lat, True, 0.51) is False
+    assert is_good(lat, False, 0.01) is False
 
 
 def _busy_composite() -> SloState:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import struct
 import sys
 import time
+import zlib
 from collections.abc import Sequence
 
 import pytest
@@ -88,12 +90,9 @@ ops_st = st.lists(
 )
 
 
-@settings(max_examples=400, deadline=None)
-@given(ops_st)
-def test_query_matches_naive_small_tiers(ops: list[tuple[str, float, float, int]]) -> None:
+def _check_ops(ops: list[tuple[str, float, float, int]], clock: float) -> None:
     window = RollingWindow(SMALL_TIERS)
     events: list[Event] = []
-    clock = 100.0
     for op, a, b, c in ops:
         if op == "add":
             clock += a
@@ -105,6 +104,20 @@ def test_query_matches_naive_small_tiers(ops: list[tuple[str, float, float, int]
             assert window.query(now, length) == naive_query(events, SMALL_TIERS, now, length)
     for length in (0.0, 2.0, 4.0, 12.0, 30.0, 64.0):
         assert window.query(clock, length) == naive_query(events, SMALL_TIERS, clock, length)
+
+
+@settings(max_examples=400, deadline=None)
+@given(ops_st)
+def test_query_matches_naive_small_tiers(ops: list[tuple[str, float, float, int]]) -> None:
+    _check_ops(ops, clock=100.0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(ops_st)
+def test_query_matches_naive_before_the_epoch(ops: list[tuple[str, float, float, int]]) -> None:
+    # time is just a number here: negative bucket indices are buckets like any other,
+    # so "never written" must lie below every index a finite time can give
+    _check_ops(ops, clock=-300.0)
 
 
 def test_sequential_laps() -> None:
@@ -280,6 +293,184 @@ def test_from_bytes_migrates_tiers() -> None:
     assert new.query(99.0, 32.0) == Counts(36, 36)  # 16 s tier keeps buckets 4..6: t 64..99
     new.add(100.0, 0, 1)
     assert new.query(100.0, 0.0) == Counts(0, 1)
+
+
+# the tier that replaced a dropped one is filled from the coarsest dropped tier dividing it
+NEW_TIERS = (Tier(1.0, 5), Tier(16.0, 5))
+
+
+def migrated_naive(
+    events: Sequence[Event], old: Tier, new: Tier, now: float, length: float
+) -> Counts:
+    """The `new` tier after migrating a ring whose coarsest dropped tier `old` divides
+    it (factor f): sums of the `old` buckets the old ring still held ((H - old.buckets,
+    H], H its newest bucket), in the `new` buckets the new ring retains
+    ((H // f - new.buckets, H // f]), over the aligned query range."""
+    if not events:
+        return Counts(0, 0)
+    factor = round(new.resolution / old.resolution)
+    h = max(math.floor(t / old.resolution) for t, _, _ in events)
+    head = h // factor
+    first, last = math.floor((now - length) / new.resolution), math.floor(now / new.resolution)
+    good = valid = 0
+    for t, g, v in events:
+        b = math.floor(t / old.resolution)
+        nb = b // factor
+        if b > h - old.buckets and nb > head - new.buckets and first <= nb <= last:
+            good += g
+            valid += v
+    return Counts(good, valid)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(events_st, max_size=40),
+    st.integers(2, 16),  # buckets of the dropped 4 s tier
+    st.integers(2, 4),  # the new tier is 4 s x this
+    st.integers(2, 7),  # buckets of the new tier: often fewer groups than the old ring has
+    st.lists(st.floats(-20, 470, allow_nan=False), min_size=1, max_size=4),
+)
+def test_from_bytes_merges_a_dropped_tier_into_a_coarser_one(
+    events: list[Event], old_n: int, factor: int, new_n: int, nows: list[float]
+) -> None:
+    # 2 s and 4 s both divide the new tier: the coarser one (4 s) is the source
+    old_tiers = (Tier(1.0, 5), Tier(2.0, 6), Tier(4.0, old_n))
+    coarse = Tier(4.0 * factor, new_n)
+    new_tiers = (Tier(1.0, 5), coarse)
+    old = RollingWindow(old_tiers)
+    for t, g, v in events:
+        old.add(t, g, v)
+    new = RollingWindow.from_bytes(old.to_bytes(), new_tiers)
+    latest = [max(t for t, _, _ in events)] if events else []
+    for now in [*nows, *latest]:
+        for length in (4.5, coarse.resolution, 2 * coarse.resolution, coarse.retention):
+            if length > coarse.retention:
+                continue
+            assert new.tier_for(length) == coarse
+            want = migrated_naive(events, old_tiers[-1], coarse, now, length)
+            assert new.query(now, length) == want, (now, length)
+        # the 1 s tier is the same resolution: kept as it was
+        assert new.query(now, 3.0) == old.query(now, 3.0)
+
+
+def test_migrating_an_empty_snapshot_gives_a_fresh_window() -> None:
+    old = RollingWindow((Tier(1.0, 5), Tier(2.0, 6), Tier(8.0, 9)))
+    new = RollingWindow.from_bytes(old.to_bytes(), NEW_TIERS)
+    assert new.to_bytes() == RollingWindow(NEW_TIERS).to_bytes()
+    assert new.query(100.0, 60.0) == Counts(0, 0)
+
+
+def test_a_never_written_tier_is_stored_with_the_documented_head() -> None:
+    """The head of a tier that never saw an event is -(2**62) in every state file: a
+    later version recognises such tiers by it (they migrate as empty)."""
+    blob = RollingWindow(SMALL_TIERS).to_bytes()
+    assert struct.unpack_from("<3sBBH", blob) == (b"SLW", 1, 2, 3)
+    tiers = [struct.unpack_from("<dIq", blob, 7 + 20 * i) for i in range(3)]
+    assert tiers == [(1.0, 5, -(2**62)), (4.0, 6, -(2**62)), (16.0, 5, -(2**62))]
+    # compressed: an empty default window is a few dozen bytes, not 7,840
+    assert len(RollingWindow().to_bytes()) < 200
+
+
+def test_from_bytes_starts_a_tier_empty_without_a_dividing_source() -> None:
+    old = RollingWindow((Tier(1.0, 5), Tier(6.0, 20)))
+    for t in range(100):
+        old.add(float(t), 1, 1)
+    new = RollingWindow.from_bytes(old.to_bytes(), NEW_TIERS)
+    assert new.query(99.0, 3.0) == Counts(4, 4)
+    assert new.query(99.0, 60.0) == Counts(0, 0)  # 6 s buckets cannot make 16 s ones
+
+
+def test_from_bytes_migrates_the_former_hourly_tier() -> None:
+    """Snapshots of the older 1 h x 2209 top tier load into the 2 h tier exactly."""
+    former = (*DEFAULT_TIERS[:3], Tier(3600.0, 2209))
+    old, direct = RollingWindow(former), RollingWindow()
+    base = 1_700_000_000.0
+    for i in range(30 * 144):  # 30 days, one event per 10 min
+        t = base + 600 * i + 7
+        for w in (old, direct):
+            w.add(t, 1 if i % 5 else 0, 1)
+    new = RollingWindow.from_bytes(old.to_bytes())
+    end = base + 30 * 86400
+    for length in (4 * 86400, 10 * 86400, 31 * 86400, 60 * 86400):
+        assert new.query(end, length) == direct.query(end, length)
+    assert new.query(end, 31 * 86400) == Counts(30 * 144 * 4 // 5, 30 * 144)
+
+
+def test_reads_a_version_1_snapshot_built_from_the_documented_layout() -> None:
+    """What an older slamon wrote must load: header "<3sBBH" (magic, version 1, fields,
+    tiers), "<dIq" per tier (resolution, buckets, head), then zlib'd little-endian
+    uint16 counters, all good counters first."""
+    tiers = (Tier(1.0, 3), Tier(4.0, 2))
+    # 1 s tier, head 10: buckets 8, 9, 10 in slots 8 % 3 = 2, 0, 1
+    good_1s, valid_1s = [0, 3, 1], [1, 3, 2]
+    # 4 s tier, head 2: bucket 2 ([8, 12)) in slot 0, bucket 1 ([4, 8)) in slot 1
+    good_4s, valid_4s = [4, 2], [6, 2]
+    body = struct.pack("<5H", *good_1s, *good_4s) + struct.pack("<5H", *valid_1s, *valid_4s)
+    blob = (
+        struct.pack("<3sBBH", b"SLW", 1, 2, 2)
+        + struct.pack("<dIq", 1.0, 3, 10)
+        + struct.pack("<dIq", 4.0, 2, 2)
+        + zlib.compress(body)
+    )
+    w = RollingWindow.from_bytes(blob, tiers)
+    assert w.query(10.5, 2.0) == Counts(4, 6)  # buckets 8..10 of the 1 s tier
+    assert w.query(10.5, 1.0) == Counts(3, 4)  # buckets 9..10
+    assert w.query(10.5, 4.0) == Counts(6, 8)  # buckets 1..2 of the 4 s tier
+    assert struct.unpack_from("<3sBBH", w.to_bytes()) == (b"SLW", 1, 2, 2)
+
+
+def test_counters_saturate_at_the_uint16_maximum() -> None:
+    # the snapshot stores uint16 counters: the ceiling is 2**16 - 1, reached, not wrapped
+    w = RollingWindow(SMALL_TIERS)
+    w.add(5.0, 40_000, 40_000)
+    w.add(5.0, 40_000, 40_000)
+    w.add(6.0, 2**16 - 1, 2**16 - 1)
+    assert w.query(5.0, 0.0) == Counts(2**16 - 1, 2**16 - 1)
+    assert w.query(6.0, 0.0) == Counts(2**16 - 1, 2**16 - 1)
+    c = RollingCounter(SMALL_TIERS)
+    c.add(5.0, 2**16 + 5)
+    assert c.query(5.0, 0.0) == 2**16 - 1
+
+
+def test_rolling_counter_counts_one_by_default_and_accepts_zero() -> None:
+    c = RollingCounter(SMALL_TIERS)
+    c.add(3.0)
+    c.add(3.5)
+    c.add(4.0, 0)  # nothing to count is not an error
+    assert c.query(4.0, 4.0) == 2
+    with pytest.raises(ValueError):
+        c.add(4.0, -1)
+
+
+def test_default_tiers_are_the_documented_ones() -> None:
+    """10 min at 10 s, 6 h at 1 min, 3 d at 10 min, 92 d at 2 h; each divides a day
+    (the status page's per-day bars) and together they take 7,840 bytes."""
+    assert [(t.resolution, t.retention) for t in DEFAULT_TIERS] == [
+        (10.0, 600.0),
+        (60.0, 6 * 3600.0),
+        (600.0, 3 * 86400.0),
+        (7200.0, 92 * 86400.0),
+    ]
+    assert all(86400 % t.resolution == 0 for t in DEFAULT_TIERS)
+    assert RollingWindow().nbytes() == 7_840
+
+
+def test_tier_shapes() -> None:
+    assert Tier(1.0, 2).retention == 1.0  # two buckets is the smallest ring
+    with pytest.raises(ValueError):
+        RollingWindow((Tier(1.0, 5), Tier(1.0, 6)))  # equal resolutions
+    assert RollingWindow(SMALL_TIERS).tiers == SMALL_TIERS
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(-500, 500, allow_nan=False), st.floats(0, 64, allow_nan=False))
+def test_span_is_the_aligned_range_of_the_tier_used(now: float, length: float) -> None:
+    w = RollingWindow(SMALL_TIERS)
+    r = w.tier_for(length).resolution
+    start, end = w.span(now, length)
+    assert start == math.floor((now - length) / r) * r
+    assert end == math.floor(now / r) * r + r
+    assert end - start >= length
 
 
 def test_nbytes_per_window() -> None:

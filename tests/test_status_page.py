@@ -34,8 +34,10 @@ from slamon.sli.live import LiveState, TargetStatus
 from slamon.store.sqlite import StateStore
 from slamon.util.events import Event, EventBus, EventKind
 from slamon.util.log import get_logger
+from slamon.wallclock import iso
 from slamon.web.status import IncidentLog, add_routes
 from slamon.web.status.data import DAY, daily_counts
+from tests.misbehaving import serve
 
 EVIL = "<script>alert('x')</script>\"&"
 INTERVAL = 600
@@ -129,11 +131,7 @@ async def page(tmp_path: Path) -> AsyncIterator[Page]:
                            explorer_tx_url="https://explorer.example/tx/{tx_hash}")
     app = web.Application()
     add_routes(app, source, cfg, incidents, clock=lambda: float(NOW))
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    runner, port = await serve(app)
     try:
         yield Page(f"http://127.0.0.1:{port}", source, incidents)
     finally:
@@ -251,10 +249,8 @@ async def test_basic_auth(tmp_path: Path) -> None:
         {"enabled": True, "basic_auth": {"username": "acme", "password_file": str(secret)}})
     app = web.Application()
     add_routes(app, source, cfg, incidents, clock=lambda: float(NOW))
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    runner, port = await serve(app)
+    base = f"http://127.0.0.1:{port}"
     good = "Basic " + base64.b64encode(b"acme:hunter2").decode()
     bad = "Basic " + base64.b64encode(b"acme:nope").decode()
     try:
@@ -281,7 +277,7 @@ async def test_chromium_renders_the_scripted_outage(page: Page, tmp_path: Path) 
     assert 'data-slo="shop" data-state="major_outage"' in dom
     assert 'data-slo="api" data-state="operational"' in dom
     assert 'data-slo="internal"' not in dom
-    outage_date = __import__("slamon.web.status.data", fromlist=["iso"]).iso(OUTAGE_DAY)[:10]
+    outage_date = iso(OUTAGE_DAY)[:10]
     assert f'data-date="{outage_date}" data-color="bad"' in dom
     assert dom.count('class="maint"') == 1
     assert 'data-target="web" data-state="down"' in dom

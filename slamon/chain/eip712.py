@@ -24,6 +24,8 @@ from eth_keys.datatypes import Signature
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
+from slamon.util.units import PPM
+
 __all__ = [
     "DOMAIN_NAME",
     "DOMAIN_VERSION",
@@ -46,7 +48,6 @@ __all__ = [
 
 DOMAIN_NAME: Final = "slamon"
 DOMAIN_VERSION: Final = "1"
-PPM: Final = 1_000_000
 SECP256K1_N: Final = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 SECP256K1_HALF_N: Final = SECP256K1_N // 2
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from slamon.channels import alertmanager, email, slack, webhook
+from slamon.channels import alertmanager, apprise, email, slack, webhook
 from slamon.channels.base import ChannelKind
 
 #: kind name -> its config model and builder
 CHANNELS: dict[str, ChannelKind[Any]] = {
-    m.KIND.kind: m.KIND for m in (webhook, slack, email, alertmanager)
+    m.KIND.kind: m.KIND for m in (webhook, slack, email, alertmanager, apprise)
 }

@@ -14,10 +14,12 @@ inputs) is not chained to the `ConfigError`.
 
 from __future__ import annotations
 
+import glob
 import math
 import os
 import pickle
 import re
+import sys
 import types
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -30,10 +32,11 @@ from pydantic import BaseModel, ValidationError
 from slamon.config.root import Config, reference_problems
 from slamon.config.slo import alert_window_problems, slo_problems
 from slamon.config.targets import KINDS, HttpSpec, Target, TcpSpec, target_problems
+from slamon.util.args import CONFIG_ENV, DEFAULT_CONFIG_PATH
 from slamon.util.durations import parse_duration
 from slamon.util.schema import Loc, PathError, Problem, did_you_mean, format_path
 
-__all__ = ["ConfigError", "format_path", "load_config", "parse_config"]
+__all__ = ["ConfigError", "format_path", "load_config", "load_config_for_cli", "parse_config"]
 
 
 class ConfigError(Exception):
@@ -54,15 +57,38 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     """
     name = os.fspath(path)
     text = _read(name)
-    return parse_config(text, source=name, env=os.environ if env is None else env)
+    return parse_config(text, source=name, env=os.environ if env is None else env,
+                        base_dir=Path(name).parent)
+
+
+def load_config_for_cli(path: str | os.PathLike[str], *, count: bool = True) -> Config | None:
+    """`load_config` for a command: on errors, print each to stderr (then, with `count`,
+    a "<path>: N errors" line) and return None; the command picks its exit code."""
+    if os.fspath(path) == DEFAULT_CONFIG_PATH and not os.path.exists(path):
+        print(f"error: no config: {DEFAULT_CONFIG_PATH} does not exist; give -c FILE or set "
+              f"{CONFIG_ENV}", file=sys.stderr)
+        return None
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"error: {line}", file=sys.stderr)
+        if count:
+            n = len(exc.errors)
+            print(f"{path}: {n} error{'s' if n != 1 else ''}", file=sys.stderr)
+        return None
 
 
 def parse_config(
-    text: str, source: str = "<config>", env: Mapping[str, str] | None = None
+    text: str, source: str = "<config>", env: Mapping[str, str] | None = None,
+    base_dir: Path | None = None,
 ) -> Config:
-    """Validate config text. `env` (default: empty) feeds `${VAR}` interpolation."""
+    """Validate config text. `env` (default: empty) feeds `${VAR}` interpolation;
+    `include:` paths are relative to `base_dir` (default: the working directory)."""
     env = {} if env is None else env
     data = _parse_yaml(text, source)
+    data, origin = _include(data, base_dir or Path("."), source)
+    _apply_defaults(data, source)
     interp = _Interpolator(env)
     try:
         resolved = interp.walk(data, ())
@@ -87,7 +113,100 @@ def parse_config(
     errors += [_Err(loc, msg) for loc, msg in interp.errors]
     if result is not None and not errors:
         return result
-    raise ConfigError(_render(errors, resolved, interp), source)
+    raise ConfigError(_render(errors, resolved, interp, origin), source)
+
+
+# --------------------------------------------------------------- include/defaults
+
+#: sections an included file may add to (lists, appended in include order)
+INCLUDABLE = ("targets", "slos", "slas", "maintenance")
+#: (section, index in the merged list) -> (file, index in that file)
+Origin = dict[tuple[str, int], tuple[str, int]]
+
+
+def _include(data: dict[str, Any], base: Path, source: str) -> tuple[dict[str, Any], Origin]:
+    """Append the lists of each file `include:` names (paths or globs, relative to
+    the config's directory) to the config's own. One level: an included file
+    holds only the INCLUDABLE lists."""
+    spec = data.pop("include", None)
+    origin: Origin = {}
+    if spec is None:
+        return data, origin
+    if isinstance(spec, str):
+        spec = [spec]
+    if not isinstance(spec, list) or not all(isinstance(x, str) and x for x in spec):
+        raise ConfigError(["include: must be a path or a list of paths (globs allowed)"],
+                          source)
+    problems: list[str] = []
+    files: list[Path] = []
+    for i, pattern in enumerate(spec):
+        path = Path(pattern).expanduser()
+        path = path if path.is_absolute() else base / path
+        if any(ch in pattern for ch in "*?["):
+            # a glob may match nothing yet (a directory filled by other tools)
+            files.extend(sorted(Path(p) for p in glob.glob(str(path))))
+        elif path.is_file():
+            files.append(path)
+        else:
+            problems.append(f"include[{i}]: {pattern}: file not found")
+    for path in files:
+        name = str(path)
+        try:
+            part = _parse_yaml(_read(name), name)
+        except ConfigError as exc:
+            problems.extend(f"{name}: {e}" if not e.startswith(name) else e for e in exc.errors)
+            continue
+        for key, value in part.items():
+            if key not in INCLUDABLE:
+                problems.append(f"{name}: {key}: an included file holds only "
+                                f"{', '.join(INCLUDABLE)}")
+            elif not isinstance(value, list):
+                problems.append(f"{name}: {key}: must be a list")
+            else:
+                merged = data.setdefault(key, [])
+                if not isinstance(merged, list):
+                    problems.append(f"{source}: {key}: must be a list")
+                    continue
+                for j, item in enumerate(value):
+                    origin[(key, len(merged))] = (name, j)
+                    merged.append(item)
+    if problems:
+        raise ConfigError(problems, source)
+    return data, origin
+
+
+def _apply_defaults(data: dict[str, Any], source: str) -> None:
+    """`defaults: {targets: {...}}`: values every target has unless it sets its own
+    (mappings merged key by key, anything else replaced). A protocol section
+    (`http:`, `tcp:`) applies only to targets of that kind."""
+    spec = data.pop("defaults", None)
+    if spec is None:
+        return
+    if not isinstance(spec, dict) or set(spec) - {"targets"}:
+        raise ConfigError(["defaults: may only hold `targets: {...}`"], source)
+    base = spec.get("targets") or {}
+    if not isinstance(base, dict):
+        raise ConfigError(["defaults.targets: must be a mapping of target fields"], source)
+    if "id" in base:
+        raise ConfigError(["defaults.targets.id: every target needs its own id"], source)
+    targets = data.get("targets")
+    if not isinstance(targets, list):
+        return
+    for i, target in enumerate(targets):
+        if isinstance(target, dict):
+            kind = target.get("kind", base.get("kind"))
+            own = {k: v for k, v in base.items() if k not in KINDS or k == kind}
+            targets[i] = _merge(own, target)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 # --------------------------------------------------------------------- file/YAML
@@ -645,12 +764,18 @@ def _replace(message: str, secrets: list[str], placeholder: str) -> str:
     return message
 
 
-def _render(errors: list[_Err], data: Any, interp: _Interpolator) -> list[str]:
+def _render(
+    errors: list[_Err], data: Any, interp: _Interpolator, origin: Origin | None = None
+) -> list[str]:
     ordered = sorted(enumerate(errors), key=lambda p: (_order_key(data, p[1].loc), p[0]))
     lines: list[str] = []
     for _, err in ordered:
         message = _scrub(err.message, err.loc, interp) if err.scrub else err.message
         path = format_path(err.loc)
+        where = origin.get((str(err.loc[0]), err.loc[1])) if (
+            origin and len(err.loc) >= 2 and isinstance(err.loc[1], int)) else None
+        if where is not None:
+            path = f"{where[0]}: " + format_path((err.loc[0], where[1], *err.loc[2:]))
         line = f"{path}: {message}" if path else message
         if line not in lines:
             lines.append(line)

@@ -6,29 +6,19 @@ Each channel kind's own section is defined by its module in slamon.channels;
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
 from slamon.channels import CHANNELS
 from slamon.channels.alertmanager import AlertmanagerChannel
+from slamon.channels.apprise import AppriseChannel
 from slamon.channels.email import EmailChannel
 from slamon.channels.slack import SlackChannel
 from slamon.channels.webhook import WebhookChannel
 from slamon.util.schema import Duration, Id, PathError, Problem, Strict
 
 #: event kinds a route can ask for (slamon.util.events.EventKind values)
-EVENT_KINDS = (
-    "target_down",
-    "target_up",
-    "burn_rate_firing",
-    "burn_rate_resolved",
-    "sla_breached",
-    "sla_met",
-    "report_published",
-    "report_failed",
-    "cert_expiring",
-)
 EventName = Literal[
     "target_down",
     "target_up",
@@ -40,6 +30,7 @@ EventName = Literal[
     "report_failed",
     "cert_expiring",
 ]
+EVENT_KINDS: tuple[EventName, ...] = get_args(EventName)
 #: default route filter: everything that needs a human (not "sla_met")
 DEFAULT_EVENTS: tuple[EventName, ...] = (
     "target_down",
@@ -53,11 +44,12 @@ DEFAULT_EVENTS: tuple[EventName, ...] = (
 
 class Channel(Strict):
     id: Id
-    kind: Literal["webhook", "slack", "email", "alertmanager"]
+    kind: Literal["webhook", "slack", "email", "alertmanager", "apprise"]
     webhook: WebhookChannel | None = None
     slack: SlackChannel | None = None
     email: EmailChannel | None = None
     alertmanager: AlertmanagerChannel | None = None
+    apprise: AppriseChannel | None = None
 
     @property
     def section(self) -> Strict:

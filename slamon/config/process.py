@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     Field,
@@ -13,37 +14,53 @@ from pydantic import (
     model_validator,
 )
 
+from slamon.config.auth import ApiAuth
 from slamon.util.schema import (
     Duration,
     PathError,
     Strict,
+    check_listen,
+    split_listen,
 )
 
 
 class ServerConfig(Strict):
     listen: str = "127.0.0.1:9115"
+    #: the address people and Alertmanager reach slamon at (behind a proxy, a DNS
+    #: name): the base of the alerts' runbook links. Default: http://<listen>
+    external_url: str | None = None
+    #: credentials for the API (and optionally /metrics) on this listener
+    auth: ApiAuth | None = None
+
+    @field_validator("external_url")
+    @classmethod
+    def _external_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL, e.g. https://slamon.example.com")
+        if parts.query or parts.fragment:
+            raise ValueError("must have no ?query or #fragment")
+        return value.rstrip("/")
+
+    @property
+    def base_url(self) -> str:
+        """Where slamon's own pages are reached: `external_url`, else http://<listen>."""
+        return self.external_url or f"http://{self.listen}"
 
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError("must be host:port, e.g. 127.0.0.1:9115 or [::1]:9115")
-        if not host:
-            raise ValueError("host missing: use 0.0.0.0:PORT to listen on all addresses")
-        if ":" in host and not (host.startswith("[") and host.endswith("]")):
-            raise ValueError("an IPv6 address must be in brackets, e.g. [::1]:9115")
-        if any(ch.isspace() for ch in host) or host in ("[]",):
-            raise ValueError("must be host:port, e.g. 127.0.0.1:9115 or [::1]:9115")
-        return value
+        return check_listen(value)
 
     @property
     def host(self) -> str:
-        return self.listen.rpartition(":")[0].strip("[]")
+        return split_listen(self.listen)[0]
 
     @property
     def port(self) -> int:
-        return int(self.listen.rpartition(":")[2])
+        return split_listen(self.listen)[1]
 
 
 class LoggingConfig(Strict):

@@ -27,6 +27,7 @@ from slamon.util.schema import (
     Problem,
     Strict,
     did_you_mean,
+    split_listen,
 )
 
 
@@ -175,6 +176,11 @@ class Config(Strict):
         if not problems:
             problems = sla_problems(self.slas, self.slos, self.targets, self.maintenance)
         problems += self._people_problems()
+        page = self.status_page
+        if page.listen is not None and split_listen(page.listen)[1] != 0 \
+                and split_listen(page.listen) == split_listen(self.server.listen):
+            problems.append((("status_page", "listen"),
+                             "is server.listen: leave it out to serve the page there"))
         if not problems and self.oracle is not None and self.oracle.slas is not None:
             known = {s.id for s in self.slas}
             for j, sid in enumerate(self.oracle.slas):

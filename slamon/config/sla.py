@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, field_validator, mo
 from slamon.util.durations import format_duration
 from slamon.util.keccak import keccak256
 from slamon.util.schema import Duration, Id, PathError, Strict
+from slamon.util.units import PPM, ratio_to_ppm
 from slamon.wallclock import WEEKDAYS, Weekday, zone
 
 #: longest recurring maintenance window; bounds the look-back when enumerating
@@ -178,7 +179,7 @@ class Sla(Strict):
     @field_validator("objective")
     @classmethod
     def _objective(cls, value: float | None) -> float | None:
-        if value is not None and abs(value * 1e6 - round(value * 1e6)) > 1e-6:
+        if value is not None and abs(value * PPM - ratio_to_ppm(value)) > 1e-6:
             raise ValueError("at most 6 decimals (it is stored in parts per million)")
         return value
 
@@ -247,4 +248,4 @@ class Sla(Strict):
         obj = self.objective if self.objective is not None else slo_objective
         if obj is None:
             raise ValueError(f"sla {self.id!r} has no objective and none was given")
-        return round(obj * 1_000_000)
+        return ratio_to_ppm(obj)

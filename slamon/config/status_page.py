@@ -4,20 +4,10 @@ from __future__ import annotations
 
 import re
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
-from slamon.util.schema import Id, Strict, check_secret_source, check_url
-
-
-class BasicAuth(Strict):
-    username: str = Field(min_length=1)
-    password: str | None = None
-    password_file: str | None = None
-
-    @model_validator(mode="after")
-    def _one(self) -> BasicAuth:
-        check_secret_source(self.password, self.password_file, "password", required=True)
-        return self
+from slamon.config.auth import BasicAuth
+from slamon.util.schema import Id, Strict, check_listen, check_url
 
 
 class StatusPageConfig(Strict):
@@ -29,6 +19,9 @@ class StatusPageConfig(Strict):
     public_slos: list[Id] | None = None
     #: protect the page, badges and /api/v1/status
     basic_auth: BasicAuth | None = None
+    #: serve the page on a listener of its own (host:port), public, while
+    #: server.listen keeps /metrics and the API private; None = on server.listen
+    listen: str | None = None
     #: block explorer link for report transactions, e.g. https://etherscan.io/tx/{tx_hash}
     explorer_tx_url: str | None = None
     #: incidents listed per SLO
@@ -44,6 +37,11 @@ class StatusPageConfig(Strict):
         if value.startswith(("/api", "/metrics", "/healthz", "/readyz")):
             raise ValueError("clashes with a built-in endpoint")
         return value
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        return None if value is None else check_listen(value)
 
     @field_validator("explorer_tx_url")
     @classmethod

@@ -47,37 +47,22 @@ class DemoTargets:
     def phase(self) -> Phase:
         return phase_at(time.time(), self.start_time)
 
-    def _shop(self) -> web.Application:
-        async def index(_r: web.Request) -> web.Response:
-            if self.phase().shop_down:
-                return web.Response(status=503, text="Service Unavailable\n")
-            return web.Response(text="<html><body><h1>Demo Shop</h1>In stock</body></html>",
-                                content_type="text/html")
+    async def _shop(self, _r: web.Request) -> web.Response:
+        if self.phase().shop_down:
+            return web.Response(status=503, text="Service Unavailable\n")
+        return web.Response(text="<html><body><h1>Demo Shop</h1>In stock</body></html>",
+                            content_type="text/html")
 
-        app = web.Application()
-        app.router.add_get("/", index)
-        return app
+    async def _health(self, _r: web.Request) -> web.Response:
+        if self.phase().api_slow:
+            await asyncio.sleep(0.6)
+        return web.json_response({"status": "ok", "db": {"connected": True}})
 
-    def _api(self) -> web.Application:
-        async def health(_r: web.Request) -> web.Response:
-            if self.phase().api_slow:
-                await asyncio.sleep(0.6)
-            return web.json_response({"status": "ok", "db": {"connected": True}})
-
-        app = web.Application()
-        app.router.add_get("/health", health)
-        return app
-
-    def _login(self) -> web.Application:
-        async def login(_r: web.Request) -> web.Response:
-            if self.phase().login_maintenance:
-                return web.Response(text="<h1>Down for maintenance</h1>", content_type="text/html")
-            return web.Response(text='<form id="login"><input name="user"></form>',
-                                content_type="text/html")
-
-        app = web.Application()
-        app.router.add_get("/login", login)
-        return app
+    async def _login(self, _r: web.Request) -> web.Response:
+        if self.phase().login_maintenance:
+            return web.Response(text="<h1>Down for maintenance</h1>", content_type="text/html")
+        return web.Response(text='<form id="login"><input name="user"></form>',
+                            content_type="text/html")
 
     async def _db(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -87,7 +72,11 @@ class DemoTargets:
             writer.close()
 
     async def start(self) -> None:
-        for name, app in (("shop", self._shop()), ("api", self._api()), ("login", self._login())):
+        sites = (("shop", "/", self._shop), ("api", "/health", self._health),
+                 ("login", "/login", self._login))
+        for name, path, handler in sites:
+            app = web.Application()
+            app.router.add_get(path, handler)
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
             await web.TCPSite(runner, self.host, self.ports[name], reuse_address=True).start()

@@ -33,6 +33,7 @@ from slamon.sli.slo import SloState
 from slamon.store.sqlite import StateStore
 from slamon.util.durations import format_duration
 from slamon.util.redact import redact_url
+from slamon.util.units import ppm_to_ratio
 
 Clock = Callable[[], float]
 
@@ -236,9 +237,7 @@ class SlamonCollector(Collector):
         yield from (sli, part_sli, good, valid, objective, budget, burn)
 
     def _scheduler_metrics(self, live: LiveState) -> Iterator[Metric]:
-        targets = GaugeMetricFamily("slamon_targets", "Targets being probed")
-        targets.add_metric([], len(live.targets))
-        yield targets
+        yield GaugeMetricFamily("slamon_targets", "Targets being probed", value=len(live.targets))
         stats = self._stats()
         if stats is None:
             return
@@ -248,68 +247,59 @@ class SlamonCollector(Collector):
         )
         lag.add_metric([], stats.lag.cumulative(), sum_value=stats.lag.total)
         yield lag
-        lag_max = GaugeMetricFamily(
-            "slamon_scheduler_lag_max_seconds", "Largest scheduling lag seen since start"
+        yield GaugeMetricFamily(
+            "slamon_scheduler_lag_max_seconds", "Largest scheduling lag seen since start",
+            value=stats.lag.max,
         )
-        lag_max.add_metric([], stats.lag.max)
-        yield lag_max
-        missed = CounterMetricFamily(
+        yield CounterMetricFamily(
             "slamon_scheduler_missed",
             "Ticks slamon could not run in time (counted as no data)",
+            value=stats.missed,
         )
-        missed.add_metric([], stats.missed)
-        yield missed
-        stalled = CounterMetricFamily(
+        yield CounterMetricFamily(
             "slamon_scheduler_stalled_probes",
             "Failed probes counted as no data because slamon's event loop froze during them",
+            value=stats.stalled,
         )
-        stalled.add_metric([], stats.stalled)
-        yield stalled
-        started = CounterMetricFamily("slamon_scheduler_probes_started", "Probes started")
-        started.add_metric([], stats.started)
-        yield started
-        in_flight = GaugeMetricFamily("slamon_scheduler_in_flight", "Probes in flight")
-        in_flight.add_metric([], stats.in_flight)
-        yield in_flight
-        wb = GaugeMetricFamily(
-            "slamon_sli_window_bytes", "Memory held by SLI window counters"
+        yield CounterMetricFamily(
+            "slamon_scheduler_probes_started", "Probes started", value=stats.started
         )
-        wb.add_metric([], live.window_bytes())
-        yield wb
+        yield GaugeMetricFamily(
+            "slamon_scheduler_in_flight", "Probes in flight", value=stats.in_flight
+        )
+        yield GaugeMetricFamily(
+            "slamon_sli_window_bytes", "Memory held by SLI window counters",
+            value=live.window_bytes(),
+        )
 
 
 def state_metrics(store: StateStore) -> Iterator[Metric]:
     """Health of the durable state: a read-only or full disk shows here at once."""
     health = store.health
-    ok = GaugeMetricFamily(
-        "slamon_state_healthy", "1 if the last write to the state file succeeded"
+    yield GaugeMetricFamily(
+        "slamon_state_healthy", "1 if the last write to the state file succeeded",
+        value=1.0 if health.healthy else 0.0,
     )
-    ok.add_metric([], 1.0 if health.healthy else 0.0)
-    yield ok
-    errors = CounterMetricFamily(
-        "slamon_state_write_errors", "Failed writes to the state file (data kept in memory)"
+    yield CounterMetricFamily(
+        "slamon_state_write_errors", "Failed writes to the state file (data kept in memory)",
+        value=health.write_errors,
     )
-    errors.add_metric([], health.write_errors)
-    yield errors
-    flush = GaugeMetricFamily(
-        "slamon_state_last_flush_seconds", "Duration of the last successful flush"
+    yield GaugeMetricFamily(
+        "slamon_state_last_flush_seconds", "Duration of the last successful flush",
+        value=health.last_flush_seconds,
     )
-    flush.add_metric([], health.last_flush_seconds)
-    yield flush
-    pending = GaugeMetricFamily(
-        "slamon_state_pending_events", "Outcomes waiting to be written to the state file"
+    yield GaugeMetricFamily(
+        "slamon_state_pending_events", "Outcomes waiting to be written to the state file",
+        value=len(store.batch.journal) + len(store.batch.leaves),
     )
-    pending.add_metric([], len(store.batch.journal) + len(store.batch.leaves))
-    yield pending
-    size = GaugeMetricFamily("slamon_state_file_bytes", "Size of the state file and its WAL")
-    size.add_metric([], store.size_bytes())
-    yield size
-    dropped = CounterMetricFamily(
+    yield GaugeMetricFamily(
+        "slamon_state_file_bytes", "Size of the state file and its WAL", value=store.size_bytes()
+    )
+    yield CounterMetricFamily(
         "slamon_state_journal_dropped",
         "Window journal events dropped while the disk refused writes",
+        value=health.journal_dropped,
     )
-    dropped.add_metric([], health.journal_dropped)
-    yield dropped
 
 
 def sla_metrics(tracker: SlaTracker, config: Config, now: float) -> Iterator[Metric]:
@@ -332,7 +322,7 @@ def sla_metrics(tracker: SlaTracker, config: Config, now: float) -> Iterator[Met
     for sla_id, result in tracker.last_result.items():
         last_id.add_metric([sla_id], result.period_id)
         if result.sli_ppm is not None:
-            last_sli.add_metric([sla_id], result.sli_ppm / 1_000_000)
+            last_sli.add_metric([sla_id], ppm_to_ratio(result.sli_ppm))
         if result.breached is not None:
             last_breached.add_metric([sla_id], 1.0 if result.breached else 0.0)
     yield from (last_sli, last_breached, last_id)
@@ -351,7 +341,7 @@ def sla_metrics(tracker: SlaTracker, config: Config, now: float) -> Iterator[Met
         n = period_index(rt.sla.period, now)
         current.add_metric([sla_id], n)
         ends.add_metric([sla_id], period_bounds(rt.sla.period, n)[1])
-        objective.add_metric([sla_id], rt.sla.objective_ppm(rt.slo.objective) / 1_000_000)
+        objective.add_metric([sla_id], ppm_to_ratio(rt.sla.objective_ppm(rt.slo.objective)))
     yield from (current, ends, objective)
     maint_t = GaugeMetricFamily(
         "slamon_maintenance_active", "1 while a maintenance window covers the target",
@@ -367,8 +357,35 @@ def sla_metrics(tracker: SlaTracker, config: Config, now: float) -> Iterator[Met
     yield maint_t
 
 
-def make_registry(collector: SlamonCollector) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
+class ListedRegistry(CollectorRegistry):
+    """A registry that can tell which collectors it holds, in registration order.
+
+    The sliced /metrics renderer draws our collector piece by piece and every
+    other one (process metrics) in one go, so it must list them, and
+    prometheus_client has no public way to: this keeps our own list, fed by the
+    public `register`/`unregister` that every collector goes through.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(auto_describe=False)
+        self._listed: list[Collector] = []
+
+    def register(self, collector: Collector) -> None:
+        super().register(collector)
+        self._listed.append(collector)
+
+    def unregister(self, collector: Collector) -> None:
+        super().unregister(collector)
+        self._listed.remove(collector)
+
+    @property
+    def collectors(self) -> tuple[Collector, ...]:
+        """The collectors `collect()` draws from, in the order it does."""
+        return tuple(self._listed)
+
+
+def make_registry(collector: SlamonCollector) -> ListedRegistry:
+    registry = ListedRegistry()
     registry.register(collector)
     ProcessCollector(registry=registry)
     return registry

@@ -14,9 +14,8 @@ import math
 from collections.abc import Iterable, Iterator
 
 from prometheus_client.core import Metric
-from prometheus_client.registry import CollectorRegistry
 
-from slamon.metrics.collector import SlamonCollector
+from slamon.metrics.collector import ListedRegistry, SlamonCollector
 
 #: targets (or SLOs) rendered between two yields to the event loop
 CHUNK = 100
@@ -80,7 +79,7 @@ class _Text:
 
 
 async def render_chunks(
-    registry: CollectorRegistry, collector: SlamonCollector, chunk: int = CHUNK
+    registry: ListedRegistry, collector: SlamonCollector, chunk: int = CHUNK
 ) -> Iterator[bytes]:
     """The exposition, family by family (samples of a family must stay together)."""
     out = _Text()
@@ -88,13 +87,13 @@ async def render_chunks(
         out.add_all(part())
         await asyncio.sleep(0)
     # the other collectors (process metrics) are small: in one go
-    for other in list(registry._collector_to_names):
+    for other in registry.collectors:
         if other is not collector:
             out.add_all(other.collect())
     return out.chunks()
 
 
 async def render(
-    registry: CollectorRegistry, collector: SlamonCollector, chunk: int = CHUNK
+    registry: ListedRegistry, collector: SlamonCollector, chunk: int = CHUNK
 ) -> bytes:
     return b"".join(await render_chunks(registry, collector, chunk))

@@ -14,8 +14,11 @@ alerts). Built only on slamon's own metrics:
 - no data: no valid events over a window that should hold several probes, or
   slamon's series are absent; and per target, a probe schedule gone stale.
 
-Every alert carries `severity`, `slo` and a `runbook_url` annotation that
-points at an anchor of docs/operations.md. Pure except `register`'s command.
+- per target: down now (every instance sees it fail, outside maintenance), and
+  certificate expiry within 21 days (ticket) and 7 days (page).
+
+Every alert carries `severity` and a `runbook_url` annotation that points at
+an anchor of docs/runbooks.md, which slamon serves at `/runbooks`. Pure except `register`'s command.
 """
 
 from __future__ import annotations
@@ -23,15 +26,21 @@ from __future__ import annotations
 import argparse
 import sys
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
 from slamon.config.root import Config
 from slamon.config.slo import AlertWindow, Slo
-from slamon.util.durations import format_duration
+from slamon.util.args import add_config_argument
+from slamon.util.durations import format_duration, parse_duration
 
-#: where `runbook_url` annotations point unless --runbook-url says otherwise
-DEFAULT_RUNBOOK = "docs/operations.md"
+#: the path of the runbooks page slamon serves (slamon.web.runbooks)
+RUNBOOKS_PATH = "/runbooks"
+#: `for:` of the target-down alert unless --down-for says otherwise
+DOWN_FOR = 300.0
+#: certificate expiry alerts: (days left, severity)
+CERT_EXPIRY = ((21, "ticket"), (7, "page"))
 #: `for:` of burn-rate alerts is half the short window, capped at these
 PAGE_FOR_MAX = 120.0
 TICKET_FOR_MAX = 900.0
@@ -45,6 +54,11 @@ BUDGET_ALERT = "SlamonErrorBudgetExhausted"
 NO_DATA_ALERT = "SlamonSLONoData"
 STALE_ALERT = "SlamonProbesStale"
 LAG_ALERT = "SlamonSchedulerLagging"
+DOWN_ALERT = "SlamonTargetDown"
+CERT_ALERT = "SlamonCertificateExpiry"
+#: keeps only series a slamon instance exports (another exporter's `probe_success`
+#: in the same Prometheus has no slamon_target_info beside it)
+_OURS = "* on (instance, target) group_left () slamon_target_info"
 #: p99 scheduling lag that opens a ticket: a bucket bound of slamon_scheduler_lag_seconds,
 #: and the goal slamon meets alone at 10,000 targets on 2 cores (docs/benchmarks.md)
 LAG_P99_LIMIT = 0.1
@@ -71,6 +85,12 @@ def _sel(slo: Slo, **labels: str) -> str:
 
 def _runbook(base: str, anchor: str) -> str:
     return f"{base}#{anchor}"
+
+
+def runbook_base(config: Config, override: str | None = None) -> str:
+    """Where the alerts' runbook links point: `override`, else the runbooks page slamon
+    serves at `server.external_url` (default http://<listen>)."""
+    return override or config.server.base_url + RUNBOOKS_PATH
 
 
 def recording_rules(slo: Slo) -> list[dict[str, Any]]:
@@ -239,8 +259,60 @@ def lag_alert(runbook: str) -> dict[str, Any]:
     }
 
 
-def generate_rules(config: Config, runbook_url: str = DEFAULT_RUNBOOK) -> dict[str, Any]:
-    """Prometheus rule file content (YAML-ready): one group per SLO, one for slamon."""
+def target_down_alert(runbook: str, down_for: float = DOWN_FOR) -> dict[str, Any]:
+    """Every instance that probes the target sees it failing (one bad network path
+    cannot page alone), and no maintenance window covers it."""
+    return {
+        "alert": DOWN_ALERT,
+        "expr": (
+            f"max by (target) (probe_success {_OURS}) == 0\n"
+            "unless on (target)\n"
+            "max by (target) (slamon_maintenance_active) == 1"
+        ),
+        "for": _dur(down_for),
+        "labels": {"severity": "page"},
+        "annotations": {
+            "summary": "Target {{ $labels.target }} is down",
+            "description": (
+                "Every slamon instance probing {{ $labels.target }} has seen its probes fail "
+                f"for {_window(down_for)}, outside any maintenance window. "
+                "probe_failed_reason says how."
+            ),
+            "runbook_url": _runbook(runbook, "target-down"),
+        },
+    }
+
+
+def cert_expiry_alerts(runbook: str) -> list[dict[str, Any]]:
+    """The earliest expiry in the presented chain is near: a ticket, then a page."""
+    return [
+        {
+            "alert": CERT_ALERT,
+            "expr": (
+                f"min by (target) (probe_ssl_earliest_cert_expiry {_OURS}) - time()\n"
+                f"< {days} * 86400"
+            ),
+            "for": "10m",
+            "labels": {"severity": severity, "days": str(days)},
+            "annotations": {
+                "summary": f"A certificate of {{{{ $labels.target }}}} expires within {days} days",
+                "description": (
+                    "The earliest expiry in the certificate chain {{ $labels.target }} presents "
+                    "is in {{ $value | humanizeDuration }}."
+                ),
+                "runbook_url": _runbook(runbook, "certificate-expiry"),
+            },
+        }
+        for days, severity in CERT_EXPIRY
+    ]
+
+
+def generate_rules(
+    config: Config, runbook_url: str | None = None, down_for: float = DOWN_FOR
+) -> dict[str, Any]:
+    """Prometheus rule file content (YAML-ready): one group per SLO, one for the
+    targets, one for slamon itself."""
+    runbook_url = runbook_base(config, runbook_url)
     groups: list[dict[str, Any]] = []
     for slo in config.slos:
         rules: list[dict[str, Any]] = recording_rules(slo)
@@ -248,6 +320,8 @@ def generate_rules(config: Config, runbook_url: str = DEFAULT_RUNBOOK) -> dict[s
         rules.append(budget_alert(slo, runbook_url))
         rules.extend(no_data_alerts(slo, config, runbook_url))
         groups.append({"name": f"slamon-slo-{slo.id}", "rules": rules})
+    groups.append({"name": "slamon-targets", "rules": [
+        target_down_alert(runbook_url, down_for), *cert_expiry_alerts(runbook_url)]})
     groups.append({"name": "slamon-self", "rules": [lag_alert(runbook_url)]})
     return {"groups": groups}
 
@@ -264,12 +338,29 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _Dumper.add_representer(str, _str)
 
 
-def render_rules(config: Config, runbook_url: str = DEFAULT_RUNBOOK, source: str = "") -> str:
+def prometheus_rule(doc: dict[str, Any], name: str = "slamon",
+                    labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """The rule groups as a prometheus-operator `PrometheusRule` resource."""
+    meta: dict[str, Any] = {"name": name}
+    if labels:
+        meta["labels"] = dict(labels)
+    return {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
+            "metadata": meta, "spec": doc}
+
+
+def render_rules(
+    config: Config, runbook_url: str | None = None, source: str = "", down_for: float = DOWN_FOR,
+    fmt: str = "prometheus", labels: dict[str, str] | None = None,
+) -> str:
+    """The rule file (`prometheus`) or a PrometheusRule resource (`prometheusrule`)."""
     header = "# Generated by `slamon rules`"
     header += f" from {source}" if source else ""
     header += ": regenerate after changing the SLOs, do not edit.\n"
+    doc = generate_rules(config, runbook_url, down_for)
+    if fmt == "prometheusrule":
+        doc = prometheus_rule(doc, labels=labels)
     body = yaml.dump(
-        generate_rules(config, runbook_url),
+        doc,
         Dumper=_Dumper,
         sort_keys=False,
         allow_unicode=True,
@@ -279,17 +370,13 @@ def render_rules(config: Config, runbook_url: str = DEFAULT_RUNBOOK, source: str
 
 
 def _cmd_rules(args: argparse.Namespace) -> int:
-    from slamon.config.loader import ConfigError, load_config
+    from slamon.config.loader import load_config_for_cli
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(f"error: {line}", file=sys.stderr)
-        n = len(exc.errors)
-        print(f"{args.config}: {n} error{'s' if n != 1 else ''}", file=sys.stderr)
+    config = load_config_for_cli(args.config)
+    if config is None:
         return 2
-    text = render_rules(config, args.runbook_url, source=args.config)
+    text = render_rules(config, args.runbook_url, source=args.config, down_for=args.down_for,
+                        fmt=args.format, labels=dict(args.label or []))
     if args.output and args.output != "-":
         try:
             with open(args.output, "w", encoding="utf-8") as f:
@@ -303,18 +390,52 @@ def _cmd_rules(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add `rules -c FILE [-o OUT] [--runbook-url URL]` to slamon's CLI."""
-    p: argparse.ArgumentParser = subparsers.add_parser(
-        "rules", help="print Prometheus recording and alerting rules for every SLO"
-    )
-    p.add_argument("-c", "--config", required=True, help="config file")
+def _absolute_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: must be an absolute http(s) URL (Alertmanager shows it as a link)")
+    return value.rstrip("/")
+
+
+def _label(value: str) -> tuple[str, str]:
+    name, sep, text = value.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected NAME=VALUE")
+    return name, text
+
+
+def _duration(value: str) -> float:
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return seconds
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    """`slamon rules -c FILE [-o OUT] [--runbook-url URL]` (listed in slamon.cli.PLUGINS)."""
+    add_config_argument(p)
     p.add_argument("-o", "--output", metavar="FILE", help="output file (default stdout)")
     p.add_argument(
         "--runbook-url",
-        default=DEFAULT_RUNBOOK,
+        type=_absolute_url,
         metavar="URL",
-        help="where the runbook_url annotations point (your copy of docs/operations.md)",
+        help="where the runbook_url annotations point (your copy of docs/runbooks.md); "
+             "default: the /runbooks page slamon serves at server.external_url",
+    )
+    p.add_argument(
+        "--format", choices=("prometheus", "prometheusrule"), default="prometheus",
+        help="a Prometheus rule file, or a prometheus-operator PrometheusRule resource",
+    )
+    p.add_argument(
+        "--label", action="append", type=_label, metavar="NAME=VALUE",
+        help="prometheusrule: a label on the resource, e.g. release=prometheus (repeatable)",
+    )
+    p.add_argument(
+        "--down-for", type=_duration, default=DOWN_FOR, metavar="DURATION",
+        help="how long a target fails before SlamonTargetDown fires (default 5m)",
     )
     p.set_defaults(func=_cmd_rules)
-    return p

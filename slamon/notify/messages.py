@@ -19,6 +19,7 @@ from typing import Any
 from slamon.channels.base import Message, Status
 from slamon.util.events import Event, EventKind
 from slamon.util.redact import redact_text
+from slamon.util.units import ppm_percent
 
 #: detail keys copied into messages; anything else an event carries is dropped
 SAFE_DETAILS = (
@@ -94,8 +95,8 @@ def describe(event: Event, status: Status) -> tuple[str, str]:
         lines.append(f"certificate expires in {d['days_left']} days")
     if event.kind in (EventKind.SLA_BREACHED, EventKind.SLA_MET) and d.get("sli_ppm") is not None:
         obj = d.get("objective_ppm")
-        obj_text = f" (objective {obj / 10_000:.4f}%)" if isinstance(obj, int) else ""
-        lines.append(f"SLI {d['sli_ppm'] / 10_000:.4f}%{obj_text}")
+        obj_text = f" (objective {ppm_percent(obj)})" if isinstance(obj, int) else ""
+        lines.append(f"SLI {ppm_percent(d['sli_ppm'])}{obj_text}")
     if event.labels:
         lines.append(", ".join(f"{k}={v}" for k, v in sorted(event.labels.items())))
     return title, "\n".join(lines)

@@ -421,7 +421,7 @@ class Dispatcher:
             if not retryable or attempt >= d.retries:
                 rt.dropped["gave_up"] = rt.dropped.get("gave_up", 0) + 1
                 self.log.warning("notify_gave_up", route=rt.id, channel=rt.notifier.name,
-                                 reason=reason, attempts=attempt + 1, event=message.kind.value)
+                                 reason=reason, attempts=attempt + 1, kind=message.kind.value)
                 return
             rt.retries += 1
             await asyncio.sleep(self._backoff(attempt))
@@ -465,8 +465,8 @@ class Dispatcher:
             queued.add_metric([rt.id], len(rt.queue) + int(rt.in_flight))
             firing.add_metric([rt.id], sum(c.state == "firing" for c in rt.conds.values()))
         bus = CounterMetricFamily("slamon_notify_events_dropped_total",
-                                  "Events the notifier lost because its bus queue was full")
-        bus.add_metric([], self._sub.dropped if self._sub is not None else 0)
+                                  "Events the notifier lost because its bus queue was full",
+                                  value=self._sub.dropped if self._sub is not None else 0)
         yield from (sent, failed, dropped, retries, queued, firing, bus)
 
     def stats(self) -> dict[str, Any]:

@@ -5,7 +5,8 @@
 - :mod:`slamon.oracle.builder`: :func:`build_report` from a closed period.
 - :mod:`slamon.oracle.outbox`: signed report files for relayers; :mod:`slamon.oracle.http`
   serves them at ``/api/v1/attestations``.
-- :mod:`slamon.oracle.commands`: ``slamon keys new`` and ``slamon report verify``.
+- :mod:`slamon.oracle.commands`: ``slamon keys new`` and ``slamon report verify``;
+  :mod:`slamon.oracle.contract_commands`: ``slamon contract deploy`` and ``register``.
 
 See docs/oracle.md.
 """

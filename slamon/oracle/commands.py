@@ -1,8 +1,7 @@
 """Oracle commands: ``slamon keys new`` and ``slamon report verify``.
 
-:func:`register` adds them to the ``slamon`` parser's subparsers (each sets ``func``, which
-returns the exit code, as the other commands in ``slamon.cli`` do). :func:`main` runs them
-stand-alone (``python -m slamon.oracle.commands ...``).
+Each ``configure_*`` fills the parser ``slamon.cli`` made for it and sets ``func``, which
+returns the exit code, as the other commands do.
 
 Exit codes: 0 ok, 1 failed (invalid signature, wrong signer, key file problem), 2 unusable
 input (unreadable or malformed file, bad arguments). No traceback is ever shown.
@@ -12,25 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from collections.abc import Sequence
 from typing import Any
 
 from eth_utils.address import is_address, to_checksum_address
 
 from slamon.chain.eip712 import InvalidSignature, SignedReport, recover_signer, report_digest
+from slamon.util.args import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from slamon.util.args import error as _err
 
-__all__ = ["EXIT_FAIL", "EXIT_OK", "EXIT_USAGE", "main", "register"]
-
-EXIT_OK = 0
-EXIT_FAIL = 1
-EXIT_USAGE = 2
-
-
-def _err(message: str) -> None:
-    print(f"slamon: error: {message}", file=sys.stderr)
-
+__all__ = ["EXIT_FAIL", "EXIT_OK", "EXIT_USAGE", "configure_keys_new", "configure_report_verify"]
 
 def _address(value: str) -> str:
     if not is_address(value):
@@ -182,29 +172,11 @@ def _cmd_report_verify(args: argparse.Namespace) -> int:
     return code
 
 
-# -- registration --------------------------------------------------------------------------
+# -- parsers (listed in slamon.cli.PLUGINS) ----------------------------------------------
 
 
-def _actions(sub: Any, name: str, help_text: str) -> Any:
-    """The ACTION subparsers of command ``name``: reused when another module already added
-    that command (e.g. a ``report render``), so both can share ``slamon report ...``."""
-    existing = sub.choices.get(name)
-    if existing is not None:
-        for action in existing._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                return action
-        raise RuntimeError(f"command {name!r} already exists without sub-actions")
-    p = sub.add_parser(name, help=help_text)
-    return p.add_subparsers(dest=f"{name}_command", required=True, metavar="ACTION")
-
-
-def register(sub: Any) -> None:
-    """Add ``keys new`` and ``report verify`` to ``sub`` (from ``parser.add_subparsers()``)."""
-    ks = _actions(sub, "keys", "oracle signing keys")
-    q = ks.add_parser(
-        "new",
-        help="create a new key in an encrypted keystore (mode 0600); prints its address",
-    )
+def configure_keys_new(q: argparse.ArgumentParser) -> None:
+    """`slamon keys new`."""
     q.add_argument("--keystore", required=True, help="keystore file to create (never overwritten)")
     q.add_argument(
         "--password-file",
@@ -214,38 +186,11 @@ def register(sub: Any) -> None:
     q.add_argument("--kdf", choices=("scrypt", "pbkdf2"), default="scrypt")
     q.set_defaults(func=_cmd_keys_new)
 
-    rs = _actions(sub, "report", "signed SLA reports")
-    q = rs.add_parser(
-        "verify",
-        help="check a signed report's EIP-712 signature offline; exit 0 valid, 1 invalid",
-    )
+
+def configure_report_verify(q: argparse.ArgumentParser) -> None:
+    """`slamon report verify`."""
     q.add_argument("file", help="signed report JSON (outbox file or API entry), or - for stdin")
     q.add_argument("--contract", required=True, type=_address, help="SLACompensation address")
     q.add_argument("--chain-id", required=True, type=_chain_id, help="chain id")
     q.add_argument("--signer", type=_address, help="expected signer address")
     q.set_defaults(func=_cmd_report_verify)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="slamon")
-    register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``keys``/``report`` commands stand-alone; returns the exit code."""
-    args = build_parser().parse_args(argv)
-    try:
-        code: int = args.func(args)
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # a message, never a traceback
-        if os.environ.get("SLAMON_DEBUG"):
-            raise
-        _err(f"unexpected {type(exc).__name__}. Set SLAMON_DEBUG=1 for details.")
-        return EXIT_FAIL
-    return code
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

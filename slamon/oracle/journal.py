@@ -1,15 +1,19 @@
-"""The oracle's report journal, in the state store (table ``reports``, plus ``oracle_txs``).
+"""The oracle's report journal, in the state store (tables ``reports``, ``oracle_txs``,
+``oracle_meta``).
 
 Every signed report moves through::
 
     signed -> sent(tx hash, nonce) -> confirmed(block) | failed(reason)
     skipped(reason)                    (a period with too little data: never signed)
 
-One row per (sla, period, signer) in ``reports`` (created by the store's migration). Every
-transaction ever broadcast for a report — the first one and each same-nonce replacement, and a
-new nonce after the old one was taken by someone else — is kept in ``oracle_txs``, created here
-with ``CREATE TABLE IF NOT EXISTS`` (the store's migrations stay untouched). After a restart the
-publisher looks up the receipt of *every* recorded hash before it considers sending anything.
+One row per (sla, period, signer) in ``reports``. Every transaction ever broadcast for a
+report — the first one and each same-nonce replacement, and a new nonce after the old one was
+taken by someone else — is kept in ``oracle_txs``. After a restart the publisher looks up the
+receipt of *every* recorded hash before it considers sending anything.
+
+The journal creates no table: all three come from the store's migrations
+(:mod:`slamon.store.migrations`), applied when the store opens, so the file's schema version
+says what it holds. The journal only checks, once, that they are there.
 
 A transaction is recorded *before* it is broadcast (its hash is known once it is signed), so a
 crash between the two leaves a ``sent`` entry whose transaction may or may not exist: the
@@ -32,6 +36,7 @@ from typing import Final, Protocol, TypeVar
 from eth_utils.address import to_checksum_address
 
 from slamon.chain.eip712 import SignedReport
+from slamon.store.sqlite import StoreError
 
 T = TypeVar("T")
 
@@ -42,14 +47,12 @@ FAILED: Final = "failed"
 SKIPPED: Final = "skipped"
 STATES: Final = (SIGNED, SENT, CONFIRMED, FAILED, SKIPPED)
 
-SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS oracle_txs(
-    sla TEXT NOT NULL, period INTEGER NOT NULL, signer TEXT NOT NULL,
-    tx_hash TEXT NOT NULL, nonce INTEGER NOT NULL, max_fee INTEGER NOT NULL,
-    priority_fee INTEGER NOT NULL, gas INTEGER NOT NULL, sent_at REAL NOT NULL,
-    PRIMARY KEY(sla, period, signer, tx_hash)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS oracle_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID
-"""
+#: the tables the journal reads and writes (made by the store's migrations)
+TABLES: Final = ("reports", "oracle_txs", "oracle_meta")
+
+
+class JournalSchemaError(StoreError):
+    """The connection lacks the journal's tables: it is not one of an opened StateStore."""
 
 
 class StoreLike(Protocol):
@@ -115,11 +118,22 @@ def key_of(signed: SignedReport, sla: str | None = None) -> JournalKey:
     )
 
 
-def ensure_schema(conn: sqlite3.Connection) -> None:
-    """Create the journal's own tables (idempotent)."""
-    for statement in SCHEMA.split(";"):
-        if statement.strip():
-            conn.execute(statement)
+def check_schema(conn: sqlite3.Connection) -> None:
+    """Raise JournalSchemaError unless every table of the journal exists (creates nothing)."""
+    marks = ", ".join("?" * len(TABLES))
+    present = {
+        str(name)
+        for (name,) in conn.execute(
+            f"SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ({marks})",
+            TABLES,
+        )
+    }
+    missing = [t for t in TABLES if t not in present]
+    if missing:
+        raise JournalSchemaError(
+            f"the state file has no {', '.join(missing)} table: the oracle journal needs a "
+            "store opened by StateStore.open(), whose migrations create every table"
+        )
 
 
 class _Tx:
@@ -154,8 +168,14 @@ class Journal:
         self._ready = False
 
     async def ensure_schema(self) -> None:
+        """Check (once) that the store holds the journal's tables; raises JournalSchemaError.
+
+        The store's migrations create them when it opens: a failure here means a
+        connection that did not come from an opened StateStore, not something to
+        repair from here.
+        """
         if not self._ready:
-            await self.store.run(ensure_schema)
+            await self.store.run(check_schema)
             self._ready = True
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:

@@ -242,25 +242,22 @@ class OracleService:
                                       details=details))
 
     def metrics(self) -> Iterator[Metric]:
-        signed = CounterMetricFamily("slamon_oracle_reports_signed", "Reports signed")
-        signed.add_metric([], self.signed_total)
-        yield signed
-        skipped = CounterMetricFamily(
-            "slamon_oracle_reports_skipped", "Closed periods not reported (insufficient data)"
+        yield CounterMetricFamily(
+            "slamon_oracle_reports_signed", "Reports signed", value=self.signed_total
         )
-        skipped.add_metric([], self.skipped_total)
-        yield skipped
-        errors = CounterMetricFamily("slamon_oracle_errors", "Reports that could not be built")
-        errors.add_metric([], self.errors_total)
-        yield errors
+        yield CounterMetricFamily(
+            "slamon_oracle_reports_skipped", "Closed periods not reported (insufficient data)",
+            value=self.skipped_total,
+        )
+        yield CounterMetricFamily(
+            "slamon_oracle_errors", "Reports that could not be built", value=self.errors_total
+        )
         if self.publisher is None:
             return
         m = self.publisher.metrics()
-        backlog = GaugeMetricFamily(
-            "slamon_oracle_backlog", "Signed reports not yet confirmed on-chain"
+        yield GaugeMetricFamily(
+            "slamon_oracle_backlog", "Signed reports not yet confirmed on-chain", value=m.backlog
         )
-        backlog.add_metric([], m.backlog)
-        yield backlog
         states = GaugeMetricFamily(
             "slamon_oracle_journal_entries", "Report journal entries by state", labels=["state"]
         )
@@ -268,35 +265,31 @@ class OracleService:
             states.add_metric([state], n)
         yield states
         if m.balance_wei is not None:
-            balance = GaugeMetricFamily(
-                "slamon_oracle_signer_balance_wei", "Balance of the signer (pays the gas)"
+            yield GaugeMetricFamily(
+                "slamon_oracle_signer_balance_wei", "Balance of the signer (pays the gas)",
+                value=m.balance_wei,
             )
-            balance.add_metric([], m.balance_wei)
-            yield balance
         if m.last_success is not None:
-            last = GaugeMetricFamily(
-                "slamon_oracle_last_success_timestamp_seconds", "When a report last confirmed"
+            yield GaugeMetricFamily(
+                "slamon_oracle_last_success_timestamp_seconds", "When a report last confirmed",
+                value=m.last_success,
             )
-            last.add_metric([], m.last_success)
-            yield last
-        up = GaugeMetricFamily("slamon_oracle_chain_up", "1 if the chain answered lately")
-        up.add_metric([], 1.0 if m.chain_up else 0.0)
-        yield up
-        failures = GaugeMetricFamily(
-            "slamon_oracle_consecutive_failures", "RPC failures in a row"
+        yield GaugeMetricFamily(
+            "slamon_oracle_chain_up", "1 if the chain answered lately",
+            value=1.0 if m.chain_up else 0.0,
         )
-        failures.add_metric([], m.consecutive_failures)
-        yield failures
-        capped = GaugeMetricFamily(
-            "slamon_oracle_fee_capped", "1 while the base fee is above the configured cap"
+        yield GaugeMetricFamily(
+            "slamon_oracle_consecutive_failures", "RPC failures in a row",
+            value=m.consecutive_failures,
         )
-        capped.add_metric([], 1.0 if m.fee_capped else 0.0)
-        yield capped
-        sent = CounterMetricFamily("slamon_oracle_transactions_sent", "Transactions broadcast")
-        sent.add_metric([], m.sent_total)
-        yield sent
-        replaced = CounterMetricFamily(
-            "slamon_oracle_transactions_replaced", "Stuck transactions replaced"
+        yield GaugeMetricFamily(
+            "slamon_oracle_fee_capped", "1 while the base fee is above the configured cap",
+            value=1.0 if m.fee_capped else 0.0,
         )
-        replaced.add_metric([], m.replaced_total)
-        yield replaced
+        yield CounterMetricFamily(
+            "slamon_oracle_transactions_sent", "Transactions broadcast", value=m.sent_total
+        )
+        yield CounterMetricFamily(
+            "slamon_oracle_transactions_replaced", "Stuck transactions replaced",
+            value=m.replaced_total,
+        )

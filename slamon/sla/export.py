@@ -28,6 +28,7 @@ from typing import Any
 
 from slamon.sla.evidence import hex0x
 from slamon.store.sqlite import APPLICATION_ID, SCHEMA_VERSION, ClosedPeriod
+from slamon.util.units import ppm_to_ratio
 from slamon.wallclock import utc_iso
 
 EXPORT_FORMAT = "slamon-export/1"
@@ -130,10 +131,6 @@ def parse_date(value: str, what: str) -> int:
     return int(dt.timestamp())
 
 
-def _ratio(ppm: Any) -> float | None:
-    return None if ppm is None else int(ppm) / 1_000_000
-
-
 def period_row(p: StoredPeriod) -> dict[str, Any]:
     """One export record (JSON form: parts nested)."""
     r = p.result
@@ -142,7 +139,7 @@ def period_row(p: StoredPeriod) -> dict[str, Any]:
             "good": part.get("good"),
             "valid": part.get("valid"),
             "no_data": part.get("no_data"),
-            "sli": _ratio(part.get("sli_ppm")),
+            "sli": ppm_to_ratio(part.get("sli_ppm")),
             "sli_ppm": part.get("sli_ppm"),
             "maintenance_excluded": part.get("maintenance_excluded", 0),
         }
@@ -156,9 +153,9 @@ def period_row(p: StoredPeriod) -> dict[str, Any]:
         "good": r["good"],
         "valid": r["valid"],
         "no_data": r["no_data"],
-        "sli": _ratio(r["sli_ppm"]),
+        "sli": ppm_to_ratio(r["sli_ppm"]),
         "sli_ppm": r["sli_ppm"],
-        "objective": _ratio(r["objective_ppm"]),
+        "objective": ppm_to_ratio(r["objective_ppm"]),
         "objective_ppm": r["objective_ppm"],
         "verdict": r["verdict"],
         "maintenance_excluded": r["maintenance_excluded"],

@@ -26,6 +26,8 @@ from typing import Any
 from slamon.config.root import Config
 from slamon.config.sla import Sla
 from slamon.sla.maintenance import Interval, intervals_by_target, merge
+from slamon.util.args import add_config_argument
+from slamon.util.units import ppm_percent
 from slamon.wallclock import utc_iso
 
 Leaves = Mapping[str, Sequence[tuple[int, int, int, int]]]
@@ -80,10 +82,6 @@ def outages(leaves: Leaves, resolution: int) -> list[Outage]:
     return sorted(out, key=lambda o: (o.start, o.target))
 
 
-def _pct(ppm: Any) -> str:
-    return "n/a" if ppm is None else f"{int(ppm) / 10_000:.4f}%"
-
-
 def _dur(seconds: float) -> str:
     s = int(seconds)
     h, rem = divmod(s, 3600)
@@ -105,8 +103,8 @@ def _facts(period: Period, sla: Sla, config: Config) -> list[tuple[str, str]]:
         ("SLA", sla.id),
         ("SLO", sla.slo + (f" ({slo.description})" if slo and slo.description else "")),
         ("Period", f"{period.period}: {utc_iso(period.start)} to {utc_iso(period.end)}"),
-        ("SLI", _pct(r.get("sli_ppm"))),
-        ("Objective", _pct(r.get("objective_ppm"))),
+        ("SLI", ppm_percent(r.get("sli_ppm"))),
+        ("Objective", ppm_percent(r.get("objective_ppm"))),
         ("Verdict", str(r.get("verdict", "unknown"))),
         ("Good / valid events", f"{r.get('good', 0)} / {r.get('valid', 0)}"
          + (" (time buckets: composite SLA)" if r.get("composite") else "")),
@@ -137,7 +135,7 @@ def render_period(
     outs = outages(leaves or {}, sla.resolution_s)
     facts = _facts(period, sla, config)
     part_rows = [
-        (t, p.get("good", 0), p.get("valid", 0), p.get("no_data", 0), _pct(p.get("sli_ppm")))
+        (t, p.get("good", 0), p.get("valid", 0), p.get("no_data", 0), ppm_percent(p.get("sli_ppm")))
         for t, p in sorted(dict(period.result.get("parts", {})).items())
     ]
     if fmt == "md":
@@ -314,13 +312,10 @@ def read_period(path: Path, sla: str, n: int) -> tuple[Period, dict[str, list[tu
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    from slamon.config.loader import ConfigError, load_config
+    from slamon.config.loader import load_config_for_cli
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(f"error: {line}", file=sys.stderr)
+    config = load_config_for_cli(args.config, count=False)
+    if config is None:
         return 2
     sla = next((s for s in config.slas if s.id == args.sla), None)
     try:
@@ -344,24 +339,12 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_render(sub: Any) -> None:
-    p = sub.add_parser("render", help="one closed SLA period as HTML or Markdown")
-    p.add_argument("-c", "--config", required=True, help="config file (names the state file)")
+def configure_render(p: argparse.ArgumentParser) -> None:
+    """`slamon report render` (listed in slamon.cli.PLUGINS)."""
+    add_config_argument(p, "config file (names the state file)")
     p.add_argument("--sla", required=True, help="SLA id")
     p.add_argument("--period", required=True, type=int, help="period id")
     p.add_argument("--format", choices=("html", "md"), default="html")
     p.add_argument("--attestation", metavar="FILE", help="signed report JSON to include")
     p.add_argument("-o", "--output", metavar="FILE", help="output file (default stdout)")
     p.set_defaults(func=_cmd_render)
-
-
-def register(subparsers: Any) -> None:
-    """Add `report render` (joining an existing `report` command if another module made it)."""
-    existing = subparsers.choices.get("report")
-    if existing is not None:
-        for action in existing._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                _add_render(action)
-                return
-    report = subparsers.add_parser("report", help="SLA period reports")
-    _add_render(report.add_subparsers(dest="report_command", required=True, metavar="ACTION"))

@@ -32,8 +32,7 @@ from slamon.config.sla import Sla
 from slamon.sla.evidence import Leaf, hex0x, merkle_root
 from slamon.sla.maintenance import Interval, merge, overlap_seconds
 from slamon.sla.periods import period_index
-
-PPM = 1_000_000
+from slamon.util.units import PPM
 
 
 class PartResult(NamedTuple):

@@ -26,7 +26,7 @@ from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import NamedTuple
+from typing import NamedTuple, Self
 
 __all__ = [
     "COUNTER_MAX",
@@ -215,7 +215,8 @@ class _TieredRing:
             return [(off + start, off + start + count)]
         return [(off + start, off + n), (off, off + start + count - n)]
 
-    def _dump(self) -> bytes:
+    def to_bytes(self) -> bytes:
+        """Compact, versioned snapshot (header + zlib'd little-endian counters)."""
         parts = [_HEADER.pack(_MAGIC, _VERSION, self._FIELDS, len(self._tiers))]
         for tier, head in zip(self._tiers, self._heads, strict=True):
             parts.append(_TIER.pack(tier.resolution, tier.buckets, head))
@@ -228,8 +229,15 @@ class _TieredRing:
         parts.append(zlib.compress(body, 1))
         return b"".join(parts)
 
+    @classmethod
+    def from_bytes(cls, data: bytes, tiers: Sequence[Tier] = DEFAULT_TIERS) -> Self:
+        """Inverse of `to_bytes`; raises ValueError on corrupt or foreign data."""
+        ring = cls(tiers)
+        ring._load(data)
+        return ring
+
     def _load(self, data: bytes) -> None:
-        """Fill this (empty) ring from `_dump` output.
+        """Fill this (empty) ring from `to_bytes` output.
 
         When the stored tiers differ from this ring's tiers (the defaults changed
         between versions), every tier with the same resolution keeps its newest
@@ -365,17 +373,6 @@ class RollingWindow(_TieredRing):
             valid += sum(vc[lo:hi])
         return Counts(good, valid)
 
-    def to_bytes(self) -> bytes:
-        """Compact, versioned snapshot (header + zlib'd little-endian counters)."""
-        return self._dump()
-
-    @classmethod
-    def from_bytes(cls, data: bytes, tiers: Sequence[Tier] = DEFAULT_TIERS) -> RollingWindow:
-        """Inverse of `to_bytes`; raises ValueError on corrupt or foreign data."""
-        window = cls(tiers)
-        window._load(data)
-        return window
-
 
 class RollingCounter(_TieredRing):
     """One counter per bucket (e.g. "no data" events), same tiers and semantics
@@ -395,12 +392,3 @@ class RollingCounter(_TieredRing):
     def query(self, now: float, length: float) -> int:
         (cc,) = self._counters
         return sum(sum(cc[lo:hi]) for lo, hi in self._segments(now, length))
-
-    def to_bytes(self) -> bytes:
-        return self._dump()
-
-    @classmethod
-    def from_bytes(cls, data: bytes, tiers: Sequence[Tier] = DEFAULT_TIERS) -> RollingCounter:
-        counter = cls(tiers)
-        counter._load(data)
-        return counter

@@ -11,7 +11,11 @@ What is kept, and why:
   A period's verdict and Merkle root are computed from these at close time.
 - `periods`: closed periods, primary key (sla, period): a period can close
   once only, even if two closers race or slamon dies mid-close.
-- `reports`: the oracle's journal (signed -> sent -> confirmed | failed).
+- `reports`, `oracle_txs`, `oracle_meta`: the oracle's journal (signed -> sent
+  -> confirmed | failed) and every transaction it broadcast.
+
+Every table is created by the ordered migrations in `slamon.store.migrations`,
+applied here when the file opens (and nowhere else).
 
 Leaves, progress and journal of one flush go in one transaction, so after a
 crash they agree with each other. The event loop never waits on SQLite: every
@@ -33,48 +37,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+# re-exported: readers of the state file (report export) check the same marks
+from slamon.store.migrations import APPLICATION_ID as APPLICATION_ID
+from slamon.store.migrations import SCHEMA_VERSION as SCHEMA_VERSION
+from slamon.store.migrations import migrate
+
 T = TypeVar("T")
-
-SCHEMA_VERSION = 1
-APPLICATION_ID = 0x534C4D4E  # "SLMN": marks the file as slamon's
-
-MIGRATIONS: list[tuple[int, str]] = [
-    (
-        1,
-        """
-        CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-        CREATE TABLE progress(
-            target TEXT PRIMARY KEY, last_tick REAL NOT NULL) WITHOUT ROWID;
-        CREATE TABLE snapshots(
-            slo TEXT PRIMARY KEY, shape TEXT NOT NULL, data BLOB NOT NULL,
-            taken_at REAL NOT NULL) WITHOUT ROWID;
-        CREATE TABLE journal(
-            seq INTEGER PRIMARY KEY, target TEXT NOT NULL, t REAL NOT NULL,
-            ok INTEGER, duration REAL);
-        CREATE TABLE series(
-            id INTEGER PRIMARY KEY, sla TEXT NOT NULL, target TEXT NOT NULL,
-            UNIQUE(sla, target));
-        CREATE TABLE leaves(
-            series INTEGER NOT NULL, bucket INTEGER NOT NULL, good INTEGER NOT NULL,
-            valid INTEGER NOT NULL, no_data INTEGER NOT NULL,
-            PRIMARY KEY(series, bucket)) WITHOUT ROWID;
-        CREATE TABLE sla_progress(
-            sla TEXT PRIMARY KEY, last_closed INTEGER NOT NULL,
-            first_period INTEGER NOT NULL) WITHOUT ROWID;
-        CREATE TABLE periods(
-            sla TEXT NOT NULL, period INTEGER NOT NULL, start INTEGER NOT NULL,
-            end INTEGER NOT NULL, closed_at REAL NOT NULL, result TEXT NOT NULL,
-            root BLOB NOT NULL, policy_digest BLOB NOT NULL,
-            PRIMARY KEY(sla, period)) WITHOUT ROWID;
-        CREATE TABLE reports(
-            sla TEXT NOT NULL, period INTEGER NOT NULL, signer TEXT NOT NULL,
-            state TEXT NOT NULL, payload TEXT NOT NULL, signature BLOB,
-            tx_hash TEXT, nonce INTEGER, block INTEGER, reason TEXT,
-            attempts INTEGER NOT NULL DEFAULT 0, updated_at REAL NOT NULL,
-            PRIMARY KEY(sla, period, signer)) WITHOUT ROWID;
-        """,
-    ),
-]
 
 #: journal events kept in memory while the disk refuses writes; past this the
 #: oldest are dropped (windows then restore approximately; leaves stay exact)
@@ -159,8 +127,9 @@ class StateStore:
         return self._conn
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn(connection)` on the store's thread: for modules that keep their
-        own tables here (the oracle's report journal), without touching the loop."""
+        """Run `fn(connection)` on the store's thread: for modules that keep rows in
+        the state file (the oracle's report journal; its tables come from the
+        migrations like every other), without touching the loop."""
         return await self._call(lambda: fn(self._db()))
 
     # -- open / close -----------------------------------------------------
@@ -240,23 +209,7 @@ class StateStore:
                 f"state file {self.path} has schema {version}, written by a newer slamon "
                 f"(this one knows up to {SCHEMA_VERSION}); upgrade slamon or use another file"
             )
-        for target_version, script in MIGRATIONS:
-            if target_version <= version:
-                continue
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in script.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute(f"PRAGMA user_version={target_version}")
-                db.execute(
-                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_migrated_at', ?)",
-                    (str(time.time()),),
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        migrate(db, version)
 
     async def close(self) -> None:
         if self._conn is not None:

@@ -182,3 +182,23 @@ def check_secret_source(
         raise PathError((name,), f"set one of {name} or {name}_file")
     if value is not None and not value:
         raise PathError((name,), "must not be empty")
+
+
+def check_listen(value: str) -> str:
+    """`host:port` for a listener; IPv6 in brackets."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("must be host:port, e.g. 127.0.0.1:9115 or [::1]:9115")
+    if not host:
+        raise ValueError("host missing: use 0.0.0.0:PORT to listen on all addresses")
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        raise ValueError("an IPv6 address must be in brackets, e.g. [::1]:9115")
+    if any(ch.isspace() for ch in host) or host in ("[]",):
+        raise ValueError("must be host:port, e.g. 127.0.0.1:9115 or [::1]:9115")
+    return value
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """(host, port) of a checked `host:port`; the brackets of IPv6 removed."""
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)

@@ -25,6 +25,7 @@ from slamon.sla.evidence import Leaf, StandardTree, evidence_document, hex0x
 from slamon.sla.periods import period_bounds, period_index
 from slamon.sla.policy import period_document
 from slamon.util.log import get_logger
+from slamon.util.units import ppm_to_ratio
 from slamon.wallclock import utc_iso
 
 if TYPE_CHECKING:
@@ -55,11 +56,6 @@ class ApiError(Exception):
 
 def error_response(status: int, message: str) -> web.Response:
     return web.json_response({"error": message, "status": status}, status=status)
-
-
-def ratio(ppm: int | None) -> float | None:
-    """ppm as a ratio; the floor to ppm is kept, so it matches the signed value."""
-    return None if ppm is None else ppm / 1_000_000
 
 
 @web.middleware
@@ -148,7 +144,7 @@ class Api:
             "sli": rt.slo.sli,
             "targets": [p.id for p in rt.parts],
             "composite": len(rt.parts) > 1,
-            "objective": ratio(objective_ppm),
+            "objective": ppm_to_ratio(objective_ppm),
             "objective_ppm": objective_ppm,
             "period": period_document(sla.period),
             "resolution": rt.resolution,
@@ -171,7 +167,7 @@ class Api:
             "valid": result["valid"],
             "no_data": result["no_data"],
             "maintenance_excluded": result["maintenance_excluded"],
-            "sli": ratio(result["sli_ppm"]),
+            "sli": ppm_to_ratio(result["sli_ppm"]),
             "sli_ppm": result["sli_ppm"],
             "verdict": result["verdict"],
             "breached": result["breached"],

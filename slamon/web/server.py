@@ -7,11 +7,11 @@ from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.registry import CollectorRegistry
 
 from slamon import __version__
-from slamon.metrics.collector import SlamonCollector
+from slamon.metrics.collector import ListedRegistry, SlamonCollector
 from slamon.metrics.exposition import render_chunks
+from slamon.web.runbooks import runbooks_page
 
 READY_KEY = web.AppKey("ready", asyncio.Event)
 
@@ -20,12 +20,13 @@ INDEX = """<!doctype html><html><head><meta charset="utf-8"><title>slamon</title
 <li><a href="metrics">/metrics</a> Prometheus metrics</li>
 <li><a href="healthz">/healthz</a> liveness</li>
 <li><a href="readyz">/readyz</a> readiness</li>
+<li><a href="runbooks">/runbooks</a> what to do when an alert fires</li>
 </ul></body></html>
 """
 
 
 def build_app(
-    registry: CollectorRegistry,
+    registry: ListedRegistry,
     ready: asyncio.Event,
     collector: SlamonCollector | None = None,
     extra_routes: Callable[[web.Application], None] | None = None,
@@ -61,7 +62,11 @@ def build_app(
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    async def runbooks(_request: web.Request) -> web.Response:
+        return web.Response(text=runbooks_page(), content_type="text/html")
+
     app.router.add_get("/", index)
+    app.router.add_get("/runbooks", runbooks)
     if extra_routes is not None:
         extra_routes(app)
     return app
@@ -80,9 +85,10 @@ class HttpServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
         await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.bound_port = sockets[0].getsockname()[1] if sockets else self._port
+        # the port actually bound (the configured one may be 0: any free port);
+        # getsockname() gives (host, port) or, for IPv6, (host, port, flow, scope)
+        addresses = self._runner.addresses
+        self.bound_port = int(addresses[0][1]) if addresses else self._port
 
     async def stop(self) -> None:
         await self._runner.cleanup()

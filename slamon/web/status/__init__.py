@@ -15,16 +15,13 @@ Only SLOs in `public_slos` (default all) are served; others are 404. With
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 from aiohttp import web
 
 from slamon.config.status_page import StatusPageConfig
+from slamon.web.auth import authorized, basic_credentials, challenge
 from slamon.web.status.data import WINDOWS, StatusData, StatusSource, day_color, fmt_pct
 from slamon.web.status.incidents import Incident, IncidentLog
 from slamon.web.status.render import BADGE_COLORS, badge, render_page
@@ -37,16 +34,6 @@ HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
 PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:"
 
 
-def _password(cfg: StatusPageConfig) -> str | None:
-    auth = cfg.basic_auth
-    if auth is None:
-        return None
-    if auth.password is not None:
-        return auth.password
-    assert auth.password_file is not None
-    return Path(auth.password_file).expanduser().read_text().strip()
-
-
 def add_routes(
     app: web.Application,
     source: StatusSource,
@@ -55,27 +42,15 @@ def add_routes(
     clock: Clock = time.time,
 ) -> StatusData:
     data = StatusData(source, cfg, incidents)
-    password = _password(cfg)
-    expected = None
-    if cfg.basic_auth is not None and password is not None:
-        expected = f"{cfg.basic_auth.username}:{password}".encode()
+    expected = basic_credentials(cfg.basic_auth) if cfg.basic_auth is not None else None
 
     def guard(handler: Handler) -> Handler:
         if expected is None:
             return handler
 
         async def wrapped(request: web.Request) -> web.StreamResponse:
-            header = request.headers.get("Authorization", "")
-            ok = False
-            if header.startswith("Basic "):
-                try:
-                    given = base64.b64decode(header[6:], validate=True)
-                except (binascii.Error, ValueError):
-                    given = b""
-                ok = hmac.compare_digest(given, expected)
-            if not ok:
-                return web.Response(status=401, text="authentication required\n",
-                                    headers={"WWW-Authenticate": 'Basic realm="status"'})
+            if not authorized(request.headers.get("Authorization", ""), expected, None):
+                return challenge("status", bearer=False)
             return await handler(request)
 
         return wrapped

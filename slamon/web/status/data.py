@@ -12,12 +12,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from slamon.sla.maintenance import Interval, merge, overlap_seconds, window_intervals
 from slamon.sla.periods import period_bounds, period_index
 from slamon.sli.window import Counts
+from slamon.util.units import ppm_to_ratio
+from slamon.wallclock import iso
 
 if TYPE_CHECKING:
     from slamon.config.maintenance import MaintenanceWindow
@@ -87,10 +88,6 @@ def day_color(sli: float | None, objective: float) -> str:
     if sli >= 1 - 10 * (1 - objective):
         return "warn"
     return "bad"
-
-
-def iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _ratio(counts: Counts) -> float | None:
@@ -214,7 +211,7 @@ class StatusData:
             sli: float | None = None
             if result is not None and result.valid:
                 sli = result.good / result.valid
-                allowed = result.valid * (1 - objective_ppm / 1e6)
+                allowed = result.valid * (1 - ppm_to_ratio(objective_ppm))
                 bad = result.valid - result.good
                 budget = 1 - bad / allowed if allowed > 0 else None
             last = tracker.last_result.get(sla_id)
@@ -231,14 +228,14 @@ class StatusData:
                 "period_end": iso(end),
                 "progress": min(1.0, max(0.0, (now - start) / (end - start))) if end > start
                 else 1.0,
-                "objective": objective_ppm / 1e6,
+                "objective": ppm_to_ratio(objective_ppm),
                 "sli": sli,
                 "good": result.good if result is not None else 0,
                 "valid": result.valid if result is not None else 0,
                 "error_budget_remaining": budget,
                 "last_closed": None if last is None else {
                     "period": last.period_id, "verdict": last.verdict,
-                    "sli": None if last.sli_ppm is None else last.sli_ppm / 1e6,
+                    "sli": ppm_to_ratio(last.sli_ppm),
                     "evidence_root": "0x" + last.evidence_root.hex(),
                 },
                 "last_report": report,

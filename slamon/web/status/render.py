@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from slamon.wallclock import iso
 from slamon.web.status.data import fmt_pct
 
 STATE_TEXT = {
@@ -125,8 +126,6 @@ def _incidents(slo: dict[str, Any]) -> str:
         return '<p class="muted">No recent incidents.</p>'
     items = []
     for inc in slo["incidents"]:
-        from slamon.web.status.data import iso
-
         when = esc(iso(inc["start"]).replace("T", " "))
         reason = f", {esc(inc['reason'])}" if inc["reason"] else ""
         if inc["ongoing"]:

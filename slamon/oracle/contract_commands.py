@@ -18,12 +18,8 @@ from slamon.chain.tx import (
     register_sla,
     sla_params,
 )
-
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-
-
-def _err(message: str) -> None:
-    print(f"slamon: error: {message}", file=sys.stderr)
+from slamon.util.args import EXIT_FAIL, EXIT_OK, EXIT_USAGE, add_config_argument
+from slamon.util.args import error as _err
 
 
 def _key(args: argparse.Namespace) -> Any:
@@ -128,17 +124,16 @@ def _key_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rpc-url", required=True, help="JSON-RPC endpoint, e.g. http://127.0.0.1:8545")
 
 
-def register(sub: Any) -> None:
-    contract = sub.add_parser("contract", help="deploy the compensation contract, register SLAs")
-    csub = contract.add_subparsers(dest="contract_command", required=True, metavar="ACTION")
-
-    p = csub.add_parser("deploy", help="deploy SLACompensation; prints its address")
+def configure_deploy(p: argparse.ArgumentParser) -> None:
+    """`slamon contract deploy`: prints the new contract's address."""
     _key_args(p)
     p.set_defaults(func=_cmd_deploy)
 
-    p = csub.add_parser("register", help="register a configured SLA, starting this period")
+
+def configure_register(p: argparse.ArgumentParser) -> None:
+    """`slamon contract register`: a configured SLA, starting this period."""
     _key_args(p)
-    p.add_argument("-c", "--config", required=True)
+    add_config_argument(p)
     p.add_argument("--sla", required=True, help="SLA id from the config")
     p.add_argument("--contract", required=True, help="SLACompensation address")
     p.add_argument("--signer", action="append", required=True, help="oracle address (repeat)")

@@ -1,0 +1,362 @@
+"""What one Config builds, and how the parts are connected.
+
+`Components` owns every part (live state, metrics, state store, SLA tracker,
+oracle, notification dispatcher, HTTP server, scheduler), builds them in the
+order start-up needs, routes a probe's outcome to each of them, applies a new
+config to each, and closes them. When to do which is the daemon's business
+(slamon.app.daemon): nothing here knows about signals, readiness or reloads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from slamon.app.events import period_event, target_event
+from slamon.app.upkeep import ADVANCE_EVERY, PRUNE_EVERY, PeriodCloser, StateWriter, prune_evidence
+from slamon.config.root import Config
+from slamon.config.sla import Sla
+from slamon.config.targets import Target
+from slamon.metrics.collector import SlamonCollector, make_registry, sla_metrics, state_metrics
+from slamon.notify import BurnWatch, CertWatch, Dispatcher, live_streak
+from slamon.probers.base import ProbeResult
+from slamon.scheduler import Scheduler, SchedulerStats, phase_offset
+from slamon.sla.result import PeriodResult
+from slamon.sla.tracker import SlaTracker
+from slamon.sli.live import LiveState, TargetStatus
+from slamon.store.sqlite import ClosedPeriod, Restored, StateStore, StoreError
+from slamon.util.events import EventBus
+from slamon.util.log import get_logger
+from slamon.util.schema import split_listen
+from slamon.web.server import HttpServer, build_app
+from slamon.web.status.incidents import IncidentLog
+
+if TYPE_CHECKING:
+    from slamon.oracle.service import OracleService
+
+
+class StartupError(Exception):
+    """A problem that stops the daemon from starting; the message is for the user."""
+
+
+class Components:
+    """Every part one Config builds. The cheap, in-memory parts exist from the
+    start; the store, server and scheduler once their `open_*`/`start_*` ran."""
+
+    def __init__(self, config: Config, *, config_path: str | Path | None = None) -> None:
+        self.config = config
+        #: relative paths in the config (the oracle's keystore) are from here
+        self.config_dir = Path(config_path).parent if config_path is not None else None
+        self.log = get_logger()
+        self.events = EventBus()
+        self.incidents = IncidentLog()
+        self.live = LiveState(config, on_transition=self._on_transition)
+        self.burn_watch = BurnWatch()
+        self.cert_watch = CertWatch(
+            tuple(config.notify.cert_expiry_days) if config.notify else (21, 14, 7)
+        )
+        self.collector = SlamonCollector(lambda: self.live, self._scheduler_stats)
+        self.registry = make_registry(self.collector)
+        self.store: StateStore | None = None
+        self.writer: StateWriter | None = None
+        self.tracker: SlaTracker | None = None
+        self.closer: PeriodCloser | None = None
+        self.oracle: OracleService | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.server: HttpServer | None = None
+        #: the status page's own listener (status_page.listen), when set
+        self.public_server: HttpServer | None = None
+        self.scheduler: Scheduler | None = None
+        #: wall time from which ticks run; the store fills the ticks before it as no data
+        self.start_at = 0.0
+
+    # -- state ------------------------------------------------------------------
+    async def open_state(self) -> None:
+        """Open the store and resume: windows, SLA periods, downtime as no data."""
+        path = self.config.state.resolved_path()
+        store = StateStore(path)
+        try:
+            await store.open()
+            restored = await store.load()
+        except StoreError as exc:
+            await store.close()
+            raise StartupError(str(exc)) from None
+        self.store = store
+        self.writer = StateWriter(store, self._snapshots, self.log)
+        self.collector.extra.append(lambda: state_metrics(store))
+        self.start_at = time.time()
+        replayed = self._restore_windows(restored)
+        tracker = SlaTracker(
+            self.config, store, self.log, flush_interval=self.config.state.flush_interval,
+            on_closed=self._on_period_closed,
+        )
+        self.tracker = tracker
+        self.closer = PeriodCloser(tracker, self.writer, self.log)
+        self.collector.extra.append(lambda: sla_metrics(tracker, self.config, time.time()))
+        if self.config.oracle is not None:
+            self._open_oracle(store, tracker)
+        await tracker.start(restored.sla_progress, self.start_at)
+        filled = tracker.fill_gaps(restored.progress, self.start_at, self.offset)
+        await store.flush()
+        self.log.info(
+            "state_restored",
+            path=str(path),
+            snapshots=len(restored.snapshots),
+            journal_replayed=replayed,
+            no_data_ticks_filled=filled,
+        )
+
+    def _open_oracle(self, store: StateStore, tracker: SlaTracker) -> None:
+        """Load the signing key now: a bad key must stop start-up with a clear message."""
+        from slamon.oracle.keys import KeyLoadError
+        from slamon.oracle.service import OracleService
+
+        oracle = OracleService(self.config, store, self.log, events=self.events,
+                               config_dir=self.config_dir)
+        try:
+            oracle.load_key()
+        except KeyLoadError as exc:
+            raise StartupError(str(exc)) from None
+        self.collector.extra.append(oracle.metrics)
+        self.oracle = oracle
+
+    def _restore_windows(self, restored: Restored) -> int:
+        for slo_id, state in self.live.slos.items():
+            snap = restored.snapshots.get(slo_id)
+            if snap is not None and snap[0] == self.live.shape(slo_id):
+                try:
+                    state.restore(snap[1])
+                except ValueError as exc:
+                    self.log.warning("snapshot_ignored", slo=slo_id, reason=str(exc))
+        replayed = 0
+        for target_id, t, ok, duration in restored.journal:
+            replayed += self.live.replay(target_id, t, ok, duration)
+        return replayed
+
+    def _snapshots(self) -> Mapping[str, tuple[str, bytes]]:
+        return {
+            slo_id: (self.live.shape(slo_id), state.to_bytes())
+            for slo_id, state in self.live.slos.items()
+        }
+
+    async def flush(self, snapshot: bool = False) -> None:
+        if self.writer is not None:
+            await self.writer.flush(snapshot=snapshot)
+
+    async def close_periods(self) -> None:
+        if self.closer is not None:
+            await self.closer.close_due()
+
+    async def prune(self, now: float) -> int:
+        if self.store is None or self.tracker is None:
+            return 0
+        return await prune_evidence(
+            self.store, self.tracker, self.config.state.evidence_retention, now, self.log
+        )
+
+    # -- services ---------------------------------------------------------------
+    async def start_notifications(self) -> None:
+        """The incident log (status page) and, when configured, the dispatcher."""
+        self.incidents.start(self.events)
+        if self.config.notify is not None:
+            self.dispatcher = Dispatcher(
+                self.config.notify, self.config, streak=live_streak(lambda: self.live)
+            )
+            await self.dispatcher.start(self.events)
+            self.collector.extra.append(self.dispatcher.metrics)
+
+    async def start_server(self, ready: asyncio.Event) -> HttpServer:
+        try:
+            app = build_app(self.registry, ready, self.collector, extra_routes=self._routes)
+        except OSError as exc:
+            raise StartupError(f"cannot read a credential file: {exc.strerror or exc} "
+                               f"({exc.filename})") from None
+        server = await self._listen(app, self.config.server.listen, "server.listen")
+        page = self.config.status_page
+        if page.enabled and page.listen is not None:
+            public = web.Application()
+            self._status_routes(public)
+            try:
+                self.public_server = await self._listen(public, page.listen, "status_page.listen")
+            except StartupError:
+                await server.stop()
+                raise
+        self.server = server
+        return server
+
+    @staticmethod
+    async def _listen(app: web.Application, listen: str, setting: str) -> HttpServer:
+        host, port = split_listen(listen)
+        server = HttpServer(app, host, port)
+        try:
+            await server.start()
+        except OSError as exc:
+            raise StartupError(
+                f"{setting}: cannot listen on {listen}: {exc.strerror or exc}"
+            ) from None
+        return server
+
+    def _status_routes(self, app: web.Application) -> None:
+        from slamon.web.status import add_routes as status_routes
+
+        try:
+            status_routes(app, self, self.config.status_page, self.incidents)
+        except OSError as exc:
+            raise StartupError(f"status_page.basic_auth: cannot read the password file: "
+                               f"{exc.strerror or exc}") from None
+
+    def _routes(self, app: web.Application) -> None:
+        from slamon.web.api import api_routes
+
+        page = self.config.status_page
+        page_here = page.enabled and page.listen is None
+        if self.config.server.auth is not None:
+            from slamon.web.api import PREFIX
+            from slamon.web.auth import api_auth_middleware
+
+            def is_open(path: str) -> bool:
+                # the status page keeps its own (optional) basic_auth: it is public
+                return page_here and (path == page.path or path.startswith(page.path + "/")
+                                      or path == f"{PREFIX}/status")
+
+            app.middlewares.append(api_auth_middleware(self.config.server.auth, is_open))
+        api_routes(lambda: self.tracker)(app)
+        if page_here:
+            self._status_routes(app)
+        if self.oracle is not None:
+            from slamon.oracle.http import add_routes
+
+            assert self.config.oracle is not None
+            add_routes(app, self.oracle.outbox, self.config.oracle)
+
+    def build_scheduler(self) -> Scheduler:
+        self.scheduler = Scheduler(
+            self.config.targets,
+            max_concurrency=self.config.scheduler.max_concurrency,
+            on_result=self.on_result,
+            on_missed=self.on_missed,
+            spread=self.config.scheduler.spread,
+            start_at=self.start_at,
+        )
+        return self.scheduler
+
+    def offset(self, target: Target) -> float:
+        return phase_offset(target.id, target.interval) if self.config.scheduler.spread else 0.0
+
+    def reports_queued(self) -> int | None:
+        """Signed reports not yet on-chain, or None without a publisher."""
+        if self.oracle is None or self.oracle.publisher is None:
+            return None
+        backlog: int = self.oracle.publisher.metrics().backlog
+        return backlog
+
+    def in_flight(self) -> int:
+        return self.scheduler.stats.in_flight if self.scheduler is not None else 0
+
+    # -- periodic work ----------------------------------------------------------
+    async def advance_loop(self) -> None:
+        """Every second: close composite SLO slices, publish burn-rate and certificate
+        events, close due SLA periods; every hour, prune old evidence."""
+        next_prune = 0.0
+        while True:
+            now = time.time()
+            self.live.advance(now)
+            for event in (self.burn_watch.check(self.live, now)
+                          + self.cert_watch.check(self.live, now)):
+                self.events.publish(event)
+            await self.close_periods()
+            if now >= next_prune:
+                await self.prune(now)
+                next_prune = now + PRUNE_EVERY
+            await asyncio.sleep(ADVANCE_EVERY)
+
+    async def flush_loop(self) -> None:
+        if self.writer is not None:
+            state = self.config.state
+            await self.writer.run(state.flush_interval, state.snapshot_interval)
+
+    # -- a probe's outcome, to every part that keeps it -------------------------
+    def on_result(self, target: Target, scheduled: float, result: ProbeResult) -> None:
+        try:
+            self.live.record(target, scheduled, result)
+            if self.tracker is not None:
+                self.tracker.record(target, scheduled, result.ok, result.duration)
+            if self.store is not None and self.live.has_slos(target.id):
+                self.store.note_outcome(target.id, scheduled, result.ok, result.duration)
+        except Exception:
+            self.log.exception("record_failed", target=target.id)
+
+    def on_missed(self, target: Target, scheduled: float) -> None:
+        try:
+            self.live.record_missed(target, scheduled)
+            if self.tracker is not None:
+                self.tracker.record_missed(target, scheduled)
+            if self.store is not None and self.live.has_slos(target.id):
+                self.store.note_outcome(target.id, scheduled, None, None)
+        except Exception:
+            self.log.exception("record_failed", target=target.id)
+
+    def _on_transition(self, status: TargetStatus, result: ProbeResult) -> None:
+        self.events.publish(target_event(status, result))
+        if result.ok:
+            self.log.info("target_up", target=status.target.id, duration=round(result.duration, 4))
+        else:
+            self.log.warning(
+                "target_down",
+                target=status.target.id,
+                reason=result.reason.value if result.reason else None,
+                detail=result.detail,
+            )
+
+    async def _on_period_closed(
+        self, sla: Sla, result: PeriodResult, record: ClosedPeriod
+    ) -> None:
+        event = period_event(sla.id, result)
+        if event is not None:
+            self.events.publish(event)
+        if self.oracle is not None:
+            await self.oracle.on_period_closed(sla, result, record)
+
+    def _scheduler_stats(self) -> SchedulerStats | None:
+        return self.scheduler.stats if self.scheduler is not None else None
+
+    # -- reload and stop --------------------------------------------------------
+    def apply_config(self, new: Config) -> None:
+        """Hand a validated config to every part; each keeps what did not change."""
+        self.config = new
+        self.live.apply_config(new)
+        if self.tracker is not None:
+            self.tracker.apply_config(new, time.time())
+        if self.oracle is not None:
+            self.oracle.apply_config(new)
+        if self.dispatcher is not None:
+            self.dispatcher.update_config(new)
+        if self.scheduler is not None:
+            self.scheduler.update_targets(new.targets)
+
+    async def close(self) -> None:
+        """Stop the services, then write the state a last time and close it.
+
+        The scheduler must have drained first: its last results are in that write.
+        """
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
+            self.dispatcher = None
+        await self.incidents.stop()
+        for server in (self.server, self.public_server):
+            if server is not None:
+                await server.stop()
+        self.server = self.public_server = None
+        if self.store is not None:
+            await self.flush(snapshot=True)
+            await self.close_periods()
+            if self.oracle is not None:
+                await self.oracle.stop()
+                self.oracle = None
+            await self.store.close()
+            self.store = None

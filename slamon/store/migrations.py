@@ -1,0 +1,120 @@
+"""The state file's schema: every table and index, of every module, as ordered migrations.
+
+One list, applied by `StateStore` when it opens the file and by nothing else, so
+the schema version in the file's header says exactly which tables it holds. A
+module that keeps rows in the state file (the oracle's report journal) adds its
+tables here as a new step rather than creating them itself: then a file copied
+between versions, a downgrade refused for a newer schema, and `slamon report
+export` reading the file read-only all agree on what is in it.
+
+A step is never edited once released: files in the field were built by it.
+Changes go in a new step at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+#: ``PRAGMA application_id``: marks the file as slamon's ("SLMN")
+APPLICATION_ID: Final = 0x534C4D4E
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """Takes the schema from ``version - 1`` to ``version``, in one transaction."""
+
+    version: int
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    Migration(
+        1,
+        (
+            "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+            """CREATE TABLE progress(
+                target TEXT PRIMARY KEY, last_tick REAL NOT NULL) WITHOUT ROWID""",
+            """CREATE TABLE snapshots(
+                slo TEXT PRIMARY KEY, shape TEXT NOT NULL, data BLOB NOT NULL,
+                taken_at REAL NOT NULL) WITHOUT ROWID""",
+            """CREATE TABLE journal(
+                seq INTEGER PRIMARY KEY, target TEXT NOT NULL, t REAL NOT NULL,
+                ok INTEGER, duration REAL)""",
+            """CREATE TABLE series(
+                id INTEGER PRIMARY KEY, sla TEXT NOT NULL, target TEXT NOT NULL,
+                UNIQUE(sla, target))""",
+            """CREATE TABLE leaves(
+                series INTEGER NOT NULL, bucket INTEGER NOT NULL, good INTEGER NOT NULL,
+                valid INTEGER NOT NULL, no_data INTEGER NOT NULL,
+                PRIMARY KEY(series, bucket)) WITHOUT ROWID""",
+            """CREATE TABLE sla_progress(
+                sla TEXT PRIMARY KEY, last_closed INTEGER NOT NULL,
+                first_period INTEGER NOT NULL) WITHOUT ROWID""",
+            """CREATE TABLE periods(
+                sla TEXT NOT NULL, period INTEGER NOT NULL, start INTEGER NOT NULL,
+                end INTEGER NOT NULL, closed_at REAL NOT NULL, result TEXT NOT NULL,
+                root BLOB NOT NULL, policy_digest BLOB NOT NULL,
+                PRIMARY KEY(sla, period)) WITHOUT ROWID""",
+            # the oracle's report journal: one row per (sla, period, signer)
+            """CREATE TABLE reports(
+                sla TEXT NOT NULL, period INTEGER NOT NULL, signer TEXT NOT NULL,
+                state TEXT NOT NULL, payload TEXT NOT NULL, signature BLOB,
+                tx_hash TEXT, nonce INTEGER, block INTEGER, reason TEXT,
+                attempts INTEGER NOT NULL DEFAULT 0, updated_at REAL NOT NULL,
+                PRIMARY KEY(sla, period, signer)) WITHOUT ROWID""",
+        ),
+    ),
+    Migration(
+        2,
+        (
+            # The oracle journal's transaction history and its own key/value pairs.
+            # IF NOT EXISTS: files written at schema 1 may already have them, with
+            # this very shape, since the journal used to create them itself.
+            """CREATE TABLE IF NOT EXISTS oracle_txs(
+                sla TEXT NOT NULL, period INTEGER NOT NULL, signer TEXT NOT NULL,
+                tx_hash TEXT NOT NULL, nonce INTEGER NOT NULL, max_fee INTEGER NOT NULL,
+                priority_fee INTEGER NOT NULL, gas INTEGER NOT NULL, sent_at REAL NOT NULL,
+                PRIMARY KEY(sla, period, signer, tx_hash)) WITHOUT ROWID""",
+            """CREATE TABLE IF NOT EXISTS oracle_meta(
+                key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID""",
+        ),
+    ),
+)
+
+#: the schema a file has once every migration ran (``PRAGMA user_version``)
+SCHEMA_VERSION: Final = MIGRATIONS[-1].version
+
+
+def migrate(
+    conn: sqlite3.Connection, version: int, clock: Callable[[], float] = time.time
+) -> int:
+    """Apply every step above ``version``, each in its own transaction; the new version.
+
+    `conn` is in autocommit mode (``isolation_level=None``). A step and the
+    version it reaches commit together, so a crash mid-way leaves the file at
+    the last complete step and the next open resumes from there.
+    """
+    for step in MIGRATIONS:
+        if step.version <= version:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in step.statements:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={step.version:d}")
+            conn.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_migrated_at', ?)",
+                (str(clock()),),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        version = step.version
+    return version
