@@ -42,7 +42,7 @@ def make_config(**slo: Any) -> Config:
     return Config.model_validate({
         "targets": [
             {"id": "web", "kind": "tcp", "interval": "30s", "timeout": "10s",
-             "tcp": {"host": "127.0.0.1", "port": 1}},
+             "labels": {"team": "shop"}, "tcp": {"host": "127.0.0.1", "port": 1}},
             {"id": "api", "kind": "tcp", "interval": "30s", "timeout": "10s",
              "tcp": {"host": "127.0.0.1", "port": 2}},
         ],
@@ -284,14 +284,16 @@ def _target_down_case(doc: dict[str, Any]) -> dict[str, Any]:
         for tid, ok in (("web", "0x20"), ("api", "1x20" if inst == "a" else "0x20"),
                         ("db", "0x20")):
             labels = f'target="{tid}",instance="{inst}",job="slamon"'
+            team = ',team="shop"' if tid == "web" else ""
             series.append({"series": f"probe_success{{{labels}}}", "values": ok})
-            series.append({"series": f'slamon_target_info{{{labels},kind="tcp",endpoint="x"}}',
-                           "values": "1x20"})
+            series.append({"series": f'slamon_target_info{{{labels},kind="tcp",endpoint="x"'
+                                     f"{team}}}", "values": "1x20"})
             series.append({"series": f"slamon_maintenance_active{{{labels}}}",
                            "values": "1x20" if tid == "db" else "0x20"})
     series.append({"series": 'probe_success{target="web",instance="bb",job="blackbox"}',
                    "values": "1x20"})
-    fired = {"exp_labels": dict(rule["labels"], target="web"),
+    # the target's config labels come along, for routing by team
+    fired = {"exp_labels": dict(rule["labels"], target="web", team="shop"),
              "exp_annotations": {k: v.replace("{{ $labels.target }}", "web")
                                  for k, v in rule["annotations"].items()}}
     return {"interval": "1m", "input_series": series, "alert_rule_test": [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -262,3 +263,12 @@ class Target(Strict):
         spec = self.http if self.kind == "http" else self.tcp
         assert spec is not None
         return spec
+
+
+def target_label_names(targets: Iterable[Target]) -> tuple[str, ...]:
+    """Every name used in the targets' `labels`, sorted: the extra label names of
+    slamon_target_info and of the alerts that join it."""
+    names: set[str] = set()
+    for target in targets:
+        names.update(target.labels)
+    return tuple(sorted(names))

@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from slamon import __version__
 from slamon.config.root import Config
+from slamon.config.targets import target_label_names
 from slamon.probers.base import PHASES, FailureReason
 from slamon.scheduler import SchedulerStats
 from slamon.sla.maintenance import active_at
@@ -76,9 +77,11 @@ class SlamonCollector(Collector):
         slos = list(live.slos.items())
         step_t = chunk or max(1, len(targets))
         step_s = chunk or max(1, len(slos))
+        # one set of label names for every piece of slamon_target_info
+        names = target_label_names(st.target for _, st in targets)
         for i in range(0, len(targets), step_t):
             part = targets[i : i + step_t]
-            yield lambda part=part: self._probe_metrics(part)  # type: ignore[misc]
+            yield lambda part=part: self._probe_metrics(part, names)  # type: ignore[misc]
         for i in range(0, len(slos), step_s):
             slo_part = slos[i : i + step_s]
             yield lambda slo_part=slo_part: self._slo_metrics(slo_part, now)  # type: ignore[misc]
@@ -94,7 +97,9 @@ class SlamonCollector(Collector):
         info.add_metric([__version__, platform.python_version()], 1)
         yield info
 
-    def _probe_metrics(self, targets: Iterable[tuple[str, TargetStatus]]) -> Iterator[Metric]:
+    def _probe_metrics(
+        self, targets: Iterable[tuple[str, TargetStatus]], extra: tuple[str, ...] = ()
+    ) -> Iterator[Metric]:
         success = GaugeMetricFamily(
             "probe_success", "Whether the last probe succeeded", labels=["target"]
         )
@@ -143,10 +148,12 @@ class SlamonCollector(Collector):
         reasons = CounterMetricFamily(
             "slamon_probe_failures", "Failed probes by reason", labels=["target", "reason"]
         )
+        # the config's `labels` of every target, as blackbox users get theirs from
+        # relabelling: a target without one of the names has it empty (= absent)
         info = GaugeMetricFamily(
             "slamon_target_info",
-            "Target configuration (join on target for its labels)",
-            labels=["target", "kind", "endpoint"],
+            "Target configuration and labels (join on target)",
+            labels=["target", "kind", "endpoint", *extra],
         )
         for tid, st in targets:
             target = st.target
@@ -156,7 +163,8 @@ class SlamonCollector(Collector):
                 endpoint = f"{target.tcp.host}:{target.tcp.port}"
             else:  # pragma: no cover - config guarantees one section
                 endpoint = ""
-            info.add_metric([tid, target.kind, endpoint], 1)
+            own = target.labels
+            info.add_metric([tid, target.kind, endpoint, *(own.get(k, "") for k in extra)], 1)
             probes.add_metric([tid, "success"], st.successes)
             probes.add_metric([tid, "failure"], st.failures)
             probes.add_metric([tid, "missed"], st.missed)

@@ -32,6 +32,7 @@ import yaml
 
 from slamon.config.root import Config
 from slamon.config.slo import AlertWindow, Slo
+from slamon.config.targets import target_label_names
 from slamon.util.args import add_config_argument
 from slamon.util.durations import format_duration, parse_duration
 
@@ -56,9 +57,15 @@ STALE_ALERT = "SlamonProbesStale"
 LAG_ALERT = "SlamonSchedulerLagging"
 DOWN_ALERT = "SlamonTargetDown"
 CERT_ALERT = "SlamonCertificateExpiry"
-#: keeps only series a slamon instance exports (another exporter's `probe_success`
-#: in the same Prometheus has no slamon_target_info beside it)
-_OURS = "* on (instance, target) group_left () slamon_target_info"
+def _ours(labels: tuple[str, ...]) -> str:
+    """Keeps only series a slamon instance exports (another exporter's `probe_success`
+    in the same Prometheus has no slamon_target_info beside it), and brings the
+    targets' config labels along, so alerts route by team like any other."""
+    return f"* on (instance, target) group_left ({', '.join(labels)}) slamon_target_info"
+
+
+def _by(labels: tuple[str, ...]) -> str:
+    return ", ".join(("target", *labels))
 #: p99 scheduling lag that opens a ticket: a bucket bound of slamon_scheduler_lag_seconds,
 #: and the goal slamon meets alone at 10,000 targets on 2 cores (docs/benchmarks.md)
 LAG_P99_LIMIT = 0.1
@@ -259,13 +266,15 @@ def lag_alert(runbook: str) -> dict[str, Any]:
     }
 
 
-def target_down_alert(runbook: str, down_for: float = DOWN_FOR) -> dict[str, Any]:
+def target_down_alert(
+    runbook: str, down_for: float = DOWN_FOR, labels: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Every instance that probes the target sees it failing (one bad network path
     cannot page alone), and no maintenance window covers it."""
     return {
         "alert": DOWN_ALERT,
         "expr": (
-            f"max by (target) (probe_success {_OURS}) == 0\n"
+            f"max by ({_by(labels)}) (probe_success {_ours(labels)}) == 0\n"
             "unless on (target)\n"
             "max by (target) (slamon_maintenance_active) == 1"
         ),
@@ -283,13 +292,14 @@ def target_down_alert(runbook: str, down_for: float = DOWN_FOR) -> dict[str, Any
     }
 
 
-def cert_expiry_alerts(runbook: str) -> list[dict[str, Any]]:
+def cert_expiry_alerts(runbook: str, labels: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """The earliest expiry in the presented chain is near: a ticket, then a page."""
     return [
         {
             "alert": CERT_ALERT,
             "expr": (
-                f"min by (target) (probe_ssl_earliest_cert_expiry {_OURS}) - time()\n"
+                f"min by ({_by(labels)}) (probe_ssl_earliest_cert_expiry {_ours(labels)})"
+                " - time()\n"
                 f"< {days} * 86400"
             ),
             "for": "10m",
@@ -313,6 +323,7 @@ def generate_rules(
     """Prometheus rule file content (YAML-ready): one group per SLO, one for the
     targets, one for slamon itself."""
     runbook_url = runbook_base(config, runbook_url)
+    names = target_label_names(config.targets)
     groups: list[dict[str, Any]] = []
     for slo in config.slos:
         rules: list[dict[str, Any]] = recording_rules(slo)
@@ -321,7 +332,7 @@ def generate_rules(
         rules.extend(no_data_alerts(slo, config, runbook_url))
         groups.append({"name": f"slamon-slo-{slo.id}", "rules": rules})
     groups.append({"name": "slamon-targets", "rules": [
-        target_down_alert(runbook_url, down_for), *cert_expiry_alerts(runbook_url)]})
+        target_down_alert(runbook_url, down_for, names), *cert_expiry_alerts(runbook_url, names)]})
     groups.append({"name": "slamon-self", "rules": [lag_alert(runbook_url)]})
     return {"groups": groups}
 
