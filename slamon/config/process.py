@@ -20,6 +20,7 @@ from slamon.util.schema import (
     PathError,
     Strict,
     check_listen,
+    check_url,
     split_listen,
 )
 
@@ -37,9 +38,12 @@ class ServerConfig(Strict):
     def _external_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
+        try:
+            check_url(value)
+        except ValueError:
+            raise ValueError(
+                "must be an absolute http(s) URL, e.g. https://slamon.example.com") from None
         parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("must be an absolute http(s) URL, e.g. https://slamon.example.com")
         if parts.query or parts.fragment:
             raise ValueError("must have no ?query or #fragment")
         return value.rstrip("/")

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import sys
 from typing import Any
-from urllib.parse import urlsplit
 
 import yaml
 
@@ -35,6 +34,7 @@ from slamon.config.slo import AlertWindow, Slo
 from slamon.config.targets import target_label_names
 from slamon.util.args import add_config_argument
 from slamon.util.durations import format_duration, parse_duration
+from slamon.util.schema import check_url
 
 #: the path of the runbooks page slamon serves (slamon.web.runbooks)
 RUNBOOKS_PATH = "/runbooks"
@@ -402,10 +402,12 @@ def _cmd_rules(args: argparse.Namespace) -> int:
 
 
 def _absolute_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    try:
+        check_url(value)
+    except ValueError:
         raise argparse.ArgumentTypeError(
-            f"{value!r}: must be an absolute http(s) URL (Alertmanager shows it as a link)")
+            f"{value!r}: must be an absolute http(s) URL (Alertmanager shows it as a link)"
+        ) from None
     return value.rstrip("/")
 
 
