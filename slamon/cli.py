@@ -41,6 +41,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         + (f" ({detail})" if detail else "")
         + f", {_count(len(config.slos), 'SLO')}, {_count(len(config.slas), 'SLA')}"
         + f", {_count(len(config.maintenance), 'maintenance window')}"
+        + (f", {_count(len(config.discovery), 'discovery source')}" if config.discovery else "")
     )
     return EXIT_OK
 

@@ -31,9 +31,11 @@ from typing import Any, NoReturn
 from prometheus_client.core import CounterMetricFamily, Metric
 
 from slamon.app import runtime
+from slamon.app.discovery import DiscoveryManager
 from slamon.app.sdnotify import SystemdNotifier, status_line, watchdog_loop
 from slamon.app.shard import apply_shard
 from slamon.app.wiring import Components, StartupError
+from slamon.config.discovery import resolve
 from slamon.config.loader import ConfigError, load_config
 from slamon.config.root import Config
 from slamon.config.targets import Target
@@ -73,14 +75,16 @@ class Daemon:
         loader: Callable[[str | Path], Config] | None = None,
         on_forced_exit: Callable[[], object] | None = None,
     ) -> None:
-        # shard: {index, count}: keep only this instance's share
-        self.parts = Components(apply_shard(config), config_path=config_path)
+        self.log = get_logger()
+        #: the config as the file says; the running one adds what discovery found
+        self.file_config = config
+        self.discovery = DiscoveryManager(self.log, self._discovery_changed)
+        self.parts = Components(self._running(config), config_path=config_path)
         self.config_path = config_path
         self._loader = loader
         #: run (synchronously) just before a forced exit: what must not outlive
         #: the process, such as a child in a session of its own
         self._on_forced_exit = on_forced_exit
-        self.log = get_logger()
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -91,6 +95,7 @@ class Daemon:
         #: systemd's notify socket (None outside systemd)
         self.notifier = SystemdNotifier.from_env()
         self.parts.collector.extra.append(self.reloads.metrics)
+        self.parts.collector.extra.append(self.discovery.metrics)
 
     # -- views ------------------------------------------------------------------
     @property
@@ -123,8 +128,30 @@ class Daemon:
         await self.parts.flush(snapshot=snapshot)
 
     # -- lifecycle --------------------------------------------------------------
+    def _running(self, config: Config) -> Config:
+        """The file's config plus the discovered targets, cut to this shard's share."""
+        resolved, problems = resolve(config, self.discovery.discovered())
+        for problem in problems:
+            self.log.warning("discovery_conflict", error=problem)
+        # shard: {index, count}: keep only this instance's share
+        return apply_shard(resolved)
+
+    def _discovery_changed(self) -> None:
+        """A source's targets changed: apply like a reload (start-up applies its own)."""
+        if not self.ready.is_set() or self._stop.is_set():
+            return
+        new = self._running(self.file_config)
+        if new == self.parts.config:
+            return
+        self.parts.apply_config(new)
+        self.log.info("discovery_applied", targets=len(new.targets), slos=len(new.slos))
+
     async def start(self) -> None:
         parts = self.parts
+        if self.file_config.discovery:
+            # the first read comes before the state: a restored SLO finds its target
+            await self.discovery.start(self.file_config.discovery)
+            parts.apply_config(self._running(self.file_config))
         # state first: a broken state file must stop start-up before anything runs
         await parts.open_state()
         await parts.start_notifications()
@@ -203,6 +230,7 @@ class Daemon:
     async def shutdown(self) -> None:
         """Stop scheduling, let in-flight probes finish (bounded by their timeouts)."""
         await self._cancel_reload()
+        await self.discovery.stop()
         scheduler = self.parts.scheduler
         if scheduler is not None:
             scheduler.stop()
@@ -286,7 +314,9 @@ class Daemon:
             self.reloads.failed += 1
             self.log.error("reload_failed", errors=exc.errors)
             return False
-        new = apply_shard(new)
+        self.file_config = new
+        await self.discovery.update(new.discovery)
+        new = self._running(new)
         if new.server != self.parts.config.server:
             self.log.warning("reload_server_unchanged",
                              reason="server.listen and server.auth need a restart")

@@ -30,7 +30,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from slamon.config.root import Config, reference_problems
-from slamon.config.slo import alert_window_problems, slo_problems
+from slamon.config.slo import alert_window_problems, selector_problems, slo_problems
 from slamon.config.targets import KINDS, HttpSpec, Target, TcpSpec, target_problems
 from slamon.util.args import CONFIG_ENV, DEFAULT_CONFIG_PATH
 from slamon.util.durations import parse_duration
@@ -88,6 +88,7 @@ def parse_config(
     env = {} if env is None else env
     data = _parse_yaml(text, source)
     data, origin = _include(data, base_dir or Path("."), source)
+    _anchor_sd_files(data, base_dir)
     _apply_defaults(data, source)
     interp = _Interpolator(env)
     try:
@@ -175,6 +176,18 @@ def _include(data: dict[str, Any], base: Path, source: str) -> tuple[dict[str, A
     return data, origin
 
 
+def _anchor_sd_files(data: dict[str, Any], base: Path | None) -> None:
+    """file_sd paths are relative to the config's directory, like `include:`."""
+    sources = data.get("discovery")
+    if base is None or not isinstance(sources, list):
+        return
+    for source in sources:
+        spec = source.get("file_sd") if isinstance(source, dict) else None
+        if isinstance(spec, dict) and isinstance(files := spec.get("files"), list):
+            spec["files"] = [str(base / Path(f).expanduser()) if isinstance(f, str) and f.strip()
+                             else f for f in files]
+
+
 def _apply_defaults(data: dict[str, Any], source: str) -> None:
     """`defaults: {targets: {...}}`: values every target has unless it sets its own
     (mappings merged key by key, anything else replaced). A protocol section
@@ -190,13 +203,21 @@ def _apply_defaults(data: dict[str, Any], source: str) -> None:
     if "id" in base:
         raise ConfigError(["defaults.targets.id: every target needs its own id"], source)
     targets = data.get("targets")
-    if not isinstance(targets, list):
-        return
-    for i, target in enumerate(targets):
-        if isinstance(target, dict):
-            kind = target.get("kind", base.get("kind"))
-            own = {k: v for k, v in base.items() if k not in KINDS or k == kind}
-            targets[i] = _merge(own, target)
+    if isinstance(targets, list):
+        for i, target in enumerate(targets):
+            if isinstance(target, dict):
+                targets[i] = _with_defaults(base, target)
+    # a discovery template is a target too
+    sources = data.get("discovery")
+    for source in sources if isinstance(sources, list) else []:
+        if isinstance(source, dict) and isinstance(source.get("template"), dict):
+            source["template"] = _with_defaults(base, source["template"])
+
+
+def _with_defaults(base: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
+    kind = target.get("kind", base.get("kind"))
+    own = {k: v for k, v in base.items() if k not in KINDS or k == kind}
+    return _merge(own, target)
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -704,6 +725,10 @@ def _cross_check(data: Mapping[str, Any]) -> list[Problem]:
                 _duration(s, "window", 30 * 86400.0, 0.0),
             ),
         )
+        selector = s.get("selector")
+        if selector is None or isinstance(selector, dict):
+            problems += _prefixed(("slos", i), selector_problems(
+                bool(refs) or "targets" in s, selector, _duration(s, "slice", None, 0.0)))
         windows = s.get("alert_windows")
         for j, w in enumerate(windows if isinstance(windows, list) else []):
             if isinstance(w, dict):

@@ -7,6 +7,7 @@ from pydantic import (
     model_validator,
 )
 
+from slamon.config.discovery import Discovery
 from slamon.config.maintenance import MaintenanceWindow
 from slamon.config.notify import NotifyConfig
 from slamon.config.oracle import OracleConfig
@@ -124,6 +125,10 @@ def sla_problems(
                 message += f"; did you mean {close!r}?"
             problems.append((("slas", i, "slo"), message))
             continue
+        if slo.selector is not None:
+            problems.append((("slas", i, "slo"), f"SLO {sla.slo!r} selects its targets by "
+                             "label: an SLA needs an SLO over listed targets"))
+            continue
         key = sla.onchain_id_bytes
         if key in onchain:
             problems.append(
@@ -158,6 +163,7 @@ class Config(Strict):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     targets: list[Target] = Field(default_factory=list)
+    discovery: list[Discovery] = Field(default_factory=list)
     slos: list[Slo] = Field(default_factory=list)
     slas: list[Sla] = Field(default_factory=list)
     maintenance: list[MaintenanceWindow] = Field(default_factory=list)
@@ -176,6 +182,12 @@ class Config(Strict):
         if not problems:
             problems = sla_problems(self.slas, self.slos, self.targets, self.maintenance)
         problems += self._people_problems()
+        seen: dict[str, int] = {}
+        for i, source in enumerate(self.discovery):
+            if source.id in seen:
+                problems.append((("discovery", i, "id"),
+                                 f"duplicate id {source.id!r} (also discovery[{seen[source.id]}])"))
+            seen.setdefault(source.id, i)
         page = self.status_page
         if page.listen is not None and split_listen(page.listen)[1] != 0 \
                 and split_listen(page.listen) == split_listen(self.server.listen):

@@ -93,9 +93,34 @@ def slo_problems(
     return problems
 
 
+def selector_problems(
+    has_targets: bool, selector: dict[str, str] | None, slice_: float | None
+) -> list[Problem]:
+    """An SLO names its targets or selects them by label, one or the other."""
+    if selector is None:
+        if not has_targets:
+            return [(("targets",), "must not be empty: list the SLO's targets, or select them by "
+                                   "label with `selector: {team: shop}`")]
+        return []
+    problems: list[Problem] = []
+    if has_targets:
+        problems.append((("selector",), "not with `targets`: an SLO lists its targets or "
+                                        "selects them by label"))
+    if not selector:
+        problems.append((("selector",), "must hold at least one label: value"))
+    if slice_ is not None:
+        problems.append((("slice",), "only for composite SLOs (a selector makes one SLO "
+                                     "per target)"))
+    return problems
+
+
 class Slo(Strict):
     id: Id
-    targets: list[Id] = Field(min_length=1)
+    #: the targets this SLO is over (several: a composite SLO, good when all are)
+    targets: list[Id] = Field(default_factory=list)
+    #: instead of `targets`: one SLO per target whose labels hold all of these
+    #: (discovered or listed), with the id `<id>:<target id>`
+    selector: dict[str, str] | None = None
     objective: float
     sli: Literal["availability", "latency"] = "availability"
     latency_threshold: Duration | None = None
@@ -136,6 +161,7 @@ class Slo(Strict):
             self.latency_threshold is not None,
             self.window,
         )
+        problems += selector_problems(bool(self.targets), self.selector, self.slice)
         if problems:
             raise PathError.many(problems)
         return self

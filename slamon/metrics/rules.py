@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from slamon.config.discovery import matches
 from slamon.config.root import Config
 from slamon.config.slo import AlertWindow, Slo
 from slamon.config.targets import target_label_names
@@ -86,8 +87,21 @@ def _window(seconds: float) -> str:
 
 
 def _sel(slo: Slo, **labels: str) -> str:
-    inner = ",".join([f'slo="{slo.id}"', *(f'{k}="{v}"' for k, v in labels.items())])
+    """The series of `slo`; for a selector SLO, of every SLO it makes (`<id>:<target>`)."""
+    own = (f'slo="{slo.id}"' if slo.selector is None
+           else 'slo=~"' + slo.id.replace(".", "\\\\.") + ':.+"')
+    inner = ",".join([own, *(f'{k}="{v}"' for k, v in labels.items())])
     return "{" + inner + "}"
+
+
+def _slo_label(slo: Slo) -> dict[str, str]:
+    """A selector SLO's rules keep each series' own `slo` (one per target) and add
+    the selector SLO's id, so Alertmanager can route on either."""
+    return {"slo": slo.id} if slo.selector is None else {"slo_selector": slo.id}
+
+
+def _name(slo: Slo) -> str:
+    return slo.id if slo.selector is None else "{{ $labels.slo }}"
 
 
 def _runbook(base: str, anchor: str) -> str:
@@ -127,7 +141,7 @@ def recording_rules(slo: Slo) -> list[dict[str, Any]]:
         },
     ]
     for rule in rules:
-        rule["labels"] = {"slo": slo.id}
+        rule["labels"] = _slo_label(slo)
     return rules
 
 
@@ -145,15 +159,15 @@ def burn_alert(slo: Slo, aw: AlertWindow, runbook: str) -> dict[str, Any]:
         "for": _dur(min(cap, aw.short / 2)),
         "labels": {
             "severity": aw.severity,
-            "slo": slo.id,
+            **_slo_label(slo),
             "long_window": long_w,
             "short_window": short_w,
             "burn_rate": rate,
         },
         "annotations": {
-            "summary": f"SLO {slo.id} is burning its error budget {rate}x too fast",
+            "summary": f"SLO {_name(slo)} is burning its error budget {rate}x too fast",
             "description": (
-                f"The error budget of SLO {slo.id} (objective {slo.objective:g} over "
+                f"The error budget of SLO {_name(slo)} (objective {slo.objective:g} over "
                 f"{_window(slo.window)}) burns at {{{{ $value | humanize }}}}x over {long_w}, "
                 f"and above {rate}x over {short_w} too. At this rate the whole budget is gone in "
                 f"{_dur(slo.window / aw.burn_rate)}."
@@ -168,11 +182,11 @@ def budget_alert(slo: Slo, runbook: str) -> dict[str, Any]:
         "alert": BUDGET_ALERT,
         "expr": f"{BUDGET}{_sel(slo)} <= 0",
         "for": _dur(min(BUDGET_FOR_MAX, slo.window / 10)),
-        "labels": {"severity": "ticket", "slo": slo.id},
+        "labels": {"severity": "ticket", **_slo_label(slo)},
         "annotations": {
-            "summary": f"SLO {slo.id} has spent its whole error budget",
+            "summary": f"SLO {_name(slo)} has spent its whole error budget",
             "description": (
-                f"Over the last {_window(slo.window)} SLO {slo.id} missed its objective "
+                f"Over the last {_window(slo.window)} SLO {_name(slo)} missed its objective "
                 f"{slo.objective:g}: budget left {{{{ $value | humanizePercentage }}}}."
             ),
             "runbook_url": _runbook(runbook, "error-budget-exhausted"),
@@ -183,6 +197,8 @@ def budget_alert(slo: Slo, runbook: str) -> dict[str, Any]:
 def no_data_window(slo: Slo, config: Config) -> float:
     """The shortest exported window that should hold several probes of every part."""
     intervals = [config.target(t).interval for t in slo.targets]
+    if slo.selector is not None:
+        intervals = _selected_intervals(slo, config)
     need = NO_DATA_INTERVALS * max([*intervals, slo.slice or 0.0])
     windows = sorted({slo.window, *(aw.long for aw in slo.alert_windows),
                       *(aw.short for aw in slo.alert_windows)})
@@ -190,6 +206,19 @@ def no_data_window(slo: Slo, config: Config) -> float:
         if length >= need:
             return length
     return windows[-1]
+
+
+def _selected_intervals(slo: Slo, config: Config) -> list[float]:
+    """A selector SLO's targets are known only at run time: the intervals of the
+    listed targets it selects and of every discovery template bound the probes."""
+    out = [t.interval for t in config.targets if slo.selector and matches(slo.selector, t)]
+    for source in config.discovery:
+        value = source.template.get("interval", 30.0)
+        try:
+            out.append(parse_duration(value))
+        except ValueError:  # a placeholder: unknown until an entry fills it
+            continue
+    return out or [30.0]
 
 
 def no_data_alerts(slo: Slo, config: Config, runbook: str) -> list[dict[str, Any]]:
@@ -204,11 +233,11 @@ def no_data_alerts(slo: Slo, config: Config, runbook: str) -> list[dict[str, Any
                 f"absent({valid})"
             ),
             "for": _dur(min(NO_DATA_FOR_MAX, length / 2)),
-            "labels": {"severity": "page", "slo": slo.id},
+            "labels": {"severity": "page", **_slo_label(slo)},
             "annotations": {
-                "summary": f"No data for SLO {slo.id}: slamon is blind",
+                "summary": f"No data for SLO {_name(slo)}: slamon is blind",
                 "description": (
-                    f"No valid probe result for SLO {slo.id} over the last {_window(length)}, "
+                    f"No valid probe result for SLO {_name(slo)} over the last {_window(length)}, "
                     "or no slamon instance reports it. Its SLI, budget and burn-rate alerts "
                     "cannot fire while this lasts."
                 ),
