@@ -24,6 +24,7 @@ import pytest
 from aiohttp import web
 from aiosmtpd.controller import Controller
 from prometheus_client.core import Metric
+from structlog.testing import capture_logs
 
 from slamon.channels.alertmanager import AlertmanagerNotifier
 from slamon.channels.base import DeliveryError, Notifier
@@ -705,3 +706,52 @@ def test_cert_watch_thresholds() -> None:
     assert at(2) == []
     assert at(60, expiry_shift=90 * 86400) == []  # renewed: starts afresh
     assert at(6, expiry_shift=90 * 86400) == [6]  # 21, 14, 7 at once: one event
+
+
+def maintenance_config(**window: Any) -> Config:
+    """shop_config with a maintenance window from t=2000 to t=3000 (unix seconds)."""
+    data = shop_config().model_dump(exclude_defaults=True)
+    data["maintenance"] = [{"id": "upgrade", "kind": "once",
+                            "once": {"start": 2000, "end": 3000}, **window}]
+    return Config.model_validate(data)
+
+
+def test_maintenance_holds_target_notifications_and_tells_after_it() -> None:
+    d, _, clock = router(maintenance_config(targets=["web"]), failure_threshold=1,
+                         success_threshold=1, events=["target_down", "burn_rate_firing"])
+    # down and up inside the window: nothing is sent, nothing is left to resolve
+    with capture_logs() as logs:
+        clock[0] = 2100.0
+        d.handle(down(at=2100.0))
+        d.handle(down("db", at=2100.0))  # not covered: sent
+        clock[0] = 2200.0
+        d.handle(up(at=2200.0))
+        d.handle(down(at=2300.0))
+        clock[0] = 2400.0
+        d.tick()
+        burn = Event(EventKind.BURN_RATE_FIRING, 2400.0, slo="shop", details={"window": "1h"})
+        d.handle(burn)
+    assert [(m.kind.value, m.target) for m in d.routes[0].queue] == [("target_down", "db")]
+    silenced = [e for e in logs if e["event"] == "notifications_silenced"]
+    assert len(silenced) == 1 and silenced[0]["maintenance"] == "upgrade"
+    assert d.silenced == 3
+    # still down (and burning) when the window ends: told at once
+    clock[0] = 3000.0
+    d.tick()
+    assert [(m.kind.value, m.target, m.status) for m in d.routes[0].queue][1:] == [
+        ("target_down", "web", "firing"), ("burn_rate_firing", None, "firing")]
+    d.handle(up(at=3010.0))
+    assert [m.status for m in d.routes[0].queue][-1] == "resolved"
+
+
+def test_maintenance_scoped_to_an_sla_covers_its_targets_and_a_route_can_opt_out() -> None:
+    d, _, clock = router(maintenance_config(slas=["gold"]), failure_threshold=1)
+    clock[0] = 2100.0
+    d.handle(down(at=2100.0))  # web is measured by gold: held
+    d.handle(down("db", at=2100.0))  # db is not: sent
+    assert [m.target for m in d.routes[0].queue] == ["db"]
+    loud, _, clock = router(maintenance_config(), failure_threshold=1,
+                            silence_in_maintenance=False)
+    clock[0] = 2100.0
+    loud.handle(down(at=2100.0))
+    assert [m.target for m in loud.routes[0].queue] == ["web"]

@@ -195,6 +195,23 @@ def _burn_case(doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _burn_in_maintenance_case(doc: dict[str, Any]) -> dict[str, Any]:
+    """The burn of _burn_case, but a maintenance window covers a target of the SLO on
+    one instance: no page while it lasts, the page once it has ended."""
+    case = _burn_case(doc)
+    case["input_series"].append({
+        "series": 'slamon_slo_maintenance_active{slo="shop",instance="a",job="slamon"}',
+        "values": "1x9 0x10"})
+    fired = case["alert_rule_test"][1]["exp_alerts"]
+    case["alert_rule_test"] = [
+        {"eval_time": "3m", "alertname": BURN_ALERT, "exp_alerts": []},
+        {"eval_time": "8m", "alertname": BURN_ALERT, "exp_alerts": []},
+        {"eval_time": "13m", "alertname": BURN_ALERT, "exp_alerts": fired},
+    ]
+    del case["promql_expr_test"]
+    return case
+
+
 def _short_spike_case(doc: dict[str, Any]) -> dict[str, Any]:
     """1h is high but the short 5m window has recovered: the page must not fire."""
     series = _series("shop", "1h", "980x20", "1000x20")
@@ -334,7 +351,8 @@ def test_promtool_test_rules(tmp_path: Path, promtool: str) -> None:
     config = make_config()
     doc = generate_rules(config)
     (tmp_path / "rules.yml").write_text(render_rules(config))
-    cases = [_burn_case(doc), _short_spike_case(doc), _exhausted_and_no_data_case(doc),
+    cases = [_burn_case(doc), _burn_in_maintenance_case(doc), _short_spike_case(doc),
+             _exhausted_and_no_data_case(doc),
              _absent_and_stale_case(doc), _lag_case(doc), _target_down_case(doc),
              _cert_case(doc)]
     spec = {"rule_files": ["rules.yml"], "evaluation_interval": "1m", "tests": cases}

@@ -119,6 +119,9 @@ class Route(Strict):
     success_threshold: int | None = Field(default=None, ge=1, le=1000)
     repeat_interval: Duration | None = None
     send_resolved: bool | None = None
+    #: hold target down/up and burn-rate notifications while a maintenance window
+    #: covers the target (for burn rates: one of the SLO's targets)
+    silence_in_maintenance: bool = True
 
     @field_validator("events")
     @classmethod

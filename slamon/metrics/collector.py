@@ -26,7 +26,7 @@ from slamon.config.root import Config
 from slamon.config.targets import target_label_names
 from slamon.probers.base import PHASES, FailureReason
 from slamon.scheduler import SchedulerStats
-from slamon.sla.maintenance import active_at
+from slamon.sla.maintenance import covering, slas_by_target
 from slamon.sla.periods import period_bounds, period_index
 from slamon.sla.tracker import SlaTracker
 from slamon.sli.live import LiveState, TargetStatus
@@ -355,14 +355,26 @@ def sla_metrics(tracker: SlaTracker, config: Config, now: float) -> Iterator[Met
         "slamon_maintenance_active", "1 while a maintenance window covers the target",
         labels=["target"],
     )
-    # a window scoped to an SLA also covers that SLA's targets
-    scopes: list[str | None] = [None, *tracker.slas]
+    maint_slo = GaugeMetricFamily(
+        "slamon_slo_maintenance_active",
+        "1 while a maintenance window covers one of the SLO's targets (burn alerts hold off)",
+        labels=["slo"],
+    )
+    covered: set[str] = set()
+    if config.maintenance:
+        # a window scoped to an SLA covers the targets of that SLA's SLO
+        slos = {s.id: s for s in config.slos}
+        by_target = slas_by_target(
+            (rt.sla.id, slos[rt.sla.slo].targets if rt.sla.slo in slos else ())
+            for rt in tracker.slas.values())
+        covered = {t.id for t in config.targets if covering(
+            config.maintenance, now, t.id, by_target.get(t.id, ())) is not None}
     for target in config.targets:
-        active = config.maintenance and any(
-            active_at(config.maintenance, now, target=target.id, sla=sla) for sla in scopes
-        )
-        maint_t.add_metric([target.id], 1.0 if active else 0.0)
+        maint_t.add_metric([target.id], 1.0 if target.id in covered else 0.0)
+    for slo in config.slos:
+        maint_slo.add_metric([slo.id], 1.0 if covered.intersection(slo.targets) else 0.0)
     yield maint_t
+    yield maint_slo
 
 
 class ListedRegistry(CollectorRegistry):

@@ -154,7 +154,10 @@ def burn_alert(slo: Slo, aw: AlertWindow, runbook: str) -> dict[str, Any]:
         "expr": (
             f"{BURN_RATE}{_sel(slo, window=long_w)} > {rate}\n"
             f"and ignoring (window)\n"
-            f"{BURN_RATE}{_sel(slo, window=short_w)} > {rate}"
+            f"{BURN_RATE}{_sel(slo, window=short_w)} > {rate}\n"
+            # a declared maintenance of one of its targets is not an incident
+            "unless on (slo)\n"
+            "max by (slo) (slamon_slo_maintenance_active) == 1"
         ),
         "for": _dur(min(cap, aw.short / 2)),
         "labels": {

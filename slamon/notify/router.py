@@ -37,12 +37,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from slamon.channels.base import Context, DeliveryError, Message, Notifier, Status
 from slamon.config.notify import NotifyConfig, Route
 from slamon.notify.messages import RESOLVES, build_message
+from slamon.sla.maintenance import Interval, covering, slas_by_target
 from slamon.util.events import Event, EventBus, EventKind, Subscription
 from slamon.util.log import get_logger
 
 if TYPE_CHECKING:
     import aiohttp
 
+    from slamon.config.maintenance import MaintenanceWindow
     from slamon.config.root import Config
     from slamon.sli.live import LiveState
 
@@ -60,6 +62,9 @@ ONE_SHOT: dict[EventKind, Status] = {
     EventKind.SLA_MET: "info",
     EventKind.REPORT_PUBLISHED: "info",
 }
+#: kinds that a maintenance window holds back
+SILENCEABLE = {EventKind.TARGET_DOWN, EventKind.TARGET_UP,
+               EventKind.BURN_RATE_FIRING, EventKind.BURN_RATE_RESOLVED}
 #: delivered idempotency keys remembered per route
 DELIVERED_MEMORY = 10_000
 #: extra wait on top of the timed threshold (scheduling noise)
@@ -98,6 +103,8 @@ class _Cond:
     #: a pending resolution (UP seen while firing) and when it is confirmed
     resolving: Event | None = None
     resolve_deadline: float = 0.0
+    #: firing, but held by a maintenance window: sent if it still fires after it
+    silenced: bool = False
 
 
 @dataclass(slots=True)
@@ -151,6 +158,11 @@ class Dispatcher:
         self._timing: dict[str, tuple[float, float]] = {}
         self._slo_targets: dict[str, set[str]] = {}
         self._sla_slo: dict[str, str] = {}
+        self._maintenance: list[MaintenanceWindow] = []
+        self._target_slas: dict[str, set[str]] = {}
+        #: maintenance occurrences already logged as silencing (window, start)
+        self._silence_logged: set[tuple[int, float]] = set()
+        self.silenced = 0
         if config is not None:
             self.update_config(config)
         self.routes: list[_RouteRuntime] = []
@@ -166,6 +178,41 @@ class Dispatcher:
         self._timing = {t.id: (t.interval, t.timeout) for t in config.targets}
         self._slo_targets = {s.id: set(s.targets) for s in config.slos}
         self._sla_slo = {s.id: s.slo for s in config.slas}
+        self._maintenance = list(config.maintenance)
+        self._target_slas = slas_by_target(
+            (sla.id, self._slo_targets.get(sla.slo, ())) for sla in config.slas)
+
+    def _covering(self, event: Event, now: float) -> tuple[int, Interval] | None:
+        """The maintenance occurrence that holds `event`'s notifications now, if any:
+        one covering its target, or for a burn rate one of its SLO's targets."""
+        if not self._maintenance or event.kind not in SILENCEABLE:
+            return None
+        targets = ([event.target] if event.target is not None
+                   else sorted(self._slo_targets.get(event.slo or "", ())))
+        for tid in targets:
+            found = covering(self._maintenance, now, tid, self._target_slas.get(tid, ()))
+            if found is not None:
+                return found
+        return None
+
+    def _held(self, rt: _RouteRuntime, cond: _Cond, now: float) -> bool:
+        """Whether maintenance holds this condition's notifications on this route now;
+        each maintenance occurrence is logged once."""
+        if not rt.route.silence_in_maintenance:
+            return False
+        found = self._covering(cond.event, now)
+        if found is None:
+            return False
+        index, (start, end) = found
+        if (index, start) not in self._silence_logged:
+            if len(self._silence_logged) >= 10_000:  # bounded: old occurrences are over
+                self._silence_logged.clear()
+            self._silence_logged.add((index, start))
+            window = self._maintenance[index]
+            self.log.info("notifications_silenced",
+                          maintenance=window.id or f"maintenance[{index}]",
+                          start=start, end=end, target=cond.event.target, slo=cond.event.slo)
+        return True
 
     def _build_routes(self) -> None:
         d = self.cfg.defaults
@@ -345,6 +392,11 @@ class Dispatcher:
                     if done is None or done:
                         self._notify_resolved(rt, key, cond, cond.resolving)
                     continue
+                if cond.silenced:
+                    # still firing when the maintenance ends: tell now
+                    if not self._held(rt, cond, now):
+                        self._notify_firing(rt, cond, now)
+                    continue
                 if rt.repeat_interval > 0 and now - cond.last_sent >= rt.repeat_interval:
                     cond.reminders += 1
                     cond.last_sent = now
@@ -354,6 +406,11 @@ class Dispatcher:
     def _notify_firing(self, rt: _RouteRuntime, cond: _Cond, now: float) -> None:
         cond.state = "firing"
         cond.last_sent = now
+        if self._held(rt, cond, now):
+            cond.silenced = True
+            self.silenced += 1
+            return
+        cond.silenced = False
         details = dict(cond.event.details)
         if cond.event.kind == EventKind.TARGET_DOWN:
             details.setdefault("failures", rt.failure_threshold)
@@ -364,6 +421,8 @@ class Dispatcher:
 
     def _notify_resolved(self, rt: _RouteRuntime, key: str, cond: _Cond, event: Event) -> None:
         del rt.conds[key]
+        if cond.silenced:  # nobody was told it fired: nothing to resolve
+            return
         if rt.send_resolved:
             self._enqueue(rt, build_message(event, rt.id, "resolved", cond.since))
 
@@ -463,11 +522,16 @@ class Dispatcher:
                 dropped.add_metric([rt.id, reason], rt.dropped.get(reason, 0))
             retries.add_metric([rt.id, ch], rt.retries)
             queued.add_metric([rt.id], len(rt.queue) + int(rt.in_flight))
-            firing.add_metric([rt.id], sum(c.state == "firing" for c in rt.conds.values()))
+            firing.add_metric([rt.id], sum(c.state == "firing" and not c.silenced
+                                           for c in rt.conds.values()))
         bus = CounterMetricFamily("slamon_notify_events_dropped_total",
                                   "Events the notifier lost because its bus queue was full",
                                   value=self._sub.dropped if self._sub is not None else 0)
-        yield from (sent, failed, dropped, retries, queued, firing, bus)
+        silenced = CounterMetricFamily(
+            "slamon_notifications_silenced_total",
+            "Notifications held because a maintenance window covered the target",
+            value=self.silenced)
+        yield from (sent, failed, dropped, retries, queued, firing, bus, silenced)
 
     def stats(self) -> dict[str, Any]:
         return {rt.id: {"sent": rt.sent, "failed": dict(rt.failed), "dropped": dict(rt.dropped),

@@ -27,10 +27,15 @@ Interval = tuple[float, float]
 
 def window_intervals(window: MaintenanceWindow, start: float, end: float) -> list[Interval]:
     """Occurrences of one window overlapping [start, end), clipped, unmerged."""
+    return [(max(a, start), min(b, end)) for a, b in occurrences(window, start, end)]
+
+
+def occurrences(window: MaintenanceWindow, start: float, end: float) -> list[Interval]:
+    """Occurrences of one window overlapping [start, end), whole (not clipped)."""
     if window.kind == "once":
         assert window.once is not None
         a, b = float(window.once.start), float(window.once.end)
-        return [(max(a, start), min(b, end))] if a < end and b > start else []
+        return [(a, b)] if a < end and b > start else []
     if window.kind == "weekly":
         assert window.weekly is not None
         cron = weekly_cron(window.weekly.days, window.weekly.start)
@@ -43,7 +48,7 @@ def window_intervals(window: MaintenanceWindow, start: float, end: float) -> lis
     for s in cron_starts(cron, tz_name, start - duration, end):
         a, b = float(s), s + duration
         if b > start:
-            out.append((max(a, start), min(b, end)))
+            out.append((a, b))
     return out
 
 
@@ -107,3 +112,36 @@ def intervals_by_target(
 def overlap_seconds(ivs: Iterable[Interval], start: float, end: float) -> float:
     """Total length of (merged) intervals inside [start, end)."""
     return sum(max(0.0, min(b, end) - max(a, start)) for a, b in merge(ivs))
+
+
+def covering(
+    windows: Sequence[MaintenanceWindow], t: float, target: str, slas: Iterable[str] = ()
+) -> tuple[int, Interval] | None:
+    """The first window covering `target` at unix time t, as (its index, the whole
+    occurrence), or None.
+
+    For people (notifications, alerts, the status page) rather than accounting:
+    a window naming SLAs covers the targets of those SLAs, so `slas` are the
+    SLAs whose SLO measures `target`.
+    """
+    names = set(slas)
+    for i, w in enumerate(windows):
+        if w.targets and target not in w.targets:
+            continue
+        if w.slas and not names.intersection(w.slas):
+            continue
+        for a, b in occurrences(w, t, t + 1):
+            if a <= t < b:
+                return i, (a, b)
+    return None
+
+
+def slas_by_target(
+    slas: Iterable[tuple[str, Iterable[str]]],
+) -> dict[str, set[str]]:
+    """(SLA id, its SLO's target ids) pairs -> target id -> the SLAs measuring it."""
+    out: dict[str, set[str]] = {}
+    for sla_id, targets in slas:
+        for tid in targets:
+            out.setdefault(tid, set()).add(sla_id)
+    return out
