@@ -80,7 +80,7 @@ def test_shard_of_in_range_and_deterministic(key: str, count: int) -> None:
 
 def test_stable_across_processes_and_releases() -> None:
     # pinned values: changing the hash would move every target to another instance
-    expected = [0, 0, 2, 0, 652]
+    expected = [2, 0, 3, 1, 361]
     cases = [("web", 4), ("shop-availability", 4), ("api", 7), ("ü-target", 3), ("web", 1000)]
     assert [shard_of(k, n) for k, n in cases] == expected
     code = (
@@ -93,6 +93,21 @@ def test_stable_across_processes_and_releases() -> None:
             env={**os.environ, "PYTHONHASHSEED": seed},
         ).stdout
         assert out.strip() == str(expected)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 15])
+def test_one_more_shard_moves_about_one_in_n_plus_one(n: int) -> None:
+    """Rendezvous hashing: n -> n + 1 moves only keys to the new shard, about
+    1/(n + 1) of them; n + 1 -> n moves only the removed shard's keys back."""
+    keys = [f"slo-{i}" for i in range(6000)]
+    before = {k: shard_of(k, n) for k in keys}
+    after = {k: shard_of(k, n + 1) for k in keys}
+    moved = [k for k in keys if before[k] != after[k]]
+    assert all(after[k] == n for k in moved)  # nothing moves between old shards
+    share = len(moved) / len(keys)
+    assert abs(share - 1 / (n + 1)) < 0.2 / (n + 1), share
+    # and back: exactly the keys the new shard had
+    assert {k for k in keys if after[k] == n} == set(moved)
 
 
 def test_roughly_balanced() -> None:

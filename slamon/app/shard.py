@@ -1,10 +1,11 @@
 """Scale-out: split the targets across `count` instances by a stable hash.
 
 `shard: {index: i, count: n}` in the config makes an instance probe only its
-share. The share is decided by a hash of a *key* that every instance computes
-the same way (blake2b of the UTF-8 key, never Python's salted `hash()`), so
-all instances agree without talking to each other, and a target keeps its
-shard across restarts, upgrades and machines.
+share. The share is decided by rendezvous hashing of a *key* that every
+instance computes the same way (blake2b of the UTF-8 key salted with each
+shard's index, never Python's salted `hash()`), so all instances agree without
+talking to each other, a target keeps its shard across restarts, upgrades and
+machines, and changing the shard count by one moves about 1/n of the targets.
 
 A composite SLO needs all its parts in one process, so the key of a target is
 the id of the first SLO (in config order) that lists it, and targets tied
@@ -25,11 +26,23 @@ from slamon.config.root import Config
 
 
 def shard_of(key: str, count: int) -> int:
-    """Shard (0..count-1) of `key`: first 8 bytes of blake2b(utf-8 key), mod count."""
+    """Shard (0..count-1) of `key` by rendezvous (highest random weight) hashing.
+
+    Each shard i scores the key with the first 8 bytes of blake2b(key, i) and the
+    highest score wins (ties: the lower index). Going from n to n + 1 shards moves
+    only the keys that shard n now wins, about 1/(n + 1) of them, and nothing
+    moves between the old shards; dropping the last shard moves only its keys.
+    """
     if count < 1:
         raise ValueError("count must be at least 1")
-    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % count
+    data = key.encode("utf-8")
+    best, best_score = 0, -1
+    for i in range(count):
+        score = int.from_bytes(
+            hashlib.blake2b(data, digest_size=8, salt=i.to_bytes(8, "big")).digest(), "big")
+        if score > best_score:
+            best, best_score = i, score
+    return best
 
 
 def shard_keys(config: Config) -> dict[str, str]:
