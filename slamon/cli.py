@@ -167,13 +167,21 @@ def _probe_request(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_probe(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from slamon.config.probe_urls import probe_spec
     from slamon.config.targets import Target
     from slamon.probers import get_prober
     from slamon.util.redact import redact_url
 
     url: str = args.url
-    spec: dict[str, Any]
-    if url.startswith("tcp://"):
+    spec: dict[str, Any] | None
+    try:
+        spec = probe_spec(url, args.expect)
+    except ValueError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    if spec is not None:
+        pass  # dns://: the section came from the URL
+    elif url.startswith("tcp://"):
         hostport = url[len("tcp://") :].rstrip("/")
         host, _, port = hostport.rpartition(":")
         spec = {"kind": "tcp", "tcp": {"host": host.strip("[]"), "port": port}}
@@ -358,6 +366,12 @@ PLUGINS: dict[tuple[str, ...], Plugin] = {
     ("contract", "register"): Plugin(
         "slamon.oracle.contract_commands", "configure_register",
         "register a configured SLA, starting this period"),
+    ("state", "export"): Plugin(
+        "slamon.app.state_commands", "configure_export",
+        "copy some targets' history (windows, periods, evidence) into a new file"),
+    ("state", "import"): Plugin(
+        "slamon.app.state_commands", "configure_import",
+        "add exported history to this instance's state file (stop it first)"),
     ("import", "blackbox"): Plugin(
         "slamon.importers.commands", "configure_blackbox",
         "targets from a blackbox_exporter config and its Prometheus /probe jobs"),
@@ -372,6 +386,7 @@ GROUPS = {
     "keys": "oracle signing keys",
     "contract": "deploy the compensation contract, register SLAs",
     "import": "write slamon config from other tools' configs",
+    "state": "move targets' history between state files (resharding)",
 }
 
 #: top-level packages of the ``chain`` extra
@@ -470,7 +485,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     add_config_argument(p)
     p.set_defaults(func=_cmd_check_config)
 
-    p = sub.add_parser("probe", help="probe one URL once (http(s)://... or tcp://host:port)",
+    p = sub.add_parser("probe", help="probe one URL once (http(s)://..., tcp://host:port, "
+                                     "dns://server/name?type=A)",
                        parents=[common])
     p.add_argument("url")
     p.add_argument("--timeout", default="10s", help="probe timeout (default 10s)")
@@ -483,7 +499,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                         "repeatable")
     p.add_argument("--status", action="append", help="valid status codes (repeatable, e.g. 2xx)")
     p.add_argument("--contains", action="append", help="body must contain (repeatable)")
-    p.add_argument("--expect", help="tcp: regex the server's first bytes must match")
+    p.add_argument("--expect", help="tcp: regex the server's first bytes must match; "
+                                    "dns: regex some answer record must match")
     p.add_argument("--max-time", help="fail as too_slow above this response time")
     p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
     p.add_argument("--ca-file", help="CA bundle for TLS verification")

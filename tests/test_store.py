@@ -47,6 +47,7 @@ from slamon.store.sqlite import (
     SCHEMA_VERSION,
     ClosedPeriod,
     StateStore,
+    StoreError,
     StoreWriteError,
 )
 from tests.misbehaving import MisbehavingHttpServer, free_port
@@ -906,3 +907,37 @@ async def test_writes_refused_while_running_logged_once(tmp_path: Path) -> None:
     # the log goes to a pipe: the limit applies to every regular file the daemon writes
     await _refusal_scenario(tmp_path, tmp_path / "state" / "slamon.sqlite3", refuse,
                             "I/O error", stdout_pipe=True)
+
+
+async def test_one_process_per_state_file_and_a_killed_holder_frees_it(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    first = StateStore(path)
+    await first.open()
+    second = StateStore(path)
+    with pytest.raises(StoreError, match="in use by another slamon process"):
+        await second.open()
+    await second.close()
+    await first.close()
+    # closed: free again; a holder killed with SIGKILL leaves no stale lock
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import asyncio, sys
+            from slamon.store.sqlite import StateStore
+            async def main():
+                await StateStore({str(path)!r}).open()
+                print("held", flush=True)
+                await asyncio.sleep(600)
+            asyncio.run(main())
+            """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        third = StateStore(path)
+        with pytest.raises(StoreError):
+            await third.open()
+        await third.close()
+    finally:
+        holder.kill()
+        holder.wait(10)
+    fourth = StateStore(path)
+    await fourth.open()
+    await fourth.close()

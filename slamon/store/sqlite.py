@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import sqlite3
@@ -115,6 +116,7 @@ class StateStore:
         self.batch = Batch()
         self.health = StoreHealth()
         self._flush_lock = asyncio.Lock()
+        self._lock_fd: int | None = None
 
     # -- thread plumbing --------------------------------------------------
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -154,10 +156,12 @@ class StateStore:
             raise StoreError(
                 f"state directory {parent} is not writable (SQLite needs it for its WAL files)"
             )
+        self._lock_fd = take_lock(path)
         new_file = not path.exists() or path.stat().st_size == 0
         try:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
         except sqlite3.Error as exc:
+            self._release_lock()
             raise StoreError(f"cannot open state file {path}: {exc}") from None
         try:
             conn.execute("PRAGMA busy_timeout=5000")
@@ -189,13 +193,20 @@ class StateStore:
             self._migrate(new_file)
         except sqlite3.DatabaseError as exc:
             conn.close()
+            self._release_lock()
             raise StoreError(
                 f"state file {path} is not a usable SQLite database ({exc}); slamon will not "
                 "reset it. Restore a backup, or move the file away to start with empty state."
             ) from None
         except StoreError:
             conn.close()
+            self._release_lock()
             raise
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
 
     def _migrate(self, new_file: bool) -> None:
         db = self._db()
@@ -222,6 +233,7 @@ class StateStore:
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._conn.close()
             self._conn = None
+        self._release_lock()
 
     # -- recording (event loop thread, no I/O) ----------------------------
     def note_outcome(
@@ -474,6 +486,27 @@ class StateStore:
             with contextlib.suppress(OSError):
                 total += os.stat(f"{self.path}{suffix}").st_size
         return total
+
+
+def take_lock(path: Path) -> int:
+    """An exclusive advisory lock on `<state file>.lock`, held while the file is
+    open: two processes writing one state file would each overwrite the other's
+    windows. The kernel drops it when the process dies, so a crash leaves no
+    stale lock. Returns the descriptor that holds it."""
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StoreError(f"cannot create lock file {lock_path}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise StoreError(
+            f"state file {path} is in use by another slamon process (it holds {lock_path}); "
+            "stop it first, or give this instance its own state.path"
+        ) from None
+    return fd
 
 
 def _read_only_fs(path: Path) -> bool:
