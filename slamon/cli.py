@@ -175,12 +175,12 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     url: str = args.url
     spec: dict[str, Any] | None
     try:
-        spec = probe_spec(url, args.expect)
+        spec = probe_spec(url, args.expect, args.ca_file)
     except ValueError as exc:
         _err(str(exc))
         return EXIT_USAGE
     if spec is not None:
-        pass  # dns://: the section came from the URL
+        pass  # dns://, icmp://, grpc://: the section came from the URL
     elif url.startswith("tcp://"):
         hostport = url[len("tcp://") :].rstrip("/")
         host, _, port = hostport.rpartition(":")
@@ -366,6 +366,16 @@ PLUGINS: dict[tuple[str, ...], Plugin] = {
     ("contract", "register"): Plugin(
         "slamon.oracle.contract_commands", "configure_register",
         "register a configured SLA, starting this period"),
+    ("incident", "open"): Plugin(
+        "slamon.web.incident_commands", "configure_open",
+        "post an incident on the status page (and to subscribed channels)"),
+    ("incident", "update"): Plugin(
+        "slamon.web.incident_commands", "configure_update",
+        "add an update (status and message) to an incident"),
+    ("incident", "resolve"): Plugin(
+        "slamon.web.incident_commands", "configure_resolve", "resolve an incident"),
+    ("incident", "list"): Plugin(
+        "slamon.web.incident_commands", "configure_list", "recent incidents"),
     ("state", "export"): Plugin(
         "slamon.app.state_commands", "configure_export",
         "copy some targets' history (windows, periods, evidence) into a new file"),
@@ -387,6 +397,7 @@ GROUPS = {
     "contract": "deploy the compensation contract, register SLAs",
     "import": "write slamon config from other tools' configs",
     "state": "move targets' history between state files (resharding)",
+    "incident": "incidents on the status page, through a running slamon's API",
 }
 
 #: top-level packages of the ``chain`` extra
@@ -486,7 +497,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_check_config)
 
     p = sub.add_parser("probe", help="probe one URL once (http(s)://..., tcp://host:port, "
-                                     "dns://server/name?type=A)",
+                                     "dns://server/name?type=A, icmp://host, "
+                                     "grpc://host:port/service)",
                        parents=[common])
     p.add_argument("url")
     p.add_argument("--timeout", default="10s", help="probe timeout (default 10s)")
@@ -503,7 +515,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                                     "dns: regex some answer record must match")
     p.add_argument("--max-time", help="fail as too_slow above this response time")
     p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
-    p.add_argument("--ca-file", help="CA bundle for TLS verification")
+    p.add_argument("--ca-file", help="CA bundle for TLS verification (http, grpc?tls=1)")
     p.add_argument("--no-follow", action="store_true", help="do not follow redirects")
     p.set_defaults(func=_cmd_probe)
 

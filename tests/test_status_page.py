@@ -92,6 +92,7 @@ async def scripted(tmp_path: Path) -> tuple[Source, IncidentLog, StateStore]:
     config = make_config(tmp_path)
     bus = EventBus()
     incidents = IncidentLog()
+    transitions: list[Event] = []
 
     def transition(status: TargetStatus, result: ProbeResult) -> None:
         assert status.last_scheduled is not None
@@ -100,7 +101,7 @@ async def scripted(tmp_path: Path) -> tuple[Source, IncidentLog, StateStore]:
                    labels=status.target.labels,
                    details={"reason": result.reason.value} if result.reason else {})
         bus.publish(ev)
-        incidents.record(ev)
+        transitions.append(ev)
 
     live = LiveState(config, on_transition=transition)
     store = StateStore(tmp_path / "state.sqlite3")
@@ -119,7 +120,9 @@ async def scripted(tmp_path: Path) -> tuple[Source, IncidentLog, StateStore]:
         t += INTERVAL
     await store.flush()
     await tracker.close_due(NOW)
-    incidents.record(Event(EventKind.REPORT_PUBLISHED, NOW - 3600, sla="gold",
+    for ev in transitions:
+        await incidents.record(ev)
+    await incidents.record(Event(EventKind.REPORT_PUBLISHED, NOW - 3600, sla="gold",
                            details={"tx_hash": TX, "period": int(NOW // DAY) - 1}))
     return Source(live, tracker, config), incidents, store
 

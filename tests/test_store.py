@@ -163,7 +163,7 @@ async def test_new_file_gets_schema_and_application_id(tmp_path: Path) -> None:
     store = StateStore(path)
     await store.open()
     await store.close()
-    assert _ro_query(path, "PRAGMA user_version")[0][0] == SCHEMA_VERSION == 2
+    assert _ro_query(path, "PRAGMA user_version")[0][0] == SCHEMA_VERSION == 3
     assert _ro_query(path, "PRAGMA application_id")[0][0] == APPLICATION_ID
     assert _ro_query(path, "PRAGMA journal_mode")[0][0] == "wal"
     tables = {r[0] for r in _ro_query(path, "SELECT name FROM sqlite_master WHERE type='table'")}

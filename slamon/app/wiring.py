@@ -87,6 +87,7 @@ class Components:
             await store.close()
             raise StartupError(str(exc)) from None
         self.store = store
+        await self.incidents.load(store)
         self.writer = StateWriter(store, self._snapshots, self.log)
         self.collector.extra.append(lambda: state_metrics(store))
         self.start_at = time.time()
@@ -226,6 +227,10 @@ class Components:
 
             app.middlewares.append(api_auth_middleware(self.config.server.auth, is_open))
         api_routes(lambda: self.tracker)(app)
+        from slamon.web.incidents import incident_routes
+
+        incident_routes(self.incidents, self.config.server.auth is not None,
+                        lambda: [t.id for t in self.config.targets])(app)
         if page_here:
             self._status_routes(app)
         if self.oracle is not None:

@@ -29,6 +29,7 @@ EventName = Literal[
     "report_published",
     "report_failed",
     "cert_expiring",
+    "incident_updated",
 ]
 EVENT_KINDS: tuple[EventName, ...] = get_args(EventName)
 #: default route filter: everything that needs a human (not "sla_met")
@@ -39,6 +40,7 @@ DEFAULT_EVENTS: tuple[EventName, ...] = (
     "report_published",
     "report_failed",
     "cert_expiring",
+    "incident_updated",
 )
 
 

@@ -58,6 +58,7 @@ TITLES = {
     EventKind.REPORT_PUBLISHED: "SLA report published on-chain",
     EventKind.REPORT_FAILED: "SLA report failed",
     EventKind.CERT_EXPIRING: "TLS certificate expiring",
+    EventKind.INCIDENT_UPDATED: "Incident update",
 }
 
 
@@ -91,6 +92,10 @@ def describe(event: Event, status: Status) -> tuple[str, str]:
     d = event.details
     if event.kind == EventKind.REPORT_PUBLISHED and "tx_hash" in d:
         lines.append(f"transaction {d['tx_hash']}")
+    if event.kind == EventKind.INCIDENT_UPDATED:
+        lines.append(f"status: {d.get('status', '')}")
+        if d.get("targets"):
+            lines.append(f"affects: {', '.join(map(str, d['targets']))}")
     if event.kind == EventKind.CERT_EXPIRING and "days_left" in d:
         lines.append(f"certificate expires in {d['days_left']} days")
     if event.kind in (EventKind.SLA_BREACHED, EventKind.SLA_MET) and d.get("sli_ppm") is not None:

@@ -61,6 +61,7 @@ ONE_SHOT: dict[EventKind, Status] = {
     EventKind.CERT_EXPIRING: "firing",
     EventKind.SLA_MET: "info",
     EventKind.REPORT_PUBLISHED: "info",
+    EventKind.INCIDENT_UPDATED: "info",
 }
 #: kinds that a maintenance window holds back
 SILENCEABLE = {EventKind.TARGET_DOWN, EventKind.TARGET_UP,

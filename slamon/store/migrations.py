@@ -84,6 +84,22 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
                 key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID""",
         ),
     ),
+    Migration(
+        3,
+        (
+            # incidents for the status page: automatic (a target down) and posted by
+            # operators; an incident's state is its last update, updates are never
+            # edited, so its whole history stays
+            """CREATE TABLE incidents(
+                id INTEGER PRIMARY KEY, title TEXT NOT NULL, source TEXT NOT NULL,
+                targets TEXT NOT NULL, started_at REAL NOT NULL, reason TEXT)""",
+            """CREATE TABLE incident_updates(
+                id INTEGER PRIMARY KEY,
+                incident INTEGER NOT NULL REFERENCES incidents(id),
+                at REAL NOT NULL, status TEXT NOT NULL, message TEXT NOT NULL)""",
+            "CREATE INDEX incident_updates_by_incident ON incident_updates(incident, id)",
+        ),
+    ),
 )
 
 #: the schema a file has once every migration ran (``PRAGMA user_version``)

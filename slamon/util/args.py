@@ -39,6 +39,7 @@ ENVIRONMENT = {
     LOG_LEVEL_ENV: "log level over the config's logging.level: " + "|".join(LOG_LEVELS),
     LOG_FORMAT_ENV: "log format over the config's logging.format: " + "|".join(LOG_FORMATS),
     "SLAMON_DEBUG": "set to 1: show a traceback on an unexpected error",
+    "SLAMON_API_TOKEN": "bearer token `slamon incident` sends to the API (server.auth)",
 }
 
 

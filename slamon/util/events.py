@@ -25,6 +25,8 @@ class EventKind(enum.StrEnum):
     REPORT_PUBLISHED = "report_published"
     REPORT_FAILED = "report_failed"
     CERT_EXPIRING = "cert_expiring"
+    #: an incident posted or updated by an operator (status page)
+    INCIDENT_UPDATED = "incident_updated"
 
 
 @dataclass(frozen=True, slots=True)

@@ -122,8 +122,11 @@ class StatusData:
                 break
         if slos and states == {"no_data"}:
             overall = "no_data"
+        general = ([i.to_json(now) for i in self.incidents.general(self.cfg.incidents)]
+                   if self.incidents is not None else [])
         return {"version": "slamon-status/1", "title": self.cfg.title,
-                "generated_at": iso(now), "state": overall, "slos": slos}
+                "generated_at": iso(now), "state": overall, "slos": slos,
+                "incidents": general}
 
     def slo_state(self, slo_id: str, state: SloState) -> tuple[str, list[dict[str, Any]]]:
         live = self.source.live

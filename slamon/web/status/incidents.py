@@ -1,35 +1,83 @@
-"""Recent incidents, derived from the daemon's TARGET_DOWN/TARGET_UP transitions,
-and the last on-chain report per SLA (from REPORT_PUBLISHED). In memory and
-bounded: the status page shows the recent past; the SLA record is the store.
+"""Incidents for the status page, and the last on-chain report per SLA.
+
+Two sources: the daemon's TARGET_DOWN/TARGET_UP transitions open and resolve
+*automatic* incidents, and operators post *manual* ones (title, affected
+targets, status, message) through the API or `slamon incident`. Both are kept
+in the state file when there is one, so a restart loses none: an incident is
+its list of updates, each (time, status, message), only ever appended to; its
+state is its last update.
+
+Memory stays bounded: the most recent `capacity` incidents are held (open ones
+always), older ones stay in the file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import sqlite3
+import time
 from collections import deque
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 from slamon.util.events import Event, EventBus, EventKind, Subscription
+from slamon.util.log import get_logger
+
+if TYPE_CHECKING:
+    from slamon.store.sqlite import StateStore
+
+Status = Literal["investigating", "identified", "monitoring", "resolved"]
+STATUSES: tuple[Status, ...] = ("investigating", "identified", "monitoring", "resolved")
+#: longest title and message kept (the page and notifications stay readable)
+MAX_TITLE, MAX_MESSAGE = 200, 5000
+
+
+@dataclass(slots=True)
+class Update:
+    at: float
+    status: Status
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"at": self.at, "status": self.status, "message": self.message}
 
 
 @dataclass(slots=True)
 class Incident:
-    target: str
+    id: int
+    title: str
+    source: Literal["auto", "manual"]
+    targets: tuple[str, ...]
     start: float
-    end: float | None = None
+    updates: list[Update] = field(default_factory=list)
+    #: automatic incidents: the failure reason of the probe that opened it
     reason: str | None = None
 
     @property
+    def status(self) -> Status:
+        return self.updates[-1].status if self.updates else "investigating"
+
+    @property
     def ongoing(self) -> bool:
-        return self.end is None
+        return self.status != "resolved"
+
+    @property
+    def end(self) -> float | None:
+        return None if self.ongoing else self.updates[-1].at
+
+    @property
+    def target(self) -> str:
+        return self.targets[0] if self.targets else ""
 
     def to_json(self, now: float) -> dict[str, Any]:
         end = self.end if self.end is not None else now
-        return {"target": self.target, "start": self.start, "end": self.end,
+        return {"id": self.id, "title": self.title, "source": self.source,
+                "status": self.status, "targets": list(self.targets),
+                "target": self.target, "start": self.start, "end": self.end,
                 "duration": max(0.0, end - self.start), "reason": self.reason,
-                "ongoing": self.ongoing}
+                "ongoing": self.ongoing, "updates": [u.to_json() for u in self.updates]}
 
 
 @dataclass(slots=True)
@@ -41,27 +89,78 @@ class Report:
     chain_id: int | None = None
 
 
+class IncidentError(ValueError):
+    """A request that cannot become an incident or an update; the message says why."""
+
+
 class IncidentLog:
-    def __init__(self, capacity: int = 500) -> None:
-        self.incidents: deque[Incident] = deque(maxlen=capacity)
-        self._open: dict[str, Incident] = {}
+    def __init__(self, capacity: int = 500, clock: Any = time.time) -> None:
+        self.capacity = capacity
+        self.incidents: deque[Incident] = deque()
+        self._open_auto: dict[str, Incident] = {}
         self.reports: dict[str, Report] = {}
+        self.store: StateStore | None = None
+        self._clock = clock
+        self._next_id = 1
         self._sub: Subscription | None = None
         self._bus: EventBus | None = None
         self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self.log = get_logger()
 
-    def record(self, event: Event) -> None:
+    # -- persistence ---------------------------------------------------------
+    async def load(self, store: StateStore) -> None:
+        """Use `store` from now on, and hold its recent and open incidents."""
+        self.store = store
+        loaded = await store.run(lambda db: _load(db, self.capacity))
+        self.incidents = deque(loaded)
+        self._open_auto = {i.target: i for i in loaded if i.source == "auto" and i.ongoing}
+        self._next_id = max((i.id for i in loaded), default=0) + 1
+
+    async def _insert(self, inc: Incident) -> None:
+        if self.store is not None:
+            inc.id = await self.store.run(lambda db: _insert(db, inc))
+        else:
+            inc.id = self._next_id
+        self._next_id = inc.id + 1
+        self.incidents.append(inc)
+        self._trim()
+
+    async def _append(self, inc: Incident, update: Update) -> None:
+        if self.store is not None:
+            await self.store.run(lambda db: _append(db, inc.id, update))
+        inc.updates.append(update)
+
+    def _trim(self) -> None:
+        while len(self.incidents) > self.capacity:
+            # the oldest resolved one goes; open ones stay whatever their age
+            oldest = next((i for i in self.incidents if not i.ongoing), None)
+            if oldest is None:
+                break
+            self.incidents.remove(oldest)
+
+    # -- automatic incidents -------------------------------------------------
+    async def record(self, event: Event) -> None:
+        async with self._lock:
+            await self._record(event)
+
+    async def _record(self, event: Event) -> None:
         if event.kind == EventKind.TARGET_DOWN and event.target:
-            if event.target not in self._open:
-                reason = event.details.get("reason")
-                inc = Incident(event.target, event.at,
-                               reason=str(reason) if reason is not None else None)
-                self._open[event.target] = inc
-                self.incidents.append(inc)
+            if event.target in self._open_auto:
+                return
+            reason = event.details.get("reason")
+            reason_text = str(reason) if reason is not None else None
+            inc = Incident(0, f"{event.target} is down", "auto", (event.target,), event.at,
+                           [Update(event.at, "investigating",
+                                   f"probes fail ({reason_text or 'other'})")],
+                           reason=reason_text)
+            await self._insert(inc)
+            self._open_auto[event.target] = inc
         elif event.kind == EventKind.TARGET_UP and event.target:
-            open_inc = self._open.pop(event.target, None)
+            open_inc = self._open_auto.pop(event.target, None)
             if open_inc is not None:
-                open_inc.end = event.at
+                await self._append(open_inc, Update(event.at, "resolved",
+                                                    "probes succeed again"))
         elif event.kind == EventKind.REPORT_PUBLISHED and event.sla:
             period = event.details.get("period")
             chain = event.details.get("chain_id")
@@ -71,9 +170,67 @@ class IncidentLog:
                 str(tx) if tx is not None else None,
                 int(chain) if isinstance(chain, int) else None)
 
+    # -- manual incidents ----------------------------------------------------
+    async def open(self, title: str, message: str, targets: tuple[str, ...] = (),
+                   status: Status = "investigating") -> Incident:
+        title, message = _text(title, "title", MAX_TITLE), _text(message, "message", MAX_MESSAGE)
+        if status == "resolved":
+            raise IncidentError("status: a new incident cannot start resolved")
+        async with self._lock:
+            now = self._clock()
+            inc = Incident(0, title, "manual", tuple(dict.fromkeys(targets)), now,
+                           [Update(now, status, message)])
+            await self._insert(inc)
+        self.log.info("incident_opened", incident=inc.id, status=status, targets=list(targets))
+        self._publish(inc)
+        return inc
+
+    async def update(self, incident_id: int, status: Status, message: str) -> Incident:
+        message = _text(message, "message", MAX_MESSAGE)
+        async with self._lock:
+            inc = await self.get(incident_id)
+            if inc is None:
+                raise LookupError(incident_id)
+            if not inc.ongoing:
+                raise IncidentError(f"incident {incident_id} is resolved: open a new one")
+            await self._append(inc, Update(self._clock(), status, message))
+            if inc.source == "auto" and status == "resolved":
+                self._open_auto.pop(inc.target, None)
+        self.log.info("incident_updated", incident=inc.id, status=status)
+        self._publish(inc)
+        return inc
+
+    async def get(self, incident_id: int) -> Incident | None:
+        for inc in self.incidents:
+            if inc.id == incident_id:
+                return inc
+        if self.store is not None:
+            return await self.store.run(lambda db: _one(db, incident_id))
+        return None
+
+    def _publish(self, inc: Incident) -> None:
+        if self._bus is None:
+            return
+        last = inc.updates[-1]
+        self._bus.publish(Event(
+            EventKind.INCIDENT_UPDATED, last.at, target=inc.target or None,
+            summary=f"[{last.status}] {inc.title}: {last.message}",
+            details={"incident": inc.id, "title": inc.title, "status": last.status,
+                     "message": last.message, "targets": list(inc.targets)}))
+
+    # -- views ---------------------------------------------------------------
     def for_targets(self, targets: set[str] | tuple[str, ...], limit: int) -> list[Incident]:
-        """Most recent first."""
-        out = [i for i in reversed(self.incidents) if i.target in targets]
+        """Incidents touching any of `targets`, most recent first."""
+        wanted = set(targets)
+        out = [i for i in reversed(self.incidents) if wanted.intersection(i.targets)]
+        return out[:limit]
+
+    def general(self, limit: int) -> list[Incident]:
+        """Manual incidents that name no target (the whole service), most recent first."""
+        return [i for i in reversed(self.incidents) if not i.targets][:limit]
+
+    def recent(self, limit: int, ongoing_only: bool = False) -> list[Incident]:
+        out = [i for i in reversed(self.incidents) if i.ongoing or not ongoing_only]
         return out[:limit]
 
     # -- EventBus plumbing ---------------------------------------------------
@@ -84,7 +241,11 @@ class IncidentLog:
 
     async def _run(self, sub: Subscription) -> None:
         while True:
-            self.record(await sub.queue.get())
+            event = await sub.queue.get()
+            try:
+                await self.record(event)
+            except Exception as exc:  # a store error must not stop the page
+                self.log.warning("incident_record_failed", error=type(exc).__name__)
 
     async def stop(self) -> None:
         if self._bus is not None and self._sub is not None:
@@ -94,3 +255,69 @@ class IncidentLog:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+
+def _text(value: str, name: str, limit: int) -> str:
+    value = value.strip()
+    if not value:
+        raise IncidentError(f"{name}: must not be empty")
+    if len(value) > limit:
+        raise IncidentError(f"{name}: at most {limit} characters")
+    return value
+
+
+# -- rows (on the store's thread) ----------------------------------------------
+
+def _insert(db: sqlite3.Connection, inc: Incident) -> int:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        cur = db.execute(
+            "INSERT INTO incidents(title, source, targets, started_at, reason) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (inc.title, inc.source, json.dumps(list(inc.targets)), inc.start, inc.reason))
+        new_id = int(cur.lastrowid or 0)
+        for u in inc.updates:
+            db.execute("INSERT INTO incident_updates(incident, at, status, message) "
+                       "VALUES (?, ?, ?, ?)", (new_id, u.at, u.status, u.message))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return new_id
+
+
+def _append(db: sqlite3.Connection, incident_id: int, u: Update) -> None:
+    db.execute("INSERT INTO incident_updates(incident, at, status, message) VALUES (?, ?, ?, ?)",
+               (incident_id, u.at, u.status, u.message))
+
+
+def _rows_to_incidents(db: sqlite3.Connection, rows: list[Any]) -> list[Incident]:
+    out: list[Incident] = []
+    for iid, title, source, targets, started, reason in rows:
+        updates = [Update(float(at), status, message) for at, status, message in db.execute(
+            "SELECT at, status, message FROM incident_updates WHERE incident = ? ORDER BY id",
+            (iid,))]
+        out.append(Incident(int(iid), str(title), source, tuple(json.loads(targets)),
+                            float(started), updates, reason))
+    return out
+
+
+def _load(db: sqlite3.Connection, capacity: int) -> list[Incident]:
+    """The `capacity` most recent incidents and every open one, oldest first."""
+    recent = db.execute(
+        "SELECT id, title, source, targets, started_at, reason FROM incidents "
+        "ORDER BY id DESC LIMIT ?", (capacity,)).fetchall()
+    open_ = db.execute(
+        "SELECT i.id, i.title, i.source, i.targets, i.started_at, i.reason FROM incidents i "
+        "WHERE (SELECT status FROM incident_updates u WHERE u.incident = i.id "
+        "ORDER BY u.id DESC LIMIT 1) != 'resolved' AND i.id < ?",
+        (min((r[0] for r in recent), default=0),)).fetchall()
+    rows = sorted({r[0]: r for r in [*recent, *open_]}.values())
+    return _rows_to_incidents(db, rows)
+
+
+def _one(db: sqlite3.Connection, incident_id: int) -> Incident | None:
+    rows = db.execute("SELECT id, title, source, targets, started_at, reason FROM incidents "
+                      "WHERE id = ?", (incident_id,)).fetchall()
+    found = _rows_to_incidents(db, rows)
+    return found[0] if found else None

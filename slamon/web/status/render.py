@@ -43,6 +43,7 @@ font-size:14px;border-bottom:1px solid #eef0f4}th{color:#677086;font-weight:500}
 display:inline-block;vertical-align:middle}
 .progress span{display:block;height:8px;background:#4f46e5}
 ul.incidents{margin:6px 0 0;padding-left:18px}ul.incidents li{font-size:14px}
+ul.timeline{margin:4px 0 8px;padding-left:16px}ul.timeline li{font-size:13px}
 .ongoing{color:#c8102e;font-weight:600}code{font-size:12px;word-break:break-all}
 footer{margin-top:28px;font-size:12px;color:#8a92a6}
 """
@@ -121,11 +122,40 @@ def _sla_rows(slo: dict[str, Any]) -> str:
             + "".join(rows) + "</table>")
 
 
+def _timeline(inc: dict[str, Any]) -> str:
+    """An incident's updates, newest first, as status pages show them."""
+    rows = "".join(
+        f'<li class="update" data-status="{esc(u["status"])}"><b>{esc(u["status"])}</b> '
+        f'<span class="muted">{esc(iso(u["at"]).replace("T", " "))}</span>: '
+        f'{esc(u["message"])}</li>'
+        for u in reversed(inc["updates"]))
+    return f'<ul class="timeline">{rows}</ul>'
+
+
+def _manual(inc: dict[str, Any]) -> str:
+    state = "ongoing" if inc["ongoing"] else "resolved"
+    return (f'<li class="incident manual" data-incident="{esc(inc["id"])}" '
+            f'data-status="{esc(inc["status"])}" data-ongoing="{str(inc["ongoing"]).lower()}">'
+            f'<b>{esc(inc["title"])}</b> <span class="{state}">{esc(inc["status"])}</span>'
+            f"{_timeline(inc)}</li>")
+
+
+def general_incidents(doc: dict[str, Any]) -> str:
+    items = doc.get("incidents") or []
+    if not items:
+        return ""
+    return ('<section class="incidents-general"><h2>Incidents</h2><ul class="incidents">'
+            + "".join(_manual(i) for i in items) + "</ul></section>")
+
+
 def _incidents(slo: dict[str, Any]) -> str:
     if not slo["incidents"]:
         return '<p class="muted">No recent incidents.</p>'
     items = []
     for inc in slo["incidents"]:
+        if inc.get("source") == "manual":
+            items.append(_manual(inc))
+            continue
         when = esc(iso(inc["start"]).replace("T", " "))
         reason = f", {esc(inc['reason'])}" if inc["reason"] else ""
         if inc["ongoing"]:
@@ -184,7 +214,7 @@ def render_page(doc: dict[str, Any]) -> str:
         f"<h1>{esc(doc['title'])}</h1>"
         f'<div class="muted">Updated {esc(doc["generated_at"])} (UTC), every minute</div>'
         f'<div class="banner {esc(state)}" id="overall" data-state="{esc(state)}">'
-        f"{esc(STATE_TEXT.get(state, state))}</div>{body}"
+        f"{esc(STATE_TEXT.get(state, state))}</div>{general_incidents(doc)}{body}"
         "<footer>Measured from the customer side by slamon. "
         '<a href="../api/v1/status">JSON</a></footer></main></body></html>'
     )
