@@ -129,7 +129,7 @@ class Components:
     def _restore_windows(self, restored: Restored) -> int:
         for slo_id, state in self.live.slos.items():
             snap = restored.snapshots.get(slo_id)
-            if snap is not None and snap[0] == self.live.shape(slo_id):
+            if snap is not None and self.live.restores(slo_id, snap[0]):
                 try:
                     state.restore(snap[1])
                 except ValueError as exc:

@@ -8,10 +8,11 @@ prometheus-client objects.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from slamon.config.root import Config
+from slamon.config.slo import Slo
 from slamon.config.targets import Target
 from slamon.probers.base import FailureReason, ProbeResult
 from slamon.sli.slo import SloState
@@ -32,6 +33,39 @@ class TargetStatus:
     streak: int = 0
 
 
+def window_key(slo: Slo, parts: Sequence[Target]) -> tuple[object, ...]:
+    """What an SLO's stored windows count, and so what must not change for them to
+    be kept across a reload or a restart.
+
+    The windows are the same 90-day tiers whatever the SLO's `window` or
+    `alert_windows`, and they count good and valid events, not the objective:
+    those (and the description) are read when the SLI, budget and burn rates are
+    computed, so an edit of them keeps every count. What a probe counts as good
+    (the SLI kind and latency threshold) and which parts make a time slice (the
+    parts, their order, the slice and the parts' timing) change the counts.
+    """
+    threshold = slo.latency_threshold if slo.sli == "latency" else None
+    if len(parts) == 1:
+        # one part: every probe is one event whatever the part's interval or timeout
+        return (slo.sli, threshold, parts[0].id)
+    return (slo.sli, threshold, slo.slice, tuple((t.id, t.interval, t.timeout) for t in parts))
+
+
+def _fingerprint(key: object) -> str:
+    return _digest(repr(key))
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _legacy_shape(slo: Slo, parts: Sequence[Target]) -> str:
+    """The shape earlier releases wrote: the repr of the whole SLO model and the
+    parts' timing. Their Slo had no `selector`, so its repr is taken without it."""
+    key = repr((slo, tuple((t.id, t.interval, t.timeout) for t in parts)))
+    return _digest(key.replace(", selector=None", "", 1))
+
+
 class LiveState:
     def __init__(self, config: Config, on_transition: TransitionHook | None = None) -> None:
         self.targets: dict[str, TargetStatus] = {}
@@ -41,6 +75,8 @@ class LiveState:
         #: `shape` fingerprints, computed once per key: the repr of the pydantic models
         #: costs ~10 us per SLO, and every snapshot (each 60 s) asks for all of them
         self._shapes: dict[str, str] = {}
+        #: the shape snapshots were written under before window_key (restore only)
+        self._legacy: dict[str, str] = {}
         self._on_transition = on_transition
         self.apply_config(config)
 
@@ -56,16 +92,18 @@ class LiveState:
             else:
                 self.targets[tid] = TargetStatus(target)
         old_slos, old_keys, old_shapes = self.slos, self._slo_keys, self._shapes
-        self.slos, self._slo_keys, self._shapes = {}, {}, {}
+        self.slos, self._slo_keys, self._shapes, self._legacy = {}, {}, {}, {}
         for slo in config.slos:
             prev_state = old_slos.get(slo.id)
             parts = [by_id[t] for t in slo.targets]
-            # an SLO keeps its windows across a reload only if nothing that shapes them changed
-            key = (slo, tuple((t.id, t.interval, t.timeout) for t in parts))
+            # an SLO keeps its windows across a reload unless what they count changed
+            key = window_key(slo, parts)
             self._slo_keys[slo.id] = key
+            self._legacy[slo.id] = _legacy_shape(slo, parts)
             if old_keys.get(slo.id) == key and slo.id in old_shapes:
                 self._shapes[slo.id] = old_shapes[slo.id]
             if prev_state is not None and old_keys.get(slo.id) == key:
+                prev_state.slo = slo  # a new objective, window or alert windows: same counts
                 self.slos[slo.id] = prev_state
             else:
                 self.slos[slo.id] = SloState(
@@ -113,13 +151,18 @@ class LiveState:
         return target_id in self._slos_by_target
 
     def shape(self, slo_id: str) -> str:
-        """Fingerprint of what shapes an SLO's windows: a snapshot only restores onto
-        the same shape (a changed objective, part or interval starts afresh)."""
+        """Fingerprint of what shapes an SLO's windows (window_key): a snapshot only
+        restores onto the same shape."""
         shape = self._shapes.get(slo_id)
         if shape is None:
             key = self._slo_keys[slo_id]
-            shape = self._shapes[slo_id] = hashlib.sha256(repr(key).encode()).hexdigest()[:32]
+            shape = self._shapes[slo_id] = _fingerprint(key)
         return shape
+
+    def restores(self, slo_id: str, shape: str) -> bool:
+        """Whether a snapshot written under `shape` fits this SLO's windows: today's
+        shape, or the one releases before window_key wrote for the same definition."""
+        return shape in (self.shape(slo_id), self._legacy[slo_id])
 
     def replay(self, target_id: str, t: float, ok: int | None, duration: float | None) -> int:
         """Re-apply a journaled outcome to the SLO windows (not to live counters)."""

@@ -1,0 +1,132 @@
+"""Editing an SLO keeps its history where the edit does not change what is counted.
+
+The windows are the same 90-day tiers for every SLO and count good and valid
+events; the objective, description, window length and alert windows are read
+when the SLI, budget and burn rates are computed. So those edits keep every
+count, across a reload (apply_config) and a restart (snapshot). What a probe
+counts as (latency threshold, SLI kind) and the parts of a composite SLO still
+start afresh.
+"""
+
+from __future__ import annotations
+
+import textwrap
+import time
+from pathlib import Path
+
+from slamon.app.daemon import Daemon
+from slamon.config.loader import parse_config
+from slamon.config.root import Config
+from slamon.probers.base import FailureReason, ProbeResult
+from slamon.sli.live import LiveState
+
+BASE = """
+targets:
+  - {id: web, kind: http, interval: 10s, timeout: 2s, http: {url: "http://127.0.0.1:9/"}}
+  - {id: api, kind: http, interval: 30s, timeout: 2s, http: {url: "http://127.0.0.1:9/api"}}
+slos:
+  - {id: shop, targets: [web, api], objective: 0.95, window: 1d, description: x}
+  - {id: avail, targets: [web], objective: 0.99, window: 7d}
+  - {id: fast, targets: [web], objective: 0.9, sli: latency, latency_threshold: 300ms}
+"""
+
+
+def config(text: str = BASE, state: Path | None = None) -> Config:
+    extra = f'state: {{path: "{state}"}}\nserver: {{listen: "127.0.0.1:0"}}\n' if state else ""
+    return parse_config(extra + textwrap.dedent(text))
+
+
+def feed(live: LiveState, cfg: Config, start: float, n: int) -> None:
+    web, api = cfg.target("web"), cfg.target("api")
+    for i in range(n):
+        t = start + 10 * i
+        ok = i % 7 != 0
+        live.record(web, t, ProbeResult(ok, 0.1 + (i % 5) * 0.1, None if ok
+                                        else FailureReason.STATUS))
+        if i % 3 == 0:
+            live.record(api, t, ProbeResult(True, 0.05))
+
+
+def counts(live: LiveState, now: float) -> dict[str, object]:
+    return {sid: (tuple(s.counts(now, 86400.0)), tuple(s.counts(now, 3600.0)))
+            for sid, s in live.slos.items()}
+
+
+EDITS = {
+    "objective": ("objective: 0.95", "objective: 0.97"),
+    "description": ("description: x", "description: \"the shop, all of it\""),
+    "window": ("window: 1d", "window: 3d"),
+    "alert windows": ("window: 7d}", "window: 7d, alert_windows: [{long: 2h, short: 10m, "
+                                     "burn_rate: 10}]}"),
+}
+
+
+def test_objective_description_window_and_alert_edits_keep_every_count() -> None:
+    now = time.time()
+    before_cfg = config()
+    live = LiveState(before_cfg)
+    feed(live, before_cfg, now - 3000, 290)
+    live.advance(now)
+    before = counts(live, now)
+    states = dict(live.slos)
+    text = BASE
+    for old, new in EDITS.values():
+        text = text.replace(old, new)
+    live.apply_config(config(text))
+    assert counts(live, now) == before
+    assert all(live.slos[sid] is states[sid] for sid in states)
+    # the new objective is the one the budget is computed with
+    shop = live.slos["shop"]
+    assert shop.slo.objective == 0.97
+    good, valid = shop.counts(now, 3 * 86400.0)
+    assert shop.error_budget_remaining(now) == 1.0 - (valid - good) / (valid * (1.0 - 0.97))
+
+
+def test_what_changes_the_counts_starts_afresh() -> None:
+    now = time.time()
+    cfg = config()
+    live = LiveState(cfg)
+    feed(live, cfg, now - 3000, 290)
+    states = dict(live.slos)
+    text = (BASE.replace("latency_threshold: 300ms", "latency_threshold: 250ms")
+            .replace("targets: [web, api]", "targets: [api, web]"))
+    live.apply_config(config(text))
+    assert live.slos["fast"] is not states["fast"]
+    assert live.slos["shop"] is not states["shop"]
+    assert live.slos["avail"] is states["avail"]
+    # one part's interval does not change what a single-part SLO counts
+    live.apply_config(config(text.replace("interval: 10s", "interval: 20s")))
+    assert live.slos["avail"] is states["avail"]
+
+
+def test_snapshot_shape_of_earlier_releases_still_restores() -> None:
+    # computed by release 5c6820a for this very config: its snapshots must restore
+    live = LiveState(config())
+    assert live.restores("shop", "920ee3453be7da95bbdb7cdde43ff2c4")
+    assert live.restores("fast", "c99adfda12e4af3b7487495d30fd856b")
+    assert not live.restores("fast", "920ee3453be7da95bbdb7cdde43ff2c4")
+
+
+async def test_restart_after_an_objective_edit_restores_the_windows(tmp_path: Path) -> None:
+    now = time.time()
+    state = tmp_path / "state.db"
+    first = Daemon(config(state=state))
+    await first._open_state()
+    assert first.store is not None
+    feed(first.live, first.config, now - 3000, 290)
+    first.live.advance(now - 30)
+    await first._flush(snapshot=True)
+    before = counts(first.live, now)
+    await first.store.close()
+    text = BASE
+    for old, new in EDITS.values():
+        text = text.replace(old, new)
+    second = Daemon(config(text, state=state))
+    await second._open_state()
+    assert second.store is not None
+    try:
+        second.live.advance(now - 30)
+        assert counts(second.live, now) == before
+        assert any(c != ((0, 0), (0, 0)) for c in before.values())
+    finally:
+        await second.store.close()
