@@ -87,9 +87,11 @@ def test_groups_in_prometheus_format_and_every_bad_item_named() -> None:
 
 def test_placeholders_from_urls_and_host_port() -> None:
     assert placeholder_values("https://shop.example.com/health") == {
-        "target": "https://shop.example.com/health", "host": "shop.example.com", "port": "443"}
-    assert placeholder_values("10.0.0.1:9100") == {
-        "target": "10.0.0.1:9100", "host": "10.0.0.1", "port": "9100"}
+        "target": "https://shop.example.com/health", "url": "https://shop.example.com/health",
+        "host": "shop.example.com", "port": "443"}
+    assert placeholder_values("10.0.0.1:9100/x") == {
+        "target": "10.0.0.1:9100/x", "url": "http://10.0.0.1:9100/x", "host": "10.0.0.1",
+        "port": "9100"}
     assert placeholder_values("[::1]:53")["host"] == "::1"
     assert "port" not in placeholder_values("db.internal")
 

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -338,3 +339,49 @@ def test_cli_bad_input_exits_2(tmp_path: Path) -> None:
     assert r.returncode == 2 and "--target oops: use NAME=ID" in r.stderr
     r = _slamon("openslo", str(bad))
     assert r.returncode == 2 and "apiVersion" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_blackbox_discovery_follows_file_sd_and_http_sd(imported: tuple[str, Config]) -> None:
+    """With discovery, file_sd/http_sd jobs become sources whose targets, rendered from
+    the very file, equal the ones a static import makes of it."""
+    import json
+
+    from slamon.config.discovery import parse_groups, render
+
+    prom = _text("prometheus-blackbox.yml") + textwrap.dedent("""
+      - job_name: cmdb-http
+        metrics_path: /probe
+        params: {module: [http_2xx]}
+        http_sd_configs:
+          - url: http://127.0.0.1:8080/sd
+            refresh_interval: 30s
+            authorization: {credentials: s3cret}
+        relabel_configs:
+          - {source_labels: [__address__], target_label: __param_target}
+          - {target_label: __address__, replacement: 127.0.0.1:9115}
+    """).replace("\n", "\n  ").rstrip() + "\n"
+    text = import_blackbox(_text("blackbox.yml"), prom, read=_read,
+                           discovery_base=str(DATA))
+    config = parse_config(text)
+    sources = {s.id: s for s in config.discovery}
+    ssh = sources["blackbox-ssh-file-sd"]
+    assert ssh.file_sd is not None and ssh.file_sd.files == [str(DATA / "ssh-targets.json")]
+    http = sources["cmdb-http-http-sd"]
+    assert http.http_sd is not None and http.http_sd.url == "http://127.0.0.1:8080/sd"
+    assert http.http_sd.refresh_interval == 30
+    assert http.template["http"]["url"] == "{{url}}"
+    assert "authorization" in text and "s3cret" not in text
+    # the file's entries through the template = the statically imported targets
+    static = {t.id: t for t in imported[1].targets}
+    groups = parse_groups(json.loads((DATA / "ssh-targets.json").read_text()))
+    for group in groups:
+        for entry in group.targets:
+            live = render(ssh, group, entry)
+            assert live.tcp == static[entry].tcp and live.labels == static[entry].labels
+            assert (live.interval, live.timeout) == (static[entry].interval,
+                                                     static[entry].timeout)
+    assert "git.example.com:22" not in {t.id for t in config.targets}
+    # a bare address becomes an http:// URL, as blackbox does
+    entry = render(http, parse_groups([{"targets": ["shop.example.com/health"]}])[0],
+                   "shop.example.com/health")
+    assert entry.http is not None and entry.http.url == "http://shop.example.com/health"

@@ -46,12 +46,13 @@ if TYPE_CHECKING:
 
 #: `{{ name }}` in a template string
 PLACEHOLDER_RE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
-_NAME_RE = re.compile(r"target|host|port|labels\.[A-Za-z_][A-Za-z0-9_]*")
+_NAME_RE = re.compile(r"target|url|host|port|labels\.[A-Za-z_][A-Za-z0-9_]*")
 _ID_CHARS_RE = re.compile(r"[^A-Za-z0-9_.:-]")
 _MAX_ID = 128
 
 #: what placeholders stand for when the template is checked at load time
-_SAMPLE = {"target": "sample.invalid:80", "host": "sample.invalid", "port": "80"}
+_SAMPLE = {"target": "sample.invalid:80", "url": "http://sample.invalid:80",
+           "host": "sample.invalid", "port": "80"}
 
 
 class FileSd(Strict):
@@ -151,7 +152,8 @@ def template_problems(template: Mapping[str, Any]) -> list[Problem]:
             templated.add(loc)
             if not _NAME_RE.fullmatch(match.group(1)):
                 problems.append((loc, f"unknown placeholder {match.group(0)!r}: use "
-                                      "{{target}}, {{host}}, {{port}} or {{labels.NAME}}"))
+                                      "{{target}}, {{url}}, {{host}}, {{port}} or "
+                                      "{{labels.NAME}}"))
     if "kind" not in template:
         problems.append((("kind",), f"required: one of {', '.join(KINDS)}"))
     if problems:
@@ -225,9 +227,12 @@ def render_value(value: Any, values: Mapping[str, str], labels: Mapping[str, str
 
 
 def placeholder_values(target: str) -> dict[str, str]:
-    """`{{target}}`, `{{host}}`, `{{port}}` of one entry: host and port from a URL
-    (`https://h/` → h, 443) or from `host:port`; `[v6]:port` as Prometheus writes it."""
-    values = {"target": target}
+    """`{{target}}`, `{{url}}`, `{{host}}`, `{{port}}` of one entry: host and port from
+    a URL (`https://h/` → h, 443) or from `host:port`; `[v6]:port` as Prometheus
+    writes it. `{{url}}` is the entry with `http://` in front when it has no scheme,
+    as blackbox_exporter reads a bare `host[:port][/path]`."""
+    values = {"target": target,
+              "url": target if "://" in target else f"http://{target}"}
     try:
         parts = urlsplit(target if "://" in target else f"//{target}")
         host, port = parts.hostname, parts.port

@@ -442,6 +442,8 @@ class _Job:
     scrape_timeout: float
     addresses: list[_Address] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: with `discovery`: (kind, source section) per file_sd/http_sd config, watched live
+    sd: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
 _DEFAULT_RELABEL = {"action": "replace", "regex": "(.*)", "replacement": "$1", "separator": ";"}
@@ -502,7 +504,7 @@ def _targets_from(groups: Any, loc: Loc, source: str, problems: _Problems,
 
 
 def _jobs(text: str, source: str, modules: dict[str, Template], read: Reader | None,
-          problems: _Problems, skipped: list[str]) -> list[_Job]:
+          problems: _Problems, skipped: list[str], sd_base: str | None = None) -> list[_Job]:
     docs = load_documents(text, source)
     if len(docs) != 1 or not isinstance(docs[0], dict):
         problems.add(source, (), "must be one YAML mapping (a Prometheus config)")
@@ -559,6 +561,8 @@ def _jobs(text: str, source: str, modules: dict[str, Template], read: Reader | N
         for key, value in raw.items():
             if key == "static_configs":
                 _targets_from(value, (*loc, key), source, problems, job)
+            elif key in ("file_sd_configs", "http_sd_configs") and sd_base is not None:
+                _live_sd(key, value, (*loc, key), source, problems, job, sd_base)
             elif key == "file_sd_configs":
                 _file_sd(value, (*loc, key), source, problems, job, read)
             elif key.endswith("_sd_configs"):
@@ -603,6 +607,48 @@ def _file_sd(value: Any, loc: Loc, source: str, problems: _Problems, job: _Job,
                     continue
                 groups = docs[0] if len(docs) == 1 else None
                 _targets_from(groups, (), name, problems, job)
+
+
+def _live_sd(key: str, value: Any, loc: Loc, source: str, problems: _Problems, job: _Job,
+             base: str) -> None:
+    """file_sd/http_sd configs as slamon discovery sources, so the targets follow the
+    files and the endpoint as Prometheus' do (paths made absolute from `base`)."""
+    import os.path
+
+    if not isinstance(value, list):
+        problems.add(source, loc, "must be a list")
+        return
+    for i, sd in enumerate(value):
+        if not isinstance(sd, dict):
+            problems.add(source, (*loc, i), "must be a mapping")
+            continue
+        out: dict[str, Any] = {}
+        if key == "file_sd_configs":
+            files = sd.get("files")
+            if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+                problems.add(source, (*loc, i, "files"), "must be a list of file patterns")
+                continue
+            out["files"] = [f if os.path.isabs(f) else os.path.normpath(os.path.join(base, f))
+                            for f in files]
+            kind = "file_sd"
+        else:
+            if not isinstance(sd.get("url"), str):
+                problems.add(source, (*loc, i, "url"), "must be the SD endpoint's URL")
+                continue
+            out["url"] = sd["url"]
+            kind = "http_sd"
+        if "refresh_interval" in sd:
+            try:
+                out["refresh_interval"] = format_duration(_prom_duration(sd["refresh_interval"]))
+            except ValueError as exc:
+                problems.add(source, (*loc, i, "refresh_interval"), str(exc))
+                continue
+        elif kind == "http_sd":
+            out["refresh_interval"] = "1m"  # Prometheus' default
+        for option in sorted(set(sd) - {"files", "url", "refresh_interval"}):
+            job.notes.append(f"{key}[{i}].{option}: {_shown(option, sd[option])}: not carried "
+                             "over (set the discovery source's headers or tls_verify by hand)")
+        job.sd.append((kind, out))
 
 
 def _duration_at(raw: dict[str, Any], key: str, default: float, loc: Loc, source: str,
@@ -691,11 +737,15 @@ def import_blackbox(
     blackbox_name: str = "blackbox.yml",
     prometheus_name: str = "prometheus.yml",
     read: Reader | None = None,
+    discovery_base: str | None = None,
 ) -> str:
     """slamon config text (targets) for blackbox modules and the Prometheus jobs using them.
 
     `read` resolves `file_sd_configs` patterns; without it they are listed as not
-    imported. Raises InputError naming the file and path of each mistake.
+    imported. With `discovery_base` (the Prometheus config's directory) file_sd and
+    http_sd configs become slamon `discovery:` sources instead, which follow the
+    files and the endpoint at run time. Raises InputError naming the file and path
+    of each mistake.
     """
     problems = _Problems()
     docs = load_documents(blackbox_text, blackbox_name)
@@ -710,7 +760,8 @@ def import_blackbox(
     skipped: list[str] = []
     jobs: list[_Job] = []
     if prometheus_text is not None:
-        jobs = _jobs(prometheus_text, prometheus_name, modules, read, problems, skipped)
+        jobs = _jobs(prometheus_text, prometheus_name, modules, read, problems, skipped,
+                     discovery_base)
     if problems.lines:
         raise InputError(problems.lines)
 
@@ -740,6 +791,7 @@ def import_blackbox(
             body.append(comment(f"job {job.name}, module {job.module}", 2))
             body += [comment(n, 2) for n in notes]
             body += dump_item(target, 2)
+    sd_items = _sd_items(jobs, modules, used, not_imported)
     if problems.lines:
         raise InputError(problems.lines)
 
@@ -772,12 +824,44 @@ def import_blackbox(
         out += [comment(f"not imported: {n}", 2) for n in not_imported]
     else:
         out.append("targets: []")
+    if sd_items:
+        out.append("discovery:")
+        out += sd_items
     text = "\n".join(out) + "\n"
     try:
         parse_config(text, source="<generated>")
     except ConfigError as exc:  # pragma: no cover - each target was checked above
         raise InputError([f"generated config: {line}" for line in exc.errors]) from None
     return text
+
+
+def _sd_items(jobs: list[_Job], modules: dict[str, Template], used: set[str],
+              not_imported: list[str]) -> list[str]:
+    """The `discovery:` items of the jobs' file_sd/http_sd configs: each a source
+    whose template is the job's module, with the entry as the address."""
+    out: list[str] = []
+    for job in jobs:
+        t = modules[job.module]
+        for kind, spec in job.sd:
+            if t.reason is not None:
+                not_imported.append(f"job {job.name}, module {job.module}: {t.reason}: "
+                                    f"its {kind} targets")
+                continue
+            notes: list[str] = []
+            address = "sample.invalid" if t.prober == "http" else "sample.invalid:1"
+            target = _target(t, job, _Address(address, {}, (), ""), "sample", notes)
+            assert isinstance(target, dict)  # a valid sample address always makes one
+            del target["id"]
+            if t.prober == "http":
+                target["http"]["url"] = "{{url}}"  # blackbox adds http:// to a bare host
+            else:
+                target["tcp"].update(host="{{host}}", port="{{port}}")
+            sid = unique_id(f"{job.name}-{kind.replace('_', '-')}", used)
+            out.append(comment(f"job {job.name}, module {job.module}: its {kind} targets, "
+                               "followed as they change", 2))
+            out += [comment(n, 2) for n in notes]
+            out += dump_item({"id": sid, kind: spec, "template": target}, 2)
+    return out
 
 
 def _templates(modules: dict[str, Template]) -> list[str]:

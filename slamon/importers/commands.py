@@ -65,6 +65,7 @@ def _cmd_blackbox(args: argparse.Namespace) -> int:
             blackbox_name=args.blackbox,
             prometheus_name=args.prometheus or "prometheus.yml",
             read=read,
+            discovery_base=os.path.abspath(base or ".") if args.discovery else None,
         )
     except InputError as exc:
         return _fail(exc)
@@ -115,6 +116,10 @@ def configure_blackbox(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prometheus", metavar="FILE",
                    help="Prometheus config whose /probe jobs name the targets (without it: "
                         "one commented template per module)")
+    p.add_argument("--discovery", action="store_true",
+                   help="turn file_sd_configs and http_sd_configs into discovery sources that "
+                        "follow the files and the endpoint (default: import the targets the "
+                        "files hold now)")
     p.add_argument("-o", "--output", metavar="FILE", help="output file (default stdout)")
     p.set_defaults(func=_cmd_blackbox)
 
