@@ -256,7 +256,7 @@ MISTAKES: list[tuple[str, str, str, str]] = [
         "unknown kind",
         BASE.replace("kind: tcp", "kind: udp"),
         "targets[1].kind",
-        "unknown kind 'udp': must be one of 'http' or 'tcp'",
+        "unknown kind 'udp': must be one of 'http', 'tcp'",
     ),
     (
         "http section missing",

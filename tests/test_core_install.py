@@ -262,3 +262,27 @@ def test_help_and_version_import_no_optional_command() -> None:
         res = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True,
                              text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
         assert res.stderr.strip().splitlines()[-1] == "[]", (argv, res.stderr)
+
+
+@pytest.mark.parametrize(
+    ("kind", "url", "section", "extra"),
+    [
+        ("dns", "dns://127.0.0.1/a.test", "{server: 127.0.0.1, query_name: a.test}", "dns"),
+        ("icmp", "icmp://127.0.0.1", "{host: 127.0.0.1}", "icmp"),
+        ("grpc", "grpc://127.0.0.1:1/x", "{host: 127.0.0.1, port: 1}", "grpc"),
+    ],
+)
+def test_kinds_without_their_library_say_what_to_install(
+    core: CoreInstall, kind: str, url: str, section: str, extra: str, tmp_path: Path
+) -> None:
+    """dns, icmp and grpc need an extra: without it, one line naming it, exit 2."""
+    res = core.run("probe", url)
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"pip install 'slamon[{extra}]'" in lines[0], res.stderr
+    config = tmp_path / "c.yaml"
+    config.write_text(f"targets:\n  - {{id: t, kind: {kind}, {kind}: {section}}}\n")
+    res = core.run("check-config", str(config))
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert f"targets[0].kind: kind '{kind}' needs" in res.stderr, res.stderr
+    assert f"pip install 'slamon[{extra}]'" in res.stderr and "Traceback" not in res.stderr

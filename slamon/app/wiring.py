@@ -74,6 +74,28 @@ class Components:
         self.scheduler: Scheduler | None = None
         #: wall time from which ticks run; the store fills the ticks before it as no data
         self.start_at = 0.0
+        self._configure_beats(config)
+
+    def _configure_beats(self, config: Config) -> None:
+        """Tell the heartbeat registry the tokens of the heartbeat targets."""
+        from slamon.probers.heartbeat import BEATS
+        from slamon.util.fsutil import read_secret
+
+        tokens: list[tuple[str, str]] = []
+        for target in config.targets:
+            spec = target.heartbeat
+            if spec is None:
+                continue
+            try:
+                token = read_secret(spec.token, spec.token_file)
+            except OSError as exc:
+                # its ticks fail (no beat can arrive): visible on /metrics and in alerts
+                self.log.error("heartbeat_token_unreadable", target=target.id,
+                               file=spec.token_file, error=exc.strerror or str(exc))
+                continue
+            if token:
+                tokens.append((target.id, token))
+        BEATS.configure(tokens)
 
     # -- state ------------------------------------------------------------------
     async def open_state(self) -> None:
@@ -221,6 +243,8 @@ class Components:
             from slamon.web.auth import api_auth_middleware
 
             def is_open(path: str) -> bool:
+                if path.startswith(f"{PREFIX}/push/"):
+                    return True  # the token in the path is the credential
                 # the status page keeps its own (optional) basic_auth: it is public
                 return page_here and (path == page.path or path.startswith(page.path + "/")
                                       or path == f"{PREFIX}/status")
@@ -228,6 +252,9 @@ class Components:
             app.middlewares.append(api_auth_middleware(self.config.server.auth, is_open))
         api_routes(lambda: self.tracker)(app)
         from slamon.web.incidents import incident_routes
+        from slamon.web.push import push_routes
+
+        push_routes(app)
 
         incident_routes(self.incidents, self.config.server.auth is not None,
                         lambda: [t.id for t in self.config.targets])(app)
@@ -334,6 +361,7 @@ class Components:
     def apply_config(self, new: Config) -> None:
         """Hand a validated config to every part; each keeps what did not change."""
         self.config = new
+        self._configure_beats(new)
         self.live.apply_config(new)
         if self.tracker is not None:
             self.tracker.apply_config(new, time.time())

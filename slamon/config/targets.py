@@ -1,7 +1,9 @@
-"""Targets: what is probed (http, tcp), how often, and what a good answer is."""
+"""Targets: what is probed (http, tcp, dns, icmp, grpc), how often, and what a good answer is."""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import re
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
@@ -25,6 +27,7 @@ from slamon.util.schema import (
     Size,
     Strict,
     check_headers,
+    check_secret_source,
 )
 
 _LABEL_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -183,7 +186,232 @@ class TcpSpec(Strict):
     ip_family: Literal["any", "ipv4", "ipv6"] = "any"
 
 
-KINDS = ("http", "tcp")
+#: DNS rcodes by name (RFC 1035, 2136, 6891): checked here so a config is validated
+#: without dnspython installed
+DNS_RCODES: dict[str, int] = {
+    "NOERROR": 0, "FORMERR": 1, "SERVFAIL": 2, "NXDOMAIN": 3, "NOTIMP": 4, "REFUSED": 5,
+    "YXDOMAIN": 6, "YXRRSET": 7, "NXRRSET": 8, "NOTAUTH": 9, "NOTZONE": 10, "BADVERS": 16,
+}
+#: the query types a probe may ask for (the common ones; ANY is refused by many servers)
+DNS_QUERY_TYPES = (
+    "A", "AAAA", "ANY", "CAA", "CNAME", "DNSKEY", "DS", "HTTPS", "MX", "NAPTR", "NS", "PTR",
+    "SOA", "SRV", "SSHFP", "SVCB", "TLSA", "TXT",
+)
+_DNS_LABEL_RE = re.compile(r"[A-Za-z0-9_*]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+
+
+def split_host_port(value: str, default_port: int) -> tuple[str, int]:
+    """`host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 address -> (host, port).
+
+    ValueError says what is wrong, for a config message."""
+    text = value.strip()
+    if not text:
+        raise ValueError("must not be empty")
+    port_text: str | None = None
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"invalid address {value!r}: write [v6 address]:port")
+        port_text = rest[1:] if rest else None
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host = text  # a name, an IPv4 address or a bare IPv6 address: default port
+    if not host or any(ch.isspace() or ch in "/[]" for ch in host):
+        raise ValueError(f"invalid address {value!r}: write host, host:port or [v6]:port")
+    if port_text is None:
+        return host, default_port
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"invalid port in {value!r}: must be 1-65535")
+    return host, int(port_text)
+
+
+class DnsSpec(Strict):
+    """One DNS query to one server, judged like blackbox_exporter's dns prober."""
+
+    #: the server asked: host, host:port or [v6]:port (port 53 by default)
+    server: str
+    query_name: str
+    query_type: str = "A"
+    transport: Literal["udp", "tcp"] = "udp"
+    valid_rcodes: list[str] = Field(default_factory=lambda: ["NOERROR"])
+    recursion_desired: bool = True
+    #: each regex must match at least one answer record (blackbox: fail_if_none_matches_regexp)
+    answer_matches: list[Regex] = Field(default_factory=list)
+    #: each regex must match every answer record (blackbox: fail_if_not_matches_regexp)
+    answer_all_match: list[Regex] = Field(default_factory=list)
+    #: no answer record may match any of these (blackbox: fail_if_matches_regexp)
+    answer_not_matches: list[Regex] = Field(default_factory=list)
+    #: address family used when `server` is a name
+    ip_family: Literal["any", "ipv4", "ipv6"] = "any"
+
+    @field_validator("server")
+    @classmethod
+    def _server(cls, value: str) -> str:
+        split_host_port(value, 53)
+        return value
+
+    @field_validator("query_name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        name = value.strip()
+        if name in (".", ""):
+            if name == ".":
+                return name
+            raise ValueError("must not be empty")
+        labels = name.removesuffix(".").split(".")
+        if len(name.removesuffix(".")) > 253:
+            raise ValueError("invalid DNS name: longer than 253 characters")
+        for label in labels:
+            if not _DNS_LABEL_RE.fullmatch(label):
+                raise ValueError(
+                    f"invalid DNS name {value!r}: label {label!r} must be 1-63 letters, "
+                    "digits, '-' or '_'"
+                )
+        return name
+
+    @field_validator("query_type", mode="before")
+    @classmethod
+    def _type(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            upper = value.strip().upper()
+            if upper not in DNS_QUERY_TYPES:
+                raise ValueError(
+                    f"unknown query type {value!r} (known: {', '.join(DNS_QUERY_TYPES)})"
+                )
+            return upper
+        return value
+
+    @field_validator("valid_rcodes", mode="before")
+    @classmethod
+    def _rcodes(cls, value: Any) -> Any:
+        items = value if isinstance(value, list) else [value]
+        if not items:
+            raise ValueError("must not be empty: omit the key for the default (NOERROR)")
+        out: list[str] = []
+        problems: list[Problem] = []
+        for i, item in enumerate(items):
+            sub: Loc = (i,) if isinstance(value, list) else ()
+            name = item.strip().upper() if isinstance(item, str) else None
+            if name not in DNS_RCODES:
+                problems.append(
+                    (sub, f"unknown rcode {item!r} (known: {', '.join(DNS_RCODES)})")
+                )
+            elif name not in out:
+                out.append(name)
+        if problems:
+            raise PathError.many(problems)
+        return out
+
+    def address(self) -> tuple[str, int]:
+        """The server's (host, port)."""
+        return split_host_port(self.server, 53)
+
+
+class IcmpSpec(Strict):
+    """Echo requests to one host; up if enough replies come back within the timeout."""
+
+    host: str = Field(min_length=1)
+    #: echo requests per probe, `packet_interval` apart
+    count: int = Field(default=1, ge=1, le=100)
+    packet_interval: Duration = 0.2
+    #: share of the packets that may go unanswered (0.2 = 20 %); none: one reply is enough
+    max_packet_loss: float | None = Field(default=None, ge=0.0, lt=1.0)
+    #: bytes of payload after the ICMP header (ping's default)
+    payload_size: int = Field(default=56, ge=0, le=65000)
+    ip_family: Literal["any", "ipv4", "ipv6"] = "any"
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if any(ch.isspace() or ch in "/[]" for ch in value):
+            raise ValueError("invalid host: write a name or an IP address without brackets")
+        return value
+
+    @field_validator("packet_interval")
+    @classmethod
+    def _packet_interval(cls, value: float) -> float:
+        if value < 0.01:
+            raise ValueError("must be at least 10ms")
+        return value
+
+
+class GrpcSpec(Strict):
+    """The standard grpc.health.v1.Health/Check; SERVING is up, anything else down."""
+
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+    #: the service asked about; "" asks about the server as a whole
+    service: str = ""
+    tls: bool = False
+    #: PEM CA certificates to trust (with `tls`); the system's by default
+    ca_file: str | None = None
+    #: TLS name to verify (and send as SNI) when it is not `host`
+    server_name: str | None = None
+    ip_family: Literal["any", "ipv4", "ipv6"] = "any"
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if any(ch.isspace() or ch in "/[]" for ch in value):
+            raise ValueError("invalid host: write a name or an IP address without brackets")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_keys(self) -> GrpcSpec:
+        if not self.tls:
+            given = [k for k in ("ca_file", "server_name") if getattr(self, k) is not None]
+            if given:
+                raise PathError.many([((k,), "only used with tls: true") for k in given])
+        return self
+
+
+class HeartbeatSpec(Strict):
+    """A push monitor: a job calls `POST /api/v1/push/<token>` at least every
+    `interval` (+ `grace`); each tick with a beat is good, one without is bad."""
+
+    #: the URL's secret (e.g. ${BACKUP_PUSH_TOKEN}); at least 16 characters
+    token: str | None = None
+    token_file: str | None = None
+    #: how late a beat may be; default a tenth of the target's interval
+    grace: Duration | None = None
+
+    @model_validator(mode="after")
+    def _token(self) -> HeartbeatSpec:
+        check_secret_source(self.token, self.token_file, "token", required=True)
+        if self.token is not None and len(self.token) < 16:
+            # a fixed message: the value may come from ${ENV} and must not be echoed
+            raise PathError(("token",), "must be at least 16 characters (it is the only "
+                                        "credential of the push URL)")
+        return self
+
+
+KINDS = ("http", "tcp", "dns", "icmp", "grpc", "heartbeat")
+
+#: kinds whose prober needs an optional library: kind -> (top-level module, distribution,
+#: pip extra); a top-level name, so that looking for it imports nothing
+OPTIONAL_KINDS: dict[str, tuple[str, str, str]] = {
+    "dns": ("dns", "dnspython", "dns"),
+    "icmp": ("icmplib", "icmplib", "icmp"),
+    "grpc": ("grpc_health", "grpcio-health-checking", "grpc"),
+}
+
+
+@functools.cache
+def missing_extra(kind: str) -> str | None:
+    """The message for a kind whose library is not installed, else None (memoised:
+    checked once per kind, not per target)."""
+    need = OPTIONAL_KINDS.get(kind)
+    if need is None:
+        return None
+    module, dist, extra = need
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing or a broken install
+        found = False
+    if found:
+        return None
+    return f"kind {kind!r} needs {dist}, which is not installed: pip install 'slamon[{extra}]'"
 
 
 def target_problems(
@@ -201,6 +429,9 @@ def target_problems(
         )
     if kind in KINDS and kind not in sections:
         problems.append(((kind,), f"section required for kind {kind!r}"))
+    missing = missing_extra(kind)
+    if missing is not None:
+        problems.append((("kind",), missing))
     for other in sorted(sections - {kind}):
         if kind in KINDS:
             problems.append(((other,), f"not allowed for kind {kind!r}"))
@@ -209,12 +440,16 @@ def target_problems(
 
 class Target(Strict):
     id: Id
-    kind: Literal["http", "tcp"]
+    kind: Literal["http", "tcp", "dns", "icmp", "grpc", "heartbeat"]
     interval: Duration = 30.0
     timeout: Duration = 10.0
     labels: dict[str, str] = Field(default_factory=dict)
     http: HttpSpec | None = None
     tcp: TcpSpec | None = None
+    dns: DnsSpec | None = None
+    icmp: IcmpSpec | None = None
+    grpc: GrpcSpec | None = None
+    heartbeat: HeartbeatSpec | None = None
 
     @field_validator("interval")
     @classmethod
@@ -258,10 +493,24 @@ class Target(Strict):
             raise PathError.many(problems)
         return self
 
+    @model_validator(mode="after")
+    def _icmp_budget(self) -> Target:
+        # every echo request must leave before the timeout, or it could never be answered
+        spec = self.icmp
+        if spec is not None and (spec.count - 1) * spec.packet_interval >= self.timeout:
+            raise PathError.many([(
+                ("icmp", "count"),
+                f"{spec.count} packets {format_duration(spec.packet_interval)} apart take "
+                f"longer than the timeout ({format_duration(self.timeout)}): send fewer, "
+                "closer together, or raise timeout",
+            )])
+        return self
+
     @property
-    def spec(self) -> HttpSpec | TcpSpec:
-        spec = self.http if self.kind == "http" else self.tcp
-        assert spec is not None
+    def spec(self) -> HttpSpec | TcpSpec | DnsSpec | IcmpSpec | GrpcSpec | HeartbeatSpec:
+        spec = getattr(self, self.kind)
+        assert isinstance(spec, HttpSpec | TcpSpec | DnsSpec | IcmpSpec | GrpcSpec
+                          | HeartbeatSpec)
         return spec
 
 

@@ -24,6 +24,8 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from slamon import __version__
 from slamon.config.root import Config
 from slamon.config.targets import target_label_names
+from slamon.metrics.probe_kinds import KindMetrics
+from slamon.metrics.probe_kinds import endpoint as kind_endpoint
 from slamon.probers.base import PHASES, FailureReason
 from slamon.scheduler import SchedulerStats
 from slamon.sla.maintenance import covering, slas_by_target
@@ -155,14 +157,15 @@ class SlamonCollector(Collector):
             "Target configuration and labels (join on target)",
             labels=["target", "kind", "endpoint", *extra],
         )
+        by_kind = KindMetrics()  # dns, icmp, grpc: metrics/probe_kinds.py
         for tid, st in targets:
             target = st.target
             if target.http is not None:
                 endpoint = redact_url(target.http.url)
             elif target.tcp is not None:
                 endpoint = f"{target.tcp.host}:{target.tcp.port}"
-            else:  # pragma: no cover - config guarantees one section
-                endpoint = ""
+            else:
+                endpoint = kind_endpoint(target)
             own = target.labels
             info.add_metric([tid, target.kind, endpoint, *(own.get(k, "") for k in extra)], 1)
             probes.add_metric([tid, "success"], st.successes)
@@ -181,6 +184,9 @@ class SlamonCollector(Collector):
                 failed.add_metric([tid, (res.reason or FailureReason.OTHER).value], 1)
             if res.cert_expiry is not None:
                 cert.add_metric([tid], res.cert_expiry)
+            if target.kind not in ("http", "tcp"):
+                by_kind.add(tid, target.kind, res)
+                continue
             fam = phases if target.kind == "http" else tcp_phases
             for phase in PHASES:
                 value = res.phases.get(phase)
@@ -192,6 +198,7 @@ class SlamonCollector(Collector):
                 redirects.add_metric([tid], res.redirects)
                 body_bytes.add_metric([tid], res.body_bytes)
         yield from (success, duration, status_code, phases, tcp_phases, redirects, body_bytes)
+        yield from by_kind.families()
         yield from (cert, failed, last_time, probes, reasons, info)
 
     def _slo_metrics(self, slos: Iterable[tuple[str, SloState]], now: float) -> Iterator[Metric]:

@@ -4,7 +4,7 @@ Laid out as blackbox_exporter's prober/: every prober has the one signature
 of `base.Prober` and `PROBERS` maps a target kind to its prober.
 
 - `base`: `ProbeResult`, `FailureReason` and the `Prober` signature.
-- `http`, `tcp`: the transports. They connect, speak the protocol, time the
+- `http`, `tcp`, `dns`, `icmp`, `grpc`: the transports. They connect, speak the protocol, time the
   phases and gather the facts of the response.
 - `checks`: the assertions, pure functions over those facts and the target
   spec (status, headers, body, JSON, response time, certificate validity,
@@ -16,10 +16,14 @@ of `base.Prober` and `PROBERS` maps a target kind to its prober.
 
 from __future__ import annotations
 
-from slamon.probers import http, tcp
+from slamon.probers import dns, grpc, heartbeat, http, icmp, tcp
 from slamon.probers.base import FailureReason, Prober, ProbeResult
 
-PROBERS: dict[str, Prober] = {"http": http.probe, "tcp": tcp.probe}
+# dns, icmp and grpc import their libraries (optional extras) on their first probe, not here
+PROBERS: dict[str, Prober] = {
+    "http": http.probe, "tcp": tcp.probe, "dns": dns.probe, "icmp": icmp.probe,
+    "grpc": grpc.probe, "heartbeat": heartbeat.probe,
+}
 
 
 def get_prober(kind: str) -> Prober:

@@ -30,6 +30,21 @@ class FailureReason(enum.StrEnum):
     TOO_SLOW = "too_slow"
     TOO_LARGE = "too_large"
     REDIRECTS = "redirects"
+    #: DNS: the server says the name does not exist / could not answer / another bad rcode
+    NXDOMAIN = "nxdomain"
+    SERVFAIL = "servfail"
+    RCODE = "rcode"
+    #: DNS: the answer records failed an `answer_*` assertion
+    ANSWER = "answer"
+    #: ICMP: replies came back, but fewer than `max_packet_loss` allows
+    PACKET_LOSS = "packet_loss"
+    #: gRPC: the health check answered NOT_SERVING, UNKNOWN or SERVICE_UNKNOWN
+    NOT_SERVING = "not_serving"
+    #: gRPC: the call ended with a status other than OK (UNIMPLEMENTED, NOT_FOUND, ...)
+    GRPC_STATUS = "grpc_status"
+    #: heartbeat: no beat within the interval and its grace / the job said it failed
+    NO_HEARTBEAT = "no_heartbeat"
+    REPORTED_DOWN = "reported_down"
     OTHER = "other"
 
 
@@ -50,6 +65,9 @@ class ProbeResult:
     http_version: str | None = None
     redirects: int = 0
     body_bytes: int = 0
+    #: numbers only some kinds have, for their metrics: dns_* (rcode, record counts),
+    #: icmp_packets_*, grpc_* (status code, serving status, ssl); see metrics/probe_kinds.py
+    facts: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def failure(
