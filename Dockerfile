@@ -12,7 +12,8 @@ WORKDIR /src
 RUN python -m venv /opt/slamon
 COPY pyproject.toml README.md ./
 COPY slamon ./slamon
-RUN /opt/slamon/bin/pip install --no-cache-dir ".[chain]" \
+# every optional prober and channel: an image is used as it comes
+RUN /opt/slamon/bin/pip install --no-cache-dir ".[chain,dns,icmp,grpc,apprise]" \
     && /opt/slamon/bin/slamon --version
 
 # -- runtime: the virtualenv only, no compilers, no pip cache ------------------
