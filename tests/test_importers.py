@@ -49,7 +49,8 @@ def test_blackbox_targets_round_trip(imported: tuple[str, Config]) -> None:
     assert sorted(by_id) == sorted([
         "prometheus.io", "example.com:8080-health", "api.example.com-v1-ping",
         "db.example.com:5432", "2001:db8::1-6379", "mail.example.com:995",
-        "git.example.com:22", "bastion.example.com:22"])
+        "git.example.com:22", "bastion.example.com:22",
+        "8.8.8.8", "1.1.1.1", "grpc.example.com:443"])
     web = by_id["prometheus.io"]
     assert web.kind == "http" and web.http is not None
     assert web.http.url == "https://prometheus.io" and web.http.method == "GET"
@@ -68,16 +69,21 @@ def test_blackbox_targets_round_trip(imported: tuple[str, Config]) -> None:
     ssh = by_id["git.example.com:22"]  # from file_sd_configs
     assert ssh.tcp is not None and ssh.tcp.expect == "(?m)^SSH-2.0-"
     assert ssh.labels == {"env": "prod"} and ssh.tcp.send is None
+    ping = by_id["8.8.8.8"]  # module icmp: the address is the host pinged
+    assert ping.kind == "icmp" and ping.icmp is not None and ping.icmp.host == "8.8.8.8"
+    grpc = by_id["grpc.example.com:443"]
+    assert grpc.kind == "grpc" and grpc.grpc is not None
+    assert (grpc.grpc.host, grpc.grpc.port, grpc.grpc.tls) == ("grpc.example.com", 443, True)
 
 
 def test_blackbox_lists_what_is_not_imported(imported: tuple[str, Config]) -> None:
     text, _ = imported
     notes = _comments(text)
     for expected in (
-        "module grpc (prober grpc): not imported", "grpc.tls: true",
-        "grpc.preferred_ip_protocol: ip4", "module icmp_ttl5 (prober icmp): not imported",
-        "icmp.ttl: 5", "job blackbox-icmp, module icmp", "8.8.8.8, 1.1.1.1",
-        "grpc.example.com:443", "tcp.query_response[1]: {send: SSH-2.0-blackbox-ssh-check}",
+        "module grpc (prober grpc): imported",
+        "grpc.preferred_ip_protocol: ip4 (with fallback)", "module icmp_ttl5 (prober icmp): "
+        "imported", "icmp.ttl: 5: no slamon equivalent", "job blackbox-icmp, module icmp",
+        "tcp.query_response[1]: {send: SSH-2.0-blackbox-ssh-check}",
         "regex ^+OK rewritten as ^OK", "relabel_configs[1]", "kubernetes_sd_configs",
         "job prometheus: not a blackbox probe job",
         "tcp.query_response[2]: {expect: 'PING :([^ ]+)', send: 'PONG ${1}'}",
@@ -143,10 +149,16 @@ scrape_configs:
     assert ca is not None and ca.ca_file == "/certs/my_cert.crt"
     irc = by_id["irc.example.com:6667"].tcp
     assert irc is not None and irc.send == "NICK prober\n" and irc.expect is None
+    dns = by_id["8.8.8.8"].dns  # the DNS server; the module says what to ask
+    assert dns is not None and dns.server == "8.8.8.8" and dns.query_name == "www.prometheus.io"
+    assert dns.query_type == "A" and dns.valid_rcodes == ["NOERROR"]
+    assert dns.answer_not_matches == [".*127.0.0.1"]
+    assert dns.answer_all_match == ["www.prometheus.io.\t300\tIN\tA\t127.0.0.1"]
     notes = _comments(text)
     for expected in ("http.valid_http_versions", "http.proxy_url", "http.compression: gzip",
                      "http.skip_resolve_phase_with_proxy", "http.basic_auth",
-                     "dns.query_name: www.prometheus.io", "icmp.source_ip_address",
+                     "dns.validate_answer_rrs.fail_if_all_match_regexp",
+                     "dns.validate_authority_rrs", "icmp.source_ip_address",
                      "tcp.query_response[3]: {starttls: true}", "dns_tcp_example",
                      "job dns, module dns_udp_example"):
         assert expected in notes, expected
@@ -319,7 +331,7 @@ def test_cli_round_trip(tmp_path: Path) -> None:
     r = _slamon("openslo", "openslo-slamon.yaml", "-c", str(out))
     assert r.returncode == 0, r.stderr
     config = parse_config(out.read_text(encoding="utf-8") + r.stdout)
-    assert len(config.targets) == 8 and len(config.slos) == 3 and len(config.slas) == 2
+    assert len(config.targets) == 11 and len(config.slos) == 3 and len(config.slas) == 2
 
 
 def test_cli_bad_input_exits_2(tmp_path: Path) -> None:

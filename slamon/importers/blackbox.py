@@ -8,9 +8,10 @@ module becomes a template (the `http`/`tcp` section without the address), and
 each probed address one slamon target built from its job's template.
 
 Every option slamon has no equivalent for is listed in a `#` comment of the
-output, by module or job and option, with the reason. Modules whose prober
-slamon does not have (icmp, dns, grpc) are listed with their options and the
-addresses they probe. Nothing is dropped silently.
+output, by module or job and option, with the reason. http, tcp, dns, icmp
+and grpc modules are converted; a unix module, which slamon cannot probe, is
+listed with its options and the addresses it probes. Nothing is dropped
+silently.
 """
 
 from __future__ import annotations
@@ -334,6 +335,100 @@ def _tcp_module(raw: dict[str, Any], loc: Loc, source: str, problems: _Problems,
             notes.append(f"tcp.{key}: {_shown(key, value)}: no slamon equivalent")
 
 
+#: blackbox's validate_*_rrs keys -> slamon's answer_* keys (answer section only)
+_RR_RULES = {"fail_if_matches_regexp": "answer_not_matches",
+             "fail_if_not_matches_regexp": "answer_all_match",
+             "fail_if_none_matches_regexp": "answer_matches"}
+
+
+def _dns_module(raw: dict[str, Any], loc: Loc, source: str, problems: _Problems,
+                t: Template) -> None:
+    """The address probed is the DNS server; the module says what to ask it."""
+    spec, notes = t.spec, t.notes
+    _ip_family(raw, "dns", loc, source, problems, spec, notes)
+    if not isinstance(raw.get("query_name"), str) or not raw["query_name"]:
+        problems.add(source, (*loc, "query_name"), "required: the name to look up")
+    for key, value in raw.items():
+        at = (*loc, key)
+        if key in ("preferred_ip_protocol", "ip_protocol_fallback"):
+            continue
+        if key == "query_name" and isinstance(value, str):
+            spec["query_name"] = value
+        elif key == "query_type":
+            spec["query_type"] = str(value).upper()
+        elif key == "transport_protocol":
+            if value not in ("udp", "tcp"):
+                problems.add(source, at, "must be udp or tcp")
+            else:
+                spec["transport"] = value
+        elif key == "valid_rcodes":
+            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+                problems.add(source, at, "must be a list of rcode names")
+            else:
+                spec["valid_rcodes"] = [x.upper() for x in value]
+        elif key == "recursion_desired":
+            if not isinstance(value, bool):
+                problems.add(source, at, "must be true or false")
+            else:
+                spec["recursion_desired"] = value
+        elif key == "validate_answer_rrs" and isinstance(value, dict):
+            for rule, pats in value.items():
+                if rule in _RR_RULES:
+                    spec[_RR_RULES[rule]] = _regex_list(
+                        pats, rule, at, source, problems, notes, "dns.validate_answer_rrs")
+                else:
+                    notes.append(f"dns.validate_answer_rrs.{rule}: {_shown(rule, pats)}: "
+                                 "no slamon equivalent")
+        elif key != "query_name":
+            notes.append(f"dns.{key}: {_shown(key, value)}: no slamon equivalent "
+                         "(slamon checks the answer section only, over plain DNS)")
+
+
+def _icmp_module(raw: dict[str, Any], loc: Loc, source: str, problems: _Problems,
+                 t: Template) -> None:
+    spec, notes = t.spec, t.notes
+    _ip_family(raw, "icmp", loc, source, problems, spec, notes)
+    for key, value in raw.items():
+        if key in ("preferred_ip_protocol", "ip_protocol_fallback"):
+            continue
+        if key == "payload_size" and isinstance(value, int) and not isinstance(value, bool):
+            spec["payload_size"] = value
+        else:
+            notes.append(f"icmp.{key}: {_shown(key, value)}: no slamon equivalent")
+
+
+def _grpc_module(raw: dict[str, Any], loc: Loc, source: str, problems: _Problems,
+                 t: Template) -> None:
+    spec, notes = t.spec, t.notes
+    _ip_family(raw, "grpc", loc, source, problems, spec, notes)
+    for key, value in raw.items():
+        at = (*loc, key)
+        if key in ("preferred_ip_protocol", "ip_protocol_fallback"):
+            continue
+        if key == "service":
+            spec["service"] = str(value)
+        elif key == "tls":
+            if not isinstance(value, bool):
+                problems.add(source, at, "must be true or false")
+            elif value:
+                spec["tls"] = True
+        elif key == "tls_config" and isinstance(value, dict):
+            for k, v in value.items():
+                if k == "ca_file" and isinstance(v, str):
+                    spec["ca_file"] = v
+                elif k == "server_name" and isinstance(v, str):
+                    spec["server_name"] = v
+                else:
+                    notes.append(f"grpc.tls_config.{k}: {_shown(k, v)}: no slamon equivalent "
+                                 "(slamon always verifies gRPC certificates)")
+        else:
+            notes.append(f"grpc.{key}: {_shown(key, value)}: no slamon equivalent")
+    if not spec.get("tls"):
+        for k in ("ca_file", "server_name"):
+            if spec.pop(k, None) is not None:
+                notes.append(f"grpc.tls_config.{k}: only used with tls: true, dropped")
+
+
 def _query_response(raw: Any, loc: Loc, source: str, problems: _Problems,
                     spec: dict[str, Any], notes: list[str]) -> None:
     """slamon sends once, then matches once: the leading `send`, then the first `expect`.
@@ -402,6 +497,12 @@ def module_template(name: str, raw: Any, source: str, problems: _Problems) -> Te
                 _http_module(value, (*loc, key), source, problems, t)
             elif prober == "tcp":
                 _tcp_module(value, (*loc, key), source, problems, t)
+            elif prober == "dns":
+                _dns_module(value, (*loc, key), source, problems, t)
+            elif prober == "icmp":
+                _icmp_module(value, (*loc, key), source, problems, t)
+            elif prober == "grpc":
+                _grpc_module(value, (*loc, key), source, problems, t)
             else:
                 t.notes += [f"{key}.{k}: {_shown(k, v)}" for k, v in value.items()]
         elif key in PROBERS:
@@ -409,8 +510,10 @@ def module_template(name: str, raw: Any, source: str, problems: _Problems) -> Te
                            f"(the module's prober is {prober})")
         else:
             t.notes.append(f"{key}: {_shown(key, value)}: no slamon equivalent")
-    if prober not in ("http", "tcp"):
-        t.reason = f"slamon cannot probe {prober} (its kinds are http and tcp)"
+    if prober == "dns" and not isinstance(raw.get("dns"), dict):
+        problems.add(source, (*loc, "dns"), "required: a dns section with query_name")
+    if prober == "unix":
+        t.reason = "slamon cannot probe unix sockets"
     return t
 
 
@@ -713,11 +816,16 @@ def _target(t: Template, job: _Job, addr: _Address, tid: str,
         if not url.startswith(("http://", "https://")):
             url = "http://" + url  # what blackbox does with a bare host[:port]
         out["http"] = {"url": url, **spec}
+    elif t.prober == "dns":
+        out["dns"] = {"server": addr.address, **spec}  # the server; port 53 by default
+    elif t.prober == "icmp":
+        host = addr.address
+        out["icmp"] = {"host": host[1:-1] if host.startswith("[") else host, **spec}
     else:
         hp = _split_host_port(addr.address)
         if hp is None:
-            return "a tcp target must be host:port (IPv6 as [addr]:port)"
-        out["tcp"] = {"host": hp[0], "port": hp[1], **spec}
+            return f"a {t.prober} target must be host:port (IPv6 as [addr]:port)"
+        out[t.prober] = {"host": hp[0], "port": hp[1], **spec}
     return out
 
 
