@@ -388,7 +388,7 @@ def test_registry() -> None:
     assert PROBERS["http"] is probe
     assert get_prober("http") is probe
     with pytest.raises(KeyError, match="unknown prober kind"):
-        get_prober("icmp")
+        get_prober("ftp")
 
 
 def test_json_fixture_is_what_the_json_route_serves() -> None:
