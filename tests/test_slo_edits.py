@@ -130,3 +130,50 @@ async def test_restart_after_an_objective_edit_restores_the_windows(tmp_path: Pa
         assert any(c != ((0, 0), (0, 0)) for c in before.values())
     finally:
         await second.store.close()
+
+
+def test_an_slo_removed_and_added_back_gets_its_windows_back() -> None:
+    now = time.time()
+    cfg = config()
+    live = LiveState(cfg)
+    feed(live, cfg, now - 3000, 290)
+    before = counts(live, now)
+    without = BASE.replace(
+        "  - {id: avail, targets: [web], objective: 0.99, window: 7d}\n", "")
+    live.apply_config(config(without))
+    assert "avail" not in live.slos and "avail" in live.parked
+    live.apply_config(config())
+    assert counts(live, now) == before and "avail" not in live.parked
+    # a changed definition parks the old windows; going back restores them
+    changed = BASE.replace("latency_threshold: 300ms", "latency_threshold: 1s")
+    live.apply_config(config(changed))
+    assert counts(live, now)["fast"] != before["fast"]
+    live.apply_config(config())
+    assert counts(live, now) == before
+
+
+async def test_removed_slo_survives_a_restart_in_the_state_file(tmp_path: Path) -> None:
+    now = time.time()
+    state = tmp_path / "state.db"
+    first = Daemon(config(state=state))
+    await first._open_state()
+    assert first.store is not None
+    feed(first.live, first.config, now - 3000, 290)
+    first.live.advance(now - 30)
+    before = counts(first.live, now)["avail"]
+    await first._flush(snapshot=True)
+    # a reload without the SLO, two snapshots (the second would have dropped it)
+    without = config(BASE.replace(
+        "  - {id: avail, targets: [web], objective: 0.99, window: 7d}\n", ""), state=state)
+    first.parts.apply_config(without)
+    await first._flush(snapshot=True)
+    await first._flush(snapshot=True)
+    await first.store.close()
+    second = Daemon(without)  # restarted without it: still parked, from the file
+    await second._open_state()
+    assert second.store is not None
+    assert "avail" in second.live.parked
+    second.parts.apply_config(config(state=state))  # and a reload brings it back
+    await second.store.close()
+    second.live.advance(now - 30)
+    assert counts(second.live, now)["avail"] == before != ((0, 0), (0, 0))

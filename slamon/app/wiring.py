@@ -149,6 +149,9 @@ class Components:
         self.oracle = oracle
 
     def _restore_windows(self, restored: Restored) -> int:
+        for slo_id, (shape, data) in restored.snapshots.items():
+            if slo_id not in self.live.slos:
+                self.live.park(slo_id, shape, data)  # a reload may bring it back
         for slo_id, state in self.live.slos.items():
             snap = restored.snapshots.get(slo_id)
             if snap is not None and self.live.restores(slo_id, snap[0]):
@@ -162,10 +165,11 @@ class Components:
         return replayed
 
     def _snapshots(self) -> Mapping[str, tuple[str, bytes]]:
-        return {
+        running = {
             slo_id: (self.live.shape(slo_id), state.to_bytes())
             for slo_id, state in self.live.slos.items()
         }
+        return {**self.live.parked, **running}
 
     async def flush(self, snapshot: bool = False) -> None:
         if self.writer is not None:

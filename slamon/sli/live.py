@@ -8,6 +8,7 @@ prometheus-client objects.
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -66,6 +67,10 @@ def _legacy_shape(slo: Slo, parts: Sequence[Target]) -> str:
     return _digest(key.replace(", selector=None", "", 1))
 
 
+#: parked SLO windows held in memory (about 8 KB each); the state file keeps more
+MAX_PARKED = 1000
+
+
 class LiveState:
     def __init__(self, config: Config, on_transition: TransitionHook | None = None) -> None:
         self.targets: dict[str, TargetStatus] = {}
@@ -77,6 +82,10 @@ class LiveState:
         self._shapes: dict[str, str] = {}
         #: the shape snapshots were written under before window_key (restore only)
         self._legacy: dict[str, str] = {}
+        #: windows of SLOs a reload removed (or changed), as snapshots by SLO id:
+        #: (shape, bytes). Given back if the same SLO returns, and written with the
+        #: state, so removing an SLO and adding it back loses none of its history
+        self.parked: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
         self._on_transition = on_transition
         self.apply_config(config)
 
@@ -92,6 +101,7 @@ class LiveState:
             else:
                 self.targets[tid] = TargetStatus(target)
         old_slos, old_keys, old_shapes = self.slos, self._slo_keys, self._shapes
+        old_state_shapes = {sid: self.shape(sid) for sid in old_slos}
         self.slos, self._slo_keys, self._shapes, self._legacy = {}, {}, {}, {}
         for slo in config.slos:
             prev_state = old_slos.get(slo.id)
@@ -111,6 +121,10 @@ class LiveState:
                     intervals={t.id: t.interval for t in parts},
                     timeouts={t.id: t.timeout for t in parts},
                 )
+                self._unpark(slo.id)
+        for sid, state in old_slos.items():
+            if self.slos.get(sid) is not state:
+                self.park(sid, old_state_shapes[sid], state.to_bytes())
         self._slos_by_target = {}
         for state in self.slos.values():
             for tid in state.parts:
@@ -158,6 +172,24 @@ class LiveState:
             key = self._slo_keys[slo_id]
             shape = self._shapes[slo_id] = _fingerprint(key)
         return shape
+
+    def park(self, slo_id: str, shape: str, data: bytes) -> None:
+        """Keep the windows of an SLO that is not running (bounded: the oldest go)."""
+        self.parked.pop(slo_id, None)
+        self.parked[slo_id] = (shape, data)
+        while len(self.parked) > MAX_PARKED:
+            self.parked.popitem(last=False)
+
+    def _unpark(self, slo_id: str) -> None:
+        """A new SLO state takes the parked windows of the same SLO, if they fit."""
+        found = self.parked.get(slo_id)
+        if found is None or not self.restores(slo_id, found[0]):
+            return
+        try:
+            self.slos[slo_id].restore(found[1])
+        except ValueError:
+            return
+        del self.parked[slo_id]
 
     def restores(self, slo_id: str, shape: str) -> bool:
         """Whether a snapshot written under `shape` fits this SLO's windows: today's

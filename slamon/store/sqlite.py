@@ -50,6 +50,10 @@ T = TypeVar("T")
 JOURNAL_CAP = 1_000_000
 
 
+#: how long the snapshot of an SLO no longer configured is kept: its windows' reach
+SNAPSHOT_KEEP = 90 * 86400.0
+
+
 class StoreError(Exception):
     """The state file cannot be used; the message says why and what to do."""
 
@@ -338,9 +342,12 @@ class StateStore:
                 # the snapshot already contains every journaled event: start afresh
                 db.execute("DELETE FROM journal")
                 now = time.time()
-                db.execute("DELETE FROM snapshots")
+                # an SLO that is not running keeps its last snapshot for as long as
+                # its windows reach back, so adding it again brings its history back
+                db.execute("DELETE FROM snapshots WHERE taken_at < ?", (now - SNAPSHOT_KEEP,))
                 db.executemany(
-                    "INSERT INTO snapshots(slo, shape, data, taken_at) VALUES (?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO snapshots(slo, shape, data, taken_at) "
+                    "VALUES (?, ?, ?, ?)",
                     [(slo, shape, data, now) for slo, (shape, data) in snapshots.items()],
                 )
             elif batch.journal:
