@@ -2,9 +2,11 @@
 
 Usage: ``python bench/gas.py [--anvil] [--json]``
 
-Prints deploy gas, registration gas, and the gas of settling one period at quorum k = 1, 2, 3:
-- batched: one transaction carrying the k signed reports (relayer mode);
-- accumulated: each signer sends its own report (daemon mode), figure per transaction;
+Prints deploy gas, registration gas, and for n = 4 signers, f = 1 (quorum 3):
+- ``n4_<mode>_<label>``: each signer sends its own report (daemon mode), gas per transaction;
+  the 4th report settles the period ("all n arrived");
+- ``n4_deadline_<label>``: three reports, then ``settle`` after the deadline (a signer down);
+- ``single_<label>``: a single-oracle SLA, one report that settles;
 for breached and met periods: "first" is the first period of a 6-period summary group (fresh
 summary slot), "steady" a later one; "met_first_team_credit" is the first met period (fresh team
 balance slot). Also claim gas.
@@ -33,7 +35,7 @@ from chain_helpers import (
 
 from slamon.chain import Report, sign_report, sla_compensation
 
-SIGNER_KEYS = [keccak(text=f"slamon-bench-signer-{i}") for i in range(3)]
+SIGNER_KEYS = [keccak(text=f"slamon-bench-signer-{i}") for i in range(4)]
 LENGTH = 1000
 
 
@@ -69,46 +71,40 @@ def measure(h: SLAHarness) -> dict[str, Any]:
     chain_id, address = h.chain_id, h.contract.address
     c = h.contract
 
-    for k in (1, 2, 3):
-        for mode in ("batched", "accumulated"):
-            if k == 1 and mode == "accumulated":
-                continue
-            sla = keccak(text=f"bench-{k}-{mode}")
-            start = h.now() + 10
-            reg = h.send(
-                c.functions.registerSLA(
-                    h.sla_params(sla, start, signers[:3], quorum=k, periodCount=100)
-                )
-            )
-            out.setdefault("register_3_signers_2_beneficiaries", reg["gasUsed"])
-            h.send(c.functions.fund(sla, 10**20), sender=1, value=10**20)
-            for pid, label, sli in (
-                (0, "breached_first", 990_000),
-                (1, "breached_steady", 990_000),
-                (2, "met_first_team_credit", 999_500),
-                (3, "met_steady", 999_600),
-            ):
-                h.travel(start + (pid + 1) * LENGTH + 1)
-                reps = [_report(h, sla, pid, start, sli + 100 * i, i) for i in range(k)]
-                sigs = [
-                    sign_report(r, SIGNER_KEYS[i], chain_id, address) for i, r in enumerate(reps)
-                ]
-                if mode == "batched":
-                    rc = h.send(
-                        c.functions.submitReports([r.as_tuple() for r in reps], sigs), sender=1
-                    )
-                    out[f"k{k}_{mode}_{label}"] = rc["gasUsed"]
-                else:
-                    gas = []
-                    for r, s in zip(reps, sigs, strict=True):
-                        rc = h.send(c.functions.submitReports([r.as_tuple()], [s]), sender=1)
-                        gas.append(rc["gasUsed"])
-                    out[f"k{k}_{mode}_{label}"] = gas
-            if k == 1:
-                rc = h.send(c.functions.claim(sla), sender=3)
-                out["claim_eth"] = rc["gasUsed"]
-                rc = h.send(c.functions.claimTeam(sla), sender=2)
-                out["claim_team_eth"] = rc["gasUsed"]
+    for mode, n in (("single", 1), ("n4", 4), ("n4_deadline", 4)):
+        name = keccak(text=f"bench-{mode}")
+        start = h.now() + 10
+        params = h.sla_params(name, start, signers[:n], quorum=1 if n == 1 else 3,
+                              periodCount=100)
+        reg = h.send(c.functions.registerSLA(params), sender=1)
+        out[f"register_{n}_signers_2_beneficiaries"] = reg["gasUsed"]
+        sla = h.sla_id(name)
+        h.send(c.functions.fund(sla, 10**20), sender=1, value=10**20)
+        for pid, label, sli in (
+            (0, "breached_first", 990_000),
+            (1, "breached_steady", 990_000),
+            (2, "met_first_team_credit", 999_500),
+            (3, "met_steady", 999_600),
+        ):
+            h.travel(start + (pid + 1) * LENGTH + 1)
+            senders = n - 1 if mode == "n4_deadline" else n
+            reps = [_report(h, sla, pid, start, sli + 100 * i, i) for i in range(senders)]
+            sigs = [sign_report(r, SIGNER_KEYS[i], chain_id, address) for i, r in enumerate(reps)]
+            gas = []
+            for r, sig in zip(reps, sigs, strict=True):
+                rc = h.send(c.functions.submitReports([r.as_tuple()], [sig]), sender=1)
+                gas.append(rc["gasUsed"])
+            if mode == "n4_deadline":
+                h.travel(start + (pid + 1) * LENGTH + 500)
+                rc = h.send(c.functions.settle(sla, pid), sender=1)
+                gas.append(rc["gasUsed"])
+            out[f"{mode}_{label}"] = gas
+            out[f"{mode}_{label}_total"] = sum(gas)
+        if mode == "n4":
+            rc = h.send(c.functions.claim(sla), sender=3)
+            out["claim_eth"] = rc["gasUsed"]
+            rc = h.send(c.functions.claimTeam(sla), sender=2)
+            out["claim_team_eth"] = rc["gasUsed"]
     return out
 
 

@@ -1,23 +1,36 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity 0.8.37;
 
+import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+
 /// @title SLACompensation
 /// @author slamon
-/// @notice Two-sided SLA compensation pool settled by k-of-n EIP-712 signed SLI reports.
+/// @notice Two-sided SLA compensation pool settled by EIP-712 signed SLI reports of n oracles,
+///         tolerating f Byzantine ones (n >= 3f + 1, quorum 2f + 1).
 /// @dev A provider registers an SLA (objective, period schedule, signer set and quorum, payout
-///      rule, beneficiaries, asset) and funds a pool. Authorised signers (slamon daemons) sign one
-///      `Report` per closed period. Reports are accepted one signer at a time, either batched by a
-///      relayer (k signatures in one transaction) or sent by each daemon independently; the period
-///      settles as soon as `quorum` distinct signers have reported. At settlement the contract takes
-///      the (lower) median SLI, decides the breach against its stored objective, computes the payout
-///      and credits it with O(1) storage writes (cumulative per-weight accounting). Beneficiaries and
-///      the provider's team pull their funds with `claim` / `claimTeam`.
+///      rule, beneficiaries, asset) under id keccak256(abi.encode(provider, name)) and funds a
+///      pool. Authorised signers (slamon daemons) sign one `Report` per closed period. Every
+///      report is stored as it arrives (one per signer), whoever relays it and in whatever
+///      batches. A period settles over ALL the reports it received: at once when all n signers
+///      have reported, otherwise by `settle` once its report deadline has passed (reports are
+///      accepted while block.timestamp < deadline) if at least `quorum` arrived. The settled SLI
+///      is the lower median of all received values: with at most f liars among >= 2f + 1
+///      values, it lies between the lowest and the highest honest value, and no relayer can
+///      choose a subset. Payouts are credited in whole units per weight (the remainder stays in
+///      the pool), so every wei is accounted for. Beneficiaries and the provider's team pull
+///      their funds with `claim` / `claimTeam`.
 ///
 ///      Storage layout is designed for gas: one fresh slot per settled period (the evidence root),
 ///      period summaries packed 6 per slot, pool and accumulator packed in one slot, immutable SLA
 ///      parameters (core, policy, payout rule, met reward, signers, tiers) stored as the code of a
 ///      per-SLA data contract and read with one EXTCODECOPY.
-contract SLACompensation {
+contract SLACompensation is ReentrancyGuardTransient {
+    using SafeERC20 for IERC20;
+
     // ------------------------------------------------------------------------------------------
     // Types
     // ------------------------------------------------------------------------------------------
@@ -47,17 +60,23 @@ contract SLACompensation {
     }
 
     /// @notice Registration parameters of an SLA.
-    /// @param slaId Identifier, chosen by the provider, unique in this contract.
+    /// @param name Name chosen by the provider; the SLA id is keccak256(abi.encode(provider, name)),
+    ///        so nobody else can take a provider's id.
     /// @param objectivePpm Service level objective in parts per million (breach iff SLI < objective).
     /// @param scheduleStart Start of period 0 (unix seconds); ignored when `boundaries` is non-empty.
     /// @param periodLength Length of every period in seconds; ignored when `boundaries` is non-empty.
     /// @param periodCount Number of periods of the fixed schedule (> 0); ignored with `boundaries`.
     /// @param boundaries Explicit strictly increasing period boundaries (calendar months...):
     ///        period i is [boundaries[i], boundaries[i+1]). Empty for a fixed-length schedule.
-    /// @param settlementWindow Seconds after a period ends during which reports are accepted;
-    ///        must be > 0 and <= the shortest period.
-    /// @param signers Authorised report signers (1..16, distinct, non-zero).
-    /// @param quorum Number of distinct signers needed to settle a period (1..10, <= signers).
+    /// @param settlementWindow Seconds after a period ends during which reports are accepted
+    ///        (deadline exclusive); must be > 0 and < the shortest period, so report windows of
+    ///        two periods never overlap.
+    /// @param signers Authorised report signers (1..10, distinct, non-zero).
+    /// @param quorum 2f + 1, the minimum number of reports a period needs to settle, where f is
+    ///        the number of lying signers tolerated; n >= 3f + 1 and f >= 1 (f = 0 only on the
+    ///        dev chain 31337 or with `singleOracle`).
+    /// @param singleOracle Explicit single-oracle SLA: one signer, quorum 1, no fault tolerance
+    ///        (shown in `SLARegistered` and `getSLA`).
     /// @param minSamples Minimum `valid` event count a report must carry.
     /// @param policyDigest Digest of the measurement policy; every report must carry it.
     /// @param ratePerPpm Linear rule: payout per ppm of shortfall (used when `tiers` is empty).
@@ -70,7 +89,7 @@ contract SLACompensation {
     /// @param beneficiaries Compensation recipients (1..64, distinct, non-zero).
     /// @param weights Their weights (> 0); a payout is split pro rata.
     struct SLAParams {
-        bytes32 slaId;
+        bytes32 name;
         uint32 objectivePpm;
         uint64 scheduleStart;
         uint32 periodLength;
@@ -79,6 +98,7 @@ contract SLACompensation {
         uint32 settlementWindow;
         address[] signers;
         uint8 quorum;
+        bool singleOracle;
         uint32 minSamples;
         bytes32 policyDigest;
         uint96 ratePerPpm;
@@ -103,6 +123,7 @@ contract SLACompensation {
         uint8 signerCount;
         uint8 tierCount; // 0 => linear rule
         bool exists;
+        bool singleOracle;
     }
 
     /// @dev Word 2 of the parameter blob: payout rule. Meta (storage): who is who.
@@ -119,7 +140,8 @@ contract SLACompensation {
         address asset;
     }
 
-    /// @dev Pool (unreserved funds) and cumulative payout per weight unit (scaled by ACC_SCALE).
+    /// @dev Pool (unreserved funds) and cumulative payout per weight unit, in whole wei: a
+    ///      beneficiary is owed weight * accPerWeight exactly (no rounding anywhere).
     struct Ledger {
         uint96 pool;
         uint160 accPerWeight;
@@ -152,6 +174,7 @@ contract SLACompensation {
         uint64 totalWeight;
         uint96 pool;
         uint256 teamOwed;
+        bool singleOracle;
     }
 
     /// @notice Read-only view of one period.
@@ -186,13 +209,13 @@ contract SLACompensation {
 
     /// @notice Parts per million of a perfect SLI.
     uint32 public constant PPM = 1_000_000;
-    /// @notice Maximum number of signers of an SLA (the reported set is a 16-bit mask).
-    uint256 public constant MAX_SIGNERS = 16;
-    /// @notice Maximum quorum (pending reports are packed 10 per slot).
-    uint256 public constant MAX_QUORUM = 10;
+    /// @notice Maximum number of signers of an SLA: all received reports are kept until
+    ///         settlement, packed 10 per slot (f <= 3).
+    uint256 public constant MAX_SIGNERS = 10;
+    /// @notice The local development chain (anvil, py-evm tests), where f = 0 is allowed.
+    uint256 public constant DEV_CHAIN_ID = 31337;
     uint256 public constant MAX_TIERS = 4;
     uint256 public constant MAX_BENEFICIARIES = 64;
-    uint256 private constant ACC_SCALE = 1e12;
 
     // Period summary lane (42 bits, 6 per slot): sli 20 | mask 16 | medianIdx 4 | settled | breached
     uint256 private constant LANE_BITS = 42;
@@ -225,8 +248,8 @@ contract SLACompensation {
     bytes private constant PROXY_INITCODE = hex"67363d3d37363d34f03d5260086018f3";
     bytes32 private constant PROXY_INITCODE_HASH = keccak256(PROXY_INITCODE);
     uint256 private constant BLOB_HEADER = 128;
-    /// @dev Bytes copied to memory: header + 16 signers + 4 tiers, rounded up to whole words.
-    uint256 private constant BLOB_COPY = 544;
+    /// @dev Bytes copied to memory: header + 10 signers + 4 tiers, rounded up to whole words.
+    uint256 private constant BLOB_COPY = 448;
 
     // ------------------------------------------------------------------------------------------
     // Storage
@@ -243,14 +266,16 @@ contract SLACompensation {
     mapping(bytes32 slaId => mapping(address account => Beneficiary)) private _beneficiaries;
     /// @dev Packed period summaries, 6 lanes per slot, keyed by periodId / 6.
     mapping(bytes32 slaId => mapping(uint256 group => uint256)) private _summaries;
-    /// @dev Evidence root of each accepted report that needed storing, by signer index.
-    ///      The settled period's root is the one of its median signer.
+    /// @dev Evidence root of each accepted report, by signer index. The settled period's root
+    ///      is the one of its median signer.
     mapping(bytes32 slaId => mapping(uint64 periodId => mapping(uint256 signerIdx => bytes32)))
         private _roots;
-    /// @dev Reports waiting for quorum: up to 10 entries of 24 bits (sli 20 | signerIdx 4).
+    /// @dev Reports received and not yet settled: up to 10 entries of 24 bits (sli 20 | idx 4).
     mapping(bytes32 slaId => mapping(uint64 periodId => uint256)) private _pending;
-
-    bool private transient _locked;
+    /// @dev 1 + the number of periods that have a quorum of reports but are not settled yet:
+    ///      while any exists the provider cannot withdraw (settling them later must still find
+    ///      the money). It rests at 1, not 0, so that reaching a quorum is not a fresh slot.
+    mapping(bytes32 slaId => uint256) private _settleable;
 
     // ------------------------------------------------------------------------------------------
     // Events
@@ -260,32 +285,37 @@ contract SLACompensation {
     event SLARegistered(
         bytes32 indexed slaId,
         address indexed provider,
+        bytes32 name,
         address asset,
         uint32 objectivePpm,
         uint8 quorum,
+        bool singleOracle,
         address[] signers,
         bytes32 policyDigest
     );
-    /// @notice A beneficiary was added with `weight` at registration.
+    /// @notice A beneficiary was added with `weight` at registration (weights are divided by
+    ///         their greatest common divisor: only the ratios matter).
     event BeneficiaryAdded(bytes32 indexed slaId, address indexed account, uint64 weight);
     /// @notice The pool received `amount` from `from`.
     event PoolFunded(bytes32 indexed slaId, address indexed from, uint256 amount);
     /// @notice The provider withdrew `amount` to `to`.
     event PoolWithdrawn(bytes32 indexed slaId, address indexed to, uint256 amount);
-    /// @notice A signer's report was accepted (counted towards the quorum).
+    /// @notice A signer's report was accepted and stored (it counts in the settlement).
     event ReportAccepted(
         bytes32 indexed slaId, uint64 indexed periodId, address indexed signer, uint32 sliPpm
     );
     /// @notice Reports arrived for an already settled period and were ignored (no state change).
     event LateReportsIgnored(bytes32 indexed slaId, uint64 indexed periodId, uint256 count);
-    /// @notice A period was settled. `compensation` goes to the beneficiaries (0 when met).
+    /// @notice A period was settled over `reportCount` reports. `compensation` is exactly what
+    ///         the beneficiaries are credited (0 when met).
     event PeriodSettled(
         bytes32 indexed slaId,
         uint64 indexed periodId,
         uint32 sliPpm,
         bool breached,
         uint256 compensation,
-        bytes32 evidenceRoot
+        bytes32 evidenceRoot,
+        uint256 reportCount
     );
     /// @notice A met period credited `amount` to the provider's team.
     event TeamRewarded(bytes32 indexed slaId, uint64 indexed periodId, uint256 amount);
@@ -320,11 +350,13 @@ contract SLACompensation {
     error DuplicateSigner(address signer);
     error AlreadyReported(address signer);
     error SettlementPending(uint64 periodId);
+    error ReportWindowOpen(uint64 periodId, uint64 deadline);
+    error NoQuorum(uint64 periodId, uint256 reports, uint256 quorum);
+    error AlreadySettled(uint64 periodId);
     error InsufficientWithdrawable(uint256 requested, uint256 available);
     error BadValue();
     error NothingToClaim();
     error TransferFailed();
-    error Reentrancy();
 
     // ------------------------------------------------------------------------------------------
     // Construction, modifiers
@@ -335,26 +367,35 @@ contract SLACompensation {
         _cachedDomainSeparator = _buildDomainSeparator();
     }
 
-    modifier nonReentrant() {
-        if (_locked) revert Reentrancy();
-        _locked = true;
-        _;
-        _locked = false;
-    }
-
     // ------------------------------------------------------------------------------------------
     // Registration and pool
     // ------------------------------------------------------------------------------------------
 
+    /// @notice The id of the SLA `provider` registers (or registered) as `name`.
+    function slaIdOf(address provider, bytes32 name) public pure returns (bytes32) {
+        return keccak256(abi.encode(provider, name));
+    }
+
     /// @notice Register an SLA; the caller becomes its provider. Parameters are immutable.
     /// @param p The registration parameters (see `SLAParams`).
-    function registerSLA(SLAParams calldata p) external {
-        bytes32 id = p.slaId;
+    /// @return id keccak256(abi.encode(msg.sender, p.name)).
+    function registerSLA(SLAParams calldata p) external returns (bytes32 id) {
+        id = slaIdOf(msg.sender, p.name);
         if (_meta[id].provider != address(0)) revert SLAExists(id);
         if (p.objectivePpm == 0 || p.objectivePpm > PPM) revert InvalidParams("objective");
         uint256 n = p.signers.length;
         if (n == 0 || n > MAX_SIGNERS) revert InvalidParams("signers");
-        if (p.quorum == 0 || p.quorum > n || p.quorum > MAX_QUORUM) revert InvalidParams("quorum");
+        if (p.singleOracle) {
+            if (n != 1 || p.quorum != 1) revert InvalidParams("singleOracle");
+        } else {
+            // quorum = 2f + 1 out of n >= 3f + 1: any quorum of reports holds f + 1 honest ones,
+            // and the median of >= 2f + 1 values with <= f liars lies in the honest range
+            uint256 q = p.quorum;
+            if (q % 2 == 0) revert InvalidParams("quorum");
+            uint256 f = (q - 1) / 2;
+            if (n < 3 * f + 1) revert InvalidParams("quorum");
+            if (f == 0 && block.chainid != DEV_CHAIN_ID) revert InvalidParams("quorum");
+        }
         if (p.minSamples == 0) revert InvalidParams("minSamples");
         if (p.maxPayoutPerPeriod == 0) revert InvalidParams("cap");
         if (p.team == address(0) && p.metReward != 0) revert InvalidParams("team");
@@ -366,7 +407,7 @@ contract SLACompensation {
         uint256 nb = p.boundaries.length;
         if (nb == 0) {
             if (p.periodLength == 0 || p.periodCount == 0) revert InvalidParams("schedule");
-            if (p.settlementWindow > p.periodLength) revert InvalidParams("settlementWindow");
+            if (p.settlementWindow >= p.periodLength) revert InvalidParams("settlementWindow");
             if (uint256(p.scheduleStart) + uint256(p.periodLength) * p.periodCount > type(uint64).max) {
                 revert InvalidParams("schedule");
             }
@@ -380,7 +421,7 @@ contract SLACompensation {
             for (uint256 i = 1; i < nb; ++i) {
                 uint64 prev = p.boundaries[i - 1];
                 uint64 cur = p.boundaries[i];
-                if (cur <= prev || cur - prev < p.settlementWindow) revert InvalidParams("boundaries");
+                if (cur <= prev || cur - prev <= p.settlementWindow) revert InvalidParams("boundaries");
                 b.push(cur);
             }
             start = p.boundaries[0];
@@ -422,10 +463,17 @@ contract SLACompensation {
         if (nben == 0 || nben > MAX_BENEFICIARIES || nben != p.weights.length) {
             revert InvalidParams("beneficiaries");
         }
+        // only the ratios matter: dividing by the gcd keeps the unit of payout (total weight)
+        // small, so less of a compensation is rounded down to a whole number of units
+        uint256 g;
+        for (uint256 i = 0; i < nben; ++i) {
+            g = _gcd(g, p.weights[i]);
+        }
+        if (g == 0) revert InvalidParams("beneficiary");
         uint256 total;
         for (uint256 i = 0; i < nben; ++i) {
             address a = p.beneficiaries[i];
-            uint64 w = p.weights[i];
+            uint64 w = uint64(p.weights[i] / g);
             if (a == address(0) || w == 0 || _beneficiaries[id][a].weight != 0) {
                 revert InvalidParams("beneficiary");
             }
@@ -438,7 +486,7 @@ contract SLACompensation {
         uint256 core = uint256(start) | (uint256(length) << 64) | (uint256(count) << 96)
             | (uint256(p.settlementWindow) << 128) | (uint256(p.objectivePpm) << 160)
             | (uint256(p.minSamples) << 192) | (uint256(p.quorum) << 224) | (n << 232) | (nt << 240)
-            | (uint256(1) << 248);
+            | (uint256(p.singleOracle ? 3 : 1) << 248);
         uint256 payout =
             uint256(p.ratePerPpm) | (uint256(p.maxPayoutPerPeriod) << 96) | (total << 192);
         bytes32 policy = p.policyDigest;
@@ -450,8 +498,11 @@ contract SLACompensation {
             mstore(add(blob, 128), metReward)
         }
         _deployParams(id, blob);
+        _settleable[id] = 1;
         _meta[id] = Meta({provider: msg.sender, metReward: p.metReward, team: p.team, asset: p.asset});
-        emit SLARegistered(id, msg.sender, p.asset, p.objectivePpm, p.quorum, p.signers, p.policyDigest);
+        emit SLARegistered(
+            id, msg.sender, p.name, p.asset, p.objectivePpm, p.quorum, p.singleOracle, p.signers, p.policyDigest
+        );
     }
 
     /// @notice Add `amount` to the pool of `slaId` (anyone may fund).
@@ -466,28 +517,27 @@ contract SLACompensation {
             received = amount;
         } else {
             if (msg.value != 0) revert BadValue();
-            uint256 before = _balanceOf(asset);
-            _safeTransferFrom(asset, msg.sender, amount);
-            received = _balanceOf(asset) - before;
+            uint256 before = IERC20(asset).balanceOf(address(this));
+            IERC20(asset).safeTransferFrom(msg.sender, address(this), amount);
+            received = IERC20(asset).balanceOf(address(this)) - before;
         }
         Ledger storage l = _ledger[slaId];
-        uint256 pool = uint256(l.pool) + received;
-        if (pool > type(uint96).max) revert BadValue();
-        l.pool = uint96(pool);
+        l.pool = SafeCast.toUint96(uint256(l.pool) + received);
         emit PoolFunded(slaId, msg.sender, received);
     }
 
     /// @notice Withdraw `amount` of unowed funds to `to` (provider only).
-    /// @dev Rule: nothing can be withdrawn while a finished period awaits settlement (it is
-    ///      unsettled and its settlement window is open); otherwise, while the SLA still has a
-    ///      period running or to come, max(maxPayoutPerPeriod, metReward) stays locked. Amounts
-    ///      credited to beneficiaries or the team at settlement are never part of the pool.
+    /// @dev Rule: nothing can be withdrawn while a finished period awaits settlement (its
+    ///      report window is open, or it has a quorum of reports and is not settled yet);
+    ///      otherwise, while the SLA still has a period running or to come,
+    ///      max(maxPayoutPerPeriod, metReward) stays locked. Amounts credited to beneficiaries
+    ///      or the team at settlement are never part of the pool.
     function withdraw(bytes32 slaId, uint256 amount, address to) external nonReentrant {
         if (_meta[slaId].provider != msg.sender) revert NotProvider();
         if (to == address(0)) revert InvalidParams("to");
         uint256 available = withdrawable(slaId);
         if (amount > available) revert InsufficientWithdrawable(amount, available);
-        _ledger[slaId].pool -= uint96(amount);
+        _ledger[slaId].pool -= SafeCast.toUint96(amount);
         emit PoolWithdrawn(slaId, to, amount);
         _pay(_meta[slaId].asset, to, amount);
     }
@@ -499,9 +549,11 @@ contract SLACompensation {
     /// @notice Submit signed reports for ONE period of ONE SLA.
     /// @dev Each report is checked (schedule, finished, window, policy, objective, internal
     ///      consistency, sample count), its EIP-712 signature verified (low-s, v in {27,28}, signer
-    ///      in the set, not already counted). Reports accumulate across calls; the period settles
-    ///      when `quorum` signers have reported. If the period is already settled, nothing is
-    ///      checked or changed: `LateReportsIgnored` is emitted and the call succeeds.
+    ///      in the set, not already stored) and stored. Reports are accepted while
+    ///      periodEnd <= block.timestamp < periodEnd + settlementWindow. When the last of the n
+    ///      signers has reported, the period settles in this call; otherwise `settle` settles it
+    ///      after the deadline. If the period is already settled, nothing is checked or changed:
+    ///      `LateReportsIgnored` is emitted and the call succeeds.
     ///      No external call is made (ecrecover is a precompile) and no funds move, so no
     ///      reentrancy guard is needed here.
     /// @param reports The reports (all with the same slaId and periodId).
@@ -529,16 +581,14 @@ contract SLACompensation {
         (uint64 pStart, uint64 pEnd) = _bounds(slaId, c, periodId);
         if (block.timestamp < pEnd) revert PeriodNotFinished(periodId, pEnd);
         uint64 deadline = pEnd + c.settlementWindow;
-        if (block.timestamp > deadline) revert SettlementWindowClosed(periodId, deadline);
+        if (block.timestamp >= deadline) revert SettlementWindowClosed(periodId, deadline);
         bytes32 policy = _policyOf(params);
         bytes32 domain = _domainSeparator();
 
         uint256 mask = (lane >> 20) & 0xffff;
+        uint256 prev = _popcount(mask);
         // pending entries exist only if some signer has already reported (mask != 0)
-        uint256 pending = mask != 0 ? _pending[slaId][periodId] : 0;
-        uint256 count = _popcount(mask);
-        // entries of this batch: sli 20 | idx 4, in memory
-        uint256[] memory entries = new uint256[](m);
+        uint256 pending = prev != 0 ? _pending[slaId][periodId] : 0;
         for (uint256 i = 0; i < m; ++i) {
             Report calldata r = reports[i];
             if (r.slaId != slaId || r.periodId != periodId) revert MixedBatch();
@@ -557,63 +607,80 @@ contract SLACompensation {
             uint256 idx = slot - 1;
             uint256 bit = 1 << idx;
             if (mask & bit != 0) {
-                // counted earlier in this call, or in an earlier call
-                if (_inBatch(entries, i, idx)) revert DuplicateSigner(signer);
+                // stored earlier in this call, or in an earlier call
+                if (_inPending(pending, prev, prev + i, idx)) revert DuplicateSigner(signer);
                 revert AlreadyReported(signer);
             }
             mask |= bit;
-            entries[i] = (uint256(r.sliPpm) << 4) | idx;
+            pending |= ((uint256(r.sliPpm) << 4) | idx) << ((prev + i) * 24);
+            _roots[slaId][periodId][idx] = r.evidenceRoot;
             emit ReportAccepted(slaId, periodId, signer, r.sliPpm);
         }
-        count += m;
+        uint256 count = prev + m;
+        lane = (lane & ~(uint256(0xffff) << 20)) | (mask << 20);
 
-        if (count < c.quorum) {
-            // accumulate: store roots and slis of this batch, update the mask
-            uint256 n0 = count - m; // entries already pending
-            for (uint256 i = 0; i < m; ++i) {
-                pending |= entries[i] << ((n0 + i) * 24);
-                _roots[slaId][periodId][entries[i] & 0xf] = reports[i].evidenceRoot;
-            }
+        if (count < c.signerCount) {
             _pending[slaId][periodId] = pending;
-            lane = (lane & ~(uint256(0xffff) << 20)) | (mask << 20);
             _summaries[slaId][group] = (word & ~(LANE_MASK << shift)) | (lane << shift);
+            // from now on settleable after the deadline: the provider must not withdraw first
+            if (prev < c.quorum && count >= c.quorum) ++_settleable[slaId];
             return;
         }
+        if (prev >= c.quorum) --_settleable[slaId];
+        if (prev != 0) delete _pending[slaId][periodId];
+        _settle(slaId, periodId, c, params, pending, count, lane, word, group, shift);
+    }
 
-        // quorum reached: median over pending entries + this batch
-        uint256 nPend = count - m;
+    /// @notice Settle a period over all the reports it received, once its report deadline has
+    ///         passed (anyone may call). Needs at least `quorum` reports.
+    function settle(bytes32 slaId, uint64 periodId) external {
+        uint256 params = _params(slaId);
+        Core memory c = _coreOf(params);
+        if (!c.exists) revert UnknownSLA(slaId);
+        uint256 group = periodId / LANES;
+        uint256 shift = (periodId % LANES) * LANE_BITS;
+        uint256 word = _summaries[slaId][group];
+        uint256 lane = (word >> shift) & LANE_MASK;
+        if (lane & SETTLED_BIT != 0) revert AlreadySettled(periodId);
+        (, uint64 pEnd) = _bounds(slaId, c, periodId);
+        uint64 deadline = pEnd + c.settlementWindow;
+        if (block.timestamp < deadline) revert ReportWindowOpen(periodId, deadline);
+        uint256 count = _popcount((lane >> 20) & 0xffff);
+        if (count < c.quorum) revert NoQuorum(periodId, count, c.quorum);
+        uint256 pending = _pending[slaId][periodId];
+        delete _pending[slaId][periodId];
+        --_settleable[slaId];
+        _settle(slaId, periodId, c, params, pending, count, lane, word, group, shift);
+    }
+
+    /// @dev Settle over the `count` packed entries of `pending`: lower median SLI, breach against
+    ///      the stored objective, payout. The lane already carries the final signer mask.
+    function _settle(
+        bytes32 slaId,
+        uint64 periodId,
+        Core memory c,
+        uint256 params,
+        uint256 pending,
+        uint256 count,
+        uint256 lane,
+        uint256 word,
+        uint256 group,
+        uint256 shift
+    ) private {
         uint256[] memory all = new uint256[](count);
-        for (uint256 i = 0; i < nPend; ++i) {
+        for (uint256 i = 0; i < count; ++i) {
             all[i] = (pending >> (i * 24)) & 0xffffff;
-        }
-        for (uint256 i = 0; i < m; ++i) {
-            all[nPend + i] = entries[i];
         }
         _sort(all);
         uint256 med = all[(count - 1) / 2];
         uint32 sli = uint32(med >> 4);
         uint256 medIdx = med & 0xf;
-        bytes32 root;
-        {
-            bool fromBatch = false;
-            for (uint256 i = 0; i < m; ++i) {
-                if (entries[i] == med) {
-                    root = reports[i].evidenceRoot;
-                    fromBatch = true;
-                    break;
-                }
-            }
-            if (fromBatch) {
-                _roots[slaId][periodId][medIdx] = root;
-            } else {
-                root = _roots[slaId][periodId][medIdx];
-            }
-        }
-        if (nPend != 0) delete _pending[slaId][periodId];
+        bytes32 root = _roots[slaId][periodId][medIdx];
 
         bool breached = sli < c.objectivePpm;
         // effects: mark settled first
-        lane = uint256(sli) | (mask << 20) | (medIdx << 36) | SETTLED_BIT | (breached ? BREACHED_BIT : 0);
+        lane = uint256(sli) | (lane & (uint256(0xffff) << 20)) | (medIdx << 36) | SETTLED_BIT
+            | (breached ? BREACHED_BIT : 0);
         _summaries[slaId][group] = (word & ~(LANE_MASK << shift)) | (lane << shift);
 
         uint256 compensation;
@@ -626,17 +693,19 @@ contract SLACompensation {
                 uint256 pool = l.pool;
                 if (reward > pool) reward = pool;
                 if (reward != 0) {
-                    l.pool = uint96(pool - reward);
+                    l.pool = SafeCast.toUint96(pool - reward);
                     _teamOwed[slaId] += reward;
                     emit TeamRewarded(slaId, periodId, reward);
                 }
             }
         }
-        emit PeriodSettled(slaId, periodId, sli, breached, compensation, root);
+        emit PeriodSettled(slaId, periodId, sli, breached, compensation, root, count);
     }
 
     /// @dev Compute the compensation of a breached period, take it from the pool and add it to the
-    ///      per-weight accumulator. No funds move here.
+    ///      per-weight accumulator. It is rounded down to whole units per weight, so each
+    ///      beneficiary is owed an exact integer and the remainder (< totalWeight wei) stays in
+    ///      the pool. No funds move here.
     function _creditBreach(bytes32 slaId, Core memory c, uint256 params, uint32 sli)
         private
         returns (uint256 comp)
@@ -654,10 +723,12 @@ contract SLACompensation {
         if (comp > po.maxPayoutPerPeriod) comp = po.maxPayoutPerPeriod;
         Ledger memory l = _ledger[slaId];
         if (comp > l.pool) comp = l.pool;
+        uint256 units = comp / po.totalWeight;
+        comp = units * po.totalWeight;
         if (comp != 0) {
             _ledger[slaId] = Ledger({
-                pool: uint96(l.pool - comp),
-                accPerWeight: uint160(l.accPerWeight + (comp * ACC_SCALE) / po.totalWeight)
+                pool: SafeCast.toUint96(l.pool - comp),
+                accPerWeight: SafeCast.toUint160(l.accPerWeight + units)
             });
         }
     }
@@ -671,7 +742,7 @@ contract SLACompensation {
         Beneficiary storage b = _beneficiaries[slaId][msg.sender];
         amount = _claimable(slaId, b);
         if (amount == 0) revert NothingToClaim();
-        b.claimed += uint192(amount);
+        b.claimed += SafeCast.toUint192(amount);
         emit Claimed(slaId, msg.sender, amount);
         _pay(_meta[slaId].asset, msg.sender, amount);
     }
@@ -700,7 +771,7 @@ contract SLACompensation {
     }
 
     /// @notice Whether sending `signer`'s report now would be useful: the period is finished,
-    ///         in its settlement window, not settled, and the signer has not reported yet.
+    ///         before its (exclusive) deadline, not settled, and the signer has not reported yet.
     function needsReport(bytes32 slaId, uint64 periodId, address signer) external view returns (bool) {
         uint256 params = _params(slaId);
         Core memory c = _coreOf(params);
@@ -711,7 +782,7 @@ contract SLACompensation {
         if (lane & SETTLED_BIT != 0) return false;
         if (hasReported(slaId, periodId, signer)) return false;
         (, uint64 end) = _bounds(slaId, c, periodId);
-        return block.timestamp >= end && block.timestamp <= uint256(end) + c.settlementWindow;
+        return block.timestamp >= end && block.timestamp < uint256(end) + c.settlementWindow;
     }
 
     /// @notice State of one period.
@@ -763,6 +834,7 @@ contract SLACompensation {
         v.totalWeight = po.totalWeight;
         v.pool = _ledger[slaId].pool;
         v.teamOwed = _teamOwed[slaId];
+        v.singleOracle = c.singleOracle;
     }
 
     /// @notice Start and end (exclusive) of a period, as the reports must carry them.
@@ -811,11 +883,12 @@ contract SLACompensation {
         if (finished > 0) {
             uint64 last = uint64(finished - 1);
             (, uint64 end) = _bounds(slaId, c, last);
-            // settlementWindow <= every period length: only the last finished period can be open
-            if (_lane(slaId, last) & SETTLED_BIT == 0 && nowTs <= uint256(end) + c.settlementWindow) {
+            // settlementWindow < every period length: only the last finished period can be open
+            if (_lane(slaId, last) & SETTLED_BIT == 0 && nowTs < uint256(end) + c.settlementWindow) {
                 revert SettlementPending(last);
             }
         }
+        if (_settleable[slaId] != 1) revert SettlementPending(type(uint64).max);
         if (finished < c.periodCount) {
             uint256 reserve = _payoutOf(_params(slaId)).maxPayoutPerPeriod;
             uint256 reward = _meta[slaId].metReward;
@@ -825,22 +898,25 @@ contract SLACompensation {
         return pool;
     }
 
-    /// @notice Check an evidence leaf against the settled period's evidence root (OpenZeppelin
-    ///         MerkleProof semantics: sorted-pair keccak256). `leaf` is the double-hashed leaf.
-    function verifyEvidence(bytes32 slaId, uint64 periodId, bytes32 leaf, bytes32[] calldata proof)
-        public
-        view
-        returns (bool)
-    {
+    /// @notice Check one evidence bucket against the settled period's evidence root
+    ///         (OpenZeppelin MerkleProof, StandardMerkleTree leaves). The leaf is hashed here from
+    ///         its fields, so an internal node cannot pass for a leaf; an empty proof never
+    ///         verifies (a one-bucket tree is proven against itself off-chain, not here).
+    function verifyEvidence(
+        bytes32 slaId,
+        uint64 periodId,
+        bytes32 targetId,
+        uint64 bucketStart,
+        uint32 good,
+        uint32 valid,
+        uint32 noData,
+        bytes32[] calldata proof
+    ) public view returns (bool) {
+        if (proof.length == 0) return false;
         uint256 lane = _lane(slaId, periodId);
         if (lane & SETTLED_BIT == 0) return false;
         bytes32 root = _roots[slaId][periodId][(lane >> 36) & 0xf];
-        bytes32 h = leaf;
-        for (uint256 i = 0; i < proof.length; ++i) {
-            bytes32 p = proof[i];
-            h = h < p ? keccak256(abi.encode(h, p)) : keccak256(abi.encode(p, h));
-        }
-        return h == root;
+        return MerkleProof.verifyCalldata(proof, root, evidenceLeaf(targetId, bucketStart, good, valid, noData));
     }
 
     /// @notice The StandardMerkleTree leaf hash of one evidence bucket.
@@ -945,6 +1021,7 @@ contract SLACompensation {
         c.signerCount = uint8(w >> 232);
         c.tierCount = uint8(w >> 240);
         c.exists = uint8(w >> 248) != 0;
+        c.singleOracle = (w >> 249) & 1 != 0;
     }
 
     function _policyOf(uint256 params) private pure returns (bytes32) {
@@ -1006,8 +1083,7 @@ contract SLACompensation {
     }
 
     function _claimable(bytes32 slaId, Beneficiary storage b) private view returns (uint256) {
-        uint256 entitled = (uint256(b.weight) * _ledger[slaId].accPerWeight) / ACC_SCALE;
-        return entitled - b.claimed;
+        return uint256(b.weight) * _ledger[slaId].accPerWeight - b.claimed;
     }
 
     function _domainSeparator() private view returns (bytes32) {
@@ -1054,11 +1130,19 @@ contract SLACompensation {
         return signer;
     }
 
-    function _inBatch(uint256[] memory entries, uint256 upto, uint256 idx) private pure returns (bool) {
-        for (uint256 j = 0; j < upto; ++j) {
-            if (entries[j] & 0xf == idx) return true;
+    /// @dev Whether packed entries [from, to) of `pending` include signer index `idx`.
+    function _inPending(uint256 pending, uint256 from, uint256 to, uint256 idx) private pure returns (bool) {
+        for (uint256 j = from; j < to; ++j) {
+            if ((pending >> (j * 24)) & 0xf == idx) return true;
         }
         return false;
+    }
+
+    function _gcd(uint256 a, uint256 b) private pure returns (uint256) {
+        while (b != 0) {
+            (a, b) = (b, a % b);
+        }
+        return a;
     }
 
     /// @dev Insertion sort (at most 16 elements).
@@ -1086,26 +1170,7 @@ contract SLACompensation {
             (bool ok,) = to.call{value: amount}("");
             if (!ok) revert TransferFailed();
         } else {
-            _callToken(asset, abi.encodeWithSelector(0xa9059cbb, to, amount)); // transfer
+            IERC20(asset).safeTransfer(to, amount);
         }
-    }
-
-    function _safeTransferFrom(address token, address from, uint256 amount) private {
-        _callToken(token, abi.encodeWithSelector(0x23b872dd, from, address(this), amount));
-    }
-
-    /// @dev Call a token; accept no return data (non-standard tokens) or `true`.
-    function _callToken(address token, bytes memory data) private {
-        if (token.code.length == 0) revert TransferFailed();
-        (bool ok, bytes memory ret) = token.call(data);
-        if (!ok || (ret.length != 0 && (ret.length < 32 || abi.decode(ret, (uint256)) != 1))) {
-            revert TransferFailed();
-        }
-    }
-
-    function _balanceOf(address token) private view returns (uint256) {
-        (bool ok, bytes memory ret) = token.staticcall(abi.encodeWithSelector(0x70a08231, address(this)));
-        if (!ok || ret.length < 32) revert TransferFailed();
-        return abi.decode(ret, (uint256));
     }
 }

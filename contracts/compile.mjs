@@ -51,11 +51,21 @@ export function compile(sourcePaths) {
     sources[p] = { content };
     hashes[p] = sha256(content);
   }
-  const combined = sha256(Object.keys(hashes).sort().map((p) => `${p}\n${hashes[p]}\n`).join(''));
   const input = { language: 'Solidity', sources, settings: SETTINGS };
-  const output = JSON.parse(solc.compile(JSON.stringify(input)));
+  // Library imports (@openzeppelin/contracts, pinned exactly in package.json) resolve from
+  // node_modules; their hashes join the artefact so a library upgrade makes it stale.
+  const findImports = (path) => {
+    const file = join(ROOT, 'node_modules', path);
+    if (!path.startsWith('@openzeppelin/') || !existsSync(file)) return { error: `not found: ${path}` };
+    const contents = readFileSync(file, 'utf8');
+    hashes[`node_modules/${path}`] = sha256(contents);
+    return { contents };
+  };
+  const output = JSON.parse(solc.compile(JSON.stringify(input), { import: findImports }));
   let failed = false;
   for (const e of output.errors ?? []) {
+    // OpenZeppelin's transient-storage note is about its own reentrancy guard, which clears it
+    if (e.severity === 'warning' && e.sourceLocation?.file?.startsWith('@openzeppelin/')) continue;
     process.stderr.write(`${e.formattedMessage ?? e.message}\n`);
     if (e.severity === 'error') failed = true;
   }
@@ -63,9 +73,11 @@ export function compile(sourcePaths) {
     process.stderr.write('compilation failed\n');
     process.exit(1);
   }
+  const combined = sha256(Object.keys(hashes).sort().map((p) => `${p}\n${hashes[p]}\n`).join(''));
   const version = solc.version();
   const artefacts = {};
   for (const [sourceName, contracts] of Object.entries(output.contracts ?? {})) {
+    if (!(sourceName in sources)) continue; // a library's own contracts get no artefact
     for (const [contractName, c] of Object.entries(contracts)) {
       artefacts[contractName] = {
         contractName,

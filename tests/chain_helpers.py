@@ -207,12 +207,16 @@ class SLAHarness:
             return data
         raise AssertionError(f"expected revert {error}, call succeeded")
 
+    def sla_id(self, name: bytes, provider: int = 1) -> bytes:
+        """On-chain id of the SLA account ``provider`` registers as ``name``."""
+        return bytes(self.contract.functions.slaIdOf(self.addr(provider), name).call())
+
     def sla_params(
-        self, sla_id: bytes, start: int, signers: list[str], **kw: Any
+        self, name: bytes, start: int, signers: list[str], **kw: Any
     ) -> tuple[Any, ...]:
         """SLAParams tuple with defaults; override any field by its Solidity name."""
         p: dict[str, Any] = {
-            "slaId": sla_id,
+            "name": name,
             "objectivePpm": 999_000,
             "scheduleStart": start,
             "periodLength": 1000,
@@ -221,6 +225,7 @@ class SLAHarness:
             "settlementWindow": 500,
             "signers": signers,
             "quorum": 1,
+            "singleOracle": len(signers) == 1,
             "minSamples": 10,
             "policyDigest": POLICY,
             "ratePerPpm": 10**12,

@@ -32,6 +32,7 @@ from .chain_helpers import (
     anvil_harness,
     compile_sources,
     deploy,
+    error_selector,
     pyevm_harness,
 )
 
@@ -100,10 +101,12 @@ class SLA:
 def new_sla(
     h: SLAHarness, *, fund: int = 10**18, signers: list[str] | None = None, **kw: Any
 ) -> SLA:
-    sla_id = keccak(text=f"sla-{next(_counter)}")
+    name = keccak(text=f"sla-{next(_counter)}")
+    sla_id = h.sla_id(name)
     start = h.now() + 20
-    signers = signers or SIGNERS[:3]
-    h.send(h.contract.functions.registerSLA(h.sla_params(sla_id, start, signers, **kw)), sender=1)
+    # quorum 1 is a single-oracle SLA off the dev chain; otherwise n = 4, f = 1 by default
+    signers = signers or (SIGNERS[:1] if kw.get("quorum", 1) == 1 else SIGNERS[:4])
+    h.send(h.contract.functions.registerSLA(h.sla_params(name, start, signers, **kw)), sender=1)
     asset = kw.get("asset")
     if fund and asset is None:
         h.send(h.contract.functions.fund(sla_id, fund), sender=1, value=fund)
@@ -205,7 +208,7 @@ def test_breached_period_erc20_payout(h: SLAHarness) -> None:
 def test_met_period_rewards_team(h: SLAHarness) -> None:
     sla = new_sla(h)
     sla.end_period(0)
-    r = sla.report(sli=999_500)
+    r = sla.report(sli=OBJECTIVE)  # exactly the objective: met (breach iff SLI < objective)
     receipt = sla.submit([r], [sla.sign(r)])
     (ev,) = events(h, receipt, "PeriodSettled")
     assert not ev.args.breached and ev.args.compensation == 0
@@ -215,6 +218,23 @@ def test_met_period_rewards_team(h: SLAHarness) -> None:
     h.expect_revert("NotTeam", c.claimTeam(sla.sla_id), sender=3)
     rc = h.send(c.claimTeam(sla.sla_id), sender=2)
     assert events(h, rc, "TeamClaimed")[0].args.amount == 10**15
+    assert c.getSLA(sla.sla_id).call()[18] == 0  # team owed zeroed: paid once
+    h.expect_revert("NothingToClaim", c.claimTeam(sla.sla_id), sender=2)
+
+
+def test_rounding_remainder_stays_in_the_pool(h: SLAHarness) -> None:
+    # weights 1e18 : 3e18 are stored as 1 : 3; a compensation of 9001 wei is credited as 9000
+    # (2250 + 6750) and the odd wei stays in the pool
+    sla = new_sla(h, weights=[10**18, 3 * 10**18], ratePerPpm=1, fund=10**6)
+    c = h.contract.functions
+    assert c.beneficiary(sla.sla_id, h.addr(4)).call()[0] == 3
+    sla.end_period(0)
+    r = sla.report(sli=OBJECTIVE - 9001)
+    rc = sla.submit([r], [sla.sign(r)])
+    assert events(h, rc, "PeriodSettled")[0].args.compensation == 9000
+    assert c.claimable(sla.sla_id, h.addr(3)).call() == 2250
+    assert c.claimable(sla.sla_id, h.addr(4)).call() == 6750
+    assert c.getSLA(sla.sla_id).call()[17] == 10**6 - 9000
 
 
 def test_compensation_capped_by_pool(h: SLAHarness) -> None:
@@ -225,8 +245,8 @@ def test_compensation_capped_by_pool(h: SLAHarness) -> None:
     assert events(h, receipt, "PeriodSettled")[0].args.compensation == 10**15
 
 
-def test_quorum_two_of_three_accumulated_median(h: SLAHarness) -> None:
-    sla = new_sla(h, quorum=2)
+def test_reports_accumulate_then_settle_over_all_after_deadline(h: SLAHarness) -> None:
+    sla = new_sla(h, quorum=3)  # n = 4, f = 1
     sla.end_period(0)
     c = h.contract.functions
     r0 = sla.report(sli=999_900, idx=0)
@@ -238,45 +258,55 @@ def test_quorum_two_of_three_accumulated_median(h: SLAHarness) -> None:
     assert sla.period(0)[3] is False and sla.period(0)[7] == 1
     # the same report again: distinct error the daemon recognises
     h.expect_revert("AlreadyReported", sla.submit_fn([r0], [sla.sign(r0, SIGNER_KEYS[0])]))
-    r2 = sla.report(sli=990_000, idx=2)
-    rc = sla.submit([r2], [sla.sign(r2, SIGNER_KEYS[2])])
+    reps = [sla.report(sli=s, idx=i) for i, s in [(1, 990_000), (2, 995_000)]]
+    rc = sla.submit(reps, [sla.sign(r, SIGNER_KEYS[i]) for i, r in zip((1, 2), reps, strict=True)])
+    # a quorum is not enough while the fourth signer may still report
+    assert events(h, rc, "PeriodSettled") == []
+    h.expect_revert("ReportWindowOpen", c.settle(sla.sla_id, 0))
+    h.expect_revert("SettlementPending", c.withdraw(sla.sla_id, 1, h.addr(1)), sender=1)
+    h.travel(sla.bounds(0)[1] + 501)
+    # window closed, quorum reached, not settled yet: the provider still cannot withdraw
+    data = h.expect_revert("SettlementPending", c.withdraw(sla.sla_id, 1, h.addr(1)), sender=1)
+    assert data[4:] == (2**64 - 1).to_bytes(32, "big")
+    rc = h.send(c.settle(sla.sla_id, 0))
     (ev,) = events(h, rc, "PeriodSettled")
-    # lower median of {990000, 999900}
-    assert ev.args.sliPpm == 990_000 and ev.args.breached
-    assert ev.args.evidenceRoot == r2.evidence_root
-    assert sla.period(0)[6] == 0b101
-    # late third report: harmless
-    r1 = sla.report(sli=995_000, idx=1)
-    rc = sla.submit([r1], [sla.sign(r1, SIGNER_KEYS[1])])
+    # lower median of {990000, 995000, 999900}
+    assert ev.args.sliPpm == 995_000 and ev.args.breached and ev.args.reportCount == 3
+    assert ev.args.evidenceRoot == reps[1].evidence_root
+    assert sla.period(0)[6] == 0b111
+    h.expect_revert("AlreadySettled", c.settle(sla.sla_id, 0))
+    # late fourth report: harmless
+    r3 = sla.report(sli=999_999, idx=3)
+    rc = sla.submit([r3], [sla.sign(r3, SIGNER_KEYS[3])])
     assert events(h, rc, "LateReportsIgnored")[0].args.count == 1
-    assert sla.period(0)[5] == 990_000
+    assert sla.period(0)[5] == 995_000
 
 
-def test_quorum_three_batched_median_and_evidence_root(h: SLAHarness) -> None:
-    sla = new_sla(h, quorum=3, signers=SIGNERS[:4])
+def test_all_n_reports_settle_at_once_with_median_root(h: SLAHarness) -> None:
+    sla = new_sla(h, quorum=3)
     sla.end_period(0)
-    slis = [999_500, 980_000, 995_000]
+    slis = [999_500, 980_000, 995_000, 999_999]
     reps = [sla.report(sli=s, idx=i) for i, s in enumerate(slis)]
     sigs = [sla.sign(r, SIGNER_KEYS[i]) for i, r in enumerate(reps)]
-    rc = sla.submit(reps, sigs)
+    rc = sla.submit(reps[:1], sigs[:1])
+    assert events(h, rc, "PeriodSettled") == []
+    rc = sla.submit(reps[1:], sigs[1:])
     (ev,) = events(h, rc, "PeriodSettled")
+    # lower median of 4: second smallest
     assert ev.args.sliPpm == 995_000 and ev.args.evidenceRoot == reps[2].evidence_root
-    assert len(events(h, rc, "ReportAccepted")) == 3
+    assert len(events(h, rc, "ReportAccepted")) == 3 and ev.args.reportCount == 4
     roots = h.contract.functions.reportRoot
     assert roots(sla.sla_id, 0, SIGNERS[2]).call() == reps[2].evidence_root
 
 
-def test_relayer_batch_mixed_with_pending(h: SLAHarness) -> None:
-    sla = new_sla(h, quorum=3, signers=SIGNERS[:4])
+def test_no_quorum_cannot_settle(h: SLAHarness) -> None:
+    sla = new_sla(h, quorum=3)
     sla.end_period(0)
-    reps = [sla.report(sli=990_000 + 1000 * i, idx=i) for i in range(4)]
-    sigs = [sla.sign(r, SIGNER_KEYS[i]) for i, r in enumerate(reps)]
-    sla.submit([reps[3]], [sigs[3]])  # 993000 pending
-    rc = sla.submit(reps[:2], sigs[:2])  # 990000, 991000 -> median of 3 = 991000
-    (ev,) = events(h, rc, "PeriodSettled")
-    assert ev.args.sliPpm == 991_000 and ev.args.evidenceRoot == reps[1].evidence_root
-    rc = sla.submit(reps[3:], sigs[3:])
-    assert events(h, rc, "LateReportsIgnored")
+    reps = [sla.report(sli=990_000, idx=i) for i in range(2)]
+    sla.submit(reps, [sla.sign(r, SIGNER_KEYS[i]) for i, r in enumerate(reps)])
+    h.travel(sla.bounds(0)[1] + 501)
+    data = h.expect_revert("NoQuorum", h.contract.functions.settle(sla.sla_id, 0))
+    assert int.from_bytes(data[36:68], "big") == 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,7 +315,7 @@ def test_relayer_batch_mixed_with_pending(h: SLAHarness) -> None:
 
 
 def test_rejects_bad_signatures(h: SLAHarness) -> None:
-    sla = new_sla(h, quorum=2)
+    sla = new_sla(h, quorum=3)
     sla.end_period(0)
     r = sla.report()
     good = sla.sign(r)
@@ -349,9 +379,10 @@ def test_replay_after_settlement_is_harmless(h: SLAHarness) -> None:
 def test_reentrant_claimer_is_paid_once(h: SLAHarness) -> None:
     arts = compile_sources("contracts/test/ReentrantClaimer.sol")
     attacker = deploy(h.w3, arts["ReentrantClaimer"], h.keys[0], h.contract.address)
-    sla_id = keccak(text=f"sla-reentrant-{next(_counter)}")
+    name = keccak(text=f"sla-reentrant-{next(_counter)}")
+    sla_id = h.sla_id(name)
     start = h.now() + 20
-    params = h.sla_params(sla_id, start, SIGNERS[:1], beneficiaries=[attacker.address], weights=[1])
+    params = h.sla_params(name, start, SIGNERS[:1], beneficiaries=[attacker.address], weights=[1])
     h.send(h.contract.functions.registerSLA(params), sender=1)
     h.send(h.contract.functions.fund(sla_id, 10**18), sender=1, value=10**18)
     sla = SLA(h, sla_id, start, SIGNERS[:1])
@@ -362,6 +393,9 @@ def test_reentrant_claimer_is_paid_once(h: SLAHarness) -> None:
     h.send(attacker.functions.attack(sla_id))
     assert attacker.functions.attempted().call() is True
     assert attacker.functions.reentryOk().call() is False
+    # stopped by the guard itself, not by the claim having been recorded already
+    guard = error_selector(h.contract.abi, "ReentrancyGuardReentrantCall")
+    assert bytes(attacker.functions.reentryError().call())[:4] == guard
     assert h.w3.eth.get_balance(attacker.address) == comp
     assert h.contract.functions.claimable(sla_id, attacker.address).call() == 0
 
@@ -397,9 +431,10 @@ def test_provider_withdrawal_limited_to_unowed(h: SLAHarness) -> None:
 def test_explicit_boundaries(h: SLAHarness) -> None:
     now = h.now()
     bounds = [now + 20, now + 20 + 2678400, now + 20 + 2678400 + 2419200]  # 31 d, 28 d
-    sla_id = keccak(text=f"sla-cal-{next(_counter)}")
+    name = keccak(text=f"sla-cal-{next(_counter)}")
+    sla_id = h.sla_id(name)
     params = h.sla_params(
-        sla_id,
+        name,
         0,
         SIGNERS[:1],
         boundaries=bounds,
@@ -482,14 +517,25 @@ def test_evidence_proofs(h: SLAHarness) -> None:
     sla = new_sla(h)
     c = h.contract.functions
     assert c.evidenceLeaf(*values[0]).call() == leaves[0]
-    assert not c.verifyEvidence(sla.sla_id, 0, leaves[0], oz_proof(tree, leaves[0])).call()
+    assert not c.verifyEvidence(sla.sla_id, 0, *values[0], oz_proof(tree, leaves[0])).call()
     sla.end_period(0)
     r = sla.report(evidence_root=root)
     sla.submit([r], [sla.sign(r)])
-    for leaf in leaves:
-        assert c.verifyEvidence(sla.sla_id, 0, leaf, oz_proof(tree, leaf)).call()
-    bad = oz_leaf((target, 1_700_000_000, 60, 60, 0))
-    assert not c.verifyEvidence(sla.sla_id, 0, bad, oz_proof(tree, leaves[0])).call()
+    for v, leaf in zip(values, leaves, strict=True):
+        assert c.verifyEvidence(sla.sla_id, 0, *v, oz_proof(tree, leaf)).call()
+    bad = (target, 1_700_000_000, 60, 60, 0)
+    assert not c.verifyEvidence(sla.sla_id, 0, *bad, oz_proof(tree, leaves[0])).call()
+    # the leaf is hashed from its fields: an empty proof fails, even for a one-leaf "tree"
+    assert not c.verifyEvidence(sla.sla_id, 0, *values[0], []).call()
+    # an internal node cannot be presented: the fields would have to hash to it
+    assert not c.verifyEvidence(sla.sla_id, 0, *values[0], oz_proof(tree, tree[1])).call()
+    # a one-bucket tree (root == leaf): still no empty proof on-chain
+    one = new_sla(h)
+    one.end_period(0)
+    r = one.report(evidence_root=leaves[0])
+    one.submit([r], [one.sign(r)])
+    assert one.period(0)[8] == leaves[0]
+    assert not c.verifyEvidence(one.sla_id, 0, *values[0], []).call()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -498,14 +544,19 @@ def test_evidence_proofs(h: SLAHarness) -> None:
 
 
 def test_registration_validation(h: SLAHarness) -> None:
-    sla_id = keccak(text="dup")
+    name = keccak(text="dup")
     start = h.now() + 20
     c = h.contract.functions
-    h.send(c.registerSLA(h.sla_params(sla_id, start, SIGNERS[:1])), sender=1)
-    h.expect_revert("SLAExists", c.registerSLA(h.sla_params(sla_id, start, SIGNERS[:1])))
+    h.send(c.registerSLA(h.sla_params(name, start, SIGNERS[:1])), sender=1)
+    h.expect_revert("SLAExists", c.registerSLA(h.sla_params(name, start, SIGNERS[:1])), sender=1)
     other = keccak(text="other-sla")
     for kw in [
         {"quorum": 2},
+        {"signers": SIGNERS[:3], "quorum": 3},  # n = 3 < 3f + 1 with f = 1
+        {"signers": SIGNERS[:4], "quorum": 4},  # even quorum
+        {"signers": SIGNERS[:4], "quorum": 1, "singleOracle": False},  # f = 0 off the dev chain
+        {"signers": SIGNERS[:4], "quorum": 1, "singleOracle": True},  # single means one signer
+        {"settlementWindow": 1000},  # as long as a period: windows would overlap
         {"signers": [SIGNERS[0], SIGNERS[0]]},
         {"objectivePpm": 1_000_001},
         {"settlementWindow": 1001},
@@ -513,8 +564,30 @@ def test_registration_validation(h: SLAHarness) -> None:
         {"tiers": [(999_500, 1)]},
         {"weights": [1]},
     ]:
-        params = h.sla_params(other, start, kw.pop("signers", SIGNERS[:1]), **kw)
+        signers = kw.pop("signers", SIGNERS[:1])
+        params = h.sla_params(other, start, signers, **kw)
         h.expect_revert("InvalidParams", c.registerSLA(params))
+    # the accepted Byzantine shape: n = 4, f = 1, quorum 3; single-oracle is visible
+    rc = h.send(c.registerSLA(h.sla_params(other, start, SIGNERS[:4], quorum=3)), sender=1)
+    (ev,) = events(h, rc, "SLARegistered")
+    assert ev.args.quorum == 3 and ev.args.singleOracle is False
+    assert c.getSLA(h.sla_id(name)).call()[-1] is True  # registered single-oracle
+
+
+def test_ids_cannot_be_squatted(h: SLAHarness) -> None:
+    """Whoever registers a name first only takes it under its own address."""
+    name = keccak(text=f"squat-{next(_counter)}")
+    start = h.now() + 20
+    c = h.contract.functions
+    # account 5 registers the provider's name first, with itself as beneficiary
+    h.send(c.registerSLA(h.sla_params(name, start, SIGNERS[:4], quorum=3,
+                                      beneficiaries=[h.addr(5)], weights=[1])), sender=5)
+    # the real provider still gets its own SLA under the name
+    rc = h.send(c.registerSLA(h.sla_params(name, start, SIGNERS[:4], quorum=3)), sender=1)
+    (ev,) = events(h, rc, "SLARegistered")
+    assert ev.args.slaId == h.sla_id(name, provider=1) != h.sla_id(name, provider=5)
+    assert c.getSLA(h.sla_id(name)).call()[0] == h.addr(1)
+    assert c.getSLA(h.sla_id(name, provider=5)).call()[0] == h.addr(5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -526,15 +599,16 @@ def test_anvil_deploy_settle_claim() -> None:
     with AnvilNode.start() as node:
         ah = anvil_harness(node, sla_compensation())
         assert ah.chain_id == 31337
-        sla = new_sla(ah, quorum=2)
+        sla = new_sla(ah, quorum=3)
         sla.end_period(0)
-        reps = [sla.report(sli=990_000, idx=0), sla.report(sli=995_000, idx=1)]
+        slis = [990_000, 995_000, 980_000, 999_999]
+        reps = [sla.report(sli=s, idx=i) for i, s in enumerate(slis)]
         sla.submit([reps[0]], [sla.sign(reps[0], SIGNER_KEYS[0])])
         # anvil reverts with a decodable custom error too
         ah.expect_revert(
             "AlreadyReported", sla.submit_fn([reps[0]], [sla.sign(reps[0], SIGNER_KEYS[0])])
         )
-        rc = sla.submit([reps[1]], [sla.sign(reps[1], SIGNER_KEYS[1])])
+        rc = sla.submit(reps[1:], [sla.sign(r, SIGNER_KEYS[i + 1]) for i, r in enumerate(reps[1:])])
         (ev,) = events(ah, rc, "PeriodSettled")
         assert ev.args.sliPpm == 990_000
         comp = (OBJECTIVE - 990_000) * 10**12
@@ -542,3 +616,61 @@ def test_anvil_deploy_settle_claim() -> None:
         rc = ah.send(ah.contract.functions.claim(sla.sla_id), sender=4)
         fee = rc["gasUsed"] * rc["effectiveGasPrice"]
         assert ah.w3.eth.get_balance(ah.addr(4)) == before + comp * 3 // 4 - fee
+
+
+def _mined_reverts(h: SLAHarness, fn: Any) -> None:
+    """A transaction mined at the block time set by travel (a call would run at another time)
+    reverts; which check fired is shown by the state the test reads afterwards."""
+    with pytest.raises(RuntimeError, match="reverted"):
+        h.send(fn, sender=1)
+
+
+def test_exact_boundary_seconds_for_reports(h: SLAHarness) -> None:
+    """Reports are accepted iff end <= t < end + window, at those exact seconds."""
+    sla = new_sla(h, quorum=3)
+    end = sla.bounds(0)[1]
+    deadline = end + 500
+    reps = [sla.report(sli=990_000 + i, idx=i) for i in range(4)]
+    sigs = [sla.sign(r, SIGNER_KEYS[i]) for i, r in enumerate(reps)]
+    h.travel(end - 1)
+    _mined_reverts(h, sla.submit_fn(reps[:1], sigs[:1]))
+    assert not h.contract.functions.hasReported(sla.sla_id, 0, SIGNERS[0]).call()
+    h.travel(end)
+    sla.submit(reps[:1], sigs[:1])
+    h.travel(deadline - 1)
+    rc = sla.submit(reps[1:3], sigs[1:3])  # the last second of the window
+    assert h.w3.eth.get_block(rc["blockNumber"])["timestamp"] == deadline - 1
+    h.travel(deadline)
+    _mined_reverts(h, sla.submit_fn(reps[3:], sigs[3:]))
+    assert not h.contract.functions.hasReported(sla.sla_id, 0, SIGNERS[3]).call()
+    rc = h.send(h.contract.functions.settle(sla.sla_id, 0))
+    (ev,) = events(h, rc, "PeriodSettled")
+    assert ev.args.reportCount == 3 and ev.args.sliPpm == 990_001
+
+
+def test_exact_boundary_seconds_for_settle(h: SLAHarness) -> None:
+    """settle works from t = end + window on, not a second earlier."""
+    sla = new_sla(h, quorum=3)
+    end = sla.bounds(0)[1]
+    deadline = end + 500
+    reps = [sla.report(sli=990_000 + i, idx=i) for i in range(3)]
+    h.travel(end)
+    sla.submit(reps, [sla.sign(r, SIGNER_KEYS[i]) for i, r in enumerate(reps)])
+    h.travel(deadline - 1)
+    _mined_reverts(h, h.contract.functions.settle(sla.sla_id, 0))
+    assert sla.period(0)[3] is False
+    h.travel(deadline)
+    rc = h.send(h.contract.functions.settle(sla.sla_id, 0))
+    assert h.w3.eth.get_block(rc["blockNumber"])["timestamp"] == deadline
+    assert events(h, rc, "PeriodSettled")[0].args.reportCount == 3
+
+
+def test_fee_on_transfer_token_credits_what_arrived(h: SLAHarness) -> None:
+    token = deploy(h.w3, compile_sources("contracts/test/FeeToken.sol")["FeeToken"], h.keys[0])
+    h.send(token.functions.mint(h.addr(1), 10**6))
+    h.send(token.functions.approve(h.contract.address, 10**6), sender=1)
+    sla = new_sla(h, asset=token.address, fund=0)
+    rc = h.send(h.contract.functions.fund(sla.sla_id, 10_000), sender=1)
+    assert events(h, rc, "PoolFunded")[0].args.amount == 9_900
+    assert h.contract.functions.getSLA(sla.sla_id).call()[17] == 9_900
+    assert token.functions.balanceOf(h.contract.address).call() == 9_900

@@ -96,12 +96,15 @@ def register(h: SLAHarness, sla: Sla, slo: Slo, signer: Signer) -> int:
         policyDigest=policy_digest_for(sla, slo),
     )
     h.send(h.contract.functions.registerSLA(params), sender=1)
-    h.send(h.contract.functions.fund(sla.onchain_id_bytes, 10**18), sender=1, value=10**18)
+    sla_id = h.sla_id(sla.onchain_id_bytes)
+    h.send(h.contract.functions.fund(sla_id, 10**18), sender=1, value=10**18)
     return start
 
 
 def settle(h: SLAHarness, signer: Signer, report: Any) -> Any:
     h.travel(report.period_end + 10)
+    # the contract's id of the SLA is derived from the provider (account 1) and the name
+    report = report.replace(sla_id=h.sla_id(report.sla_id))
     signed = signer.sign_report(report, h.chain_id, h.contract.address)
     fn = h.contract.functions.submitReports([report.as_tuple()], [signed.signature])
     receipt = h.send(fn, sender=1)

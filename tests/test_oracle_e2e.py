@@ -2,8 +2,11 @@
 
 One target is down for the whole period (its SLA is breached: beneficiaries are
 compensated and one claims), the other is up (its SLA is met: the team reward
-is credited and claimed). Three daemons with three keys report; the contract
-settles at a quorum of two. Periods are 1 minute, so this test takes about that.
+is credited and claimed). Four daemons with four keys report (n = 4, f = 1,
+quorum 3); the fourth lies: its config swaps the two targets' URLs, so it reports
+the down service as perfect and the up one as dead. The contract settles over all
+four reports and the median follows the honest three. Periods are 1 minute, so
+this test takes about that.
 """
 
 from __future__ import annotations
@@ -83,24 +86,26 @@ async def wait_settled(w3: Web3, contract: Any, sla_ids: list[bytes], limit: flo
 async def test_quorum_settles_breach_and_met_periods_on_chain(
     targets: tuple[MisbehavingHttpServer, MisbehavingHttpServer], tmp_path: Path
 ) -> None:
-    """Three daemons (three keys) sign the same SLAs; the contract settles at k = 2, and
-    the third report, arriving after settlement, is harmless."""
+    """Four daemons (four keys, one lying) sign the same SLAs; the contract settles over
+    all four reports and the liar does not move the verdict."""
     down, up = targets
     with AnvilNode.start("--block-time", "1") as node:  # blocks keep coming, as on a real chain
         w3 = node.web3()
         keys = node.keys
         team, ben1, ben2 = (Account.from_key(k) for k in keys[2:5])
-        oracle_keys = [keys[1], keys[5], keys[6]]
+        oracle_keys = [keys[1], keys[5], keys[6], keys[7]]
         signers = [Account.from_key(k).address for k in oracle_keys]
         address = deploy_contract(w3, keys[0])
         contract = w3.eth.contract(address=address, abi=sla_compensation().abi)
         ports, cfg_paths = [], []
-        for i in range(3):
+        for i in range(4):
             home = tmp_path / f"oracle{i}"
             home.mkdir()
             ports.append(free_port())
             cfg_paths.append(home / "slamon.yaml")
-            write_config(cfg_paths[i], down.url("/"), up.url("/ok"), ports[i], textwrap.dedent(f"""
+            # daemon 3 lies: it watches the up server for "shop" and the down one for "api"
+            urls = (up.url("/ok"), down.url("/")) if i == 3 else (down.url("/"), up.url("/ok"))
+            write_config(cfg_paths[i], *urls, ports[i], textwrap.dedent(f"""
                 oracle:
                   mode: chain
                   key: {{dev_key_env: SLAMON_TEST_ORACLE_KEY}}
@@ -108,6 +113,7 @@ async def test_quorum_settles_breach_and_met_periods_on_chain(
                   contract: "{address}"
                   rpc_url: "{node.url}"
                   confirmations: 1
+                  provider: "{Account.from_key(keys[0]).address}"
             """))
         config = load_config(cfg_paths[0])
         # period 0 on-chain = the first minute that starts after the daemons are up
@@ -117,12 +123,11 @@ async def test_quorum_settles_breach_and_met_periods_on_chain(
         sla_ids = []
         for sla_id in ("shop-sla", "api-sla"):
             params, start = sla_params(
-                config, sla_id, signers=signers, quorum=2, team=team.address,
+                config, sla_id, signers=signers, quorum=3, team=team.address,
                 beneficiaries=[ben1.address, ben2.address], weights=[1, 3], now=start_at,
             )
             assert start == start_at
-            register_sla(w3, address, keys[0], params, fund_wei=POOL)
-            sla_ids.append(params[0])
+            sla_ids.append(register_sla(w3, address, keys[0], params, fund_wei=POOL))
 
         procs = [
             await asyncio.create_subprocess_exec(
@@ -130,7 +135,7 @@ async def test_quorum_settles_breach_and_met_periods_on_chain(
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                 env={**os.environ, "SLAMON_TEST_ORACLE_KEY": oracle_keys[i]},
             )
-            for i in range(3)
+            for i in range(4)
         ]
         failure: BaseException | None = None
         metrics: list[str] = []
@@ -176,8 +181,8 @@ async def test_quorum_settles_breach_and_met_periods_on_chain(
 
         shop = contract.functions.getPeriod(sla_ids[0], 0).call()
         api = contract.functions.getPeriod(sla_ids[1], 0).call()
-        # settled at quorum: exactly k = 2 reports counted, the third changed nothing
-        assert shop[7] == 2 and api[7] == 2
+        # settled over every report received: all four daemons counted, the liar included
+        assert shop[7] == 4 and api[7] == 4
         # shop was down all period: SLI 0, breached; the daemon's own verdict agrees
         assert shop[3] and shop[4] and shop[5] == 0
         assert shop_period["result"]["sli_ppm"] == 0 and shop_period["result"]["breached"]

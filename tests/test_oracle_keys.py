@@ -262,3 +262,14 @@ def test_secrets_never_in_logs_or_errors(
     for secret in secrets:
         assert secret not in blob
     assert key_hex[:-2] not in blob
+
+
+def test_dev_key_refused_off_the_dev_chain(capsys: pytest.CaptureFixture[str]) -> None:
+    env = {"K": DEV_KEY}
+    with capture_logs() as logs:
+        assert load_signer(KeyConfig(dev_key_env="K"), environ=env, chain_id=31337).address
+        with pytest.raises(KeyLoadError, match="dev chain 31337"):
+            load_signer(KeyConfig(dev_key_env="K"), environ=env, chain_id=1)
+    # refused before the key is read: only the accepted load logged its warning
+    assert [e["event"] for e in logs] == ["dev_key_in_use"]
+    assert DEV_KEY[2:] not in capsys.readouterr().err

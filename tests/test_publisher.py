@@ -92,13 +92,13 @@ class Env:
 
     def new_sla(self, **kw: Any) -> bytes:
         """Register an SLA whose period 0 ended 10 s ago (window: one hour)."""
-        sla_id = keccak(text=f"publisher-sla-{next(_ids)}")
+        name = keccak(text=f"publisher-sla-{next(_ids)}")
         start = self.h.now() - LENGTH - 10
         params = self.h.sla_params(
-            sla_id, start, [SIGNER], periodLength=LENGTH, settlementWindow=LENGTH, **kw
+            name, start, [SIGNER], periodLength=LENGTH, settlementWindow=LENGTH - 1, **kw
         )
         self.h.send(self.h.contract.functions.registerSLA(params), sender=1)
-        return sla_id
+        return self.h.sla_id(name)
 
     def report(self, sla_id: bytes, pid: int = 0, **kw: Any) -> SignedReport:
         start, end = self.h.contract.functions.periodBounds(sla_id, pid).call()

@@ -10,6 +10,8 @@ contract ReentrantClaimer {
     bool public reentryOk;
     /// @notice Whether a re-entry was attempted.
     bool public attempted;
+    /// @notice Revert data of the re-entrant call: which guard stopped it.
+    bytes public reentryError;
     bytes32 private _slaId;
 
     /// @param target_ The SLACompensation contract.
@@ -31,8 +33,9 @@ contract ReentrantClaimer {
     receive() external payable {
         if (!attempted) {
             attempted = true;
-            (bool ok,) = target.call(abi.encodeWithSignature("claim(bytes32)", _slaId));
+            (bool ok, bytes memory ret) = target.call(abi.encodeWithSignature("claim(bytes32)", _slaId));
             reentryOk = ok;
+            reentryError = ret;
         }
     }
 }

@@ -10,7 +10,9 @@ import itertools
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from eth_abi.abi import encode as abi_encode
 from eth_account import Account
+from eth_utils.crypto import keccak
 from web3 import Web3
 
 from slamon.chain.artefacts import sla_compensation
@@ -83,12 +85,18 @@ class PayoutRule:
     met_reward_wei: int = 10**15
 
 
+def onchain_sla_id(provider: str, name: bytes) -> bytes:
+    """The contract's id of the SLA `provider` registered as `name` (nobody else can take it)."""
+    return bytes(keccak(abi_encode(["address", "bytes32"], [provider, name])))
+
+
 def sla_params(
     config: Config,
     sla_id: str,
     *,
     signers: list[str],
     quorum: int,
+    single_oracle: bool = False,
     team: str,
     beneficiaries: list[str],
     weights: list[int],
@@ -111,12 +119,13 @@ def sla_params(
         length = sla.period.length_s
         boundaries: list[int] = []
         count = periods
-        window = length
+        # strictly shorter than a period: two periods' report windows never overlap
+        window = length - 1
     else:
         count = min(periods, 120)
         boundaries = [period_bounds(sla.period, first + i)[0] for i in range(count + 1)]
         length = 0
-        window = min(b - a for a, b in itertools.pairwise(boundaries))
+        window = min(b - a for a, b in itertools.pairwise(boundaries)) - 1
     params: tuple[Any, ...] = (
         sla.onchain_id_bytes,
         sla.objective_ppm(slo.objective),
@@ -127,6 +136,7 @@ def sla_params(
         window,
         signers,
         quorum,
+        single_oracle,
         max(1, sla.min_valid_samples),
         policy_digest_for(sla, slo),
         rule.rate_per_ppm_wei,
@@ -142,10 +152,13 @@ def sla_params(
 
 
 def register_sla(w3: Web3, contract_address: str, key: Sender, params: tuple[Any, ...],
-                 fund_wei: int = 0) -> None:
+                 fund_wei: int = 0) -> bytes:
+    """Register (and fund) an SLA; returns its on-chain id."""
     artefact = sla_compensation()
     contract = w3.eth.contract(address=Web3.to_checksum_address(contract_address),
                                abi=artefact.abi)
     send_tx(w3, key, contract.functions.registerSLA(params))
+    sla_id = onchain_sla_id(as_signer(key).address, params[0])
     if fund_wei:
-        send_tx(w3, key, contract.functions.fund(params[0], fund_wei), value=fund_wei)
+        send_tx(w3, key, contract.functions.fund(sla_id, fund_wei), value=fund_wei)
+    return sla_id

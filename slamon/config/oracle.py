@@ -70,6 +70,9 @@ class OracleConfig(Strict):
     #: per SLA, the start (unix seconds) of the contract's period 0; in chain mode read
     #: from the contract when absent (and checked against it when present)
     schedule_starts: dict[str, int] = Field(default_factory=dict)
+    #: the provider that registered the SLAs: their on-chain id is
+    #: keccak256(abi.encode(provider, name)), so only it can own them
+    provider: str | None = None
 
     @field_validator("contract")
     @classmethod

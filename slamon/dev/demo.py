@@ -116,7 +116,8 @@ def start_dev_chain(config: Any, sla_ids: list[str]) -> tuple[Any, Any, dict[str
         starts: dict[str, int] = {}
         for sla_id in sla_ids:
             params, start = sla_params(
-                config, sla_id, signers=[oracle.address], quorum=1, team=team.address,
+                config, sla_id, signers=[oracle.address], quorum=1, single_oracle=True,
+                team=team.address,
                 beneficiaries=[cust1.address, cust2.address], weights=[1, 1],
                 now=time.time(),
             )
@@ -130,6 +131,7 @@ def start_dev_chain(config: Any, sla_ids: list[str]) -> tuple[Any, Any, dict[str
             "contract": address,
             "rpc_url": node.url,
             "confirmations": 1,
+            "provider": provider.address,
             "slas": sla_ids,
             "schedule_starts": starts,
         })

@@ -96,6 +96,7 @@ def build_report(
     period_base: int,
     policy_digest: bytes,
     issued_at: int,
+    sla_id: bytes | None = None,
 ) -> Report | None:
     """The report for one closed period, or ``None`` when the period has no verdict.
 
@@ -134,7 +135,7 @@ def build_report(
     end = int(f["end"])
     try:
         return Report(
-            sla_id=sla.onchain_id_bytes,
+            sla_id=sla.onchain_id_bytes if sla_id is None else sla_id,
             period_id=period_id,
             period_start=int(f["start"]),
             period_end=end,

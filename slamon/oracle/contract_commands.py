@@ -99,8 +99,12 @@ def _cmd_register(args: argparse.Namespace) -> int:
         _err("--beneficiary takes ADDRESS or ADDRESS:WEIGHT")
         return EXIT_USAGE
     try:
+        n = len(args.signer)
+        # default: the largest f with n >= 3f + 1, quorum 2f + 1; one signer only if explicit
+        quorum = args.quorum if args.quorum is not None else 2 * ((n - 1) // 3) + 1
         params, start = sla_params(
-            config, args.sla, signers=args.signer, quorum=args.quorum, team=args.team,
+            config, args.sla, signers=args.signer, quorum=quorum,
+            single_oracle=args.single_oracle, team=args.team,
             beneficiaries=beneficiaries, weights=weights, now=time.time(),
             rule=PayoutRule(args.rate_per_ppm, args.max_payout, args.met_reward),
         )
@@ -137,7 +141,10 @@ def configure_register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sla", required=True, help="SLA id from the config")
     p.add_argument("--contract", required=True, help="SLACompensation address")
     p.add_argument("--signer", action="append", required=True, help="oracle address (repeat)")
-    p.add_argument("--quorum", type=int, default=1)
+    p.add_argument("--quorum", type=int, default=None,
+                   help="2f + 1 reports needed (default: the largest f with n >= 3f + 1)")
+    p.add_argument("--single-oracle", action="store_true",
+                   help="one signer, no fault tolerance (shown on-chain as such)")
     p.add_argument("--team", required=True, help="address paid the reward for a met period")
     p.add_argument("--beneficiary", action="append", required=True,
                    help="ADDRESS[:WEIGHT] compensated on a breach (repeat)")

@@ -44,6 +44,8 @@ __all__ = [
 
 #: largest keystore / password file we read (a keystore is ~500 bytes)
 _MAX_FILE = 64 * 1024
+#: the local development chain (anvil), the only one a development key may sign for
+DEV_CHAIN_ID = 31337
 _HEX_KEY = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 
 
@@ -253,8 +255,12 @@ def load_signer(
     environ: Mapping[str, str] | None = None,
     log: _Log | None = None,
     base_dir: str | os.PathLike[str] | None = None,
+    chain_id: int | None = None,
 ) -> Signer:
     """Load the oracle key described by ``key_cfg`` (``oracle.key`` in the config).
+
+    With ``chain_id`` (the chain the reports are for), a development key is refused on any
+    chain but the local dev chain 31337.
 
     Relative file paths are resolved against ``base_dir`` (the config file's directory,
     when given) else the working directory. Raises :class:`KeyLoadError`.
@@ -272,6 +278,12 @@ def load_signer(
         log.info("signer_loaded", address=signer.address, keystore=str(keystore))
         return signer
     if key_cfg.dev_key_env is not None:
+        if chain_id is not None and chain_id != DEV_CHAIN_ID:
+            # an environment variable leaks; whatever it signs must be worth nothing
+            raise KeyLoadError(
+                f"oracle.key.dev_key_env is only accepted on the dev chain {DEV_CHAIN_ID} "
+                f"(oracle.chain_id is {chain_id}): use keystore + password_file"
+            )
         account = _from_env(key_cfg.dev_key_env, env, log)
         return Signer(account, f"env:{key_cfg.dev_key_env}")
     raise KeyLoadError("oracle.key: set keystore + password_file (or dev_key_env)")

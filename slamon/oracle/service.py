@@ -64,7 +64,8 @@ class OracleService:
     # -- lifecycle --------------------------------------------------------
     def load_key(self) -> None:
         """Raises KeyLoadError with a message for the user (never the key)."""
-        self.signer = load_signer(self.cfg.key, log=self.log, base_dir=self.config_dir)
+        self.signer = load_signer(self.cfg.key, log=self.log, base_dir=self.config_dir,
+                                  chain_id=self.cfg.chain_id)
 
     async def start(self) -> None:
         if self.signer is None:
@@ -102,6 +103,14 @@ class OracleService:
     def _reported(self, sla: Sla) -> bool:
         return self.cfg.slas is None or sla.id in self.cfg.slas
 
+    def _onchain_id(self, sla: Sla) -> bytes:
+        """The contract's id: derived from the provider and the SLA's name."""
+        if self.cfg.provider is None:
+            return sla.onchain_id_bytes
+        from slamon.chain.tx import onchain_sla_id
+
+        return onchain_sla_id(self.cfg.provider, sla.onchain_id_bytes)
+
     def _slo(self, sla: Sla) -> Slo:
         return next(s for s in self.config.slos if s.id == sla.slo)
 
@@ -113,14 +122,14 @@ class OracleService:
         if start is None and self.publisher is not None:
             try:
                 row = await self.publisher.chain.contract.functions.getSLA(
-                    sla.onchain_id_bytes
+                    self._onchain_id(sla)
                 ).call()
             except Exception as exc:  # chain down: try again on the next backfill
                 self.log.warning("oracle_schedule_unknown", sla=sla.id, reason=str(exc)[:200])
                 return None
             if int(str(row[0]), 16) == 0:  # provider unset: not registered
                 self.log.error("oracle_sla_not_registered", sla=sla.id,
-                               onchain_id="0x" + sla.onchain_id_bytes.hex())
+                               onchain_id="0x" + self._onchain_id(sla).hex())
                 return None
             start = int(row[4])
         if start is None:
@@ -153,6 +162,7 @@ class OracleService:
             report = build_report(
                 sla, slo, record, period_base=base,
                 policy_digest=policy_digest_for(sla, slo), issued_at=int(time.time()),
+                sla_id=self._onchain_id(sla),
             )
         except ReportBuildError as exc:
             self.errors_total += 1
