@@ -14,7 +14,7 @@ from slamon.config.loader import load_config
 from slamon.metrics.rules import render_rules
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ["single-web", "composite-sla", "discovery", "quorum-a", "quorum-b", "quorum-c"]
+EXAMPLES = ["single-web", "composite-sla", "discovery", "quorum-a", "quorum-b", "quorum-c", "quorum-d"]
 
 
 def clean_env() -> dict[str, str]:
@@ -42,10 +42,10 @@ def test_composite_example_is_composite_with_an_sla() -> None:
 
 
 def test_quorum_instances_agree_on_everything_that_decides_a_verdict() -> None:
-    texts = [(ROOT / "config" / f"quorum-{c}.yaml").read_text() for c in "abc"]
+    texts = [(ROOT / "config" / f"quorum-{c}.yaml").read_text() for c in "abcd"]
     # only the first comment line differs
     assert len({t.split("\n", 1)[1] for t in texts}) == 1
-    assert len({t.split("\n", 1)[0] for t in texts}) == 3
+    assert len({t.split("\n", 1)[0] for t in texts}) == 4
     config = load_config(ROOT / "config" / "quorum-a.yaml")
     assert config.oracle is not None and config.oracle.mode == "chain"
     assert config.shard.count == 1  # a quorum measures everything everywhere
