@@ -130,7 +130,7 @@ targets:
       min_cert_validity: 7d
       body_limit: 64KiB
       ip_family: ipv6
-      fresh_connection: false
+      fresh_connection: true
   - id: smtp
     kind: tcp
     interval: 10s

@@ -14,7 +14,8 @@ from slamon.config.loader import load_config
 from slamon.metrics.rules import render_rules
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ["single-web", "composite-sla", "discovery", "quorum-a", "quorum-b", "quorum-c", "quorum-d"]
+EXAMPLES = ["single-web", "composite-sla", "discovery",
+            "quorum-a", "quorum-b", "quorum-c", "quorum-d"]
 
 
 def clean_env() -> dict[str, str]:

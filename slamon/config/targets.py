@@ -163,6 +163,15 @@ class HttpSpec(Strict):
     def _headers(cls, value: dict[str, str]) -> dict[str, str]:
         return check_headers(value)
 
+    @field_validator("fresh_connection")
+    @classmethod
+    def _fresh(cls, value: bool) -> bool:
+        if not value:
+            raise ValueError("only true is supported: slamon opens a new connection for every "
+                             "probe (reachability is part of what an SLA measures); remove "
+                             "the key")
+        return value
+
     @field_validator("body_limit")
     @classmethod
     def _limit(cls, value: int) -> int:
