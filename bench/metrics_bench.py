@@ -20,19 +20,25 @@ per target, and the daemon's registry; then
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import gc
 import io
+import math
 import pstats
 import statistics
 import time
 import tracemalloc
+from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 from slamon.config.loader import parse_config
 from slamon.metrics.collector import SlamonCollector, make_registry
+from slamon.metrics.exposition import render
 from slamon.probers.base import ProbeResult
 from slamon.scheduler import SchedulerStats
 from slamon.sli.live import LiveState
@@ -73,10 +79,6 @@ def vm(key: str = "VmRSS") -> int:
 
 def measure_rss(n: int, rounds: int) -> dict[str, Any]:
     """RSS after each step, as the daemon builds its state (no tracemalloc)."""
-    import asyncio
-
-    from slamon.metrics.exposition import render
-
     out: dict[str, Any] = {"targets": n, "rss_start": vm()}
     text = config_text(n)
     t0 = time.perf_counter()
@@ -111,6 +113,14 @@ def measure_rss(n: int, rounds: int) -> dict[str, Any]:
     return out
 
 
+class _Ready:
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> list[Metric]:
+        return self.families
+
+
 def measure(n: int, rounds: int, repeat: int, profile: bool) -> dict[str, Any]:
     gc.collect()
     tracemalloc.start()
@@ -136,22 +146,46 @@ def measure(n: int, rounds: int, repeat: int, profile: bool) -> dict[str, Any]:
     tracemalloc.stop()
 
     stats = SchedulerStats()
-    collector = SlamonCollector(lambda: live, lambda: stats)
+    clock = [now]
+    collector = SlamonCollector(lambda: live, lambda: stats, clock=lambda: clock[0])
     registry = make_registry(collector)
-    walls: list[float] = []
-    cpus: list[float] = []
-    size = 0
-    for _ in range(repeat):
-        c0, w0 = time.process_time(), time.perf_counter()
-        body = generate_latest(registry)
-        walls.append(time.perf_counter() - w0)
-        cpus.append(time.process_time() - c0)
-        size = len(body)
+
+    def steady() -> None:
+        """15 s later (a Prometheus scrape interval), with each 10 s target's new results."""
+        before = clock[0]
+        clock[0] += 15.0
+        for k in range(math.floor(before / 10.0) + 1, math.floor(clock[0] / 10.0) + 1):
+            for target in config.targets:
+                live.record(target, k * 10.0, result(True))
+
+    def timed(render_once: Callable[[], bytes]) -> tuple[float, float, int]:
+        walls: list[float] = []
+        cpus: list[float] = []
+        size = 0
+        for _ in range(repeat):
+            steady()
+            c0, w0 = time.process_time(), time.perf_counter()
+            body = render_once()
+            walls.append(time.perf_counter() - w0)
+            cpus.append(time.process_time() - c0)
+            size = len(body)
+        return statistics.median(walls), statistics.median(cpus), size
+
+    # what GET /metrics runs, after the state moved on by one scrape interval; the
+    # peer: prometheus_client formatting the same samples from ready-made families
+    # (what an exporter keeping Gauge children pays at scrape time, without the
+    # SLI arithmetic), timed in the same run
+    wall, cpu, size = timed(lambda: asyncio.run(render(registry, collector)))
+    peer = CollectorRegistry(auto_describe=False)
+    peer.register(_Ready(list(text_string_to_metric_families(
+        asyncio.run(render(registry, collector)).decode()))))
+    _, peer_cpu, _ = timed(lambda: generate_latest(peer))
     top = ""
     if profile:
         prof = cProfile.Profile()
+        steady()
         prof.enable()
-        generate_latest(registry)
+        asyncio.run(render(registry, collector))
         prof.disable()
         buf = io.StringIO()
         pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(18)
@@ -165,8 +199,9 @@ def measure(n: int, rounds: int, repeat: int, profile: bool) -> dict[str, Any]:
         "results_bytes_per_target": (after_results - after_live) / n,
         "window_bytes_per_target": live.window_bytes() / n,
         "record_us": t_record * 1e6,
-        "metrics_seconds": statistics.median(walls),
-        "metrics_cpu_seconds": statistics.median(cpus),
+        "metrics_seconds": wall,
+        "metrics_cpu_seconds": cpu,
+        "peer_cpu_seconds": peer_cpu,
         "metrics_bytes": size,
         "metrics_bytes_per_target": size / n,
         "profile": top,
@@ -204,7 +239,9 @@ def main() -> None:
             f"(window arrays {r['window_bytes_per_target']:.0f}), last results "
             f"{r['results_bytes_per_target']:.0f}; record {r['record_us']:.1f} us; /metrics "
             f"{r['metrics_seconds']:.3f}s wall, {r['metrics_cpu_seconds']:.3f}s CPU, "
-            f"{r['metrics_bytes'] / 1e6:.1f} MB ({r['metrics_bytes_per_target']:.0f} B/target)",
+            f"{r['metrics_bytes'] / 1e6:.1f} MB ({r['metrics_bytes_per_target']:.0f} B/target);"
+            f" prometheus_client formatting the same samples {r['peer_cpu_seconds']:.3f}s CPU"
+            f" (ratio {r['metrics_cpu_seconds'] / r['peer_cpu_seconds']:.2f})",
             flush=True,
         )
         if prof:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -14,18 +15,23 @@ from slamon.metrics.exposition import render
 from slamon.probers.base import FailureReason, ProbeResult
 from slamon.scheduler import SchedulerStats
 from slamon.sli.live import LiveState
-from tests.promtext import parse_metrics
+from slamon.util.durations import format_duration
+from tests.promtext import parse_metrics, value
 
 NOW = 1_800_000_000.0
 
 
-def populated() -> tuple[LiveState, SchedulerStats]:
-    targets = [
+def target_dicts() -> list[dict[str, Any]]:
+    return [
         {"id": f"t{i}", "kind": "http", "interval": "10s", "timeout": "2s",
          "labels": {"team": "a\"b\\c"},
          "http": {"url": f"http://user:pw@127.0.0.1:{8000 + i}/x?token=s3cret"}}
         for i in range(23)
     ]
+
+
+def populated() -> tuple[LiveState, SchedulerStats]:
+    targets = target_dicts()
     slos = [{"id": f"s{i}", "targets": [f"t{i}", f"t{i + 1}"] if i % 3 == 0 else [f"t{i}"],
              "objective": 0.99, "window": "1d"} for i in range(20)]
     config = Config.model_validate({"targets": targets, "slos": slos})
@@ -119,3 +125,55 @@ def test_listed_registry_lists_what_collect_draws_from() -> None:
     registry.unregister(first)
     assert list(registry.collectors) == [second]
     assert [m.name for m in registry.collect()] == ["other_thing", "other_events"]
+
+
+def test_slo_families_equal_a_recomputation_from_the_windows() -> None:
+    """The SLO families are written as text: every sample against SloState's own answers."""
+    live, stats = populated()
+    collector = SlamonCollector(lambda: live, lambda: stats, clock=lambda: NOW)
+    samples = parse_metrics(asyncio.run(render(make_registry(collector), collector, 7)).decode())
+    want: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    for slo_id, state in live.slos.items():
+        want[("slamon_slo_objective_ratio", frozenset({("slo", slo_id)}))] = state.slo.objective
+        remaining = state.error_budget_remaining(NOW)
+        assert remaining is not None
+        want[("slamon_error_budget_remaining_ratio", frozenset({("slo", slo_id)}))] = remaining
+        lengths = {state.slo.window} | {w for aw in state.slo.alert_windows
+                                        for w in (aw.long, aw.short)}
+        for length in lengths:
+            labels = frozenset({("slo", slo_id), ("window", format_duration(length))})
+            good, valid = state.counts(NOW, length)
+            want[("slamon_sli_good_events", labels)] = good
+            want[("slamon_sli_valid_events", labels)] = valid
+            if valid:
+                want[("slamon_sli_ratio", labels)] = good / valid
+                want[("slamon_burn_rate", labels)] = (1 - good / valid) / (
+                    1 - state.slo.objective)
+            for part in state.parts if state.composite else ():
+                ratio = state.sli(NOW, length, part)
+                if ratio is not None:
+                    want[("slamon_sli_part_ratio", labels | {("target", part)})] = ratio
+    families = {name for name, _ in want}
+    got = {k: v for k, v in samples.items() if k[0] in families}
+    assert got == want
+    assert any(v < 1 for (name, _), v in got.items() if name == "slamon_sli_ratio")
+    assert any(name == "slamon_sli_part_ratio" for name, _ in got)
+
+
+def test_slo_label_text_follows_a_reload() -> None:
+    live, stats = populated()
+    collector = SlamonCollector(lambda: live, lambda: stats, clock=lambda: NOW)
+    registry = make_registry(collector)
+    before = parse_metrics(asyncio.run(render(registry, collector)).decode())
+    assert value(before, "slamon_slo_objective_ratio", slo="s1") == 0.99
+    edited = Config.model_validate({
+        "targets": target_dicts(),
+        "slos": [{"id": "s1", "targets": ["t1"], "objective": 0.95, "window": "1d",
+                  "alert_windows": [{"long": "2h", "short": "10m", "burn_rate": 5}]}],
+    })
+    live.apply_config(edited)
+    after = parse_metrics(asyncio.run(render(registry, collector)).decode())
+    assert value(after, "slamon_slo_objective_ratio", slo="s1") == 0.95
+    assert value(after, "slamon_slo_objective_ratio", slo="s2") is None
+    windows = {dict(k[1])["window"] for k in after if k[0] == "slamon_sli_valid_events"}
+    assert windows == {"1d", "2h", "10m"}

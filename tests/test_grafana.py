@@ -68,6 +68,8 @@ def exported_metrics() -> set[str]:
                 names.add(name + "_total")
             if kind == "Histogram":
                 names.update({name + "_bucket", name + "_sum", name + "_count"})
+        # families written as text (metrics/text.py) carry their exposed name
+        names.update(re.findall(r"\.family\(\s*\"([a-z_:]+)\"", src))
     return names | {"ALERTS"}
 
 

@@ -120,6 +120,41 @@ def test_query_matches_naive_before_the_epoch(ops: list[tuple[str, float, float,
     _check_ops(ops, clock=-300.0)
 
 
+# the same few lengths asked again and again, as a scrape does: answers slide from the
+# previous one, and every add, lap and jump must keep the slid answer exact
+cached_ops_st = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), steps, st.integers(0, 3), st.integers(0, 2)),
+        st.tuples(
+            st.just("query"),
+            st.one_of(st.floats(-3, 3, allow_nan=False), st.integers(-40, 40).map(float)),
+            st.sampled_from([0.0, 3.0, 4.0, 7.5, 12.0, 20.0, 64.0]),
+            st.just(0),
+        ),
+    ),
+    max_size=120,
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(cached_ops_st)
+def test_repeated_lengths_slide_exactly(ops: list[tuple[str, float, float, int]]) -> None:
+    _check_ops(ops, clock=100.0)
+
+
+def test_slid_answers_follow_saturation_and_late_events() -> None:
+    window = RollingCounter(SMALL_TIERS)
+    for k in range(40):
+        t = 100.0 + k
+        window.add(t, COUNTER_MAX - 1 if k == 3 else 1)  # k=3, 4: the slot saturates
+        window.add(t - 2.5)  # late: lands inside an answer already given
+        # a copy has no answers cached: it sums every bucket afresh
+        fresh = RollingCounter.from_bytes(window.to_bytes(), SMALL_TIERS)
+        for length in (3.0, 12.0, 64.0):
+            assert window.query(t, length) == fresh.query(t, length)
+    assert window.query(139.0, 64.0) < 40 * 2 + COUNTER_MAX
+
+
 def test_sequential_laps() -> None:
     """Every second for several laps of every ring, checked after each add."""
     window = RollingWindow(SMALL_TIERS)

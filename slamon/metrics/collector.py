@@ -18,6 +18,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -26,6 +27,7 @@ from slamon.config.root import Config
 from slamon.config.targets import target_label_names
 from slamon.metrics.probe_kinds import KindMetrics
 from slamon.metrics.probe_kinds import endpoint as kind_endpoint
+from slamon.metrics.text import Exposition, escape, value_text
 from slamon.probers.base import PHASES, FailureReason
 from slamon.scheduler import SchedulerStats
 from slamon.sla.maintenance import covering, slas_by_target
@@ -39,6 +41,8 @@ from slamon.util.redact import redact_url
 from slamon.util.units import ppm_to_ratio
 
 Clock = Callable[[], float]
+#: one piece of the exposition: writes its families into the exposition given
+Piece = Callable[[Exposition], None]
 
 
 def slo_windows(state: SloState) -> list[float]:
@@ -48,6 +52,41 @@ def slo_windows(state: SloState) -> list[float]:
         lengths.add(aw.long)
         lengths.add(aw.short)
     return sorted(lengths, reverse=True)
+
+
+class _SloLabels:
+    """Each SLO's label text and window list, built once per SLO definition.
+
+    An SLO's id, windows and parts change only with its config, so their escaped
+    label text is kept (keyed on the `Slo` object, which a reload replaces)
+    rather than rebuilt for every sample of every scrape.
+    """
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, tuple[object, tuple[str, list[tuple[float, str]],
+                                                   list[tuple[str, str]]]]] = {}
+
+    def get(
+        self, slo_id: str, state: SloState
+    ) -> tuple[str, list[tuple[float, str]], list[tuple[str, str]]]:
+        """('{slo="id"', [(length, ',window="1h"}')...], [(part, '{slo="id",target="t"')...])"""
+        held = self._by_id.get(slo_id)
+        if held is not None and held[0] is state.slo:
+            return held[1]
+        own = f'{{slo="{escape(slo_id)}"'
+        windows = [(length, f',window="{format_duration(length)}"}}')
+                   for length in slo_windows(state)]
+        parts = [(part, f'{own},target="{escape(part)}"') for part in state.parts
+                 ] if state.composite else []
+        value = (own, windows, parts)
+        self._by_id[slo_id] = (state.slo, value)
+        return value
+
+    def forget(self, current: Iterable[str]) -> None:
+        """Drop SLOs a reload removed (called once per scrape, cheap when none were)."""
+        if len(self._by_id) > len(current := set(current)):
+            for slo_id in [k for k in self._by_id if k not in current]:
+                del self._by_id[slo_id]
 
 
 class SlamonCollector(Collector):
@@ -61,17 +100,26 @@ class SlamonCollector(Collector):
         self._stats = scheduler_stats
         self._clock = clock
         self.extra: list[Callable[[], Iterable[Metric]]] = []
+        self._slo_labels = _SloLabels()
 
     def collect(self) -> Iterator[Metric]:
-        for part in self.slices():
-            yield from part()
+        """For prometheus_client's registry API: the same text, parsed back.
 
-    def slices(self, chunk: int = 0) -> Iterator[Callable[[], Iterable[Metric]]]:
+        GET /metrics does not come here (see `exposition.render_chunks`); this
+        serves `generate_latest` users and keeps one source for every value.
+        """
+        out = Exposition()
+        for piece in self.slices():
+            piece(out)
+        yield from text_string_to_metric_families(out.text())
+
+    def slices(self, chunk: int = 0) -> Iterator[Piece]:
         """The exposition as pieces of at most `chunk` targets or SLOs (0: one piece each).
 
         An async renderer yields to the event loop between pieces: at 10,000
-        targets a whole exposition is seconds of CPU, and probes due meanwhile
-        must not wait that long. The same family may come in several pieces.
+        targets a whole exposition is a good part of a second of CPU, and probes
+        due meanwhile must not wait that long. The same family may come in
+        several pieces.
         """
         live = self._live()
         now = self._clock()
@@ -83,13 +131,17 @@ class SlamonCollector(Collector):
         names = target_label_names(st.target for _, st in targets)
         for i in range(0, len(targets), step_t):
             part = targets[i : i + step_t]
-            yield lambda part=part: self._probe_metrics(part, names)  # type: ignore[misc]
+            yield lambda out, part=part: out.add_all(  # type: ignore[misc]
+                self._probe_metrics(part, names))
+        self._slo_labels.forget(live.slos)
         for i in range(0, len(slos), step_s):
             slo_part = slos[i : i + step_s]
-            yield lambda slo_part=slo_part: self._slo_metrics(slo_part, now)  # type: ignore[misc]
-        yield lambda: self._scheduler_metrics(live)
-        yield from self.extra
-        yield self._build_info
+            yield lambda out, slo_part=slo_part: self._slo_text(  # type: ignore[misc]
+                out, slo_part, now)
+        yield lambda out: out.add_all(self._scheduler_metrics(live))
+        for extra in list(self.extra):
+            yield lambda out, extra=extra: out.add_all(extra())  # type: ignore[misc]
+        yield lambda out: out.add_all(self._build_info())
 
     @staticmethod
     def _build_info() -> Iterator[Metric]:
@@ -201,55 +253,54 @@ class SlamonCollector(Collector):
         yield from by_kind.families()
         yield from (cert, failed, last_time, probes, reasons, info)
 
-    def _slo_metrics(self, slos: Iterable[tuple[str, SloState]], now: float) -> Iterator[Metric]:
-        sli = GaugeMetricFamily(
-            "slamon_sli_ratio", "SLI (good/valid) over a window", labels=["slo", "window"]
-        )
-        part_sli = GaugeMetricFamily(
-            "slamon_sli_part_ratio",
-            "SLI of one part of a composite SLO",
-            labels=["slo", "target", "window"],
-        )
-        good = GaugeMetricFamily(
-            "slamon_sli_good_events", "Good events in a window", labels=["slo", "window"]
-        )
-        valid = GaugeMetricFamily(
-            "slamon_sli_valid_events", "Valid events in a window", labels=["slo", "window"]
-        )
-        objective = GaugeMetricFamily(
-            "slamon_slo_objective_ratio", "Objective of the SLO", labels=["slo"]
-        )
-        budget = GaugeMetricFamily(
-            "slamon_error_budget_remaining_ratio",
-            "Share of the error budget left over the SLO window (negative when overspent)",
-            labels=["slo"],
-        )
-        burn = GaugeMetricFamily(
-            "slamon_burn_rate",
-            "Error budget burn rate over a window (1 = spending exactly the budget)",
-            labels=["slo", "window"],
-        )
+    def _slo_text(
+        self, out: Exposition, slos: Iterable[tuple[str, SloState]], now: float
+    ) -> None:
+        """The SLO families, written as text from the windows (see metrics/text.py)."""
+        sli: list[str] = []
+        part_sli: list[str] = []
+        good: list[str] = []
+        valid: list[str] = []
+        objective: list[str] = []
+        budget: list[str] = []
+        burn: list[str] = []
+        labels = self._slo_labels
         for slo_id, state in slos:
-            objective.add_metric([slo_id], state.slo.objective)
+            own, windows, parts = labels.get(slo_id, state)
+            slo = state.slo
+            objective.append(f"slamon_slo_objective_ratio{own}}} {value_text(slo.objective)}\n")
+            allowed = 1 - slo.objective
             remaining = state.error_budget_remaining(now)
             if remaining is not None:
-                budget.add_metric([slo_id], remaining)
-            windows = slo_windows(state)
-            for length in windows:
-                label = format_duration(length)
-                counts = state.counts(now, length)
-                good.add_metric([slo_id, label], counts.good)
-                valid.add_metric([slo_id, label], counts.valid)
-                if counts.valid:
-                    ratio = counts.good / counts.valid
-                    sli.add_metric([slo_id, label], ratio)
-                    burn.add_metric([slo_id, label], (1 - ratio) / (1 - state.slo.objective))
-                if state.composite:
-                    for part in state.parts:
-                        value = state.sli(now, length, part)
-                        if value is not None:
-                            part_sli.add_metric([slo_id, part, label], value)
-        yield from (sli, part_sli, good, valid, objective, budget, burn)
+                budget.append(
+                    f"slamon_error_budget_remaining_ratio{own}}} {value_text(remaining)}\n")
+            for length, win in windows:
+                g, v = state.counts(now, length)
+                good.append(f"slamon_sli_good_events{own}{win} {g}\n")
+                valid.append(f"slamon_sli_valid_events{own}{win} {v}\n")
+                if v:
+                    ratio = g / v
+                    sli.append(f"slamon_sli_ratio{own}{win} {value_text(ratio)}\n")
+                    burn.append(f"slamon_burn_rate{own}{win} {value_text((1 - ratio) / allowed)}\n")
+                for part, part_labels in parts:
+                    value = state.sli(now, length, part)
+                    if value is not None:
+                        part_sli.append(
+                            f"slamon_sli_part_ratio{part_labels}{win} {value_text(value)}\n")
+        out.family("slamon_sli_ratio", "SLI (good/valid) over a window", "gauge", sli)
+        out.family("slamon_sli_part_ratio", "SLI of one part of a composite SLO", "gauge",
+                   part_sli)
+        out.family("slamon_sli_good_events", "Good events in a window", "gauge", good)
+        out.family("slamon_sli_valid_events", "Valid events in a window", "gauge", valid)
+        out.family("slamon_slo_objective_ratio", "Objective of the SLO", "gauge", objective)
+        out.family(
+            "slamon_error_budget_remaining_ratio",
+            "Share of the error budget left over the SLO window (negative when overspent)",
+            "gauge", budget)
+        out.family(
+            "slamon_burn_rate",
+            "Error budget burn rate over a window (1 = spending exactly the budget)",
+            "gauge", burn)
 
     def _scheduler_metrics(self, live: LiveState) -> Iterator[Metric]:
         yield GaugeMetricFamily("slamon_targets", "Targets being probed", value=len(live.targets))

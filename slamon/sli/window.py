@@ -107,11 +107,6 @@ def _layout(tiers: tuple[Tier, ...]) -> tuple[tuple[float, int, int], ...]:
     return tuple(out)
 
 
-@lru_cache(maxsize=32)
-def _retentions(tiers: tuple[Tier, ...]) -> tuple[float, ...]:
-    return tuple(t.retention for t in tiers)
-
-
 def _zeros(count: int) -> array[int]:
     # repetition allocates exactly; array(code, bytes(...)) over-allocates by ~6 %
     return array(_TYPECODE, [0]) * count
@@ -120,7 +115,7 @@ def _zeros(count: int) -> array[int]:
 class _TieredRing:
     """Ring bookkeeping shared by RollingWindow (2 counters) and RollingCounter (1)."""
 
-    __slots__ = ("_counters", "_heads", "_layout", "_tiers")
+    __slots__ = ("_cache", "_counters", "_heads", "_layout", "_tiers")
 
     _FIELDS = 0
 
@@ -130,6 +125,13 @@ class _TieredRing:
         self._heads = [_NO_HEAD] * len(self._layout)
         size = sum(n for _, n, _ in self._layout)
         self._counters = tuple(_zeros(size) for _ in range(self._FIELDS))
+        # Per tier, the last answer of every length queried on it:
+        # [length, first bucket, last bucket, sum per counter...], kept equal to
+        # the sums over [first, last] as events arrive. A scrape asks the same
+        # lengths every few seconds; sliding an answer by the buckets that moved
+        # costs a few additions where summing 360 buckets again cost ~15 us.
+        # None until the first query: a window nobody reads costs nothing.
+        self._cache: list[list[list[float]]] | None = None
 
     @property
     def tiers(self) -> tuple[Tier, ...]:
@@ -155,29 +157,47 @@ class _TieredRing:
 
     # -- internals -------------------------------------------------------------
 
-    def _slots(self, t: float) -> list[int]:
-        """Move every tier's head up to t's bucket (clearing slots of older laps) and
-        return the flat slots t falls in, one per tier that still retains it."""
+    def _add(self, t: float, values: tuple[int, ...]) -> None:
+        """Count `values` (one per counter) at time t in every tier that retains t.
+
+        Moves every tier's head up to t's bucket first, clearing the slots of
+        older laps (and forgetting a cached answer that summed one of them).
+        Counters saturate at COUNTER_MAX; a cached answer gets what was added.
+        """
         if not math.isfinite(t):
             raise ValueError(f"event time must be finite, got {t}")
         heads = self._heads
-        slots: list[int] = []
+        counters = self._counters
+        cache = self._cache
         for i, (res, n, off) in enumerate(self._layout):
             b = math.floor(t / res)
             head = heads[i]
             if b > head:
                 gap = b - head
+                if cache is not None and cache[i]:
+                    # the slots of buckets head+1..b held buckets head+1-n..b-n
+                    cache[i] = [e for e in cache[i] if e[1] > b - n]
                 if gap == 1:
                     slot = off + b % n
-                    for c in self._counters:
+                    for c in counters:
                         c[slot] = 0
                 else:
                     self._clear(off, n, head + 1, min(gap, n))
                 heads[i] = b
             elif b <= head - n:
                 continue  # older than this tier retains: dropped by this tier only
-            slots.append(off + b % n)
-        return slots
+            slot = off + b % n
+            entries = cache[i] if cache is not None else None
+            for f, c in enumerate(counters):
+                old = c[slot]
+                new = old + values[f]
+                if new > COUNTER_MAX:
+                    new = COUNTER_MAX
+                c[slot] = new
+                if entries:
+                    for e in entries:
+                        if e[1] <= b <= e[2]:
+                            e[3 + f] += new - old
 
     def _clear(self, off: int, n: int, first: int, count: int) -> None:
         """Zero `count` consecutive ring slots starting at absolute bucket `first`."""
@@ -193,27 +213,68 @@ class _TieredRing:
     def _pick(self, length: float) -> int:
         if not (math.isfinite(length) and length >= 0):
             raise ValueError(f"window length must be a non-negative number, got {length}")
-        for i, retention in enumerate(_retentions(self._tiers)):
-            if length <= retention:
+        # from the layout (plain floats): hashing the Tier dataclasses for a cached
+        # lookup cost more than this loop over 4 tiers
+        for i, (res, n, _) in enumerate(self._layout):
+            if length <= (n - 1) * res:
                 return i
         raise ValueError(f"window length {length}s exceeds the retention {self.retention}s")
 
-    def _segments(self, now: float, length: float) -> list[tuple[int, int]]:
-        """Flat [lo, hi) slices holding the buckets a query sums (at most 2)."""
+    def _bounds(self, now: float, length: float) -> tuple[int, int, int]:
+        """(tier, first, last): the absolute buckets a query sums (first > last: none)."""
         if not math.isfinite(now):
             raise ValueError(f"query time must be finite, got {now}")
         i = self._pick(length)
-        res, n, off = self._layout[i]
+        res, n, _ = self._layout[i]
         head = self._heads[i]
         first = max(math.floor((now - length) / res), head - n + 1)
         last = min(math.floor(now / res), head)
+        return i, first, last
+
+    def _range(self, i: int, first: int, last: int) -> list[int]:
+        """Sum per counter over the retained buckets first..last of tier i."""
+        _, n, off = self._layout[i]
         if first > last:
-            return []
+            return [0] * self._FIELDS
         start = first % n
-        count = last - first + 1  # <= n because first > head - n and last <= head
+        count = last - first + 1  # <= n: callers only ask for retained buckets
         if start + count <= n:
-            return [(off + start, off + start + count)]
-        return [(off + start, off + n), (off, off + start + count - n)]
+            return [sum(c[off + start : off + start + count]) for c in self._counters]
+        end = start + count - n
+        return [sum(c[off + start : off + n]) + sum(c[off : off + end]) for c in self._counters]
+
+    def _sums(self, now: float, length: float) -> list[int]:
+        """Sum per counter over the last `length` seconds before `now`."""
+        i, first, last = self._bounds(now, length)
+        if first > last:
+            return [0] * self._FIELDS
+        cache = self._cache
+        if cache is None:
+            cache = self._cache = [[] for _ in self._layout]
+        for e in cache[i]:
+            if e[0] == length:
+                entry = e
+                break
+        else:
+            entry = None
+        if entry is not None:
+            was_first, was_last = int(entry[1]), int(entry[2])
+            # slide only forward and only while cheaper than summing afresh
+            if was_first <= first <= was_last + 1 and was_last <= last and (
+                (first - was_first) + (last - was_last) < last - first + 1
+            ):
+                gone = self._range(i, was_first, first - 1)
+                new = self._range(i, max(first, was_last + 1), last)
+                for f in range(self._FIELDS):
+                    entry[3 + f] += new[f] - gone[f]
+                entry[1], entry[2] = first, last
+                return [int(v) for v in entry[3:]]
+        sums = self._range(i, first, last)
+        if entry is None:
+            cache[i].append([length, first, last, *sums])
+        else:
+            entry[1:] = [first, last, *sums]
+        return sums
 
     def to_bytes(self) -> bytes:
         """Compact, versioned snapshot (header + zlib'd little-endian counters)."""
@@ -246,6 +307,7 @@ class _TieredRing:
         (e.g. the former 1 h tier into the 2 h tier: bucket sums, exact); without
         such a tier it starts empty.
         """
+        self._cache = None
         try:
             magic, version, fields, ntiers = _HEADER.unpack_from(data, 0)
         except struct.error:
@@ -357,20 +419,11 @@ class RollingWindow(_TieredRing):
         """
         if not 0 <= good <= valid:
             raise ValueError(f"need 0 <= good <= valid, got good={good} valid={valid}")
-        gc, vc = self._counters
-        for slot in self._slots(t):
-            g = gc[slot] + good
-            gc[slot] = g if g < COUNTER_MAX else COUNTER_MAX
-            v = vc[slot] + valid
-            vc[slot] = v if v < COUNTER_MAX else COUNTER_MAX
+        self._add(t, (good, valid))
 
     def query(self, now: float, length: float) -> Counts:
         """Sums over the last `length` seconds before `now` (see class docstring)."""
-        gc, vc = self._counters
-        good = valid = 0
-        for lo, hi in self._segments(now, length):
-            good += sum(gc[lo:hi])
-            valid += sum(vc[lo:hi])
+        good, valid = self._sums(now, length)
         return Counts(good, valid)
 
 
@@ -384,11 +437,7 @@ class RollingCounter(_TieredRing):
     def add(self, t: float, count: int = 1) -> None:
         if count < 0:
             raise ValueError(f"count must not be negative, got {count}")
-        (cc,) = self._counters
-        for slot in self._slots(t):
-            c = cc[slot] + count
-            cc[slot] = c if c < COUNTER_MAX else COUNTER_MAX
+        self._add(t, (count,))
 
     def query(self, now: float, length: float) -> int:
-        (cc,) = self._counters
-        return sum(sum(cc[lo:hi]) for lo, hi in self._segments(now, length))
+        return self._sums(now, length)[0]
