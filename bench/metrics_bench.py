@@ -36,6 +36,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from slamon.app.runtime import settle_heap
 from slamon.config.loader import parse_config
 from slamon.metrics.collector import SlamonCollector, make_registry
 from slamon.metrics.exposition import render
@@ -145,6 +146,7 @@ def measure(n: int, rounds: int, repeat: int, profile: bool) -> dict[str, Any]:
     after_results = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
 
+    settle_heap()  # as the daemon does once started: long-lived state out of the GC's walks
     stats = SchedulerStats()
     clock = [now]
     collector = SlamonCollector(lambda: live, lambda: stats, clock=lambda: clock[0])

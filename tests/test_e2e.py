@@ -119,6 +119,7 @@ async def test_outage_and_recovery_show_on_metrics(
     config.write_text(textwrap.dedent(f"""
         server: {{listen: "127.0.0.1:{port}"}}
         logging: {{level: info, format: json}}
+        metrics: {{window_ratios: true}}
         state: {{path: "{tmp_path / 'state.sqlite3'}"}}
         targets:
           - id: web

@@ -130,7 +130,8 @@ def test_listed_registry_lists_what_collect_draws_from() -> None:
 def test_slo_families_equal_a_recomputation_from_the_windows() -> None:
     """The SLO families are written as text: every sample against SloState's own answers."""
     live, stats = populated()
-    collector = SlamonCollector(lambda: live, lambda: stats, clock=lambda: NOW)
+    collector = SlamonCollector(lambda: live, lambda: stats, clock=lambda: NOW,
+                                window_ratios=lambda: True)
     samples = parse_metrics(asyncio.run(render(make_registry(collector), collector, 7)).decode())
     want: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
     for slo_id, state in live.slos.items():
@@ -177,3 +178,17 @@ def test_slo_label_text_follows_a_reload() -> None:
     assert value(after, "slamon_slo_objective_ratio", slo="s2") is None
     windows = {dict(k[1])["window"] for k in after if k[0] == "slamon_sli_valid_events"}
     assert windows == {"1d", "2h", "10m"}
+
+
+def test_window_ratios_are_left_to_prometheus_by_default() -> None:
+    live, stats = populated()
+    lean = SlamonCollector(lambda: live, lambda: stats, clock=lambda: NOW)
+    full = SlamonCollector(lambda: live, lambda: stats, clock=lambda: NOW,
+                           window_ratios=lambda: True)
+    lean_text = asyncio.run(render(make_registry(lean), lean))
+    full_text = asyncio.run(render(make_registry(full), full))
+    names = {k[0] for k in parse_metrics(lean_text.decode())}
+    assert "slamon_sli_ratio" not in names and "slamon_burn_rate" not in names
+    assert {"slamon_sli_good_events", "slamon_sli_valid_events",
+            "slamon_error_budget_remaining_ratio", "slamon_sli_part_ratio"} <= names
+    assert len(lean_text) < 0.8 * len(full_text)

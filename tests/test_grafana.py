@@ -48,7 +48,8 @@ def test_dashboard_shape(dashboard: dict[str, Any]) -> None:
 def test_covers_what_operators_need(dashboard: dict[str, Any]) -> None:
     text = "\n".join(queries(dashboard))
     for metric in (
-        "slamon_sli_ratio", "slamon_error_budget_remaining_ratio", "slamon_burn_rate",
+        "slamon_sli_good_events", "slamon_sli_valid_events",
+        "slamon_error_budget_remaining_ratio", "slamon_slo_objective_ratio",
         "probe_http_duration_seconds", "slamon_scheduler_lag_seconds_bucket",
         "slamon_oracle_backlog", "slamon_sli_part_ratio",
     ):
@@ -76,7 +77,7 @@ def exported_metrics() -> set[str]:
 def test_queries_use_exported_metrics(dashboard: dict[str, Any]) -> None:
     known = exported_metrics()
     functions = {"histogram_quantile", "sum", "rate", "by", "on", "time", "max", "le",
-                 "instance", "reason", "and", "or"}
+                 "instance", "reason", "and", "or", "group_left"}
     for expr in queries(dashboard):
         stripped = re.sub(r"\{[^}]*\}|\[[^\]]*\]|\"[^\"]*\"", "", expr)
         for word in re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", stripped):

@@ -60,7 +60,9 @@ class Components:
         self.cert_watch = CertWatch(
             tuple(config.notify.cert_expiry_days) if config.notify else (21, 14, 7)
         )
-        self.collector = SlamonCollector(lambda: self.live, self._scheduler_stats)
+        self.collector = SlamonCollector(
+            lambda: self.live, self._scheduler_stats,
+            window_ratios=lambda: self.config.metrics.window_ratios)
         self.registry = make_registry(self.collector)
         self.store: StateStore | None = None
         self.writer: StateWriter | None = None

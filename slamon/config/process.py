@@ -67,6 +67,14 @@ class ServerConfig(Strict):
         return split_listen(self.listen)[1]
 
 
+class MetricsConfig(Strict):
+    #: also expose `slamon_sli_ratio` and `slamon_burn_rate` for every SLO and
+    #: window. Off by default: both are good/valid arithmetic that the rules from
+    #: `slamon rules` record in Prometheus (`slamon:slo_error_ratio`,
+    #: `slamon:slo_burn_rate`), and they were 16 of a target's 47 lines per scrape
+    window_ratios: bool = False
+
+
 class LoggingConfig(Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"

@@ -13,6 +13,7 @@ from slamon.config.notify import NotifyConfig
 from slamon.config.oracle import OracleConfig
 from slamon.config.process import (
     LoggingConfig,
+    MetricsConfig,
     SchedulerConfig,
     ServerConfig,
     ShardConfig,
@@ -161,6 +162,7 @@ def sla_problems(
 class Config(Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     targets: list[Target] = Field(default_factory=list)
     discovery: list[Discovery] = Field(default_factory=list)

@@ -95,8 +95,10 @@ class SlamonCollector(Collector):
         live: Callable[[], LiveState],
         scheduler_stats: Callable[[], SchedulerStats | None],
         clock: Clock = time.time,
+        window_ratios: Callable[[], bool] = lambda: False,
     ) -> None:
         self._live = live
+        self._window_ratios = window_ratios
         self._stats = scheduler_stats
         self._clock = clock
         self.extra: list[Callable[[], Iterable[Metric]]] = []
@@ -265,6 +267,7 @@ class SlamonCollector(Collector):
         budget: list[str] = []
         burn: list[str] = []
         labels = self._slo_labels
+        ratios = self._window_ratios()
         for slo_id, state in slos:
             own, windows, parts = labels.get(slo_id, state)
             slo = state.slo
@@ -278,7 +281,7 @@ class SlamonCollector(Collector):
                 g, v = state.counts(now, length)
                 good.append(f"slamon_sli_good_events{own}{win} {g}\n")
                 valid.append(f"slamon_sli_valid_events{own}{win} {v}\n")
-                if v:
+                if v and ratios:
                     ratio = g / v
                     sli.append(f"slamon_sli_ratio{own}{win} {value_text(ratio)}\n")
                     burn.append(f"slamon_burn_rate{own}{win} {value_text((1 - ratio) / allowed)}\n")
