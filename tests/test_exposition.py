@@ -167,8 +167,11 @@ def test_slo_label_text_follows_a_reload() -> None:
     registry = make_registry(collector)
     before = parse_metrics(asyncio.run(render(registry, collector)).decode())
     assert value(before, "slamon_slo_objective_ratio", slo="s1") == 0.99
+    targets = target_dicts()
+    targets[1]["http"]["url"] = "http://127.0.0.1:9999/moved"
+    targets[2]["labels"] = {"team": "shop"}
     edited = Config.model_validate({
-        "targets": target_dicts(),
+        "targets": targets,
         "slos": [{"id": "s1", "targets": ["t1"], "objective": 0.95, "window": "1d",
                   "alert_windows": [{"long": "2h", "short": "10m", "burn_rate": 5}]}],
     })
@@ -178,6 +181,9 @@ def test_slo_label_text_follows_a_reload() -> None:
     assert value(after, "slamon_slo_objective_ratio", slo="s2") is None
     windows = {dict(k[1])["window"] for k in after if k[0] == "slamon_sli_valid_events"}
     assert windows == {"1d", "2h", "10m"}
+    info = {dict(k[1])["target"]: dict(k[1]) for k in after if k[0] == "slamon_target_info"}
+    assert info["t1"]["endpoint"] == "http://127.0.0.1:9999/moved"
+    assert info["t2"]["team"] == "shop" and info["t3"]["team"] == 'a"b\\c'
 
 
 def test_window_ratios_are_left_to_prometheus_by_default() -> None:
@@ -192,3 +198,40 @@ def test_window_ratios_are_left_to_prometheus_by_default() -> None:
     assert {"slamon_sli_good_events", "slamon_sli_valid_events",
             "slamon_error_budget_remaining_ratio", "slamon_sli_part_ratio"} <= names
     assert len(lean_text) < 0.8 * len(full_text)
+
+
+def test_probe_families_equal_the_live_state() -> None:
+    """The per-target families are written as text: every sample against TargetStatus."""
+    live, stats = populated()
+    collector = SlamonCollector(lambda: live, lambda: stats, clock=lambda: NOW)
+    samples = parse_metrics(asyncio.run(render(make_registry(collector), collector, 4)).decode())
+    want: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+
+    def put(name: str, v: float, **labels: str) -> None:
+        want[(name, frozenset(labels.items()))] = v
+
+    for tid, st in live.targets.items():
+        res = st.last
+        assert res is not None and st.last_scheduled is not None
+        put("probe_success", 1.0 if res.ok else 0.0, target=tid)
+        put("probe_duration_seconds", res.duration, target=tid)
+        put("probe_http_status_code", float(res.status_code or 0), target=tid)
+        for phase, v in res.phases.items():
+            put("probe_http_duration_seconds", v, target=tid, phase=phase)
+        put("probe_http_redirects", res.redirects, target=tid)
+        put("probe_http_uncompressed_body_length", res.body_bytes, target=tid)
+        if not res.ok:
+            put("probe_failed_reason", 1, target=tid, reason=str(res.reason))
+        put("slamon_probe_scheduled_timestamp_seconds", st.last_scheduled, target=tid)
+        for result, n in (("success", st.successes), ("failure", st.failures),
+                          ("missed", st.missed)):
+            put("slamon_probes_total", n, target=tid, result=result)
+        for reason, n in st.failures_by_reason.items():
+            put("slamon_probe_failures_total", n, target=tid, reason=reason.value)
+        port = 8000 + int(tid[1:])
+        put("slamon_target_info", 1, target=tid, kind="http", team='a"b\\c',
+            endpoint=f"http://user:xxxxx@127.0.0.1:{port}/x?token=xxxxx")
+    families = {name for name, _ in want}
+    got = {k: v for k, v in samples.items() if k[0] in families}
+    assert got == want
+    assert any(name == "probe_failed_reason" for name, _ in got)

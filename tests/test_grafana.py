@@ -70,7 +70,7 @@ def exported_metrics() -> set[str]:
             if kind == "Histogram":
                 names.update({name + "_bucket", name + "_sum", name + "_count"})
         # families written as text (metrics/text.py) carry their exposed name
-        names.update(re.findall(r"\.family\(\s*\"([a-z_:]+)\"", src))
+        names.update(re.findall(r"\bfamily\(\s*\"([a-z_:]+)\"", src))
     return names | {"ALERTS"}
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
+from typing import Generic, TypeVar
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -24,7 +25,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from slamon import __version__
 from slamon.config.root import Config
-from slamon.config.targets import target_label_names
+from slamon.config.targets import Target, target_label_names
 from slamon.metrics.probe_kinds import KindMetrics
 from slamon.metrics.probe_kinds import endpoint as kind_endpoint
 from slamon.metrics.text import Exposition, escape, value_text
@@ -41,6 +42,7 @@ from slamon.util.redact import redact_url
 from slamon.util.units import ppm_to_ratio
 
 Clock = Callable[[], float]
+V = TypeVar("V")
 #: one piece of the exposition: writes its families into the exposition given
 Piece = Callable[[Exposition], None]
 
@@ -54,39 +56,65 @@ def slo_windows(state: SloState) -> list[float]:
     return sorted(lengths, reverse=True)
 
 
-class _SloLabels:
-    """Each SLO's label text and window list, built once per SLO definition.
+class _Kept(Generic[V]):
+    """Text derived from a config object (a target's or an SLO's escaped labels),
+    kept while the config holds that same object.
 
-    An SLO's id, windows and parts change only with its config, so their escaped
-    label text is kept (keyed on the `Slo` object, which a reload replaces)
-    rather than rebuilt for every sample of every scrape.
+    Ids, labels, windows and endpoints change only with the config, and a reload
+    replaces the objects it changes: escaping them once, not for every sample of
+    every scrape, is a good part of what makes a scrape cheap.
     """
 
     def __init__(self) -> None:
-        self._by_id: dict[str, tuple[object, tuple[str, list[tuple[float, str]],
-                                                   list[tuple[str, str]]]]] = {}
+        self._by_id: dict[str, tuple[object, V]] = {}
 
-    def get(
-        self, slo_id: str, state: SloState
-    ) -> tuple[str, list[tuple[float, str]], list[tuple[str, str]]]:
-        """('{slo="id"', [(length, ',window="1h"}')...], [(part, '{slo="id",target="t"')...])"""
-        held = self._by_id.get(slo_id)
-        if held is not None and held[0] is state.slo:
-            return held[1]
-        own = f'{{slo="{escape(slo_id)}"'
-        windows = [(length, f',window="{format_duration(length)}"}}')
-                   for length in slo_windows(state)]
-        parts = [(part, f'{own},target="{escape(part)}"') for part in state.parts
-                 ] if state.composite else []
-        value = (own, windows, parts)
-        self._by_id[slo_id] = (state.slo, value)
+    def get(self, key: str, source: object) -> V | None:
+        """What `put` kept for `key`, if it was built from this very `source`."""
+        held = self._by_id.get(key)
+        return held[1] if held is not None and held[0] is source else None
+
+    def put(self, key: str, source: object, value: V) -> V:
+        self._by_id[key] = (source, value)
         return value
 
-    def forget(self, current: Iterable[str]) -> None:
-        """Drop SLOs a reload removed (called once per scrape, cheap when none were)."""
-        if len(self._by_id) > len(current := set(current)):
-            for slo_id in [k for k in self._by_id if k not in current]:
-                del self._by_id[slo_id]
+    def forget(self, current: Collection[str]) -> None:
+        """Drop what a reload removed (once per scrape; cheap when nothing was)."""
+        if len(self._by_id) > len(current):
+            for key in [k for k in self._by_id if k not in current]:
+                del self._by_id[key]
+
+    def clear(self) -> None:
+        self._by_id.clear()
+
+
+#: an SLO's '{slo="id"', its [(length, ',window="1h"}')], its [(part, '{slo="id",target="t"')]
+SloText = tuple[str, list[tuple[float, str]], list[tuple[str, str]]]
+
+
+def _slo_text(slo_id: str, state: SloState) -> SloText:
+    own = f'{{slo="{escape(slo_id)}"'
+    windows = [(length, f',window="{format_duration(length)}"}}')
+               for length in slo_windows(state)]
+    parts = [(part, f'{own},target="{escape(part)}"') for part in state.parts
+             ] if state.composite else []
+    return own, windows, parts
+
+
+def _target_text(tid: str, target: Target, extra: tuple[str, ...]) -> tuple[str, str]:
+    """A target's '{target="id"' and its whole slamon_target_info line."""
+    own = f'{{target="{escape(tid)}"'
+    if target.http is not None:
+        endpoint = redact_url(target.http.url)
+    elif target.tcp is not None:
+        endpoint = f"{target.tcp.host}:{target.tcp.port}"
+    else:
+        endpoint = kind_endpoint(target)
+    # the config's `labels` of every target, as blackbox users get theirs from
+    # relabelling: a target without one of the names has it empty (= absent)
+    pairs = [("kind", target.kind), ("endpoint", endpoint),
+             *((k, target.labels.get(k, "")) for k in extra)]
+    inner = "".join(f',{k}="{escape(v)}"' for k, v in pairs)
+    return own, f"slamon_target_info{own}{inner}}} 1\n"
 
 
 class SlamonCollector(Collector):
@@ -102,7 +130,9 @@ class SlamonCollector(Collector):
         self._stats = scheduler_stats
         self._clock = clock
         self.extra: list[Callable[[], Iterable[Metric]]] = []
-        self._slo_labels = _SloLabels()
+        self._slo_labels: _Kept[SloText] = _Kept()
+        self._target_labels: _Kept[tuple[str, str]] = _Kept()
+        self._label_names: tuple[str, ...] = ()
 
     def collect(self) -> Iterator[Metric]:
         """For prometheus_client's registry API: the same text, parsed back.
@@ -131,11 +161,14 @@ class SlamonCollector(Collector):
         step_s = chunk or max(1, len(slos))
         # one set of label names for every piece of slamon_target_info
         names = target_label_names(st.target for _, st in targets)
+        if names != self._label_names:
+            self._target_labels.clear()  # every info line has the union of label names
+            self._label_names = names
+        self._target_labels.forget(live.targets.keys())
         for i in range(0, len(targets), step_t):
             part = targets[i : i + step_t]
-            yield lambda out, part=part: out.add_all(  # type: ignore[misc]
-                self._probe_metrics(part, names))
-        self._slo_labels.forget(live.slos)
+            yield lambda out, part=part: self._probe_text(out, part, names)  # type: ignore[misc]
+        self._slo_labels.forget(live.slos.keys())
         for i in range(0, len(slos), step_s):
             slo_part = slos[i : i + step_s]
             yield lambda out, slo_part=slo_part: self._slo_text(  # type: ignore[misc]
@@ -153,107 +186,93 @@ class SlamonCollector(Collector):
         info.add_metric([__version__, platform.python_version()], 1)
         yield info
 
-    def _probe_metrics(
-        self, targets: Iterable[tuple[str, TargetStatus]], extra: tuple[str, ...] = ()
-    ) -> Iterator[Metric]:
-        success = GaugeMetricFamily(
-            "probe_success", "Whether the last probe succeeded", labels=["target"]
-        )
-        duration = GaugeMetricFamily(
-            "probe_duration_seconds", "Duration of the last probe", labels=["target"]
-        )
-        status_code = GaugeMetricFamily(
-            "probe_http_status_code", "HTTP status code of the last probe", labels=["target"]
-        )
-        phases = GaugeMetricFamily(
-            "probe_http_duration_seconds",
-            "Duration of each phase of the last HTTP probe",
-            labels=["target", "phase"],
-        )
-        tcp_phases = GaugeMetricFamily(
-            "probe_tcp_duration_seconds",
-            "Duration of each phase of the last TCP probe",
-            labels=["target", "phase"],
-        )
-        redirects = GaugeMetricFamily(
-            "probe_http_redirects", "Redirects followed by the last probe", labels=["target"]
-        )
-        body_bytes = GaugeMetricFamily(
-            "probe_http_uncompressed_body_length",
-            "Body bytes read by the last probe",
-            labels=["target"],
-        )
-        cert = GaugeMetricFamily(
-            "probe_ssl_earliest_cert_expiry",
-            "Expiry of the peer certificate as unix time",
-            labels=["target"],
-        )
-        failed = GaugeMetricFamily(
-            "probe_failed_reason",
-            "1 for the reason the last probe failed (absent when it succeeded)",
-            labels=["target", "reason"],
-        )
-        last_time = GaugeMetricFamily(
-            "slamon_probe_scheduled_timestamp_seconds",
-            "Scheduled time of the last completed probe",
-            labels=["target"],
-        )
-        probes = CounterMetricFamily(
-            "slamon_probes", "Probe ticks by outcome", labels=["target", "result"]
-        )
-        reasons = CounterMetricFamily(
-            "slamon_probe_failures", "Failed probes by reason", labels=["target", "reason"]
-        )
-        # the config's `labels` of every target, as blackbox users get theirs from
-        # relabelling: a target without one of the names has it empty (= absent)
-        info = GaugeMetricFamily(
-            "slamon_target_info",
-            "Target configuration and labels (join on target)",
-            labels=["target", "kind", "endpoint", *extra],
-        )
+    def _probe_text(
+        self, out: Exposition, targets: Iterable[tuple[str, TargetStatus]],
+        extra: tuple[str, ...] = (),
+    ) -> None:
+        """The per-target families, written as text (see metrics/text.py)."""
+        success: list[str] = []
+        duration: list[str] = []
+        status_code: list[str] = []
+        phases: list[str] = []
+        tcp_phases: list[str] = []
+        redirects: list[str] = []
+        body_bytes: list[str] = []
+        cert: list[str] = []
+        failed: list[str] = []
+        last_time: list[str] = []
+        probes: list[str] = []
+        reasons: list[str] = []
+        info: list[str] = []
         by_kind = KindMetrics()  # dns, icmp, grpc: metrics/probe_kinds.py
+        kept = self._target_labels
         for tid, st in targets:
             target = st.target
-            if target.http is not None:
-                endpoint = redact_url(target.http.url)
-            elif target.tcp is not None:
-                endpoint = f"{target.tcp.host}:{target.tcp.port}"
-            else:
-                endpoint = kind_endpoint(target)
-            own = target.labels
-            info.add_metric([tid, target.kind, endpoint, *(own.get(k, "") for k in extra)], 1)
-            probes.add_metric([tid, "success"], st.successes)
-            probes.add_metric([tid, "failure"], st.failures)
-            probes.add_metric([tid, "missed"], st.missed)
+            text = kept.get(tid, target) or kept.put(
+                tid, target, _target_text(tid, target, extra))
+            own, info_line = text
+            info.append(info_line)
+            probes.append(f'slamon_probes_total{own},result="success"}} {st.successes}\n'
+                          f'slamon_probes_total{own},result="failure"}} {st.failures}\n'
+                          f'slamon_probes_total{own},result="missed"}} {st.missed}\n')
             for reason, n in st.failures_by_reason.items():
-                reasons.add_metric([tid, reason.value], n)
+                reasons.append(f'slamon_probe_failures_total{own},reason="{reason.value}"}} {n}\n')
             res = st.last
             if res is None:
                 continue
-            success.add_metric([tid], 1.0 if res.ok else 0.0)
-            duration.add_metric([tid], res.duration)
+            success.append(f"probe_success{own}}} {1 if res.ok else 0}\n")
+            duration.append(f"probe_duration_seconds{own}}} {value_text(res.duration)}\n")
             if st.last_scheduled is not None:
-                last_time.add_metric([tid], st.last_scheduled)
+                last_time.append(f"slamon_probe_scheduled_timestamp_seconds{own}}}"
+                                 f" {value_text(st.last_scheduled)}\n")
             if not res.ok:
-                failed.add_metric([tid, (res.reason or FailureReason.OTHER).value], 1)
+                why = (res.reason or FailureReason.OTHER).value
+                failed.append(f'probe_failed_reason{own},reason="{why}"}} 1\n')
             if res.cert_expiry is not None:
-                cert.add_metric([tid], res.cert_expiry)
-            if target.kind not in ("http", "tcp"):
-                by_kind.add(tid, target.kind, res)
+                expiry = value_text(res.cert_expiry)
+                cert.append(f"probe_ssl_earliest_cert_expiry{own}}} {expiry}\n")
+            kind = target.kind
+            if kind != "http" and kind != "tcp":
+                by_kind.add(tid, kind, res)
                 continue
-            fam = phases if target.kind == "http" else tcp_phases
+            http = kind == "http"
+            fam, name = (phases, "probe_http_duration_seconds") if http else (
+                tcp_phases, "probe_tcp_duration_seconds")
+            got = res.phases
             for phase in PHASES:
-                value = res.phases.get(phase)
+                value = got.get(phase)
                 if value is not None:
-                    fam.add_metric([tid, phase], value)
-            if target.kind == "http":
+                    fam.append(f'{name}{own},phase="{phase}"}} {value_text(value)}\n')
+            if http:
                 if res.status_code is not None:
-                    status_code.add_metric([tid], res.status_code)
-                redirects.add_metric([tid], res.redirects)
-                body_bytes.add_metric([tid], res.body_bytes)
-        yield from (success, duration, status_code, phases, tcp_phases, redirects, body_bytes)
-        yield from by_kind.families()
-        yield from (cert, failed, last_time, probes, reasons, info)
+                    status_code.append(f"probe_http_status_code{own}}} {res.status_code}\n")
+                redirects.append(f"probe_http_redirects{own}}} {res.redirects}\n")
+                body_bytes.append(f"probe_http_uncompressed_body_length{own}}} {res.body_bytes}\n")
+        family = out.family
+        family("probe_success", "Whether the last probe succeeded", "gauge", success)
+        family("probe_duration_seconds", "Duration of the last probe", "gauge", duration)
+        family("probe_http_status_code", "HTTP status code of the last probe", "gauge",
+               status_code)
+        family("probe_http_duration_seconds", "Duration of each phase of the last HTTP probe",
+               "gauge", phases)
+        family("probe_tcp_duration_seconds", "Duration of each phase of the last TCP probe",
+               "gauge", tcp_phases)
+        family("probe_http_redirects", "Redirects followed by the last probe", "gauge",
+               redirects)
+        family("probe_http_uncompressed_body_length", "Body bytes read by the last probe",
+               "gauge", body_bytes)
+        out.add_all(by_kind.families())
+        family("probe_ssl_earliest_cert_expiry", "Expiry of the peer certificate as unix time",
+               "gauge", cert)
+        family("probe_failed_reason",
+               "1 for the reason the last probe failed (absent when it succeeded)", "gauge",
+               failed)
+        family("slamon_probe_scheduled_timestamp_seconds",
+               "Scheduled time of the last completed probe", "gauge", last_time)
+        family("slamon_probes_total", "Probe ticks by outcome", "counter", probes)
+        family("slamon_probe_failures_total", "Failed probes by reason", "counter", reasons)
+        family("slamon_target_info", "Target configuration and labels (join on target)",
+               "gauge", info)
 
     def _slo_text(
         self, out: Exposition, slos: Iterable[tuple[str, SloState]], now: float
@@ -269,7 +288,8 @@ class SlamonCollector(Collector):
         labels = self._slo_labels
         ratios = self._window_ratios()
         for slo_id, state in slos:
-            own, windows, parts = labels.get(slo_id, state)
+            own, windows, parts = labels.get(slo_id, state.slo) or labels.put(
+                slo_id, state.slo, _slo_text(slo_id, state))
             slo = state.slo
             objective.append(f"slamon_slo_objective_ratio{own}}} {value_text(slo.objective)}\n")
             allowed = 1 - slo.objective
