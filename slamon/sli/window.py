@@ -125,13 +125,13 @@ class _TieredRing:
         self._heads = [_NO_HEAD] * len(self._layout)
         size = sum(n for _, n, _ in self._layout)
         self._counters = tuple(_zeros(size) for _ in range(self._FIELDS))
-        # Per tier, the last answer of every length queried on it:
-        # [length, first bucket, last bucket, sum per counter...], kept equal to
-        # the sums over [first, last] as events arrive. A scrape asks the same
-        # lengths every few seconds; sliding an answer by the buckets that moved
-        # costs a few additions where summing 360 buckets again cost ~15 us.
+        # The last answer for every length queried: length -> [tier, first bucket,
+        # last bucket, sum per counter...], kept equal to the sums over
+        # [first, last] as events arrive. A scrape asks the same lengths every few
+        # seconds; sliding an answer by the buckets that moved costs a few
+        # additions where summing 360 buckets again cost ~15 us.
         # None until the first query: a window nobody reads costs nothing.
-        self._cache: list[list[list[float]]] | None = None
+        self._cache: dict[float, list[int]] | None = None
 
     @property
     def tiers(self) -> tuple[Tier, ...]:
@@ -169,14 +169,17 @@ class _TieredRing:
         heads = self._heads
         counters = self._counters
         cache = self._cache
+        # per tier, (bucket, what each counter really gained) for the cached answers
+        touched: list[tuple[int, list[int]] | None] | None = [None] * len(heads) if cache else None
         for i, (res, n, off) in enumerate(self._layout):
             b = math.floor(t / res)
             head = heads[i]
             if b > head:
                 gap = b - head
-                if cache is not None and cache[i]:
+                if cache:
                     # the slots of buckets head+1..b held buckets head+1-n..b-n
-                    cache[i] = [e for e in cache[i] if e[1] > b - n]
+                    for key in [k for k, a in cache.items() if a[0] == i and a[1] <= b - n]:
+                        del cache[key]
                 if gap == 1:
                     slot = off + b % n
                     for c in counters:
@@ -187,17 +190,26 @@ class _TieredRing:
             elif b <= head - n:
                 continue  # older than this tier retains: dropped by this tier only
             slot = off + b % n
-            entries = cache[i] if cache is not None else None
-            for f, c in enumerate(counters):
+            if touched is None:
+                for c, v in zip(counters, values, strict=True):
+                    new = c[slot] + v
+                    c[slot] = new if new < COUNTER_MAX else COUNTER_MAX
+                continue
+            gained = []
+            for c, v in zip(counters, values, strict=True):
                 old = c[slot]
-                new = old + values[f]
+                new = old + v
                 if new > COUNTER_MAX:
                     new = COUNTER_MAX
                 c[slot] = new
-                if entries:
-                    for e in entries:
-                        if e[1] <= b <= e[2]:
-                            e[3 + f] += new - old
+                gained.append(new - old)
+            touched[i] = (b, gained)
+        if cache and touched is not None:
+            for a in cache.values():
+                hit = touched[a[0]]
+                if hit is not None and a[1] <= hit[0] <= a[2]:
+                    for f, g in enumerate(hit[1], 3):
+                        a[f] += g
 
     def _clear(self, off: int, n: int, first: int, count: int) -> None:
         """Zero `count` consecutive ring slots starting at absolute bucket `first`."""
@@ -220,17 +232,6 @@ class _TieredRing:
                 return i
         raise ValueError(f"window length {length}s exceeds the retention {self.retention}s")
 
-    def _bounds(self, now: float, length: float) -> tuple[int, int, int]:
-        """(tier, first, last): the absolute buckets a query sums (first > last: none)."""
-        if not math.isfinite(now):
-            raise ValueError(f"query time must be finite, got {now}")
-        i = self._pick(length)
-        res, n, _ = self._layout[i]
-        head = self._heads[i]
-        first = max(math.floor((now - length) / res), head - n + 1)
-        last = min(math.floor(now / res), head)
-        return i, first, last
-
     def _range(self, i: int, first: int, last: int) -> list[int]:
         """Sum per counter over the retained buckets first..last of tier i."""
         _, n, off = self._layout[i]
@@ -245,20 +246,21 @@ class _TieredRing:
 
     def _sums(self, now: float, length: float) -> list[int]:
         """Sum per counter over the last `length` seconds before `now`."""
-        i, first, last = self._bounds(now, length)
+        if not math.isfinite(now):
+            raise ValueError(f"query time must be finite, got {now}")
+        cache = self._cache
+        answer = cache.get(length) if cache is not None else None
+        i = answer[0] if answer is not None else self._pick(length)
+        res, n, _ = self._layout[i]
+        head = self._heads[i]
+        first = max(math.floor((now - length) / res), head - n + 1)
+        last = min(math.floor(now / res), head)
         if first > last:
             return [0] * self._FIELDS
-        cache = self._cache
-        if cache is None:
-            cache = self._cache = [[] for _ in self._layout]
-        for e in cache[i]:
-            if e[0] == length:
-                entry = e
-                break
-        else:
-            entry = None
-        if entry is not None:
-            was_first, was_last = int(entry[1]), int(entry[2])
+        if answer is not None:
+            was_first, was_last = answer[1], answer[2]
+            if was_first == first and was_last == last:
+                return answer[3:]
             # slide only forward and only while cheaper than summing afresh
             if was_first <= first <= was_last + 1 and was_last <= last and (
                 (first - was_first) + (last - was_last) < last - first + 1
@@ -266,14 +268,13 @@ class _TieredRing:
                 gone = self._range(i, was_first, first - 1)
                 new = self._range(i, max(first, was_last + 1), last)
                 for f in range(self._FIELDS):
-                    entry[3 + f] += new[f] - gone[f]
-                entry[1], entry[2] = first, last
-                return [int(v) for v in entry[3:]]
+                    answer[3 + f] += new[f] - gone[f]
+                answer[1], answer[2] = first, last
+                return answer[3:]
         sums = self._range(i, first, last)
-        if entry is None:
-            cache[i].append([length, first, last, *sums])
-        else:
-            entry[1:] = [first, last, *sums]
+        if cache is None:
+            cache = self._cache = {}
+        cache[length] = [i, first, last, *sums]
         return sums
 
     def to_bytes(self) -> bytes:
