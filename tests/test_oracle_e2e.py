@@ -32,6 +32,7 @@ from slamon.config.loader import load_config
 from slamon.sla.periods import period_bounds, period_index
 from tests.chain_helpers import AnvilNode
 from tests.misbehaving import MisbehavingHttpServer, free_port
+from tests.promtext import parse_metrics, value
 
 RATE = 10**12  # wei per ppm of shortfall
 MET_REWARD = 10**15
@@ -149,9 +150,10 @@ async def test_quorum_settles_breach_and_met_periods_on_chain(
                         while True:
                             async with session.get(f"http://127.0.0.1:{port}/metrics") as r:
                                 text = await r.text()
-                            if ("slamon_oracle_backlog 0.0" in text
-                                    and 'slamon_oracle_journal_entries{state="confirmed"} 2.0'
-                                    in text):
+                            samples = parse_metrics(text)
+                            if (value(samples, "slamon_oracle_backlog") == 0
+                                    and value(samples, "slamon_oracle_journal_entries",
+                                              state="confirmed") == 2):
                                 break
                             await asyncio.sleep(0.5)
                     metrics.append(text)
@@ -175,9 +177,8 @@ async def test_quorum_settles_breach_and_met_periods_on_chain(
             assert b"Traceback" not in err
             assert key[2:].encode() not in out + err  # the key never reaches a log
         for text in metrics:  # no report failed anywhere (the series may be absent or 0)
-            failed = [ln for ln in text.splitlines()
-                      if ln.startswith('slamon_oracle_journal_entries{state="failed"}')]
-            assert all(float(ln.split()[-1]) == 0 for ln in failed), failed
+            failed = value(parse_metrics(text), "slamon_oracle_journal_entries", state="failed")
+            assert not failed, failed
 
         shop = contract.functions.getPeriod(sla_ids[0], 0).call()
         api = contract.functions.getPeriod(sla_ids[1], 0).call()
