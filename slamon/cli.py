@@ -175,18 +175,12 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     url: str = args.url
     spec: dict[str, Any] | None
     try:
-        spec = probe_spec(url, args.expect, args.ca_file)
+        spec = probe_spec(url, args.expect, args.ca_file, tls_verify=not args.insecure)
     except ValueError as exc:
         _err(str(exc))
         return EXIT_USAGE
     if spec is not None:
-        pass  # dns://, icmp://, grpc://: the section came from the URL
-    elif url.startswith("tcp://"):
-        hostport = url[len("tcp://") :].rstrip("/")
-        host, _, port = hostport.rpartition(":")
-        spec = {"kind": "tcp", "tcp": {"host": host.strip("[]"), "port": port}}
-        if args.expect:
-            spec["tcp"]["expect"] = args.expect
+        pass  # tcp://, dns://, icmp://, grpc://: the section came from the URL
     else:
         try:
             extra = _probe_request(args)
@@ -496,7 +490,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     add_config_argument(p)
     p.set_defaults(func=_cmd_check_config)
 
-    p = sub.add_parser("probe", help="probe one URL once (http(s)://..., tcp://host:port, "
+    p = sub.add_parser("probe", help="probe one URL once (http(s)://..., tcp://host:port"
+                                     "[?tls=1|starttls=smtp|imap|pop3], "
                                      "dns://server/name?type=A, icmp://host, "
                                      "grpc://host:port/service)",
                        parents=[common])
@@ -515,7 +510,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                                     "dns: regex some answer record must match")
     p.add_argument("--max-time", help="fail as too_slow above this response time")
     p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
-    p.add_argument("--ca-file", help="CA bundle for TLS verification (http, grpc?tls=1)")
+    p.add_argument("--ca-file", help="CA bundle for TLS verification (http, grpc?tls=1, "
+                                     "tcp with tls or starttls)")
     p.add_argument("--no-follow", action="store_true", help="do not follow redirects")
     p.set_defaults(func=_cmd_probe)
 

@@ -3,6 +3,8 @@
 - `dns://SERVER[:PORT]/NAME?type=A&transport=udp|tcp&rcode=NOERROR&rd=0`
 - `icmp://HOST?count=3&interval=200ms&loss=0.2` (an IPv6 address in brackets)
 - `grpc://HOST:PORT[/SERVICE]?tls=1&server_name=NAME` (`--ca-file` for TLS)
+- `tcp://HOST:PORT?tls=1&starttls=smtp|imap|pop3&server_name=NAME` (`--expect`,
+  `--ca-file`, `--insecure`)
 
 Pure: the result is validated by the `Target` model like any config, so a bad
 value is reported with the key it went to. ValueError names what is wrong in
@@ -16,7 +18,7 @@ from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from slamon.config.targets import missing_extra
 
-SCHEMES = ("dns", "icmp", "grpc")
+SCHEMES = ("dns", "icmp", "grpc", "tcp")
 
 
 def _params(parts: SplitResult, known: dict[str, str]) -> dict[str, str]:
@@ -85,13 +87,37 @@ def _grpc(parts: SplitResult, ca_file: str | None) -> dict[str, Any]:
     return spec
 
 
+def _tcp(
+    parts: SplitResult, expect: str | None, ca_file: str | None, tls_verify: bool
+) -> dict[str, Any]:
+    host = parts.hostname
+    if not host or parts.port is None:
+        raise ValueError("tcp:// URL needs a host and a port: write tcp://HOST:PORT")
+    if parts.path.strip("/"):
+        raise ValueError("tcp:// URL takes no path: write tcp://HOST:PORT?starttls=smtp")
+    params = _params(parts, {"tls": "tls", "starttls": "starttls",
+                             "server_name": "server_name"})
+    spec: dict[str, Any] = {"host": host, "port": parts.port, **params}
+    if "tls" in spec:
+        spec["tls"] = _flag(spec["tls"], "tls")
+    if expect is not None:
+        spec["expect"] = expect
+    if ca_file is not None:
+        spec["ca_file"] = ca_file
+    if not tls_verify:
+        spec["tls_verify"] = False
+    return spec
+
+
 def probe_spec(
-    url: str, expect: str | None = None, ca_file: str | None = None
+    url: str, expect: str | None = None, ca_file: str | None = None, tls_verify: bool = True
 ) -> dict[str, Any] | None:
     """`{"kind": ..., kind: {...}}` for a URL of one of `SCHEMES`, else None.
 
     `expect` is `slamon probe --expect`: for dns a regex some answer record must
-    match; `ca_file` is `--ca-file`, for grpc with TLS.
+    match, for tcp what the server must answer (after STARTTLS, with `starttls`);
+    `ca_file` is `--ca-file`, for grpc and tcp with TLS; `tls_verify` is not
+    `--insecure`, for tcp.
     """
     scheme, sep, _rest = url.partition("://")
     kind = scheme.lower()
@@ -109,6 +135,8 @@ def probe_spec(
         spec = _dns(parts, expect)
     elif kind == "icmp":
         spec = _icmp(parts)
+    elif kind == "tcp":
+        spec = _tcp(parts, expect, ca_file, tls_verify)
     else:
         spec = _grpc(parts, ca_file)
     return {"kind": kind, kind: spec}

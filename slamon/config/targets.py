@@ -180,6 +180,22 @@ class HttpSpec(Strict):
         return value
 
 
+class TcpStep(Strict):
+    """One step of a TCP dialogue, as in blackbox_exporter's `query_response`:
+    wait for `expect`, then write `send` (`${1}`, `${name}` expanded from what
+    `expect` matched; `$$` is a literal `$`), then upgrade to TLS if `starttls`."""
+
+    expect: Regex | None = None
+    send: str | None = None
+    starttls: bool = False
+
+    @model_validator(mode="after")
+    def _something(self) -> TcpStep:
+        if self.expect is None and self.send is None and not self.starttls:
+            raise ValueError("a step needs expect, send or starttls")
+        return self
+
+
 class TcpSpec(Strict):
     host: str = Field(min_length=1)
     port: int = Field(ge=1, le=65535)
@@ -190,9 +206,38 @@ class TcpSpec(Strict):
     min_cert_validity: Duration | None = None
     send: str | None = None
     expect: Regex | None = None
+    #: the STARTTLS dialogue of a mail protocol, before `send`/`expect`/`query_response`
+    starttls: Literal["smtp", "imap", "pop3"] | None = None
+    #: a dialogue of steps (blackbox_exporter's query_response); instead of send/expect
+    query_response: list[TcpStep] = Field(default_factory=list)
     #: how many bytes to read while waiting for `expect`
     read_limit: Size = 64 * 1024
     ip_family: Literal["any", "ipv4", "ipv6"] = "any"
+
+    @field_validator("starttls", mode="before")
+    @classmethod
+    def _starttls_name(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _dialogue(self) -> TcpSpec:
+        problems: list[Problem] = []
+        if self.query_response:
+            problems.extend(((k,), "not allowed with query_response: make it a step")
+                            for k in ("send", "expect") if getattr(self, k) is not None)
+        upgrades = [i for i, step in enumerate(self.query_response) if step.starttls]
+        if self.tls and (self.starttls or upgrades):
+            problems.append((("tls",), "not allowed with starttls: the connection starts "
+                                       "in plain text and STARTTLS upgrades it"))
+        if self.starttls and upgrades:
+            problems.append((("query_response", upgrades[0], "starttls"),
+                             f"starttls: {self.starttls} already upgrades the connection; "
+                             "these steps run after it"))
+        problems.extend((("query_response", i, "starttls"), "only one step can upgrade")
+                        for i in upgrades[1:])
+        if problems:
+            raise PathError.many(problems)
+        return self
 
 
 #: DNS rcodes by name (RFC 1035, 2136, 6891): checked here so a config is validated

@@ -333,6 +333,15 @@ def _tcp_module(raw: dict[str, Any], loc: Loc, source: str, problems: _Problems,
             _query_response(value, at, source, problems, spec, notes)
         else:
             notes.append(f"tcp.{key}: {_shown(key, value)}: no slamon equivalent")
+    if spec.get("tls"):
+        # TLS from the start and then STARTTLS would upgrade twice: slamon refuses it
+        for i, step in enumerate(spec.get("query_response", [])):
+            if step.pop("starttls", False):
+                notes.append(f"tcp.query_response[{i}].starttls: dropped, the connection is "
+                             "TLS from the start (tls: true)")
+        spec["query_response"] = [step for step in spec.get("query_response", []) if step]
+        if not spec["query_response"]:
+            del spec["query_response"]
 
 
 #: blackbox's validate_*_rrs keys -> slamon's answer_* keys (answer section only)
@@ -429,12 +438,21 @@ def _grpc_module(raw: dict[str, Any], loc: Loc, source: str, problems: _Problems
                 notes.append(f"grpc.tls_config.{k}: only used with tls: true, dropped")
 
 
+def _line_regex(pat: str) -> str:
+    """A blackbox `expect` for slamon: blackbox matches line by line, so `(?m)` keeps
+    `^`/`$` at line boundaries, and a `$` allows the `\\r` that blackbox's line
+    reader drops (slamon matches the text as received)."""
+    if "^" not in pat and "$" not in pat:
+        return pat
+    return "(?m)" + re.sub(r"(?<!\\)\$", r"\\r?$", pat)
+
+
 def _query_response(raw: Any, loc: Loc, source: str, problems: _Problems,
                     spec: dict[str, Any], notes: list[str]) -> None:
-    """slamon sends once, then matches once: the leading `send`, then the first `expect`.
-
-    blackbox matches `expect` line by line, so `(?m)` keeps `^`/`$` at line
-    boundaries; it sends each `send` with a trailing newline.
+    """A leading `send` and then one `expect` become slamon's `send` and `expect`;
+    any other dialogue (more steps, `starttls`, a send after an expect) becomes
+    slamon's `query_response`, step for step. blackbox sends each `send` with a
+    trailing newline, and so does the import.
     """
     if not isinstance(raw, list):
         problems.add(source, loc, "must be a list of {expect, send, starttls}")
@@ -445,27 +463,52 @@ def _query_response(raw: Any, loc: Loc, source: str, problems: _Problems,
             problems.add(source, (*loc, i), "must be a mapping with expect, send or starttls")
             continue
         steps.append(step)
-    used = 0
-    if steps and set(steps[0]) == {"send"}:
-        spec["send"] = str(steps[0]["send"]) + "\n"
-        used = 1
-    if used < len(steps) and "expect" in steps[used] and not steps[used].get("starttls"):
-        pat, note = _go_regex(str(steps[used]["expect"]))
-        if pat is None:
-            notes.append(f"tcp.query_response[{used}].expect: "
-                         f"{inline(steps[used]['expect'])}: {note}")
-        else:
-            if note is not None:
-                notes.append(f"tcp.query_response[{used}].expect: {note}")
-            spec["expect"] = f"(?m){pat}" if ("^" in pat or "$" in pat) else pat
-            rest = {k: v for k, v in steps[used].items() if k != "expect"}
-            if rest:
-                notes.append(f"tcp.query_response[{used}]: {inline(rest)} (after its expect): "
-                             "slamon sends only before it matches")
-            used += 1
-    for i in range(used, len(steps)):
-        notes.append(f"tcp.query_response[{i}]: {inline(steps[i])}: slamon sends once and "
-                     "matches once, so later steps are not checked")
+    shape = [tuple(sorted(step)) for step in steps]
+    if shape in ([], [("send",)], [("expect",)], [("send",), ("expect",)]):
+        for i, step in enumerate(steps):
+            if "send" in step:
+                spec["send"] = str(step["send"]) + "\n"
+            else:
+                pat = _step_regex(step["expect"], (*loc, i), notes)
+                if pat is not None:
+                    spec["expect"] = pat
+        return
+    out: list[dict[str, Any]] = []
+    for i, step in enumerate(steps):
+        item: dict[str, Any] = {}
+        for key, value in step.items():
+            if key == "expect":
+                pat = _step_regex(value, (*loc, i), notes)
+                if pat is None:
+                    notes.append(f"tcp.query_response: not carried over, step {i} cannot be "
+                                 "matched")
+                    return
+                item["expect"] = pat
+            elif key == "send":
+                item["send"] = str(value) + "\n"
+            elif key == "starttls":
+                if not isinstance(value, bool):
+                    problems.add(source, (*loc, i, key), "must be true or false")
+                elif value:
+                    item["starttls"] = True
+            else:
+                notes.append(f"tcp.query_response[{i}].{key}: {_shown(key, value)}: "
+                             "no slamon equivalent")
+        if item:
+            out.append(item)
+    spec["query_response"] = out
+
+
+def _step_regex(value: Any, loc: Loc, notes: list[str]) -> str | None:
+    """A step's `expect` as a slamon regex, or None (noted) when Python rejects it."""
+    where = f"tcp.query_response[{loc[-1]}].expect"
+    pat, note = _go_regex(str(value))
+    if pat is None:
+        notes.append(f"{where}: {inline(value)}: {note}")
+        return None
+    if note is not None:
+        notes.append(f"{where}: {note}")
+    return _line_regex(pat)
 
 
 def module_template(name: str, raw: Any, source: str, problems: _Problems) -> Template:

@@ -29,7 +29,7 @@ from slamon.config.targets import Target, target_label_names
 from slamon.metrics.probe_kinds import KindMetrics
 from slamon.metrics.probe_kinds import endpoint as kind_endpoint
 from slamon.metrics.text import Exposition, escape, value_text
-from slamon.probers.base import PHASES, FailureReason
+from slamon.probers.base import PHASES, FailureReason, TlsFacts
 from slamon.scheduler import SchedulerStats
 from slamon.sla.maintenance import covering, slas_by_target
 from slamon.sla.periods import period_bounds, period_index
@@ -117,6 +117,15 @@ def _target_text(tid: str, target: Target, extra: tuple[str, ...]) -> tuple[str,
     return own, f"slamon_target_info{own}{inner}}} 1\n"
 
 
+def _tls_text(tls: TlsFacts) -> tuple[str, str]:
+    """The label text after `target` of probe_ssl_last_chain_info and of
+    probe_tls_version_info (blackbox_exporter's labels)."""
+    info = (f',fingerprint_sha256="{tls.fingerprint_sha256}",issuer="{escape(tls.issuer)}"'
+            f',serialnumber="{escape(tls.serialnumber)}",subject="{escape(tls.subject)}"'
+            f',subjectalternative="{escape(tls.subjectalternative)}"}} 1\n')
+    return info, f',version="{escape(tls.version)}"}} 1\n'
+
+
 class SlamonCollector(Collector):
     def __init__(
         self,
@@ -132,6 +141,8 @@ class SlamonCollector(Collector):
         self.extra: list[Callable[[], Iterable[Metric]]] = []
         self._slo_labels: _Kept[SloText] = _Kept()
         self._target_labels: _Kept[tuple[str, str]] = _Kept()
+        #: per target, the TLS label text of its last result's (shared) TlsFacts
+        self._tls_labels: _Kept[tuple[str, str]] = _Kept()
         self._label_names: tuple[str, ...] = ()
 
     def collect(self) -> Iterator[Metric]:
@@ -165,6 +176,7 @@ class SlamonCollector(Collector):
             self._target_labels.clear()  # every info line has the union of label names
             self._label_names = names
         self._target_labels.forget(live.targets.keys())
+        self._tls_labels.forget(live.targets.keys())
         for i in range(0, len(targets), step_t):
             part = targets[i : i + step_t]
             yield lambda out, part=part: self._probe_text(out, part, names)  # type: ignore[misc]
@@ -199,6 +211,9 @@ class SlamonCollector(Collector):
         redirects: list[str] = []
         body_bytes: list[str] = []
         cert: list[str] = []
+        chain_expiry: list[str] = []
+        chain_info: list[str] = []
+        tls_version: list[str] = []
         failed: list[str] = []
         last_time: list[str] = []
         probes: list[str] = []
@@ -231,6 +246,15 @@ class SlamonCollector(Collector):
             if res.cert_expiry is not None:
                 expiry = value_text(res.cert_expiry)
                 cert.append(f"probe_ssl_earliest_cert_expiry{own}}} {expiry}\n")
+            tls = res.tls
+            if tls is not None:
+                info_text, version_text = self._tls_labels.get(tid, tls) or \
+                    self._tls_labels.put(tid, tls, _tls_text(tls))
+                chain_info.append(f"probe_ssl_last_chain_info{own}{info_text}")
+                tls_version.append(f"probe_tls_version_info{own}{version_text}")
+                if tls.last_chain_expiry is not None:
+                    chain_expiry.append(f"probe_ssl_last_chain_expiry_timestamp_seconds{own}}}"
+                                        f" {value_text(tls.last_chain_expiry)}\n")
             kind = target.kind
             if kind != "http" and kind != "tcp":
                 by_kind.add(tid, kind, res)
@@ -262,8 +286,16 @@ class SlamonCollector(Collector):
         family("probe_http_uncompressed_body_length", "Body bytes read by the last probe",
                "gauge", body_bytes)
         out.add_all(by_kind.families())
-        family("probe_ssl_earliest_cert_expiry", "Expiry of the peer certificate as unix time",
+        family("probe_ssl_earliest_cert_expiry",
+               "Earliest expiry of the certificates in the verified chain as unix time",
                "gauge", cert)
+        family("probe_ssl_last_chain_expiry_timestamp_seconds",
+               "Earliest expiry of the certificates in the verified chain as unix time "
+               "(absent when not verified)", "gauge", chain_expiry)
+        family("probe_ssl_last_chain_info", "The leaf certificate of the last TLS handshake",
+               "gauge", chain_info)
+        family("probe_tls_version_info", "TLS version of the last TLS handshake", "gauge",
+               tls_version)
         family("probe_failed_reason",
                "1 for the reason the last probe failed (absent when it succeeded)", "gauge",
                failed)

@@ -1,18 +1,21 @@
 """TLS facts shared by the HTTP and TCP probers.
 
 The SSL context for a spec (cached), the handshake as its own timed phase, the
-peer certificate's expiry, and how TLS errors are classified and worded. Whether
-that expiry is acceptable is an assertion: see `checks.cert_validity_failure`.
+facts of the peer's certificate chain (earliest expiry, the leaf's identity, the
+TLS version), and how TLS errors are classified and worded. Whether that expiry
+is acceptable is an assertion: see `checks.cert_validity_failure`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import calendar
+import hashlib
 import ssl
+from collections.abc import Sequence
 
 from slamon.probers._net import PhaseClock, ProbeError, exc_text
-from slamon.probers.base import FailureReason
+from slamon.probers.base import FailureReason, TlsFacts
 from slamon.util.redact import redact_text
 
 _CACHE_MAX = 10_000
@@ -128,18 +131,235 @@ def cert_not_after(der: bytes) -> float:
     return value
 
 
-def peer_cert_expiry(transport: asyncio.BaseTransport) -> float | None:
-    """notAfter of the peer's certificate, or None (no TLS, no certificate, unparsable)."""
+# ---------------------------------------------------------------- chain
+
+
+#: `_ssl.ENCODING_DER`: the private `get_verified_chain` of Python < 3.13 returns
+#: `_ssl.Certificate` objects, which give their DER form for this constant
+_ENCODING_DER = 2
+
+
+def _as_der(certs: Sequence[object] | None) -> tuple[bytes, ...]:
+    """DER bytes of a chain as either API returns it (bytes or `_ssl.Certificate`)."""
+    out: list[bytes] = []
+    for cert in certs or ():
+        if isinstance(cert, bytes):
+            out.append(cert)
+        else:
+            out.append(cert.public_bytes(_ENCODING_DER))  # type: ignore[attr-defined]
+    return tuple(out)
+
+
+def _chain(obj: object, name: str) -> tuple[bytes, ...]:
+    """`get_verified_chain` / `get_unverified_chain` of an SSL object, as DER.
+
+    Public on `ssl.SSLObject` from Python 3.13. On 3.11 and 3.12 the same method
+    exists only on the `_ssl._SSLSocket` the SSLObject wraps (`_sslobj`): asyncio's
+    and uvloop's TLS transports expose nothing else that sees the intermediates,
+    and the leaf alone misses the certificate that breaks first when an
+    intermediate expires. Empty when neither exists (or no chain was verified).
+    """
+    method = getattr(obj, name, None)
+    if method is None:
+        method = getattr(getattr(obj, "_sslobj", None), name, None)
+    if method is None:
+        return ()
+    try:
+        return _as_der(method())
+    except (ssl.SSLError, ValueError, AttributeError, TypeError):
+        return ()
+
+
+_TLS_VERSIONS = {"TLSv1": "TLS 1.0", "TLSv1.1": "TLS 1.1", "TLSv1.2": "TLS 1.2",
+                 "TLSv1.3": "TLS 1.3"}
+
+#: one TlsFacts per distinct (version, chains): probes of the same server share
+#: it, so the collector formats its label text once (it keeps it by identity)
+_facts_cache: dict[tuple[str, tuple[bytes, ...], tuple[bytes, ...]], TlsFacts] = {}
+
+
+def chain_facts(
+    version: str | None, verified: tuple[bytes, ...], presented: tuple[bytes, ...]
+) -> TlsFacts | None:
+    """TlsFacts from the DER chains; None when there is no certificate at all.
+
+    The earliest expiry is over the verified chain, as what breaks first when an
+    intermediate expires; without verification (`tls_verify: false`) over what
+    the server presented. The leaf is the first certificate of either.
+    """
+    key = (version or "", verified, presented)
+    cached = _facts_cache.get(key)
+    if cached is not None:
+        return cached
+    certs = verified or presented
+    if not certs:
+        return None
+    expiries = [e for e in map(_not_after, certs) if e is not None]
+    earliest = min(expiries) if expiries else None
+    ident = _identity(certs[0])
+    facts = TlsFacts(
+        version=_TLS_VERSIONS.get(version or "", "unknown"),
+        earliest_expiry=earliest,
+        # one verified chain (OpenSSL builds one), so its end is its earliest expiry
+        last_chain_expiry=earliest if verified else None,
+        fingerprint_sha256=hashlib.sha256(certs[0]).hexdigest(),
+        **ident,
+    )
+    if len(_facts_cache) > _CACHE_MAX:
+        _facts_cache.clear()
+    _facts_cache[key] = facts
+    return facts
+
+
+def peer_tls(transport: asyncio.BaseTransport) -> TlsFacts | None:
+    """The peer's chain facts, or None (no TLS, no certificate)."""
     obj = transport.get_extra_info("ssl_object")
     if obj is None:
         return None
-    der = obj.getpeercert(binary_form=True)
-    if not der:
-        return None
+    # without verification OpenSSL still reports the chain it built, unchecked
+    verifying = obj.context.verify_mode != ssl.CERT_NONE
+    verified = _chain(obj, "get_verified_chain") if verifying else ()
+    presented = () if verified else _chain(obj, "get_unverified_chain")
+    if not verified and not presented:
+        # neither API (another TLS implementation): the leaf is all there is
+        leaf = obj.getpeercert(binary_form=True)
+        presented = (leaf,) if leaf else ()
+    return chain_facts(obj.version(), verified, presented)
+
+
+def peer_cert_expiry(transport: asyncio.BaseTransport) -> float | None:
+    """The earliest notAfter of the peer's (verified) chain, or None."""
+    facts = peer_tls(transport)
+    return facts.earliest_expiry if facts is not None else None
+
+
+def _not_after(der: bytes) -> float | None:
     try:
         return cert_not_after(der)
     except (IndexError, ValueError, UnicodeDecodeError):
         return None
+
+
+# ---------------------------------------------------------------- certificate identity
+
+#: attribute types 2.5.4.n in the order Go's pkix.Name.String() prints them
+#: (blackbox_exporter's subject and issuer labels): most specific first
+_NAME_ORDER = ((5, "SERIALNUMBER"), (3, "CN"), (11, "OU"), (10, "O"), (17, "POSTALCODE"),
+               (9, "STREET"), (7, "L"), (8, "ST"), (6, "C"))
+_SAN_OID = bytes.fromhex("551d11")  # 2.5.29.17 subjectAltName
+
+
+def _der_text(tag: int, raw: bytes) -> str:
+    if tag == 0x1E:  # BMPString
+        return raw.decode("utf-16-be", "replace")
+    if tag == 0x1C:  # UniversalString
+        return raw.decode("utf-32-be", "replace")
+    if tag == 0x14:  # TeletexString: latin-1 in practice
+        return raw.decode("latin-1")
+    return raw.decode("utf-8", "replace")
+
+
+def _oid_text(raw: bytes) -> str:
+    parts = [raw[0] // 40, raw[0] % 40] if raw else []
+    value = 0
+    for byte in raw[1:]:
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            parts.append(value)
+            value = 0
+    return ".".join(map(str, parts))
+
+
+def _escape_rdn(value: str) -> str:
+    """As Go's RDNSequence.String() escapes a value."""
+    out: list[str] = []
+    last = len(value) - 1
+    for i, ch in enumerate(value):
+        if (ch in ',+"\\<>;' or (ch == " " and i in (0, last)) or (ch == "#" and i == 0)):
+            out.append("\\")
+        out.append(ch)
+    return "".join(out)
+
+
+def _name_text(der: bytes, start: int, end: int) -> str:
+    """A DER Name as Go prints it: "CN=leaf,O=Example,C=DE"."""
+    known: dict[int, list[str]] = {}
+    other: list[str] = []
+    pos = start
+    while pos < end:  # RDNs: SET OF AttributeTypeAndValue
+        _, set_pos, set_end = _der_item(der, pos)
+        pos = set_end
+        while set_pos < set_end:
+            _, atv, atv_end = _der_item(der, set_pos)
+            set_pos = atv_end
+            _, oid_start, oid_end = _der_item(der, atv)
+            oid = der[oid_start:oid_end]
+            tag, v_start, v_end = _der_item(der, oid_end)
+            if len(oid) == 3 and oid[:2] == b"\x55\x04":
+                known.setdefault(oid[2], []).append(_der_text(tag, der[v_start:v_end]))
+            else:
+                other.append(f"{_oid_text(oid)}=#{der[oid_end:v_end].hex()}")
+    rdns = ["+".join(f"{short}={_escape_rdn(v)}" for v in known[n])
+            for n, short in _NAME_ORDER if n in known]
+    for n in sorted(set(known) - {n for n, _ in _NAME_ORDER}):
+        other.extend(f"2.5.4.{n}=" + _escape_rdn(v) for v in known[n])
+    return ",".join(rdns + other)
+
+
+def _san_dns(der: bytes, start: int, end: int) -> str:
+    """dNSName entries of the extensions [3], comma-separated (as blackbox)."""
+    _, pos, end = _der_item(der, start)  # SEQUENCE OF Extension
+    while pos < end:
+        _, ext, ext_end = _der_item(der, pos)
+        pos = ext_end
+        _, oid_start, oid_end = _der_item(der, ext)
+        if der[oid_start:oid_end] != _SAN_OID:
+            continue
+        tag, v_start, v_end = _der_item(der, oid_end)
+        if tag == 0x01:  # critical
+            tag, v_start, v_end = _der_item(der, v_end)
+        _, gn, gn_end = _der_item(der, v_start)  # GeneralNames
+        names: list[str] = []
+        while gn < gn_end:
+            tag, n_start, n_end = _der_item(der, gn)
+            gn = n_end
+            if tag == 0x82:  # [2] dNSName
+                names.append(der[n_start:n_end].decode("ascii", "replace"))
+        return ",".join(names)
+    return ""
+
+
+def _identity(der: bytes) -> dict[str, str]:
+    """subject, issuer, subjectalternative, serialnumber of a DER certificate, for
+    `probe_ssl_last_chain_info`; parsed by hand like `cert_not_after`. Empty
+    strings where the certificate cannot be parsed."""
+    try:
+        _, start, _ = _der_item(der, 0)  # Certificate
+        _, pos, tbs_end = _der_item(der, start)  # tbsCertificate
+        tag, _, end = _der_item(der, pos)
+        if tag == 0xA0:  # [0] version
+            pos = end
+        _, s_start, s_end = _der_item(der, pos)  # serialNumber
+        serial = int.from_bytes(der[s_start:s_end], "big", signed=True)
+        _, _, pos = _der_item(der, s_end)  # signature
+        _, i_start, i_end = _der_item(der, pos)  # issuer
+        _, _, pos = _der_item(der, i_end)  # validity
+        _, n_start, n_end = _der_item(der, pos)  # subject
+        _, _, pos = _der_item(der, n_end)  # subjectPublicKeyInfo
+        sans = ""
+        while pos < tbs_end:
+            tag, x_start, x_end = _der_item(der, pos)
+            if tag == 0xA3:  # [3] extensions
+                sans = _san_dns(der, x_start, x_end)
+            pos = x_end
+        return {
+            "subject": _name_text(der, n_start, n_end),
+            "issuer": _name_text(der, i_start, i_end),
+            "subjectalternative": sans,
+            "serialnumber": format(serial, "x"),
+        }
+    except (IndexError, ValueError, UnicodeDecodeError):
+        return {}
 
 
 # ---------------------------------------------------------------- errors

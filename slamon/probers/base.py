@@ -45,10 +45,35 @@ class FailureReason(enum.StrEnum):
     #: heartbeat: no beat within the interval and its grace / the job said it failed
     NO_HEARTBEAT = "no_heartbeat"
     REPORTED_DOWN = "reported_down"
+    #: TCP: the server does not offer STARTTLS, or refused the command
+    STARTTLS = "starttls"
     OTHER = "other"
 
 
 PHASES = ("dns", "connect", "tls", "processing", "transfer")
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFacts:
+    """What a TLS handshake showed, for blackbox_exporter's TLS metrics.
+
+    The leaf's identity goes into `probe_ssl_last_chain_info`; both expiries are
+    unix time. Equal facts are shared between probes (see `_tls.peer_tls`), so
+    the collector can keep their label text by identity.
+    """
+
+    #: "TLS 1.3", "TLS 1.2", ... as blackbox_exporter names them; "unknown" else
+    version: str
+    #: the earliest notAfter of the verified chain (the presented one when not verified)
+    earliest_expiry: float | None
+    #: the earliest notAfter of the verified chain; None when it was not verified
+    last_chain_expiry: float | None
+    fingerprint_sha256: str = ""
+    subject: str = ""
+    issuer: str = ""
+    #: the leaf's DNS subject alternative names, comma-separated
+    subjectalternative: str = ""
+    serialnumber: str = ""
 
 
 @dataclass(slots=True)
@@ -61,7 +86,9 @@ class ProbeResult:
     detail: str = ""
     status_code: int | None = None
     phases: dict[str, float] = field(default_factory=dict)
+    #: the earliest certificate expiry of the verified chain (unix time)
     cert_expiry: float | None = None
+    tls: TlsFacts | None = None
     http_version: str | None = None
     redirects: int = 0
     body_bytes: int = 0
