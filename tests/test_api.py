@@ -161,7 +161,8 @@ async def test_list_slas(api: Api) -> None:
     assert sla["slo"] == "shop" and sla["targets"] == ["web", "api"] and sla["composite"]
     assert sla["objective"] == 0.9 and sla["objective_ppm"] == 900_000
     assert sla["period"] == {"kind": "fixed", "length": 60, "anchor": 0}
-    assert sla["policy_digest"] == hex0x(policy_digest_for(rt.sla, rt.slo))
+    digest = policy_digest_for(rt.sla, rt.slo, api.state.tracker.config)
+    assert sla["policy_digest"] == hex0x(digest)
     assert sla["resolution"] == RES
     assert sla["first_period"] == P and sla["last_closed_period"] == P + 1
     cur = sla["current_period"]

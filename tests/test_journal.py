@@ -23,6 +23,7 @@ from slamon.oracle.journal import (
     JournalKey,
     JournalSchemaError,
     SentTx,
+    domain_of,
     key_of,
 )
 from slamon.store.migrations import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
@@ -239,7 +240,9 @@ async def test_journal_of_a_previous_version_file_is_resumed(tmp_path: Path) -> 
         assert await s.run(lambda c: c.execute("PRAGMA user_version").fetchone()[0]) == (
             SCHEMA_VERSION
         )
-        j = Journal(s, clock=Clock())
+        # the migration keys the row by the domain its signed payload names
+        assert await Journal(s, clock=Clock(), domain=domain_of(1, CONTRACT)).pending() == []
+        j = Journal(s, clock=Clock(), domain=domain_of(31337, CONTRACT))
         (entry,) = await j.pending()
         assert entry.key == key and entry.state == SENT and entry.attempts == 2
         assert entry.signed == rep
@@ -249,3 +252,25 @@ async def test_journal_of_a_previous_version_file_is_resumed(tmp_path: Path) -> 
         assert await j.counts() == {**dict.fromkeys(STATES, 0), CONFIRMED: 1}
     finally:
         await s.close()
+
+
+async def test_another_chain_or_contract_has_its_own_journal(store: StateStore) -> None:
+    """Pointed at a new contract or chain, the daemon must neither take the old domain's
+    reports as done nor publish them to the new one."""
+    old = Journal(store, clock=Clock(), domain=domain_of(31337, CONTRACT))
+    rep = signed(3)
+    assert await old.add_signed(rep, "api")
+    await old.mark_sent(key_of(rep, "api"), tx("a", 4, 100, 1.0))
+    for other in (domain_of(31337, "0x" + "43" * 20), domain_of(1, CONTRACT)):
+        new = Journal(store, clock=Clock(), domain=other)
+        assert await new.get(key_of(rep, "api")) is None
+        assert await new.pending() == []
+        assert await new.counts() == dict.fromkeys(STATES, 0)
+        # the same (sla, period, signer) is a fresh entry there
+        assert await new.add_signed(rep, "api")
+        assert (await new.get(key_of(rep, "api"))).state == SIGNED  # type: ignore[union-attr]
+        assert (await new.get(key_of(rep, "api"))).txs == ()  # type: ignore[union-attr]
+    (entry,) = await old.pending()
+    assert entry.state == SENT and len(entry.txs) == 1
+    # the contract address is compared case-insensitively
+    assert domain_of(31337, CONTRACT.upper().replace("0X", "0x")) == domain_of(31337, CONTRACT)

@@ -2,11 +2,16 @@
 
 One target is down for the whole period (its SLA is breached: beneficiaries are
 compensated and one claims), the other is up (its SLA is met: the team reward
-is credited and claimed). Four daemons with four keys report (n = 4, f = 1,
-quorum 3); the fourth lies: its config swaps the two targets' URLs, so it reports
-the down service as perfect and the up one as dead. The contract settles over all
-four reports and the median follows the honest three. Periods are 1 minute, so
-this test takes about that.
+is credited and claimed). Four oracles with four keys report (n = 4, f = 1,
+quorum 3): three slamon daemons, and a liar. The liar holds a valid signer key
+but does not run slamon honestly (a Byzantine oracle runs what it likes): it
+takes an honest report of each period, turns the down service into a perfect
+one and the up one into a dead one, signs that and submits it first. A
+misconfigured slamon cannot play the liar any more: the policy digest covers
+the target definitions, so a daemon whose config differs from the registered
+one refuses to sign (tests/test_oracle_onchain.py). The contract settles over
+all four reports and the median follows the honest three. Periods are 1 minute,
+so this test takes about that.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from eth_account import Account
 from web3 import Web3
 
 from slamon.chain.artefacts import sla_compensation
+from slamon.chain.eip712 import Report, SignedReport
 from slamon.chain.tx import deploy_contract, register_sla, send_tx, sla_params
 from slamon.config.loader import load_config
 from slamon.sla.periods import period_bounds, period_index
@@ -84,6 +90,38 @@ async def wait_settled(w3: Web3, contract: Any, sla_ids: list[bytes], limit: flo
     raise AssertionError(f"periods not settled within {limit}s: {states}")
 
 
+async def lie(w3: Web3, contract: Any, key: str, port: int, slas: tuple[str, ...]
+              ) -> list[Report]:
+    """The Byzantine oracle: for each SLA, as soon as an honest daemon publishes its
+    report, sign the opposite verdict (perfect where it was down, dead where it was
+    up) with a valid signer key and submit it on-chain at once."""
+    forged: list[Report] = []
+    async with aiohttp.ClientSession() as session:
+        for sla in slas:
+            async with asyncio.timeout(150):  # the period (1 min) closes, then grace
+                while True:
+                    try:
+                        async with session.get(f"http://127.0.0.1:{port}/api/v1/attestations",
+                                               params={"sla": sla}) as resp:
+                            entries = await resp.json()
+                    except aiohttp.ClientConnectionError:  # the daemon is still starting
+                        entries = []
+                    if entries:
+                        break
+                    await asyncio.sleep(0.2)
+            honest = Report.from_json_dict(entries[0]["report"])
+            lie_sli = 1_000_000 if honest.breached else 0
+            report = honest.replace(
+                sli_ppm=lie_sli, good=honest.valid if lie_sli else 0,
+                breached=lie_sli < honest.slo_ppm, issued_at=honest.issued_at + 1,
+            )
+            signed = SignedReport.sign(report, key, 31337, contract.address)
+            send_tx(w3, key, contract.functions.submitReports(
+                [report.as_tuple()], [signed.signature]))
+            forged.append(report)
+    return forged
+
+
 async def test_quorum_settles_breach_and_met_periods_on_chain(
     targets: tuple[MisbehavingHttpServer, MisbehavingHttpServer], tmp_path: Path
 ) -> None:
@@ -99,14 +137,12 @@ async def test_quorum_settles_breach_and_met_periods_on_chain(
         address = deploy_contract(w3, keys[0])
         contract = w3.eth.contract(address=address, abi=sla_compensation().abi)
         ports, cfg_paths = [], []
-        for i in range(4):
+        for i in range(3):  # oracle 3 is the liar, below
             home = tmp_path / f"oracle{i}"
             home.mkdir()
             ports.append(free_port())
             cfg_paths.append(home / "slamon.yaml")
-            # daemon 3 lies: it watches the up server for "shop" and the down one for "api"
-            urls = (up.url("/ok"), down.url("/")) if i == 3 else (down.url("/"), up.url("/ok"))
-            write_config(cfg_paths[i], *urls, ports[i], textwrap.dedent(f"""
+            write_config(cfg_paths[i], down.url("/"), up.url("/ok"), ports[i], textwrap.dedent(f"""
                 oracle:
                   mode: chain
                   key: {{dev_key_env: SLAMON_TEST_ORACLE_KEY}}
@@ -136,11 +172,13 @@ async def test_quorum_settles_breach_and_met_periods_on_chain(
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                 env={**os.environ, "SLAMON_TEST_ORACLE_KEY": oracle_keys[i]},
             )
-            for i in range(4)
+            for i in range(3)
         ]
         failure: BaseException | None = None
         metrics: list[str] = []
         try:
+            forged = await lie(w3, contract, oracle_keys[3], ports[0], ("shop-sla", "api-sla"))
+            assert len(forged) == 2
             await wait_settled(w3, contract, sla_ids,
                                limit=start_at + 60 + 45 - time.time())
             async with aiohttp.ClientSession() as session:
@@ -172,7 +210,7 @@ async def test_quorum_settles_breach_and_met_periods_on_chain(
         if failure is not None:
             logs = b"".join(o + e for o, e in outputs).decode()[-8000:]
             raise AssertionError(f"{failure}\n--- daemon log tail ---\n{logs}") from failure
-        for proc, (out, err), key in zip(procs, outputs, oracle_keys, strict=True):
+        for proc, (out, err), key in zip(procs, outputs, oracle_keys[:3], strict=True):
             assert proc.returncode == 0, err.decode()[-2000:]
             assert b"Traceback" not in err
             assert key[2:].encode() not in out + err  # the key never reaches a log

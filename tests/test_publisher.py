@@ -35,7 +35,6 @@ from slamon.oracle.journal import (
     FAILED,
     SENT,
     SIGNED,
-    Journal,
     JournalEntry,
     key_of,
 )
@@ -90,12 +89,12 @@ class Env:
     def nonce(self, block: str = "latest") -> int:
         return int(self.w3.eth.get_transaction_count(SIGNER, block))
 
-    def new_sla(self, **kw: Any) -> bytes:
-        """Register an SLA whose period 0 ended 10 s ago (window: one hour)."""
+    def new_sla(self, window: int = LENGTH - 1, **kw: Any) -> bytes:
+        """Register an SLA whose period 0 ended 10 s ago (window: one hour by default)."""
         name = keccak(text=f"publisher-sla-{next(_ids)}")
         start = self.h.now() - LENGTH - 10
         params = self.h.sla_params(
-            name, start, [SIGNER], periodLength=LENGTH, settlementWindow=LENGTH - 1, **kw
+            name, start, [SIGNER], periodLength=LENGTH, settlementWindow=window, **kw
         )
         self.h.send(self.h.contract.functions.registerSLA(params), sender=1)
         return self.h.sla_id(name)
@@ -175,7 +174,7 @@ class Running:
             env.config(**cfg), Account.from_key(SIGNER_KEY), store, structlog.get_logger(),
             poll_interval=0.05,
         )
-        self.journal = Journal(store)
+        self.journal = self.pub.journal  # scoped to the configured chain id and contract
         self.task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Running:
@@ -257,6 +256,47 @@ async def test_happy_path_waits_for_period_end_and_confirmations(
 # ---------------------------------------------------------------------------------------------
 # faults
 # ---------------------------------------------------------------------------------------------
+
+
+async def test_stuck_sla_does_not_block_another_and_stops_at_its_deadline(
+    env: Env, store: StateStore
+) -> None:
+    """Two SLAs: A's transaction is not mined before A's settlement deadline (and then
+    reverts), B's settles meanwhile. While A's transaction waits, B's is sent; at A's
+    deadline A stops with the reason recorded instead of being retried."""
+    a = env.new_sla(window=60)  # deadline about 50 s from now
+    b = env.new_sla()
+    ra, rb = env.report(a), env.report(b)
+    deadline = int(env.h.contract.functions.getPeriod(a, 0).call()[2])
+    env.automine(False)
+    run = Running(env, store)
+    run.pub.follow_slice = 0.2
+    async with run:
+        assert await run.pub.submit(ra, "a")
+        await wait_for(lambda: bool(run.events("report_sent")))
+        assert await run.pub.submit(rb, "b")
+        # A's transaction is pending (nothing is mined): B is sent all the same
+        await wait_for(lambda: len(run.events("report_sent")) == 2)
+        assert (await run.pub.journal.get(key_of(ra, "a"))).state == SENT  # type: ignore[union-attr]
+        # the next block is past A's deadline: it carries both; A's reverts
+        env.rpc("evm_setNextBlockTimestamp", deadline)
+        env.mine()
+        env.automine(True)
+
+        async def settled() -> bool:
+            ea = await run.pub.journal.get(key_of(ra, "a"))
+            eb = await run.pub.journal.get(key_of(rb, "b"))
+            return (ea is not None and ea.state == FAILED
+                    and eb is not None and eb.state == CONFIRMED)
+
+        await wait_for(settled, 30)
+    ea = await run.pub.journal.get(key_of(ra, "a"))
+    assert ea is not None and ea.reason == f"settlement deadline {deadline} passed"
+    assert env.has_reported(b) and not env.has_reported(a)
+    # A was not retried after its deadline: two report transactions in all
+    assert len(run.events("report_sent")) == 2
+    assert [e["sla"] for e in run.events("report_failed")] == ["a"]
+
 
 
 async def test_anvil_down_then_restarted_with_same_state(env: Env, store: StateStore) -> None:
@@ -519,3 +559,33 @@ async def test_already_recorded_is_confirmed_without_sending(env: Env, store: St
         entry = await run.until(signed, CONFIRMED)
     assert entry.reason == "already recorded" and entry.txs == ()
     assert env.nonce("pending") == 0
+
+
+async def test_cancelled_rpc_call_leaves_later_calls_working(env: Env) -> None:
+    """web3's AsyncHTTPProvider takes one process-wide threading.Lock through an
+    executor on every request (ethereum/web3.py#3867): a call cancelled while that
+    acquire is pending must not leave the lock held, or every later RPC call of the
+    daemon hangs. The lock is held here the way a concurrent request holds it."""
+    from web3._utils.http_session_manager import HTTPSessionManager
+
+    from slamon.oracle.rpc import ChainClient
+
+    client = ChainClient(env.node.url, env.h.contract.address, timeout=5.0)
+    lock = HTTPSessionManager._lock
+    try:
+        assert await client.chain_id() == chain_helpers.ANVIL_CHAIN_ID
+        lock.acquire()
+        try:
+            call = asyncio.ensure_future(client.block_number())
+            await asyncio.sleep(0.2)  # the request now waits for the lock in a thread
+            assert not call.done()
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+        finally:
+            lock.release()
+        async with asyncio.timeout(10):
+            assert await client.chain_id() == chain_helpers.ANVIL_CHAIN_ID
+    finally:
+        await client.close()
+    assert not lock.locked()

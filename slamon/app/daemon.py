@@ -158,7 +158,12 @@ class Daemon:
         server = await parts.start_server(self.ready)
         scheduler = parts.build_scheduler()
         if parts.oracle is not None:
-            await parts.oracle.start()
+            from slamon.oracle.onchain import OracleStartError
+
+            try:
+                await parts.oracle.start()
+            except OracleStartError as exc:  # the on-chain SLA differs: a message, not a trace
+                raise StartupError(str(exc)) from None
         self._spawn(scheduler.run(), "scheduler")
         self._spawn(parts.advance_loop(), "advance")
         self._spawn(parts.flush_loop(), "flush")

@@ -13,7 +13,7 @@ import asyncio
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -136,6 +136,10 @@ class Components:
             no_data_ticks_filled=filled,
         )
 
+    def onchain_note(self, sla_id: str) -> dict[str, Any] | None:
+        """The on-chain SLA as the oracle read it, for the API and the status page."""
+        return None if self.oracle is None else self.oracle.sla_note(sla_id)
+
     def _open_oracle(self, store: StateStore, tracker: SlaTracker) -> None:
         """Load the signing key now: a bad key must stop start-up with a clear message."""
         from slamon.oracle.keys import KeyLoadError
@@ -256,7 +260,7 @@ class Components:
                                       or path == f"{PREFIX}/status")
 
             app.middlewares.append(api_auth_middleware(self.config.server.auth, is_open))
-        api_routes(lambda: self.tracker)(app)
+        api_routes(lambda: self.tracker, onchain=self.onchain_note)(app)
         from slamon.web.incidents import incident_routes
         from slamon.web.push import push_routes
 

@@ -138,7 +138,7 @@ def sla_params(
         quorum,
         single_oracle,
         max(1, sla.min_valid_samples),
-        policy_digest_for(sla, slo),
+        policy_digest_for(sla, slo, config),
         rule.rate_per_ppm_wei,
         [],
         rule.max_payout_per_period_wei,

@@ -118,6 +118,11 @@ def key_of(signed: SignedReport, sla: str | None = None) -> JournalKey:
     )
 
 
+def domain_of(chain_id: int, contract: str) -> str:
+    """The journal's ``domain`` column: chain id and contract address (lower case)."""
+    return f"{int(chain_id)}:{contract.lower()}"
+
+
 def check_schema(conn: sqlite3.Connection) -> None:
     """Raise JournalSchemaError unless every table of the journal exists (creates nothing)."""
     marks = ", ".join("?" * len(TABLES))
@@ -162,9 +167,14 @@ _COLUMNS: Final = (
 class Journal:
     """Async API over the ``reports`` table of a :class:`slamon.store.sqlite.StateStore`."""
 
-    def __init__(self, store: StoreLike, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: StoreLike, *, clock: Callable[[], float] = time.time,
+                 domain: str = "") -> None:
         self.store = store
         self.clock = clock
+        #: every row is scoped to the EIP-712 domain (``domain_of(chain_id, contract)``):
+        #: pointed at another contract or chain, the daemon starts a fresh journal instead
+        #: of taking the old contract's reports for its own (or sending them there)
+        self.domain = domain
         self._ready = False
 
     async def ensure_schema(self) -> None:
@@ -190,9 +200,11 @@ class Journal:
 
         def fn(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
-                "INSERT OR IGNORE INTO reports(sla, period, signer, state, payload, signature, "
-                "attempts, updated_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
-                (key.sla, key.period, key.signer, SIGNED, signed.to_json(), signed.signature, now),
+                "INSERT OR IGNORE INTO reports(domain, sla, period, signer, state, payload, "
+                "signature, "
+                "attempts, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)",
+                (self.domain, key.sla, key.period, key.signer, SIGNED, signed.to_json(),
+                 signed.signature, now),
             )
             return cur.rowcount == 1
 
@@ -213,9 +225,10 @@ class Journal:
 
         def fn(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
-                "INSERT OR IGNORE INTO reports(sla, period, signer, state, payload, reason, "
-                "attempts, updated_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
-                (key.sla, key.period, key.signer, SKIPPED, payload, reason, now),
+                "INSERT OR IGNORE INTO reports(domain, sla, period, signer, state, payload, "
+                "reason, "
+                "attempts, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)",
+                (self.domain, key.sla, key.period, key.signer, SKIPPED, payload, reason, now),
             )
             return cur.rowcount == 1
 
@@ -228,16 +241,17 @@ class Journal:
         def fn(conn: sqlite3.Connection) -> None:
             with _Tx(conn):
                 conn.execute(
-                    "INSERT OR REPLACE INTO oracle_txs(sla, period, signer, tx_hash, nonce, "
-                    "max_fee, priority_fee, gas, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (key.sla, key.period, key.signer, tx.tx_hash, tx.nonce, tx.max_fee,
+                    "INSERT OR REPLACE INTO oracle_txs(domain, sla, period, signer, tx_hash, "
+                    "nonce, max_fee, priority_fee, gas, sent_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (self.domain, key.sla, key.period, key.signer, tx.tx_hash, tx.nonce, tx.max_fee,
                      tx.priority_fee, tx.gas, tx.sent_at),
                 )
                 conn.execute(
                     "UPDATE reports SET state = ?, tx_hash = ?, nonce = ?, reason = NULL, "
                     "attempts = attempts + 1, updated_at = ? "
-                    "WHERE sla = ? AND period = ? AND signer = ?",
-                    (SENT, tx.tx_hash, tx.nonce, now, key.sla, key.period, key.signer),
+                    "WHERE domain = ? AND sla = ? AND period = ? AND signer = ?",
+                    (SENT, tx.tx_hash, tx.nonce, now, self.domain, key.sla, key.period, key.signer),
                 )
 
         await self._run(fn)
@@ -250,27 +264,28 @@ class Journal:
         def fn(conn: sqlite3.Connection) -> None:
             with _Tx(conn):
                 conn.execute(
-                    "DELETE FROM oracle_txs WHERE sla = ? AND period = ? AND signer = ? "
+                    "DELETE FROM oracle_txs WHERE domain = ? AND sla = ? AND period = ? "
+                    "AND signer = ? "
                     "AND tx_hash = ?",
-                    (key.sla, key.period, key.signer, tx_hash),
+                    (self.domain, key.sla, key.period, key.signer, tx_hash),
                 )
                 last = conn.execute(
-                    "SELECT tx_hash, nonce FROM oracle_txs WHERE sla = ? AND period = ? "
-                    "AND signer = ? ORDER BY sent_at DESC LIMIT 1",
-                    (key.sla, key.period, key.signer),
+                    "SELECT tx_hash, nonce FROM oracle_txs WHERE domain = ? AND sla = ? "
+                    "AND period = ? AND signer = ? ORDER BY sent_at DESC LIMIT 1",
+                    (self.domain, key.sla, key.period, key.signer),
                 ).fetchone()
                 if last is None:
                     conn.execute(
                         "UPDATE reports SET state = ?, tx_hash = NULL, nonce = NULL, "
-                        "updated_at = ? WHERE sla = ? AND period = ? AND signer = ? "
+                        "updated_at = ? WHERE domain = ? AND sla = ? AND period = ? AND signer = ? "
                         "AND state = ?",
-                        (SIGNED, now, key.sla, key.period, key.signer, SENT),
+                        (SIGNED, now, self.domain, key.sla, key.period, key.signer, SENT),
                     )
                 else:
                     conn.execute(
                         "UPDATE reports SET tx_hash = ?, nonce = ?, updated_at = ? "
-                        "WHERE sla = ? AND period = ? AND signer = ?",
-                        (last[0], last[1], now, key.sla, key.period, key.signer),
+                        "WHERE domain = ? AND sla = ? AND period = ? AND signer = ?",
+                        (last[0], last[1], now, self.domain, key.sla, key.period, key.signer),
                     )
 
         await self._run(fn)
@@ -292,8 +307,9 @@ class Journal:
                 conn.execute(
                     "UPDATE reports SET state = ?, block = ?, reason = ?, "
                     "tx_hash = COALESCE(?, tx_hash), updated_at = ? "
-                    "WHERE sla = ? AND period = ? AND signer = ?",
-                    (CONFIRMED, block, reason, tx_hash, now, key.sla, key.period, key.signer),
+                    "WHERE domain = ? AND sla = ? AND period = ? AND signer = ?",
+                    (CONFIRMED, block, reason, tx_hash, now, self.domain, key.sla, key.period,
+                     key.signer),
                 )
                 conn.execute(
                     "INSERT OR REPLACE INTO oracle_meta(key, value) VALUES ('last_success', ?)",
@@ -313,8 +329,8 @@ class Journal:
         def fn(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "UPDATE reports SET reason = ?, updated_at = ? "
-                "WHERE sla = ? AND period = ? AND signer = ?",
-                (reason, now, key.sla, key.period, key.signer),
+                "WHERE domain = ? AND sla = ? AND period = ? AND signer = ?",
+                (reason, now, self.domain, key.sla, key.period, key.signer),
             )
 
         await self._run(fn)
@@ -325,8 +341,8 @@ class Journal:
         def fn(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "UPDATE reports SET state = ?, reason = ?, updated_at = ? "
-                "WHERE sla = ? AND period = ? AND signer = ?",
-                (state, reason, now, key.sla, key.period, key.signer),
+                "WHERE domain = ? AND sla = ? AND period = ? AND signer = ?",
+                (state, reason, now, self.domain, key.sla, key.period, key.signer),
             )
 
         await self._run(fn)
@@ -335,10 +351,11 @@ class Journal:
     async def get(self, key: JournalKey) -> JournalEntry | None:
         def fn(conn: sqlite3.Connection) -> JournalEntry | None:
             row = conn.execute(
-                f"SELECT {_COLUMNS} FROM reports WHERE sla = ? AND period = ? AND signer = ?",
-                (key.sla, key.period, key.signer),
+                f"SELECT {_COLUMNS} FROM reports "
+                "WHERE domain = ? AND sla = ? AND period = ? AND signer = ?",
+                (self.domain, key.sla, key.period, key.signer),
             ).fetchone()
-            return None if row is None else _entry(conn, row)
+            return None if row is None else _entry(conn, row, self.domain)
 
         return await self._run(fn)
 
@@ -347,12 +364,12 @@ class Journal:
         oldest period end. With ``signer``, only that signer's entries."""
 
         def fn(conn: sqlite3.Connection) -> list[JournalEntry]:
-            sql = f"SELECT {_COLUMNS} FROM reports WHERE state IN (?, ?)"
-            params: list[object] = [SIGNED, SENT]
+            sql = f"SELECT {_COLUMNS} FROM reports WHERE domain = ? AND state IN (?, ?)"
+            params: list[object] = [self.domain, SIGNED, SENT]
             if signer is not None:
                 sql += " AND signer = ?"
                 params.append(to_checksum_address(signer))
-            return [_entry(conn, row) for row in conn.execute(sql, params).fetchall()]
+            return [_entry(conn, row, self.domain) for row in conn.execute(sql, params).fetchall()]
 
         entries = await self._run(fn)
         entries.sort(key=lambda e: e.sort_key)
@@ -363,12 +380,15 @@ class Journal:
 
         def fn(conn: sqlite3.Connection) -> list[JournalEntry]:
             if state is None:
-                rows = conn.execute(f"SELECT {_COLUMNS} FROM reports").fetchall()
+                rows = conn.execute(
+                    f"SELECT {_COLUMNS} FROM reports WHERE domain = ?", (self.domain,)
+                ).fetchall()
             else:
                 rows = conn.execute(
-                    f"SELECT {_COLUMNS} FROM reports WHERE state = ?", (state,)
+                    f"SELECT {_COLUMNS} FROM reports WHERE domain = ? AND state = ?",
+                    (self.domain, state),
                 ).fetchall()
-            return sorted((_entry(conn, row) for row in rows), key=lambda e: e.key)
+            return sorted((_entry(conn, row, self.domain) for row in rows), key=lambda e: e.key)
 
         return await self._run(fn)
 
@@ -377,7 +397,10 @@ class Journal:
 
         def fn(conn: sqlite3.Connection) -> dict[str, int]:
             out = dict.fromkeys(STATES, 0)
-            for state, n in conn.execute("SELECT state, count(*) FROM reports GROUP BY state"):
+            for state, n in conn.execute(
+                "SELECT state, count(*) FROM reports WHERE domain = ? GROUP BY state",
+                (self.domain,),
+            ):
                 out[str(state)] = int(n)
             return out
 
@@ -395,7 +418,7 @@ class Journal:
         return await self._run(fn)
 
 
-def _entry(conn: sqlite3.Connection, row: tuple[object, ...]) -> JournalEntry:
+def _entry(conn: sqlite3.Connection, row: tuple[object, ...], domain: str) -> JournalEntry:
     sla, period, signer, state, payload, tx_hash, nonce, block, reason, attempts, updated = row
     key = JournalKey(str(sla), int(period), str(signer))  # type: ignore[call-overload]
     signed: SignedReport | None = None
@@ -407,8 +430,8 @@ def _entry(conn: sqlite3.Connection, row: tuple[object, ...]) -> JournalEntry:
         SentTx(str(h), int(n), int(mf), int(pf), int(g), float(at))
         for h, n, mf, pf, g, at in conn.execute(
             "SELECT tx_hash, nonce, max_fee, priority_fee, gas, sent_at FROM oracle_txs "
-            "WHERE sla = ? AND period = ? AND signer = ? ORDER BY sent_at, tx_hash",
-            (key.sla, key.period, key.signer),
+            "WHERE domain = ? AND sla = ? AND period = ? AND signer = ? ORDER BY sent_at, tx_hash",
+            (domain, key.sla, key.period, key.signer),
         )
     )
     return JournalEntry(

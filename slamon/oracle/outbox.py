@@ -1,6 +1,7 @@
 """Outbox: signed reports as files, for a relayer (attest mode) or as a local copy.
 
-Layout: ``<outbox>/<sla>/<periodId>-<signer>.json`` where ``<sla>`` is the slamon SLA id,
+Layout: ``<outbox>/<sla>/<periodId>-<signer>.json`` (the daemon's ``<outbox>`` is
+``domain_outbox_dir``: one per chain id and contract) where ``<sla>`` is the slamon SLA id,
 ``<periodId>`` the *contract's* period id (decimal) and ``<signer>`` the checksummed signer
 address. Each file holds one :meth:`SignedReport.to_json` line. Files are written atomically
 (temp file, fsync, hard link to the final name, fsync of the directory) and never replaced:
@@ -36,6 +37,7 @@ __all__ = [
     "OutboxEntry",
     "OutboxError",
     "default_outbox_dir",
+    "domain_outbox_dir",
     "outbox_dir",
 ]
 
@@ -72,6 +74,19 @@ def outbox_dir(config: Config, environ: Mapping[str, str] | None = None) -> Path
     if config.oracle is not None and config.oracle.outbox:
         return Path(config.oracle.outbox).expanduser()
     return default_outbox_dir(config, environ)
+
+
+def domain_outbox_dir(config: Config, environ: Mapping[str, str] | None = None) -> Path:
+    """The daemon's outbox for its EIP-712 domain: ``<outbox>/<chainId>-<contract>``.
+
+    One directory per chain id and contract (address in lower case), so that a daemon
+    pointed at a new contract or chain neither serves the old contract's reports as
+    current nor refuses the new contract's (OutboxConflict with an old file).
+    """
+    assert config.oracle is not None
+    return outbox_dir(config, environ) / (
+        f"{int(config.oracle.chain_id)}-{config.oracle.contract.lower()}"
+    )
 
 
 def _check_sla(sla: str) -> str:

@@ -45,6 +45,7 @@ from slamon.oracle.journal import (
     JournalKey,
     SentTx,
     StoreLike,
+    domain_of,
 )
 from slamon.oracle.rpc import (
     FINAL_ERRORS,
@@ -161,6 +162,7 @@ class Publisher:
         balance_interval: float = 60.0,
         max_attempts: int = 10,
         rng: Callable[[], float] = random.random,
+        follow_slice: float = 5.0,
     ) -> None:
         if cfg.rpc_url is None and chain is None:
             raise ValueError("the publisher needs oracle.rpc_url")
@@ -169,19 +171,22 @@ class Publisher:
         self.address = to_checksum_address(signer.address)
         self.log = log
         self.clock = clock
-        self.journal = Journal(store, clock=clock)
+        self.journal = Journal(store, clock=clock, domain=domain_of(cfg.chain_id, cfg.contract))
         self.chain = chain if chain is not None else ChainClient(str(cfg.rpc_url), cfg.contract)
         self._own_chain = chain is None
         self.poll_interval = poll_interval
         self.idle_interval = idle_interval
         self.balance_interval = balance_interval
         self.max_attempts = max_attempts
+        #: how long one entry's pending transaction is watched before the others get a turn
+        self.follow_slice = follow_slice
         self._rng = rng
         self._cap = int(cfg.max_fee_gwei * GWEI)
         self._priority = int(cfg.priority_fee_gwei * GWEI)
         self._nonce: int | None = None
         self._deferred: dict[JournalKey, tuple[float, int]] = {}  # key -> (monotonic due, n)
         self._unknown_reverts: dict[JournalKey, int] = {}
+        self._deadlines: dict[JournalKey, int] = {}
         self._wake: asyncio.Event | None = None
         self._chain_checked = False
         self._stats = _Stats()
@@ -347,10 +352,66 @@ class Publisher:
         while True:
             if entry.state == SENT and entry.txs and await self._follow(entry):
                 return
+            await self._check_deadline(entry)
             if entry.attempts >= self.max_attempts:
                 await self._fail(entry, f"gave up after {entry.attempts} transactions")
                 return
             entry = await self._send_fresh(entry)
+
+    async def _deadline(self, entry: JournalEntry) -> int | None:
+        """The period's settlement deadline (cached: it never changes), None if unknown."""
+        deadline = self._deadlines.get(entry.key)
+        if deadline is None:
+            r = self._report(entry).report
+            try:
+                deadline = (await self.chain.get_period(r.sla_id, r.period_id)).deadline
+            except ContractRevert:
+                return None  # e.g. UnknownSLA: the send path reports it
+            self._deadlines[entry.key] = deadline
+        return deadline
+
+    async def _check_deadline(self, entry: JournalEntry) -> None:
+        """At the settlement deadline stop trying this period, with the reason recorded.
+
+        The contract refuses reports in blocks at or after the deadline, so any further
+        transaction would only burn gas; a transaction of ours still pending would hold
+        its nonce and block every later report, so it is cancelled (replaced by a
+        zero-value transfer to ourselves at the same nonce) before the entry fails.
+        """
+        deadline = await self._deadline(entry)
+        if deadline is None:
+            return
+        head = await self.chain.head()
+        if head.timestamp + 1 < deadline:  # the next block can still carry the report
+            return
+        if entry.txs and await self._find_receipt(entry.txs) is None:
+            await self._cancel(entry, entry.txs[-1], head.base_fee)
+        await self._fail(entry, f"settlement deadline {deadline} passed")
+
+    async def _cancel(self, entry: JournalEntry, last: SentTx, base_fee: int) -> None:
+        """Free ``last``'s nonce: same nonce, bumped fees, no call; failures are logged."""
+        fees = self._bumped(last, base_fee)
+        if fees is None:
+            self.log.warning("report_cancel_capped", **self._ctx(entry), nonce=last.nonce,
+                             cap=self._cap, base_fee=base_fee)
+            return
+        max_fee, prio = fees
+        tx = {
+            "type": 2, "chainId": self.cfg.chain_id, "nonce": last.nonce,
+            "to": self.address, "value": 0, "data": "0x", "gas": 21_000,
+            "maxFeePerGas": max_fee, "maxPriorityFeePerGas": prio,
+        }
+        raw = _raw_bytes(self.signer.sign_transaction(tx))
+        try:
+            await self.chain.send_raw(raw)
+        except TxRejected as exc:
+            self.log.warning("report_cancel_refused", **self._ctx(entry), nonce=last.nonce,
+                             error=exc.message)
+            return
+        self._stats.sent_total += 1
+        self._nonce = None  # the cancel may or may not win: read the nonce again
+        self.log.info("report_cancelled", **self._ctx(entry), nonce=last.nonce,
+                      tx="0x" + keccak(raw).hex())
 
     def _ctx(self, entry: JournalEntry) -> dict[str, Any]:
         return {"sla": entry.key.sla, "period": entry.key.period}
@@ -532,6 +593,7 @@ class Publisher:
         nonce = txs[-1].nonce
         next_replace = txs[-1].sent_at + self.cfg.replace_after
         next_rebroadcast = 0.0
+        slice_end = time.monotonic() + self.follow_slice
         self.log.info("report_following", **self._ctx(entry), tx=txs[-1].tx_hash, nonce=nonce,
                       txs=len(txs))
         while True:
@@ -551,6 +613,14 @@ class Publisher:
                 if done is not None:
                     return done
                 continue  # reorganised away: follow again
+            if time.monotonic() >= slice_end:
+                # not mined yet: let the other SLAs' entries have their turn (one stuck
+                # transaction must not hold the whole publisher); replacement times come
+                # from the journal, so following resumes where it stopped
+                await self._check_deadline(entry)
+                _, n = self._deferred.get(entry.key, (0.0, 0))
+                self._deferred[entry.key] = (time.monotonic() + self.poll_interval, n)
+                raise _Finished()
             last = txs[-1]
             now = self.clock()
             if now >= next_rebroadcast and not await self.chain.transaction_known(last.tx_hash):

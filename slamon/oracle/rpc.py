@@ -15,7 +15,7 @@ No retries happen here (web3's own retry is switched off): the publisher owns th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeVar
 
@@ -157,6 +157,15 @@ def _hex_data(value: Any) -> bytes:
     return b""
 
 
+def _forget(inflight: set[asyncio.Future[Any]]) -> Callable[[asyncio.Future[Any]], None]:
+    def done(task: asyncio.Future[Any]) -> None:
+        inflight.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a call nobody awaits any more fails quietly
+
+    return done
+
+
 class ChainClient:
     """The SLACompensation contract at ``contract`` behind the JSON-RPC endpoint ``rpc_url``."""
 
@@ -182,8 +191,12 @@ class ChainClient:
                 types = [str(i["type"]) for i in item.get("inputs", [])]
                 late_topic = bytes(keccak(text=f"LateReportsIgnored({','.join(types)})"))
         self._late_topic = late_topic
+        self._timeout = timeout
+        self._inflight: set[asyncio.Future[Any]] = set()
 
     async def close(self) -> None:
+        if self._inflight:  # calls whose caller was cancelled: let them release web3's lock
+            await asyncio.wait(set(self._inflight), timeout=self._timeout + 1)
         await self.w3.provider.disconnect()
 
     # -- error mapping ----------------------------------------------------------------------
@@ -230,8 +243,19 @@ class ChainClient:
         return exc
 
     async def _guard(self, awaitable: Awaitable[T]) -> T:
+        """Run one web3 call; its exceptions come out as ChainError types.
+
+        The call runs in its own task and a cancelled caller leaves it to finish (it is
+        bounded by the request timeout): web3's AsyncHTTPProvider takes a process-wide
+        threading.Lock through an executor on every request, and a request cancelled
+        while that acquire is pending leaves the lock held for ever, so that every later
+        RPC call of the process hangs (ethereum/web3.py#3867).
+        """
+        task = asyncio.ensure_future(awaitable)
+        self._inflight.add(task)
+        task.add_done_callback(_forget(self._inflight))
         try:
-            return await awaitable
+            return await asyncio.shield(task)
         except Exception as exc:
             mapped = self.map_error(exc)
             if mapped is exc:
@@ -266,6 +290,10 @@ class ChainClient:
     async def has_reported(self, sla_id: bytes, period_id: int, signer: str) -> bool:
         fn = self.contract.functions.hasReported(sla_id, period_id, signer)
         return bool(await self._guard(fn.call()))
+
+    async def get_sla(self, sla_id: bytes) -> Any:
+        """getSLA's view tuple (docs/contract.md); UnknownSLA comes out as ContractRevert."""
+        return await self._guard(self.contract.functions.getSLA(sla_id).call())
 
     async def get_period(self, sla_id: bytes, period_id: int) -> PeriodState:
         fn = self.contract.functions.getPeriod(sla_id, period_id)

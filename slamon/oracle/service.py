@@ -22,7 +22,14 @@ from slamon.config.sla import Sla
 from slamon.config.slo import Slo
 from slamon.oracle.builder import ReportBuildError, build_report, period_base_for
 from slamon.oracle.keys import Signer, load_signer
-from slamon.oracle.outbox import Outbox, OutboxError, outbox_dir
+from slamon.oracle.onchain import (
+    Mismatch,
+    OnchainSla,
+    OracleStartError,
+    check_onchain_sla,
+    parse_view,
+)
+from slamon.oracle.outbox import Outbox, OutboxError, domain_outbox_dir
 from slamon.sla.policy import policy_digest_for
 from slamon.sla.result import PeriodResult
 from slamon.store.sqlite import ClosedPeriod, StateStore
@@ -52,9 +59,12 @@ class OracleService:
         self.events = events
         self.config_dir = config_dir
         self.signer: Signer | None = None
-        self.outbox = Outbox(outbox_dir(config))
+        self.outbox = Outbox(domain_outbox_dir(config))
         self.publisher: Any = None
         self._bases: dict[str, int] = {}
+        #: per SLA: the on-chain SLA once read, and the fields that differ from the config
+        self.onchain: dict[str, OnchainSla] = {}
+        self.mismatches: dict[str, list[Mismatch]] = {}
         self._task: asyncio.Task[None] | None = None
         self._backfill_task: asyncio.Task[None] | None = None
         self.signed_total = 0
@@ -75,6 +85,7 @@ class OracleService:
             from slamon.oracle.publisher import Publisher
 
             self.publisher = Publisher(self.cfg, self.signer, self.store, self.log)
+            await self.check_at_start()
             self.publisher.on_confirmed = self._confirmed
             await self.publisher.journal.ensure_schema()
             self._task = asyncio.create_task(self.publisher.run(), name="publisher")
@@ -98,6 +109,8 @@ class OracleService:
         self.config = config
         if config.oracle is not None:
             self.cfg = config.oracle
+        # the digest or schedule may have changed: check the chain again before signing
+        self._bases.clear()
 
     # -- reporting --------------------------------------------------------
     def _reported(self, sla: Sla) -> bool:
@@ -114,24 +127,74 @@ class OracleService:
     def _slo(self, sla: Sla) -> Slo:
         return next(s for s in self.config.slos if s.id == sla.slo)
 
+    async def _read_onchain(self, sla: Sla) -> Any:
+        """getSLA's view; raises on an RPC failure or an unregistered SLA (UnknownSLA)."""
+        return await self.publisher.chain.get_sla(self._onchain_id(sla))
+
+    def _check(self, sla: Sla, view: Any) -> list[Mismatch]:
+        """Compare the on-chain SLA with the config; record, log and expose mismatches."""
+        assert self.signer is not None
+        slo = self._slo(sla)
+        found = check_onchain_sla(
+            view, sla=sla, slo=slo, cfg=self.cfg, signer=self.signer.address,
+            policy_digest=policy_digest_for(sla, slo, self.config),
+        )
+        self.onchain[sla.id] = parse_view(view)
+        before = self.mismatches.get(sla.id)
+        self.mismatches[sla.id] = found
+        if found != before:  # one line per change, not one per backfill round
+            for m in found:
+                self.log.error("oracle_sla_mismatch", sla=sla.id, field=m.field,
+                               onchain=m.onchain, config=m.config)
+        return found
+
+    async def check_at_start(self) -> None:
+        """Check every reported SLA against the chain now, if the chain answers.
+
+        A mismatch (the key not among the signers included) stops start-up with a
+        message; an unreachable chain only defers the check to the first signature.
+        """
+        problems: list[str] = []
+        for sla in self.config.slas:
+            if not self._reported(sla):
+                continue
+            try:
+                view = await self._read_onchain(sla)
+            except Exception as exc:  # unreachable or not registered yet: check later
+                self.log.warning("oracle_sla_check_deferred", sla=sla.id,
+                                 reason=str(exc)[:200])
+                continue
+            for m in self._check(sla, view):
+                if m.field == "signer":
+                    problems.append(f"sla {sla.id!r}: the oracle key {m.config} is not in the "
+                                    f"on-chain signer set [{m.onchain}]")
+                else:
+                    problems.append(f"sla {sla.id!r}: on-chain {m.field} is {m.onchain}, "
+                                    f"the config gives {m.config}")
+        if problems:
+            raise OracleStartError(
+                "the on-chain SLA does not match the config: " + "; ".join(problems)
+            )
+
     async def _period_base(self, sla: Sla) -> int | None:
-        """Slamon's id of the contract's period 0 (config, else asked from the chain)."""
-        if sla.id in self._bases:
+        """Slamon's id of the contract's period 0 (config, else asked from the chain).
+
+        In chain mode the on-chain SLA is checked against the config first: an SLA that
+        differs is never signed (the check is repeated on every backfill round until it
+        passes, so fixing the config or the registration resumes signing).
+        """
+        if sla.id in self._bases and not self.mismatches.get(sla.id):
             return self._bases[sla.id]
         start = self.cfg.schedule_starts.get(sla.id)
-        if start is None and self.publisher is not None:
+        if self.publisher is not None:
             try:
-                row = await self.publisher.chain.contract.functions.getSLA(
-                    self._onchain_id(sla)
-                ).call()
-            except Exception as exc:  # chain down: try again on the next backfill
+                view = await self._read_onchain(sla)
+            except Exception as exc:  # chain down or not registered: try again later
                 self.log.warning("oracle_schedule_unknown", sla=sla.id, reason=str(exc)[:200])
                 return None
-            if int(str(row[0]), 16) == 0:  # provider unset: not registered
-                self.log.error("oracle_sla_not_registered", sla=sla.id,
-                               onchain_id="0x" + self._onchain_id(sla).hex())
+            if self._check(sla, view):
                 return None
-            start = int(row[4])
+            start = int(view[4])
         if start is None:
             self.log.error("oracle_schedule_unknown", sla=sla.id,
                            reason="set oracle.schedule_starts for attest mode")
@@ -161,7 +224,7 @@ class OracleService:
         try:
             report = build_report(
                 sla, slo, record, period_base=base,
-                policy_digest=policy_digest_for(sla, slo), issued_at=int(time.time()),
+                policy_digest=policy_digest_for(sla, slo, self.config), issued_at=int(time.time()),
                 sla_id=self._onchain_id(sla),
             )
         except ReportBuildError as exc:
@@ -238,6 +301,24 @@ class OracleService:
                 self.log.warning("oracle_backfill_failed", reason=str(exc)[:200])
             await asyncio.sleep(BACKFILL_EVERY)
 
+    def sla_note(self, sla_id: str) -> dict[str, Any] | None:
+        """What the API and status page show of the on-chain SLA (None: not read yet)."""
+        onchain = self.onchain.get(sla_id)
+        if onchain is None:
+            return None
+        return {
+            "single_oracle": onchain.single_oracle,
+            "quorum": onchain.quorum,
+            "signers": list(onchain.signers),
+            "schedule_start": onchain.schedule_start,
+            "settlement_window": onchain.settlement_window,
+            "policy_digest": "0x" + onchain.policy_digest.hex(),
+            "mismatches": [
+                {"field": m.field, "onchain": m.onchain, "config": m.config}
+                for m in self.mismatches.get(sla_id, [])
+            ],
+        }
+
     # -- people and metrics ------------------------------------------------
     def _confirmed(self, sla: str, period: int, tx_hash: str, block: int) -> None:
         self.publish_event(
@@ -262,6 +343,15 @@ class OracleService:
         yield CounterMetricFamily(
             "slamon_oracle_errors", "Reports that could not be built", value=self.errors_total
         )
+        mismatch = GaugeMetricFamily(
+            "slamon_oracle_sla_mismatch",
+            "1 while this on-chain SLA field differs from the config (the SLA is not signed)",
+            labels=["sla", "field"],
+        )
+        for sla_id, found in sorted(self.mismatches.items()):
+            for m_ in found:
+                mismatch.add_metric([sla_id, m_.field], 1.0)
+        yield mismatch
         if self.publisher is None:
             return
         m = self.publisher.metrics()

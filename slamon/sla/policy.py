@@ -13,11 +13,16 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from slamon.config.maintenance import MaintenanceWindow
+from slamon.config.root import Config
 from slamon.config.sla import PeriodSpec, Sla
 from slamon.config.slo import Slo
+from slamon.config.targets import Target
 from slamon.util.keccak import keccak256
 
 POLICY_SCHEMA = "slamon.sla-policy/1"
+#: schema 2 adds what each target probes and the maintenance windows (see docs/evidence.md)
+POLICY_SCHEMA_2 = "slamon.sla-policy/2"
 
 
 def period_document(spec: PeriodSpec) -> dict[str, Any]:
@@ -77,9 +82,79 @@ def policy_digest(
     return keccak256(canonical_json(doc))
 
 
-def policy_digest_for(sla: Sla, slo: Slo) -> bytes:
-    """policy_digest with the SLO's objective, targets and SLI; several targets = composite."""
-    return policy_digest(
+def _canonical_value(value: Any) -> Any:
+    """Floats become their shortest round-trip text ("0.2"): the document holds no floats."""
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, dict):
+        return {str(k): _canonical_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical_value(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(_canonical_value(v) for v in value)
+    return value
+
+
+def target_document(target: Target) -> dict[str, Any]:
+    """What a target probes: kind, interval, timeout and its kind's whole spec (URL,
+    method, assertions...), defaults included so a changed default moves the digest.
+
+    Labels are left out (they only name series). Header values and the request body
+    may be credentials and the document is meant to be publishable: only header names
+    are kept, and the body as its keccak256; a heartbeat's token is left out. A CA
+    file is a path on one oracle's machine, which independent oracles need not share:
+    only whether one is set counts."""
+    spec = getattr(target, target.kind)
+    body: dict[str, Any] = {} if spec is None else spec.model_dump(mode="json")
+    for secret in ("token", "token_file"):
+        body.pop(secret, None)
+    if "ca_file" in body:
+        body["ca_file"] = body["ca_file"] is not None
+    if "headers" in body:
+        body["headers"] = sorted(body["headers"])
+    if body.get("body") is not None:
+        body["body"] = "0x" + keccak256(str(body["body"]).encode()).hex()
+    doc: dict[str, Any] = _canonical_value({
+        "id": target.id,
+        "kind": target.kind,
+        "interval": target.interval,
+        "timeout": target.timeout,
+        "spec": body,
+    })
+    return doc
+
+
+def maintenance_document(window: MaintenanceWindow) -> dict[str, Any]:
+    """A window without its description (an edit of the wording changes no verdict)."""
+    doc: dict[str, Any] = _canonical_value(
+        window.model_dump(mode="json", exclude={"description"})
+    )
+    return doc
+
+
+def applicable_maintenance(
+    windows: Sequence[MaintenanceWindow], sla: Sla, targets: Sequence[str]
+) -> list[MaintenanceWindow]:
+    """Windows that can touch this SLA: scope lists are ANDed, an empty list means all."""
+    out = []
+    for w in windows:
+        if w.slas and sla.id not in w.slas:
+            continue
+        if w.targets and not set(w.targets) & set(targets):
+            continue
+        out.append(w)
+    return out
+
+
+def policy_digest_for(sla: Sla, slo: Slo, config: Config | None = None) -> bytes:
+    """policy_digest with the SLO's objective, targets and SLI; several targets = composite.
+
+    With the config (what the daemon, the tracker and registration pass), the document
+    also holds each target's definition and the maintenance windows that apply
+    (schema 2): a report then commits to what was probed and what was excused, not only
+    to target ids. Without it, schema 1 (kept for callers that only have the SLA).
+    """
+    doc = policy_document(
         sla,
         slo.objective,
         slo.targets,
@@ -87,3 +162,13 @@ def policy_digest_for(sla: Sla, slo: Slo) -> bytes:
         sli=slo.sli,
         latency_threshold=slo.latency_threshold,
     )
+    if config is not None:
+        by_id = {t.id: t for t in config.targets}
+        doc["schema"] = POLICY_SCHEMA_2
+        doc["target_specs"] = [target_document(by_id[t]) for t in sorted(slo.targets)
+                               if t in by_id]
+        windows = applicable_maintenance(config.maintenance, sla, slo.targets)
+        doc["maintenance_windows"] = sorted(
+            (maintenance_document(w) for w in windows), key=canonical_json
+        )
+    return keccak256(canonical_json(doc))

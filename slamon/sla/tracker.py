@@ -118,7 +118,7 @@ class SlaTracker:
                 parts=parts,
                 resolution=sla.resolution_s,
                 grace=effective_grace(sla, parts, self.flush_interval),
-                digest=policy_digest_for(sla, slo),
+                digest=policy_digest_for(sla, slo, config),
                 last_closed=last_closed,
                 first_period=first,
             )

@@ -100,6 +100,49 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             "CREATE INDEX incident_updates_by_incident ON incident_updates(incident, id)",
         ),
     ),
+    Migration(
+        4,
+        (
+            # The oracle journal is keyed by the EIP-712 domain too ("<chain id>:<contract>",
+            # lower case): a daemon pointed at a new contract or chain must neither take the
+            # old contract's reports as sent nor send them to the new one. Existing rows get
+            # the domain their signed payload names; skipped rows (no payload domain) get ''
+            # and are simply judged again under the new key.
+            """CREATE TABLE reports_v4(
+                domain TEXT NOT NULL,
+                sla TEXT NOT NULL, period INTEGER NOT NULL, signer TEXT NOT NULL,
+                state TEXT NOT NULL, payload TEXT NOT NULL, signature BLOB,
+                tx_hash TEXT, nonce INTEGER, block INTEGER, reason TEXT,
+                attempts INTEGER NOT NULL DEFAULT 0, updated_at REAL NOT NULL,
+                PRIMARY KEY(domain, sla, period, signer)) WITHOUT ROWID""",
+            """INSERT INTO reports_v4 SELECT
+                CASE WHEN json_valid(payload)
+                          AND json_extract(payload, '$.chainId') IS NOT NULL
+                          AND json_extract(payload, '$.contract') IS NOT NULL
+                     THEN json_extract(payload, '$.chainId') || ':'
+                          || lower(json_extract(payload, '$.contract'))
+                     ELSE '' END,
+                sla, period, signer, state, payload, signature, tx_hash, nonce, block,
+                reason, attempts, updated_at
+              FROM reports""",
+            "DROP TABLE reports",
+            "ALTER TABLE reports_v4 RENAME TO reports",
+            """CREATE TABLE oracle_txs_v4(
+                domain TEXT NOT NULL,
+                sla TEXT NOT NULL, period INTEGER NOT NULL, signer TEXT NOT NULL,
+                tx_hash TEXT NOT NULL, nonce INTEGER NOT NULL, max_fee INTEGER NOT NULL,
+                priority_fee INTEGER NOT NULL, gas INTEGER NOT NULL, sent_at REAL NOT NULL,
+                PRIMARY KEY(domain, sla, period, signer, tx_hash)) WITHOUT ROWID""",
+            """INSERT INTO oracle_txs_v4 SELECT
+                COALESCE((SELECT r.domain FROM reports r WHERE r.sla = t.sla
+                          AND r.period = t.period AND r.signer = t.signer), ''),
+                t.sla, t.period, t.signer, t.tx_hash, t.nonce, t.max_fee, t.priority_fee,
+                t.gas, t.sent_at
+              FROM oracle_txs t""",
+            "DROP TABLE oracle_txs",
+            "ALTER TABLE oracle_txs_v4 RENAME TO oracle_txs",
+        ),
+    ),
 )
 
 #: the schema a file has once every migration ran (``PRAGMA user_version``)

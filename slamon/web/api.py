@@ -42,6 +42,8 @@ MAX_PERIOD = 2**53
 
 TrackerGetter = Callable[[], "SlaTracker | None"]
 Clock = Callable[[], float]
+#: sla id -> the on-chain SLA as the oracle read it (slamon.oracle.service.sla_note)
+OnchainGetter = Callable[[str], "dict[str, Any] | None"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -83,9 +85,11 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 class Api:
     """Request handlers; state is read per request from the tracker and its store."""
 
-    def __init__(self, tracker: TrackerGetter, clock: Clock = time.time) -> None:
+    def __init__(self, tracker: TrackerGetter, clock: Clock = time.time,
+                 onchain: OnchainGetter | None = None) -> None:
         self._tracker = tracker
         self._clock = clock
+        self._onchain = onchain
         self._provisional: dict[tuple[str, int], tuple[float, PeriodResult]] = {}
 
     # -- helpers ------------------------------------------------------------
@@ -155,6 +159,9 @@ class Api:
                 "min_valid_samples": sla.min_valid_samples,
             },
             "policy_digest": hex0x(rt.digest),
+            # the SLA as registered on-chain (oracle, chain mode, once read): single-oracle
+            # SLAs have no fault tolerance, and fields that differ stop this daemon signing
+            "onchain": None if self._onchain is None else self._onchain(sla.id),
             "first_period": rt.first_period,
             "last_closed_period": rt.last_closed if rt.last_closed >= rt.first_period else None,
         }
@@ -342,10 +349,10 @@ def evidence_with_proofs(rt: _SlaRuntime, cp: ClosedPeriod, leaves: list[Leaf]) 
 
 
 def api_routes(
-    tracker: TrackerGetter, clock: Clock = time.time
+    tracker: TrackerGetter, clock: Clock = time.time, onchain: OnchainGetter | None = None
 ) -> Callable[[web.Application], None]:
     """`extra_routes` for slamon.server.build_app."""
-    api = Api(tracker, clock)
+    api = Api(tracker, clock, onchain)
 
     def add(app: web.Application) -> None:
         app.middlewares.append(json_errors)

@@ -242,8 +242,24 @@ class StatusData:
                     "evidence_root": "0x" + last.evidence_root.hex(),
                 },
                 "last_report": report,
+                # the on-chain SLA as the oracle read it (None without one): single-oracle
+                # SLAs and fields that differ from the config are shown on the page
+                "onchain": self._onchain(sla_id),
             })
         return out
+
+    def _onchain(self, sla_id: str) -> dict[str, Any] | None:
+        note = getattr(self.source, "onchain_note", None)  # sources without an oracle
+        if note is None:
+            return None
+        found: dict[str, Any] | None = note(sla_id)
+        if found is None:
+            return None
+        # no signer addresses or digests on the public page: what kind of SLA it is
+        # and which fields differ is what a customer needs
+        return {"single_oracle": found["single_oracle"], "quorum": found["quorum"],
+                "signers": len(found["signers"]),
+                "mismatches": [m["field"] for m in found["mismatches"]]}
 
     def explorer_url(self, tx_hash: str | None) -> str | None:
         if tx_hash is None or self.cfg.explorer_tx_url is None:

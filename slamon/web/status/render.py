@@ -108,9 +108,21 @@ def _sla_rows(slo: dict[str, Any]) -> str:
                     if report["url"] else f"<code>{tx}</code>")
             rep_text = f'period {esc(report["period"])}: {link}'
         pct = round(s["progress"] * 100, 1)
+        onchain = s.get("onchain")
+        note = ""
+        if onchain is not None:
+            if onchain["single_oracle"]:
+                note += ('<div class="single-oracle">single oracle: one signer, '
+                         "no fault tolerance</div>")
+            else:
+                note += (f'<div class="muted">{esc(onchain["quorum"])} of '
+                         f'{esc(onchain["signers"])} oracles</div>')
+            if onchain["mismatches"]:
+                note += ('<div class="mismatch">on-chain terms differ from this monitor\'s '
+                         f'config ({esc(", ".join(onchain["mismatches"]))}): not signed</div>')
         rows.append(
             f'<tr class="sla" data-sla="{esc(s["id"])}"><td>{esc(s["id"])}'
-            f'<div class="muted">{esc(s["description"])}</div></td>'
+            f'<div class="muted">{esc(s["description"])}</div>{note}</td>'
             f'<td><span class="progress"><span style="width:{pct}%"></span></span> {pct}%'
             f'<div class="muted">period {esc(s["period"])}, ends {esc(s["period_end"])}</div></td>'
             f'<td>{fmt_pct(s["sli"])} / {fmt_pct(s["objective"])}</td>'

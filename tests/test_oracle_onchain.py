@@ -1,0 +1,326 @@
+"""The daemon checks the on-chain SLA against its config before it signs (real anvil).
+
+And the policy digest commits to each target's definition and the maintenance windows.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+from eth_account import Account
+from structlog.testing import capture_logs
+
+from slamon.chain.tx import deploy_contract, register_sla, sla_params
+from slamon.config.loader import load_config
+from slamon.config.root import Config
+from slamon.oracle.onchain import OracleStartError
+from slamon.oracle.service import OracleService
+from slamon.sla.policy import policy_digest_for
+from slamon.store.sqlite import StateStore
+from tests.chain_helpers import AnvilNode
+
+pytestmark = pytest.mark.timeout(60)
+
+KEY_ENV = "SLAMON_TEST_ONCHAIN_KEY"
+
+
+def write_config(path: Path, *, url: str = "http://127.0.0.1:9/ok", contract: str,
+                 rpc_url: str, provider: str, maintenance: str = "",
+                 description: str = "", port: int = 0) -> Config:
+    path.write_text(textwrap.dedent(f"""
+        server: {{listen: "127.0.0.1:{port}"}}
+        status_page: {{enabled: true}}
+        state: {{path: "{path.parent / 'state.sqlite3'}"}}
+        targets:
+          - {{id: web, kind: http, interval: 1s, timeout: 500ms, http: {{url: "{url}"}}}}
+        slos:
+          - {{id: web-slo, targets: [web], objective: 0.9, window: 1h}}
+        slas:
+          - id: gold
+            slo: web-slo
+            period: {{kind: fixed, length: 1m, anchor: 0}}
+            min_valid_samples: 5
+        oracle:
+          mode: chain
+          key: {{dev_key_env: {KEY_ENV}}}
+          chain_id: 31337
+          contract: "{contract}"
+          rpc_url: "{rpc_url}"
+          provider: "{provider}"
+    """) + maintenance.replace("DESC", description))
+    return load_config(path)
+
+
+MAINTENANCE = textwrap.dedent("""
+    maintenance:
+      - kind: once
+        once: {start: "2030-01-01T00:00:00Z", end: "2030-01-01T01:00:00Z"}
+        description: "DESC"
+""")
+
+
+@pytest.fixture(autouse=True)
+def _captured_logs() -> Iterator[None]:
+    """Log calls go to a list, not to a stream that an earlier test's capture closed."""
+    with capture_logs():
+        yield
+
+
+@pytest.fixture
+def node() -> Iterator[AnvilNode]:
+    with AnvilNode.start() as n:
+        yield n
+
+
+def _register(node: AnvilNode, config: Config, signers: list[str],
+              single_oracle: bool = False) -> None:
+    w3 = node.web3()
+    assert config.oracle is not None
+    params, _ = sla_params(config, "gold", signers=signers, quorum=1, team=signers[0],
+                           beneficiaries=[signers[0]], weights=[1], now=time.time(),
+                           single_oracle=single_oracle)
+    register_sla(w3, config.oracle.contract, node.keys[0], params)
+
+
+async def _start(config: Config, store: StateStore, key: str,
+                 monkeypatch: pytest.MonkeyPatch) -> OracleService:
+    monkeypatch.setenv(KEY_ENV, key)
+    svc = OracleService(config, store, structlog.get_logger())
+    await svc.start()
+    return svc
+
+
+async def test_matching_sla_starts_and_mismatches_stop_start(
+    node: AnvilNode, tmp_path: Path, store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w3 = node.web3()
+    provider = Account.from_key(node.keys[0]).address
+    address = deploy_contract(w3, node.keys[0])
+    signer_key = node.keys[7]
+    signer = Account.from_key(signer_key).address
+    good = write_config(tmp_path / "a.yaml", contract=address, rpc_url=node.url,
+                        provider=provider)
+    _register(node, good, [signer])
+
+    svc = await _start(good, store, signer_key, monkeypatch)
+    try:
+        assert svc.mismatches == {"gold": []}
+        assert svc.onchain["gold"].single_oracle is False
+    finally:
+        await svc.stop()
+
+    # the key is not a signer: a clear error at start, naming the field and both sides
+    other_key = node.keys[8]
+    with capture_logs() as logs, pytest.raises(OracleStartError) as err:
+        await _start(good, store, other_key, monkeypatch)
+    assert "not in the on-chain signer set" in str(err.value)
+    assert signer in str(err.value)
+    assert other_key[2:] not in str(err.value)
+    lines = [e for e in logs if e["event"] == "oracle_sla_mismatch"]
+    assert [(e["sla"], e["field"]) for e in lines] == [("gold", "signer")]
+    assert all(other_key[2:] not in str(e) for e in logs)
+
+    # another URL for the target: another policy digest than the registered one
+    moved = write_config(tmp_path / "b.yaml", url="http://127.0.0.1:9/elsewhere",
+                         contract=address, rpc_url=node.url, provider=provider)
+    with capture_logs() as logs, pytest.raises(OracleStartError) as err:
+        await _start(moved, store, signer_key, monkeypatch)
+    assert "policy_digest" in str(err.value)
+    [line] = [e for e in logs if e["event"] == "oracle_sla_mismatch"]
+    assert line["field"] == "policy_digest"
+    assert line["onchain"] == "0x" + policy_digest_for(
+        good.slas[0], good.slos[0], good).hex()
+    assert line["config"] == "0x" + policy_digest_for(
+        moved.slas[0], moved.slos[0], moved).hex()
+
+
+async def test_unreachable_chain_defers_the_check_to_the_first_signature(
+    node: AnvilNode, tmp_path: Path, store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w3 = node.web3()
+    provider = Account.from_key(node.keys[0]).address
+    address = deploy_contract(w3, node.keys[0])
+    signer_key = node.keys[7]
+    signer = Account.from_key(signer_key).address
+    good = write_config(tmp_path / "a.yaml", contract=address, rpc_url=node.url,
+                        provider=provider)
+    _register(node, good, [signer])
+    # the daemon is configured with another URL than the registered policy, and starts
+    # while the chain is unreachable: start succeeds, no signature, mismatch recorded
+    dead = write_config(tmp_path / "b.yaml", url="http://127.0.0.1:9/elsewhere",
+                        contract=address, rpc_url="http://127.0.0.1:9", provider=provider)
+    svc = await _start(dead, store, signer_key, monkeypatch)
+    try:
+        assert svc.mismatches == {}
+        assert await svc._period_base(dead.slas[0]) is None  # chain down: nothing signed
+    finally:
+        await svc.stop()
+    # the chain is back: the first signature checks first, and refuses
+    assert dead.oracle is not None
+    back = dead.model_copy(update={"oracle": dead.oracle.model_copy(
+        update={"rpc_url": node.url})})
+    svc = OracleService(back, store, structlog.get_logger())
+    monkeypatch.setenv(KEY_ENV, signer_key)
+    svc.load_key()
+    from slamon.oracle.publisher import Publisher
+
+    assert svc.signer is not None
+    assert back.oracle is not None
+    svc.publisher = Publisher(back.oracle, svc.signer, store, structlog.get_logger())
+    try:
+        with capture_logs() as logs:
+            assert await svc._period_base(back.slas[0]) is None
+        assert [m.field for m in svc.mismatches["gold"]] == ["policy_digest"]
+        assert [e["field"] for e in logs if e["event"] == "oracle_sla_mismatch"] == [
+            "policy_digest"]
+        text = "".join(_metric_lines(svc))
+        assert 'slamon_oracle_sla_mismatch{field="policy_digest",sla="gold"} 1.0' in text
+        assert await svc.backfill() == 0  # nothing signed while it differs
+    finally:
+        await svc.publisher.chain.close()
+
+
+def _metric_lines(svc: OracleService) -> list[str]:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    class _C:
+        def collect(self):  # type: ignore[no-untyped-def]
+            return svc.metrics()
+
+    reg = CollectorRegistry()
+    reg.register(_C())  # type: ignore[arg-type]
+    return [generate_latest(reg).decode()]
+
+
+def test_run_exits_nonzero_without_traceback_when_key_is_not_a_signer(
+    node: AnvilNode, tmp_path: Path
+) -> None:
+    import subprocess
+
+    w3 = node.web3()
+    provider = Account.from_key(node.keys[0]).address
+    address = deploy_contract(w3, node.keys[0])
+    config = write_config(tmp_path / "a.yaml", contract=address, rpc_url=node.url,
+                          provider=provider)
+    _register(node, config, [Account.from_key(node.keys[7]).address])
+    proc = subprocess.run(
+        [sys.executable, "-m", "slamon", "run", "-c", str(tmp_path / "a.yaml")],
+        env={**os.environ, KEY_ENV: node.keys[8]}, capture_output=True, timeout=40,
+    )
+    err = proc.stderr.decode()
+    assert proc.returncode != 0
+    assert "Traceback" not in err
+    assert "not in the on-chain signer set" in err
+    assert node.keys[8][2:] not in err + proc.stdout.decode()
+
+
+@pytest.mark.parametrize("change,moves", [
+    ({"url": "http://127.0.0.1:9/other"}, True),
+    ({"maintenance": MAINTENANCE}, True),
+    ({"maintenance": MAINTENANCE.replace("01:00:00Z", "02:00:00Z")}, True),
+    ({"maintenance": MAINTENANCE, "description": "new wording"}, False),
+])
+def test_policy_digest_covers_target_definitions_and_maintenance(
+    tmp_path: Path, change: dict[str, str], moves: bool
+) -> None:
+    addr = "0x" + "11" * 20
+    base_kw: dict[str, str] = {"contract": addr, "rpc_url": "http://127.0.0.1:9",
+                               "provider": addr}
+    if "description" in change:  # compare against the same window, other wording
+        base_kw["maintenance"] = MAINTENANCE
+    base = write_config(tmp_path / "base.yaml", **base_kw)
+    changed = write_config(tmp_path / "changed.yaml", **{**base_kw, **change})
+    d1 = policy_digest_for(base.slas[0], base.slos[0], base)
+    d2 = policy_digest_for(changed.slas[0], changed.slos[0], changed)
+    assert (d1 != d2) is moves
+
+
+async def test_single_oracle_sla_is_shown_on_the_api_and_status_page(
+    node: AnvilNode, tmp_path: Path
+) -> None:
+    import asyncio
+    import signal
+
+    import aiohttp
+
+    from tests.misbehaving import free_port
+
+    w3 = node.web3()
+    provider = Account.from_key(node.keys[0]).address
+    address = deploy_contract(w3, node.keys[0])
+    signer = Account.from_key(node.keys[7]).address
+    port = free_port()
+    config = write_config(tmp_path / "a.yaml", contract=address, rpc_url=node.url,
+                          provider=provider, port=port)
+    _register(node, config, [signer], single_oracle=True)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "slamon", "run", "-c", str(tmp_path / "a.yaml"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, KEY_ENV: node.keys[7]},
+    )
+    try:
+        async with aiohttp.ClientSession() as session, asyncio.timeout(30):
+            while True:
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/api/v1/slas/gold") as r:
+                        doc = await r.json()
+                    # the server answers before the oracle has read the chain
+                    if r.status == 200 and doc["onchain"] is not None:
+                        break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.2)
+            assert doc["onchain"]["single_oracle"] is True
+            assert doc["onchain"]["quorum"] == 1
+            assert doc["onchain"]["signers"] == [signer]
+            assert doc["onchain"]["mismatches"] == []
+            async with session.get(f"http://127.0.0.1:{port}/status") as r:
+                page = await r.text()
+            assert "single oracle: one signer, no fault tolerance" in page
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 15)
+    assert proc.returncode == 0, err.decode()[-2000:]
+
+
+def test_outbox_is_one_directory_per_chain_and_contract(tmp_path: Path) -> None:
+    from slamon.oracle.outbox import domain_outbox_dir
+
+    a, b = "0x" + "11" * 20, "0x" + "22" * 20
+    cfg = write_config(tmp_path / "a.yaml", contract=a, rpc_url="http://127.0.0.1:9",
+                       provider=a)
+    other = write_config(tmp_path / "b.yaml", contract=b, rpc_url="http://127.0.0.1:9",
+                         provider=a)
+    assert cfg.oracle is not None
+    chain1 = cfg.model_copy(update={"oracle": cfg.oracle.model_copy(update={"chain_id": 1})})
+    dirs = {domain_outbox_dir(c) for c in (cfg, other, chain1)}
+    assert len(dirs) == 3
+    assert domain_outbox_dir(cfg).name == f"31337-{a}"
+
+
+def test_target_document_holds_no_secret_and_no_local_path() -> None:
+    """The policy document is publishable and shared by independent oracles: a
+    heartbeat token never enters it, header values and the body only as a hash, and
+    a CA file counts as set or not, whatever its path on one machine."""
+    from slamon.config.targets import Target
+    from slamon.sla.policy import canonical_json, target_document
+
+    beat = Target.model_validate({"id": "cron", "kind": "heartbeat", "interval": 60,
+                                  "heartbeat": {"token": "s3cr3t-token-value-123456"}})
+    assert b"s3cr3t" not in canonical_json(target_document(beat))
+    http = {"id": "w", "kind": "http", "interval": 10, "timeout": 2,
+            "http": {"url": "https://127.0.0.1/", "headers": {"Authorization": "Bearer xyz"},
+                     "ca_file": "/etc/ssl/a.pem"}}
+    doc = canonical_json(target_document(Target.model_validate(http)))
+    assert b"xyz" not in doc and b"Authorization" in doc
+    other = {**http, "http": {**http["http"], "ca_file": "/srv/b.pem"}}  # type: ignore[dict-item]
+    assert canonical_json(target_document(Target.model_validate(other))) == doc
+    none = {**http, "http": {**http["http"], "ca_file": None}}  # type: ignore[dict-item]
+    assert canonical_json(target_document(Target.model_validate(none))) != doc
