@@ -247,9 +247,16 @@ class MisbehavingHttpServer:
         await resp.prepare(request)
         chunk = b"y" * 65536
         sent = 0
+        # ?first=TEXT: the body starts with TEXT (a marker), ?last=TEXT: ends with it
+        first = request.query.get("first", "").encode()
+        last = request.query.get("last", "").encode()
         with contextlib.suppress(ConnectionError):
             while sent < size:
                 part = chunk[: size - sent]
+                if sent == 0 and first:
+                    part = first + part[len(first):]
+                if sent + len(part) >= size and last:
+                    part = part[: len(part) - len(last)] + last
                 await resp.write(part)
                 sent += len(part)
         return resp

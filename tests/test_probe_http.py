@@ -175,17 +175,37 @@ async def test_timeout_within_budget(
     assert "connect" in r.phases
 
 
+@pytest.mark.parametrize("path", ["/big", "/big-cl"])
+async def test_page_larger_than_body_limit_is_up(
+    misbehaving_http: MisbehavingHttpServer, path: str
+) -> None:
+    """A 5 MB page whose first bytes hold the marker is up, as for a browser, curl and
+    blackbox_exporter: the assertions see the first body_limit bytes, the rest is read
+    to the end of the response and dropped."""
+    size = 5_000_000
+    url = misbehaving_http.url(f"{path}?size={size}&first=MARKER&last=TAIL")
+    r = await run(url, timeout=5, body_contains=["MARKER"])
+    assert r.ok, r
+    assert r.body_bytes == size  # read to the end: the response completed
+    # the tail lies past body_limit (1 MiB): not what the assertions see
+    r = await run(url, timeout=5, body_contains=["TAIL"])
+    failed(r, FailureReason.BODY)
+    r = await run(url, timeout=5, body_contains=["TAIL"], body_limit="5MB")
+    assert r.ok, r
+
+
 async def test_huge_body_chunked_is_too_large(misbehaving_http: MisbehavingHttpServer) -> None:
-    r = await run(misbehaving_http.url("/big"), timeout=5, body_limit="1MiB")
+    r = await run(misbehaving_http.url("/big"), timeout=5, max_body_size="1MiB")
     failed(r, FailureReason.TOO_LARGE)
+    assert r.detail == "body larger than max_body_size 1MiB"
     assert r.duration < 2
     assert 1024 * 1024 < r.body_bytes <= 1024 * 1024 + 65536
 
 
 async def test_huge_content_length_is_too_large(misbehaving_http: MisbehavingHttpServer) -> None:
-    r = await run(misbehaving_http.url("/big-cl"), timeout=5, body_limit="1MiB")
+    r = await run(misbehaving_http.url("/big-cl"), timeout=5, max_body_size="1MiB")
     failed(r, FailureReason.TOO_LARGE)
-    assert "Content-Length 50000000" in r.detail
+    assert "Content-Length 50000000" in r.detail and "max_body_size" in r.detail
     assert r.duration < 1
 
 
@@ -426,7 +446,8 @@ def _probe_cycles(garbage: list[object]) -> list[str]:
         ("/reset", {}),
         ("/hang", {}),
         ("/redirect/2", {}),
-        ("/big", {"body_limit": 1000}),
+        ("/big", {"max_body_size": 1000}),
+        ("/big?size=200000", {"body_limit": 1000}),
         ("refused", {}),
     ],
 )
@@ -452,5 +473,6 @@ async def test_probes_leave_no_reference_cycles(
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
-    assert results[0].ok == (path in ("/ok", "/redirect/2") and not extra), results[0]
+    up = (path in ("/ok", "/redirect/2") and not extra) or path == "/big?size=200000"
+    assert results[0].ok == up, results[0]
     assert leaked == [], leaked

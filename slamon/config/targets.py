@@ -123,7 +123,10 @@ class HttpSpec(Strict):
     ca_file: str | None = None
     #: TLS certificate expiry below this marks the probe failed (reason tls); None = only report it
     min_cert_validity: Duration | None = None
+    #: the body assertions see this much of the body; the rest is read and dropped
     body_limit: Size = 1024 * 1024
+    #: a body (as sent) larger than this fails the probe, reason too_large; None: any size
+    max_body_size: Size | None = None
     ip_family: Literal["any", "ipv4", "ipv6"] = "any"
     #: open a new connection for each probe: reachability is what is measured
     fresh_connection: bool = True
@@ -172,10 +175,10 @@ class HttpSpec(Strict):
                              "the key")
         return value
 
-    @field_validator("body_limit")
+    @field_validator("body_limit", "max_body_size")
     @classmethod
-    def _limit(cls, value: int) -> int:
-        if value < 1:
+    def _limit(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
             raise ValueError("must be at least 1 byte")
         return value
 

@@ -252,13 +252,10 @@ def _http_module(raw: dict[str, Any], loc: Loc, source: str, problems: _Problems
                 size = parse_size(value)
             except ValueError:
                 notes.append(f"http.body_size_limit: {inline(value)}: not a size slamon reads "
-                             "(B, KB, KiB, MB, MiB, GB, GiB); slamon's body_limit stays 1MiB")
+                             "(B, KB, KiB, MB, MiB, GB, GiB); no max_body_size set")
                 continue
-            if size == 0:
-                notes.append("http.body_size_limit: 0 (no limit): slamon always limits the "
-                             "body; body_limit stays at its default, 1MiB")
-            else:
-                spec["body_limit"] = size
+            if size:  # 0 is blackbox's "no limit", slamon's default too
+                spec["max_body_size"] = size
         elif key in ("follow_redirects", "no_follow_redirects"):
             if not isinstance(value, bool):
                 problems.add(source, at, "must be true or false")

@@ -187,8 +187,10 @@ class _HttpProtocol(asyncio.Protocol):
         "headers_done",
         "informational",
         "keep_body",
+        "kept",
         "limit",
         "location",
+        "max_size",
         "parser",
         "status",
         "stop_at",
@@ -202,13 +204,18 @@ class _HttpProtocol(asyncio.Protocol):
         limit: int,
         keep_body: bool,
         stop_at: frozenset[int],
+        max_size: int | None = None,
     ) -> None:
         self.done: asyncio.Future[None] = loop.create_future()
         # made on connect: a protocol whose connection is refused then holds no cycle
         self.parser: httptools.HttpResponseParser | None = None
         self.transport: asyncio.BaseTransport | None = None
         self.head = head
+        #: body bytes kept for the assertions; the rest is read and dropped
         self.limit = limit
+        #: max_body_size: a body larger than this fails the probe (None: any size)
+        self.max_size = max_size
+        self.kept = 0
         self.keep_body = keep_body
         self.stop_at = stop_at
         self.status = 0
@@ -241,7 +248,8 @@ class _HttpProtocol(asyncio.Protocol):
             if self.done.done():
                 return
             if isinstance(exc.__context__, _TooLarge):
-                self._fail(FailureReason.TOO_LARGE, f"body larger than {_size(self.limit)}")
+                self._fail(FailureReason.TOO_LARGE,
+                           f"body larger than max_body_size {_size(self.max_size or 0)}")
             else:
                 self._fail(FailureReason.OTHER, f"malformed HTTP response: {exc}")
         except httptools.HttpParserUpgrade:
@@ -285,10 +293,10 @@ class _HttpProtocol(asyncio.Protocol):
         if self.head or status in self.stop_at:
             self._finish()
             return
-        if length > self.limit:
+        if self.max_size is not None and length > self.max_size:
             self._fail(
                 FailureReason.TOO_LARGE,
-                f"Content-Length {length} larger than {_size(self.limit)}",
+                f"Content-Length {length} larger than max_body_size {_size(self.max_size)}",
             )
             return
         self.eof_body = length < 0 and not chunked and status not in _NO_BODY_CODES
@@ -296,9 +304,14 @@ class _HttpProtocol(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         n = self.body_bytes + len(body)
         self.body_bytes = n
-        if n > self.limit:
+        if self.max_size is not None and n > self.max_size:
             raise _TooLarge
-        if self.keep_body:
+        # a browser shows a page larger than body_limit: the assertions see its first
+        # body_limit bytes and the rest is read to the end and dropped
+        if self.keep_body and self.kept < self.limit:
+            if self.kept + len(body) > self.limit:
+                body = body[: self.limit - self.kept]
+            self.kept += len(body)
             self.chunks.append(body)
 
     def on_message_complete(self) -> None:
@@ -403,7 +416,8 @@ async def _exchange(
     head = hop.method == "HEAD"
 
     def factory() -> _HttpProtocol:
-        return _HttpProtocol(loop, head, spec.body_limit, prep.keep_body, prep.stop_at)
+        return _HttpProtocol(loop, head, spec.body_limit, prep.keep_body, prep.stop_at,
+                             spec.max_body_size)
 
     transport, proto = await connect(loop, factory, addrs, hop.port, clock, st.transports.append)
     st.proto = proto
@@ -453,11 +467,8 @@ def _decode_body(proto: _HttpProtocol, limit: int) -> bytes:
             out = zlib.decompressobj(wbits).decompress(body, limit + 1)
         except zlib.error:
             continue
-        if len(out) > limit:
-            raise ProbeError(
-                FailureReason.TOO_LARGE, f"decompressed body larger than {_size(limit)}"
-            )
-        return out
+        # the assertions see the first `limit` decompressed bytes, as of a plain body
+        return out[:limit]
     raise ProbeError(FailureReason.OTHER, f"cannot decode {enc.decode('latin-1')} body")
 
 
