@@ -295,7 +295,8 @@ class MisbehavingHttpServer:
         )
 
 
-RawMode = Literal["banner", "silent", "reset", "close", "garbage", "flood", "http-eof"]
+RawMode = Literal["banner", "silent", "reset", "close", "garbage", "flood", "http-eof",
+                  "reply"]
 
 
 class RawTcpServer:
@@ -306,12 +307,14 @@ class RawTcpServer:
     reset: accept then RST; close: accept then FIN;
     garbage: read a request, answer non-HTTP bytes and close;
     flood: send bytes forever without a newline;
-    http-eof: HTTP/1.0 answer without Content-Length, body ends at close.
+    http-eof: HTTP/1.0 answer without Content-Length, body ends at close;
+    reply: read a request, answer the bytes in `reply` as they are, and close.
     """
 
     def __init__(self, mode: RawMode = "banner", ssl_context: ssl.SSLContext | None = None) -> None:
         self.mode: RawMode = mode
         self.banner = b"220 slamon-test ESMTP ready\r\n"
+        self.reply = b""
         self.ssl_context = ssl_context
         self.port = 0
         self.connections = 0
@@ -375,6 +378,11 @@ class RawTcpServer:
         elif mode == "http-eof":
             await reader.readuntil(b"\r\n\r\n")
             writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nOK until EOF")
+            await writer.drain()
+            writer.close()
+        elif mode == "reply":
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(self.reply)
             await writer.drain()
             writer.close()
         elif mode == "flood":

@@ -151,6 +151,48 @@ async def test_reset(misbehaving_http: MisbehavingHttpServer, path: str) -> None
     failed(await run(misbehaving_http.url(path)), FailureReason.RESET)
 
 
+@pytest.mark.parametrize(("reply", "header"), [
+    # bare LF line endings, as some embedded servers and CGI scripts send
+    (b"HTTP/1.1 200 OK\nContent-Length: 9\nX-App: shop\n\nHEALTHY\r\n", b"shop"),
+    # CRLF and bare LF mixed
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 9\nX-App: shop\r\n\r\nHEALTHY\r\n", b"shop"),
+    # obsolete header folding (RFC 9112 5.2): the value continues on the next line
+    (b"HTTP/1.1 200 OK\r\nX-App: shop\r\n  front\r\nContent-Length: 9\r\n\r\nHEALTHY\r\n",
+     b"shop  front"),
+])
+async def test_lenient_where_browsers_are(raw_tcp: RawTcpServer, reply: bytes,
+                                          header: bytes) -> None:
+    """Bare LF and obs-fold responses are up for browsers, curl and blackbox_exporter:
+    up here too, and the headers read as they meant."""
+    raw_tcp.set_mode("reply")
+    raw_tcp.reply = reply
+    url = f"http://127.0.0.1:{raw_tcp.port}/"
+    r = await run(url, body_contains=["HEALTHY"])
+    assert r.ok, r
+    r = await run(url, header_matches=[{"name": "X-App", "regex": f"^{header.decode()}$"}])
+    assert r.ok, r
+
+
+@pytest.mark.parametrize(("reply", "why"), [
+    # two different lengths: which body is it? (response splitting / smuggling)
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nContent-Length: 9\r\n\r\nHEALTHY\r\n",
+     "Content-Length"),
+    # a length and chunked at once
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"7\r\nHEALTHY\r\n0\r\n\r\n", "Transfer-Encoding"),
+    # an invalid chunk size
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nHEALTHY\r\n0\r\n\r\n",
+     "chunk size"),
+])
+async def test_strict_where_ambiguity_is_dangerous(raw_tcp: RawTcpServer, reply: bytes,
+                                                   why: str) -> None:
+    raw_tcp.set_mode("reply")
+    raw_tcp.reply = reply
+    r = await run(f"http://127.0.0.1:{raw_tcp.port}/", body_contains=["HEALTHY"])
+    failed(r, FailureReason.OTHER)
+    assert "malformed" in r.detail and why in r.detail, r.detail
+
+
 async def test_malformed_http_is_other(raw_tcp: RawTcpServer) -> None:
     raw_tcp.set_mode("garbage")
     r = await run(f"http://127.0.0.1:{raw_tcp.port}/")

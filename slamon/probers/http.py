@@ -234,7 +234,12 @@ class _HttpProtocol(asyncio.Protocol):
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
-        self.parser = httptools.HttpResponseParser(self)
+        parser = self.parser = httptools.HttpResponseParser(self)
+        # parse as browsers and curl do where nothing is ambiguous: bare LF line endings
+        # and obsolete header folding are accepted; duplicate or conflicting lengths and
+        # bad chunk sizes stay errors (llhttp keeps those strict whatever these say)
+        parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True,
+                                        lenient_headers=True)
 
     def data_received(self, data: bytes) -> None:
         parser = self.parser
