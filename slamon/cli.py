@@ -194,6 +194,10 @@ def _cmd_probe(args: argparse.Namespace) -> int:
             http["body_contains"] = args.contains
         if args.ca_file:
             http["ca_file"] = args.ca_file
+        if args.cert:
+            http["cert_file"] = args.cert
+        if args.key:
+            http["key_file"] = args.key
         if args.no_follow:
             http["follow_redirects"] = False
         if args.max_time:
@@ -512,6 +516,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
     p.add_argument("--ca-file", help="CA bundle for TLS verification (http, grpc?tls=1, "
                                      "tcp with tls or starttls)")
+    p.add_argument("--cert", metavar="FILE",
+                   help="http: client certificate (PEM) for a server that requires one")
+    p.add_argument("--key", metavar="FILE", help="http: its private key (PEM), if not in --cert")
     p.add_argument("--no-follow", action="store_true", help="do not follow redirects")
     p.set_defaults(func=_cmd_probe)
 

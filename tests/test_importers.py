@@ -187,6 +187,18 @@ def test_blackbox_literal_dollar_brace_survives() -> None:
     assert http is not None and http.headers == {"X-T": "a${1}b"}
 
 
+def test_blackbox_client_certificate_and_body_size_limit() -> None:
+    bb = ("modules:\n  m:\n    prober: http\n    http:\n      body_size_limit: 2MiB\n"
+          "      tls_config: {cert_file: /etc/c.pem, key_file: /etc/k.pem}\n")
+    prom = ("scrape_configs:\n  - job_name: j\n    metrics_path: /probe\n"
+            "    params: {module: [m]}\n    static_configs: [{targets: [https://h.example]}]\n")
+    http = parse_config(import_blackbox(bb, prom)).targets[0].http
+    assert http is not None
+    assert (http.cert_file, http.key_file) == ("/etc/c.pem", "/etc/k.pem")
+    # blackbox fails a larger body: that is max_body_size; body_limit keeps its default
+    assert http.max_body_size == 2 * 1024 * 1024 and http.body_limit == 1024 * 1024
+
+
 @pytest.mark.parametrize(("bb", "prom", "message"), [
     ("modules:\n  http_post_2xx:\n    prober: http\n    http:\n      method: 5\n", None,
      "blackbox.yml: modules.http_post_2xx.http.method: must be an HTTP method"),

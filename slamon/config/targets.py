@@ -121,6 +121,10 @@ class HttpSpec(Strict):
     max_redirects: int = Field(default=10, ge=0, le=50)
     tls_verify: bool = True
     ca_file: str | None = None
+    #: client certificate (PEM, the chain after the leaf) for servers that require one
+    cert_file: str | None = None
+    #: its private key (PEM, unencrypted); omit when cert_file holds the key too
+    key_file: str | None = None
     #: TLS certificate expiry below this marks the probe failed (reason tls); None = only report it
     min_cert_validity: Duration | None = None
     #: the body assertions see this much of the body; the rest is read and dropped
@@ -175,12 +179,22 @@ class HttpSpec(Strict):
                              "the key")
         return value
 
+    @model_validator(mode="after")
+    def _client_cert(self) -> HttpSpec:
+        check_client_cert(self.cert_file, self.key_file)
+        return self
+
     @field_validator("body_limit", "max_body_size")
     @classmethod
     def _limit(cls, value: int | None) -> int | None:
         if value is not None and value < 1:
             raise ValueError("must be at least 1 byte")
         return value
+
+
+def check_client_cert(cert_file: str | None, key_file: str | None) -> None:
+    if key_file is not None and cert_file is None:
+        raise PathError.many([(("key_file",), "needs cert_file: the certificate it belongs to")])
 
 
 class TcpStep(Strict):
@@ -206,6 +220,9 @@ class TcpSpec(Strict):
     tls_verify: bool = True
     ca_file: str | None = None
     server_name: str | None = None
+    #: client certificate and key, as for http
+    cert_file: str | None = None
+    key_file: str | None = None
     min_cert_validity: Duration | None = None
     send: str | None = None
     expect: Regex | None = None
@@ -224,6 +241,7 @@ class TcpSpec(Strict):
 
     @model_validator(mode="after")
     def _dialogue(self) -> TcpSpec:
+        check_client_cert(self.cert_file, self.key_file)
         problems: list[Problem] = []
         if self.query_response:
             problems.extend(((k,), "not allowed with query_response: make it a step")

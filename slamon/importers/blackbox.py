@@ -132,9 +132,14 @@ def _tls_config(raw: Any, kind: str, loc: Loc, source: str, problems: _Problems,
         elif key == "server_name":
             notes.append(f"{prefix}.server_name: {_shown(key, value)}: slamon's HTTP prober "
                          "uses the URL's host for SNI and verification")
-        elif key in ("cert_file", "key_file", "cert", "key"):
-            notes.append(f"{prefix}.{key}: {_shown(key, value)}: slamon does not send "
-                         "client certificates")
+        elif key in ("cert_file", "key_file"):
+            if not isinstance(value, str):
+                problems.add(source, (*loc, key), "must be a file name")
+            else:
+                spec[key] = value
+        elif key in ("cert", "key"):
+            notes.append(f"{prefix}.{key}: {_shown(key, value)}: inline PEM is not carried "
+                         f"over: write it to a file and set {key}_file")
         elif key in ("min_version", "max_version"):
             notes.append(f"{prefix}.{key}: {_shown(key, value)}: slamon uses Python's "
                          "default TLS versions")

@@ -427,7 +427,7 @@ async def _exchange(
     transport, proto = await connect(loop, factory, addrs, hop.port, clock, st.transports.append)
     st.proto = proto
     if hop.https:
-        ctx = ssl_context(spec.tls_verify, spec.ca_file)
+        ctx = ssl_context(spec.tls_verify, spec.ca_file, spec.cert_file, spec.key_file)
         transport = await start_tls(loop, transport, proto, ctx, hop.host, clock)
         st.transports.append(transport)
         proto.transport = transport

@@ -140,7 +140,7 @@ async def _upgrade(
     after_starttls: bool,
 ) -> asyncio.Transport:
     """The TLS handshake (phase tls), then the chain's facts and `min_cert_validity`."""
-    ctx = ssl_context(spec.tls_verify, spec.ca_file)
+    ctx = ssl_context(spec.tls_verify, spec.ca_file, spec.cert_file, spec.key_file)
     try:
         tls = await start_tls(loop, transport, proto, ctx, spec.server_name or spec.host, clock)
     except ProbeError as exc:
