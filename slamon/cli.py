@@ -194,6 +194,8 @@ def _cmd_probe(args: argparse.Namespace) -> int:
             http["body_contains"] = args.contains
         if args.ca_file:
             http["ca_file"] = args.ca_file
+        if args.proxy:
+            http["proxy"] = args.proxy
         if args.cert:
             http["cert_file"] = args.cert
         if args.key:
@@ -516,6 +518,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
     p.add_argument("--ca-file", help="CA bundle for TLS verification (http, grpc?tls=1, "
                                      "tcp with tls or starttls)")
+    p.add_argument("--proxy", metavar="http://[USER:PASSWORD@]HOST:PORT",
+                   help="http: go through this HTTP proxy (CONNECT for https URLs)")
     p.add_argument("--cert", metavar="FILE",
                    help="http: client certificate (PEM) for a server that requires one")
     p.add_argument("--key", metavar="FILE", help="http: its private key (PEM), if not in --cert")

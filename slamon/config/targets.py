@@ -121,6 +121,9 @@ class HttpSpec(Strict):
     max_redirects: int = Field(default=10, ge=0, le=50)
     tls_verify: bool = True
     ca_file: str | None = None
+    #: an HTTP proxy, http://[USER:PASSWORD@]HOST:PORT: CONNECT for https URLs, the
+    #: absolute URL for http ones
+    proxy: str | None = None
     #: client certificate (PEM, the chain after the leaf) for servers that require one
     cert_file: str | None = None
     #: its private key (PEM, unencrypted); omit when cert_file holds the key too
@@ -177,6 +180,28 @@ class HttpSpec(Strict):
             raise ValueError("only true is supported: slamon opens a new connection for every "
                              "probe (reachability is part of what an SLA measures); remove "
                              "the key")
+        return value
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, value: str | None) -> str | None:
+        # messages never quote the value: it may carry the proxy's password
+        if value is None:
+            return None
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(value)
+            port = parts.port
+        except ValueError:
+            raise ValueError("invalid proxy URL: bad port") from None
+        if parts.scheme != "http":
+            raise ValueError("proxy URL must start with http:// (an HTTP proxy; the tunnel "
+                             "to an https target is TLS end to end)")
+        if not parts.hostname or port is None:
+            raise ValueError("proxy URL needs a host and a port: http://HOST:PORT")
+        if parts.path.strip("/") or parts.query:
+            raise ValueError("proxy URL takes no path or query")
         return value
 
     @model_validator(mode="after")

@@ -47,6 +47,8 @@ class FailureReason(enum.StrEnum):
     REPORTED_DOWN = "reported_down"
     #: TCP: the server does not offer STARTTLS, or refused the command
     STARTTLS = "starttls"
+    #: HTTP: the proxy refused the CONNECT or the request (its status in the detail)
+    PROXY = "proxy"
     OTHER = "other"
 
 

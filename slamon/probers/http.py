@@ -36,6 +36,7 @@ from slamon.probers.checks import (
     json_failure,
     patterns,
     response_time_failure,
+    show,
     status_failure,
     valid_codes,
 )
@@ -64,6 +65,76 @@ class _Hop:
     request: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class _Proxy:
+    """An HTTP proxy: where to connect, and the Proxy-Authorization line (or b"")."""
+
+    host: str
+    port: int
+    auth: bytes
+
+
+def _make_proxy(url: str) -> _Proxy:
+    parts = urlsplit(url)
+    auth = b""
+    if parts.username is not None:
+        cred = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        auth = b"Proxy-Authorization: Basic " + base64.b64encode(cred.encode()) + b"\r\n"
+    assert parts.hostname is not None and parts.port is not None  # HttpSpec checked both
+    return _Proxy(parts.hostname, parts.port, auth)
+
+
+def _authority(host: str, port: int) -> bytes:
+    return (f"[{host}]:{port}" if ":" in host else f"{host}:{port}").encode()
+
+
+def _proxy_form(hop: _Hop, proxy: _Proxy) -> bytes:
+    """The request for a proxy: the absolute URL on the request line, its credentials."""
+    line, _, rest = hop.request.partition(b"\r\n")
+    method, target, version = line.split(b" ", 2)
+    origin = _authority(hop.host, hop.port)
+    return b"%s http://%s%s %s\r\n%s%s" % (method, origin, target, version, proxy.auth, rest)
+
+
+class _Tunnel(asyncio.Protocol):
+    """Reads a proxy's answer to CONNECT: the head only (a 2xx to CONNECT has no body)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.head = b""
+
+    def data_received(self, data: bytes) -> None:
+        if self.done.done():
+            return
+        self.head += data
+        if b"\r\n\r\n" in self.head or len(self.head) > 16384:
+            self.done.set_result(None)
+
+    def eof_received(self) -> bool | None:
+        if not self.done.done():
+            self.done.set_result(None)
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+def _tunnel_failure(head: bytes) -> ProbeError | None:
+    """None if the proxy opened the tunnel (2xx), else why not."""
+    line = head.split(b"\r\n", 1)[0].decode("latin-1").strip()
+    if not line:
+        return ProbeError(FailureReason.PROXY, "proxy closed the connection before answering "
+                                               "CONNECT")
+    parts = line.split(" ", 2)
+    if len(parts) >= 2 and parts[0].startswith("HTTP/") and parts[1].isdigit():
+        if 200 <= int(parts[1]) < 300:
+            return None
+        return ProbeError(FailureReason.PROXY, f"proxy answered CONNECT with {show(line)}")
+    return ProbeError(FailureReason.PROXY, f"proxy answered CONNECT with no HTTP status: "
+                                           f"{show(line)}")
+
+
 @dataclass(slots=True)
 class _Prepared:
     """Everything derivable from an HttpSpec once, reused by every probe of it."""
@@ -79,6 +150,7 @@ class _Prepared:
     not_matches: tuple[re.Pattern[str], ...]
     keep_body: bool
     stop_at: frozenset[int]
+    proxy: _Proxy | None = None
 
 
 def _make_hop(
@@ -152,6 +224,7 @@ def _prepare(spec: HttpSpec) -> _Prepared:
             spec.body_contains or spec.body_matches or spec.body_not_matches or spec.json_equals
         ),
         stop_at=REDIRECT_CODES if spec.follow_redirects else frozenset(),
+        proxy=_make_proxy(spec.proxy) if spec.proxy is not None else None,
     )
     if len(_prepared) >= _CACHE_MAX:
         _prepared.clear()
@@ -417,14 +490,40 @@ async def _exchange(
     spec = prep.spec
     clock = st.clock
     clock.current = "dns"
-    addrs = await resolve(loop, hop.host, hop.port, spec.ip_family, clock)
     head = hop.method == "HEAD"
+    request = hop.request
 
     def factory() -> _HttpProtocol:
         return _HttpProtocol(loop, head, spec.body_limit, prep.keep_body, prep.stop_at,
                              spec.max_body_size)
 
-    transport, proto = await connect(loop, factory, addrs, hop.port, clock, st.transports.append)
+    proxy = prep.proxy
+    if proxy is None:
+        addrs = await resolve(loop, hop.host, hop.port, spec.ip_family, clock)
+        transport, proto = await connect(loop, factory, addrs, hop.port, clock,
+                                         st.transports.append)
+    else:
+        addrs = await resolve(loop, proxy.host, proxy.port, spec.ip_family, clock)
+        if hop.https:
+            transport, tunnel = await connect(loop, lambda: _Tunnel(loop), addrs, proxy.port,
+                                              clock, st.transports.append)
+            # the CONNECT exchange counts as connecting: the tunnel is the TCP path
+            clock.enter("connect")
+            where = _authority(hop.host, hop.port)
+            transport.write(b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s\r\n"
+                            % (where, where, proxy.auth))
+            await tunnel.done
+            clock.leave()
+            refused = _tunnel_failure(tunnel.head)
+            if refused is not None:
+                raise refused
+            proto = factory()
+            transport.set_protocol(proto)
+            proto.connection_made(transport)
+        else:
+            transport, proto = await connect(loop, factory, addrs, proxy.port, clock,
+                                             st.transports.append)
+            request = _proxy_form(hop, proxy)
     st.proto = proto
     if hop.https:
         ctx = ssl_context(spec.tls_verify, spec.ca_file, spec.cert_file, spec.key_file)
@@ -437,7 +536,7 @@ async def _exchange(
             if failed is not None:
                 raise ProbeError(*failed)
     sent = clock.enter("processing")
-    transport.write(hop.request)
+    transport.write(request)
     await proto.done
     transport.abort()
     if proto.first_byte:
