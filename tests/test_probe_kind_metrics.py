@@ -1,5 +1,5 @@
-"""/metrics for the dns, icmp and grpc probe kinds: blackbox_exporter's names and
-values from the last result, and `promtool check metrics` clean."""
+"""/metrics for the dns, icmp and grpc probe kinds and the TLS facts: blackbox_exporter's
+names and values from the last result, and `promtool check metrics` clean."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from prometheus_client import generate_latest
 
 from slamon.config.root import Config
 from slamon.metrics.collector import SlamonCollector, make_registry
-from slamon.probers.base import FailureReason, ProbeResult
+from slamon.probers.base import FailureReason, ProbeResult, TlsFacts
 from slamon.sli.live import LiveState
 from tests.promtext import parse_metrics, value
 
@@ -50,7 +50,13 @@ RESULTS = {
                "dns_additional_rrs": 3.0, "dns_serial": 2026120301.0}),
     "ns-down": ProbeResult.failure(
         FailureReason.TIMEOUT, 2.0, "timeout", phases={"resolve": 0.02, "connect": 0.001}),
-    "web": ProbeResult(ok=True, duration=0.001, phases={"connect": 0.001}),
+    "web": ProbeResult(
+        ok=True, duration=0.001, phases={"connect": 0.001, "tls": 0.002},
+        cert_expiry=NOW + 5 * 86400,
+        tls=TlsFacts(version="TLS 1.3", earliest_expiry=NOW + 5 * 86400,
+                     last_chain_expiry=NOW + 5 * 86400, fingerprint_sha256="ab" * 32,
+                     subject="CN=leaf.test", issuer='CN=inter "G2"',
+                     subjectalternative="leaf.test,localhost", serialnumber="0a1b")),
     "gw": ProbeResult(
         ok=True, duration=0.6, phases={"setup": 0.0001, "rtt": 0.0004},
         facts={"icmp_packets_sent": 4.0, "icmp_packets_received": 3.0}),
@@ -123,6 +129,18 @@ def test_grpc_metrics() -> None:
                  endpoint="grpc://pay.test:8443/pay.v1.Payments?tls=1") == 1
     assert value(m, "slamon_target_info", target="pay-down", kind="grpc",
                  endpoint="grpc://[::1]:50051/") == 1
+
+
+def test_tls_families_as_blackbox_exporter() -> None:
+    m = parse_metrics(exposition(RESULTS))
+    expiry = NOW + 5 * 86400
+    assert value(m, "probe_ssl_earliest_cert_expiry", target="web") == expiry
+    assert value(m, "probe_ssl_last_chain_expiry_timestamp_seconds", target="web") == expiry
+    assert value(m, "probe_tls_version_info", target="web", version="TLS 1.3") == 1
+    assert value(m, "probe_ssl_last_chain_info", target="web", fingerprint_sha256="ab" * 32,
+                 subject="CN=leaf.test", issuer='CN=inter "G2"',
+                 subjectalternative="leaf.test,localhost", serialnumber="0a1b") == 1
+    assert value(m, "probe_tls_version_info", target="ns", version="TLS 1.3") is None
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
