@@ -172,3 +172,21 @@ def test_every_module_imports_on_its_own() -> None:
 @pytest.mark.parametrize("unit", ["wallclock", "util"])
 def test_leaf_units_import_nothing_else(unit: str) -> None:
     assert set(unit_graph().get(unit, {})) <= {"slamon", "wallclock", "util"}
+
+
+def test_probe_command_imports_no_whole_schema() -> None:
+    """`slamon probe` loads the target models and the prober only: importing a config
+    submodule must not pull in the whole schema (notification channels, aiohttp's
+    client), which doubled the command's start-up CPU."""
+    code = ("import sys\n"
+            "import slamon.cli, slamon.config.probe_urls, slamon.config.targets\n"
+            "import slamon.probers.http, slamon.probers.tcp\n"
+            "heavy = [m for m in ('slamon.config.root', 'slamon.channels', 'aiohttp')\n"
+            "         if m in sys.modules]\n"
+            "print(heavy)\n"
+            "from slamon.config import Config, Target  # the package names still resolve\n"
+            "assert Config.__name__ == 'Config' and Target.__name__ == 'Target'\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == "[]", res.stdout
