@@ -5,11 +5,10 @@ a refusal, garbage, or plain text where the TLS handshake should be."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
-from typing import Any, Literal
+from typing import Literal
 
-from tests.misbehaving import HOST
+from tests.misbehaving import StreamServer
 
 Protocol = Literal["smtp", "imap", "pop3"]
 #: ok: offers STARTTLS, upgrades, answers over TLS;
@@ -19,46 +18,20 @@ Protocol = Literal["smtp", "imap", "pop3"]
 MailMode = Literal["ok", "no-starttls", "refuse", "garbage", "no-tls"]
 
 
-class MailServer:
+class MailServer(StreamServer):
     def __init__(self, protocol: Protocol, ssl_context: ssl.SSLContext,
                  mode: MailMode = "ok") -> None:
+        super().__init__()  # plain text first: the TLS context is for STARTTLS
         self.protocol = protocol
-        self.ssl_context = ssl_context
+        self.tls_context = ssl_context
         self.mode: MailMode = mode
-        self.port = 0
         #: (over TLS?, command line) in the order received
         self.commands: list[tuple[bool, str]] = []
         #: set when a client said goodbye (QUIT / LOGOUT)
         self.goodbye = asyncio.Event()
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
 
-    async def __aenter__(self) -> MailServer:
-        self._server = await asyncio.start_server(self._handle, HOST, 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(1):
-                await self._server.wait_closed()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            await self._dialogue(reader, writer)
-        except (ConnectionError, OSError, ssl.SSLError, asyncio.CancelledError):
-            pass  # the client went away (or failed its handshake on purpose)
-        finally:
-            self._tasks.discard(task)
-            writer.transport.abort()
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._dialogue(reader, writer)
 
     async def _dialogue(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         greeting = {"smtp": "220 mail.test ESMTP ready", "imap": "* OK mail.test IMAP4rev1 ready",
@@ -98,7 +71,7 @@ class MailServer:
                     await writer.drain()
                     await reader.read()  # until the client gives up
                     return
-                await writer.start_tls(self.ssl_context)
+                await writer.start_tls(self.tls_context)
                 tls = True
                 continue
             writer.write(self._answer(verb, tag, offer))
@@ -112,8 +85,8 @@ class MailServer:
             return b"502 5.5.2 not implemented\r\n"
         if self.protocol == "imap":
             if verb == "CAPABILITY":
-                caps = " STARTTLS LOGINDISABLED" if offer else ""
-                return f"* CAPABILITY IMAP4rev1{caps}\r\n{tag} OK done\r\n".encode()
+                extra = " STARTTLS LOGINDISABLED" if offer else ""
+                return f"* CAPABILITY IMAP4rev1{extra}\r\n{tag} OK done\r\n".encode()
             return f"{tag} BAD unknown command\r\n".encode()
         if verb == "CAPA":
             return b"+OK list follows\r\nUSER\r\n" + (b"STLS\r\n" if offer else b"") + b".\r\n"

@@ -30,7 +30,7 @@ import zlib
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import pytest
 import trustme
@@ -299,36 +299,20 @@ RawMode = Literal["banner", "silent", "reset", "close", "garbage", "flood", "htt
                   "reply"]
 
 
-class RawTcpServer:
-    """Plain asyncio TCP server on a free 127.0.0.1 port, behaviour by `mode`.
+class StreamServer:
+    """An asyncio server on a free 127.0.0.1 port that hands each connection to
+    `serve`; leaving the context aborts every connection and cancels its handler.
+    A handler ends quietly on the errors a misbehaving peer causes."""
 
-    banner: send `banner`, then answer each line `PING` with `PONG`;
-    silent: accept and say nothing (also a TLS handshake that stalls);
-    reset: accept then RST; close: accept then FIN;
-    garbage: read a request, answer non-HTTP bytes and close;
-    flood: send bytes forever without a newline;
-    http-eof: HTTP/1.0 answer without Content-Length, body ends at close;
-    reply: read a request, answer the bytes in `reply` as they are, and close.
-    """
-
-    def __init__(self, mode: RawMode = "banner", ssl_context: ssl.SSLContext | None = None) -> None:
-        self.mode: RawMode = mode
-        self.banner = b"220 slamon-test ESMTP ready\r\n"
-        self.reply = b""
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         self.ssl_context = ssl_context
         self.port = 0
         self.connections = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
-        #: lines received in banner mode, and an event set on each one
-        self.lines: list[bytes] = []
-        self.got_line = asyncio.Event()
 
-    def set_mode(self, mode: RawMode) -> None:
-        self.mode = mode
-
-    async def __aenter__(self) -> RawTcpServer:
+    async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._handle, HOST, 0, ssl=self.ssl_context)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -338,7 +322,7 @@ class RawTcpServer:
         self._server.close()
         for w in list(self._writers):
             w.transport.abort()
-        for task in self._tasks:
+        for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         with contextlib.suppress(TimeoutError):
@@ -352,14 +336,46 @@ class RawTcpServer:
         assert task is not None
         self._tasks.add(task)
         try:
-            await self._serve(self.mode, reader, writer)
-        except (ConnectionError, OSError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            await self.serve(reader, writer)
+        except (ConnectionError, OSError, ssl.SSLError, asyncio.IncompleteReadError,
+                asyncio.CancelledError):
             # CancelledError too: asyncio's stream callback would log a cancelled handler
             pass
         finally:
             self._tasks.discard(task)
             self._writers.discard(writer)
             writer.transport.abort()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class RawTcpServer(StreamServer):
+    """Plain asyncio TCP server on a free 127.0.0.1 port, behaviour by `mode`.
+
+    banner: send `banner`, then answer each line `PING` with `PONG`;
+    silent: accept and say nothing (also a TLS handshake that stalls);
+    reset: accept then RST; close: accept then FIN;
+    garbage: read a request, answer non-HTTP bytes and close;
+    flood: send bytes forever without a newline;
+    http-eof: HTTP/1.0 answer without Content-Length, body ends at close;
+    reply: read a request, answer the bytes in `reply` as they are, and close.
+    """
+
+    def __init__(self, mode: RawMode = "banner", ssl_context: ssl.SSLContext | None = None) -> None:
+        super().__init__(ssl_context)
+        self.mode: RawMode = mode
+        self.banner = b"220 slamon-test ESMTP ready\r\n"
+        self.reply = b""
+        #: lines received in banner mode, and an event set on each one
+        self.lines: list[bytes] = []
+        self.got_line = asyncio.Event()
+
+    def set_mode(self, mode: RawMode) -> None:
+        self.mode = mode
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._serve(self.mode, reader, writer)
 
     async def _serve(
         self, mode: RawMode, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

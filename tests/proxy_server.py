@@ -7,52 +7,25 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-from typing import Any
 
-from tests.misbehaving import HOST
+from tests.misbehaving import HOST, StreamServer
 
 
-class ProxyServer:
+class ProxyServer(StreamServer):
     def __init__(self, user: str | None = None, password: str = "",
                  refuse_connect: bool = False) -> None:
+        super().__init__()
         self.auth = (None if user is None
                      else "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
         self.refuse_connect = refuse_connect
-        self.port = 0
         #: request lines received, in order
         self.requests: list[str] = []
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
-    async def __aenter__(self) -> ProxyServer:
-        self._server = await asyncio.start_server(self._handle, HOST, 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            await self._serve(reader, writer)
-        except (ConnectionError, OSError, asyncio.IncompleteReadError, asyncio.CancelledError):
-            pass
-        finally:
-            self._tasks.discard(task)
-            writer.transport.abort()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
         line, *fields = head.split("\r\n")
         self.requests.append(line)

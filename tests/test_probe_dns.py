@@ -25,7 +25,6 @@ import dns.message
 import dns.rcode
 import dns.rrset
 import pytest
-import uvloop
 from pydantic import ValidationError
 
 from slamon.config.loader import ConfigError, parse_config
@@ -33,17 +32,11 @@ from slamon.config.targets import Target
 from slamon.probers import get_prober
 from slamon.probers.base import FailureReason, ProbeResult
 from slamon.probers.dns import answer_failure, probe
+from tests.loops import both_loops  # noqa: F401  (every test here on both loops)
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.filterwarnings('ignore:Overriding the "event_loop_policy" fixture')
 
-
-@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
-def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
-    """Every probe test on both loops: the daemon uses uvloop, tests default to asyncio."""
-    if request.param == "uvloop":
-        return uvloop.EventLoopPolicy()  # type: ignore[no-any-return]
-    return asyncio.DefaultEventLoopPolicy()
 
 
 @dataclass

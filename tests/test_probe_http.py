@@ -7,11 +7,11 @@ import json
 import time
 
 import pytest
-import uvloop
 
 from slamon.probers import PROBERS, get_prober
 from slamon.probers.base import FailureReason, ProbeResult
 from slamon.probers.http import probe
+from tests.loops import both_loops  # noqa: F401  (every test here on both loops)
 from tests.misbehaving import JSON_DOC, MisbehavingHttpServer, RawTcpServer, http_target, tcp_target
 
 EPS = 0.15  # scheduling noise allowed beyond the timeout budget
@@ -21,13 +21,6 @@ EPS = 0.15  # scheduling noise allowed beyond the timeout budget
 # which only a conftest can provide and which would apply to every test module.
 pytestmark = pytest.mark.filterwarnings('ignore:Overriding the "event_loop_policy" fixture')
 
-
-@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
-def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
-    """Run every probe test on both loops: the daemon uses uvloop, tests default to asyncio."""
-    if request.param == "uvloop":
-        return uvloop.EventLoopPolicy()  # type: ignore[no-any-return]
-    return asyncio.DefaultEventLoopPolicy()
 
 
 async def run(url: str, timeout: float = 2.0, **http: object) -> ProbeResult:

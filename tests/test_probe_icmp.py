@@ -26,17 +26,11 @@ from slamon.probers import get_prober
 from slamon.probers._net import ProbeError
 from slamon.probers.base import FailureReason
 from slamon.probers.icmp import _judge, probe
+from tests.loops import both_loops  # noqa: F401  (every test here on both loops)
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.filterwarnings('ignore:Overriding the "event_loop_policy" fixture')
 
-
-@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
-def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
-    """Every probe test on both loops: the daemon uses uvloop, tests default to asyncio."""
-    if request.param == "uvloop":
-        return uvloop.EventLoopPolicy()  # type: ignore[no-any-return]
-    return asyncio.DefaultEventLoopPolicy()
 
 
 def icmp_target(host: str, timeout: float = 1.0, **icmp: Any) -> Target:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import trustme
-import uvloop
 
 from slamon.probers import http, tcp
 from slamon.probers.base import FailureReason
+from tests.loops import both_loops  # noqa: F401  (every test here on both loops)
 from tests.misbehaving import (
     HOST,
     MisbehavingHttpServer,
@@ -28,12 +28,6 @@ from tests.test_reload import slamon_env
 
 pytestmark = pytest.mark.filterwarnings('ignore:Overriding the "event_loop_policy" fixture')
 
-
-@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
-def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
-    if request.param == "uvloop":
-        return uvloop.EventLoopPolicy()  # type: ignore[no-any-return]
-    return asyncio.DefaultEventLoopPolicy()
 
 
 class Pki:

@@ -8,23 +8,17 @@ import subprocess
 import sys
 
 import pytest
-import uvloop
 from pydantic import ValidationError
 
 from slamon.probers import http
 from slamon.probers.base import FailureReason
+from tests.loops import both_loops  # noqa: F401  (every test here on both loops)
 from tests.misbehaving import MisbehavingHttpServer, http_target
 from tests.proxy_server import ProxyServer
 from tests.test_reload import slamon_env
 
 pytestmark = pytest.mark.filterwarnings('ignore:Overriding the "event_loop_policy" fixture')
 
-
-@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
-def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
-    if request.param == "uvloop":
-        return uvloop.EventLoopPolicy()  # type: ignore[no-any-return]
-    return asyncio.DefaultEventLoopPolicy()
 
 
 async def test_https_through_connect(misbehaving_https: MisbehavingHttpServer,

@@ -8,11 +8,11 @@ import asyncio
 from typing import Any
 
 import pytest
-import uvloop
 
 from slamon.probers import tcp
 from slamon.probers.base import FailureReason, ProbeResult
 from tests.certchain import Chain, make_chain
+from tests.loops import both_loops  # noqa: F401  (every test here on both loops)
 from tests.mail_servers import MailMode, MailServer, Protocol
 from tests.misbehaving import HOST, free_port, tcp_target
 
@@ -20,12 +20,6 @@ pytestmark = pytest.mark.filterwarnings('ignore:Overriding the "event_loop_polic
 
 PROTOCOLS: tuple[Protocol, ...] = ("smtp", "imap", "pop3")
 
-
-@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
-def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
-    if request.param == "uvloop":
-        return uvloop.EventLoopPolicy()  # type: ignore[no-any-return]
-    return asyncio.DefaultEventLoopPolicy()
 
 
 @pytest.fixture(scope="module")

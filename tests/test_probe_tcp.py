@@ -8,11 +8,11 @@ import time
 
 import pytest
 import trustme
-import uvloop
 
 from slamon.probers import get_prober
 from slamon.probers.base import FailureReason, ProbeResult
 from slamon.probers.tcp import probe
+from tests.loops import both_loops  # noqa: F401  (every test here on both loops)
 from tests.misbehaving import HOST, RawTcpServer, http_target, server_ssl_context, tcp_target
 
 EPS = 0.15
@@ -22,13 +22,6 @@ EPS = 0.15
 # which only a conftest can provide and which would apply to every test module.
 pytestmark = pytest.mark.filterwarnings('ignore:Overriding the "event_loop_policy" fixture')
 
-
-@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
-def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
-    """Run every probe test on both loops: the daemon uses uvloop, tests default to asyncio."""
-    if request.param == "uvloop":
-        return uvloop.EventLoopPolicy()  # type: ignore[no-any-return]
-    return asyncio.DefaultEventLoopPolicy()
 
 
 async def run(port: int, host: str = HOST, timeout: float = 2.0, **tcp: object) -> ProbeResult:

@@ -4,28 +4,20 @@ against real loopback TLS servers, on both event loops."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 
 import pytest
-import uvloop
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from slamon.probers import http, tcp
 from slamon.probers._tls import chain_facts
 from slamon.probers.base import FailureReason, ProbeResult
 from tests.certchain import Chain, make_chain
+from tests.loops import both_loops  # noqa: F401  (every test here on both loops)
 from tests.misbehaving import HOST, MisbehavingHttpServer, RawTcpServer, http_target, tcp_target
 
 pytestmark = pytest.mark.filterwarnings('ignore:Overriding the "event_loop_policy" fixture')
 
-
-@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
-def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
-    """Both loops: the daemon uses uvloop, whose TLS transport is not asyncio's."""
-    if request.param == "uvloop":
-        return uvloop.EventLoopPolicy()  # type: ignore[no-any-return]
-    return asyncio.DefaultEventLoopPolicy()
 
 
 @pytest.fixture(scope="module")
