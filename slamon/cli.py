@@ -164,6 +164,14 @@ def _probe_request(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+#: `slamon probe` options that set one key of the http section when given
+_PROBE_HTTP_OPTIONS = (
+    ("status", "valid_status_codes"), ("contains", "body_contains"), ("ca_file", "ca_file"),
+    ("proxy", "proxy"), ("cert", "cert_file"), ("key", "key_file"),
+    ("max_time", "max_response_time"),
+)
+
+
 def _cmd_probe(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
@@ -188,22 +196,10 @@ def _cmd_probe(args: argparse.Namespace) -> int:
             _err(str(exc))
             return EXIT_USAGE
         http: dict[str, Any] = {"url": url, "tls_verify": not args.insecure, **extra}
-        if args.status:
-            http["valid_status_codes"] = args.status
-        if args.contains:
-            http["body_contains"] = args.contains
-        if args.ca_file:
-            http["ca_file"] = args.ca_file
-        if args.proxy:
-            http["proxy"] = args.proxy
-        if args.cert:
-            http["cert_file"] = args.cert
-        if args.key:
-            http["key_file"] = args.key
+        http.update({key: getattr(args, option) for option, key in _PROBE_HTTP_OPTIONS
+                     if getattr(args, option)})
         if args.no_follow:
             http["follow_redirects"] = False
-        if args.max_time:
-            http["max_response_time"] = args.max_time
         spec = {"kind": "http", "http": http}
     try:
         from slamon.util.durations import parse_duration
