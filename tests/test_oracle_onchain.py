@@ -11,6 +11,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -79,6 +80,15 @@ def node() -> Iterator[AnvilNode]:
         yield n
 
 
+def _deployed(node: AnvilNode, path: Path, **config: Any) -> tuple[str, str, Config]:
+    """A fresh contract (deployed by key 0, the provider) and a config at `path` that
+    names it: (contract address, provider address, config)."""
+    provider = Account.from_key(node.keys[0]).address
+    address = deploy_contract(node.web3(), node.keys[0])
+    return address, provider, write_config(path, contract=address, rpc_url=node.url,
+                                           provider=provider, **config)
+
+
 def _register(node: AnvilNode, config: Config, signers: list[str],
               single_oracle: bool = False) -> None:
     w3 = node.web3()
@@ -100,13 +110,9 @@ async def _start(config: Config, store: StateStore, key: str,
 async def test_matching_sla_starts_and_mismatches_stop_start(
     node: AnvilNode, tmp_path: Path, store: StateStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    w3 = node.web3()
-    provider = Account.from_key(node.keys[0]).address
-    address = deploy_contract(w3, node.keys[0])
+    address, provider, good = _deployed(node, tmp_path / "a.yaml")
     signer_key = node.keys[7]
     signer = Account.from_key(signer_key).address
-    good = write_config(tmp_path / "a.yaml", contract=address, rpc_url=node.url,
-                        provider=provider)
     _register(node, good, [signer])
 
     svc = await _start(good, store, signer_key, monkeypatch)
@@ -144,13 +150,9 @@ async def test_matching_sla_starts_and_mismatches_stop_start(
 async def test_unreachable_chain_defers_the_check_to_the_first_signature(
     node: AnvilNode, tmp_path: Path, store: StateStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    w3 = node.web3()
-    provider = Account.from_key(node.keys[0]).address
-    address = deploy_contract(w3, node.keys[0])
+    address, provider, good = _deployed(node, tmp_path / "a.yaml")
     signer_key = node.keys[7]
     signer = Account.from_key(signer_key).address
-    good = write_config(tmp_path / "a.yaml", contract=address, rpc_url=node.url,
-                        provider=provider)
     _register(node, good, [signer])
     # the daemon is configured with another URL than the registered policy, and starts
     # while the chain is unreachable: start succeeds, no signature, mismatch recorded
@@ -204,11 +206,7 @@ def test_run_exits_nonzero_without_traceback_when_key_is_not_a_signer(
 ) -> None:
     import subprocess
 
-    w3 = node.web3()
-    provider = Account.from_key(node.keys[0]).address
-    address = deploy_contract(w3, node.keys[0])
-    config = write_config(tmp_path / "a.yaml", contract=address, rpc_url=node.url,
-                          provider=provider)
+    _address, _provider, config = _deployed(node, tmp_path / "a.yaml")
     _register(node, config, [Account.from_key(node.keys[7]).address])
     proc = subprocess.run(
         [sys.executable, "-m", "slamon", "run", "-c", str(tmp_path / "a.yaml")],
@@ -252,13 +250,9 @@ async def test_single_oracle_sla_is_shown_on_the_api_and_status_page(
 
     from tests.misbehaving import free_port
 
-    w3 = node.web3()
-    provider = Account.from_key(node.keys[0]).address
-    address = deploy_contract(w3, node.keys[0])
     signer = Account.from_key(node.keys[7]).address
     port = free_port()
-    config = write_config(tmp_path / "a.yaml", contract=address, rpc_url=node.url,
-                          provider=provider, port=port)
+    _address, _provider, config = _deployed(node, tmp_path / "a.yaml", port=port)
     _register(node, config, [signer], single_oracle=True)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "slamon", "run", "-c", str(tmp_path / "a.yaml"),
