@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 
 from slamon.config.targets import TcpSpec
-from slamon.probers.base import FailureReason
+from slamon.probers.base import FailureReason, PerSpec
 from slamon.probers.checks import pattern
 
 
@@ -84,19 +84,14 @@ _POP3 = Dialogue((
 
 STARTTLS_DIALOGUES = {"smtp": _SMTP, "imap": _IMAP, "pop3": _POP3}
 
-_cache: dict[int, tuple[TcpSpec, Dialogue]] = {}
-_CACHE_MAX = 10_000
-
-
 def dialogue(spec: TcpSpec) -> Dialogue:
     """The steps of a TCP probe: the STARTTLS dialogue, then `query_response` or the
     plain `send` and `expect` (sent first, then matched, as before there were steps).
+    Kept per spec object."""
+    return _dialogues.get(spec, _build)
 
-    Kept per spec object: a config object is frozen and replaced by a reload.
-    """
-    held = _cache.get(id(spec))
-    if held is not None and held[0] is spec:
-        return held[1]
+
+def _build(spec: TcpSpec) -> Dialogue:
     steps: list[Step] = []
     goodbye = None
     if spec.starttls is not None:
@@ -113,11 +108,10 @@ def dialogue(spec: TcpSpec) -> Dialogue:
         steps.append(Step(send=spec.send))
     if spec.expect is not None:
         steps.append(Step(pattern(spec.expect)))
-    result = Dialogue(tuple(steps), goodbye)
-    if len(_cache) > _CACHE_MAX:
-        _cache.clear()
-    _cache[id(spec)] = (spec, result)
-    return result
+    return Dialogue(tuple(steps), goodbye)
+
+
+_dialogues: PerSpec[TcpSpec, Dialogue] = PerSpec(10_000)
 
 
 _GO_TEMPLATE = re.compile(r"\$(?:(\$)|\{(\w+)\}|(\w+))")

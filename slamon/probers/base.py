@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
     from slamon.config.targets import Target
@@ -53,6 +53,32 @@ class FailureReason(enum.StrEnum):
 
 
 PHASES = ("dns", "connect", "tls", "processing", "transfer")
+
+S = TypeVar("S")
+V = TypeVar("V")
+
+
+class PerSpec(Generic[S, V]):
+    """What a prober derives from one config object, kept by the object's identity.
+
+    Config objects are frozen and a reload makes new ones, so identity is a safe key;
+    the spec is kept beside the value so a recycled id() never returns a stale value.
+    At most `limit` entries: past that the cache starts again.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._items: dict[int, tuple[S, V]] = {}
+
+    def get(self, spec: S, build: Callable[[S], V]) -> V:
+        held = self._items.get(id(spec))
+        if held is not None and held[0] is spec:
+            return held[1]
+        value = build(spec)
+        if len(self._items) >= self.limit:
+            self._items.clear()
+        self._items[id(spec)] = (spec, value)
+        return value
 
 
 @dataclass(frozen=True, slots=True)

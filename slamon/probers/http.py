@@ -25,7 +25,7 @@ from slamon import __version__
 from slamon.config.targets import HttpSpec, Target
 from slamon.probers._net import PhaseClock, ProbeError, classify, connect, resolve, timeout_detail
 from slamon.probers._tls import peer_cert_expiry, ssl_context, start_tls, tls_failure
-from slamon.probers.base import FailureReason, ProbeResult
+from slamon.probers.base import FailureReason, PerSpec, ProbeResult
 from slamon.probers.checks import (
     Failure,
     HeaderRule,
@@ -202,17 +202,14 @@ def _make_hop(
     return _Hop(url, https, host, port, method, raw)
 
 
-_prepared: dict[int, _Prepared] = {}
-
-
 def _prepare(spec: HttpSpec) -> _Prepared:
-    """Cached by spec identity (specs are frozen); a config reload makes new entries."""
-    prep = _prepared.get(id(spec))
-    if prep is not None and prep.spec is spec:
-        return prep
+    return _prepared.get(spec, _build_prepared)
+
+
+def _build_prepared(spec: HttpSpec) -> _Prepared:
     body = spec.body.encode() if spec.body is not None else None
     valid, valid_text = valid_codes(tuple(spec.valid_status_codes))
-    prep = _Prepared(
+    return _Prepared(
         spec=spec,
         first=_make_hop(spec, spec.url, spec.method, body),
         valid=valid,
@@ -226,10 +223,9 @@ def _prepare(spec: HttpSpec) -> _Prepared:
         stop_at=REDIRECT_CODES if spec.follow_redirects else frozenset(),
         proxy=_make_proxy(spec.proxy) if spec.proxy is not None else None,
     )
-    if len(_prepared) >= _CACHE_MAX:
-        _prepared.clear()
-    _prepared[id(spec)] = prep
-    return prep
+
+
+_prepared: PerSpec[HttpSpec, _Prepared] = PerSpec(_CACHE_MAX)
 
 
 # ---------------------------------------------------------------- protocol
