@@ -194,7 +194,7 @@ class OracleService:
                 return None
             if self._check(sla, view):
                 return None
-            start = int(view[4])
+            start = self.onchain[sla.id].schedule_start  # parsed by the check
         if start is None:
             self.log.error("oracle_schedule_unknown", sla=sla.id,
                            reason="set oracle.schedule_starts for attest mode")
