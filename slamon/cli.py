@@ -168,7 +168,7 @@ def _probe_request(args: argparse.Namespace) -> dict[str, Any]:
 _PROBE_HTTP_OPTIONS = (
     ("status", "valid_status_codes"), ("contains", "body_contains"), ("ca_file", "ca_file"),
     ("proxy", "proxy"), ("cert", "cert_file"), ("key", "key_file"),
-    ("max_time", "max_response_time"),
+    ("max_time", "max_response_time"), ("http2", "http2"),
 )
 
 
@@ -222,6 +222,8 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         shown = redact_url(url)
         phases = " ".join(f"{k}={v * 1000:.1f}ms" for k, v in result.phases.items())
         status = f" {result.status_code}" if result.status_code is not None else ""
+        if result.http_version:
+            status += f" HTTP/{result.http_version}"
         if result.ok:
             print(f"OK {shown}{status} in {result.duration * 1000:.1f}ms  {phases}".rstrip())
         else:
@@ -520,6 +522,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                    help="http: client certificate (PEM) for a server that requires one")
     p.add_argument("--key", metavar="FILE", help="http: its private key (PEM), if not in --cert")
     p.add_argument("--no-follow", action="store_true", help="do not follow redirects")
+    p.add_argument("--http2", action="store_true",
+                   help="http: offer HTTP/2 in the TLS handshake and speak it if the server "
+                        "picks it")
     p.set_defaults(func=_cmd_probe)
 
     p = sub.add_parser("demo", help="start local demo targets with an outage and run on them",

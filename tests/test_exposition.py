@@ -25,7 +25,9 @@ def target_dicts() -> list[dict[str, Any]]:
     return [
         {"id": f"t{i}", "kind": "http", "interval": "10s", "timeout": "2s",
          "labels": {"team": "a\"b\\c"},
-         "http": {"url": f"http://user:pw@127.0.0.1:{8000 + i}/x?token=s3cret"}}
+         "http": {"url": f"http://user:pw@127.0.0.1:{8000 + i}/x?token=s3cret",
+                  # the version is exposed only where a target asks about it
+                  **({"http2": True} if i % 5 == 1 else {})}}
         for i in range(23)
     ]
 
@@ -42,6 +44,7 @@ def populated() -> tuple[LiveState, SchedulerStats]:
             result = ProbeResult(
                 ok=ok, duration=0.01 * (i + 1), status_code=200 if ok else 503,
                 reason=None if ok else FailureReason.STATUS, phases={"connect": 0.001},
+                http_version="2.0" if i % 2 else "1.1",
             )
             live.record(target, NOW - 300 + 10 * k, result)
     stats = SchedulerStats()
@@ -220,6 +223,8 @@ def test_probe_families_equal_the_live_state() -> None:
             put("probe_http_duration_seconds", v, target=tid, phase=phase)
         put("probe_http_redirects", res.redirects, target=tid)
         put("probe_http_uncompressed_body_length", res.body_bytes, target=tid)
+        if int(tid[1:]) % 5 == 1:  # the targets with http2: true
+            put("probe_http_version", float(res.http_version or 0), target=tid)
         if not res.ok:
             put("probe_failed_reason", 1, target=tid, reason=str(res.reason))
         put("slamon_probe_scheduled_timestamp_seconds", st.last_scheduled, target=tid)

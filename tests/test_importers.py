@@ -142,6 +142,7 @@ scrape_configs:
     assert h.body_not_matches == ["Could not connect to database"]
     assert h.body_matches == ["Download the latest version here"]
     assert h.ip_family == "ipv4" and h.tls_verify and h.follow_redirects
+    assert h.valid_http_versions == ["HTTP/1.1", "HTTP/2.0"]
     rules = {r.name: r for r in h.header_matches}
     assert rules["Access-Control-Allow-Origin"].regex == r"(\*|example\.com)"
     cookie = rules["Set-Cookie"]  # fail_if_header_matches: must NOT match
@@ -162,7 +163,7 @@ scrape_configs:
     assert dns.answer_not_matches == [".*127.0.0.1"]
     assert dns.answer_all_match == ["www.prometheus.io.\t300\tIN\tA\t127.0.0.1"]
     notes = _comments(text)
-    for expected in ("http.valid_http_versions", "http.proxy_url", "http.compression: gzip",
+    for expected in ("http.proxy_url", "http.compression: gzip",
                      "http.skip_resolve_phase_with_proxy", "http.basic_auth",
                      "dns.validate_answer_rrs.fail_if_all_match_regexp",
                      "dns.validate_authority_rrs", "icmp.source_ip_address",
@@ -197,6 +198,21 @@ def test_blackbox_client_certificate_and_body_size_limit() -> None:
     assert (http.cert_file, http.key_file) == ("/etc/c.pem", "/etc/k.pem")
     # blackbox fails a larger body: that is max_body_size; body_limit keeps its default
     assert http.max_body_size == 2 * 1024 * 1024 and http.body_limit == 1024 * 1024
+
+
+def test_blackbox_http2_and_versions() -> None:
+    prom = ("scrape_configs:\n  - job_name: j\n    metrics_path: /probe\n"
+            "    params: {module: [m]}\n    static_configs: [{targets: [https://h.example]}]\n")
+    for enable, versions, want in ((True, "[HTTP/2.0]", True), (False, "[HTTP/3]", False)):
+        bb = (f"modules:\n  m:\n    prober: http\n    http:\n      enable_http2: "
+              f"{str(enable).lower()}\n      valid_http_versions: {versions}\n")
+        text = import_blackbox(bb, prom)
+        http = parse_config(text).targets[0].http
+        assert http is not None and http.http2 is want
+        if enable:
+            assert http.valid_http_versions == ["HTTP/2.0"]
+        else:  # a version slamon cannot check stays a comment, not a config error
+            assert http.valid_http_versions == [] and "HTTP/3" in _comments(text)
 
 
 @pytest.mark.parametrize(("bb", "prom", "message"), [

@@ -135,6 +135,12 @@ class HttpSpec(Strict):
     #: a body (as sent) larger than this fails the probe, reason too_large; None: any size
     max_body_size: Size | None = None
     ip_family: Literal["any", "ipv4", "ipv6"] = "any"
+    #: offer HTTP/2 in the TLS handshake (ALPN) and speak it when the server picks it,
+    #: as a browser does; http:// URLs and servers without h2 get HTTP/1.1
+    http2: bool = False
+    #: the response's HTTP version must be one of these (empty: any); reason http_version
+    valid_http_versions: list[Literal["HTTP/1.0", "HTTP/1.1", "HTTP/2.0"]] = Field(
+        default_factory=list)
     #: open a new connection for each probe: reachability is what is measured
     fresh_connection: bool = True
 
@@ -208,6 +214,14 @@ class HttpSpec(Strict):
     def _client_cert(self) -> HttpSpec:
         check_client_cert(self.cert_file, self.key_file)
         return self
+
+    @field_validator("http2")
+    @classmethod
+    def _http2(cls, value: bool) -> bool:
+        missing = value and missing_library("h2", "h2", "http2", "http2: true")
+        if missing:
+            raise ValueError(missing)
+        return value
 
     @field_validator("body_limit", "max_body_size")
     @classmethod
@@ -497,21 +511,26 @@ OPTIONAL_KINDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-@functools.cache
 def missing_extra(kind: str) -> str | None:
-    """The message for a kind whose library is not installed, else None (memoised:
-    checked once per kind, not per target)."""
+    """The message for a kind whose library is not installed, else None."""
     need = OPTIONAL_KINDS.get(kind)
     if need is None:
         return None
     module, dist, extra = need
+    return missing_library(module, dist, extra, f"kind {kind!r}")
+
+
+@functools.cache
+def missing_library(module: str, dist: str, extra: str, what: str) -> str | None:
+    """The message for `what`, whose library is not installed, else None (memoised:
+    checked once, not per target)."""
     try:
         found = importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):  # a parent package missing or a broken install
         found = False
     if found:
         return None
-    return f"kind {kind!r} needs {dist}, which is not installed: pip install 'slamon[{extra}]'"
+    return f"{what} needs {dist}, which is not installed: pip install 'slamon[{extra}]'"
 
 
 def target_problems(

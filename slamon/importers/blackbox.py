@@ -300,14 +300,19 @@ def _http_module(raw: dict[str, Any], loc: Loc, source: str, problems: _Problems
             notes.append("http.bearer_token: became an Authorization header (better: "
                          "\"Bearer ${TOKEN}\" from the environment)")
         elif key == "valid_http_versions":
-            notes.append(f"http.valid_http_versions: {_shown(key, value)}: slamon does not "
-                         "check the HTTP version")
+            known = ("HTTP/1.0", "HTTP/1.1", "HTTP/2.0")
+            if isinstance(value, list) and value and all(v in known for v in value):
+                spec["valid_http_versions"] = list(value)
+            else:
+                notes.append(f"http.valid_http_versions: {_shown(key, value)}: slamon checks "
+                             f"only {', '.join(known)}")
         elif key == "compression":
             if value not in ("", None):
                 notes.append(f"http.compression: {_shown(key, value)}: slamon does not ask "
                              "for or check a content encoding")
         elif key == "enable_http2":
-            notes.append(f"http.enable_http2: {_shown(key, value)}: slamon speaks HTTP/1.1")
+            if value is True:
+                spec["http2"] = True
         else:
             notes.append(f"http.{key}: {_shown(key, value)}: no slamon equivalent")
     if headers:

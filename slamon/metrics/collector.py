@@ -210,6 +210,7 @@ class SlamonCollector(Collector):
         tcp_phases: list[str] = []
         redirects: list[str] = []
         body_bytes: list[str] = []
+        version: list[str] = []
         cert: list[str] = []
         chain_expiry: list[str] = []
         chain_info: list[str] = []
@@ -272,6 +273,11 @@ class SlamonCollector(Collector):
                     status_code.append(f"probe_http_status_code{own}}} {res.status_code}\n")
                 redirects.append(f"probe_http_redirects{own}}} {res.redirects}\n")
                 body_bytes.append(f"probe_http_uncompressed_body_length{own}}} {res.body_bytes}\n")
+                spec = target.http
+                # only where the version is asked about: ~45 bytes per target otherwise
+                if res.http_version and spec is not None and (
+                        spec.http2 or spec.valid_http_versions):
+                    version.append(f"probe_http_version{own}}} {res.http_version}\n")
         family = out.family
         family("probe_success", "Whether the last probe succeeded", "gauge", success)
         family("probe_duration_seconds", "Duration of the last probe", "gauge", duration)
@@ -285,6 +291,8 @@ class SlamonCollector(Collector):
                redirects)
         family("probe_http_uncompressed_body_length", "Body bytes read by the last probe",
                "gauge", body_bytes)
+        family("probe_http_version", "HTTP version of the last probe's response (targets "
+               "with http2 or valid_http_versions)", "gauge", version)
         out.add_all(by_kind.families())
         family("probe_ssl_earliest_cert_expiry",
                "Earliest expiry of the certificates in the verified chain as unix time",

@@ -28,21 +28,27 @@ _CACHE_MAX = 10_000
 _ssl_cache: dict[tuple[object, ...], ssl.SSLContext] = {}
 
 
+#: ALPN offers: HTTP/1.1 only, or HTTP/2 first with HTTP/1.1 as the fallback
+#: (the server chooses, as with a browser)
+HTTP1_ALPN = ("http/1.1",)
+H2_ALPN = ("h2", "http/1.1")
+
+
 def ssl_context(
     verify: bool, ca_file: str | None, cert_file: str | None = None,
-    key_file: str | None = None,
+    key_file: str | None = None, protocols: tuple[str, ...] = HTTP1_ALPN,
 ) -> ssl.SSLContext:
-    """One context per (verify, ca_file, client certificate): building one costs ~1 ms
-    of CPU (CA store load). With a client certificate the files' modification times
-    are part of the key, so a renewed certificate is used from the next probe on."""
-    key: tuple[object, ...] = (verify, ca_file)
+    """One context per (verify, ca_file, client certificate, ALPN): building one costs
+    ~1 ms of CPU (CA store load). With a client certificate the files' modification
+    times are part of the key, so a renewed certificate is used from the next probe on."""
+    key: tuple[object, ...] = (verify, ca_file, protocols)
     if cert_file is not None:
         try:
             stamps = tuple(os.stat(f).st_mtime_ns for f in (cert_file, key_file) if f)
         except OSError as exc:
             raise ProbeError(FailureReason.TLS, f"cannot read client certificate: "
                                                 f"{exc.strerror}: {exc.filename}") from None
-        key = (verify, ca_file, cert_file, key_file, stamps)
+        key = (verify, ca_file, protocols, cert_file, key_file, stamps)
     ctx = _ssl_cache.get(key)
     if ctx is not None:
         return ctx
@@ -64,12 +70,18 @@ def ssl_context(
             # the message names the file, never its content (the key is a secret)
             raise ProbeError(FailureReason.TLS, f"cannot load client certificate {cert_file}"
                                                 f": {type(exc).__name__}") from None
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.set_alpn_protocols(list(protocols))
     _ssl_cache[key] = ctx
     return ctx
 
 
 # ---------------------------------------------------------------- handshake
+
+
+def alpn(transport: asyncio.BaseTransport) -> str | None:
+    """The application protocol the server chose in the handshake, or None."""
+    obj = transport.get_extra_info("ssl_object")
+    return obj.selected_alpn_protocol() if obj is not None else None
 
 
 async def start_tls(
@@ -245,12 +257,6 @@ def peer_tls(transport: asyncio.BaseTransport) -> TlsFacts | None:
         leaf = obj.getpeercert(binary_form=True)
         presented = (leaf,) if leaf else ()
     return chain_facts(obj.version(), verified, presented)
-
-
-def peer_cert_expiry(transport: asyncio.BaseTransport) -> float | None:
-    """The earliest notAfter of the peer's (verified) chain, or None."""
-    facts = peer_tls(transport)
-    return facts.earliest_expiry if facts is not None else None
 
 
 def _not_after(der: bytes) -> float | None:

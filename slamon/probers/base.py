@@ -49,6 +49,8 @@ class FailureReason(enum.StrEnum):
     STARTTLS = "starttls"
     #: HTTP: the proxy refused the CONNECT or the request (its status in the detail)
     PROXY = "proxy"
+    #: HTTP: the response's version is not in `valid_http_versions`
+    HTTP_VERSION = "http_version"
     OTHER = "other"
 
 

@@ -101,6 +101,14 @@ def status_failure(status: int, valid: frozenset[int], valid_text: str) -> Failu
     return None
 
 
+def version_failure(version: str | None, valid: Sequence[str]) -> Failure | None:
+    """`valid_http_versions` ("HTTP/1.1", "HTTP/2.0", ...); empty: any version."""
+    shown = f"HTTP/{version}" if version else "unknown"
+    if valid and shown not in valid:
+        return FailureReason.HTTP_VERSION, f"{shown} not in {', '.join(valid)}"
+    return None
+
+
 def header_failure(
     headers: Sequence[tuple[bytes, bytes]], rules: Sequence[HeaderRule]
 ) -> Failure | None:

@@ -23,9 +23,18 @@ import httptools
 
 from slamon import __version__
 from slamon.config.targets import HttpSpec, Target
+from slamon.probers._h2 import H2Protocol, Pending
 from slamon.probers._net import PhaseClock, ProbeError, classify, connect, resolve, timeout_detail
-from slamon.probers._tls import peer_cert_expiry, ssl_context, start_tls, tls_failure
-from slamon.probers.base import FailureReason, PerSpec, ProbeResult
+from slamon.probers._tls import (
+    H2_ALPN,
+    HTTP1_ALPN,
+    alpn,
+    peer_tls,
+    ssl_context,
+    start_tls,
+    tls_failure,
+)
+from slamon.probers.base import FailureReason, PerSpec, ProbeResult, TlsFacts
 from slamon.probers.checks import (
     Failure,
     HeaderRule,
@@ -39,7 +48,9 @@ from slamon.probers.checks import (
     show,
     status_failure,
     valid_codes,
+    version_failure,
 )
+from slamon.util.durations import format_size
 from slamon.util.redact import redact_text, redact_url
 
 USER_AGENT = f"slamon/{__version__}"
@@ -323,7 +334,7 @@ class _HttpProtocol(asyncio.Protocol):
                 return
             if isinstance(exc.__context__, _TooLarge):
                 self._fail(FailureReason.TOO_LARGE,
-                           f"body larger than max_body_size {_size(self.max_size or 0)}")
+                           f"body larger than max_body_size {format_size(self.max_size or 0)}")
             else:
                 self._fail(FailureReason.OTHER, f"malformed HTTP response: {exc}")
         except httptools.HttpParserUpgrade:
@@ -370,7 +381,7 @@ class _HttpProtocol(asyncio.Protocol):
         if self.max_size is not None and length > self.max_size:
             self._fail(
                 FailureReason.TOO_LARGE,
-                f"Content-Length {length} larger than max_body_size {_size(self.max_size)}",
+                f"Content-Length {length} larger than max_body_size {format_size(self.max_size)}",
             )
             return
         self.eof_body = length < 0 and not chunked and status not in _NO_BODY_CODES
@@ -401,6 +412,10 @@ class _HttpProtocol(asyncio.Protocol):
         and full collections of 60-160 ms (docs/benchmarks.md)."""
         self.parser = None
         self.transport = None
+
+    def version(self) -> str | None:
+        """The response's HTTP version, "1.1" or "1.0"."""
+        return self.parser.get_http_version() if self.parser is not None else None
 
     def raise_error(self) -> None:
         """Raise the failure, if any, handing it over: kept here or in a local it
@@ -439,13 +454,6 @@ class _HttpProtocol(asyncio.Protocol):
                 self.transport.abort()  # type: ignore[attr-defined]
 
 
-def _size(n: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size and n % size == 0:
-            return f"{n // size}{unit}"
-    return f"{n}B"
-
-
 # ---------------------------------------------------------------- probe
 
 
@@ -455,10 +463,11 @@ class _State:
 
     clock: PhaseClock = field(default_factory=PhaseClock)
     transports: list[asyncio.BaseTransport] = field(default_factory=list)
-    proto: _HttpProtocol | None = None
+    proto: _HttpProtocol | H2Protocol | None = None
     status: int | None = None
     redirects: int = 0
     cert_expiry: float | None = None
+    tls: TlsFacts | None = None
     http_version: str | None = None
     body_bytes: int = 0
 
@@ -474,6 +483,7 @@ class _State:
             status_code=self.status,
             phases=self.clock.phases,
             cert_expiry=self.cert_expiry,
+            tls=self.tls,
             http_version=self.http_version,
             redirects=self.redirects,
             body_bytes=self.body_bytes,
@@ -482,7 +492,7 @@ class _State:
 
 async def _exchange(
     loop: asyncio.AbstractEventLoop, hop: _Hop, prep: _Prepared, st: _State
-) -> _HttpProtocol:
+) -> _HttpProtocol | H2Protocol:
     spec = prep.spec
     clock = st.clock
     clock.current = "dns"
@@ -521,37 +531,54 @@ async def _exchange(
                                              st.transports.append)
             request = _proxy_form(hop, proxy)
     st.proto = proto
+    pending: Pending | None = None
     if hop.https:
-        ctx = ssl_context(spec.tls_verify, spec.ca_file, spec.cert_file, spec.key_file)
-        transport = await start_tls(loop, transport, proto, ctx, hop.host, clock)
+        ctx = ssl_context(spec.tls_verify, spec.ca_file, spec.cert_file, spec.key_file,
+                          H2_ALPN if spec.http2 else HTTP1_ALPN)
+        if spec.http2:
+            # which protocol reads the answer is known only after the handshake
+            pending = Pending()
+        transport = await start_tls(loop, transport, pending or proto, ctx, hop.host, clock)
         st.transports.append(transport)
         proto.transport = transport
-        st.cert_expiry = peer_cert_expiry(transport)
+        tls = st.tls = peer_tls(transport)
+        st.cert_expiry = tls.earliest_expiry if tls is not None else None
         if spec.min_cert_validity is not None:
             failed = cert_validity_failure(st.cert_expiry, spec.min_cert_validity, time.time())
             if failed is not None:
                 raise ProbeError(*failed)
     sent = clock.enter("processing")
-    transport.write(request)
-    await proto.done
-    transport.abort()
-    if proto.first_byte:
-        clock.add("processing", proto.first_byte - sent)
-        clock.add("transfer", proto.end - proto.first_byte)
+    answer: _HttpProtocol | H2Protocol = proto
+    if pending is not None and alpn(transport) == "h2":
+        h2 = st.proto = answer = H2Protocol(loop, head, spec.body_limit, prep.keep_body,
+                                            prep.stop_at, spec.max_body_size)
+        pending.hand_over(transport, h2)
+        h2.send(request, hop.https)
+        pending.replay(h2)
+    elif pending is not None:
+        pending.hand_over(transport, proto)
+        transport.write(request)
+        pending.replay(proto)
     else:
-        clock.add("processing", proto.end - sent)
+        transport.write(request)
+    await answer.done
+    transport.abort()
+    if answer.first_byte:
+        clock.add("processing", answer.first_byte - sent)
+        clock.add("transfer", answer.end - answer.first_byte)
+    else:
+        clock.add("processing", answer.end - sent)
     clock.current = "transfer"
-    if proto.status:
-        st.status = proto.status
-        if proto.parser is not None:
-            st.http_version = proto.parser.get_http_version()
-    st.body_bytes = proto.body_bytes
-    proto.release()
-    proto.raise_error()
-    return proto
+    if answer.status:
+        st.status = answer.status
+        st.http_version = answer.version()
+    st.body_bytes = answer.body_bytes
+    answer.release()
+    answer.raise_error()
+    return answer
 
 
-def _decode_body(proto: _HttpProtocol, limit: int) -> bytes:
+def _decode_body(proto: _HttpProtocol | H2Protocol, limit: int) -> bytes:
     body = b"".join(proto.chunks)
     enc = proto.content_encoding
     if not body or enc in (b"", b"identity"):
@@ -572,7 +599,9 @@ def _decode_body(proto: _HttpProtocol, limit: int) -> bytes:
     raise ProbeError(FailureReason.OTHER, f"cannot decode {enc.decode('latin-1')} body")
 
 
-def _check(prep: _Prepared, proto: _HttpProtocol, elapsed: float) -> Failure | None:
+def _check(
+    prep: _Prepared, proto: _HttpProtocol | H2Protocol, version: str | None, elapsed: float
+) -> Failure | None:
     """The assertions, in the documented order; the first failure wins.
 
     The body is decoded only once status and headers passed, so a bad status is
@@ -580,6 +609,8 @@ def _check(prep: _Prepared, proto: _HttpProtocol, elapsed: float) -> Failure | N
     """
     spec = prep.spec
     failed = status_failure(proto.status, prep.valid, prep.valid_text)
+    if failed is None and spec.valid_http_versions:
+        failed = version_failure(version, spec.valid_http_versions)
     # the guards skip the call for rules a target does not set (most set none):
     # this runs for every probe
     if failed is None and prep.headers:
@@ -629,7 +660,7 @@ async def _run(prep: _Prepared, st: _State, start: float) -> ProbeResult:
         )
         hop = _make_hop(spec, url, method, body, same_origin=same)
     elapsed = time.perf_counter() - start
-    failed = _check(prep, proto, elapsed)
+    failed = _check(prep, proto, st.http_version, elapsed)
     if failed is None:
         return st.result(elapsed)
     return st.result(elapsed, failed[0], redact_text(failed[1]))

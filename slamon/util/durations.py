@@ -87,3 +87,11 @@ def parse_size(value: object) -> int:
     if not match:
         raise ValueError(f"invalid size {value!r}: use bytes or a unit (KB, KiB, MB, MiB, GB, GiB)")
     return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+
+
+def format_size(n: int) -> str:
+    """Bytes in the largest binary unit that divides them: 1048576 -> "1MiB"."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return f"{n}B"

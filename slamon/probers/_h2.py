@@ -1,0 +1,305 @@
+"""HTTP/2 for the HTTP prober: one request on one fresh TLS connection.
+
+Used only when a target sets `http2: true` and the server picks `h2` in the
+TLS handshake (ALPN), as browsers negotiate it; otherwise the request goes out
+as HTTP/1.1 on the same connection. The framing is the `h2` library's (a
+sans-IO state machine, the optional `http2` extra), imported on the first
+HTTP/2 probe. The transport, phases, proxy tunnel, TLS facts and assertions
+stay the HTTP prober's: `H2Protocol` exposes what `_HttpProtocol` does
+(status, headers, kept body chunks, `done`, `error`), so `http.py` judges the
+answer the same way whatever the version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from slamon.probers._net import ProbeError
+from slamon.probers.base import FailureReason
+from slamon.probers.checks import show
+from slamon.util.durations import format_size
+
+if TYPE_CHECKING:
+    from h2.connection import H2Connection
+
+#: hop-by-hop fields HTTP/2 forbids (RFC 9113 8.2.2); the request never carries them
+_CONNECTION_FIELDS = frozenset({b"connection", b"keep-alive", b"proxy-connection",
+                                b"transfer-encoding", b"upgrade", b"te"})
+_STREAM = 1
+
+
+def h2_request(raw: bytes, https: bool) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The HTTP/1.1 request the prober prepared, as HTTP/2 header fields and body.
+
+    One prepared request per hop serves both versions: the fields are translated
+    here, only for a connection that negotiated h2 (Host becomes :authority, the
+    connection-specific fields are dropped, names are lower-cased)."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    method, target, _version = lines[0].split(b" ", 2)
+    authority = b""
+    fields: list[tuple[bytes, bytes]] = []
+    for line in lines[1:]:
+        name, _, value = line.partition(b": ")
+        low = name.lower()
+        if low == b"host":
+            authority = value
+        elif low not in _CONNECTION_FIELDS:
+            fields.append((low, value))
+    pseudo = [(b":method", method), (b":scheme", b"https" if https else b"http"),
+              (b":authority", authority), (b":path", target)]
+    return pseudo + fields, body
+
+
+class H2Protocol(asyncio.Protocol):
+    """Sends one request on stream 1 and reads its response to the end.
+
+    Same outcome contract as the HTTP/1.1 protocol: `done` never carries an
+    exception, failures go to `error`. The body is read to the end whatever its
+    size (flow control is acknowledged as it arrives); the first `limit` bytes
+    are kept for the assertions.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        head: bool,
+        limit: int,
+        keep_body: bool,
+        stop_at: frozenset[int],
+        max_size: int | None = None,
+    ) -> None:
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.transport: asyncio.BaseTransport | None = None
+        self.conn: H2Connection | None = None
+        self.head = head
+        self.limit = limit
+        self.max_size = max_size
+        self.kept = 0
+        self.keep_body = keep_body
+        self.stop_at = stop_at
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.chunks: list[bytes] = []
+        self.body_bytes = 0
+        self.first_byte = 0.0
+        self.end = 0.0
+        self.content_encoding = b""
+        self.location: bytes | None = None
+        self.error: ProbeError | None = None
+        self._pending = b""  # request body not yet sent (flow control)
+        self._preface: bytes | None = b""  # the server's first bytes, until 9 are seen
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def send(self, raw: bytes, https: bool) -> None:
+        """Open the connection (preface, SETTINGS) and send the request."""
+        from h2.config import H2Configuration
+        from h2.connection import H2Connection
+
+        fields, body = h2_request(raw, https)
+        conn = self.conn = H2Connection(H2Configuration(client_side=True,
+                                                        header_encoding=None))
+        conn.initiate_connection()
+        conn.send_headers(_STREAM, fields, end_stream=not body)
+        self._pending = body
+        self._pump()
+        self._flush()
+
+    def _pump(self) -> None:
+        """Send as much of the request body as the peer's windows allow."""
+        conn = self.conn
+        if conn is None or not self._pending:
+            return
+        while self._pending:
+            room = min(conn.local_flow_control_window(_STREAM), conn.max_outbound_frame_size)
+            if room <= 0:
+                return
+            chunk, self._pending = self._pending[:room], self._pending[room:]
+            conn.send_data(_STREAM, chunk, end_stream=not self._pending)
+
+    def _flush(self) -> None:
+        conn, transport = self.conn, self.transport
+        if conn is not None and transport is not None:
+            out = conn.data_to_send()
+            if out:
+                transport.write(out)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        if conn is None or self.done.done():
+            return
+        from h2.exceptions import ProtocolError
+
+        if self._preface is not None:
+            # the server's first frame must be SETTINGS (RFC 9113 3.4); h2 would buffer
+            # up to a bogus "frame length" of an HTTP/1.1 answer and never say so
+            head = self._preface = self._preface + data
+            if len(head) >= 9:
+                self._preface = None
+                if head[3] != 0x4 or head[5:9] != b"\0\0\0\0":
+                    self._fail(FailureReason.OTHER, f"malformed HTTP/2 response: the server's "
+                                                    f"first bytes are not a SETTINGS frame: "
+                                                    f"{show(head[:24].decode('latin-1'))}")
+                    return
+        try:
+            events = conn.receive_data(data)
+        except ProtocolError as exc:
+            self._fail(FailureReason.OTHER, f"malformed HTTP/2 response: {exc}")
+            return
+        for event in events:
+            self._event(event)
+            if self.done.done():
+                return
+        self._flush()
+
+    def _event(self, event: Any) -> None:
+        from h2 import events as ev
+
+        if isinstance(event, ev.ResponseReceived):
+            self._headers(event.headers)
+        elif isinstance(event, ev.DataReceived):
+            assert self.conn is not None  # events come from conn
+            self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            self._body(event.data)
+        elif isinstance(event, ev.StreamEnded):
+            self._finish()
+        elif isinstance(event, ev.StreamReset):
+            self._fail(FailureReason.RESET, f"server reset the HTTP/2 stream "
+                                            f"({_code(event.error_code)})")
+        elif isinstance(event, ev.ConnectionTerminated):
+            # a graceful GOAWAY that still covers our stream lets it finish
+            if event.error_code or (event.last_stream_id or 0) < _STREAM:
+                self._fail(FailureReason.RESET, f"server closed the HTTP/2 connection "
+                                                f"(GOAWAY {_code(event.error_code)})")
+        elif isinstance(event, ev.WindowUpdated):
+            self._pump()
+
+    def _headers(self, fields: list[tuple[bytes, bytes]]) -> None:
+        self.first_byte = time.perf_counter()
+        length = -1
+        for name, value in fields:
+            if name == b":status":
+                self.status = int(value)
+            elif name.startswith(b":"):
+                continue
+            else:
+                self.headers.append((name, value))
+                if name == b"content-length":
+                    length = int(value)  # h2 validated it against the body
+                elif name == b"content-encoding":
+                    self.content_encoding = value.strip().lower()
+                elif name == b"location":
+                    self.location = value
+        if self.head or self.status in self.stop_at:
+            self._finish()
+        elif self.max_size is not None and length > self.max_size:
+            self._fail(FailureReason.TOO_LARGE, f"Content-Length {length} larger than "
+                                                f"max_body_size {format_size(self.max_size)}")
+
+    def _body(self, body: bytes) -> None:
+        n = self.body_bytes + len(body)
+        self.body_bytes = n
+        if self.max_size is not None and n > self.max_size:
+            self._fail(FailureReason.TOO_LARGE,
+                       f"body larger than max_body_size {format_size(self.max_size)}")
+            return
+        if self.keep_body and self.kept < self.limit:
+            if self.kept + len(body) > self.limit:
+                body = body[: self.limit - self.kept]
+            self.kept += len(body)
+            self.chunks.append(body)
+
+    def eof_received(self) -> bool | None:
+        self._eof(None)
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof(exc)
+
+    def release(self) -> None:
+        """Drop the connection state and transport (see `_HttpProtocol.release`)."""
+        self.conn = None
+        self.transport = None
+
+    def version(self) -> str:
+        return "2.0"
+
+    def raise_error(self) -> None:
+        error, self.error = self.error, None
+        if error is not None:
+            try:
+                raise error
+            finally:
+                del error
+
+    def _eof(self, exc: Exception | None) -> None:
+        if self.done.done():
+            return
+        if isinstance(exc, OSError) and exc.strerror:
+            self._fail(FailureReason.RESET, f"connection reset: {exc.strerror}")
+        elif not self.first_byte:
+            self._fail(FailureReason.RESET, "connection closed before response")
+        else:
+            self._fail(FailureReason.RESET, "connection closed before end of response")
+
+    def _finish(self) -> None:
+        if not self.done.done():
+            self.end = time.perf_counter()
+            self.done.set_result(None)
+
+    def _fail(self, reason: FailureReason, detail: str) -> None:
+        if not self.done.done():
+            self.end = time.perf_counter()
+            self.error = ProbeError(reason, detail)
+            self.done.set_result(None)
+            if self.transport is not None:
+                self.transport.abort()  # type: ignore[attr-defined]
+
+
+def _code(code: object) -> str:
+    """An HTTP/2 error code by name (h2 gives an ErrorCodes member or a bare int)."""
+    name = getattr(code, "name", None)
+    return name if isinstance(name, str) else f"error code {code}"
+
+
+class Pending(asyncio.Protocol):
+    """Holds what arrives between the TLS handshake and the choice of protocol.
+
+    The server may send its HTTP/2 SETTINGS right after its handshake messages,
+    before the prober has read the negotiated ALPN; this keeps those bytes (and
+    an EOF) for the protocol chosen, instead of feeding them to the wrong parser.
+    """
+
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+        self.eof = False
+        self.lost: tuple[Exception | None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self.data.append(data)
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = (exc,)
+
+    def hand_over(self, transport: asyncio.Transport, proto: asyncio.Protocol) -> None:
+        """Make `proto` the transport's protocol; `replay` then gives it what arrived
+        meanwhile (after the request is sent: HTTP/2 needs its connection state)."""
+        transport.set_protocol(proto)
+        proto.connection_made(transport)
+
+    def replay(self, proto: asyncio.Protocol) -> None:
+        for data in self.data:
+            proto.data_received(data)
+        self.data.clear()
+        if self.eof:
+            proto.eof_received()
+        if self.lost is not None:
+            proto.connection_lost(self.lost[0])
