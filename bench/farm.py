@@ -52,6 +52,7 @@ http {{
     default_type text/plain;
     server {{
 {listens}
+{tls}
         location /t/ {{ return 200 "OK\\n"; }}
         location / {{ return 404; }}
     }}
@@ -78,9 +79,10 @@ class Farm:
     ports: list[int]
     tmp: Path
     proc: subprocess.Popen[bytes]
+    scheme: str = "http"
 
     def url(self, i: int) -> str:
-        return f"http://127.0.0.1:{self.ports[i % len(self.ports)]}/t/{i}"
+        return f"{self.scheme}://127.0.0.1:{self.ports[i % len(self.ports)]}/t/{i}"
 
     def urls(self, n: int) -> list[str]:
         return [self.url(i) for i in range(n)]
@@ -96,28 +98,40 @@ class Farm:
         return out
 
 
-def _wait_up(port: int, proc: subprocess.Popen[bytes], deadline: float) -> None:
+def _wait_up(port: int, proc: subprocess.Popen[bytes], deadline: float, tls: bool) -> None:
     url = f"http://127.0.0.1:{port}/t/0"
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"nginx exited with {proc.returncode}")
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as resp:
-            if resp.status == 200:
+        if tls:  # listening is enough: the certificate is the caller's
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
                 return
+        else:
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
         time.sleep(0.05)
     raise RuntimeError("nginx did not answer within the deadline")
 
 
 @contextlib.contextmanager
-def nginx_farm(n_ports: int = 20, workers: int = 1) -> Iterator[Farm]:
+def nginx_farm(n_ports: int = 20, workers: int = 1, tls: tuple[str, str] | None = None
+               ) -> Iterator[Farm]:
+    """`tls`: (certificate, key) PEM files: the ports then speak TLS with HTTP/2 and
+    HTTP/1.1 by ALPN (the URLs become https)."""
     tmp = Path(tempfile.mkdtemp(prefix="slamon-farm-"))
     proc: subprocess.Popen[bytes] | None = None
     try:
         ports = free_ports(n_ports)
-        listens = "\n".join(f"        listen 127.0.0.1:{p} backlog=4096 reuseport;" for p in ports)
+        mode = " ssl http2" if tls else ""
+        listens = "\n".join(f"        listen 127.0.0.1:{p}{mode} backlog=4096 reuseport;"
+                            for p in ports)
+        tls_lines = (f"        ssl_certificate {tls[0]};\n        ssl_certificate_key {tls[1]};"
+                     if tls else "")
         user = "user root;" if os.geteuid() == 0 else ""
         conf = tmp / "nginx.conf"
-        conf.write_text(CONF.format(workers=workers, tmp=tmp, user=user, listens=listens))
+        conf.write_text(CONF.format(workers=workers, tmp=tmp, user=user, listens=listens,
+                                    tls=tls_lines))
         with (tmp / "stderr.log").open("wb") as err:
             proc = subprocess.Popen(
                 [NGINX, "-p", str(tmp), "-c", str(conf), "-e", str(tmp / "error.log")],
@@ -125,8 +139,8 @@ def nginx_farm(n_ports: int = 20, workers: int = 1) -> Iterator[Farm]:
                 stderr=err,
                 start_new_session=True,
             )
-        _wait_up(ports[0], proc, time.monotonic() + 10)
-        yield Farm(ports, tmp, proc)
+        _wait_up(ports[0], proc, time.monotonic() + 10, tls is not None)
+        yield Farm(ports, tmp, proc, "https" if tls else "http")
     finally:
         if proc is not None:
             stop_group(proc, grace=5)

@@ -7,6 +7,7 @@ that span (`slamon_probes_total`, success + failure). The servers run in
 processes of their own and their CPU is not counted:
 
 - http:  nginx (bench/farm.py), a fresh connection per probe
+- https, h2: the same over TLS (a trustme certificate), HTTP/1.1 and `http2: true`
 - tcp:   the same nginx ports, connect only
 - dns:   a dnspython UDP responder (one process) answering every A query
 - icmp:  echo to 127.0.0.x (the kernel answers)
@@ -41,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from farm import nginx_farm
 
 ROOT = Path(__file__).resolve().parent.parent
-KINDS = ("http", "tcp", "dns", "icmp", "grpc", "heartbeat")
+KINDS = ("http", "https", "h2", "tcp", "dns", "icmp", "grpc", "heartbeat")
 TOKEN_PREFIX = "bench-heartbeat-token-"
 
 
@@ -171,6 +172,12 @@ def pusher(spec: str) -> None:
 # --------------------------------------------------------------- one kind
 
 def target(kind: str, i: int, ports: dict[str, object]) -> str:
+    if kind in ("https", "h2"):
+        urls, ca = ports["tls_urls"], ports["ca_file"]
+        assert isinstance(urls, list)
+        h2 = ", http2: true" if kind == "h2" else ""
+        return (f"  - {{id: t{i}, kind: http, interval: {{iv}}, timeout: {{to}}, "
+                f'http: {{url: "{urls[i]}", ca_file: "{ca}"{h2}}}}}')
     head = f"  - {{id: t{i}, kind: {kind}, interval: {{iv}}, timeout: {{to}}, "
     if kind == "http":
         urls = ports["urls"]
@@ -189,11 +196,11 @@ def target(kind: str, i: int, ports: dict[str, object]) -> str:
     return head + f'heartbeat: {{token: "{TOKEN_PREFIX}{i:06d}", grace: 2s}}}}'
 
 
-def run_kind(kind: str, args: argparse.Namespace, work: Path, farm_urls: list[str],
-             tcp_ports: list[int]) -> dict[str, object]:
+def run_kind(kind: str, args: argparse.Namespace, work: Path,
+             ports: dict[str, object]) -> dict[str, object]:
     n, interval = args.targets, args.interval
     port = free_port()
-    ports: dict[str, object] = {"urls": farm_urls, "tcp": tcp_ports}
+    ports = dict(ports)
     servers: list[list[str]] = []
     if kind == "dns":
         ports["dns"] = free_port()
@@ -273,11 +280,21 @@ def main() -> None:
     results_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="kinds-", dir=results_dir))
     rows = []
-    with nginx_farm(20) as farm:
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.cert_chain_pems[0].write_to_path(str(work / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(work / "key.pem"))
+    ca.cert_pem.write_to_path(str(work / "ca.pem"))
+    with nginx_farm(20) as farm, nginx_farm(
+            20, tls=(str(work / "cert.pem"), str(work / "key.pem"))) as tls_farm:
         urls = farm.urls(args.targets)
-        tcp_ports = sorted({int(u.split(":")[2].split("/")[0]) for u in urls})
+        ports: dict[str, object] = {
+            "urls": urls, "tcp": sorted({int(u.split(":")[2].split("/")[0]) for u in urls}),
+            "tls_urls": tls_farm.urls(args.targets), "ca_file": str(work / "ca.pem")}
         for kind in kinds:
-            row = run_kind(kind, args, work, urls, tcp_ports)
+            row = run_kind(kind, args, work, ports)
             rows.append(row)
             print(json.dumps(row), flush=True)
     out = work.with_suffix(".json")

@@ -27,6 +27,7 @@ from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import DataReceived, RequestReceived, StreamEnded
+from hyperframe.frame import GoAwayFrame
 
 from tests.misbehaving import HOST, StreamServer, free_port
 
@@ -114,7 +115,8 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("nginx did not listen within 10 s")
 
 
-H2Mode = Literal["ok", "reset", "goaway", "garbage", "close_mid_body", "hang_body"]
+H2Mode = Literal["ok", "reset", "goaway", "goaway_graceful", "garbage", "close_mid_body",
+                 "hang_body"]
 
 
 class MisbehavingH2Server(StreamServer):
@@ -174,6 +176,10 @@ class MisbehavingH2Server(StreamServer):
 
     async def _answer(self, conn: H2Connection, writer: asyncio.StreamWriter,
                       stream: int) -> None:
+        if self.mode == "goaway_graceful":
+            # as nginx at keepalive_requests: GOAWAY NO_ERROR covering stream 1, then the
+            # answer (a raw frame: h2 itself refuses to send anything after a GOAWAY)
+            writer.write(GoAwayFrame(0, last_stream_id=stream, error_code=0).serialize())
         if self.mode == "reset":
             conn.send_headers(stream, [(":status", "200")])
             conn.reset_stream(stream, ErrorCodes.INTERNAL_ERROR)

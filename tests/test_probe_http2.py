@@ -133,6 +133,14 @@ async def test_request_fields(tls_ca: trustme.CA, ca_file: str) -> None:
         assert size == 200_000
 
 
+async def test_graceful_goaway_lets_the_stream_finish(tls_ca: trustme.CA, ca_file: str) -> None:
+    """RFC 9113 6.8: streams up to the GOAWAY's last stream id may still complete."""
+    async with MisbehavingH2Server(tls_ca, "goaway_graceful") as server:
+        r = await http.probe(http_target(server.url("/"), ca_file=ca_file, http2=True,
+                                         body_contains=["h2 ok"]), 1.0)
+        assert r.ok and r.http_version == "2.0", r
+
+
 @pytest.mark.parametrize(("mode", "reason", "detail"), [
     ("reset", FailureReason.RESET, "server reset the HTTP/2 stream (INTERNAL_ERROR)"),
     ("goaway", FailureReason.RESET, "GOAWAY ENHANCE_YOUR_CALM"),

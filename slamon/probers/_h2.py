@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 _CONNECTION_FIELDS = frozenset({b"connection", b"keep-alive", b"proxy-connection",
                                 b"transfer-encoding", b"upgrade", b"te"})
 _STREAM = 1
+#: the largest frame slamon accepts: h2's default SETTINGS_MAX_FRAME_SIZE, which it
+#: announces, so a larger frame is the server's protocol error
+_MAX_FRAME = 16_384
 
 
 def h2_request(raw: bytes, https: bool) -> tuple[list[tuple[bytes, bytes]], bytes]:
@@ -90,7 +93,8 @@ class H2Protocol(asyncio.Protocol):
         self.location: bytes | None = None
         self.error: ProbeError | None = None
         self._pending = b""  # request body not yet sent (flow control)
-        self._preface: bytes | None = b""  # the server's first bytes, until 9 are seen
+        self._inbox = bytearray()  # received bytes not yet a whole frame
+        self._first = True  # the server's first frame is still to come
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -129,32 +133,72 @@ class H2Protocol(asyncio.Protocol):
                 transport.write(out)  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
-        conn = self.conn
-        if conn is None or self.done.done():
+        if self.conn is None or self.done.done():
             return
-        from h2.exceptions import ProtocolError
-
-        if self._preface is not None:
-            # the server's first frame must be SETTINGS (RFC 9113 3.4); h2 would buffer
-            # up to a bogus "frame length" of an HTTP/1.1 answer and never say so
-            head = self._preface = self._preface + data
-            if len(head) >= 9:
-                self._preface = None
-                if head[3] != 0x4 or head[5:9] != b"\0\0\0\0":
+        buf = self._inbox
+        buf += data
+        frames: list[bytes] = []
+        pos, size = 0, len(buf)
+        # frames are split here, not only in h2: the first must be SETTINGS (RFC 9113
+        # 3.4), an oversized one fails at once instead of being buffered, and GOAWAY is
+        # judged here because h2 closes the whole connection on any GOAWAY, even a
+        # graceful one that still covers our stream (python-hyper/h2#1181)
+        while size - pos >= 9:
+            length = int.from_bytes(buf[pos:pos + 3], "big")
+            kind = buf[pos + 3]
+            if self._first:
+                self._first = False
+                if kind != 0x4 or buf[pos + 5:pos + 9] != b"\0\0\0\0":
                     self._fail(FailureReason.OTHER, f"malformed HTTP/2 response: the server's "
                                                     f"first bytes are not a SETTINGS frame: "
-                                                    f"{show(head[:24].decode('latin-1'))}")
+                                                    f"{show(bytes(buf[:24]).decode('latin-1'))}")
                     return
+            if length > _MAX_FRAME:
+                self._fail(FailureReason.OTHER, f"malformed HTTP/2 response: a frame of "
+                                                f"{length} bytes (at most {_MAX_FRAME})")
+                return
+            end = pos + 9 + length
+            if end > size:
+                break
+            if kind == 0x7:
+                if not self._receive(b"".join(frames)):
+                    return
+                frames = []
+                self._goaway(bytes(buf[pos + 9:end]))
+                if self.done.done():
+                    return
+            else:
+                frames.append(bytes(buf[pos:end]))
+            pos = end
+        del buf[:pos]
+        if self._receive(b"".join(frames)):
+            self._flush()
+
+    def _receive(self, data: bytes) -> bool:
+        """Feed whole frames to h2 and act on its events; False once the probe is decided."""
+        conn = self.conn
+        if not data or conn is None:
+            return not self.done.done()
+        from h2.exceptions import ProtocolError
+
         try:
             events = conn.receive_data(data)
         except ProtocolError as exc:
             self._fail(FailureReason.OTHER, f"malformed HTTP/2 response: {exc}")
-            return
+            return False
         for event in events:
             self._event(event)
             if self.done.done():
-                return
-        self._flush()
+                return False
+        return True
+
+    def _goaway(self, payload: bytes) -> None:
+        last = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
+        code = int.from_bytes(payload[4:8], "big")
+        # a graceful GOAWAY (NO_ERROR) that covers our stream lets it finish
+        if code or last < _STREAM:
+            self._fail(FailureReason.RESET, f"server closed the HTTP/2 connection "
+                                            f"(GOAWAY {_code(code)})")
 
     def _event(self, event: Any) -> None:
         from h2 import events as ev
@@ -170,11 +214,6 @@ class H2Protocol(asyncio.Protocol):
         elif isinstance(event, ev.StreamReset):
             self._fail(FailureReason.RESET, f"server reset the HTTP/2 stream "
                                             f"({_code(event.error_code)})")
-        elif isinstance(event, ev.ConnectionTerminated):
-            # a graceful GOAWAY that still covers our stream lets it finish
-            if event.error_code or (event.last_stream_id or 0) < _STREAM:
-                self._fail(FailureReason.RESET, f"server closed the HTTP/2 connection "
-                                                f"(GOAWAY {_code(event.error_code)})")
         elif isinstance(event, ev.WindowUpdated):
             self._pump()
 
@@ -260,10 +299,14 @@ class H2Protocol(asyncio.Protocol):
                 self.transport.abort()  # type: ignore[attr-defined]
 
 
-def _code(code: object) -> str:
-    """An HTTP/2 error code by name (h2 gives an ErrorCodes member or a bare int)."""
-    name = getattr(code, "name", None)
-    return name if isinstance(name, str) else f"error code {code}"
+def _code(code: int) -> str:
+    """An HTTP/2 error code by name (RFC 9113 7), else its number."""
+    from h2.errors import ErrorCodes
+
+    try:
+        return ErrorCodes(code).name
+    except ValueError:
+        return f"error code {code}"
 
 
 class Pending(asyncio.Protocol):
