@@ -33,7 +33,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = "contracts/SLACompensation.sol"
-TESTS = ["tests/test_contract.py", "tests/test_contract_verdict.py", "tests/test_contract_money.py"]
+TESTS = ["tests/test_contract.py", "tests/test_contract_verdict.py", "tests/test_contract_liveness.py",
+         "tests/test_contract_money.py"]
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,8 @@ class Mutant:
 
 
 MUTANTS: list[Mutant] = [
-    Mutant("report deadline inclusive", "if (block.timestamp >= deadline) revert SettlementWindowClosed",
-           "if (block.timestamp > deadline) revert SettlementWindowClosed"),
+    Mutant("report deadline inclusive", "if (block.timestamp >= deadline) {\n            uint64 late",
+           "if (block.timestamp > deadline) {\n            uint64 late"),
     Mutant("settle before the deadline", "if (block.timestamp < deadline) revert ReportWindowOpen",
            "if (block.timestamp + 1 < deadline) revert ReportWindowOpen"),
     Mutant("period not finished off by one", "if (block.timestamp < pEnd) revert PeriodNotFinished",
@@ -70,10 +71,11 @@ MUTANTS: list[Mutant] = [
            "function claim(bytes32 slaId) external nonReentrant", "function claim(bytes32 slaId) external"),
     Mutant("nominal amount credited for ERC-20",
            "received = IERC20(asset).balanceOf(address(this)) - before;", "received = amount;"),
-    Mutant("withdraw ignores settleable periods",
-           "if (_settleable[slaId] != 1) revert SettlementPending(type(uint64).max);", ""),
-    Mutant("withdraw during the window", "nowTs < uint256(end) + c.settlementWindow) {",
-           "nowTs < uint256(end)) {"),
+    Mutant("withdraw ignores unsettled periods", "uint256 open = finished - uint64(st >> 32);",
+           "uint256 open = 0;"),
+    Mutant("withdraw ignores the running period", "if (finished < c.periodCount) ++open;", ""),
+    Mutant("settled periods not counted", "_state[slaId] += 1 << 32;", ""),
+    Mutant("reserve ignores the met reward", "if (reward > each) each = reward;", ""),
     Mutant("pool not reduced on withdraw", "_ledger[slaId].pool -= SafeCast.toUint96(amount);", ""),
     Mutant("policy not checked", "if (r.policyDigest != policy) revert PolicyMismatch(policy, r.policyDigest);", ""),
     Mutant("duplicate signer accepted", "if (mask & bit != 0) {", "if (false) {"),
@@ -87,7 +89,27 @@ MUTANTS: list[Mutant] = [
     Mutant("domain separator never rebuilt",
            "return block.chainid == _cachedChainId ? _cachedDomainSeparator : _buildDomainSeparator();",
            "return _cachedDomainSeparator;"),
-    Mutant("single-oracle not checked", "if (n != 1 || p.quorum != 1) revert InvalidParams(\"singleOracle\");", ""),
+    Mutant("single-oracle not checked", "if (n != 1 || q != 1) revert InvalidParams(\"singleOracle\");", ""),
+    Mutant("late window deadline inclusive", "if (block.timestamp >= late) {", "if (block.timestamp > late) {"),
+    Mutant("quorum closes the late window at once",
+           "if (prev >= c.quorum) revert SettlementWindowClosed(periodId, late == 0 ? deadline : late);",
+           "if (prev >= c.quorum || late != 0) revert SettlementWindowClosed(periodId, deadline);"),
+    Mutant("late window not stored", "_late[slaId][periodId] = late;", ""),
+    Mutant("settle ignores the late deadline", "if (late != 0) deadline = late;", ""),
+    Mutant("rotated-out reports still count", "if (pending >> 240 != version) {", "if (false) {"),
+    Mutant("settle counts rotated-out reports",
+           "uint256 count = pending >> 240 == version ? _popcount((lane >> 20) & 0xffff) : 0;",
+           "uint256 count = _popcount((lane >> 20) & 0xffff);"),
+    Mutant("pending not tagged with the version", "_pending[slaId][periodId] = pending | (version << 240);",
+           "_pending[slaId][periodId] = pending;"),
+    Mutant("rotation without quorum", "if (approvals.length < c.quorum) revert NoRotationQuorum",
+           "if (approvals.length < 1) revert NoRotationQuorum"),
+    Mutant("rotation approvals may repeat", "if (seen & (1 << slot) != 0) revert DuplicateSigner(signer);", ""),
+    Mutant("rotation approved by anyone", "if (slot == 0) revert NotSigner(signer);\n            if (seen",
+           "if (false) revert NotSigner(signer);\n            if (seen"),
+    Mutant("rotation version not bumped", "_state[slaId] = st + 1;", ""),
+    Mutant("rotation drops the tiers", "for (uint256 i = 0; i < c.tierCount; ++i) {\n            uint256 tier",
+           "for (uint256 i = 0; i < 0; ++i) {\n            uint256 tier"),
     Mutant("late reports not ignored", "emit LateReportsIgnored(slaId, periodId, m);\n            return;",
            "emit LateReportsIgnored(slaId, periodId, m);"),
 ]

@@ -175,6 +175,7 @@ contract SLACompensation is ReentrancyGuardTransient {
         uint96 pool;
         uint256 teamOwed;
         bool singleOracle;
+        uint16 signerSetVersion;
     }
 
     /// @notice Read-only view of one period.
@@ -188,6 +189,7 @@ contract SLACompensation is ReentrancyGuardTransient {
         uint16 reportedMask;
         uint8 reportCount;
         bytes32 evidenceRoot;
+        bool stalled;
     }
 
     // ------------------------------------------------------------------------------------------
@@ -200,6 +202,9 @@ contract SLACompensation is ReentrancyGuardTransient {
         "uint32 sloPpm,uint64 good,uint64 valid,uint64 noData,bool breached,bytes32 evidenceRoot,"
         "bytes32 policyDigest,uint64 issuedAt)"
     );
+    /// @notice EIP-712 type hash of a signer-set rotation approved by the current signers.
+    bytes32 public constant ROTATION_TYPEHASH =
+        keccak256("Rotation(bytes32 slaId,uint16 version,address[] signers,uint8 quorum)");
     bytes32 private constant DOMAIN_TYPEHASH =
         keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
     bytes32 private constant NAME_HASH = keccak256("slamon");
@@ -270,12 +275,17 @@ contract SLACompensation is ReentrancyGuardTransient {
     ///      is the one of its median signer.
     mapping(bytes32 slaId => mapping(uint64 periodId => mapping(uint256 signerIdx => bytes32)))
         private _roots;
-    /// @dev Reports received and not yet settled: up to 10 entries of 24 bits (sli 20 | idx 4).
+    /// @dev Reports received and not yet settled: up to 10 entries of 24 bits (sli 20 | idx 4),
+    ///      and in bits 240.. the signer-set version they were checked against: entries of an
+    ///      earlier version are void (their signers were rotated out).
     mapping(bytes32 slaId => mapping(uint64 periodId => uint256)) private _pending;
-    /// @dev 1 + the number of periods that have a quorum of reports but are not settled yet:
-    ///      while any exists the provider cannot withdraw (settling them later must still find
-    ///      the money). It rests at 1, not 0, so that reaching a quorum is not a fresh slot.
-    mapping(bytes32 slaId => uint256) private _settleable;
+    /// @dev Per SLA: signer-set version (bits 0..15) | number of settled periods (bits 32..95).
+    ///      The settled count prices the withdrawal reserve: every finished period not settled
+    ///      yet keeps its worst payout in the pool.
+    mapping(bytes32 slaId => uint256) private _state;
+    /// @dev Report deadline of a stalled period (no quorum by its regular deadline): its late
+    ///      window, opened by the first report after the regular deadline; 0 while none is open.
+    mapping(bytes32 slaId => mapping(uint64 periodId => uint64)) private _late;
 
     // ------------------------------------------------------------------------------------------
     // Events
@@ -306,6 +316,14 @@ contract SLACompensation is ReentrancyGuardTransient {
     );
     /// @notice Reports arrived for an already settled period and were ignored (no state change).
     event LateReportsIgnored(bytes32 indexed slaId, uint64 indexed periodId, uint256 count);
+
+    /// @notice A period without a quorum by its deadline received a report: reports are taken
+    ///         until `deadline` (exclusive), then it settles over all of them like any period.
+    event LateWindowOpened(bytes32 indexed slaId, uint64 indexed periodId, uint64 deadline);
+
+    /// @notice A quorum of the previous signer set installed signer set `version`; reports not
+    ///         settled yet that were signed by the previous set are void.
+    event SignersRotated(bytes32 indexed slaId, uint16 version, address[] signers, uint8 quorum);
     /// @notice A period was settled over `reportCount` reports. `compensation` is exactly what
     ///         the beneficiaries are credited (0 when met).
     event PeriodSettled(
@@ -347,9 +365,9 @@ contract SLACompensation is ReentrancyGuardTransient {
     error BadSignature();
     error HighS();
     error NotSigner(address recovered);
+    error NoRotationQuorum(uint256 approvals, uint256 quorum);
     error DuplicateSigner(address signer);
     error AlreadyReported(address signer);
-    error SettlementPending(uint64 periodId);
     error ReportWindowOpen(uint64 periodId, uint64 deadline);
     error NoQuorum(uint64 periodId, uint256 reports, uint256 quorum);
     error AlreadySettled(uint64 periodId);
@@ -384,18 +402,7 @@ contract SLACompensation is ReentrancyGuardTransient {
         if (_meta[id].provider != address(0)) revert SLAExists(id);
         if (p.objectivePpm == 0 || p.objectivePpm > PPM) revert InvalidParams("objective");
         uint256 n = p.signers.length;
-        if (n == 0 || n > MAX_SIGNERS) revert InvalidParams("signers");
-        if (p.singleOracle) {
-            if (n != 1 || p.quorum != 1) revert InvalidParams("singleOracle");
-        } else {
-            // quorum = 2f + 1 out of n >= 3f + 1: any quorum of reports holds f + 1 honest ones,
-            // and the median of >= 2f + 1 values with <= f liars lies in the honest range
-            uint256 q = p.quorum;
-            if (q % 2 == 0) revert InvalidParams("quorum");
-            uint256 f = (q - 1) / 2;
-            if (n < 3 * f + 1) revert InvalidParams("quorum");
-            if (f == 0 && block.chainid != DEV_CHAIN_ID) revert InvalidParams("quorum");
-        }
+        _checkSigners(p.signers, p.quorum, p.singleOracle);
         if (p.minSamples == 0) revert InvalidParams("minSamples");
         if (p.maxPayoutPerPeriod == 0) revert InvalidParams("cap");
         if (p.team == address(0) && p.metReward != 0) revert InvalidParams("team");
@@ -446,18 +453,7 @@ contract SLACompensation is ReentrancyGuardTransient {
             }
         }
 
-        for (uint256 i = 0; i < n; ++i) {
-            address s = p.signers[i];
-            if (s == address(0)) revert InvalidParams("signer");
-            for (uint256 j = 0; j < i; ++j) {
-                if (p.signers[j] == s) revert InvalidParams("signer");
-            }
-            uint256 off = BLOB_HEADER + 20 * i;
-            assembly ("memory-safe") {
-                let ptr := add(add(blob, 32), off)
-                mstore(ptr, or(shl(96, s), and(mload(ptr), 0xffffffffffffffffffffffff)))
-            }
-        }
+        _writeSigners(blob, p.signers);
 
         uint256 nben = p.beneficiaries.length;
         if (nben == 0 || nben > MAX_BENEFICIARIES || nben != p.weights.length) {
@@ -498,11 +494,78 @@ contract SLACompensation is ReentrancyGuardTransient {
             mstore(add(blob, 128), metReward)
         }
         _deployParams(id, blob);
-        _settleable[id] = 1;
         _meta[id] = Meta({provider: msg.sender, metReward: p.metReward, team: p.team, asset: p.asset});
         emit SLARegistered(
             id, msg.sender, p.name, p.asset, p.objectivePpm, p.quorum, p.singleOracle, p.signers, p.policyDigest
         );
+    }
+
+    /// @notice Replace the signer set of `slaId` (version + 1), approved by a quorum of the
+    ///         current signers; anyone may relay it. The provider cannot swap in its own
+    ///         signers, and a set that lost members (keys lost, operators gone) can be renewed by
+    ///         its remaining quorum. Reports of the previous set that are not settled yet are
+    ///         void: their periods take reports of the new set (stalled ones in a late window).
+    /// @param signers The new set (the registration rules apply; a single-oracle SLA stays one).
+    /// @param quorum The new quorum, 2f + 1 with n >= 3f + 1.
+    /// @param approvals EIP-712 `Rotation(slaId, version, signers, quorum)` signatures of at
+    ///        least `quorum` distinct members of the current set, version = current + 1.
+    function rotateSigners(
+        bytes32 slaId,
+        address[] calldata signers,
+        uint8 quorum,
+        bytes[] calldata approvals
+    ) external {
+        uint256 st = _state[slaId];
+        uint256 version = st & 0xffff;
+        uint256 params = _params(slaId, version);
+        Core memory c = _coreOf(params);
+        if (!c.exists) revert UnknownSLA(slaId);
+        if (version == type(uint16).max) revert InvalidParams("version");
+        _checkSigners(signers, quorum, c.singleOracle);
+        bytes32 digest = keccak256(
+            abi.encodePacked(
+                hex"1901",
+                _domainSeparator(),
+                keccak256(
+                    abi.encode(
+                        ROTATION_TYPEHASH, slaId, version + 1, keccak256(abi.encodePacked(signers)), quorum
+                    )
+                )
+            )
+        );
+        uint256 seen;
+        for (uint256 i = 0; i < approvals.length; ++i) {
+            address signer = _recoverDigest(digest, approvals[i]);
+            uint256 slot = _signerSlotOf(params, c.signerCount, signer);
+            if (slot == 0) revert NotSigner(signer);
+            if (seen & (1 << slot) != 0) revert DuplicateSigner(signer);
+            seen |= 1 << slot;
+        }
+        if (approvals.length < c.quorum) revert NoRotationQuorum(approvals.length, c.quorum);
+
+        uint256 n = signers.length;
+        bytes memory blob = new bytes(BLOB_HEADER + 20 * n + 16 * c.tierCount);
+        uint256 core = (_word(params, 0) & ~(uint256(0xffff) << 224)) | (uint256(quorum) << 224) | (n << 232);
+        assembly ("memory-safe") {
+            let to := add(blob, 32)
+            mstore(to, core)
+            mstore(add(to, 32), mload(add(params, 32)))
+            mstore(add(to, 64), mload(add(params, 64)))
+            mstore(add(to, 96), mload(add(params, 96)))
+        }
+        _writeSigners(blob, signers);
+        for (uint256 i = 0; i < c.tierCount; ++i) {
+            uint256 tier = _word(params, BLOB_HEADER + 20 * c.signerCount + 16 * i)
+                & ~uint256(0xffffffffffffffffffffffffffffffff);
+            uint256 off = BLOB_HEADER + 20 * n + 16 * i;
+            assembly ("memory-safe") {
+                let ptr := add(add(blob, 32), off)
+                mstore(ptr, or(tier, and(mload(ptr), 0xffffffffffffffffffffffffffffffff)))
+            }
+        }
+        _deployParams(_salt(slaId, version + 1), blob);
+        _state[slaId] = st + 1;
+        emit SignersRotated(slaId, uint16(version + 1), signers, quorum);
     }
 
     /// @notice Add `amount` to the pool of `slaId` (anyone may fund).
@@ -527,11 +590,11 @@ contract SLACompensation is ReentrancyGuardTransient {
     }
 
     /// @notice Withdraw `amount` of unowed funds to `to` (provider only).
-    /// @dev Rule: nothing can be withdrawn while a finished period awaits settlement (its
-    ///      report window is open, or it has a quorum of reports and is not settled yet);
-    ///      otherwise, while the SLA still has a period running or to come,
-    ///      max(maxPayoutPerPeriod, metReward) stays locked. Amounts credited to beneficiaries
-    ///      or the team at settlement are never part of the pool.
+    /// @dev Rule: every finished period that is not settled yet (in its report window, waiting
+    ///      for `settle`, or stalled without a quorum) and, while the SLA has a period running
+    ///      or to come, one more period keep max(maxPayoutPerPeriod, metReward) each in the
+    ///      pool; the rest may be withdrawn. Amounts credited to beneficiaries or the team at
+    ///      settlement are never part of the pool.
     function withdraw(bytes32 slaId, uint256 amount, address to) external nonReentrant {
         if (_meta[slaId].provider != msg.sender) revert NotProvider();
         if (to == address(0)) revert InvalidParams("to");
@@ -549,10 +612,13 @@ contract SLACompensation is ReentrancyGuardTransient {
     /// @notice Submit signed reports for ONE period of ONE SLA.
     /// @dev Each report is checked (schedule, finished, window, policy, objective, internal
     ///      consistency, sample count), its EIP-712 signature verified (low-s, v in {27,28}, signer
-    ///      in the set, not already stored) and stored. Reports are accepted while
-    ///      periodEnd <= block.timestamp < periodEnd + settlementWindow. When the last of the n
-    ///      signers has reported, the period settles in this call; otherwise `settle` settles it
-    ///      after the deadline. If the period is already settled, nothing is checked or changed:
+    ///      in the current set, not already stored) and stored. Reports are accepted while
+    ///      periodEnd <= block.timestamp < periodEnd + settlementWindow. A period that has no
+    ///      quorum by then is stalled: the next report opens a late window of settlementWindow
+    ///      seconds (`LateWindowOpened`), again and again until a quorum is reached, so its
+    ///      compensation is never silently dropped. When the last of the n signers has reported,
+    ///      the period settles in this call; otherwise `settle` settles it after the (late)
+    ///      deadline. If the period is already settled, nothing is checked or changed:
     ///      `LateReportsIgnored` is emitted and the call succeeds.
     ///      No external call is made (ecrecover is a precompile) and no funds move, so no
     ///      reentrancy guard is needed here.
@@ -565,7 +631,8 @@ contract SLACompensation is ReentrancyGuardTransient {
         Report calldata r0 = reports[0];
         bytes32 slaId = r0.slaId;
         uint64 periodId = r0.periodId;
-        uint256 params = _params(slaId);
+        uint256 version = _state[slaId] & 0xffff;
+        uint256 params = _params(slaId, version);
         Core memory c = _coreOf(params);
         if (!c.exists) revert UnknownSLA(slaId);
 
@@ -580,8 +647,6 @@ contract SLACompensation is ReentrancyGuardTransient {
 
         (uint64 pStart, uint64 pEnd) = _bounds(slaId, c, periodId);
         if (block.timestamp < pEnd) revert PeriodNotFinished(periodId, pEnd);
-        uint64 deadline = pEnd + c.settlementWindow;
-        if (block.timestamp >= deadline) revert SettlementWindowClosed(periodId, deadline);
         bytes32 policy = _policyOf(params);
         bytes32 domain = _domainSeparator();
 
@@ -589,6 +654,21 @@ contract SLACompensation is ReentrancyGuardTransient {
         uint256 prev = _popcount(mask);
         // pending entries exist only if some signer has already reported (mask != 0)
         uint256 pending = prev != 0 ? _pending[slaId][periodId] : 0;
+        if (pending >> 240 != version) {
+            // signed by a rotated-out set: void
+            (mask, prev, pending) = (0, 0, 0);
+        }
+        uint64 deadline = pEnd + c.settlementWindow;
+        if (block.timestamp >= deadline) {
+            uint64 late = _late[slaId][periodId];
+            if (block.timestamp >= late) {
+                if (prev >= c.quorum) revert SettlementWindowClosed(periodId, late == 0 ? deadline : late);
+                // stalled: no quorum by the last deadline; this report opens a late window
+                late = SafeCast.toUint64(block.timestamp + c.settlementWindow);
+                _late[slaId][periodId] = late;
+                emit LateWindowOpened(slaId, periodId, late);
+            }
+        }
         for (uint256 i = 0; i < m; ++i) {
             Report calldata r = reports[i];
             if (r.slaId != slaId || r.periodId != periodId) revert MixedBatch();
@@ -620,21 +700,20 @@ contract SLACompensation is ReentrancyGuardTransient {
         lane = (lane & ~(uint256(0xffff) << 20)) | (mask << 20);
 
         if (count < c.signerCount) {
-            _pending[slaId][periodId] = pending;
+            _pending[slaId][periodId] = pending | (version << 240);
             _summaries[slaId][group] = (word & ~(LANE_MASK << shift)) | (lane << shift);
-            // from now on settleable after the deadline: the provider must not withdraw first
-            if (prev < c.quorum && count >= c.quorum) ++_settleable[slaId];
             return;
         }
-        if (prev >= c.quorum) --_settleable[slaId];
         if (prev != 0) delete _pending[slaId][periodId];
         _settle(slaId, periodId, c, params, pending, count, lane, word, group, shift);
     }
 
-    /// @notice Settle a period over all the reports it received, once its report deadline has
-    ///         passed (anyone may call). Needs at least `quorum` reports.
+    /// @notice Settle a period over all the reports it received, once its report deadline (or
+    ///         late deadline) has passed (anyone may call). Needs at least `quorum` reports of
+    ///         the current signer set; a period without them stays open for late reports.
     function settle(bytes32 slaId, uint64 periodId) external {
-        uint256 params = _params(slaId);
+        uint256 version = _state[slaId] & 0xffff;
+        uint256 params = _params(slaId, version);
         Core memory c = _coreOf(params);
         if (!c.exists) revert UnknownSLA(slaId);
         uint256 group = periodId / LANES;
@@ -644,12 +723,13 @@ contract SLACompensation is ReentrancyGuardTransient {
         if (lane & SETTLED_BIT != 0) revert AlreadySettled(periodId);
         (, uint64 pEnd) = _bounds(slaId, c, periodId);
         uint64 deadline = pEnd + c.settlementWindow;
+        uint64 late = _late[slaId][periodId];
+        if (late != 0) deadline = late;
         if (block.timestamp < deadline) revert ReportWindowOpen(periodId, deadline);
-        uint256 count = _popcount((lane >> 20) & 0xffff);
-        if (count < c.quorum) revert NoQuorum(periodId, count, c.quorum);
         uint256 pending = _pending[slaId][periodId];
+        uint256 count = pending >> 240 == version ? _popcount((lane >> 20) & 0xffff) : 0;
+        if (count < c.quorum) revert NoQuorum(periodId, count, c.quorum);
         delete _pending[slaId][periodId];
-        --_settleable[slaId];
         _settle(slaId, periodId, c, params, pending, count, lane, word, group, shift);
     }
 
@@ -682,6 +762,7 @@ contract SLACompensation is ReentrancyGuardTransient {
         lane = uint256(sli) | (lane & (uint256(0xffff) << 20)) | (medIdx << 36) | SETTLED_BIT
             | (breached ? BREACHED_BIT : 0);
         _summaries[slaId][group] = (word & ~(LANE_MASK << shift)) | (lane << shift);
+        _state[slaId] += 1 << 32;
 
         uint256 compensation;
         if (breached) {
@@ -762,49 +843,61 @@ contract SLACompensation is ReentrancyGuardTransient {
     // Views
     // ------------------------------------------------------------------------------------------
 
-    /// @notice Whether `signer`'s report for the period has been accepted.
+    /// @notice Whether `signer` (of the current signer set) has a report for the period that
+    ///         counts: accepted, and not voided by a rotation.
     function hasReported(bytes32 slaId, uint64 periodId, address signer) public view returns (bool) {
-        uint256 params = _params(slaId);
+        uint256 version = _state[slaId] & 0xffff;
+        uint256 params = _params(slaId, version);
         uint256 slot = _signerSlotOf(params, _coreOf(params).signerCount, signer);
         if (slot == 0) return false;
-        return (_lane(slaId, periodId) >> 20) & (1 << (slot - 1)) != 0;
+        return _mask(slaId, periodId, _lane(slaId, periodId), version) & (1 << (slot - 1)) != 0;
     }
 
     /// @notice Whether sending `signer`'s report now would be useful: the period is finished,
-    ///         before its (exclusive) deadline, not settled, and the signer has not reported yet.
+    ///         not settled, the signer (of the current set) has not reported, and it is before
+    ///         the (exclusive, possibly late) deadline or the period is stalled without a quorum.
     function needsReport(bytes32 slaId, uint64 periodId, address signer) external view returns (bool) {
-        uint256 params = _params(slaId);
+        uint256 version = _state[slaId] & 0xffff;
+        uint256 params = _params(slaId, version);
         Core memory c = _coreOf(params);
-        if (!c.exists || _signerSlotOf(params, c.signerCount, signer) == 0 || periodId >= c.periodCount) {
-            return false;
-        }
+        uint256 slot = _signerSlotOf(params, c.signerCount, signer);
+        if (!c.exists || slot == 0 || periodId >= c.periodCount) return false;
         uint256 lane = _lane(slaId, periodId);
         if (lane & SETTLED_BIT != 0) return false;
-        if (hasReported(slaId, periodId, signer)) return false;
+        uint256 mask = _mask(slaId, periodId, lane, version);
+        if (mask & (1 << (slot - 1)) != 0) return false;
         (, uint64 end) = _bounds(slaId, c, periodId);
-        return block.timestamp >= end && block.timestamp < uint256(end) + c.settlementWindow;
+        if (block.timestamp < end) return false;
+        if (block.timestamp < uint256(end) + c.settlementWindow) return true;
+        if (block.timestamp < _late[slaId][periodId]) return true;
+        return _popcount(mask) < c.quorum;
     }
 
-    /// @notice State of one period.
+    /// @notice State of one period. `deadline` is the late deadline once a late window opened;
+    ///         `stalled`: past it without a quorum, waiting for reports.
     function getPeriod(bytes32 slaId, uint64 periodId) external view returns (PeriodView memory v) {
-        Core memory c = _coreOf(_params(slaId));
+        uint256 version = _state[slaId] & 0xffff;
+        Core memory c = _coreOf(_params(slaId, version));
         if (!c.exists) revert UnknownSLA(slaId);
         (v.start, v.end) = _bounds(slaId, c, periodId);
-        v.deadline = v.end + c.settlementWindow;
+        uint64 late = _late[slaId][periodId];
+        v.deadline = late != 0 ? late : v.end + c.settlementWindow;
         uint256 lane = _lane(slaId, periodId);
         v.settled = lane & SETTLED_BIT != 0;
         v.breached = lane & BREACHED_BIT != 0;
-        v.reportedMask = uint16(lane >> 20);
+        v.reportedMask = uint16(_mask(slaId, periodId, lane, version));
         v.reportCount = uint8(_popcount(v.reportedMask));
         if (v.settled) {
             v.sliPpm = uint32(lane & 0xfffff);
             v.evidenceRoot = _roots[slaId][periodId][(lane >> 36) & 0xf];
         }
+        v.stalled = !v.settled && block.timestamp >= v.deadline && v.reportCount < c.quorum;
     }
 
-    /// @notice Parameters and balances of an SLA.
+    /// @notice Parameters and balances of an SLA (signers and quorum of the current set).
     function getSLA(bytes32 slaId) external view returns (SLAView memory v) {
-        uint256 params = _params(slaId);
+        uint256 version = _state[slaId] & 0xffff;
+        uint256 params = _params(slaId, version);
         Core memory c = _coreOf(params);
         if (!c.exists) revert UnknownSLA(slaId);
         Meta memory meta = _meta[slaId];
@@ -835,11 +928,12 @@ contract SLACompensation is ReentrancyGuardTransient {
         v.pool = _ledger[slaId].pool;
         v.teamOwed = _teamOwed[slaId];
         v.singleOracle = c.singleOracle;
+        v.signerSetVersion = uint16(version);
     }
 
     /// @notice Start and end (exclusive) of a period, as the reports must carry them.
     function periodBounds(bytes32 slaId, uint64 periodId) external view returns (uint64 start, uint64 end) {
-        Core memory c = _coreOf(_params(slaId));
+        Core memory c = _coreOf(_params(slaId, 0));
         if (!c.exists) revert UnknownSLA(slaId);
         return _bounds(slaId, c, periodId);
     }
@@ -847,7 +941,7 @@ contract SLACompensation is ReentrancyGuardTransient {
     /// @notice The evidence root stored for `signer`'s report (the median signer's root is the
     ///         settled root); zero if that report's root was not stored.
     function reportRoot(bytes32 slaId, uint64 periodId, address signer) external view returns (bytes32) {
-        uint256 params = _params(slaId);
+        uint256 params = _params(slaId, _state[slaId] & 0xffff);
         uint256 slot = _signerSlotOf(params, _coreOf(params).signerCount, signer);
         if (slot == 0) return bytes32(0);
         return _roots[slaId][periodId][slot - 1];
@@ -866,9 +960,10 @@ contract SLACompensation is ReentrancyGuardTransient {
 
     /// @notice What the provider could withdraw now (see `withdraw` for the rule).
     function withdrawable(bytes32 slaId) public view returns (uint256) {
-        Core memory c = _coreOf(_params(slaId));
+        uint256 st = _state[slaId];
+        uint256 params = _params(slaId, st & 0xffff);
+        Core memory c = _coreOf(params);
         if (!c.exists) revert UnknownSLA(slaId);
-        uint256 pool = _ledger[slaId].pool;
         uint256 nowTs = block.timestamp;
         // number of finished periods
         uint256 finished;
@@ -880,22 +975,15 @@ contract SLACompensation is ReentrancyGuardTransient {
                 finished = _countBoundariesAtOrBefore(_boundaries[slaId], nowTs) - 1;
             }
         }
-        if (finished > 0) {
-            uint64 last = uint64(finished - 1);
-            (, uint64 end) = _bounds(slaId, c, last);
-            // settlementWindow < every period length: only the last finished period can be open
-            if (_lane(slaId, last) & SETTLED_BIT == 0 && nowTs < uint256(end) + c.settlementWindow) {
-                revert SettlementPending(last);
-            }
-        }
-        if (_settleable[slaId] != 1) revert SettlementPending(type(uint64).max);
-        if (finished < c.periodCount) {
-            uint256 reserve = _payoutOf(_params(slaId)).maxPayoutPerPeriod;
-            uint256 reward = _meta[slaId].metReward;
-            if (reward > reserve) reserve = reward;
-            return pool > reserve ? pool - reserve : 0;
-        }
-        return pool;
+        // a period settles only once finished, so settled <= finished
+        uint256 open = finished - uint64(st >> 32);
+        if (finished < c.periodCount) ++open;
+        uint256 each = _payoutOf(params).maxPayoutPerPeriod;
+        uint256 reward = _metRewardOf(params);
+        if (reward > each) each = reward;
+        uint256 reserve = open * each;
+        uint256 pool = _ledger[slaId].pool;
+        return pool > reserve ? pool - reserve : 0;
     }
 
     /// @notice Check one evidence bucket against the settled period's evidence root
@@ -959,12 +1047,51 @@ contract SLACompensation is ReentrancyGuardTransient {
     // Internals
     // ------------------------------------------------------------------------------------------
 
-    /// @dev Create the SLA's parameter data contract (see "Immutable SLA parameters").
-    function _deployParams(bytes32 slaId, bytes memory blob) private {
+    /// @dev The signer-set rules of registration and rotation: 1..10 signers; quorum = 2f + 1
+    ///      out of n >= 3f + 1 (any quorum of reports then holds f + 1 honest ones, and the
+    ///      median of >= 2f + 1 values with <= f liars lies in the honest range), f >= 1 except on
+    ///      the dev chain; or exactly one signer and quorum 1 for an explicit single-oracle SLA.
+    function _checkSigners(address[] calldata signers, uint256 q, bool singleOracle) private view {
+        uint256 n = signers.length;
+        if (n == 0 || n > MAX_SIGNERS) revert InvalidParams("signers");
+        if (singleOracle) {
+            if (n != 1 || q != 1) revert InvalidParams("singleOracle");
+        } else {
+            if (q % 2 == 0) revert InvalidParams("quorum");
+            uint256 f = (q - 1) / 2;
+            if (n < 3 * f + 1) revert InvalidParams("quorum");
+            if (f == 0 && block.chainid != DEV_CHAIN_ID) revert InvalidParams("quorum");
+        }
+    }
+
+    /// @dev Write the signers into the blob (20 bytes each after the header); zero or repeated
+    ///      signers are refused.
+    function _writeSigners(bytes memory blob, address[] calldata signers) private pure {
+        for (uint256 i = 0; i < signers.length; ++i) {
+            address s = signers[i];
+            if (s == address(0)) revert InvalidParams("signer");
+            for (uint256 j = 0; j < i; ++j) {
+                if (signers[j] == s) revert InvalidParams("signer");
+            }
+            uint256 off = BLOB_HEADER + 20 * i;
+            assembly ("memory-safe") {
+                let ptr := add(add(blob, 32), off)
+                mstore(ptr, or(shl(96, s), and(mload(ptr), 0xffffffffffffffffffffffff)))
+            }
+        }
+    }
+
+    /// @dev CREATE3 salt of the parameter blob of signer-set `version` (0: the registration's).
+    function _salt(bytes32 slaId, uint256 version) private pure returns (bytes32) {
+        return version == 0 ? slaId : keccak256(abi.encode(slaId, version));
+    }
+
+    /// @dev Create an SLA's parameter data contract (see "Immutable SLA parameters").
+    function _deployParams(bytes32 salt, bytes memory blob) private {
         bytes memory proxyCode = PROXY_INITCODE;
         address proxy;
         assembly ("memory-safe") {
-            proxy := create2(0, add(proxyCode, 32), mload(proxyCode), slaId)
+            proxy := create2(0, add(proxyCode, 32), mload(proxyCode), salt)
         }
         if (proxy == address(0)) revert InvalidParams("params");
         // init code: PUSH2 len, DUP1, PUSH1 0x0a, RETURNDATASIZE, CODECOPY, RETURNDATASIZE, RETURN;
@@ -972,17 +1099,17 @@ contract SLACompensation is ReentrancyGuardTransient {
         bytes memory initCode =
             abi.encodePacked(hex"61", uint16(blob.length + 1), hex"80600a3d393df300", blob);
         (bool ok,) = proxy.call(initCode);
-        if (!ok || _paramsAddress(slaId).code.length != blob.length + 1) revert InvalidParams("params");
+        if (!ok || _paramsAddress(salt).code.length != blob.length + 1) revert InvalidParams("params");
     }
 
-    /// @dev Address of the SLA's parameter data contract (CREATE3: proxy by CREATE2, nonce 1).
-    function _paramsAddress(bytes32 slaId) private view returns (address a) {
+    /// @dev Address of a parameter data contract (CREATE3: proxy by CREATE2, nonce 1).
+    function _paramsAddress(bytes32 salt) private view returns (address a) {
         bytes32 proxyHash = PROXY_INITCODE_HASH;
         assembly ("memory-safe") {
             let m := mload(0x40)
             mstore(0x00, address())
             mstore8(0x0b, 0xff)
-            mstore(0x20, slaId)
+            mstore(0x20, salt)
             mstore(0x40, proxyHash)
             mstore(0x14, keccak256(0x0b, 0x55)) // proxy address at [0x20, 0x34)
             mstore(0x40, m)
@@ -992,10 +1119,10 @@ contract SLACompensation is ReentrancyGuardTransient {
         }
     }
 
-    /// @dev Copy the SLA's parameter blob to fresh memory (zeros if not registered); returns its
-    ///      memory address.
-    function _params(bytes32 slaId) private view returns (uint256 ptr) {
-        address a = _paramsAddress(slaId);
+    /// @dev Copy the parameter blob of the SLA's signer-set `version` to fresh memory (zeros if
+    ///      not registered); returns its memory address.
+    function _params(bytes32 slaId, uint256 version) private view returns (uint256 ptr) {
+        address a = _paramsAddress(_salt(slaId, version));
         assembly ("memory-safe") {
             ptr := mload(0x40)
             mstore(0x40, add(ptr, BLOB_COPY))
@@ -1056,6 +1183,14 @@ contract SLACompensation is ReentrancyGuardTransient {
         return Tier({sliBelowPpm: uint32(w >> 224), amount: uint96(w >> 128)});
     }
 
+    /// @dev The reported-signer mask of a period; empty while its unsettled reports are of an
+    ///      earlier signer set (void since the rotation).
+    function _mask(bytes32 slaId, uint64 periodId, uint256 lane, uint256 version) private view returns (uint256) {
+        uint256 mask = (lane >> 20) & 0xffff;
+        if (lane & SETTLED_BIT == 0 && mask != 0 && _pending[slaId][periodId] >> 240 != version) return 0;
+        return mask;
+    }
+
     function _lane(bytes32 slaId, uint64 periodId) private view returns (uint256) {
         return (_summaries[slaId][periodId / LANES] >> ((periodId % LANES) * LANE_BITS)) & LANE_MASK;
     }
@@ -1112,8 +1247,14 @@ contract SLACompensation is ReentrancyGuardTransient {
         }
     }
 
-    /// @dev Recover the signer of a report; rejects malformed, high-s and zero-address signatures.
+    /// @dev Recover the signer of a report.
     function _recover(bytes32 domain, Report calldata r, bytes calldata sig) private pure returns (address) {
+        return _recoverDigest(_digest(domain, r), sig);
+    }
+
+    /// @dev Recover the signer of an EIP-712 digest; rejects malformed, high-s and zero-address
+    ///      signatures.
+    function _recoverDigest(bytes32 digest, bytes calldata sig) private pure returns (address) {
         if (sig.length != 65) revert BadSignature();
         bytes32 rr;
         bytes32 ss;
@@ -1125,7 +1266,7 @@ contract SLACompensation is ReentrancyGuardTransient {
         }
         if (uint256(ss) > HALF_N) revert HighS();
         if (v != 27 && v != 28) revert BadSignature();
-        address signer = ecrecover(_digest(domain, r), v, rr, ss);
+        address signer = ecrecover(digest, v, rr, ss);
         if (signer == address(0)) revert BadSignature();
         return signer;
     }

@@ -263,17 +263,23 @@ def test_reports_accumulate_then_settle_over_all_after_deadline(h: SLAHarness) -
     # a quorum is not enough while the fourth signer may still report
     assert events(h, rc, "PeriodSettled") == []
     h.expect_revert("ReportWindowOpen", c.settle(sla.sla_id, 0))
-    h.expect_revert("SettlementPending", c.withdraw(sla.sla_id, 1, h.addr(1)), sender=1)
+    h.send(c.fund(sla.sla_id, 5 * 10**18), sender=1, value=5 * 10**18)
+    # period 0 unsettled and period 1 running: two caps (1e18 each) of the 6e18 stay
+    assert c.withdrawable(sla.sla_id).call() == 4 * 10**18
     h.travel(sla.bounds(0)[1] + 501)
-    # window closed, quorum reached, not settled yet: the provider still cannot withdraw
-    data = h.expect_revert("SettlementPending", c.withdraw(sla.sla_id, 1, h.addr(1)), sender=1)
-    assert data[4:] == (2**64 - 1).to_bytes(32, "big")
+    # window closed, quorum reached, not settled yet: its cap still stays
+    assert c.withdrawable(sla.sla_id).call() == 4 * 10**18
+    h.expect_revert("InsufficientWithdrawable",
+                    c.withdraw(sla.sla_id, 4 * 10**18 + 1, h.addr(1)), sender=1)
     rc = h.send(c.settle(sla.sla_id, 0))
     (ev,) = events(h, rc, "PeriodSettled")
     # lower median of {990000, 995000, 999900}
     assert ev.args.sliPpm == 995_000 and ev.args.breached and ev.args.reportCount == 3
     assert ev.args.evidenceRoot == reps[1].evidence_root
     assert sla.period(0)[6] == 0b111
+    comp = (OBJECTIVE - 995_000) * 10**12
+    # settled: its cap is released, what it paid has left the pool
+    assert c.withdrawable(sla.sla_id).call() == 6 * 10**18 - comp - 10**18
     h.expect_revert("AlreadySettled", c.settle(sla.sla_id, 0))
     # late fourth report: harmless
     r3 = sla.report(sli=999_999, idx=3)
@@ -357,9 +363,12 @@ def test_rejects_bad_reports(h: SLAHarness) -> None:
     other = sla.report(pid=0, sla_id=keccak(text="other"))
     h.expect_revert("MixedBatch", fn([r, other], [sla.sign(r), sla.sign(other)]))
     h.expect_revert("UnknownSLA", fn([other], [sla.sign(other)]))
-    # past the settlement window
+    # past the settlement window without a quorum: the period is stalled, and the report
+    # opens a late window (n = 1: it settles at once)
     h.travel(sla.bounds(0)[1] + 501 + 5)
-    h.expect_revert("SettlementWindowClosed", fn([r], [sla.sign(r)]))
+    rc = sla.submit([r], [sla.sign(r)])
+    assert events(h, rc, "LateWindowOpened")[0].args.periodId == 0
+    assert events(h, rc, "PeriodSettled")[0].args.periodId == 0
 
 
 def test_replay_after_settlement_is_harmless(h: SLAHarness) -> None:
@@ -412,16 +421,18 @@ def test_provider_withdrawal_limited_to_unowed(h: SLAHarness) -> None:
     rc = h.send(c.withdraw(sla.sla_id, 10**18, h.addr(1)), sender=1)
     assert events(h, rc, "PoolWithdrawn")[0].args.amount == 10**18
     sla.end_period(0)
-    # period 0 finished and awaiting settlement: nothing can leave
-    h.expect_revert("SettlementPending", c.withdraw(sla.sla_id, 1, h.addr(1)), sender=1)
+    # period 0 finished and awaiting settlement, period 1 running: two caps stay
+    assert c.withdrawable(sla.sla_id).call() == 0
+    h.expect_revert("InsufficientWithdrawable", c.withdraw(sla.sla_id, 1, h.addr(1)), sender=1)
     r = sla.report(sli=0, good=0)
     sla.submit([r], [sla.sign(r)])  # breach takes the cap (1e18)
     assert c.withdrawable(sla.sla_id).call() == 0  # remaining 1e18 is the reserve for period 1
     sla.end_period(1)
-    h.expect_revert("SettlementPending", c.withdraw(sla.sla_id, 1, h.addr(1)), sender=1)
-    h.travel(sla.bounds(1)[1] + 600)  # window closed, SLA over
-    assert c.withdrawable(sla.sla_id).call() == 10**18
-    h.send(c.withdraw(sla.sla_id, 10**18, h.addr(1)), sender=1)
+    assert c.withdrawable(sla.sla_id).call() == 0  # period 1 finished, not settled
+    r = sla.report(pid=1, sli=OBJECTIVE)
+    sla.submit([r], [sla.sign(r)])  # met: the team's reward (1e15) leaves the pool
+    assert c.withdrawable(sla.sla_id).call() == 10**18 - 10**15
+    h.send(c.withdraw(sla.sla_id, 10**18 - 10**15, h.addr(1)), sender=1)
     # what the beneficiaries are owed is untouched
     h.send(c.claim(sla.sla_id), sender=4)
     h.send(c.claim(sla.sla_id), sender=3)
@@ -468,9 +479,10 @@ def test_explicit_boundaries(h: SLAHarness) -> None:
         sender=1,
     )
     assert events(h, rc, "PeriodSettled")[0].args.periodId == 1
-    # both periods over (period 0 never reported, its window long closed): the pool is free
+    # both periods over; period 0 was never reported: stalled, not handed back to the provider
     h.send(c.fund(sla_id, 5), sender=1, value=5)
-    assert c.withdrawable(sla_id).call() == 5
+    assert c.withdrawable(sla_id).call() == 0
+    assert c.getPeriod(sla_id, 0).call()[-1] is True  # stalled
 
 
 # ---------------------------------------------------------------------------------------------
@@ -571,7 +583,7 @@ def test_registration_validation(h: SLAHarness) -> None:
     rc = h.send(c.registerSLA(h.sla_params(other, start, SIGNERS[:4], quorum=3)), sender=1)
     (ev,) = events(h, rc, "SLARegistered")
     assert ev.args.quorum == 3 and ev.args.singleOracle is False
-    assert c.getSLA(h.sla_id(name)).call()[-1] is True  # registered single-oracle
+    assert c.getSLA(h.sla_id(name)).call()[-2] is True  # registered single-oracle
 
 
 def test_ids_cannot_be_squatted(h: SLAHarness) -> None:

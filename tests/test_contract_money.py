@@ -1,12 +1,14 @@
 """Every wei is accounted for: a hypothesis state machine against the real bytecode on py-evm.
 
 Per SLA (one asset each, ETH or an ERC-20), after any sequence of fund, withdraw, report
-(settle), claim and claimTeam:
+(settle), a period left without reports (stalled) and reported late, claim and claimTeam:
 
     sum(claimable) + sum(claimed) + pool + team owed + team claimed + withdrawn == deposits
 
 to the wei, and the contract holds exactly what it owes across all SLAs. Payouts are whole
-units per weight, so the remainder of a compensation stays in the pool.
+units per weight, so the remainder of a compensation stays in the pool. What the provider may
+withdraw is recomputed naively: the pool minus max(cap, met reward) for every finished period
+not settled yet (stalled ones included) and for the period running, if any.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from hypothesis.stateful import (
 
 from slamon.chain.artefacts import erc20_test_token, sla_compensation
 from tests.chain_helpers import SLAHarness, deploy, pyevm_harness
-from tests.test_contract import SIGNER_KEYS, SIGNERS, SLA
+from tests.test_contract import LENGTH, SIGNER_KEYS, SIGNERS, SLA
 
 _names = itertools.count()
 _H: dict[str, Any] = {}
@@ -74,6 +76,9 @@ class Money(RuleBasedStateMachine):
         self.team_claimed = 0
         self.claimed = dict.fromkeys(self.bens, 0)
         self.period = 0
+        self.each = max(cap, reward)
+        self.settled = 0
+        self.stalled: list[int] = []
 
     def _balance(self, who: str) -> int:
         if self.erc20:
@@ -88,10 +93,12 @@ class Money(RuleBasedStateMachine):
 
     @rule(frac=st.integers(1, 100))
     def withdraw(self, frac: int) -> None:
-        try:
-            available = int(self.c.withdrawable(self.sla.sla_id).call())
-        except Exception:  # a period awaits settlement: nothing may leave
-            return
+        available = int(self.c.withdrawable(self.sla.sla_id).call())
+        now = int(self.h.w3.eth.get_block("latest")["timestamp"])  # what calls see
+        finished = min(6, max(0, (now - self.sla.start) // LENGTH))
+        unsettled = finished - self.settled + (1 if finished < 6 else 0)
+        pool = int(self.c.getSLA(self.sla.sla_id).call()[17])
+        assert available == max(0, pool - unsettled * self.each)
         amount = available * frac // 100
         if amount == 0:
             return
@@ -106,6 +113,24 @@ class Money(RuleBasedStateMachine):
         r = self.sla.report(pid=pid, sli=sli)
         self.sla.submit([r], [self.sla.sign(r, SIGNER_KEYS[0])])
         self.period += 1
+        self.settled += 1
+        self.every_wei_accounted()
+
+    @precondition(lambda self: self.period < 6)
+    @rule()
+    def stall(self) -> None:
+        """No report by the deadline: the period stalls and keeps its reserve."""
+        self.h.travel(self.sla.bounds(self.period)[1] + 600)
+        self.stalled.append(self.period)
+        self.period += 1
+
+    @precondition(lambda self: bool(self.stalled))
+    @rule(sli=st.integers(0, 1_000_000), which=st.integers(0, 5))
+    def report_late(self, sli: int, which: int) -> None:
+        pid = self.stalled.pop(which % len(self.stalled))
+        r = self.sla.report(pid=pid, sli=sli)
+        self.sla.submit([r], [self.sla.sign(r, SIGNER_KEYS[0])])
+        self.settled += 1
         self.every_wei_accounted()
 
     @rule(i=st.integers(0, 2))

@@ -55,6 +55,9 @@ pytestmark = pytest.mark.timeout(60)
 
 SIGNER_KEY = chain_helpers.ANVIL_KEYS[7]  # funded by anvil, signs reports and transactions
 SIGNER = Account.from_key(SIGNER_KEY).address
+#: three more signers, for an SLA with n = 4, f = 1 (their reports are sent by the test)
+OTHER_KEYS = [chain_helpers.ANVIL_KEYS[i] for i in (4, 5, 6)]
+OTHERS = [Account.from_key(k).address for k in OTHER_KEYS]
 LENGTH = 3600
 OBJECTIVE = 999_000
 _ids = iter(range(10**6))
@@ -89,17 +92,19 @@ class Env:
     def nonce(self, block: str = "latest") -> int:
         return int(self.w3.eth.get_transaction_count(SIGNER, block))
 
-    def new_sla(self, window: int = LENGTH - 1, **kw: Any) -> bytes:
+    def new_sla(self, window: int = LENGTH - 1, signers: list[str] | None = None,
+                **kw: Any) -> bytes:
         """Register an SLA whose period 0 ended 10 s ago (window: one hour by default)."""
         name = keccak(text=f"publisher-sla-{next(_ids)}")
         start = self.h.now() - LENGTH - 10
         params = self.h.sla_params(
-            name, start, [SIGNER], periodLength=LENGTH, settlementWindow=window, **kw
+            name, start, signers or [SIGNER], periodLength=LENGTH, settlementWindow=window, **kw
         )
         self.h.send(self.h.contract.functions.registerSLA(params), sender=1)
         return self.h.sla_id(name)
 
-    def report(self, sla_id: bytes, pid: int = 0, **kw: Any) -> SignedReport:
+    def report(self, sla_id: bytes, pid: int = 0, key: str = SIGNER_KEY,
+               **kw: Any) -> SignedReport:
         start, end = self.h.contract.functions.periodBounds(sla_id, pid).call()
         fields: dict[str, Any] = {
             "sla_id": sla_id,
@@ -118,7 +123,7 @@ class Env:
         }
         fields.update(kw)
         return SignedReport.sign(
-            Report(**fields), SIGNER_KEY, chain_helpers.ANVIL_CHAIN_ID, self.h.contract.address
+            Report(**fields), key, chain_helpers.ANVIL_CHAIN_ID, self.h.contract.address
         )
 
     def has_reported(self, sla_id: bytes, pid: int = 0) -> bool:
@@ -262,9 +267,14 @@ async def test_stuck_sla_does_not_block_another_and_stops_at_its_deadline(
     env: Env, store: StateStore
 ) -> None:
     """Two SLAs: A's transaction is not mined before A's settlement deadline (and then
-    reverts), B's settles meanwhile. While A's transaction waits, B's is sent; at A's
-    deadline A stops with the reason recorded instead of being retried."""
-    a = env.new_sla(window=60)  # deadline about 50 s from now
+    reverts: A's period has its quorum from the three other signers), B's settles
+    meanwhile. While A's transaction waits, B's is sent; at A's deadline A stops with the
+    reason recorded instead of being retried."""
+    a = env.new_sla(window=60, signers=[SIGNER, *OTHERS], quorum=3)  # deadline in ~50 s
+    for key in OTHER_KEYS:
+        other = env.report(a, key=key)
+        env.h.send(env.h.contract.functions.submitReports(
+            [other.report.as_tuple()], [other.signature]), sender=1)
     b = env.new_sla()
     ra, rb = env.report(a), env.report(b)
     deadline = int(env.h.contract.functions.getPeriod(a, 0).call()[2])
@@ -297,6 +307,27 @@ async def test_stuck_sla_does_not_block_another_and_stops_at_its_deadline(
     assert len(run.events("report_sent")) == 2
     assert [e["sla"] for e in run.events("report_failed")] == ["a"]
 
+
+
+async def test_stalled_period_takes_the_report_after_its_deadline(
+    env: Env, store: StateStore
+) -> None:
+    """A period without a quorum by its deadline is stalled, not closed: a daemon that
+    comes back after the deadline still sends its report, which opens a late window and
+    counts (here it settles the period)."""
+    a = env.new_sla(window=60)
+    ra = env.report(a)
+    deadline = int(env.h.contract.functions.getPeriod(a, 0).call()[2])
+    env.rpc("evm_setNextBlockTimestamp", deadline + 5)
+    env.mine()
+    assert env.h.contract.functions.getPeriod(a, 0).call()[9] is True  # stalled
+    async with Running(env, store) as run:
+        assert await run.pub.submit(ra)
+        entry = await run.until(ra, CONFIRMED)
+    assert entry.block is not None and env.has_reported(a)
+    period = env.h.contract.functions.getPeriod(a, 0).call()
+    assert period[3] is True and period[2] > deadline  # settled; the late deadline
+    assert run.events("report_failed") == []
 
 
 async def test_anvil_down_then_restarted_with_same_state(env: Env, store: StateStore) -> None:

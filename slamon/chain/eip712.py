@@ -234,6 +234,36 @@ def sign_report(report: Report, private_key: bytes | str, chain_id: int, contrac
     return signature
 
 
+#: the contract's ROTATION_TYPEHASH type: a quorum of the current signers approves set `version`
+ROTATION_FIELDS = (("slaId", "bytes32"), ("version", "uint16"), ("signers", "address[]"),
+                   ("quorum", "uint8"))
+
+
+def rotation_typed_data(sla_id: bytes, version: int, signers: list[str], quorum: int,
+                        chain_id: int, contract: str) -> dict[str, Any]:
+    """The EIP-712 typed data a current signer signs to approve signer set `version`."""
+    return {
+        "types": {
+            "EIP712Domain": list(_EIP712_DOMAIN_FIELDS),
+            "Rotation": [{"name": n, "type": t} for n, t in ROTATION_FIELDS],
+        },
+        "primaryType": "Rotation",
+        "domain": domain_data(chain_id, contract),
+        "message": {"slaId": sla_id, "version": version,
+                    "signers": [to_checksum_address(a) for a in signers], "quorum": quorum},
+    }
+
+
+def sign_rotation(sla_id: bytes, version: int, signers: list[str], quorum: int,
+                  private_key: bytes | str, chain_id: int, contract: str) -> bytes:
+    """One current signer's approval of signer set `version` (65 bytes, low s)."""
+    data = rotation_typed_data(sla_id, version, signers, quorum, chain_id, contract)
+    signed = Account.sign_message(encode_typed_data(full_message=data), private_key)
+    signature = bytes(signed.signature)
+    _check_signature_shape(signature)
+    return signature
+
+
 def _check_signature_shape(signature: bytes) -> tuple[int, int, int]:
     if len(signature) != 65:
         raise InvalidSignature(f"signature must be 65 bytes, got {len(signature)}")

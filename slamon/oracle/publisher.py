@@ -11,7 +11,8 @@ One task, one nonce sequence, one report at a time (oldest first). Per report:
    or our transaction reverted, is the report sent again — after the checks below.
 2. ``needsReport(slaId, periodId, signer)`` is asked before anything is sent. False: already
    reported by us or period settled -> confirmed ("already recorded"); period not finished ->
-   retry later; settlement window closed -> failed.
+   retry later; settlement window closed (with a quorum: a period without one stays open for
+   late reports) -> failed.
 3. ``submitReports([report], [signature])``: gas = estimate x margin (the estimate also decodes
    the contract's custom errors: docs/contract.md, "What a daemon does"), EIP-1559 fees
    ``maxFee = min(cap, 2 x baseFee + priority)``; a base fee above the cap means wait, never
@@ -359,7 +360,8 @@ class Publisher:
             entry = await self._send_fresh(entry)
 
     async def _deadline(self, entry: JournalEntry) -> int | None:
-        """The period's settlement deadline (cached: it never changes), None if unknown."""
+        """The period's settlement deadline (cached until it passes: only a late window
+        moves it), None if unknown."""
         deadline = self._deadlines.get(entry.key)
         if deadline is None:
             r = self._report(entry).report
@@ -377,12 +379,25 @@ class Publisher:
         transaction would only burn gas; a transaction of ours still pending would hold
         its nonce and block every later report, so it is cancelled (replaced by a
         zero-value transfer to ourselves at the same nonce) before the entry fails.
+        Except for a period without a quorum by its deadline (stalled): the contract takes
+        its reports in a late window, so the report is still wanted and goes on.
         """
         deadline = await self._deadline(entry)
         if deadline is None:
             return
         head = await self.chain.head()
         if head.timestamp + 1 < deadline:  # the next block can still carry the report
+            return
+        self._deadlines.pop(entry.key, None)  # a late window moves it: read it again
+        r = self._report(entry).report
+        try:
+            period = await self.chain.get_period(r.sla_id, r.period_id)
+        except ContractRevert:
+            period = None
+        if period is not None and not period.settled and (
+                period.stalled or head.timestamp + 1 < period.deadline):
+            if not period.stalled:
+                self._deadlines[entry.key] = period.deadline
             return
         if entry.txs and await self._find_receipt(entry.txs) is None:
             await self._cancel(entry, entry.txs[-1], head.base_fee)
@@ -465,7 +480,7 @@ class Publisher:
         head = await self.chain.head()
         if head.timestamp < period.end:
             await self._defer(entry, "PeriodNotFinished", float(period.end - head.timestamp))
-        if head.timestamp > period.deadline:
+        if head.timestamp > period.deadline and not period.stalled:
             await self._fail(entry, "SettlementWindowClosed")
         await self._defer(entry, "needsReport false")
 

@@ -97,9 +97,12 @@ class PeriodState:
 
     start: int
     end: int
+    #: the report deadline (exclusive); a late window's once one opened
     deadline: int
     settled: bool
     report_count: int
+    #: past the deadline without a quorum: the contract still takes reports (late window)
+    stalled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +307,7 @@ class ChainClient:
             deadline=int(row[2]),
             settled=bool(row[3]),
             report_count=int(row[7]),
+            stalled=bool(row[9]),
         )
 
     # -- transactions -----------------------------------------------------------------------

@@ -1,0 +1,224 @@
+"""Liveness on the real bytecode (py-evm): a period without a quorum by its deadline is
+stalled, keeps its worst payout reserved and settles from late reports; a quorum of the
+current signers rotates the signer set, voiding the old set's unsettled reports. Every
+deadline is checked at its exact second."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from eth_account import Account
+from eth_utils import keccak
+
+from slamon.chain.artefacts import sla_compensation
+from slamon.chain.eip712 import sign_rotation
+from tests.chain_helpers import SLAHarness, pyevm_harness
+from tests.test_contract import OBJECTIVE, SIGNER_KEYS, SIGNERS, SLA, events, new_sla
+
+NEW_KEY = keccak(text="slamon-test-signer-new")
+NEW = Account.from_key(NEW_KEY).address
+WINDOW = 500
+CAP = 10**18
+
+
+@pytest.fixture(scope="module")
+def h() -> Iterator[SLAHarness]:
+    yield pyevm_harness(sla_compensation())
+
+
+def report_from(sla: SLA, pid: int, idx: int, sli: int, key: bytes) -> tuple[Any, bytes]:
+    r = sla.report(pid=pid, sli=sli, idx=idx)
+    return r, sla.sign(r, key)
+
+
+def submit_one(sla: SLA, pid: int, idx: int, sli: int, key: bytes | None = None) -> Any:
+    r, sig = report_from(sla, pid, idx, sli, key or SIGNER_KEYS[idx])
+    return sla.submit([r], [sig])
+
+
+def at(h: SLAHarness, ts: int) -> None:
+    """The next transaction is mined in a block with this timestamp (calls see ts - 1)."""
+    h.travel(ts)
+
+
+def view_at(h: SLAHarness, ts: int) -> None:
+    """Calls see this timestamp (the next transaction is mined at ts + 1)."""
+    h.travel(ts + 1)
+
+
+def mined_reverts(h: SLAHarness, fn: Any) -> None:
+    """A transaction mined at the time set by `at` reverts (a call would run a second
+    earlier); which check fired is shown by the state the test reads afterwards."""
+    with pytest.raises(RuntimeError, match="reverted"):
+        h.send(fn, sender=1)
+
+
+def test_stalled_period_keeps_its_reserve_and_settles_late(h: SLAHarness) -> None:
+    sla = new_sla(h, quorum=3, periodCount=3, fund=4 * CAP)  # n = 4, f = 1
+    c = h.contract.functions
+    sla.end_period(0)
+    submit_one(sla, 0, 0, 990_000)  # one report: below the quorum of 3
+    end = sla.bounds(0)[1]
+    view_at(h, end + WINDOW)  # the deadline, exclusive: the window is closed
+    h.expect_revert("NoQuorum", c.settle(sla.sla_id, 0))
+    view = sla.period(0)
+    assert view[-1] is True and view[2] == end + WINDOW  # stalled
+    # not handed back: the stalled period's cap and the running period's stay in the pool
+    assert c.withdrawable(sla.sla_id).call() == 2 * CAP
+    assert c.needsReport(sla.sla_id, 0, SIGNERS[1]).call()
+    assert not c.needsReport(sla.sla_id, 0, SIGNERS[0]).call()  # its report still counts
+    # a late report opens a late window of settlementWindow seconds from its block
+    late_at = end + WINDOW + 100
+    at(h, late_at)
+    rc = submit_one(sla, 0, 1, 995_000)
+    (opened,) = events(h, rc, "LateWindowOpened")
+    late = late_at + WINDOW
+    assert opened.args.deadline == late and sla.period(0)[2] == late
+    assert sla.period(0)[-1] is False  # waiting again, not stalled
+    rc = submit_one(sla, 0, 2, 999_500)  # quorum reached inside the late window
+    assert events(h, rc, "LateWindowOpened") == [] and events(h, rc, "PeriodSettled") == []
+    at(h, late - 1)
+    h.expect_revert("ReportWindowOpen", c.settle(sla.sla_id, 0))  # runs at late - 2
+    # still inside the late window: a fourth report counts (no subset is chosen by whoever
+    # relays first) and, being the n-th, settles the period over all four
+    rc = submit_one(sla, 0, 3, 999_900)
+    (ev,) = events(h, rc, "PeriodSettled")
+    assert ev.args.reportCount == 4 and ev.args.sliPpm == 995_000  # lower median of 4
+    assert ev.args.compensation == (OBJECTIVE - 995_000) * 10**12
+
+
+def test_late_deadline_is_exclusive_and_rearms_without_quorum(h: SLAHarness) -> None:
+    sla = new_sla(h, quorum=3, periodCount=3)
+    c = h.contract.functions
+    sla.end_period(0)
+    end = sla.bounds(0)[1]
+    at(h, end + WINDOW - 1)  # the last second of the regular window
+    rc = submit_one(sla, 0, 0, 990_000)
+    assert events(h, rc, "LateWindowOpened") == []
+    at(h, end + WINDOW + 10)
+    rc = submit_one(sla, 0, 1, 991_000)
+    late = end + WINDOW + 10 + WINDOW
+    assert events(h, rc, "LateWindowOpened")[0].args.deadline == late
+    view_at(h, late)  # the late window is over with two reports: stalled again
+    assert sla.period(0)[-1] is True
+    h.expect_revert("NoQuorum", c.settle(sla.sla_id, 0))
+    # mined at late + 1: re-opens it; the two earlier reports still count
+    rc = submit_one(sla, 0, 2, 992_000)
+    late2 = late + 1 + WINDOW
+    assert events(h, rc, "LateWindowOpened")[0].args.deadline == late2
+    at(h, late2 - 1)
+    h.expect_revert("ReportWindowOpen", c.settle(sla.sla_id, 0))
+    at(h, late2)
+    # quorum and at the late deadline: closed for reports, open for settle
+    r, sig = report_from(sla, 0, 3, 999_999, SIGNER_KEYS[3])
+    mined_reverts(h, sla.submit_fn([r], [sig]))
+    assert not c.hasReported(sla.sla_id, 0, SIGNERS[3]).call()
+    rc = h.send(c.settle(sla.sla_id, 0))
+    (ev,) = events(h, rc, "PeriodSettled")
+    assert ev.args.reportCount == 3 and ev.args.sliPpm == 991_000
+
+
+def test_quorum_reached_in_the_regular_window_closes_at_its_deadline(h: SLAHarness) -> None:
+    sla = new_sla(h, quorum=3, periodCount=3)
+    c = h.contract.functions
+    sla.end_period(0)
+    for i in range(3):
+        submit_one(sla, 0, i, 990_000 + i)
+    end = sla.bounds(0)[1]
+    at(h, end + WINDOW)
+    r, sig = report_from(sla, 0, 3, 999_999, SIGNER_KEYS[3])
+    mined_reverts(h, sla.submit_fn([r], [sig]))
+    assert not c.hasReported(sla.sla_id, 0, SIGNERS[3]).call()
+    assert sla.period(0)[-1] is False and not c.needsReport(sla.sla_id, 0, SIGNERS[3]).call()
+    h.send(c.settle(sla.sla_id, 0))
+
+
+def _rotate(h: SLAHarness, sla: SLA, signers: list[str], quorum: int, keys: list[bytes],
+            version: int = 1) -> Any:
+    sigs = [sign_rotation(sla.sla_id, version, signers, quorum, k, h.chain_id,
+                          h.contract.address) for k in keys]
+    return h.contract.functions.rotateSigners(sla.sla_id, signers, quorum, sigs)
+
+
+def test_rotation_needs_a_quorum_of_the_current_set(h: SLAHarness) -> None:
+    sla = new_sla(h, quorum=3, periodCount=3, tiers=[(999_000, 10**15), (990_000, 10**16)])
+    c = h.contract.functions
+    before = c.getSLA(sla.sla_id).call()
+    new_set = [*SIGNERS[:3], NEW]
+    # the provider alone (no approvals), too few, an outsider, a repeated approval
+    h.expect_revert("NoRotationQuorum", c.rotateSigners(sla.sla_id, new_set, 3, []), sender=1)
+    h.expect_revert("NoRotationQuorum", _rotate(h, sla, new_set, 3, SIGNER_KEYS[:2]))
+    h.expect_revert("NotSigner", _rotate(h, sla, new_set, 3, [*SIGNER_KEYS[:2], NEW_KEY]))
+    h.expect_revert("DuplicateSigner", _rotate(h, sla, new_set, 3, [SIGNER_KEYS[0]] * 3))
+    # approvals of another set or version recover to someone else
+    h.expect_revert("NotSigner", _rotate(h, sla, new_set, 3, SIGNER_KEYS[:3], version=2))
+    sigs = [sign_rotation(sla.sla_id, 1, SIGNERS, 3, k, h.chain_id, h.contract.address)
+            for k in SIGNER_KEYS[:3]]
+    h.expect_revert("NotSigner", c.rotateSigners(sla.sla_id, new_set, 3, sigs))
+    # the registration rules hold for the new set
+    h.expect_revert("InvalidParams", _rotate(h, sla, new_set, 2, SIGNER_KEYS[:3]))
+    h.expect_revert("InvalidParams", _rotate(h, sla, new_set[:3], 3, SIGNER_KEYS[:3]))
+    h.expect_revert("InvalidParams", _rotate(h, sla, [NEW, NEW, *SIGNERS[:2]], 3,
+                                             SIGNER_KEYS[:3]))
+    rc = h.send(_rotate(h, sla, new_set, 3, SIGNER_KEYS[1:4]), sender=7)  # anyone relays
+    (ev,) = events(h, rc, "SignersRotated")
+    assert ev.args.version == 1 and list(ev.args.signers) == new_set and ev.args.quorum == 3
+    after = c.getSLA(sla.sla_id).call()
+    assert list(after[9]) == new_set and after[-1] == 1
+    # everything but the signer set (and version) is what was registered
+    assert [v for i, v in enumerate(after) if i not in (9, 20)] == \
+        [v for i, v in enumerate(before) if i not in (9, 20)]
+    # an approval replayed for the next version is worth nothing
+    h.expect_revert("NotSigner", _rotate(h, sla, new_set, 3, SIGNER_KEYS[1:4]))
+
+
+def test_rotation_voids_the_old_sets_unsettled_reports(h: SLAHarness) -> None:
+    sla = new_sla(h, quorum=3, periodCount=3)
+    c = h.contract.functions
+    sla.end_period(0)
+    submit_one(sla, 0, 0, 990_000)
+    submit_one(sla, 0, 3, 991_000)  # the signer about to be replaced
+    assert sla.period(0)[7] == 2
+    new_set = [*SIGNERS[:3], NEW]
+    h.send(_rotate(h, sla, new_set, 3, SIGNER_KEYS[:3]))
+    assert sla.period(0)[7] == 0 and sla.period(0)[6] == 0
+    assert not c.hasReported(sla.sla_id, 0, SIGNERS[0]).call()
+    assert c.needsReport(sla.sla_id, 0, SIGNERS[0]).call()
+    assert not c.needsReport(sla.sla_id, 0, SIGNERS[3]).call()  # not a signer any more
+    # the replaced signer's report is refused, the old set's report of signer 0 must be redone
+    r, sig = report_from(sla, 0, 3, 991_000, SIGNER_KEYS[3])
+    h.expect_revert("NotSigner", sla.submit_fn([r], [sig]))
+    submit_one(sla, 0, 0, 990_000)
+    submit_one(sla, 0, 1, 999_000)
+    submit_one(sla, 0, 2, 999_500)
+    rc = submit_one(sla, 0, 3, 999_900, key=NEW_KEY)  # slot 3 is the new signer now
+    (ev,) = events(h, rc, "PeriodSettled")
+    assert ev.args.reportCount == 4 and ev.args.sliPpm == 999_000
+
+
+def test_rotation_recovers_a_stalled_period(h: SLAHarness) -> None:
+    """Signers 2 and 3 stop reporting: period 0 stalls with two reports. Signers 0, 1 and 2
+    (a quorum of the old set) rotate 3 out; the new set reports late and the period settles;
+    the reserve held for it is then released."""
+    sla = new_sla(h, quorum=3, periodCount=2, fund=3 * CAP)
+    c = h.contract.functions
+    sla.end_period(0)
+    submit_one(sla, 0, 0, 980_000)
+    submit_one(sla, 0, 1, 985_000)
+    at(h, sla.bounds(0)[1] + WINDOW + 1)
+    assert sla.period(0)[-1] is True
+    assert c.withdrawable(sla.sla_id).call() == CAP  # stalled period 0 + running period 1
+    h.send(_rotate(h, sla, [*SIGNERS[:3], NEW], 3, SIGNER_KEYS[:3]))
+    submit_one(sla, 0, 0, 980_000)
+    submit_one(sla, 0, 1, 985_000)
+    rc = submit_one(sla, 0, 3, 990_000, key=NEW_KEY)
+    late = events(h, rc, "LateWindowOpened")
+    assert late == []  # the late window opened with the first report after the rotation
+    at(h, sla.period(0)[2])
+    rc = h.send(c.settle(sla.sla_id, 0))
+    (ev,) = events(h, rc, "PeriodSettled")
+    assert ev.args.sliPpm == 985_000 and ev.args.breached
+    comp = ev.args.compensation
+    assert c.withdrawable(sla.sla_id).call() == 3 * CAP - comp - CAP
