@@ -20,14 +20,17 @@ import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol
 ///      accepted while block.timestamp < deadline) if at least `quorum` arrived. The settled SLI
 ///      is the lower median of all received values: with at most f liars among >= 2f + 1
 ///      values, it lies between the lowest and the highest honest value, and no relayer can
-///      choose a subset. Payouts are credited in whole units per weight (the remainder stays in
-///      the pool), so every wei is accounted for. Beneficiaries and the provider's team pull
-///      their funds with `claim` / `claimTeam`.
+///      choose a subset. A period without a quorum by its deadline is stalled, never dropped:
+///      it keeps its worst payout reserved and the next report opens a late window. A quorum
+///      of the current signers can rotate the signer set (versioned; the old set's unsettled
+///      reports become void). Payouts are credited in whole units per weight (the remainder
+///      stays in the pool), so every wei is accounted for. Beneficiaries and the provider's
+///      team pull their funds with `claim` / `claimTeam`.
 ///
 ///      Storage layout is designed for gas: one fresh slot per settled period (the evidence root),
 ///      period summaries packed 6 per slot, pool and accumulator packed in one slot, immutable SLA
 ///      parameters (core, policy, payout rule, met reward, signers, tiers) stored as the code of a
-///      per-SLA data contract and read with one EXTCODECOPY.
+///      per-SLA, per-signer-set data contract and read with one EXTCODECOPY.
 contract SLACompensation is ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
 
@@ -235,11 +238,13 @@ contract SLACompensation is ReentrancyGuardTransient {
     // The immutable parameters read at settlement (core, policy digest, payout rule, met reward,
     // signers, tiers) are stored as the runtime code of a data contract created at registration,
     // and read with ONE EXTCODECOPY (one cold account access, 2 600 gas) instead of one cold
-    // SLOAD (2 100 gas) each. The data contract's address is derived from the SLA id alone
-    // (CREATE3 pattern): this contract CREATE2s a fixed 16-byte proxy with salt = slaId, and the
-    // proxy CREATEs the data contract (its first and only creation, nonce 1). Nobody else can
-    // create code at that address, and the code has no way to change: it starts with STOP, has
-    // no SELFDESTRUCT and is never called. An unregistered id reads as all zeros (exists = false).
+    // SLOAD (2 100 gas) each. The data contract's address is derived from the SLA id and the
+    // signer-set version alone (CREATE3 pattern): this contract CREATE2s a fixed 16-byte proxy
+    // with salt = slaId (version 0) or keccak256(slaId, version), and the proxy CREATEs the data
+    // contract (its first and only creation, nonce 1). Nobody else can create code at that
+    // address, and the code has no way to change: it starts with STOP, has no SELFDESTRUCT and
+    // is never called. A rotation creates the next version's blob (same fields, new signers and
+    // quorum). An unregistered id reads as all zeros (exists = false).
     //
     // Blob layout (the data contract's code is 0x00 ++ blob):
     //   [0, 32)    Core, packed like the struct (low bits first)
@@ -279,7 +284,8 @@ contract SLACompensation is ReentrancyGuardTransient {
     ///      and in bits 240.. the signer-set version they were checked against: entries of an
     ///      earlier version are void (their signers were rotated out).
     mapping(bytes32 slaId => mapping(uint64 periodId => uint256)) private _pending;
-    /// @dev Per SLA: signer-set version (bits 0..15) | number of settled periods (bits 32..95).
+    /// @dev Per SLA: signer-set version (bits 0..15) | number of settled periods (bits 32..95) |
+    ///      bit 255 set at registration.
     ///      The settled count prices the withdrawal reserve: every finished period not settled
     ///      yet keeps its worst payout in the pool.
     mapping(bytes32 slaId => uint256) private _state;
@@ -494,6 +500,9 @@ contract SLACompensation is ReentrancyGuardTransient {
             mstore(add(blob, 128), metReward)
         }
         _deployParams(id, blob);
+        // non-zero from the start, so that counting the first settled period rewrites the slot
+        // (2 900 gas) instead of filling a fresh one (20 000)
+        _state[id] = 1 << 255;
         _meta[id] = Meta({provider: msg.sender, metReward: p.metReward, team: p.team, asset: p.asset});
         emit SLARegistered(
             id, msg.sender, p.name, p.asset, p.objectivePpm, p.quorum, p.singleOracle, p.signers, p.policyDigest

@@ -364,6 +364,12 @@ PLUGINS: dict[tuple[str, ...], Plugin] = {
     ("contract", "register"): Plugin(
         "slamon.oracle.contract_commands", "configure_register",
         "register a configured SLA, starting this period"),
+    ("contract", "approve-rotation"): Plugin(
+        "slamon.oracle.contract_commands", "configure_approve_rotation",
+        "as a current signer, approve a new signer set; prints the approval"),
+    ("contract", "rotate-signers"): Plugin(
+        "slamon.oracle.contract_commands", "configure_rotate_signers",
+        "install a new signer set approved by a quorum of the current one"),
     ("incident", "open"): Plugin(
         "slamon.web.incident_commands", "configure_open",
         "post an incident on the status page (and to subscribed channels)"),

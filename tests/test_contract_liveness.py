@@ -5,7 +5,10 @@ deadline is checked at its exact second."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,8 +17,10 @@ from eth_utils import keccak
 
 from slamon.chain.artefacts import sla_compensation
 from slamon.chain.eip712 import sign_rotation
-from tests.chain_helpers import SLAHarness, pyevm_harness
+from slamon.chain.tx import send_tx
+from tests.chain_helpers import AnvilNode, SLAHarness, anvil_harness, pyevm_harness
 from tests.test_contract import OBJECTIVE, SIGNER_KEYS, SIGNERS, SLA, events, new_sla
+from tests.test_reload import slamon_env
 
 NEW_KEY = keccak(text="slamon-test-signer-new")
 NEW = Account.from_key(NEW_KEY).address
@@ -198,6 +203,20 @@ def test_rotation_voids_the_old_sets_unsettled_reports(h: SLAHarness) -> None:
     assert ev.args.reportCount == 4 and ev.args.sliPpm == 999_000
 
 
+def test_rotation_voids_a_quorum_not_yet_settled(h: SLAHarness) -> None:
+    """Three reports of the old set (a quorum) wait for the deadline; a rotation voids them,
+    so `settle` finds no quorum and the period stalls until the new set reports."""
+    sla = new_sla(h, quorum=3, periodCount=3)
+    c = h.contract.functions
+    sla.end_period(0)
+    for i in range(3):
+        submit_one(sla, 0, i, 990_000 + i)
+    h.send(_rotate(h, sla, [*SIGNERS[:3], NEW], 3, SIGNER_KEYS[:3]))
+    view_at(h, sla.bounds(0)[1] + WINDOW)
+    h.expect_revert("NoQuorum", c.settle(sla.sla_id, 0))
+    assert sla.period(0)[-1] is True
+
+
 def test_rotation_recovers_a_stalled_period(h: SLAHarness) -> None:
     """Signers 2 and 3 stop reporting: period 0 stalls with two reports. Signers 0, 1 and 2
     (a quorum of the old set) rotate 3 out; the new set reports late and the period settles;
@@ -222,3 +241,60 @@ def test_rotation_recovers_a_stalled_period(h: SLAHarness) -> None:
     assert ev.args.sliPpm == 985_000 and ev.args.breached
     comp = ev.args.compensation
     assert c.withdrawable(sla.sla_id).call() == 3 * CAP - comp - CAP
+
+
+def test_reserve_is_the_larger_of_cap_and_met_reward(h: SLAHarness) -> None:
+    """A met period may owe the team more than a breach owes the customers: the reserve per
+    unsettled or running period is whichever is larger."""
+    sla = new_sla(h, periodCount=3, fund=5 * CAP, maxPayoutPerPeriod=CAP, metReward=2 * CAP)
+    c = h.contract.functions
+    assert c.withdrawable(sla.sla_id).call() == 5 * CAP - 2 * CAP  # the running period
+    sla.end_period(0)
+    assert c.withdrawable(sla.sla_id).call() == 5 * CAP - 4 * CAP  # + unsettled period 0
+    r = sla.report(pid=0, sli=OBJECTIVE)
+    rc = sla.submit([r], [sla.sign(r)])
+    assert events(h, rc, "TeamRewarded")[0].args.amount == 2 * CAP
+    assert c.withdrawable(sla.sla_id).call() == 3 * CAP - 2 * CAP
+
+
+def test_cli_rotation_on_anvil(tmp_path: Path) -> None:
+    """`slamon contract approve-rotation` by three of four signers, `rotate-signers` by
+    anyone: the new set is on chain; too few approvals is a clear error, exit 1."""
+    with AnvilNode.start() as node:
+        h = anvil_harness(node, sla_compensation())
+        w3, contract = h.w3, h.contract
+        address = contract.address
+        keys = [node.keys[i] for i in (4, 5, 6, 7)]
+        signers = [Account.from_key(k).address for k in keys]
+        name = keccak(text="cli-rotation")
+        send_tx(w3, node.keys[1], contract.functions.registerSLA(
+            h.sla_params(name, h.now() + 100, signers, quorum=3)))
+        sla_id = "0x" + contract.functions.slaIdOf(Account.from_key(node.keys[1]).address,
+                                                   name).call().hex()
+        new_set = [*signers[:3], Account.from_key(node.keys[8]).address]
+        common = ["--rpc-url", node.url, "--contract", address, "--sla-id", sla_id,
+                  "--quorum", "3", *(a for s in new_set for a in ("--signer", s))]
+
+        def slamon(*argv: str, key: str) -> subprocess.CompletedProcess[str]:
+            env = {**slamon_env(None), "SLAMON_ROT_KEY": key}
+            return subprocess.run([sys.executable, "-m", "slamon", "contract", *argv,
+                                   "--key-env", "SLAMON_ROT_KEY"], capture_output=True,
+                                  text=True, env=env, timeout=120, check=False)
+
+        approvals = []
+        for key in keys[:3]:
+            res = slamon("approve-rotation", *common, key=key)
+            assert res.returncode == 0, res.stderr
+            approvals.append(res.stdout.strip())
+        res = slamon("rotate-signers", *common, "--approval", approvals[0], key=node.keys[2])
+        assert res.returncode == 1 and "NoRotationQuorum" in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr
+        res = slamon("rotate-signers", *common,
+                     *(a for ap in approvals for a in ("--approval", ap)), key=node.keys[2])
+        assert res.returncode == 0, res.stderr
+        assert "signer set version 1" in res.stdout
+        view = contract.functions.getSLA(bytes.fromhex(sla_id[2:])).call()
+        assert list(view[9]) == new_set and view[20] == 1
+        res = slamon("approve-rotation", *common[:4], "--sla-id", "0x12", "--quorum", "3",
+                     "--signer", new_set[0], key=keys[0])
+        assert res.returncode == 2 and "--sla-id" in res.stderr

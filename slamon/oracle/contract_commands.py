@@ -1,7 +1,10 @@
-"""`slamon contract deploy|register`: put the compensation contract on a chain.
+"""`slamon contract deploy|register|approve-rotation|rotate-signers`: the compensation
+contract on a chain.
 
-Meant for development chains and first set-ups; the key comes from a keystore
-(+ password file) or, for development only, an environment variable.
+Meant for development chains and first set-ups, and for renewing an SLA's signer set: each
+current signer runs `approve-rotation` with its own key and hands the printed approval to
+whoever runs `rotate-signers`. The key comes from a keystore (+ password file) or, for
+development only, an environment variable.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from slamon.chain.tx import (
     PayoutRule,
     deploy_contract,
     register_sla,
+    send_tx,
     sla_params,
 )
 from slamon.util.args import EXIT_FAIL, EXIT_OK, EXIT_USAGE, add_config_argument
@@ -121,6 +125,99 @@ def _cmd_register(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _sla_id(text: str) -> bytes:
+    raw = text.removeprefix("0x")
+    if len(raw) != 64:
+        raise ValueError("--sla-id takes the on-chain id: 0x and 64 hex digits")
+    return bytes.fromhex(raw)
+
+
+def _revert_name(exc: Exception) -> str | None:
+    """The contract's custom error in a web3 revert, by name (None: not a revert)."""
+    from eth_utils.crypto import keccak
+    from web3.exceptions import ContractLogicError
+
+    from slamon.chain.artefacts import sla_compensation
+
+    if not isinstance(exc, ContractLogicError):
+        return None
+    data = exc.data if isinstance(exc.data, str) else ""
+    for item in sla_compensation().abi:
+        if item.get("type") == "error":
+            sig = f"{item['name']}({','.join(i['type'] for i in item['inputs'])})"
+            if data.startswith("0x" + keccak(text=sig)[:4].hex()):
+                return str(item["name"])
+    return "unknown"
+
+
+def _rotation_args(args: argparse.Namespace) -> tuple[bytes, list[str], int]:
+    from eth_utils.address import is_address, to_checksum_address
+
+    bad = [a for a in args.signer if not is_address(a)]
+    if bad:
+        raise ValueError(f"--signer {bad[0]!r} is not an address")
+    return _sla_id(args.sla_id), [to_checksum_address(a) for a in args.signer], args.quorum
+
+
+def _cmd_approve_rotation(args: argparse.Namespace) -> int:
+    try:
+        sla_id, signers, quorum = _rotation_args(args)
+    except ValueError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    key = _key(args)
+    if key is None:
+        return EXIT_USAGE
+    from slamon.chain.artefacts import sla_compensation
+
+    try:
+        w3 = _web3(args.rpc_url)
+        contract = w3.eth.contract(address=w3.to_checksum_address(args.contract),
+                                   abi=sla_compensation().abi)
+        version = int(contract.functions.getSLA(sla_id).call()[20]) + 1
+        approval = key.sign_rotation(sla_id, version, signers, quorum, int(w3.eth.chain_id),
+                                     contract.address)
+    except ChainTxError as exc:
+        _err(str(exc))
+        return EXIT_FAIL
+    except Exception as exc:
+        _err(f"cannot read the SLA: {_revert_name(exc) or type(exc).__name__}")
+        return EXIT_FAIL
+    print(f"0x{approval.hex()}")
+    print(f"approves signer set version {version} of 0x{sla_id.hex()} as {key.address}",
+          file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_rotate_signers(args: argparse.Namespace) -> int:
+    try:
+        sla_id, signers, quorum = _rotation_args(args)
+        approvals = [bytes.fromhex(a.removeprefix("0x")) for a in args.approval]
+    except ValueError as exc:
+        _err(str(exc) if "--" in str(exc) else "--approval takes 0x and 130 hex digits")
+        return EXIT_USAGE
+    key = _key(args)
+    if key is None:
+        return EXIT_USAGE
+    from slamon.chain.artefacts import sla_compensation
+
+    try:
+        w3 = _web3(args.rpc_url)
+        contract = w3.eth.contract(address=w3.to_checksum_address(args.contract),
+                                   abi=sla_compensation().abi)
+        send_tx(w3, key, contract.functions.rotateSigners(sla_id, signers, quorum, approvals))
+        version = int(contract.functions.getSLA(sla_id).call()[20])
+    except ChainTxError as exc:
+        _err(str(exc))
+        return EXIT_FAIL
+    except Exception as exc:
+        _err(f"rotation refused: {_revert_name(exc) or type(exc).__name__}")
+        return EXIT_FAIL
+    print(f"signer set version {version} of 0x{sla_id.hex()}: {', '.join(signers)}, "
+          f"quorum {quorum}")
+    return EXIT_OK
+
+
 def _key_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keystore", help="encrypted JSON keystore of the sending account")
     p.add_argument("--password-file", help="file holding the keystore password")
@@ -153,3 +250,26 @@ def configure_register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-payout", type=int, default=PayoutRule.max_payout_per_period_wei)
     p.add_argument("--met-reward", type=int, default=PayoutRule.met_reward_wei)
     p.set_defaults(func=_cmd_register)
+
+
+def _rotation_common(p: argparse.ArgumentParser) -> None:
+    _key_args(p)
+    p.add_argument("--contract", required=True, help="SLACompensation address")
+    p.add_argument("--sla-id", required=True, help="the SLA's on-chain id (0x + 64 hex digits)")
+    p.add_argument("--signer", action="append", required=True,
+                   help="address of the new set (repeat, in order)")
+    p.add_argument("--quorum", type=int, required=True, help="the new set's quorum, 2f + 1")
+
+
+def configure_approve_rotation(p: argparse.ArgumentParser) -> None:
+    """`slamon contract approve-rotation`: one current signer approves a new set."""
+    _rotation_common(p)
+    p.set_defaults(func=_cmd_approve_rotation)
+
+
+def configure_rotate_signers(p: argparse.ArgumentParser) -> None:
+    """`slamon contract rotate-signers`: install a new set with a quorum of approvals."""
+    _rotation_common(p)
+    p.add_argument("--approval", action="append", required=True,
+                   help="a current signer's approval from approve-rotation (repeat)")
+    p.set_defaults(func=_cmd_rotate_signers)

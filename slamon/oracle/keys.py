@@ -79,6 +79,14 @@ class Signer:
         """Sign ``report`` for the ``SLACompensation`` at ``contract`` on ``chain_id``."""
         return SignedReport.sign(report, self.__account.key, chain_id, contract)
 
+    def sign_rotation(self, sla_id: bytes, version: int, signers: list[str], quorum: int,
+                      chain_id: int, contract: str) -> bytes:
+        """Approve signer set ``version`` of ``sla_id`` (EIP-712 ``Rotation``)."""
+        from slamon.chain.eip712 import sign_rotation
+
+        return sign_rotation(sla_id, version, signers, quorum, self.__account.key, chain_id,
+                             contract)
+
     def sign_transaction(self, tx: Mapping[str, Any]) -> SignedTransaction:
         """Sign a transaction dict (``eth_account`` format) for the publisher."""
         return self.__account.sign_transaction(dict(tx))
