@@ -91,6 +91,9 @@ contract SLACompensation is ReentrancyGuardTransient {
     /// @param asset address(0) for native ETH, else an ERC-20 token.
     /// @param beneficiaries Compensation recipients (1..64, distinct, non-zero).
     /// @param weights Their weights (> 0); a payout is split pro rata.
+    /// @param firstPeriodId Id of the first period: periods are numbered firstPeriodId ..
+    ///        firstPeriodId + count - 1, so that a daemon, its API and status page, its reports
+    ///        and this contract's events all name a period by the same id (slamon's).
     struct SLAParams {
         bytes32 name;
         uint32 objectivePpm;
@@ -112,6 +115,7 @@ contract SLACompensation is ReentrancyGuardTransient {
         address asset;
         address[] beneficiaries;
         uint64[] weights;
+        uint64 firstPeriodId;
     }
 
     /// @dev Word 0 of the SLA's parameter blob: everything the report checks need.
@@ -127,6 +131,7 @@ contract SLACompensation is ReentrancyGuardTransient {
         uint8 tierCount; // 0 => linear rule
         bool exists;
         bool singleOracle;
+        uint64 firstPeriodId; // word 4 of the blob
     }
 
     /// @dev Word 2 of the parameter blob: payout rule. Meta (storage): who is who.
@@ -179,6 +184,7 @@ contract SLACompensation is ReentrancyGuardTransient {
         uint256 teamOwed;
         bool singleOracle;
         uint16 signerSetVersion;
+        uint64 firstPeriodId;
     }
 
     /// @notice Read-only view of one period.
@@ -251,13 +257,14 @@ contract SLACompensation is ReentrancyGuardTransient {
     //   [32, 64)   policy digest
     //   [64, 96)   Payout: ratePerPpm 96 | maxPayoutPerPeriod 96 | totalWeight 64 (low bits first)
     //   [96, 128)  metReward (uint96, right-aligned)
+    //   [128, 160) firstPeriodId (uint64, right-aligned)
     //   then signerCount addresses of 20 bytes, then tierCount tiers of 16 bytes
     //   (sliBelowPpm uint32 | amount uint96, big-endian).
 
     /// @dev Solady's CREATE3 proxy: CREATEs its calldata as init code.
     bytes private constant PROXY_INITCODE = hex"67363d3d37363d34f03d5260086018f3";
     bytes32 private constant PROXY_INITCODE_HASH = keccak256(PROXY_INITCODE);
-    uint256 private constant BLOB_HEADER = 128;
+    uint256 private constant BLOB_HEADER = 160;
     /// @dev Bytes copied to memory: header + 10 signers + 4 tiers, rounded up to whole words.
     uint256 private constant BLOB_COPY = 448;
 
@@ -440,6 +447,7 @@ contract SLACompensation is ReentrancyGuardTransient {
             start = p.boundaries[0];
             count = uint32(nb - 1);
         }
+        if (uint256(p.firstPeriodId) + count > type(uint64).max) revert InvalidParams("firstPeriodId");
 
         uint256 nt = p.tiers.length;
         if (nt > MAX_TIERS) revert InvalidParams("tiers");
@@ -493,11 +501,13 @@ contract SLACompensation is ReentrancyGuardTransient {
             uint256(p.ratePerPpm) | (uint256(p.maxPayoutPerPeriod) << 96) | (total << 192);
         bytes32 policy = p.policyDigest;
         uint256 metReward = p.metReward;
+        uint256 firstId = p.firstPeriodId;
         assembly ("memory-safe") {
             mstore(add(blob, 32), core)
             mstore(add(blob, 64), policy)
             mstore(add(blob, 96), payout)
             mstore(add(blob, 128), metReward)
+            mstore(add(blob, 160), firstId)
         }
         _deployParams(id, blob);
         // non-zero from the start, so that counting the first settled period rewrites the slot
@@ -561,6 +571,7 @@ contract SLACompensation is ReentrancyGuardTransient {
             mstore(add(to, 32), mload(add(params, 32)))
             mstore(add(to, 64), mload(add(params, 64)))
             mstore(add(to, 96), mload(add(params, 96)))
+            mstore(add(to, 128), mload(add(params, 128)))
         }
         _writeSigners(blob, signers);
         for (uint256 i = 0; i < c.tierCount; ++i) {
@@ -870,7 +881,7 @@ contract SLACompensation is ReentrancyGuardTransient {
         uint256 params = _params(slaId, version);
         Core memory c = _coreOf(params);
         uint256 slot = _signerSlotOf(params, c.signerCount, signer);
-        if (!c.exists || slot == 0 || periodId >= c.periodCount) return false;
+        if (!c.exists || slot == 0 || !_inSchedule(c, periodId)) return false;
         uint256 lane = _lane(slaId, periodId);
         if (lane & SETTLED_BIT != 0) return false;
         uint256 mask = _mask(slaId, periodId, lane, version);
@@ -938,6 +949,7 @@ contract SLACompensation is ReentrancyGuardTransient {
         v.teamOwed = _teamOwed[slaId];
         v.singleOracle = c.singleOracle;
         v.signerSetVersion = uint16(version);
+        v.firstPeriodId = c.firstPeriodId;
     }
 
     /// @notice Start and end (exclusive) of a period, as the reports must carry them.
@@ -1158,6 +1170,7 @@ contract SLACompensation is ReentrancyGuardTransient {
         c.tierCount = uint8(w >> 240);
         c.exists = uint8(w >> 248) != 0;
         c.singleOracle = (w >> 249) & 1 != 0;
+        c.firstPeriodId = uint64(_word(params, 128));
     }
 
     function _policyOf(uint256 params) private pure returns (bytes32) {
@@ -1205,13 +1218,18 @@ contract SLACompensation is ReentrancyGuardTransient {
     }
 
     function _bounds(bytes32 slaId, Core memory c, uint64 periodId) private view returns (uint64, uint64) {
-        if (periodId >= c.periodCount) revert UnknownPeriod(periodId);
+        if (!_inSchedule(c, periodId)) revert UnknownPeriod(periodId);
+        uint64 i = periodId - c.firstPeriodId;
         if (c.periodLength != 0) {
-            uint64 s = c.scheduleStart + periodId * c.periodLength;
+            uint64 s = c.scheduleStart + i * c.periodLength;
             return (s, s + c.periodLength);
         }
         uint64[] storage b = _boundaries[slaId];
-        return (b[periodId], b[periodId + 1]);
+        return (b[i], b[i + 1]);
+    }
+
+    function _inSchedule(Core memory c, uint64 periodId) private pure returns (bool) {
+        return periodId >= c.firstPeriodId && periodId - c.firstPeriodId < c.periodCount;
     }
 
     /// @dev Number of boundaries <= t (binary search over a sorted array).

@@ -236,6 +236,7 @@ class SLAHarness:
             "asset": ZERO_ADDRESS,
             "beneficiaries": [self.addr(3), self.addr(4)],
             "weights": [1, 3],
+            "firstPeriodId": 0,
         }
         unknown = set(kw) - set(p)
         if unknown:

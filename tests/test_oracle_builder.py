@@ -94,6 +94,7 @@ def register(h: SLAHarness, sla: Sla, slo: Slo, signer: Signer) -> int:
         periodLength=LENGTH,
         minSamples=sla.min_valid_samples,
         policyDigest=policy_digest_for(sla, slo),
+        firstPeriodId=period_base_for(sla, start),
     )
     h.send(h.contract.functions.registerSLA(params), sender=1)
     sla_id = h.sla_id(sla.onchain_id_bytes)
@@ -119,13 +120,14 @@ def test_reports_from_real_results_settle(h: SLAHarness, signer: Signer) -> None
     base = period_base_for(sla, start)
     assert period_bounds(sla.period, base) == (start, start + LENGTH)
 
-    # contract period 0: 48 of 50 good -> 960 000 ppm, breached
+    # the contract's first period, named by slamon's id: 48 of 50 good -> 960 000 ppm, breached
     breached = result_for(sla, slo, base, good=48, valid=50, no_data=3)
     assert (breached.sli_ppm, breached.breached, breached.no_data) == (960_000, True, 3)
     report = build_report(sla, slo, breached, period_base=base, policy_digest=digest,
                           issued_at=0)
     assert report is not None
-    assert (report.period_id, report.period_start, report.period_end) == (0, start, start + LENGTH)
+    assert (report.period_id, report.period_start, report.period_end) == (
+        base, start, start + LENGTH)
     assert (report.sli_ppm, report.slo_ppm, report.breached) == (960_000, 999_000, True)
     assert (report.good, report.valid, report.no_data) == (48, 50, 3)
     assert report.issued_at == report.period_end  # raised to the period end
@@ -134,17 +136,19 @@ def test_reports_from_real_results_settle(h: SLAHarness, signer: Signer) -> None
     assert build_report(sla, slo, closed_of(breached, digest), period_base=base,
                         policy_digest=digest, issued_at=0) == report
     ev = settle(h, signer, report)
-    assert ev.periodId == 0 and ev.sliPpm == 960_000 and ev.breached is True
+    # one period id everywhere: the on-chain event names the period as slamon does
+    assert ev.periodId == base == breached.period_id and ev.sliPpm == 960_000 and ev.breached
     assert ev.evidenceRoot == breached.evidence_root
     assert ev.compensation == (999_000 - 960_000) * 10**12
 
-    # contract period 1, from a ClosedPeriod: all good -> met
+    # the next period, from a ClosedPeriod: all good -> met
     met = result_for(sla, slo, base + 1, good=50, valid=50)
     report = build_report(sla, slo, closed_of(met, digest), period_base=base,
                           policy_digest=digest, issued_at=start + 2 * LENGTH + 7)
-    assert report is not None and report.period_id == 1 and report.issued_at == start + 2007
+    assert report is not None and report.period_id == base + 1
+    assert report.issued_at == start + 2007
     ev = settle(h, signer, report)
-    assert ev.periodId == 1 and ev.sliPpm == 1_000_000 and ev.breached is False
+    assert ev.periodId == base + 1 and ev.sliPpm == 1_000_000 and ev.breached is False
 
 
 def test_insufficient_data_is_not_reportable() -> None:
@@ -163,7 +167,7 @@ def test_refusals() -> None:
     sla, slo = sla_and_slo()
     digest = policy_digest_for(sla, slo)
     result = result_for(sla, slo, 5, good=10, valid=10)
-    with pytest.raises(ReportBuildError, match="before the contract's period 0"):
+    with pytest.raises(ReportBuildError, match="before the contract's first period 6"):
         build_report(sla, slo, result, period_base=6, policy_digest=digest, issued_at=0)
     other = keccak(text="another policy")
     with pytest.raises(ReportBuildError, match="policy digest"):

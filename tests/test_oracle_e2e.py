@@ -17,6 +17,7 @@ so this test takes about that.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -79,11 +80,12 @@ def write_config(path: Path, down_url: str, up_url: str, port: int, extra: str =
     """) + extra)
 
 
-async def wait_settled(w3: Web3, contract: Any, sla_ids: list[bytes], limit: float) -> None:
-    """Poll the chain until every SLA's period 0 is settled (the daemon offers no event)."""
+async def wait_settled(w3: Web3, contract: Any, sla_ids: list[bytes], period: int,
+                       limit: float) -> None:
+    """Poll the chain until every SLA's `period` is settled (the daemon offers no event)."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        states = [contract.functions.getPeriod(s, 0).call() for s in sla_ids]
+        states = [contract.functions.getPeriod(s, period).call() for s in sla_ids]
         if all(st[3] for st in states):
             return
         await asyncio.sleep(1.0)
@@ -153,7 +155,7 @@ async def test_quorum_settles_breach_and_met_periods_on_chain(
                   provider: "{Account.from_key(keys[0]).address}"
             """))
         config = load_config(cfg_paths[0])
-        # period 0 on-chain = the first minute that starts after the daemons are up
+        # the first period on-chain = the first minute that starts after the daemons are up
         spec = config.slas[0].period
         first = period_index(spec, time.time() + 5) + 1
         start_at = period_bounds(spec, first)[0]
@@ -179,7 +181,7 @@ async def test_quorum_settles_breach_and_met_periods_on_chain(
         try:
             forged = await lie(w3, contract, oracle_keys[3], ports[0], ("shop-sla", "api-sla"))
             assert len(forged) == 2
-            await wait_settled(w3, contract, sla_ids,
+            await wait_settled(w3, contract, sla_ids, first,
                                limit=start_at + 60 + 45 - time.time())
             async with aiohttp.ClientSession() as session:
                 # every daemon's report ends confirmed: counted, or late and harmless
@@ -218,15 +220,30 @@ async def test_quorum_settles_breach_and_met_periods_on_chain(
             failed = value(parse_metrics(text), "slamon_oracle_journal_entries", state="failed")
             assert not failed, failed
 
-        shop = contract.functions.getPeriod(sla_ids[0], 0).call()
-        api = contract.functions.getPeriod(sla_ids[1], 0).call()
+        # one period id everywhere: the daemons' logs, the API and the contract name the
+        # period by the same id
+        logged = {(e["event"], e["period"]) for out, err in outputs
+                  for e in map(json.loads, (line for line in (out + err).decode().splitlines()
+                                            if line.startswith("{")))
+                  if e.get("sla") == "shop-sla" and e.get("event") in (
+                      "period_closed", "report_signed", "report_confirmed")}
+        assert {ev for ev, p in logged if p == first} == {
+            "period_closed", "report_signed", "report_confirmed"}, logged
+        # (periods before the contract's first one close too, and are not reported)
+        assert {p for ev, p in logged if ev != "period_closed"} == {first}, logged
+        assert shop_period["period"] == first
+        settled = contract.events.PeriodSettled().get_logs(
+            from_block=0, argument_filters={"slaId": sla_ids[0]})
+        assert [e.args.periodId for e in settled] == [first]
+        shop = contract.functions.getPeriod(sla_ids[0], first).call()
+        api = contract.functions.getPeriod(sla_ids[1], first).call()
         # settled over every report received: all four daemons counted, the liar included
         assert shop[7] == 4 and api[7] == 4
         # shop was down all period: SLI 0, breached; the daemon's own verdict agrees
         assert shop[3] and shop[4] and shop[5] == 0
         assert shop_period["result"]["sli_ppm"] == 0 and shop_period["result"]["breached"]
         roots = {
-            "0x" + bytes(contract.functions.reportRoot(sla_ids[0], 0, s).call()).hex()
+            "0x" + bytes(contract.functions.reportRoot(sla_ids[0], first, s).call()).hex()
             for s in signers
         }
         assert "0x" + bytes(shop[8]).hex() in roots

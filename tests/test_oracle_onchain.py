@@ -147,6 +147,26 @@ async def test_matching_sla_starts_and_mismatches_stop_start(
         moved.slas[0], moved.slos[0], moved).hex()
 
 
+async def test_contract_must_name_periods_by_slamons_ids(
+    node: AnvilNode, tmp_path: Path, store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An SLA registered with another firstPeriodId would number its periods differently
+    from the daemon's logs, API and status page: refused, naming both ids."""
+    _address, _provider, config = _deployed(node, tmp_path / "a.yaml")
+    signer_key = node.keys[7]
+    signer = Account.from_key(signer_key).address
+    assert config.oracle is not None
+    params, _ = sla_params(config, "gold", signers=[signer], quorum=1, team=signer,
+                           beneficiaries=[signer], weights=[1], now=time.time())
+    first = params[-1]
+    register_sla(node.web3(), config.oracle.contract, node.keys[0], (*params[:-1], first + 5))
+    with capture_logs() as logs, pytest.raises(OracleStartError) as err:
+        await _start(config, store, signer_key, monkeypatch)
+    assert "first_period_id" in str(err.value)
+    [line] = [e for e in logs if e["event"] == "oracle_sla_mismatch"]
+    assert (line["onchain"], line["config"]) == (str(first + 5), str(first))
+
+
 async def test_unreachable_chain_defers_the_check_to_the_first_signature(
     node: AnvilNode, tmp_path: Path, store: StateStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -330,6 +330,50 @@ async def test_stalled_period_takes_the_report_after_its_deadline(
     assert run.events("report_failed") == []
 
 
+@pytest.mark.parametrize("headroom", [True, False], ids=["headroom", "no-headroom"])
+async def test_report_that_becomes_the_settling_one(
+    env: Env, store: StateStore, headroom: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our report's gas is estimated while it would not settle the period, but another
+    signer's report is mined first in the same block, so ours is the n-th and settles. With
+    the settlement headroom it has the gas; without it (forced here) it runs out, reverts,
+    and the publisher sends it again once, with a new nonce, instead of following the
+    reverted transaction over and over."""
+    if not headroom:
+        monkeypatch.setattr("slamon.oracle.publisher.SETTLE_HEADROOM", 0)
+    a = env.new_sla(signers=[SIGNER, OTHERS[0]], quorum=1)
+    # funded, so that settling a met period credits the team's reward (a fresh slot)
+    env.h.send(env.h.contract.functions.fund(a, 10**18), sender=1, value=10**18)
+    ra, other = env.report(a), env.report(a, key=OTHER_KEYS[0])
+    relayer = Account.from_key(chain_helpers.ANVIL_KEYS[1])
+    env.automine(False)
+    async with Running(env, store, gas_margin=1.25 if headroom else 1.0) as run:
+        assert await run.pub.submit(ra)
+        await wait_for(lambda: bool(run.events("report_sent")))
+        tx = env.h.contract.functions.submitReports(
+            [other.report.as_tuple()], [other.signature]).build_transaction({
+                "from": relayer.address, "gas": 600_000, "maxFeePerGas": 200 * 10**9,
+                "maxPriorityFeePerGas": 100 * 10**9,
+                "nonce": env.w3.eth.get_transaction_count(relayer.address, "pending")})
+        env.w3.eth.send_raw_transaction(relayer.sign_transaction(tx).raw_transaction)
+        env.mine()  # the relayer's higher tip puts the other report first
+        env.rpc("evm_setIntervalMining", 1)  # from now on a block a second, as on a chain
+        try:
+            entry = await run.until(ra, CONFIRMED)
+        finally:
+            env.rpc("evm_setIntervalMining", 0)
+            env.automine(True)
+    period = env.h.contract.functions.getPeriod(a, 0).call()
+    assert period[3] is True and period[7] == 2  # settled over both reports
+    reverted = run.events("report_tx_reverted")
+    if headroom:
+        assert reverted == [] and [t.nonce for t in entry.txs] == [0]
+    else:
+        assert len(reverted) == 1 and reverted[0]["gas_used"] == entry.txs[0].gas
+        assert [t.nonce for t in entry.txs] == [0, 1]
+    assert run.events("report_failed") == []
+
+
 async def test_anvil_down_then_restarted_with_same_state(env: Env, store: StateStore) -> None:
     sla, sla2 = env.new_sla(), env.new_sla()
     signed, signed2 = env.report(sla), env.report(sla2)

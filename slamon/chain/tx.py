@@ -147,6 +147,7 @@ def sla_params(
         asset,
         beneficiaries,
         weights,
+        first,  # firstPeriodId: the contract names periods by slamon's ids
     )
     return params, start
 

@@ -67,7 +67,7 @@ class OracleConfig(Strict):
     outbox: str | None = None
     #: SLAs to report (default: all)
     slas: list[Id] | None = None
-    #: per SLA, the start (unix seconds) of the contract's period 0; in chain mode read
+    #: per SLA, the start (unix seconds) of the contract's first period; in chain mode read
     #: from the contract when absent (and checked against it when present)
     schedule_starts: dict[str, int] = Field(default_factory=dict)
     #: the provider that registered the SLAs: their on-chain id is

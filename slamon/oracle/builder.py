@@ -1,9 +1,9 @@
 """Closed SLA period -> EIP-712 :class:`~slamon.chain.eip712.Report`. Pure: no I/O, no clock.
 
-The contract numbers an SLA's periods from 0 at its ``scheduleStart``; slamon numbers them
-from the epoch (docs/evidence.md, "Periods and their ids"). ``periodId = slamon id -
-period_base`` with ``period_base = period_index(sla.period, scheduleStart)``
-(:func:`period_base_for`).
+The contract names an SLA's periods by slamon's own ids (docs/evidence.md, "Periods and
+their ids"): its first period, the one starting at ``scheduleStart``, is ``firstPeriodId``
+``= period_index(sla.period, scheduleStart)`` (:func:`period_base_for`), so a report's
+``periodId`` is the id in slamon's logs, API, status page and evidence.
 
 The contract's consistency rules (docs/contract.md, "Reports and settlement") hold for every
 report built here: ``sliPpm <= 1e6``, ``good <= valid``, ``breached == (sliPpm < sloPpm)``,
@@ -32,7 +32,7 @@ class ReportBuildError(ValueError):
 
 
 def period_base_for(sla: Sla, schedule_start: int) -> int:
-    """slamon period id of the contract's period 0 (which starts at ``schedule_start``).
+    """slamon period id of the contract's first period (which starts at ``schedule_start``).
 
     ``schedule_start`` must be the start of one of the SLA's periods, otherwise no report
     could match the contract's stored boundaries.
@@ -118,11 +118,11 @@ def build_report(
     sli = f["sli_ppm"]
     if sli is None:
         return None  # insufficient data: no verdict, nothing to attest
-    period_id = int(f["period"]) - period_base
-    if period_id < 0:
+    period_id = int(f["period"])
+    if period_id < period_base:
         raise ReportBuildError(
-            f"sla {sla.id!r} period {f['period']} is before the contract's period 0 "
-            f"(slamon period {period_base})"
+            f"sla {sla.id!r} period {f['period']} is before the contract's first period "
+            f"{period_base}"
         )
     good, valid = f["good"], f["valid"]
     if not (0 <= good <= valid) or valid == 0 or not 0 <= int(sli) <= PPM:

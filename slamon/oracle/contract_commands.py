@@ -120,7 +120,8 @@ def _cmd_register(args: argparse.Namespace) -> int:
     except Exception as exc:  # web3 validation errors: show the message, not a traceback
         _err(f"registration failed: {exc}")
         return EXIT_FAIL
-    print(f"registered {args.sla} (on-chain id 0x{params[0].hex()}), period 0 starts {start}")
+    print(f"registered {args.sla} (on-chain id 0x{params[0].hex()}), first period "
+          f"{params[-1]} starts {start}")
     print(f"oracle.schedule_starts: {{{args.sla}: {start}}}")
     return EXIT_OK
 

@@ -21,7 +21,7 @@ from slamon.oracle.builder import ReportBuildError, period_base_for
 #: indices in the SLAView tuple returned by getSLA (contracts/SLACompensation.sol)
 _PROVIDER, _OBJECTIVE, _START, _LENGTH = 0, 3, 4, 5
 _SETTLEMENT_WINDOW, _QUORUM, _SIGNERS, _MIN_SAMPLES, _POLICY = 7, 8, 9, 10, 11
-_SINGLE_ORACLE = 19
+_SINGLE_ORACLE, _SIGNER_SET_VERSION, _FIRST_PERIOD = 19, 20, 21
 
 
 class OracleStartError(Exception):
@@ -46,6 +46,9 @@ class OnchainSla:
     signers: tuple[str, ...]
     single_oracle: bool
     policy_digest: bytes
+    #: the first period's id (slamon's); a rotation bumps the signer-set version
+    first_period_id: int = 0
+    signer_set_version: int = 0
 
 
 def parse_view(view: Sequence[Any]) -> OnchainSla:
@@ -57,6 +60,8 @@ def parse_view(view: Sequence[Any]) -> OnchainSla:
         signers=tuple(str(s) for s in view[_SIGNERS]),
         single_oracle=bool(view[_SINGLE_ORACLE]),
         policy_digest=bytes(view[_POLICY]),
+        first_period_id=int(view[_FIRST_PERIOD]),
+        signer_set_version=int(view[_SIGNER_SET_VERSION]),
     )
 
 
@@ -89,19 +94,23 @@ def check_onchain_sla(
     min_samples = max(1, sla.min_valid_samples)
     if int(view[_MIN_SAMPLES]) != min_samples:
         out.append(Mismatch("min_samples", str(int(view[_MIN_SAMPLES])), str(min_samples)))
-    # the schedule: the contract's period 0 must start on one of this SLA's period
+    # the schedule: the contract's first period must start on one of this SLA's period
     # boundaries, have the same length (fixed periods; calendar ones store boundaries,
     # length 0) and equal oracle.schedule_starts when that is set
     configured_start = cfg.schedule_starts.get(sla.id)
     if configured_start is not None and configured_start != onchain.schedule_start:
         out.append(Mismatch("schedule_start", str(onchain.schedule_start),
                             str(configured_start)))
-    else:
-        try:
-            period_base_for(sla, onchain.schedule_start)
-        except ReportBuildError:
+    try:
+        base = period_base_for(sla, onchain.schedule_start)
+    except ReportBuildError:
+        if configured_start is None or configured_start == onchain.schedule_start:
             out.append(Mismatch("schedule_start", str(onchain.schedule_start),
                                 "a period boundary of the configured period"))
+    else:
+        # one period id everywhere: the contract's ids must be slamon's
+        if onchain.first_period_id != base:
+            out.append(Mismatch("first_period_id", str(onchain.first_period_id), str(base)))
     expected_length = sla.period.length_s if sla.period.kind == "fixed" else 0
     if onchain.period_length != expected_length:
         out.append(Mismatch("period_length", str(onchain.period_length),

@@ -13,8 +13,9 @@ One task, one nonce sequence, one report at a time (oldest first). Per report:
    reported by us or period settled -> confirmed ("already recorded"); period not finished ->
    retry later; settlement window closed (with a quorum: a period without one stays open for
    late reports) -> failed.
-3. ``submitReports([report], [signature])``: gas = estimate x margin (the estimate also decodes
-   the contract's custom errors: docs/contract.md, "What a daemon does"), EIP-1559 fees
+3. ``submitReports([report], [signature])``: gas = max(estimate x margin, estimate + settlement
+   headroom) (the estimate also decodes the contract's custom errors: docs/contract.md, "What
+   a daemon does"), EIP-1559 fees
    ``maxFee = min(cap, 2 x baseFee + priority)``; a base fee above the cap means wait, never
    overpay. The transaction is journaled (hash, nonce, fees) *before* it is broadcast.
 
@@ -61,6 +62,9 @@ from slamon.oracle.rpc import (
 from slamon.util.redact import redact_text, redact_url
 
 GWEI = 10**9
+#: gas a report may need beyond its estimate when it turns out to be the one that settles
+#: the period (docs/benchmarks.md: a settling report costs ~15-40k more than a plain one)
+SETTLE_HEADROOM = 100_000
 #: fee bump of a replacement: >= 12.5 % (geth wants 10 %, others 12.5 %)
 BUMP_NUM, BUMP_DEN = 9, 8
 
@@ -551,7 +555,10 @@ class Publisher:
             estimate = await self.chain.estimate_gas(self.address, data)
         except ContractRevert as exc:
             await self._on_revert(entry, exc)
-        gas = math.ceil(estimate * self.cfg.gas_margin)
+        # the estimate prices the report as it would land now; by the time it is mined it may
+        # be the n-th one and settle the period (median, payout, fresh slots): never less
+        # than that headroom (an unused gas limit costs nothing)
+        gas = max(math.ceil(estimate * self.cfg.gas_margin), estimate + SETTLE_HEADROOM)
         head = await self.chain.head()
         fees = self._fees(head.base_fee)
         if fees is None:
@@ -604,8 +611,10 @@ class Publisher:
     async def _follow(self, entry: JournalEntry) -> bool:
         """Wait for one of the entry's transactions to be mined, replacing a stuck one.
         True: finished (confirmed); False: nothing of ours will be mined, send afresh."""
-        txs = list(entry.txs)
-        nonce = txs[-1].nonce
+        # the latest nonce and its replacements: an earlier nonce's transaction that reverted
+        # is history, not something to follow again
+        nonce = entry.txs[-1].nonce
+        txs = [tx for tx in entry.txs if tx.nonce == nonce]
         next_replace = txs[-1].sent_at + self.cfg.replace_after
         next_rebroadcast = 0.0
         slice_end = time.monotonic() + self.follow_slice
@@ -702,7 +711,7 @@ class Publisher:
             await asyncio.sleep(self.poll_interval)
         if receipt.status != 1:
             self.log.warning("report_tx_reverted", **self._ctx(entry), tx=receipt.tx_hash,
-                             block=receipt.block_number)
+                             block=receipt.block_number, gas_used=receipt.gas_used)
             self._nonce = None
             return False
         self._done(entry)

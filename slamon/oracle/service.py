@@ -177,7 +177,7 @@ class OracleService:
             )
 
     async def _period_base(self, sla: Sla) -> int | None:
-        """Slamon's id of the contract's period 0 (config, else asked from the chain).
+        """Slamon's id of the contract's first period (config, else asked from the chain).
 
         In chain mode the on-chain SLA is checked against the config first: an SLA that
         differs is never signed (the check is repeated on every backfill round until it
@@ -236,7 +236,7 @@ class OracleService:
             self.skipped_total += 1
             if self.publisher is not None:
                 await self.publisher.journal.add_skipped(
-                    sla.id, record.period - base, self.signer.address, "insufficient data",
+                    sla.id, record.period, self.signer.address, "insufficient data",
                     {"valid": record.result.get("valid")},
                 )
             self.log.info("report_skipped", sla=sla.id, period=record.period,
@@ -272,8 +272,7 @@ class OracleService:
             for record in periods[-BACKFILL_DEPTH:]:
                 if record.period < base:
                     continue
-                contract_period = record.period - base
-                if await self._known(sla, contract_period):
+                if await self._known(sla, record.period):
                     continue
                 await self._report(sla, record, None)
                 done += 1
