@@ -110,6 +110,10 @@ MUTANTS: list[Mutant] = [
     Mutant("rotation version not bumped", "_state[slaId] = st + 1;", ""),
     Mutant("rotation drops the tiers", "for (uint256 i = 0; i < c.tierCount; ++i) {\n            uint256 tier",
            "for (uint256 i = 0; i < 0; ++i) {\n            uint256 tier"),
+    Mutant("first period id ignored in bounds", "uint64 i = periodId - c.firstPeriodId;",
+           "uint64 i = periodId;"),
+    Mutant("periods before the first accepted", "return periodId >= c.firstPeriodId && ",
+           "return "),
     Mutant("late reports not ignored", "emit LateReportsIgnored(slaId, periodId, m);\n            return;",
            "emit LateReportsIgnored(slaId, periodId, m);"),
 ]

@@ -298,3 +298,23 @@ def test_cli_rotation_on_anvil(tmp_path: Path) -> None:
         res = slamon("approve-rotation", *common[:4], "--sla-id", "0x12", "--quorum", "3",
                      "--signer", new_set[0], key=keys[0])
         assert res.returncode == 2 and "--sla-id" in res.stderr
+
+
+def test_periods_are_named_from_first_period_id(h: SLAHarness) -> None:
+    """The contract names periods by the registrant's ids (slamon's), from firstPeriodId."""
+    first = 29_939_266
+    sla = new_sla(h, periodCount=3, firstPeriodId=first)
+    c = h.contract.functions
+    assert c.getSLA(sla.sla_id).call()[21] == first
+    start = sla.start
+    assert c.periodBounds(sla.sla_id, first).call() == [start, start + 1000]
+    assert c.periodBounds(sla.sla_id, first + 2).call() == [start + 2000, start + 3000]
+    h.expect_revert("UnknownPeriod", c.periodBounds(sla.sla_id, first - 1))
+    h.expect_revert("UnknownPeriod", c.periodBounds(sla.sla_id, first + 3))
+    h.travel(start + 1000 + 10)
+    r = sla.report(pid=0, sli=990_000).replace(period_id=first)
+    rc = sla.submit([r], [sla.sign(r)])
+    assert events(h, rc, "PeriodSettled")[0].args.periodId == first
+    assert c.getPeriod(sla.sla_id, first).call()[3] is True
+    late = sla.report(pid=0).replace(period_id=first - 1)
+    h.expect_revert("UnknownPeriod", sla.submit_fn([late], [sla.sign(late)]))
