@@ -184,7 +184,7 @@ TestMoney.settings = _settings(int(os.environ.get("SLAMON_MONEY_EXAMPLES", "200"
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("SLAMON_SLOW_TESTS"),
-                    reason="2,000 sequences take ~13 min on py-evm; set SLAMON_SLOW_TESTS=1")
+                    reason="2,000 sequences take ~8 min on py-evm; set SLAMON_SLOW_TESTS=1")
 @pytest.mark.timeout(3600)
 def test_money_many_sequences() -> None:
     run_state_machine_as_test(Money, settings=_settings(2000))

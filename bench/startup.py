@@ -1,0 +1,111 @@
+"""Daemon start-up: time and CPU from `slamon run` to `/readyz`, first start and restarts.
+
+N http targets (refused on 127.0.0.x:9, so probing costs next to nothing), one SLO each;
+the first run starts without a state file, the next ones with the file the previous run
+left (SIGTERM, clean stop). Wall time to the first 200 from /readyz and the process's CPU
+(utime + stime from /proc) at that moment.
+
+    python bench/startup.py --targets 10000 --runs 4
+    python bench/startup.py --targets 10000 --runs 2 --profile /tmp/startup.prof
+
+`--profile FILE` runs the last start under cProfile (stopped right after /readyz) and
+prints its top 15 functions by cumulative time (the wall figures of that run are then
+cProfile's, not slamon's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pstats
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def write_config(work: Path, n: int, port: int) -> Path:
+    lines = [f'server: {{listen: "127.0.0.1:{port}"}}', "logging: {level: warning}",
+             f'state: {{path: "{work}/state.sqlite3"}}', "targets:"]
+    lines += [f'  - {{id: t{i}, kind: http, interval: 10s, timeout: 2s, '
+              f'http: {{url: "http://127.0.0.{1 + i % 250}:9/"}}}}' for i in range(n)]
+    lines.append("slos:")
+    lines += [f"  - {{id: s{i}, targets: [t{i}], objective: 0.99}}" for i in range(n)]
+    cfg = work / "slamon.yaml"
+    cfg.write_text("\n".join(lines) + "\n")
+    return cfg
+
+
+def one_start(cfg: Path, port: int, log: Path, profile: str | None) -> tuple[float, float]:
+    argv = [sys.executable]
+    if profile:
+        argv += ["-m", "cProfile", "-o", profile]
+    argv += ["-m", "slamon", "run", "-c", str(cfg)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLAMON_")}
+    with log.open("ab") as out:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(argv, stdout=out, stderr=out, env=env)
+    try:
+        deadline = t0 + 120
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"slamon exited with {proc.returncode}; see {log}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        return time.monotonic() - t0, cpu_seconds(proc.pid)
+            except OSError:
+                pass
+            time.sleep(0.01)
+        raise RuntimeError(f"not ready within 120 s; see {log}")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--targets", type=int, default=10_000)
+    ap.add_argument("--runs", type=int, default=4, help="first start + restarts")
+    ap.add_argument("--profile", help="cProfile output of the last start")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="startup-"))
+    port = free_port()
+    cfg = write_config(work, args.targets, port)
+    print(f"{args.targets} targets, work dir {work}")
+    for i in range(args.runs):
+        last = i == args.runs - 1
+        profile = args.profile if last else None
+        wall, cpu = one_start(cfg, port, work / "slamon.log", profile)
+        state = work / "state.sqlite3"
+        size = state.stat().st_size / 1e6 if state.exists() else 0.0
+        kind = "first start" if i == 0 else "restart"
+        note = " (under cProfile)" if profile else ""
+        print(f"run {i + 1} {kind:<11} to /readyz {wall:6.2f} s   CPU {cpu:6.2f} s   "
+              f"state file after {size:5.1f} MB{note}", flush=True)
+    if args.profile:
+        stats = pstats.Stats(args.profile)
+        stats.sort_stats("cumulative").print_stats(15)
+
+
+if __name__ == "__main__":
+    main()
