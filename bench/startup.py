@@ -2,7 +2,8 @@
 
 N http targets (refused on 127.0.0.x:9, so probing costs next to nothing), one SLO each;
 the first run starts without a state file, the next ones with the file the previous run
-left (SIGTERM, clean stop). Wall time to the first 200 from /readyz and the process's CPU
+left (SIGTERM, clean stop, after running `--run-for` seconds past /readyz so that the
+windows hold probe results). Wall time to the first 200 from /readyz and the process's CPU
 (utime + stime from /proc) at that moment.
 
     python bench/startup.py --targets 10000 --runs 4
@@ -51,7 +52,8 @@ def write_config(work: Path, n: int, port: int) -> Path:
     return cfg
 
 
-def one_start(cfg: Path, port: int, log: Path, profile: str | None) -> tuple[float, float]:
+def one_start(cfg: Path, port: int, log: Path, profile: str | None,
+              run_for: float) -> tuple[float, float]:
     argv = [sys.executable]
     if profile:
         argv += ["-m", "cProfile", "-o", profile]
@@ -68,7 +70,10 @@ def one_start(cfg: Path, port: int, log: Path, profile: str | None) -> tuple[flo
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
                     if r.status == 200:
-                        return time.monotonic() - t0, cpu_seconds(proc.pid)
+                        ready = time.monotonic() - t0, cpu_seconds(proc.pid)
+                        if not profile:
+                            time.sleep(run_for)
+                        return ready
             except OSError:
                 pass
             time.sleep(0.01)
@@ -87,6 +92,8 @@ def main() -> None:
     ap.add_argument("--targets", type=int, default=10_000)
     ap.add_argument("--runs", type=int, default=4, help="first start + restarts")
     ap.add_argument("--profile", help="cProfile output of the last start")
+    ap.add_argument("--run-for", type=float, default=30.0,
+                    help="seconds each run keeps probing after /readyz before it is stopped")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="startup-"))
     port = free_port()
@@ -95,7 +102,7 @@ def main() -> None:
     for i in range(args.runs):
         last = i == args.runs - 1
         profile = args.profile if last else None
-        wall, cpu = one_start(cfg, port, work / "slamon.log", profile)
+        wall, cpu = one_start(cfg, port, work / "slamon.log", profile, args.run_for)
         state = work / "state.sqlite3"
         size = state.stat().st_size / 1e6 if state.exists() else 0.0
         kind = "first start" if i == 0 else "restart"

@@ -682,6 +682,29 @@ def test_burn_watch_skips_clean_slos_but_never_hides_a_firing_one() -> None:
     assert BurnWatch().check(clean, now) == [] and burn_alerts(clean.slos["shop"], now) == set()
 
 
+def test_burn_watch_takes_a_round_robin_share_of_many_slos() -> None:
+    """With more SLOs than its budget a check evaluates the next `budget` of them in turn,
+    so one check stays short; within len(slos) / budget checks every SLO has fired once."""
+    targets = [{"id": f"t{i}", "kind": "http", "interval": "10s", "timeout": "2s",
+                "http": {"url": "http://127.0.0.1:9/"}} for i in range(5)]
+    config = Config.model_validate({
+        "targets": targets,
+        "slos": [{"id": f"s{i}", "targets": [f"t{i}"], "objective": 0.99, "window": "30d",
+                  "alert_windows": [{"long": "1h", "short": "5m", "burn_rate": 14.4}]}
+                 for i in range(5)],
+    })
+    live = LiveState(config)
+    start = 1_780_000_000.0
+    for t in config.targets:
+        for i in range(60):
+            live.record(t, start + i * 10, ProbeResult(False, 0.01))
+    now = start + 600
+    watch = BurnWatch(budget=2)
+    rounds = [sorted(e.slo for e in watch.check(live, now)) for _ in range(4)]
+    assert rounds == [["s0", "s1"], ["s2", "s3"], ["s4"], []]
+    assert len(BurnWatch().check(live, now)) == 5  # the default budget takes all at once
+
+
 def test_cert_watch_thresholds() -> None:
     config = Config.model_validate({
         "targets": [{"id": "web", "kind": "http", "interval": "10s", "timeout": "2s",

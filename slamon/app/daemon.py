@@ -165,7 +165,6 @@ class Daemon:
             except OracleStartError as exc:  # the on-chain SLA differs: a message, not a trace
                 raise StartupError(str(exc)) from None
         self._spawn(scheduler.run(), "scheduler")
-        self._spawn(parts.advance_loop(), "advance")
         self._spawn(parts.flush_loop(), "flush")
         await scheduler.wait_scheduled()
         runtime.settle_heap()
@@ -174,6 +173,9 @@ class Daemon:
             first_round = max(t.interval + t.timeout for t in targets) + SETTLE_SLACK
             self._spawn(runtime.settle_heap_after(first_round), "settle")
         self.ready.set()
+        # after ready: its first round evaluates the burn rates of every restored SLO
+        # (~0.5 s at 10,000), which need not hold back /readyz
+        self._spawn(parts.advance_loop(), "advance")
         if self.notifier is not None:
             self.notifier.ready(self.status_text())
             self._spawn(watchdog_loop(self.notifier, self.status_text), "watchdog")
