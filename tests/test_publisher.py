@@ -374,6 +374,33 @@ async def test_report_that_becomes_the_settling_one(
     assert run.events("report_failed") == []
 
 
+async def test_daemon_settles_a_period_a_silent_signer_left_open(
+    env: Env, store: StateStore
+) -> None:
+    """n = 4, quorum 3, one signer silent: the 4th report never comes, so after the
+    deadline the publisher (first in the signer set) calls settle itself, once."""
+    a = env.new_sla(window=30, signers=[SIGNER, *OTHERS], quorum=3)
+    for key in OTHER_KEYS[:2]:
+        other = env.report(a, key=key)
+        env.h.send(env.h.contract.functions.submitReports(
+            [other.report.as_tuple()], [other.signature]), sender=1)
+    ra = env.report(a)
+    deadline = int(env.h.contract.functions.getPeriod(a, 0).call()[2])
+    async with Running(env, store) as run:
+        run.pub.idle_interval = 0.1
+        assert await run.pub.submit(ra)
+        await run.until(ra, CONFIRMED)
+        assert env.h.contract.functions.getPeriod(a, 0).call()[3] is False  # 3 of 4
+        assert run.events("settle_sent") == []  # before the deadline: nothing to do
+        env.rpc("evm_setNextBlockTimestamp", deadline)
+        env.mine()
+        await wait_for(lambda: bool(run.events("settle_confirmed")), 20)
+        await asyncio.sleep(0.5)  # more passes: the period is known settled now
+    period = env.h.contract.functions.getPeriod(a, 0).call()
+    assert period[3] is True and period[7] == 3
+    assert len(run.events("settle_sent")) == 1
+
+
 async def test_anvil_down_then_restarted_with_same_state(env: Env, store: StateStore) -> None:
     sla, sla2 = env.new_sla(), env.new_sla()
     signed, signed2 = env.report(sla), env.report(sla2)

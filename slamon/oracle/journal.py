@@ -392,6 +392,19 @@ class Journal:
 
         return await self._run(fn)
 
+    async def recent(self, state: str, limit: int) -> list[JournalEntry]:
+        """The ``limit`` entries in ``state`` updated last, newest first."""
+
+        def fn(conn: sqlite3.Connection) -> list[JournalEntry]:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM reports WHERE domain = ? AND state = ? "
+                "ORDER BY updated_at DESC LIMIT ?",
+                (self.domain, state, limit),
+            ).fetchall()
+            return [_entry(conn, row, self.domain) for row in rows]
+
+        return await self._run(fn)
+
     async def counts(self) -> dict[str, int]:
         """Number of entries per state (every state present, 0 when none)."""
 

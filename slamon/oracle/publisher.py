@@ -30,7 +30,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn, Protocol
 
 from eth_utils.address import to_checksum_address
@@ -40,6 +40,7 @@ from slamon.chain.eip712 import SignedReport
 from slamon.chain.tx import TxSigner
 from slamon.config.oracle import OracleConfig
 from slamon.oracle.journal import (
+    CONFIRMED,
     SENT,
     SIGNED,
     Journal,
@@ -56,6 +57,7 @@ from slamon.oracle.rpc import (
     ChainClient,
     ChainUnavailable,
     ContractRevert,
+    Head,
     Receipt,
     TxRejected,
 )
@@ -65,6 +67,13 @@ GWEI = 10**9
 #: gas a report may need beyond its estimate when it turns out to be the one that settles
 #: the period (docs/benchmarks.md: a settling report costs ~15-40k more than a plain one)
 SETTLE_HEADROOM = 100_000
+#: a signer calls `settle` this long after the deadline times its place in the signer set
+#: (the first at once): one transaction per period, not n racing ones
+SETTLE_STAGGER = 30.0
+#: periods whose end is older than this are not looked at for settling any more, nor are
+#: more than the SETTLE_RECENT reports confirmed last
+SETTLE_HORIZON = 7 * 86_400
+SETTLE_RECENT = 64
 #: fee bump of a replacement: >= 12.5 % (geth wants 10 %, others 12.5 %)
 BUMP_NUM, BUMP_DEN = 9, 8
 
@@ -192,6 +201,12 @@ class Publisher:
         self._deferred: dict[JournalKey, tuple[float, int]] = {}  # key -> (monotonic due, n)
         self._unknown_reverts: dict[JournalKey, int] = {}
         self._deadlines: dict[JournalKey, int] = {}
+        #: (slaId, periodId) known settled: not asked about again
+        self._settled: set[tuple[bytes, int]] = set()
+        #: our pending `settle` transaction (hash, nonce, gas, max fee, priority, sent at)
+        self._settle_tx: SentTx | None = None
+        self._ranks: dict[bytes, int] = {}
+        self._settle_ctx: dict[str, Any] = {}
         self._wake: asyncio.Event | None = None
         self._chain_checked = False
         self._stats = _Stats()
@@ -250,6 +265,7 @@ class Publisher:
                     await self._check_chain()
                     await self._refresh_balance()
                     await self._pass()
+                    await self._settle_pass()
                 except ChainUnavailable as exc:
                     await asyncio.sleep(self._on_chain_error(exc))
                     continue
@@ -352,6 +368,96 @@ class Publisher:
             finally:
                 await self._refresh_counts()
 
+    # -- settling ---------------------------------------------------------------------------------
+    async def _settle_pass(self) -> None:
+        """Call ``settle`` for periods our report went into, once their deadline has passed.
+
+        When a signer is down the n-th report never comes and a period with a quorum waits
+        for somebody to call ``settle``; every daemon of the SLA does it, staggered by its
+        place in the signer set (SETTLE_STAGGER apart), so usually one transaction settles
+        it and the others find it settled. Only while no report waits (reports first), one
+        ``settle`` transaction at a time; one that is not mined within ``replace_after`` is
+        cancelled so that its nonce holds back no report.
+        """
+        if self._stats.states.get(SIGNED, 0) + self._stats.states.get(SENT, 0):
+            return
+        if self._settle_tx is not None and not await self._settle_followed():
+            return
+        head: Head | None = None
+        horizon = self.clock() - SETTLE_HORIZON
+        for entry in await self.journal.recent(CONFIRMED, SETTLE_RECENT):
+            if entry.signed is None or entry.key.signer.lower() != self.address.lower():
+                continue
+            r = entry.signed.report
+            key = (r.sla_id, r.period_id)
+            if key in self._settled or r.period_end < horizon:
+                continue
+            period = await self.chain.get_period(r.sla_id, r.period_id)
+            if period.settled:
+                self._settled.add(key)
+                continue
+            head = head or await self.chain.head()
+            wait = await self._rank(r.sla_id) * SETTLE_STAGGER
+            if period.stalled or head.timestamp < period.deadline + wait:
+                continue  # stalled: no quorum yet, a late report will settle or re-open it
+            data = self.chain.settle_calldata(r.sla_id, r.period_id)
+            try:
+                estimate = await self.chain.estimate_gas(self.address, data)
+            except ContractRevert as exc:
+                if exc.name == "AlreadySettled":
+                    self._settled.add(key)
+                continue  # ReportWindowOpen, NoQuorum: not yet
+            fees = self._fees(head.base_fee)
+            if fees is None:
+                return
+            nonce = await self._next_nonce()
+            gas = math.ceil(estimate * self.cfg.gas_margin)
+            raw = self._sign(data, nonce, gas, *fees)
+            try:
+                await self.chain.send_raw(raw)
+            except TxRejected as exc:
+                self._nonce = None
+                self.log.warning("settle_refused", sla=entry.key.sla, period=r.period_id,
+                                 error=exc.message)
+                return
+            self._nonce = nonce + 1
+            self._stats.sent_total += 1
+            self._settle_tx = SentTx("0x" + keccak(raw).hex(), nonce, fees[0], fees[1], gas,
+                                     self.clock())
+            self._settle_ctx = {"sla": entry.key.sla, "period": r.period_id}
+            self.log.info("settle_sent", **self._settle_ctx, tx=self._settle_tx.tx_hash,
+                          nonce=nonce, late_by=head.timestamp - period.deadline)
+            return
+
+    async def _settle_followed(self) -> bool:
+        """Whether our pending ``settle`` transaction is out of the way (mined or cancelled)."""
+        tx = self._settle_tx
+        assert tx is not None
+        receipt = await self.chain.receipt(tx.tx_hash)
+        if receipt is not None:
+            event = "settle_confirmed" if receipt.status == 1 else "settle_reverted"
+            self.log.info(event, **self._settle_ctx, tx=tx.tx_hash, block=receipt.block_number)
+            self._settle_tx = None
+            return True
+        if await self.chain.nonce(self.address, "latest") > tx.nonce:
+            self._settle_tx = None  # our cancel (or another transaction) took the nonce
+            return True
+        if self.clock() - tx.sent_at >= self.cfg.replace_after:
+            head = await self.chain.head()
+            await self._cancel(self._settle_ctx, tx, head.base_fee)
+            self._settle_tx = replace(tx, sent_at=self.clock())
+        return False
+
+    async def _rank(self, sla_id: bytes) -> int:
+        """Our place in the SLA's signer set (0: first), cached."""
+        rank = self._ranks.get(sla_id)
+        if rank is None:
+            view = await self.chain.get_sla(sla_id)
+            signers = [str(s).lower() for s in view[9]]
+            me = self.address.lower()
+            rank = self._ranks[sla_id] = signers.index(me) if me in signers else len(signers)
+        return rank
+
     # -- one entry ------------------------------------------------------------------------------
     async def _process(self, entry: JournalEntry) -> None:
         while True:
@@ -404,14 +510,14 @@ class Publisher:
                 self._deadlines[entry.key] = period.deadline
             return
         if entry.txs and await self._find_receipt(entry.txs) is None:
-            await self._cancel(entry, entry.txs[-1], head.base_fee)
+            await self._cancel(self._ctx(entry), entry.txs[-1], head.base_fee)
         await self._fail(entry, f"settlement deadline {deadline} passed")
 
-    async def _cancel(self, entry: JournalEntry, last: SentTx, base_fee: int) -> None:
+    async def _cancel(self, ctx: dict[str, Any], last: SentTx, base_fee: int) -> None:
         """Free ``last``'s nonce: same nonce, bumped fees, no call; failures are logged."""
         fees = self._bumped(last, base_fee)
         if fees is None:
-            self.log.warning("report_cancel_capped", **self._ctx(entry), nonce=last.nonce,
+            self.log.warning("report_cancel_capped", **ctx, nonce=last.nonce,
                              cap=self._cap, base_fee=base_fee)
             return
         max_fee, prio = fees
@@ -424,12 +530,12 @@ class Publisher:
         try:
             await self.chain.send_raw(raw)
         except TxRejected as exc:
-            self.log.warning("report_cancel_refused", **self._ctx(entry), nonce=last.nonce,
+            self.log.warning("report_cancel_refused", **ctx, nonce=last.nonce,
                              error=exc.message)
             return
         self._stats.sent_total += 1
         self._nonce = None  # the cancel may or may not win: read the nonce again
-        self.log.info("report_cancelled", **self._ctx(entry), nonce=last.nonce,
+        self.log.info("report_cancelled", **ctx, nonce=last.nonce,
                       tx="0x" + keccak(raw).hex())
 
     def _ctx(self, entry: JournalEntry) -> dict[str, Any]:

@@ -318,6 +318,11 @@ class ChainClient:
         )
         return bytes.fromhex(str(data).removeprefix("0x"))
 
+    def settle_calldata(self, sla_id: bytes, period_id: int) -> bytes:
+        """ABI-encoded ``settle(slaId, periodId)``."""
+        data = self.contract.encode_abi("settle", args=[sla_id, period_id])
+        return bytes.fromhex(str(data).removeprefix("0x"))
+
     async def estimate_gas(self, sender: str, data: bytes) -> int:
         tx: Any = {"from": sender, "to": self.address, "data": "0x" + data.hex()}
         return int(await self._guard(self.w3.eth.estimate_gas(tx)))
