@@ -16,10 +16,9 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-from slamon.probers._net import ProbeError
+from slamon.probers._response import ResponseReader
 from slamon.probers.base import FailureReason
 from slamon.probers.checks import show
-from slamon.util.durations import format_size
 
 if TYPE_CHECKING:
     from h2.connection import H2Connection
@@ -56,14 +55,9 @@ def h2_request(raw: bytes, https: bool) -> tuple[list[tuple[bytes, bytes]], byte
     return pseudo + fields, body
 
 
-class H2Protocol(asyncio.Protocol):
-    """Sends one request on stream 1 and reads its response to the end.
-
-    Same outcome contract as the HTTP/1.1 protocol: `done` never carries an
-    exception, failures go to `error`. The body is read to the end whatever its
-    size (flow control is acknowledged as it arrives); the first `limit` bytes
-    are kept for the assertions.
-    """
+class H2Protocol(ResponseReader):
+    """Sends one request on stream 1 and reads its response to the end (flow control is
+    acknowledged as the body arrives); the outcome contract is ResponseReader's."""
 
     def __init__(
         self,
@@ -74,24 +68,8 @@ class H2Protocol(asyncio.Protocol):
         stop_at: frozenset[int],
         max_size: int | None = None,
     ) -> None:
-        self.done: asyncio.Future[None] = loop.create_future()
-        self.transport: asyncio.BaseTransport | None = None
+        super().__init__(loop, head, limit, keep_body, stop_at, max_size)
         self.conn: H2Connection | None = None
-        self.head = head
-        self.limit = limit
-        self.max_size = max_size
-        self.kept = 0
-        self.keep_body = keep_body
-        self.stop_at = stop_at
-        self.status = 0
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.chunks: list[bytes] = []
-        self.body_bytes = 0
-        self.first_byte = 0.0
-        self.end = 0.0
-        self.content_encoding = b""
-        self.location: bytes | None = None
-        self.error: ProbeError | None = None
         self._pending = b""  # request body not yet sent (flow control)
         self._inbox = bytearray()  # received bytes not yet a whole frame
         self._first = True  # the server's first frame is still to come
@@ -149,12 +127,12 @@ class H2Protocol(asyncio.Protocol):
             if self._first:
                 self._first = False
                 if kind != 0x4 or buf[pos + 5:pos + 9] != b"\0\0\0\0":
-                    self._fail(FailureReason.OTHER, f"malformed HTTP/2 response: the server's "
+                    self.fail(FailureReason.OTHER, f"malformed HTTP/2 response: the server's "
                                                     f"first bytes are not a SETTINGS frame: "
                                                     f"{show(bytes(buf[:24]).decode('latin-1'))}")
                     return
             if length > _MAX_FRAME:
-                self._fail(FailureReason.OTHER, f"malformed HTTP/2 response: a frame of "
+                self.fail(FailureReason.OTHER, f"malformed HTTP/2 response: a frame of "
                                                 f"{length} bytes (at most {_MAX_FRAME})")
                 return
             end = pos + 9 + length
@@ -184,7 +162,7 @@ class H2Protocol(asyncio.Protocol):
         try:
             events = conn.receive_data(data)
         except ProtocolError as exc:
-            self._fail(FailureReason.OTHER, f"malformed HTTP/2 response: {exc}")
+            self.fail(FailureReason.OTHER, f"malformed HTTP/2 response: {exc}")
             return False
         for event in events:
             self._event(event)
@@ -197,7 +175,7 @@ class H2Protocol(asyncio.Protocol):
         code = int.from_bytes(payload[4:8], "big")
         # a graceful GOAWAY (NO_ERROR) that covers our stream lets it finish
         if code or last < _STREAM:
-            self._fail(FailureReason.RESET, f"server closed the HTTP/2 connection "
+            self.fail(FailureReason.RESET, f"server closed the HTTP/2 connection "
                                             f"(GOAWAY {_code(code)})")
 
     def _event(self, event: Any) -> None:
@@ -210,9 +188,9 @@ class H2Protocol(asyncio.Protocol):
             self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             self._body(event.data)
         elif isinstance(event, ev.StreamEnded):
-            self._finish()
+            self.finish()
         elif isinstance(event, ev.StreamReset):
-            self._fail(FailureReason.RESET, f"server reset the HTTP/2 stream "
+            self.fail(FailureReason.RESET, f"server reset the HTTP/2 stream "
                                             f"({_code(event.error_code)})")
         elif isinstance(event, ev.WindowUpdated):
             self._pump()
@@ -234,23 +212,13 @@ class H2Protocol(asyncio.Protocol):
                 elif name == b"location":
                     self.location = value
         if self.head or self.status in self.stop_at:
-            self._finish()
-        elif self.max_size is not None and length > self.max_size:
-            self._fail(FailureReason.TOO_LARGE, f"Content-Length {length} larger than "
-                                                f"max_body_size {format_size(self.max_size)}")
+            self.finish()
+        else:
+            self.length_too_large(length)
 
     def _body(self, body: bytes) -> None:
-        n = self.body_bytes + len(body)
-        self.body_bytes = n
-        if self.max_size is not None and n > self.max_size:
-            self._fail(FailureReason.TOO_LARGE,
-                       f"body larger than max_body_size {format_size(self.max_size)}")
-            return
-        if self.keep_body and self.kept < self.limit:
-            if self.kept + len(body) > self.limit:
-                body = body[: self.limit - self.kept]
-            self.kept += len(body)
-            self.chunks.append(body)
+        if not self.keep(body):
+            self.body_too_large()
 
     def eof_received(self) -> bool | None:
         self._eof(None)
@@ -267,36 +235,9 @@ class H2Protocol(asyncio.Protocol):
     def version(self) -> str:
         return "2.0"
 
-    def raise_error(self) -> None:
-        error, self.error = self.error, None
-        if error is not None:
-            try:
-                raise error
-            finally:
-                del error
-
     def _eof(self, exc: Exception | None) -> None:
-        if self.done.done():
-            return
-        if isinstance(exc, OSError) and exc.strerror:
-            self._fail(FailureReason.RESET, f"connection reset: {exc.strerror}")
-        elif not self.first_byte:
-            self._fail(FailureReason.RESET, "connection closed before response")
-        else:
-            self._fail(FailureReason.RESET, "connection closed before end of response")
-
-    def _finish(self) -> None:
         if not self.done.done():
-            self.end = time.perf_counter()
-            self.done.set_result(None)
-
-    def _fail(self, reason: FailureReason, detail: str) -> None:
-        if not self.done.done():
-            self.end = time.perf_counter()
-            self.error = ProbeError(reason, detail)
-            self.done.set_result(None)
-            if self.transport is not None:
-                self.transport.abort()  # type: ignore[attr-defined]
+            self.closed_early(exc)
 
 
 def _code(code: int) -> str:

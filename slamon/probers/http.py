@@ -25,6 +25,7 @@ from slamon import __version__
 from slamon.config.targets import HttpSpec, Target
 from slamon.probers._h2 import H2Protocol, Pending
 from slamon.probers._net import PhaseClock, ProbeError, classify, connect, resolve, timeout_detail
+from slamon.probers._response import ResponseReader
 from slamon.probers._tls import (
     H2_ALPN,
     HTTP1_ALPN,
@@ -50,7 +51,6 @@ from slamon.probers.checks import (
     valid_codes,
     version_failure,
 )
-from slamon.util.durations import format_size
 from slamon.util.redact import redact_text, redact_url
 
 USER_AGENT = f"slamon/{__version__}"
@@ -246,36 +246,11 @@ class _TooLarge(Exception):
     pass
 
 
-class _HttpProtocol(asyncio.Protocol):
-    """Feeds the response into llhttp; resolves `done` once the outcome is known.
+class _HttpProtocol(ResponseReader):
+    """Feeds the response into llhttp; resolves `done` once the outcome is known
+    (the outcome contract is ResponseReader's)."""
 
-    `done` never carries an exception (an unawaited one would be logged);
-    failures go to `error`.
-    """
-
-    __slots__ = (
-        "body_bytes",
-        "chunks",
-        "content_encoding",
-        "done",
-        "end",
-        "eof_body",
-        "error",
-        "first_byte",
-        "head",
-        "headers",
-        "headers_done",
-        "informational",
-        "keep_body",
-        "kept",
-        "limit",
-        "location",
-        "max_size",
-        "parser",
-        "status",
-        "stop_at",
-        "transport",
-    )
+    __slots__ = ("eof_body", "headers_done", "informational", "parser")
 
     def __init__(
         self,
@@ -286,30 +261,12 @@ class _HttpProtocol(asyncio.Protocol):
         stop_at: frozenset[int],
         max_size: int | None = None,
     ) -> None:
-        self.done: asyncio.Future[None] = loop.create_future()
+        super().__init__(loop, head, limit, keep_body, stop_at, max_size)
         # made on connect: a protocol whose connection is refused then holds no cycle
         self.parser: httptools.HttpResponseParser | None = None
-        self.transport: asyncio.BaseTransport | None = None
-        self.head = head
-        #: body bytes kept for the assertions; the rest is read and dropped
-        self.limit = limit
-        #: max_body_size: a body larger than this fails the probe (None: any size)
-        self.max_size = max_size
-        self.kept = 0
-        self.keep_body = keep_body
-        self.stop_at = stop_at
-        self.status = 0
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.chunks: list[bytes] = []
-        self.body_bytes = 0
-        self.first_byte = 0.0
-        self.end = 0.0
         self.headers_done = False
         self.eof_body = False
         self.informational = False
-        self.content_encoding = b""
-        self.location: bytes | None = None
-        self.error: ProbeError | None = None
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -333,12 +290,11 @@ class _HttpProtocol(asyncio.Protocol):
             if self.done.done():
                 return
             if isinstance(exc.__context__, _TooLarge):
-                self._fail(FailureReason.TOO_LARGE,
-                           f"body larger than max_body_size {format_size(self.max_size or 0)}")
+                self.body_too_large()
             else:
-                self._fail(FailureReason.OTHER, f"malformed HTTP response: {exc}")
+                self.fail(FailureReason.OTHER, f"malformed HTTP response: {exc}")
         except httptools.HttpParserUpgrade:
-            self._finish()
+            self.finish()
 
     def eof_received(self) -> bool | None:
         self._eof(None)
@@ -376,34 +332,21 @@ class _HttpProtocol(asyncio.Protocol):
             elif low == b"location":
                 self.location = value
         if self.head or status in self.stop_at:
-            self._finish()
+            self.finish()
             return
-        if self.max_size is not None and length > self.max_size:
-            self._fail(
-                FailureReason.TOO_LARGE,
-                f"Content-Length {length} larger than max_body_size {format_size(self.max_size)}",
-            )
+        if self.length_too_large(length):
             return
         self.eof_body = length < 0 and not chunked and status not in _NO_BODY_CODES
 
     def on_body(self, body: bytes) -> None:
-        n = self.body_bytes + len(body)
-        self.body_bytes = n
-        if self.max_size is not None and n > self.max_size:
+        if not self.keep(body):
             raise _TooLarge
-        # a browser shows a page larger than body_limit: the assertions see its first
-        # body_limit bytes and the rest is read to the end and dropped
-        if self.keep_body and self.kept < self.limit:
-            if self.kept + len(body) > self.limit:
-                body = body[: self.limit - self.kept]
-            self.kept += len(body)
-            self.chunks.append(body)
 
     def on_message_complete(self) -> None:
         if self.informational:
             self.informational = False
             return
-        self._finish()
+        self.finish()
 
     def release(self) -> None:
         """Drop the parser and transport: both point back here (the parser through
@@ -417,41 +360,13 @@ class _HttpProtocol(asyncio.Protocol):
         """The response's HTTP version, "1.1" or "1.0"."""
         return self.parser.get_http_version() if self.parser is not None else None
 
-    def raise_error(self) -> None:
-        """Raise the failure, if any, handing it over: kept here or in a local it
-        would form an error -> traceback -> frame -> error cycle."""
-        error, self.error = self.error, None
-        if error is not None:
-            try:
-                raise error
-            finally:
-                del error
-
-    # outcomes
     def _eof(self, exc: Exception | None) -> None:
         if self.done.done():
             return
         if self.headers_done and self.eof_body:
-            self._finish()
-        elif isinstance(exc, OSError) and exc.strerror:
-            self._fail(FailureReason.RESET, f"connection reset: {exc.strerror}")
-        elif not self.first_byte:
-            self._fail(FailureReason.RESET, "connection closed before response")
+            self.finish()
         else:
-            self._fail(FailureReason.RESET, "connection closed before end of response")
-
-    def _finish(self) -> None:
-        if not self.done.done():
-            self.end = time.perf_counter()
-            self.done.set_result(None)
-
-    def _fail(self, reason: FailureReason, detail: str) -> None:
-        if not self.done.done():
-            self.end = time.perf_counter()
-            self.error = ProbeError(reason, detail)
-            self.done.set_result(None)
-            if self.transport is not None:
-                self.transport.abort()  # type: ignore[attr-defined]
+            self.closed_early(exc)
 
 
 # ---------------------------------------------------------------- probe
