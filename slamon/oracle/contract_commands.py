@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from slamon.chain.tx import (
     ChainTxError,
@@ -24,6 +25,8 @@ from slamon.chain.tx import (
 )
 from slamon.util.args import EXIT_FAIL, EXIT_OK, EXIT_USAGE, add_config_argument
 from slamon.util.args import error as _err
+
+T = TypeVar("T")
 
 
 def _key(args: argparse.Namespace) -> Any:
@@ -160,6 +163,24 @@ def _rotation_args(args: argparse.Namespace) -> tuple[bytes, list[str], int]:
     return _sla_id(args.sla_id), [to_checksum_address(a) for a in args.signer], args.quorum
 
 
+def _on_contract(args: argparse.Namespace, failure: str,
+                 action: Callable[[Any, Any], T]) -> T | None:
+    """Run ``action(w3, contract)`` against --rpc-url and --contract; None after printing
+    why it failed (the contract's error by name, never a traceback)."""
+    from slamon.chain.artefacts import sla_compensation
+
+    try:
+        w3 = _web3(args.rpc_url)
+        contract = w3.eth.contract(address=w3.to_checksum_address(args.contract),
+                                   abi=sla_compensation().abi)
+        return action(w3, contract)
+    except ChainTxError as exc:
+        _err(str(exc))
+    except Exception as exc:
+        _err(f"{failure}: {_revert_name(exc) or type(exc).__name__}")
+    return None
+
+
 def _cmd_approve_rotation(args: argparse.Namespace) -> int:
     try:
         sla_id, signers, quorum = _rotation_args(args)
@@ -169,21 +190,16 @@ def _cmd_approve_rotation(args: argparse.Namespace) -> int:
     key = _key(args)
     if key is None:
         return EXIT_USAGE
-    from slamon.chain.artefacts import sla_compensation
 
-    try:
-        w3 = _web3(args.rpc_url)
-        contract = w3.eth.contract(address=w3.to_checksum_address(args.contract),
-                                   abi=sla_compensation().abi)
+    def approve(w3: Any, contract: Any) -> tuple[int, bytes]:
         version = int(contract.functions.getSLA(sla_id).call()[20]) + 1
-        approval = key.sign_rotation(sla_id, version, signers, quorum, int(w3.eth.chain_id),
-                                     contract.address)
-    except ChainTxError as exc:
-        _err(str(exc))
+        return version, key.sign_rotation(sla_id, version, signers, quorum,
+                                          int(w3.eth.chain_id), contract.address)
+
+    done = _on_contract(args, "cannot read the SLA", approve)
+    if done is None:
         return EXIT_FAIL
-    except Exception as exc:
-        _err(f"cannot read the SLA: {_revert_name(exc) or type(exc).__name__}")
-        return EXIT_FAIL
+    version, approval = done
     print(f"0x{approval.hex()}")
     print(f"approves signer set version {version} of 0x{sla_id.hex()} as {key.address}",
           file=sys.stderr)
@@ -200,19 +216,13 @@ def _cmd_rotate_signers(args: argparse.Namespace) -> int:
     key = _key(args)
     if key is None:
         return EXIT_USAGE
-    from slamon.chain.artefacts import sla_compensation
 
-    try:
-        w3 = _web3(args.rpc_url)
-        contract = w3.eth.contract(address=w3.to_checksum_address(args.contract),
-                                   abi=sla_compensation().abi)
+    def rotate(w3: Any, contract: Any) -> int:
         send_tx(w3, key, contract.functions.rotateSigners(sla_id, signers, quorum, approvals))
-        version = int(contract.functions.getSLA(sla_id).call()[20])
-    except ChainTxError as exc:
-        _err(str(exc))
-        return EXIT_FAIL
-    except Exception as exc:
-        _err(f"rotation refused: {_revert_name(exc) or type(exc).__name__}")
+        return int(contract.functions.getSLA(sla_id).call()[20])
+
+    version = _on_contract(args, "rotation refused", rotate)
+    if version is None:
         return EXIT_FAIL
     print(f"signer set version {version} of 0x{sla_id.hex()}: {', '.join(signers)}, "
           f"quorum {quorum}")

@@ -59,16 +59,7 @@ class H2Protocol(ResponseReader):
     """Sends one request on stream 1 and reads its response to the end (flow control is
     acknowledged as the body arrives); the outcome contract is ResponseReader's."""
 
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        head: bool,
-        limit: int,
-        keep_body: bool,
-        stop_at: frozenset[int],
-        max_size: int | None = None,
-    ) -> None:
-        super().__init__(loop, head, limit, keep_body, stop_at, max_size)
+    def _start(self) -> None:
         self.conn: H2Connection | None = None
         self._pending = b""  # request body not yet sent (flow control)
         self._inbox = bytearray()  # received bytes not yet a whole frame

@@ -68,6 +68,10 @@ class ResponseReader(asyncio.Protocol):
         self.content_encoding = b""
         self.location: bytes | None = None
         self.error: ProbeError | None = None
+        self._start()
+
+    def _start(self) -> None:
+        """A reader's own state, set at the end of __init__ (same arguments for all)."""
 
     def keep(self, body: bytes) -> bool:
         """Count a piece of the body and keep what the assertions see; False when the

@@ -252,16 +252,7 @@ class _HttpProtocol(ResponseReader):
 
     __slots__ = ("eof_body", "headers_done", "informational", "parser")
 
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        head: bool,
-        limit: int,
-        keep_body: bool,
-        stop_at: frozenset[int],
-        max_size: int | None = None,
-    ) -> None:
-        super().__init__(loop, head, limit, keep_body, stop_at, max_size)
+    def _start(self) -> None:
         # made on connect: a protocol whose connection is refused then holds no cycle
         self.parser: httptools.HttpResponseParser | None = None
         self.headers_done = False
