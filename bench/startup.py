@@ -20,7 +20,6 @@ import argparse
 import os
 import pstats
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,16 +27,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from kinds_bench import cpu_seconds, free_port  # the same /proc and port helpers
 
 
 def write_config(work: Path, n: int, port: int) -> Path:
