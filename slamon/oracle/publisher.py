@@ -265,6 +265,7 @@ class Publisher:
                     await self._check_chain()
                     await self._refresh_balance()
                     await self._pass()
+                    self._chain_ok()
                     await self._settle_pass()
                 except ChainUnavailable as exc:
                     await asyncio.sleep(self._on_chain_error(exc))
@@ -274,8 +275,6 @@ class Publisher:
                                    exc_info=True)
                     await asyncio.sleep(self._on_chain_error(ChainUnavailable(repr(exc))))
                     continue
-                self._stats.failures = 0
-                self._stats.chain_up = True
                 await self._idle()
         finally:
             if self._own_chain:
@@ -558,12 +557,19 @@ class Publisher:
         self.log.info("report_waiting", **self._ctx(entry), reason=reason, retry_in=round(delay, 3))
         raise _Finished()
 
+    def _chain_ok(self) -> None:
+        """The chain answered: the failure streak is over."""
+        self._stats.failures = 0
+        self._stats.chain_up = True
+
     def _done(self, entry: JournalEntry) -> None:
         self._deferred.pop(entry.key, None)
         self._unknown_reverts.pop(entry.key, None)
 
     async def _confirm_recorded(self, entry: JournalEntry, reason: str) -> NoReturn:
         self._done(entry)
+        # before the journal says confirmed: whoever reads both sees them agree
+        self._chain_ok()
         await self.journal.mark_confirmed(entry.key, None, reason=reason)
         self._stats.last_success = self.clock()
         self.log.info("report_confirmed", **self._ctx(entry), reason=reason)
@@ -821,6 +827,7 @@ class Publisher:
             self._nonce = None
             return False
         self._done(entry)
+        self._chain_ok()
         reason = "late: period already settled" if receipt.late else None
         await self.journal.mark_confirmed(entry.key, receipt.block_number,
                                           tx_hash=receipt.tx_hash, reason=reason)
