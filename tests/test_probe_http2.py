@@ -5,6 +5,7 @@ sends GOAWAY, garbage, stops mid-body or hangs; through a CONNECT proxy; and
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from pydantic import ValidationError
 
 from slamon.config.targets import missing_library
 from slamon.probers import http
-from slamon.probers._h2 import h2_request
+from slamon.probers._h2 import Pending, h2_request
 from slamon.probers.base import FailureReason, ProbeResult
 from tests.h2_servers import BIG, MARKER, MisbehavingH2Server, Nginx, nginx_h2
 from tests.loops import both_loops  # noqa: F401  (every test here on both loops)
@@ -189,3 +190,38 @@ def test_cli_probe_http2(nginx: Nginx, ca_file: str) -> None:
                           "--ca-file", ca_file, "--http2"], capture_output=True, text=True,
                          env=slamon_env(None), timeout=60, check=False)
     assert res.returncode == 1 and "503 HTTP/2.0 reason=status" in res.stdout, res.stdout
+
+
+def test_bytes_before_the_protocol_is_chosen_are_replayed_in_order() -> None:
+    """What arrives between the TLS handshake and the ALPN decision (a server's SETTINGS,
+    even its EOF) reaches the protocol chosen, in order, after its request is sent."""
+    seen: list[object] = []
+
+    class Recorder(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            seen.append("made")
+
+        def data_received(self, data: bytes) -> None:
+            seen.append(data)
+
+        def eof_received(self) -> bool | None:
+            seen.append("eof")
+            return None
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            seen.append(("lost", exc))
+
+    class Transport(asyncio.Transport):
+        def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+            seen.append("set")
+
+    pending = Pending()
+    pending.data_received(b"\x00\x00\x06\x04")
+    pending.data_received(b"rest")
+    pending.eof_received()
+    pending.connection_lost(None)
+    proto = Recorder()
+    pending.hand_over(Transport(), proto)
+    assert seen == ["set", "made"]  # nothing replayed before the caller sends its request
+    pending.replay(proto)
+    assert seen == ["set", "made", b"\x00\x00\x06\x04", b"rest", "eof", ("lost", None)]
