@@ -231,12 +231,21 @@ contract SLACompensation is ReentrancyGuardTransient {
     uint256 public constant MAX_TIERS = 4;
     uint256 public constant MAX_BENEFICIARIES = 64;
 
-    // Period summary lane (42 bits, 6 per slot): sli 20 | mask 16 | medianIdx 4 | settled | breached
+    // Period summary lane (42 bits, 6 per slot): sli 20 | mask 16 | medianIdx 4 | settled | breached.
+    // The mask (signers counted) is written at settlement; before it, bit 35 (beyond the 10
+    // signers) marks a record kept in an overflow slot.
     uint256 private constant LANE_BITS = 42;
     uint256 private constant LANES = 6;
     uint256 private constant LANE_MASK = (1 << 42) - 1;
+    uint256 private constant LANE_OVERFLOW = 1 << 35;
     uint256 private constant SETTLED_BIT = 1 << 40;
     uint256 private constant BREACHED_BIT = 1 << 41;
+
+    // Record of an unsettled period (see `_records`)
+    uint256 private constant REC_ENTRIES = (1 << 200) - 1;
+    uint256 private constant REC_VERSION_SHIFT = 200;
+    uint256 private constant REC_SETTLED = 1 << 216;
+    uint256 private constant REC_TAG_SHIFT = 217;
 
     // ------------------------------------------------------------------------------------------
     // Immutable SLA parameters (the parameter blob)
@@ -283,14 +292,22 @@ contract SLACompensation is ReentrancyGuardTransient {
     mapping(bytes32 slaId => mapping(address account => Beneficiary)) private _beneficiaries;
     /// @dev Packed period summaries, 6 lanes per slot, keyed by periodId / 6.
     mapping(bytes32 slaId => mapping(uint256 group => uint256)) private _summaries;
-    /// @dev Evidence root of each accepted report, by signer index. The settled period's root
-    ///      is the one of its median signer.
-    mapping(bytes32 slaId => mapping(uint64 periodId => mapping(uint256 signerIdx => bytes32)))
-        private _roots;
-    /// @dev Reports received and not yet settled: up to 10 entries of 24 bits (sli 20 | idx 4),
-    ///      and in bits 240.. the signer-set version they were checked against: entries of an
-    ///      earlier version are void (their signers were rotated out).
-    mapping(bytes32 slaId => mapping(uint64 periodId => uint256)) private _pending;
+    /// @dev Reports received for a period not settled yet (its "record"), kept in one of two
+    ///      per-SLA ring slots (loc = periodId & 1) that are reused period after period, so a
+    ///      report rewrites a warm-able slot instead of filling a fresh one. When that ring slot
+    ///      is held by another unsettled period (a stalled one), the record goes to an overflow
+    ///      slot (loc = 2 + periodId), marked in the period's lane (LANE_OVERFLOW).
+    ///      Layout: for signer index i, bits [20i, 20i + 20) hold sliPpm + 1 (0 = no report);
+    ///      bits 200..215 the signer-set version the reports were checked against (entries of an
+    ///      earlier version are void: their signers were rotated out); bit 216 set once the
+    ///      period settled (the ring slot is then free); bits 217.. the tag (periodId >> 1,
+    ///      39 bits: exact for every period of a schedule, which has fewer than 2^32).
+    mapping(bytes32 slaId => mapping(uint256 loc => uint256)) private _records;
+    /// @dev Evidence roots of the reports in the record at `loc`, by signer index (overwritten
+    ///      when the ring slot is reused; every report's root is also in `ReportAccepted`).
+    mapping(bytes32 slaId => mapping(uint256 loc => mapping(uint256 signerIdx => bytes32))) private _roots;
+    /// @dev Evidence root of a settled period: its median signer's.
+    mapping(bytes32 slaId => mapping(uint64 periodId => bytes32)) private _settledRoots;
     /// @dev Per SLA: signer-set version (bits 0..15) | number of settled periods (bits 32..95) |
     ///      bit 255 set at registration.
     ///      The settled count prices the withdrawal reserve: every finished period not settled
@@ -323,9 +340,10 @@ contract SLACompensation is ReentrancyGuardTransient {
     event PoolFunded(bytes32 indexed slaId, address indexed from, uint256 amount);
     /// @notice The provider withdrew `amount` to `to`.
     event PoolWithdrawn(bytes32 indexed slaId, address indexed to, uint256 amount);
-    /// @notice A signer's report was accepted and stored (it counts in the settlement).
+    /// @notice A signer's report was accepted (it counts in the settlement). Only the settled
+    ///         (median) evidence root stays in storage; every report's root is here.
     event ReportAccepted(
-        bytes32 indexed slaId, uint64 indexed periodId, address indexed signer, uint32 sliPpm
+        bytes32 indexed slaId, uint64 indexed periodId, address indexed signer, uint32 sliPpm, bytes32 evidenceRoot
     );
     /// @notice Reports arrived for an already settled period and were ignored (no state change).
     event LateReportsIgnored(bytes32 indexed slaId, uint64 indexed periodId, uint256 count);
@@ -656,13 +674,42 @@ contract SLACompensation is ReentrancyGuardTransient {
         Core memory c = _coreOf(params);
         if (!c.exists) revert UnknownSLA(slaId);
 
-        uint256 group = periodId / LANES;
-        uint256 shift = (periodId % LANES) * LANE_BITS;
-        uint256 word = _summaries[slaId][group];
-        uint256 lane = (word >> shift) & LANE_MASK;
-        if (lane & SETTLED_BIT != 0) {
-            emit LateReportsIgnored(slaId, periodId, m);
-            return;
+        // The ring slot answers for the period that holds it; the lane (a cold read) is only
+        // needed for a period's first report, a settled period's late one, or an overflow.
+        uint256 loc = periodId & 1;
+        uint256 rec = _records[slaId][loc];
+        uint256 tag = _tag(periodId);
+        bool overflowNew;
+        // whether storage holds this period's record (else nothing needs marking at settlement)
+        bool held = rec != 0 && rec >> REC_TAG_SHIFT == tag;
+        if (held) {
+            if (rec & REC_SETTLED != 0) {
+                emit LateReportsIgnored(slaId, periodId, m);
+                return;
+            }
+        } else {
+            uint256 lane = _lane(slaId, periodId);
+            if (lane & SETTLED_BIT != 0) {
+                emit LateReportsIgnored(slaId, periodId, m);
+                return;
+            }
+            if (lane & LANE_OVERFLOW != 0) {
+                loc = 2 + periodId;
+                rec = _records[slaId][loc];
+                held = true;
+            } else if (rec == 0 || rec & REC_SETTLED != 0 || (rec >> REC_VERSION_SHIFT) & 0xffff != version) {
+                // the ring slot is free (its period settled, or its reports are void): take it
+                rec = 0;
+            } else {
+                // held by another unsettled period (a stalled one)
+                loc = 2 + periodId;
+                rec = 0;
+                overflowNew = true;
+            }
+        }
+        if ((rec >> REC_VERSION_SHIFT) & 0xffff != version) {
+            // signed by a rotated-out set: void
+            rec = 0;
         }
 
         (uint64 pStart, uint64 pEnd) = _bounds(slaId, c, periodId);
@@ -670,25 +717,22 @@ contract SLACompensation is ReentrancyGuardTransient {
         bytes32 policy = _policyOf(params);
         bytes32 domain = _domainSeparator();
 
-        uint256 mask = (lane >> 20) & 0xffff;
-        uint256 prev = _popcount(mask);
-        // pending entries exist only if some signer has already reported (mask != 0)
-        uint256 pending = prev != 0 ? _pending[slaId][periodId] : 0;
-        if (pending >> 240 != version) {
-            // signed by a rotated-out set: void
-            (mask, prev, pending) = (0, 0, 0);
-        }
+        uint256 mask = _entriesMask(rec, c.signerCount);
         uint64 deadline = pEnd + c.settlementWindow;
         if (block.timestamp >= deadline) {
             uint64 late = _late[slaId][periodId];
             if (block.timestamp >= late) {
-                if (prev >= c.quorum) revert SettlementWindowClosed(periodId, late == 0 ? deadline : late);
+                if (_popcount(mask) >= c.quorum) {
+                    revert SettlementWindowClosed(periodId, late == 0 ? deadline : late);
+                }
                 // stalled: no quorum by the last deadline; this report opens a late window
                 late = SafeCast.toUint64(block.timestamp + c.settlementWindow);
                 _late[slaId][periodId] = late;
                 emit LateWindowOpened(slaId, periodId, late);
             }
         }
+        uint256 batch;
+        bytes32[] memory batchRoots = new bytes32[](c.signerCount);
         for (uint256 i = 0; i < m; ++i) {
             Report calldata r = reports[i];
             if (r.slaId != slaId || r.periodId != periodId) revert MixedBatch();
@@ -706,26 +750,28 @@ contract SLACompensation is ReentrancyGuardTransient {
             if (slot == 0) revert NotSigner(signer);
             uint256 idx = slot - 1;
             uint256 bit = 1 << idx;
-            if (mask & bit != 0) {
-                // stored earlier in this call, or in an earlier call
-                if (_inPending(pending, prev, prev + i, idx)) revert DuplicateSigner(signer);
-                revert AlreadyReported(signer);
-            }
+            if (batch & bit != 0) revert DuplicateSigner(signer);
+            if (mask & bit != 0) revert AlreadyReported(signer);
+            batch |= bit;
             mask |= bit;
-            pending |= ((uint256(r.sliPpm) << 4) | idx) << ((prev + i) * 24);
-            _roots[slaId][periodId][idx] = r.evidenceRoot;
-            emit ReportAccepted(slaId, periodId, signer, r.sliPpm);
+            rec |= (uint256(r.sliPpm) + 1) << (20 * idx);
+            batchRoots[idx] = r.evidenceRoot;
+            emit ReportAccepted(slaId, periodId, signer, r.sliPpm, r.evidenceRoot);
         }
-        uint256 count = prev + m;
-        lane = (lane & ~(uint256(0xffff) << 20)) | (mask << 20);
+        rec = (rec & REC_ENTRIES) | (version << REC_VERSION_SHIFT) | (tag << REC_TAG_SHIFT);
 
-        if (count < c.signerCount) {
-            _pending[slaId][periodId] = pending | (version << 240);
-            _summaries[slaId][group] = (word & ~(LANE_MASK << shift)) | (lane << shift);
+        if (_popcount(mask) < c.signerCount) {
+            _records[slaId][loc] = rec;
+            for (uint256 i = 0; i < c.signerCount; ++i) {
+                if (batch & (1 << i) != 0) _roots[slaId][loc][i] = batchRoots[i];
+            }
+            if (overflowNew) {
+                uint256 group = periodId / LANES;
+                _summaries[slaId][group] |= LANE_OVERFLOW << ((periodId % LANES) * LANE_BITS);
+            }
             return;
         }
-        if (prev != 0) delete _pending[slaId][periodId];
-        _settle(slaId, periodId, c, params, pending, count, lane, word, group, shift);
+        _settle(slaId, periodId, c, params, loc, rec, held ? rec : 0, batch, batchRoots);
     }
 
     /// @notice Settle a period over all the reports it received, once its report deadline (or
@@ -736,51 +782,67 @@ contract SLACompensation is ReentrancyGuardTransient {
         uint256 params = _params(slaId, version);
         Core memory c = _coreOf(params);
         if (!c.exists) revert UnknownSLA(slaId);
-        uint256 group = periodId / LANES;
-        uint256 shift = (periodId % LANES) * LANE_BITS;
-        uint256 word = _summaries[slaId][group];
-        uint256 lane = (word >> shift) & LANE_MASK;
+        uint256 lane = _lane(slaId, periodId);
         if (lane & SETTLED_BIT != 0) revert AlreadySettled(periodId);
         (, uint64 pEnd) = _bounds(slaId, c, periodId);
         uint64 deadline = pEnd + c.settlementWindow;
         uint64 late = _late[slaId][periodId];
         if (late != 0) deadline = late;
         if (block.timestamp < deadline) revert ReportWindowOpen(periodId, deadline);
-        uint256 pending = _pending[slaId][periodId];
-        uint256 count = pending >> 240 == version ? _popcount((lane >> 20) & 0xffff) : 0;
+        (uint256 loc, uint256 rec) = _locate(slaId, periodId, lane);
+        if ((rec >> REC_VERSION_SHIFT) & 0xffff != version) rec = 0;
+        uint256 count = _popcount(_entriesMask(rec, c.signerCount));
         if (count < c.quorum) revert NoQuorum(periodId, count, c.quorum);
-        delete _pending[slaId][periodId];
-        _settle(slaId, periodId, c, params, pending, count, lane, word, group, shift);
+        _settle(slaId, periodId, c, params, loc, rec, rec, 0, new bytes32[](0));
     }
 
-    /// @dev Settle over the `count` packed entries of `pending`: lower median SLI, breach against
-    ///      the stored objective, payout. The lane already carries the final signer mask.
+    /// @dev Settle over the reports of `rec`: lower median SLI, breach against the stored
+    ///      objective, payout. The median's evidence root is taken from this call's batch
+    ///      (`batch` mask, `batchRoots` by signer index) or else from the record's roots.
+    ///      `held`: non-zero if storage holds this period's record at `loc` (it is then
+    ///      marked settled); zero when the whole period arrived in this call.
     function _settle(
         bytes32 slaId,
         uint64 periodId,
         Core memory c,
         uint256 params,
-        uint256 pending,
-        uint256 count,
-        uint256 lane,
-        uint256 word,
-        uint256 group,
-        uint256 shift
+        uint256 loc,
+        uint256 rec,
+        uint256 held,
+        uint256 batch,
+        bytes32[] memory batchRoots
     ) private {
-        uint256[] memory all = new uint256[](count);
-        for (uint256 i = 0; i < count; ++i) {
-            all[i] = (pending >> (i * 24)) & 0xffffff;
+        uint256 n = c.signerCount;
+        uint256[] memory all = new uint256[](n);
+        uint256 count;
+        uint256 mask;
+        for (uint256 i = 0; i < n; ++i) {
+            uint256 e = (rec >> (20 * i)) & 0xfffff;
+            if (e != 0) {
+                all[count++] = ((e - 1) << 4) | i;
+                mask |= 1 << i;
+            }
+        }
+        assembly ("memory-safe") {
+            mstore(all, count)
         }
         _sort(all);
         uint256 med = all[(count - 1) / 2];
         uint32 sli = uint32(med >> 4);
         uint256 medIdx = med & 0xf;
-        bytes32 root = _roots[slaId][periodId][medIdx];
+        bytes32 root = batch & (1 << medIdx) != 0 ? batchRoots[medIdx] : _roots[slaId][loc][medIdx];
+        _settledRoots[slaId][periodId] = root;
+        // the ring slot stays non-zero (reusing it costs a rewrite, not a fresh slot); an
+        // overflow slot is cleared. A record never stored needs nothing: a later report finds
+        // another period's tag (or none) there and the settled lane.
+        if (held != 0) _records[slaId][loc] = loc < 2 ? rec | REC_SETTLED : 0;
 
+        uint256 group = periodId / LANES;
+        uint256 shift = (periodId % LANES) * LANE_BITS;
+        uint256 word = _summaries[slaId][group];
         bool breached = sli < c.objectivePpm;
         // effects: mark settled first
-        lane = uint256(sli) | (lane & (uint256(0xffff) << 20)) | (medIdx << 36) | SETTLED_BIT
-            | (breached ? BREACHED_BIT : 0);
+        uint256 lane = uint256(sli) | (mask << 20) | (medIdx << 36) | SETTLED_BIT | (breached ? BREACHED_BIT : 0);
         _summaries[slaId][group] = (word & ~(LANE_MASK << shift)) | (lane << shift);
         _state[slaId] += 1 << 32;
 
@@ -909,7 +971,7 @@ contract SLACompensation is ReentrancyGuardTransient {
         v.reportCount = uint8(_popcount(v.reportedMask));
         if (v.settled) {
             v.sliPpm = uint32(lane & 0xfffff);
-            v.evidenceRoot = _roots[slaId][periodId][(lane >> 36) & 0xf];
+            v.evidenceRoot = _settledRoots[slaId][periodId];
         }
         v.stalled = !v.settled && block.timestamp >= v.deadline && v.reportCount < c.quorum;
     }
@@ -959,13 +1021,26 @@ contract SLACompensation is ReentrancyGuardTransient {
         return _bounds(slaId, c, periodId);
     }
 
-    /// @notice The evidence root stored for `signer`'s report (the median signer's root is the
-    ///         settled root); zero if that report's root was not stored.
+    /// @notice The evidence root of `signer`'s report (current signer set) while the period is
+    ///         open; once it settled, the settled root for its median signer and zero for the
+    ///         others (their roots are in `ReportAccepted`). Zero without such a report.
     function reportRoot(bytes32 slaId, uint64 periodId, address signer) external view returns (bytes32) {
-        uint256 params = _params(slaId, _state[slaId] & 0xffff);
+        uint256 version = _state[slaId] & 0xffff;
+        uint256 params = _params(slaId, version);
         uint256 slot = _signerSlotOf(params, _coreOf(params).signerCount, signer);
         if (slot == 0) return bytes32(0);
-        return _roots[slaId][periodId][slot - 1];
+        uint256 idx = slot - 1;
+        uint256 lane = _lane(slaId, periodId);
+        if (lane & SETTLED_BIT != 0) {
+            return (lane >> 36) & 0xf == idx && (lane >> 20) & (1 << idx) != 0
+                ? _settledRoots[slaId][periodId]
+                : bytes32(0);
+        }
+        (uint256 loc, uint256 rec) = _locate(slaId, periodId, lane);
+        if ((rec >> REC_VERSION_SHIFT) & 0xffff != version || (rec >> (20 * idx)) & 0xfffff == 0) {
+            return bytes32(0);
+        }
+        return _roots[slaId][loc][idx];
     }
 
     /// @notice What `account` can claim now as a beneficiary.
@@ -1024,7 +1099,7 @@ contract SLACompensation is ReentrancyGuardTransient {
         if (proof.length == 0) return false;
         uint256 lane = _lane(slaId, periodId);
         if (lane & SETTLED_BIT == 0) return false;
-        bytes32 root = _roots[slaId][periodId][(lane >> 36) & 0xf];
+        bytes32 root = _settledRoots[slaId][periodId];
         return MerkleProof.verifyCalldata(proof, root, evidenceLeaf(targetId, bucketStart, good, valid, noData));
     }
 
@@ -1208,9 +1283,34 @@ contract SLACompensation is ReentrancyGuardTransient {
     /// @dev The reported-signer mask of a period; empty while its unsettled reports are of an
     ///      earlier signer set (void since the rotation).
     function _mask(bytes32 slaId, uint64 periodId, uint256 lane, uint256 version) private view returns (uint256) {
-        uint256 mask = (lane >> 20) & 0xffff;
-        if (lane & SETTLED_BIT == 0 && mask != 0 && _pending[slaId][periodId] >> 240 != version) return 0;
-        return mask;
+        if (lane & SETTLED_BIT != 0) return (lane >> 20) & 0x3ff;
+        (, uint256 rec) = _locate(slaId, periodId, lane);
+        if ((rec >> REC_VERSION_SHIFT) & 0xffff != version) return 0;
+        return _entriesMask(rec, MAX_SIGNERS);
+    }
+
+    /// @dev Where the record of an unsettled period is (`loc`) and what it holds: zero if the
+    ///      period has none (its ring slot holds another period's).
+    function _locate(bytes32 slaId, uint64 periodId, uint256 lane) private view returns (uint256 loc, uint256 rec) {
+        if (lane & LANE_OVERFLOW != 0) {
+            loc = 2 + periodId;
+            return (loc, _records[slaId][loc]);
+        }
+        loc = periodId & 1;
+        rec = _records[slaId][loc];
+        if (rec >> REC_TAG_SHIFT != _tag(periodId)) rec = 0;
+    }
+
+    /// @dev The ring tag of a period (see `_records`).
+    function _tag(uint64 periodId) private pure returns (uint256) {
+        return (uint256(periodId) >> 1) & ((1 << 39) - 1);
+    }
+
+    /// @dev The signer indexes with a report in `rec`, among the first `n`.
+    function _entriesMask(uint256 rec, uint256 n) private pure returns (uint256 mask) {
+        for (uint256 i = 0; i < n; ++i) {
+            if ((rec >> (20 * i)) & 0xfffff != 0) mask |= 1 << i;
+        }
     }
 
     function _lane(bytes32 slaId, uint64 periodId) private view returns (uint256) {
@@ -1296,14 +1396,6 @@ contract SLACompensation is ReentrancyGuardTransient {
         address signer = ecrecover(digest, v, rr, ss);
         if (signer == address(0)) revert BadSignature();
         return signer;
-    }
-
-    /// @dev Whether packed entries [from, to) of `pending` include signer index `idx`.
-    function _inPending(uint256 pending, uint256 from, uint256 to, uint256 idx) private pure returns (bool) {
-        for (uint256 j = from; j < to; ++j) {
-            if ((pending >> (j * 24)) & 0xf == idx) return true;
-        }
-        return false;
     }
 
     function _gcd(uint256 a, uint256 b) private pure returns (uint256) {

@@ -24,7 +24,7 @@ const OUT_DIR = join(ROOT, 'slamon', 'data');
 export const SETTINGS = {
   evmVersion: 'cancun',
   viaIR: true,
-  optimizer: { enabled: true, runs: 10000 },
+  optimizer: { enabled: true, runs: 1000 },
   metadata: { bytecodeHash: 'none', appendCBOR: false },
   outputSelection: { '*': { '*': ['abi', 'evm.bytecode.object', 'evm.deployedBytecode.object'] } },
 };

@@ -318,3 +318,150 @@ def test_periods_are_named_from_first_period_id(h: SLAHarness) -> None:
     assert c.getPeriod(sla.sla_id, first).call()[3] is True
     late = sla.report(pid=0).replace(period_id=first - 1)
     h.expect_revert("UnknownPeriod", sla.submit_fn([late], [sla.sign(late)]))
+
+
+def _mask_of(sla: SLA, pid: int) -> int:
+    return int(sla.period(pid)[6])
+
+
+def _roots_of(h: SLAHarness, sla: SLA, pid: int) -> list[bytes]:
+    return [bytes(h.contract.functions.reportRoot(sla.sla_id, pid, s).call()) for s in SIGNERS[:4]]
+
+
+def test_stalled_period_keeps_its_record_while_later_periods_overflow_and_reuse_slots(
+    h: SLAHarness,
+) -> None:
+    """Reports wait in one of two slots reused period after period (by parity); a stalled
+    period keeps its slot, so the next period of its parity waits in an overflow slot. No
+    period sees another's reports, before or after settling, and settled ones stay as they
+    settled once their slot is reused."""
+    sla = new_sla(h, quorum=3, periodCount=8, fund=10 * CAP)
+    c = h.contract.functions
+    zero = bytes(32)
+    root = sla.report  # evidence roots are keccak("root-{pid}-{idx}")
+
+    def own_root(pid: int, idx: int) -> bytes:
+        return bytes(root(pid=pid, idx=idx).evidence_root)
+
+    sla.end_period(0)
+    submit_one(sla, 0, 0, 990_000)  # period 0 stalls with one report
+    sla.end_period(1)
+    for i in range(4):
+        submit_one(sla, 1, i, 999_100 + i)  # period 1 settles over all four (other slot)
+    assert sla.period(1)[3] and sla.period(1)[5] == 999_101
+    sla.end_period(2)
+    # period 2 has period 0's parity while period 0 is unsettled: it must not see its report
+    assert _mask_of(sla, 0) == 0b1 and _mask_of(sla, 2) == 0
+    assert c.needsReport(sla.sla_id, 2, SIGNERS[0]).call()
+    submit_one(sla, 2, 1, 980_000)
+    submit_one(sla, 2, 2, 981_000)
+    assert _mask_of(sla, 2) == 0b110 and _mask_of(sla, 0) == 0b1
+    assert _roots_of(h, sla, 2) == [zero, own_root(2, 1), own_root(2, 2), zero]
+    assert _roots_of(h, sla, 0) == [own_root(0, 0), zero, zero, zero]
+    assert c.hasReported(sla.sla_id, 2, SIGNERS[1]).call()
+    assert not c.hasReported(sla.sla_id, 0, SIGNERS[1]).call()
+    # period 0 takes late reports (its own record), period 2 settles from its overflow slot
+    submit_one(sla, 0, 1, 991_000)
+    assert _mask_of(sla, 0) == 0b11 and _mask_of(sla, 2) == 0b110
+    submit_one(sla, 2, 0, 982_000)
+    rc = submit_one(sla, 2, 3, 983_000)
+    (ev,) = events(h, rc, "PeriodSettled")
+    assert (ev.args.periodId, ev.args.sliPpm, ev.args.reportCount) == (2, 981_000, 4)
+    assert ev.args.evidenceRoot == own_root(2, 2)
+    submit_one(sla, 0, 2, 992_000)
+    rc = submit_one(sla, 0, 3, 993_000)
+    (ev,) = events(h, rc, "PeriodSettled")
+    assert (ev.args.periodId, ev.args.sliPpm, ev.args.reportCount) == (0, 991_000, 4)
+    assert ev.args.evidenceRoot == own_root(0, 1)
+    # periods 4 and 5 reuse both slots; what settled before stays as it settled
+    before = {pid: sla.period(pid) for pid in (0, 1, 2)}
+    for pid in (4, 5):
+        sla.end_period(pid)
+        for i in range(4):
+            submit_one(sla, pid, i, 999_500 + 10 * i)
+        assert sla.period(pid)[3] and sla.period(pid)[5] == 999_510
+    for pid, view in before.items():
+        assert sla.period(pid) == view
+        assert _mask_of(sla, pid) == 0b1111
+    # only the median's root is kept once settled
+    assert _roots_of(h, sla, 0) == [zero, own_root(0, 1), zero, zero]
+    assert _roots_of(h, sla, 2) == [zero, zero, own_root(2, 2), zero]
+    # a late report for a settled period changes nothing, whether its slot was reused or not
+    for pid in (0, 4):
+        rc = submit_one(sla, pid, 0, 0)
+        assert events(h, rc, "LateReportsIgnored")[0].args.count == 1
+        assert events(h, rc, "ReportAccepted") == []
+    assert sla.period(0) == before[0]
+
+
+def test_rotation_frees_the_slot_of_a_stalled_period(h: SLAHarness) -> None:
+    """A stalled period whose reports were voided by a rotation no longer holds its slot:
+    the next period of its parity takes it, and the stalled one, reported again by the new
+    set while that period is open, settles from an overflow slot over the new reports only."""
+    sla = new_sla(h, quorum=3, periodCount=8, fund=10 * CAP)
+    c = h.contract.functions
+    sla.end_period(0)
+    submit_one(sla, 0, 0, 500_000)
+    submit_one(sla, 0, 1, 600_000)  # two reports: stalls
+    sla.end_period(1)
+    new_set = [*SIGNERS[:3], NEW]
+    approvals = [sign_rotation(sla.sla_id, 1, new_set, 3, SIGNER_KEYS[i], h.chain_id,
+                               h.contract.address) for i in range(3)]
+    h.send(c.rotateSigners(sla.sla_id, new_set, 3, approvals), sender=1)
+    assert _mask_of(sla, 0) == 0  # void
+    sla.end_period(2)
+    keys = [*SIGNER_KEYS[:3], NEW_KEY]
+    for i in range(3):
+        submit_one(sla, 2, i, 999_100 + i, keys[i])  # takes period 0's old slot
+    assert _mask_of(sla, 2) == 0b111 and not sla.period(2)[3]
+    for i in (3, 2):
+        submit_one(sla, 0, i, 990_000 + i, keys[i])
+    assert _mask_of(sla, 0) == 0b1100
+    rc = submit_one(sla, 0, 0, 990_000, keys[0])
+    assert _mask_of(sla, 0) == 0b1101
+    assert _mask_of(sla, 2) == 0b111
+    h.travel(sla.bounds(2)[1] + 10 * WINDOW)
+    rc = h.send(c.settle(sla.sla_id, 0), sender=1)
+    (ev,) = events(h, rc, "PeriodSettled")
+    # the voided 500 000 and 600 000 are not among them
+    assert (ev.args.sliPpm, ev.args.reportCount) == (990_002, 3)
+    rc = h.send(c.settle(sla.sla_id, 2), sender=1)
+    (ev,) = events(h, rc, "PeriodSettled")
+    assert (ev.args.sliPpm, ev.args.reportCount) == (999_101, 3)
+    assert [_mask_of(sla, pid) for pid in (0, 2)] == [0b1101, 0b111]
+
+
+def test_a_period_reported_whole_in_one_call_stays_settled(h: SLAHarness) -> None:
+    """A period whose n reports arrive in one call settles without its record being written;
+    one whose slot still holds its voided reports (rotation) is marked settled there. Either
+    way a later report changes nothing."""
+    sla = new_sla(h, quorum=3, periodCount=8, fund=10 * CAP)
+    c = h.contract.functions
+    sla.end_period(0)
+    submit_one(sla, 0, 0, 500_000)
+    submit_one(sla, 0, 1, 600_000)
+    new_set = [*SIGNERS[:3], NEW]
+    keys = [*SIGNER_KEYS[:3], NEW_KEY]
+    approvals = [sign_rotation(sla.sla_id, 1, new_set, 3, SIGNER_KEYS[i], h.chain_id,
+                               h.contract.address) for i in range(3)]
+    h.send(c.rotateSigners(sla.sla_id, new_set, 3, approvals), sender=1)
+
+    def whole(pid: int, base: int) -> Any:
+        reps = [report_from(sla, pid, i, base + i, keys[i]) for i in range(4)]
+        return sla.submit([r for r, _ in reps], [s for _, s in reps])
+
+    h.travel(sla.bounds(0)[1] + WINDOW + 10)  # period 0 is stalled with void reports
+    (ev,) = events(h, whole(0, 990_000), "PeriodSettled")
+    assert (ev.args.sliPpm, ev.args.reportCount) == (990_001, 4)
+    sla.end_period(2)
+    (ev,) = events(h, whole(2, 999_100), "PeriodSettled")
+    assert (ev.args.sliPpm, ev.args.reportCount) == (999_101, 4)
+    settled = {pid: sla.period(pid) for pid in (0, 2)}
+    for pid in (0, 2):
+        rc = submit_one(sla, pid, 0, 0, keys[0])
+        assert events(h, rc, "LateReportsIgnored")[0].args.count == 1
+        assert not c.needsReport(sla.sla_id, pid, NEW).call()
+    sla.end_period(4)
+    submit_one(sla, 4, 3, 999_999, keys[3])  # takes the slot
+    assert _mask_of(sla, 4) == 0b1000
+    assert {pid: sla.period(pid) for pid in (0, 2)} == settled
