@@ -138,12 +138,15 @@ async def test_quorum_settles_breach_and_met_periods_on_chain(
         signers = [Account.from_key(k).address for k in oracle_keys]
         address = deploy_contract(w3, keys[0])
         contract = w3.eth.contract(address=address, abi=sla_compensation().abi)
-        ports, cfg_paths = [], []
+        ports = [free_port() for _ in range(3)]
+        cfg_paths = []
         for i in range(3):  # oracle 3 is the liar, below
             home = tmp_path / f"oracle{i}"
             home.mkdir()
-            ports.append(free_port())
             cfg_paths.append(home / "slamon.yaml")
+            # the honest daemons relay each other's reports: the first in the signer set
+            # sends its own and the other two's in one transaction
+            peers = ", ".join(f'"http://127.0.0.1:{p}"' for p in ports if p != ports[i])
             write_config(cfg_paths[i], down.url("/"), up.url("/ok"), ports[i], textwrap.dedent(f"""
                 oracle:
                   mode: chain
@@ -153,6 +156,8 @@ async def test_quorum_settles_breach_and_met_periods_on_chain(
                   rpc_url: "{node.url}"
                   confirmations: 1
                   provider: "{Account.from_key(keys[0]).address}"
+                  cosigners: [{peers}]
+                  relay_wait: 5
             """))
         config = load_config(cfg_paths[0])
         # the first period on-chain = the first minute that starts after the daemons are up
@@ -235,6 +240,12 @@ async def test_quorum_settles_breach_and_met_periods_on_chain(
         settled = contract.events.PeriodSettled().get_logs(
             from_block=0, argument_filters={"slaId": sla_ids[0]})
         assert [e.args.periodId for e in settled] == [first]
+        # the first honest daemon relayed the other two's reports: one transaction for three
+        for sla_id in sla_ids:
+            accepted = contract.events.ReportAccepted().get_logs(
+                from_block=0, argument_filters={"slaId": sla_id})
+            honest = {e.transactionHash for e in accepted if e.args.signer in signers[:3]}
+            assert len(honest) == 1, accepted
         shop = contract.functions.getPeriod(sla_ids[0], first).call()
         api = contract.functions.getPeriod(sla_ids[1], first).call()
         # settled over every report received: all four daemons counted, the liar included

@@ -146,6 +146,11 @@ class Env:
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:
+    yield from anvil_env(tmp_path)
+
+
+def anvil_env(tmp_path: Path) -> Iterator[Env]:
+    """A fresh anvil with the contract deployed (the body of the `env` fixture)."""
     node = AnvilNode.launch("--state", str(tmp_path / "anvil-state.json"), binary=anvil_path())
     env = Env(node, anvil_harness(node, sla_compensation()), tmp_path)
     try:

@@ -73,6 +73,14 @@ class OracleConfig(Strict):
     #: the provider that registered the SLAs: their on-chain id is
     #: keccak256(abi.encode(provider, name)), so only it can own them
     provider: str | None = None
+    #: the other signers' slamon base URLs (each serves /api/v1/attestations): their signed
+    #: reports go on-chain with ours in one transaction, the signers taking turns in the
+    #: order of the signer set; empty: every signer sends its own report
+    cosigners: list[str] = Field(default_factory=list)
+    #: with cosigners: how long the first signer in turn waits for the others' reports after
+    #: signing its own; the k-th after it sends what is still missing (k + 1) x relay_wait
+    #: after signing
+    relay_wait: Duration = Field(default=20.0, gt=0)
 
     @field_validator("contract")
     @classmethod
@@ -80,6 +88,16 @@ class OracleConfig(Strict):
         if not re.fullmatch(r"0x[0-9a-fA-F]{40}", value):
             raise ValueError("must be an address: 0x followed by 40 hex digits")
         return value
+
+    @field_validator("cosigners")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for i, url in enumerate(value):
+            if not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", url):
+                raise PathError((i,), "must be an http:// or https:// base URL")
+        if len(set(value)) != len(value):
+            raise ValueError("a co-signer is listed twice")
+        return [url.rstrip("/") for url in value]
 
     @model_validator(mode="after")
     def _rpc(self) -> OracleConfig:

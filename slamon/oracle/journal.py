@@ -81,6 +81,8 @@ class SentTx:
     priority_fee: int
     gas: int
     sent_at: float
+    #: the calldata when it is not our report alone (co-signers' reports relayed with it)
+    data: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,10 +244,10 @@ class Journal:
             with _Tx(conn):
                 conn.execute(
                     "INSERT OR REPLACE INTO oracle_txs(domain, sla, period, signer, tx_hash, "
-                    "nonce, max_fee, priority_fee, gas, sent_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "nonce, max_fee, priority_fee, gas, sent_at, data) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (self.domain, key.sla, key.period, key.signer, tx.tx_hash, tx.nonce, tx.max_fee,
-                     tx.priority_fee, tx.gas, tx.sent_at),
+                     tx.priority_fee, tx.gas, tx.sent_at, tx.data),
                 )
                 conn.execute(
                     "UPDATE reports SET state = ?, tx_hash = ?, nonce = ?, reason = NULL, "
@@ -440,9 +442,10 @@ def _entry(conn: sqlite3.Connection, row: tuple[object, ...], domain: str) -> Jo
         # readable even if the signature check changes
         signed = SignedReport.from_json(str(payload), verify=False)
     txs = tuple(
-        SentTx(str(h), int(n), int(mf), int(pf), int(g), float(at))
-        for h, n, mf, pf, g, at in conn.execute(
-            "SELECT tx_hash, nonce, max_fee, priority_fee, gas, sent_at FROM oracle_txs "
+        SentTx(str(h), int(n), int(mf), int(pf), int(g), float(at),
+               None if data is None else bytes(data))
+        for h, n, mf, pf, g, at, data in conn.execute(
+            "SELECT tx_hash, nonce, max_fee, priority_fee, gas, sent_at, data FROM oracle_txs "
             "WHERE domain = ? AND sla = ? AND period = ? AND signer = ? ORDER BY sent_at, tx_hash",
             (domain, key.sla, key.period, key.signer),
         )

@@ -18,6 +18,10 @@ One task, one nonce sequence, one report at a time (oldest first). Per report:
    a daemon does"), EIP-1559 fees
    ``maxFee = min(cap, 2 x baseFee + priority)``; a base fee above the cap means wait, never
    overpay. The transaction is journaled (hash, nonce, fees) *before* it is broadcast.
+   With ``cosigners`` configured the co-signers' signed reports go in the same call (see
+   :mod:`slamon.oracle.cosigners`): signers take turns in signer-set order, so usually one
+   transaction carries the whole period; its calldata is journaled too, so a rebroadcast after
+   a restart is the very same transaction.
 
 Connection and RPC errors back off exponentially with jitter (``retry_min`` .. ``retry_max``);
 the journal keeps every report meanwhile, and :meth:`Publisher.metrics` shows the backlog.
@@ -33,12 +37,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn, Protocol
 
+import aiohttp
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from slamon.chain.eip712 import SignedReport
 from slamon.chain.tx import TxSigner
 from slamon.config.oracle import OracleConfig
+from slamon.oracle import cosigners
 from slamon.oracle.journal import (
     CONFIRMED,
     SENT,
@@ -70,6 +76,8 @@ SETTLE_HEADROOM = 100_000
 #: a signer calls `settle` this long after the deadline times its place in the signer set
 #: (the first at once): one transaction per period, not n racing ones
 SETTLE_STAGGER = 30.0
+#: how often the first signer in turn asks again for co-signers' reports it is missing
+RELAY_POLL = 2.0
 #: periods whose end is older than this are not looked at for settling any more, nor are
 #: more than the SETTLE_RECENT reports confirmed last
 SETTLE_HORIZON = 7 * 86_400
@@ -206,6 +214,10 @@ class Publisher:
         #: our pending `settle` transaction (hash, nonce, gas, max fee, priority, sent at)
         self._settle_tx: SentTx | None = None
         self._ranks: dict[bytes, int] = {}
+        self._signers: dict[bytes, list[str]] = {}
+        self._session: aiohttp.ClientSession | None = None
+        #: co-signer problems already logged, per entry (each is logged once, not per poll)
+        self._relay_noted: dict[JournalKey, set[str]] = {}
         self._settle_ctx: dict[str, Any] = {}
         self._wake: asyncio.Event | None = None
         self._chain_checked = False
@@ -277,8 +289,15 @@ class Publisher:
                     continue
                 await self._idle()
         finally:
+            await self.close_session()
             if self._own_chain:
                 await self.chain.close()
+
+    async def close_session(self) -> None:
+        """Close the HTTP session co-signers are asked with (made again when needed)."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def run_once(self) -> None:
         """One pass over the pending entries (raises ChainUnavailable); for tools and tests."""
@@ -448,14 +467,87 @@ class Publisher:
         return False
 
     async def _rank(self, sla_id: bytes) -> int:
-        """Our place in the SLA's signer set (0: first), cached."""
+        """Our place in the SLA's signer set (0: first), cached with the set."""
         rank = self._ranks.get(sla_id)
         if rank is None:
             view = await self.chain.get_sla(sla_id)
-            signers = [str(s).lower() for s in view[9]]
-            me = self.address.lower()
-            rank = self._ranks[sla_id] = signers.index(me) if me in signers else len(signers)
+            signers: list[str] = [to_checksum_address(str(s)) for s in view[9]]
+            self._signers[sla_id] = signers
+            rank = signers.index(self.address) if self.address in signers else len(signers)
+            self._ranks[sla_id] = rank
         return rank
+
+    # -- relaying co-signers' reports -----------------------------------------------------------
+    async def _relayed(self, entry: JournalEntry) -> list[SignedReport]:
+        """The co-signers' reports to send with ours (in signer-set order), or wait for our
+        turn (raises _Finished). Without ``cosigners`` configured: none, at once.
+
+        The first signer in turn waits up to ``relay_wait`` after signing for every
+        co-signer's report and sends them with its own; the k-th in turn (k >= 1) waits
+        (k + 1) x ``relay_wait``, and then usually finds its own report already recorded.
+        Nobody waits past the middle of the period's settlement window.
+        """
+        if not self.cfg.cosigners:
+            return []
+        own = self._report(entry)
+        r = own.report
+        rank = await self._rank(r.sla_id)
+        signers = self._signers[r.sla_id]
+        now = self.clock()
+        turn = r.issued_at + (rank + 1 if rank else 0) * self.cfg.relay_wait
+        gather_until = r.issued_at + self.cfg.relay_wait
+        deadline = await self._deadline(entry)
+        if deadline is not None:
+            # a long signer set or a short window: everybody's turn comes by mid-window
+            mid = (r.period_end + deadline) / 2
+            turn, gather_until = min(turn, mid), min(gather_until, mid)
+        if now < turn:
+            await self._defer(entry, f"relay turn {rank}: waiting for the signers before us",
+                              turn - now)
+        if self._session is None:
+            self._session = cosigners.new_session()
+        found, errors = await cosigners.fetch(self._session, self.cfg.cosigners, entry.key.sla,
+                                              r.period_id)
+        noted = self._relay_noted.setdefault(entry.key, set())
+        for error in errors:
+            if error not in noted:
+                noted.add(error)
+                self.log.warning("cosigner_unreachable", **self._ctx(entry), error=error)
+        admitted: dict[str, SignedReport] = {}
+        for other in found:
+            why = cosigners.admit(own, other, signers)
+            if why is None:
+                admitted.setdefault(to_checksum_address(other.signer), other)
+            elif why != "our own report" and f"{other.signer} {why}" not in noted:
+                noted.add(f"{other.signer} {why}")
+                self.log.warning("cosigner_report_refused", **self._ctx(entry),
+                                 signer=other.signer, reason=why)
+        missing = len(signers) - 1 - len(admitted)
+        if missing > 0 and rank == 0 and now < gather_until:
+            await self._defer(entry, f"waiting for {missing} co-signers' reports",
+                              min(RELAY_POLL, gather_until - now))
+        out = []
+        for signer in signers:
+            found_one = admitted.get(signer)
+            if found_one is not None and await self.chain.needs_report(r.sla_id, r.period_id,
+                                                                        signer):
+                out.append(found_one)
+        return out
+
+    async def _relay_calldata(
+        self, entry: JournalEntry, relayed: list[SignedReport]
+    ) -> tuple[bytes, int] | None:
+        """Calldata and gas estimate of our report with ``relayed``; None if the contract
+        would refuse the batch (then our report goes alone)."""
+        own = self._report(entry)
+        batch = [own, *relayed]
+        data = self.chain.submit_calldata([b.report for b in batch], [b.signature for b in batch])
+        try:
+            return data, await self.chain.estimate_gas(self.address, data)
+        except ContractRevert as exc:
+            self.log.warning("relay_refused", **self._ctx(entry), error=exc.name,
+                             relayed=[o.signer for o in relayed])
+            return None
 
     # -- one entry ------------------------------------------------------------------------------
     async def _process(self, entry: JournalEntry) -> None:
@@ -565,6 +657,7 @@ class Publisher:
     def _done(self, entry: JournalEntry) -> None:
         self._deferred.pop(entry.key, None)
         self._unknown_reverts.pop(entry.key, None)
+        self._relay_noted.pop(entry.key, None)
 
     async def _confirm_recorded(self, entry: JournalEntry, reason: str) -> NoReturn:
         self._done(entry)
@@ -662,11 +755,17 @@ class Publisher:
         r = self._report(entry).report
         if not await self.chain.needs_report(r.sla_id, r.period_id, self.address):
             await self._not_needed(entry)
-        data = self._calldata(entry)
-        try:
-            estimate = await self.chain.estimate_gas(self.address, data)
-        except ContractRevert as exc:
-            await self._on_revert(entry, exc)
+        relayed = await self._relayed(entry)
+        batch = await self._relay_calldata(entry, relayed) if relayed else None
+        if batch is not None:
+            data, estimate = batch
+        else:
+            relayed = []
+            data = self._calldata(entry)
+            try:
+                estimate = await self.chain.estimate_gas(self.address, data)
+            except ContractRevert as exc:
+                await self._on_revert(entry, exc)
         # the estimate prices the report as it would land now; by the time it is mined it may
         # be the n-th one and settle the period (median, payout, fresh slots): never less
         # than that headroom (an unused gas limit costs nothing)
@@ -686,7 +785,8 @@ class Publisher:
         for _ in range(3):
             nonce = await self._next_nonce(resync)
             raw = self._sign(data, nonce, gas, max_fee, prio)
-            tx = SentTx("0x" + keccak(raw).hex(), nonce, max_fee, prio, gas, self.clock())
+            tx = SentTx("0x" + keccak(raw).hex(), nonce, max_fee, prio, gas, self.clock(),
+                        data if relayed else None)
             await self.journal.mark_sent(entry.key, tx)  # before the broadcast: see journal.py
             self._nonce = nonce + 1
             try:
@@ -706,7 +806,9 @@ class Publisher:
                     await self._defer(entry, f"transaction refused: {exc.message}")
             self._stats.sent_total += 1
             self.log.info("report_sent", **self._ctx(entry), tx=tx.tx_hash, nonce=nonce,
-                          gas=gas, max_fee=max_fee, priority_fee=prio)
+                          gas=gas, max_fee=max_fee, priority_fee=prio,
+                          **({"relayed": [o.signer for o in relayed]} if self.cfg.cosigners
+                             else {}))
             updated = await self.journal.get(entry.key)
             assert updated is not None
             return updated
@@ -772,7 +874,8 @@ class Publisher:
     async def _rebroadcast(self, entry: JournalEntry, tx: SentTx) -> None:
         """The node does not know our pending transaction (restarted, evicted, or the first
         broadcast never arrived): send the very same transaction again (same hash)."""
-        raw = self._sign(self._calldata(entry), tx.nonce, tx.gas, tx.max_fee, tx.priority_fee)
+        raw = self._sign(tx.data or self._calldata(entry), tx.nonce, tx.gas, tx.max_fee,
+                         tx.priority_fee)
         try:
             await self.chain.send_raw(raw)
         except TxRejected as exc:
@@ -792,8 +895,9 @@ class Publisher:
                              base_fee=head.base_fee)
             return None
         max_fee, prio = fees
-        raw = self._sign(self._calldata(entry), last.nonce, last.gas, max_fee, prio)
-        tx = SentTx("0x" + keccak(raw).hex(), last.nonce, max_fee, prio, last.gas, self.clock())
+        raw = self._sign(last.data or self._calldata(entry), last.nonce, last.gas, max_fee, prio)
+        tx = SentTx("0x" + keccak(raw).hex(), last.nonce, max_fee, prio, last.gas, self.clock(),
+                    last.data)
         await self.journal.mark_sent(entry.key, tx)
         try:
             await self.chain.send_raw(raw)

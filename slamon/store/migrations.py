@@ -143,6 +143,14 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             "ALTER TABLE oracle_txs_v4 RENAME TO oracle_txs",
         ),
     ),
+    Migration(
+        5,
+        (
+            # the exact calldata of a transaction that also carries co-signers' reports, so
+            # that a rebroadcast after a restart is the same transaction; NULL: our report alone
+            "ALTER TABLE oracle_txs ADD COLUMN data BLOB",
+        ),
+    ),
 )
 
 #: the schema a file has once every migration ran (``PRAGMA user_version``)
