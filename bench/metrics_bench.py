@@ -182,6 +182,11 @@ def measure(n: int, rounds: int, repeat: int, profile: bool) -> dict[str, Any]:
     peer.register(_Ready(list(text_string_to_metric_families(
         asyncio.run(render(registry, collector)).decode()))))
     _, peer_cpu, _ = timed(lambda: generate_latest(peer))
+    # the same state with `metrics.window_series` on (16 more lines per SLO), same run
+    full = SlamonCollector(lambda: live, lambda: stats, clock=lambda: clock[0],
+                           window_series=lambda: True)
+    full_registry = make_registry(full)
+    _, series_cpu, series_size = timed(lambda: asyncio.run(render(full_registry, full)))
     top = ""
     if profile:
         prof = cProfile.Profile()
@@ -206,6 +211,8 @@ def measure(n: int, rounds: int, repeat: int, profile: bool) -> dict[str, Any]:
         "peer_cpu_seconds": peer_cpu,
         "metrics_bytes": size,
         "metrics_bytes_per_target": size / n,
+        "window_series_cpu_seconds": series_cpu,
+        "window_series_bytes_per_target": series_size / n,
         "profile": top,
     }
 
@@ -243,7 +250,9 @@ def main() -> None:
             f"{r['metrics_seconds']:.3f}s wall, {r['metrics_cpu_seconds']:.3f}s CPU, "
             f"{r['metrics_bytes'] / 1e6:.1f} MB ({r['metrics_bytes_per_target']:.0f} B/target);"
             f" prometheus_client formatting the same samples {r['peer_cpu_seconds']:.3f}s CPU"
-            f" (ratio {r['metrics_cpu_seconds'] / r['peer_cpu_seconds']:.2f})",
+            f" (ratio {r['metrics_cpu_seconds'] / r['peer_cpu_seconds']:.2f}); with"
+            f" window_series {r['window_series_cpu_seconds']:.3f}s CPU,"
+            f" {r['window_series_bytes_per_target']:.0f} B/target",
             flush=True,
         )
         if prof:

@@ -38,8 +38,9 @@ def promtool() -> str:
     return path
 
 
-def make_config(**slo: Any) -> Config:
+def make_config(window_series: bool = False, **slo: Any) -> Config:
     return Config.model_validate({
+        "metrics": {"window_series": window_series},
         "targets": [
             {"id": "web", "kind": "tcp", "interval": "30s", "timeout": "10s",
              "labels": {"team": "shop"}, "tcp": {"host": "127.0.0.1", "port": 1}},
@@ -347,8 +348,9 @@ def _cert_case(doc: dict[str, Any]) -> dict[str, Any]:
     ]}
 
 
-def test_promtool_test_rules(tmp_path: Path, promtool: str) -> None:
-    config = make_config()
+def test_promtool_test_rules_on_window_series(tmp_path: Path, promtool: str) -> None:
+    """`metrics.window_series: true`: the rules read slamon's exact window counts."""
+    config = make_config(window_series=True)
     doc = generate_rules(config)
     (tmp_path / "rules.yml").write_text(render_rules(config))
     cases = [_burn_case(doc), _burn_in_maintenance_case(doc), _short_spike_case(doc),
@@ -356,6 +358,70 @@ def test_promtool_test_rules(tmp_path: Path, promtool: str) -> None:
              _absent_and_stale_case(doc), _lag_case(doc), _target_down_case(doc),
              _cert_case(doc)]
     spec = {"rule_files": ["rules.yml"], "evaluation_interval": "1m", "tests": cases}
+    (tmp_path / "tests.yml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    res = subprocess.run([promtool, "test", "rules", "tests.yml"], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "SUCCESS" in res.stdout
+
+
+def _counters(slo: str, good: str, valid: str, instance: str) -> list[dict[str, str]]:
+    labels = f'slo="{slo}",instance="{instance}",job="slamon"'
+    return [
+        {"series": f"slamon_sli_good_total{{{labels}}}", "values": good},
+        {"series": f"slamon_sli_valid_total{{{labels}}}", "values": valid},
+    ]
+
+
+def test_promtool_test_rules_on_counters(tmp_path: Path, promtool: str) -> None:
+    """The default: two counters per SLO, every window summed in Prometheus. Instance a
+    sees 2 % errors, b none: pooled, 1 % over every window, a burn rate of 10, which pages
+    on the 6h/30m pair (> 6) and not on 1h/5m (< 14.4); the tickets are still pending.
+    Nobody reports api-latency: no data. An SLO whose counters stand still: no data too."""
+    config = make_config()
+    doc = generate_rules(config)
+    assert "slamon_sli_good_events" not in yaml.safe_dump(doc)
+    (tmp_path / "rules.yml").write_text(render_rules(config))
+    series = [*_counters("shop", "0+98x30", "0+100x30", "a"),
+              *_counters("shop", "0+100x30", "0+100x30", "b")]
+    for inst in ("a", "b"):
+        series.append({"series": f'slamon_slo_objective_ratio{{slo="shop",instance="{inst}",'
+                                 'job="slamon"}', "values": "0.999x30"})
+    page = _find(doc, BURN_ALERT, slo="shop", long_window="6h")
+    no_data = _find(doc, NO_DATA_ALERT, slo="api-latency")
+    burning: dict[str, Any] = {
+        "interval": "1m",
+        "input_series": series,
+        "alert_rule_test": [
+            {"eval_time": "12m", "alertname": BURN_ALERT, "exp_alerts": [
+                {"exp_labels": dict(page["labels"], slo="shop", window="6h"),
+                 "exp_annotations": _annotations(page, "10")}]},
+            {"eval_time": "12m", "alertname": NO_DATA_ALERT, "exp_alerts": [
+                {"exp_labels": dict(no_data["labels"], slo="api-latency"),
+                 "exp_annotations": _annotations(no_data, "1")}]},
+        ],
+        "promql_expr_test": [
+            {"expr": f'round(slamon:slo_error_ratio{{slo="shop",window="{w}"}}, 0.0001)',
+             "eval_time": "12m",
+             "exp_samples": [{"labels": f'{{slo="shop",window="{w}"}}',
+                              "value": 0.01}]}
+            for w in ("5m", "30m", "1h", "30d")
+        ] + [
+            {"expr": 'round(slamon:slo_burn_rate{slo="shop",window="1h"}, 0.001)',
+             "eval_time": "12m",
+             "exp_samples": [{"labels": '{slo="shop",window="1h"}', "value": 10}]},
+        ],
+    }
+    shop = _find(doc, NO_DATA_ALERT, slo="shop")
+    still = {"interval": "1m", "input_series": _counters("shop", "7x30", "9x30", "a"),
+             "alert_rule_test": [
+                 {"eval_time": "12m", "alertname": NO_DATA_ALERT, "exp_alerts": [
+                     {"exp_labels": dict(shop["labels"], slo="shop"),
+                      "exp_annotations": _annotations(shop, "0")},
+                     {"exp_labels": dict(no_data["labels"], slo="api-latency"),
+                      "exp_annotations": _annotations(no_data, "1")}]}]}
+    spec = {"rule_files": ["rules.yml"], "evaluation_interval": "1m",
+            "tests": [burning, still]}
     (tmp_path / "tests.yml").write_text(yaml.safe_dump(spec, sort_keys=False))
     res = subprocess.run([promtool, "test", "rules", "tests.yml"], cwd=tmp_path,
                          capture_output=True, text=True)

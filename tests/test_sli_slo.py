@@ -98,6 +98,8 @@ def test_non_composite_shares_its_window() -> None:
     s.record("web", BASE, ok=False, duration=1)
     s.advance(BASE + 10**6)  # no-op
     assert s.counts(BASE, 60) == s.counts(BASE, 60, part="web") == Counts(0, 1)
+    s.record("web", BASE + 10, ok=True, duration=1)
+    assert (s.good_total, s.valid_total) == (1, 2)
     c = make(["web", "api", "login"])
     assert c.composite and c.parts == ("web", "api", "login")
     assert c.nbytes() == 4 * WINDOW_BYTES
@@ -224,6 +226,10 @@ def test_composite_matches_naive(
             want_valid += 1
             want_good += all(all(v) for v in by_part.values())
     assert state.counts(now, length) == Counts(want_good, want_valid)
+    # the exported counters: every closed complete slice, whatever the window
+    complete = [by_part for by_part in slices.values() if len(by_part) == len(PARTS)]
+    assert (state.good_total, state.valid_total) == (
+        sum(all(all(v) for v in by_part.values()) for by_part in complete), len(complete))
     for p in PARTS:
         mine = [good(ok, d) for part, t, ok, d, _ in events if part == p and in_window(t)]
         assert state.counts(now, length, part=p) == Counts(sum(mine), len(mine))

@@ -62,7 +62,8 @@ class Components:
         )
         self.collector = SlamonCollector(
             lambda: self.live, self._scheduler_stats,
-            window_ratios=lambda: self.config.metrics.window_ratios)
+            window_ratios=lambda: self.config.metrics.window_ratios,
+            window_series=lambda: self.config.metrics.window_series)
         self.registry = make_registry(self.collector)
         self.store: StateStore | None = None
         self.writer: StateWriter | None = None

@@ -73,6 +73,13 @@ class MetricsConfig(Strict):
     #: `slamon rules` record in Prometheus (`slamon:slo_error_ratio`,
     #: `slamon:slo_burn_rate`), and they were 16 of a target's 47 lines per scrape
     window_ratios: bool = False
+    #: also expose `slamon_sli_good_events` and `slamon_sli_valid_events` for every
+    #: SLO and window (16 lines per SLO with the default alert windows). Off by
+    #: default: slamon exposes two counters per SLO (`slamon_sli_good_total`,
+    #: `slamon_sli_valid_total`) and the rules from `slamon rules` compute the
+    #: windows from them in Prometheus, as Sloth does; on, the rules read the
+    #: exact window counts instead
+    window_series: bool = False
 
 
 class LoggingConfig(Strict):

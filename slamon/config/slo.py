@@ -149,6 +149,13 @@ class Slo(Strict):
             raise ValueError("must be greater than 0")
         return value
 
+    @property
+    def windows(self) -> list[float]:
+        """Its window and every alert window's two, shortest first, no repeats: the
+        windows slamon exports and the generated rules compute."""
+        return sorted({self.window, *(aw.long for aw in self.alert_windows),
+                       *(aw.short for aw in self.alert_windows)})
+
     @model_validator(mode="after")
     def _checks(self) -> Slo:
         if "alert_windows" not in self.model_fields_set:

@@ -49,11 +49,7 @@ Piece = Callable[[Exposition], None]
 
 def slo_windows(state: SloState) -> list[float]:
     """The SLO's own window plus every alert window, longest first, no repeats."""
-    lengths = {state.slo.window}
-    for aw in state.slo.alert_windows:
-        lengths.add(aw.long)
-        lengths.add(aw.short)
-    return sorted(lengths, reverse=True)
+    return state.slo.windows[::-1]
 
 
 class _Kept(Generic[V]):
@@ -133,9 +129,11 @@ class SlamonCollector(Collector):
         scheduler_stats: Callable[[], SchedulerStats | None],
         clock: Clock = time.time,
         window_ratios: Callable[[], bool] = lambda: False,
+        window_series: Callable[[], bool] = lambda: False,
     ) -> None:
         self._live = live
         self._window_ratios = window_ratios
+        self._window_series = window_series
         self._stats = scheduler_stats
         self._clock = clock
         self.extra: list[Callable[[], Iterable[Metric]]] = []
@@ -322,11 +320,14 @@ class SlamonCollector(Collector):
         part_sli: list[str] = []
         good: list[str] = []
         valid: list[str] = []
+        good_total: list[str] = []
+        valid_total: list[str] = []
         objective: list[str] = []
         budget: list[str] = []
         burn: list[str] = []
         labels = self._slo_labels
         ratios = self._window_ratios()
+        series = self._window_series()
         for slo_id, state in slos:
             own, windows, parts = labels.get(slo_id, state.slo) or labels.put(
                 slo_id, state.slo, _slo_text(slo_id, state))
@@ -337,10 +338,16 @@ class SlamonCollector(Collector):
             if remaining is not None:
                 budget.append(
                     f"slamon_error_budget_remaining_ratio{own}}} {value_text(remaining)}\n")
+            if not series:
+                good_total.append(f"slamon_sli_good_total{own}}} {state.good_total}\n")
+                valid_total.append(f"slamon_sli_valid_total{own}}} {state.valid_total}\n")
             for length, win in windows:
+                if not (series or ratios or parts):
+                    break
                 g, v = state.counts(now, length)
-                good.append(f"slamon_sli_good_events{own}{win} {g}\n")
-                valid.append(f"slamon_sli_valid_events{own}{win} {v}\n")
+                if series:
+                    good.append(f"slamon_sli_good_events{own}{win} {g}\n")
+                    valid.append(f"slamon_sli_valid_events{own}{win} {v}\n")
                 if v and ratios:
                     ratio = g / v
                     sli.append(f"slamon_sli_ratio{own}{win} {value_text(ratio)}\n")
@@ -355,6 +362,10 @@ class SlamonCollector(Collector):
                    part_sli)
         out.family("slamon_sli_good_events", "Good events in a window", "gauge", good)
         out.family("slamon_sli_valid_events", "Valid events in a window", "gauge", valid)
+        out.family("slamon_sli_good_total", "Good events counted since slamon started",
+                   "counter", good_total)
+        out.family("slamon_sli_valid_total", "Valid events counted since slamon started",
+                   "counter", valid_total)
         out.family("slamon_slo_objective_ratio", "Objective of the SLO", "gauge", objective)
         out.family(
             "slamon_error_budget_remaining_ratio",

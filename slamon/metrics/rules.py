@@ -5,7 +5,9 @@ own `alert_windows` (Google SRE workbook, ch. 5: multiwindow, multi-burn-rate
 alerts). Built only on slamon's own metrics:
 
 - recording rules pool the good and valid events of every slamon instance that
-  reports the SLO (`sum by (slo, window)`): with several instances measuring
+  reports the SLO (`sum by (slo)`), from the two counters slamon exports per SLO
+  summed over each window in Prometheus (or, with `metrics.window_series`, from
+  slamon's own window counts): with several instances measuring
   the same SLO (a k-of-n quorum) one alert fires per SLO, not one per
   instance, and a single instance with a bad network path cannot page alone;
 - a burn-rate alert per alert window: the burn rate is above `burn_rate` over
@@ -74,6 +76,12 @@ LAG_P99_LIMIT = 0.1
 BURN_RATE = "slamon:slo_burn_rate"
 ERROR_RATIO = "slamon:slo_error_ratio"
 BUDGET = "slamon:slo_error_budget_remaining"
+#: without `metrics.window_series`: good and valid events per base window, pooled over the
+#: instances, from which every window is summed (as Sloth does)
+GOOD_BASE = "slamon:sli_good:increase"
+VALID_BASE = "slamon:sli_valid:increase"
+#: the base window: the workbook's shortest (a shorter configured window is its own base)
+BASE_WINDOW = 300.0
 
 
 def _dur(seconds: float) -> str:
@@ -114,20 +122,52 @@ def runbook_base(config: Config, override: str | None = None) -> str:
     return override or config.server.base_url + RUNBOOKS_PATH
 
 
-def recording_rules(slo: Slo) -> list[dict[str, Any]]:
+def base_window(slo: Slo) -> float:
+    return min(BASE_WINDOW, *slo.windows)
+
+
+def _summed(base: str, slo: Slo, length: float) -> str:
+    """Events of a base-window recording over `length` (counter mode). Each event is in
+    as many base samples as rule evaluations fit in the base window, in the good and the
+    valid sum alike, so ratios are unaffected."""
+    if length <= base_window(slo):
+        return f"{base}{_sel(slo)}"
+    return f"sum_over_time({base}{_sel(slo)}[{_dur(length)}])"
+
+
+def recording_rules(slo: Slo, window_series: bool = False) -> list[dict[str, Any]]:
     """Pooled error ratio and burn rate per window, and the budget left.
 
+    With `window_series` the windows are slamon's exact window counts; without, they
+    are summed in Prometheus from the two counters slamon exports per SLO.
     The static `slo` label (already on every series) keeps each SLO's rules
     distinct for `promtool check rules`' duplicate-rule lint."""
     sel = _sel(slo)
-    rules: list[dict[str, Any]] = [
-        {
+    rules: list[dict[str, Any]]
+    if window_series:
+        rules = [{
             "record": ERROR_RATIO,
             "expr": (
                 f"1 - sum by (slo, window) (slamon_sli_good_events{sel})\n"
                 f"  / (sum by (slo, window) (slamon_sli_valid_events{sel}) > 0)"
             ),
-        },
+        }]
+    else:
+        base = _dur(base_window(slo))
+        rules = [
+            {"record": GOOD_BASE + base,
+             "expr": f"sum by (slo) (increase(slamon_sli_good_total{sel}[{base}]))"},
+            {"record": VALID_BASE + base,
+             "expr": f"sum by (slo) (increase(slamon_sli_valid_total{sel}[{base}]))"},
+        ]
+        for length in slo.windows:
+            rules.append({
+                "record": ERROR_RATIO,
+                "expr": (f"1 - {_summed(GOOD_BASE + base, slo, length)}\n"
+                         f"  / ({_summed(VALID_BASE + base, slo, length)} > 0)"),
+                "window": _window(length),
+            })
+    rules += [
         {
             "record": BURN_RATE,
             "expr": (
@@ -141,7 +181,8 @@ def recording_rules(slo: Slo) -> list[dict[str, Any]]:
         },
     ]
     for rule in rules:
-        rule["labels"] = _slo_label(slo)
+        window = rule.pop("window", None)
+        rule["labels"] = _slo_label(slo) | ({"window": window} if window else {})
     return rules
 
 
@@ -203,8 +244,7 @@ def no_data_window(slo: Slo, config: Config) -> float:
     if slo.selector is not None:
         intervals = _selected_intervals(slo, config)
     need = NO_DATA_INTERVALS * max([*intervals, slo.slice or 0.0])
-    windows = sorted({slo.window, *(aw.long for aw in slo.alert_windows),
-                      *(aw.short for aw in slo.alert_windows)})
+    windows = slo.windows
     for length in windows:
         if length >= need:
             return length
@@ -224,16 +264,23 @@ def _selected_intervals(slo: Slo, config: Config) -> list[float]:
     return out or [30.0]
 
 
-def no_data_alerts(slo: Slo, config: Config, runbook: str) -> list[dict[str, Any]]:
+def no_data_alerts(
+    slo: Slo, config: Config, runbook: str, window_series: bool = False
+) -> list[dict[str, Any]]:
     length = no_data_window(slo, config)
-    valid = f"slamon_sli_valid_events{_sel(slo, window=_window(length))}"
+    if window_series:
+        valid = f"slamon_sli_valid_events{_sel(slo, window=_window(length))}"
+        present = valid
+    else:
+        valid = _summed(VALID_BASE + _dur(base_window(slo)), slo, length)
+        present = f"slamon_sli_valid_total{_sel(slo)}"
     alerts: list[dict[str, Any]] = [
         {
             "alert": NO_DATA_ALERT,
             "expr": (
                 f"sum by (slo) ({valid}) == 0\n"
                 f"or\n"
-                f"absent({valid})"
+                f"absent({present})"
             ),
             "for": _dur(min(NO_DATA_FOR_MAX, length / 2)),
             "labels": {"severity": "page", **_slo_label(slo)},
@@ -358,10 +405,11 @@ def generate_rules(
     names = target_label_names(config.targets)
     groups: list[dict[str, Any]] = []
     for slo in config.slos:
-        rules: list[dict[str, Any]] = recording_rules(slo)
+        series = config.metrics.window_series
+        rules: list[dict[str, Any]] = recording_rules(slo, series)
         rules.extend(burn_alert(slo, aw, runbook_url) for aw in slo.alert_windows)
         rules.append(budget_alert(slo, runbook_url))
-        rules.extend(no_data_alerts(slo, config, runbook_url))
+        rules.extend(no_data_alerts(slo, config, runbook_url, series))
         groups.append({"name": f"slamon-slo-{slo.id}", "rules": rules})
     groups.append({"name": "slamon-targets", "rules": [
         target_down_alert(runbook_url, down_for, names), *cert_expiry_alerts(runbook_url, names)]})

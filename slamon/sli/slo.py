@@ -91,11 +91,13 @@ class SloState:
         "_tiers",
         "_windows",
         "composite",
+        "good_total",
         "last_bad",
         "late",
         "parts",
         "slice_length",
         "slo",
+        "valid_total",
     )
 
     def __init__(
@@ -118,6 +120,10 @@ class SloState:
         self._no_data: dict[str, RollingCounter] = {}
         #: results that arrived after their composite slice was closed (not in the combined SLI)
         self.late = 0
+        #: combined good and valid events counted since this state was made (the
+        #: `slamon_sli_*_total` counters: Prometheus takes a new state as a counter reset)
+        self.good_total = 0
+        self.valid_total = 0
         #: scheduled time of the latest bad event (-inf: none): burn checks skip clean SLOs
         self.last_bad = -math.inf
         self._bits = {part: 1 << i for i, part in enumerate(self.parts)}
@@ -157,6 +163,8 @@ class SloState:
         if not good and t > self.last_bad:
             self.last_bad = t
         if not self.composite:
+            self.good_total += good
+            self.valid_total += 1
             return
         k = math.floor(t / self.slice_length)
         if k < self._closed_below:
@@ -196,6 +204,8 @@ class SloState:
             valid_mask, bad_mask = self._open.pop(k)
             if valid_mask == self._all_mask:
                 self._combined.add(k * self.slice_length, 1 if bad_mask == 0 else 0, 1)
+                self.good_total += bad_mask == 0
+                self.valid_total += 1
                 if bad_mask:
                     self.last_bad = max(self.last_bad, k * self.slice_length)
 
