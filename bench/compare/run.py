@@ -36,6 +36,7 @@ import contextlib
 import json
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -203,6 +204,18 @@ def prometheus_config(path: Path, urls: list[str], bb_port: int, a: argparse.Nam
         "      - {source_labels: [__address__], target_label: __param_target}\n"
         "      - {source_labels: [__param_target], target_label: instance}\n"
         f"      - {{target_label: __address__, replacement: '127.0.0.1:{bb_port}'}}\n"
+    )
+
+
+def slamon_prometheus_config(path: Path, sl_port: int, a: argparse.Namespace) -> None:
+    """The Prometheus an SRE runs beside slamon: scrapes its /metrics every 15 s."""
+    path.write_text(
+        "global:\n"
+        f"  scrape_interval: {a.slamon_scrape_interval:g}s\n"
+        f"  scrape_timeout: {min(a.slamon_scrape_interval, 10):g}s\n"
+        "scrape_configs:\n"
+        "  - job_name: slamon\n"
+        f"    static_configs: [{{targets: ['127.0.0.1:{sl_port}']}}]\n"
     )
 
 
@@ -453,12 +466,12 @@ def sleep_until(t: float) -> None:
 def one_run(n: int, a: argparse.Namespace, work: Path, run_no: int) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     own = [i for i in range(n) if has_own_port(i)]
-    ports = free_ports(a.ports + len(own) + 3)
+    ports = free_ports(a.ports + len(own) + 4)
     shared, own_ports = (
         ports[: a.ports],
         dict(zip(own, ports[a.ports : a.ports + len(own)], strict=True)),
     )
-    sl_port, bb_port, pr_port = ports[-3:]
+    sl_port, bb_port, pr_port, sp_port = ports[-4:]
     urls = [f"http://127.0.0.1:{own_ports.get(i, shared[i % a.ports])}/t/{i}" for i in range(n)]
     now = time.time()
     horizon = (now - 300, now + 900 + a.duration + a.detect + a.warmup)
@@ -476,6 +489,10 @@ def one_run(n: int, a: argparse.Namespace, work: Path, run_no: int) -> dict[str,
     slamon_config(work / "slamon.yaml", urls, sl_port, a)
     blackbox_config(work / "blackbox.yml", a)
     prometheus_config(work / "prometheus.yml", urls, bb_port, a)
+    slamon_prometheus_config(work / "prometheus-slamon.yml", sl_port, a)
+    (work / "bare.json").write_text(json.dumps({
+        "urls": urls, "interval": a.interval, "timeout": a.timeout,
+        "slow_threshold": a.slow_threshold}))
     res: dict[str, Any] = {
         "targets": n,
         "run": run_no,
@@ -531,12 +548,46 @@ def one_run(n: int, a: argparse.Namespace, work: Path, run_no: int) -> dict[str,
                 work / "prometheus.log",
             )
         )
+        extra: dict[str, subprocess.Popen[bytes]] = {}
+        if a.slamon_scrape_interval > 0:
+            extra["slamon_prometheus"] = stack.enter_context(
+                child(
+                    [
+                        PROMETHEUS,
+                        f"--config.file={work / 'prometheus-slamon.yml'}",
+                        f"--storage.tsdb.path={work / 'tsdb-slamon'}",
+                        f"--web.listen-address=127.0.0.1:{sp_port}",
+                        "--log.level=warn",
+                        "--storage.tsdb.retention.time=1d",
+                    ],
+                    work / "prometheus-slamon.log",
+                )
+            )
+        if a.bare:
+            extra["bare"] = stack.enter_context(
+                child([py, str(HERE / "bare_loop.py"), str(work / "bare.json")],
+                      work / "bare.log", stdout=subprocess.PIPE)
+            )
+            if not _readline(extra["bare"], 120).startswith("{"):
+                raise RuntimeError("bare loop did not start")
         res["ready_seconds"] = {
             "slamon": wait_ready(sl_port, sl, a.ready_timeout),
             "blackbox": wait_http(f"http://127.0.0.1:{bb_port}/-/healthy", bb, 60, "blackbox"),
             "prometheus": wait_http(f"http://127.0.0.1:{pr_port}/-/ready", pr, 120, "prometheus"),
         }
+        if "slamon_prometheus" in extra:
+            res["ready_seconds"]["slamon_prometheus"] = wait_http(
+                f"http://127.0.0.1:{sp_port}/-/ready", extra["slamon_prometheus"], 120,
+                "slamon's prometheus")
         pids = {"slamon": sl.pid, "blackbox": bb.pid, "prometheus": pr.pid, "farm": farm.pid}
+        pids |= {k: p.pid for k, p in extra.items()}
+
+        def bare_counts() -> dict[str, Any]:
+            if "bare" not in extra:
+                return {}
+            os.kill(extra["bare"].pid, signal.SIGUSR1)
+            return dict(json.loads(_readline(extra["bare"], 30)))
+
         pre = scrape(sl_port)  # times one scrape, so the one before T0 ends before T0
         res["slamon_scrape_seconds_after_ready"] = pre.seconds
         t0 = math.ceil((time.time() + a.warmup + 3 * pre.seconds) / BLOCK) * BLOCK
@@ -556,8 +607,12 @@ def one_run(n: int, a: argparse.Namespace, work: Path, run_no: int) -> dict[str,
         }
         sleep_until(t0)
         c0, m0, l0 = cpu_all(pids), system_cpu(), loadavg()
+        b0 = bare_counts()
         sleep_until(t1)
         c1, m1, l1 = cpu_all(pids), system_cpu(), loadavg()
+        b1 = bare_counts()
+        if b0:
+            res["bare"] = {k: b1[k] - b0[k] for k in ("started", "ok", "failed", "skipped")}
         hwm = {k: proc_status(p)["VmHWM"] for k, p in pids.items()}
         s1 = scrape(sl_port)
         res["load1"] = {"start": l0, "end": l1}
@@ -591,9 +646,9 @@ def one_run(n: int, a: argparse.Namespace, work: Path, run_no: int) -> dict[str,
         bb_dur = prom_samples(pr_port, "probe_duration_seconds", t0, t1)
         bb_up = prom_samples(pr_port, "up", t0, t1)
         farm_pid = farm.pid
-        for proc in (sl, bb, pr):
+        for proc in (sl, bb, pr, *extra.values()):
             proc.terminate()
-        for proc in (sl, bb, pr):
+        for proc in (sl, bb, pr, *extra.values()):
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -631,6 +686,18 @@ def one_run(n: int, a: argparse.Namespace, work: Path, run_no: int) -> dict[str,
         "prometheus_only": cpu["prometheus"] / bb_scrapes * 1000 if bb_scrapes else None,
         "farm": cpu["farm"] / (sl_probes + bb_scrapes) * 1000 if sl_probes + bb_scrapes else None,
     }
+    per = res["cpu_per_1000"]
+    if "slamon_prometheus" in cpu and sl_probes:
+        per["slamon_prometheus_only"] = cpu["slamon_prometheus"] / sl_probes * 1000
+        per["slamon_with_prometheus"] = per["slamon"] + per["slamon_prometheus_only"]
+    if res.get("bare", {}).get("started"):
+        per["bare"] = cpu["bare"] / res["bare"]["started"] * 1000
+        ref = per.get("slamon_with_prometheus", per["slamon"])
+        res["ratios"] = {
+            "slamon_with_prometheus_over_bare": ref / per["bare"],
+            "slamon_with_prometheus_over_bbe_prometheus": ref / per["blackbox_prometheus"]
+            if per["blackbox_prometheus"] else None,
+        }
     # Prometheus scrape timing: spacing of consecutive samples vs the interval
     jit = [
         abs((b - x) - a.interval)
@@ -688,6 +755,12 @@ def report(runs: list[dict[str, Any]]) -> str:
             f"   (exporter {m('cpu_per_1000', 'blackbox_only')}"
             f" + prometheus {m('cpu_per_1000', 'prometheus_only')};"
             f" farm {m('cpu_per_1000', 'farm')})",
+            f"{'slamon + its Prometheus':26}{m('cpu_per_1000', 'slamon_with_prometheus'):>14}"
+            f"{'':>14}   (its Prometheus {m('cpu_per_1000', 'slamon_prometheus_only')})",
+            f"{'bare loop (floor)':26}{m('cpu_per_1000', 'bare'):>14}"
+            f"{'':>14}   (slamon + Prometheus / bare"
+            f" {m('ratios', 'slamon_with_prometheus_over_bare', nd=2)};"
+            f" / bbe+prom {m('ratios', 'slamon_with_prometheus_over_bbe_prometheus', nd=2)})",
             f"{'peak RSS MB':26}{m('hwm_bytes', 'slamon', scale=1e-6, nd=1):>14}"
             f"{fmt(_med(hwm_bp, 'v'), 1e-6, 1):>14}"
             f"   (exporter {m('hwm_bytes', 'blackbox', scale=1e-6, nd=1)}"
@@ -770,6 +843,10 @@ def main() -> None:
     ap.add_argument("--max-load", type=float, default=1.0)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--gc-log", action="store_true", help="log slamon's gen-2 GC pauses")
+    ap.add_argument("--slamon-scrape-interval", type=float, default=15.0,
+                    help="a second Prometheus scrapes slamon this often, s (0: none)")
+    ap.add_argument("--no-bare", dest="bare", action="store_false",
+                    help="do not run the bare-loop floor (bare_loop.py)")
     ap.add_argument(
         "--gc-freeze", action="store_true", help="experiment: gc.freeze() slamon after /readyz"
     )
