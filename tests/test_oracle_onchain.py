@@ -34,7 +34,7 @@ KEY_ENV = "SLAMON_TEST_ONCHAIN_KEY"
 
 def write_config(path: Path, *, url: str = "http://127.0.0.1:9/ok", contract: str,
                  rpc_url: str, provider: str, maintenance: str = "",
-                 description: str = "", port: int = 0) -> Config:
+                 description: str = "", port: int = 0, oracle_extra: str = "") -> Config:
     path.write_text(textwrap.dedent(f"""
         server: {{listen: "127.0.0.1:{port}"}}
         status_page: {{enabled: true}}
@@ -55,7 +55,7 @@ def write_config(path: Path, *, url: str = "http://127.0.0.1:9/ok", contract: st
           contract: "{contract}"
           rpc_url: "{rpc_url}"
           provider: "{provider}"
-    """) + maintenance.replace("DESC", description))
+    """) + oracle_extra + maintenance.replace("DESC", description))
     return load_config(path)
 
 
@@ -145,6 +145,21 @@ async def test_matching_sla_starts_and_mismatches_stop_start(
         good.slas[0], good.slos[0], good).hex()
     assert line["config"] == "0x" + policy_digest_for(
         moved.slas[0], moved.slos[0], moved).hex()
+
+    # the config names the quorum it agreed to: the registered one (1) differs
+    strict = write_config(tmp_path / "c.yaml", contract=address, rpc_url=node.url,
+                          provider=provider, oracle_extra="  quorum: 3\n")
+    with capture_logs() as logs, pytest.raises(OracleStartError) as err:
+        await _start(strict, store, signer_key, monkeypatch)
+    [line] = [e for e in logs if e["event"] == "oracle_sla_mismatch"]
+    assert (line["field"], line["onchain"], line["config"]) == ("quorum", "1", "3")
+    agreed = write_config(tmp_path / "d.yaml", contract=address, rpc_url=node.url,
+                          provider=provider, oracle_extra="  quorum: 1\n")
+    svc = await _start(agreed, store, signer_key, monkeypatch)
+    try:
+        assert svc.mismatches == {"gold": []}
+    finally:
+        await svc.stop()
 
 
 async def test_contract_must_name_periods_by_slamons_ids(

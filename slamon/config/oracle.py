@@ -73,6 +73,9 @@ class OracleConfig(Strict):
     #: the provider that registered the SLAs: their on-chain id is
     #: keccak256(abi.encode(provider, name)), so only it can own them
     provider: str | None = None
+    #: the quorum (2f + 1) every reported SLA must have on-chain: checked before signing
+    #: (unset: shown on the API and status page, not compared)
+    quorum: int | None = Field(default=None, ge=1, le=255)
     #: the other signers' slamon base URLs (each serves /api/v1/attestations): their signed
     #: reports go on-chain with ours in one transaction, the signers taking turns in the
     #: order of the signer set; empty: every signer sends its own report

@@ -115,6 +115,8 @@ def check_onchain_sla(
     if onchain.period_length != expected_length:
         out.append(Mismatch("period_length", str(onchain.period_length),
                             str(expected_length)))
-    # the threshold (quorum = 2f + 1 with n >= 3f + 1) is enforced by registerSLA, and the
-    # config names no f of its own: it is shown (API, status page), not compared
+    # n >= 3f + 1 with quorum 2f + 1 is enforced by registerSLA; which f is agreed is
+    # the config's to say
+    if cfg.quorum is not None and onchain.quorum != cfg.quorum:
+        out.append(Mismatch("quorum", str(onchain.quorum), str(cfg.quorum)))
     return out
