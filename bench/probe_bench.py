@@ -292,9 +292,23 @@ def run_slamon(
     )
     res["slamon_module"] = which.stdout.strip()
     print(f"   slamon from {res['slamon_module']}", flush=True)
-    with child(argv, work / f"slamon-{tag}.log", env=env, cwd=work) as proc:
+    with contextlib.ExitStack() as stack:
+        proc = stack.enter_context(child(argv, work / f"slamon-{tag}.log", env=env, cwd=work))
         pid = proc.pid
         sampler = RssSampler(pid)
+        prom = None
+        if args.prometheus:  # as an SRE runs it: a Prometheus scraping slamon all along
+            prom_port = free_ports(1)[0]
+            (work / f"prometheus-{tag}.yml").write_text(
+                f"global: {{scrape_interval: {args.prometheus:g}s, scrape_timeout: 10s}}\n"
+                "scrape_configs:\n"
+                f"  - {{job_name: slamon, static_configs: [{{targets: ['127.0.0.1:{port}']}}]}}\n"
+            )
+            prom = stack.enter_context(child(
+                ["/usr/bin/prometheus", f"--config.file={work / f'prometheus-{tag}.yml'}",
+                 f"--storage.tsdb.path={work / f'tsdb-{tag}'}",
+                 f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
+                work / f"prometheus-{tag}.log"))
         try:
             res["ready_seconds"] = wait_ready(port, proc, args.ready_timeout)
             res["rss_ready_bytes"] = proc_status(pid)["VmRSS"]
@@ -303,6 +317,7 @@ def run_slamon(
             s0 = scrape(port)
             cpu0, sys0 = proc_cpu(pid), system_cpu()
             ng0 = sum(_cpu_or_zero(p) for p in farm.pids)
+            pr0 = _cpu_or_zero(prom.pid) if prom is not None else 0.0
             t_cpu0 = time.monotonic()
             prof = _start_profile(pid, args, work, tag)
             time.sleep(args.duration)
@@ -311,6 +326,9 @@ def run_slamon(
             t_cpu1 = time.monotonic()
             cpu1, sys1 = proc_cpu(pid), system_cpu()
             ng1 = sum(_cpu_or_zero(p) for p in farm.pids)
+            if prom is not None:
+                res["prometheus_cpu_seconds"] = _cpu_or_zero(prom.pid) - pr0
+                res["prometheus_scrape_interval"] = args.prometheus
             tw = sockstat_tw()
             s1 = scrape(port)
             hwm = proc_status(pid)["VmHWM"]
@@ -724,6 +742,8 @@ def main() -> None:
     )
     ap.add_argument("--no-slamon", action="store_true", help="only the aiohttp loop")
     ap.add_argument("--scrape-samples", type=int, default=3)
+    ap.add_argument("--prometheus", type=float, default=0.0, metavar="SECONDS",
+                    help="a Prometheus scrapes slamon this often through the run (0: none)")
     ap.add_argument(
         "--no-state",
         dest="state",
