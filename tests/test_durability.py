@@ -50,7 +50,9 @@ from tests.misbehaving import HOST, free_port, serve
 REPO = Path(__file__).resolve().parent.parent
 TARGETS = ("web", "api", "login")
 INTERVAL = 1.0
-TIMEOUT = 0.5
+#: long enough that a probe of the reference (or of a victim that is up) does not time out
+#: when the machine stalls while 30-odd victims restart beside it
+TIMEOUT = 0.8
 FLUSH = 0.2
 RESOLUTION = 10
 PERIOD = 60
@@ -122,7 +124,7 @@ def _config(tmp: Path, name: str, server_port: int) -> tuple[Path, int, Path]:
     port = free_port()
     state = tmp / name / "slamon.sqlite3"
     targets = "\n".join(
-        f"  - {{id: {t}, kind: http, interval: 1s, timeout: 500ms, "
+        f"  - {{id: {t}, kind: http, interval: 1s, timeout: {TIMEOUT * 1000:g}ms, "
         f"http: {{url: \"http://{HOST}:{server_port}/t/{t}\", body_contains: [OK]}}}}"
         for t in TARGETS)
     cfg = tmp / f"{name}.yaml"
@@ -300,7 +302,8 @@ async def test_kill9_loop_matches_uninterrupted_reference(tmp_path: Path) -> Non
                     run = vic.spawn()
                 # the last run stays up across the end of the last period and its close
                 await vic.wait_ready(session, run)
-                close_after = loop_end + 1.7 + 3  # grace (max(1s, timeout+flush+1s)) + slack
+                # grace (max(1 s, timeout + flush + 1 s)) + slack
+                close_after = loop_end + TIMEOUT + FLUSH + 1.0 + 3
                 await asyncio.sleep(max(0.0, close_after - time.time()))
                 await asyncio.gather(ref.stop(ref_run), vic.stop(run))
         finally:
@@ -357,9 +360,14 @@ async def test_kill9_loop_matches_uninterrupted_reference(tmp_path: Path) -> Non
                     # the reference saw exactly the scripted outcomes
                     bad = sum(server.is_down(tid, k) for k in ticks)
                     assert r == (len(ticks) - bad, len(ticks), 0), (*where, "scripted bad", bad)
-                    # the victim never has more good, nor more bad
-                    assert v[0] <= r[0] and v[1] - v[0] <= r[1] - r[0], where
+                    # the victim never has more good than happened
+                    assert v[0] <= r[0], where
                     if _overlaps(b, b + RESOLUTION, down):
+                        # more bad is possible here: a victim still starting (importing,
+                        # opening its store, its first round) on a loaded machine can see
+                        # its own probe time out, a failure it really measured;
+                        # every tick is still counted once (above), and outside the down
+                        # time the victim must agree exactly (below)
                         relaxed_buckets += 1
                     else:
                         assert v == r, (*where, "outside the victim's down time")
