@@ -360,14 +360,13 @@ async def test_kill9_loop_matches_uninterrupted_reference(tmp_path: Path) -> Non
                     # the reference saw exactly the scripted outcomes
                     bad = sum(server.is_down(tid, k) for k in ticks)
                     assert r == (len(ticks) - bad, len(ticks), 0), (*where, "scripted bad", bad)
-                    # the victim never has more good than happened
-                    assert v[0] <= r[0], where
                     if _overlaps(b, b + RESOLUTION, down):
-                        # more bad is possible here: a victim still starting (importing,
-                        # opening its store, its first round) on a loaded machine can see
-                        # its own probe time out, a failure it really measured;
-                        # every tick is still counted once (above), and outside the down
-                        # time the victim must agree exactly (below)
+                        # around a restart the victim's outcomes may differ from the
+                        # reference's while every tick is still counted once (above): a
+                        # starting victim on a loaded machine can see its own probe time
+                        # out, or start one so late that it arrives in the next tick, which
+                        # the server judges by arrival. Outside the down time the victim
+                        # must agree exactly (below)
                         relaxed_buckets += 1
                     else:
                         assert v == r, (*where, "outside the victim's down time")
