@@ -341,9 +341,8 @@ class SlamonCollector(Collector):
             if not series:
                 good_total.append(f"slamon_sli_good_total{own}}} {state.good_total}\n")
                 valid_total.append(f"slamon_sli_valid_total{own}}} {state.valid_total}\n")
-            for length, win in windows:
-                if not (series or ratios or parts):
-                    break
+            # the window counts are only queried for a family that shows them
+            for length, win in windows if series or ratios or parts else ():
                 g, v = state.counts(now, length)
                 if series:
                     good.append(f"slamon_sli_good_events{own}{win} {g}\n")

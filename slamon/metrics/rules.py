@@ -165,7 +165,7 @@ def recording_rules(slo: Slo, window_series: bool = False) -> list[dict[str, Any
                 "record": ERROR_RATIO,
                 "expr": (f"1 - {_summed(GOOD_BASE + base, slo, length)}\n"
                          f"  / ({_summed(VALID_BASE + base, slo, length)} > 0)"),
-                "window": _window(length),
+                "labels": _slo_label(slo) | {"window": _window(length)},
             })
     rules += [
         {
@@ -181,8 +181,7 @@ def recording_rules(slo: Slo, window_series: bool = False) -> list[dict[str, Any
         },
     ]
     for rule in rules:
-        window = rule.pop("window", None)
-        rule["labels"] = _slo_label(slo) | ({"window": window} if window else {})
+        rule.setdefault("labels", _slo_label(slo))
     return rules
 
 
@@ -404,8 +403,8 @@ def generate_rules(
     runbook_url = runbook_base(config, runbook_url)
     names = target_label_names(config.targets)
     groups: list[dict[str, Any]] = []
+    series = config.metrics.window_series
     for slo in config.slos:
-        series = config.metrics.window_series
         rules: list[dict[str, Any]] = recording_rules(slo, series)
         rules.extend(burn_alert(slo, aw, runbook_url) for aw in slo.alert_windows)
         rules.append(budget_alert(slo, runbook_url))

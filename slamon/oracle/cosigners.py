@@ -31,6 +31,10 @@ FETCH_TIMEOUT: Final = 3.0
 #: a larger answer is not an attestation list
 MAX_BODY: Final = 256 * 1024
 
+class CosignerError(Exception):
+    """A co-signer could not be asked (its URL is redacted in the message)."""
+
+
 #: fields every signer's report of a period carries alike (the contract checks them)
 _SHARED: Final = ("sla_id", "period_id", "period_start", "period_end", "slo_ppm",
                   "policy_digest")
@@ -89,8 +93,6 @@ async def fetch_one(
                 raise CosignerError(f"{redact_url(base)}: answer over {MAX_BODY} bytes")
             return parse(json.loads(raw))
     except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError, ValueError) as exc:
-        if isinstance(exc, CosignerError):
-            raise
         raise CosignerError(f"{redact_url(base)}: {type(exc).__name__}") from None
 
 
@@ -119,10 +121,6 @@ def new_session() -> aiohttp.ClientSession:
         timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT),
         headers={"User-Agent": f"slamon/{__version__}", "Accept": "application/json"},
     )
-
-
-class CosignerError(ValueError):
-    """A co-signer could not be asked (its URL is redacted in the message)."""
 
 
 __all__ = ["CosignerError", "admit", "fetch", "fetch_one", "new_session", "parse"]
