@@ -29,6 +29,10 @@ MissedCallback = Callable[[Target, float], None]
 
 #: extra time past a prober's own timeout before the scheduler gives up on it
 SAFETY_MARGIN = 0.5
+#: how early a tick may start: uvloop rounds timers to the nearest millisecond, so a
+#: timer fires up to 0.5 ms before its time, and waiting for the exact instant again
+#: spins the loop (a wake-up per iteration) until the clock passes it
+TIMER_SLACK = 0.001
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -190,7 +194,13 @@ class Scheduler:
         self._seq = 0
         self._pending: deque[tuple[_Entry, int, float]] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._wakeup: asyncio.Event | None = None
+        #: probes the guard cancelled (told apart from a cancel by whoever stops us)
+        self._overran: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: the one timer of the scheduler: due at the heap's head
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        self._stopped: asyncio.Future[None] | None = None
         self._stopping = False
         self._first_round: asyncio.Event | None = None
         self._initial_targets = list(targets)
@@ -207,8 +217,8 @@ class Scheduler:
 
     async def run(self) -> None:
         """Dispatch ticks until stop(); then let in-flight probes finish."""
-        loop = asyncio.get_running_loop()
-        self._wakeup = asyncio.Event()
+        loop = self._loop = asyncio.get_running_loop()
+        self._stopped = loop.create_future()
         self._first_round = asyncio.Event()
         for target in self._initial_targets:
             self._add(target, loop, self._start_at)
@@ -217,24 +227,47 @@ class Scheduler:
         await asyncio.sleep(0)  # the monitor is watching before the first probe starts
         self._first_round.set()
         try:
-            await self._dispatch_loop(loop)
+            if not self._stopping:
+                self._on_timer()
+                await self._stopped
         finally:
+            self._disarm()
             monitor.cancel()
         await self.drain()
 
-    async def _dispatch_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        assert self._wakeup is not None
-        while not self._stopping:
-            now = loop.time()
-            self._dispatch_due(now, loop)
-            delay = (self._heap[0][0] - loop.time()) if self._heap else 3600.0
-            if delay > 0:
-                self._wakeup.clear()
-                try:
-                    async with asyncio.timeout(delay):
-                        await self._wakeup.wait()
-                except TimeoutError:
-                    pass
+    # Dispatch is a plain timer callback, not a coroutine waiting on an Event under a
+    # timeout: at 1,000 due times a second that wait (a Timeout, a future, a cancelled
+    # task and its exception, per wake-up) cost more CPU than the probes' own Python.
+    def _on_timer(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        loop = self._loop
+        if self._stopping or loop is None:
+            return
+        try:
+            self._dispatch_due(loop.time(), loop)
+        except BaseException as exc:  # a callback's bug ends run() with it, as it always did
+            if self._stopped is not None and not self._stopped.done():
+                self._stopped.set_exception(exc)
+            return
+        self._arm()
+
+    def _arm(self) -> None:
+        """Have the timer fire at the heap's head (sooner only: later is re-armed)."""
+        loop = self._loop
+        if loop is None or self._stopping or not self._heap:
+            return
+        due = self._heap[0][0]
+        if due >= self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = due
+        self._timer = loop.call_at(due, self._on_timer)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_at = None, math.inf
 
     async def wait_scheduled(self) -> None:
         """Return once every target has its first tick scheduled (for READY=1)."""
@@ -246,8 +279,9 @@ class Scheduler:
         """Stop scheduling new ticks; run() returns once in-flight probes end."""
         self._stopping = True
         self._pending.clear()
-        if self._wakeup is not None:
-            self._wakeup.set()
+        self._disarm()
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(None)
 
     async def drain(self) -> None:
         while self._tasks:
@@ -264,8 +298,7 @@ class Scheduler:
         for tid, target in new.items():
             if tid not in self._entries:
                 self._add(target, loop)
-        if self._wakeup is not None:
-            self._wakeup.set()
+        self._arm()
 
     # -- internals --------------------------------------------------------
     def _add(
@@ -286,7 +319,8 @@ class Scheduler:
 
     def _dispatch_due(self, now: float, loop: asyncio.AbstractEventLoop) -> None:
         heap = self._heap
-        while heap and heap[0][0] <= now:
+        horizon = now + TIMER_SLACK
+        while heap and heap[0][0] <= horizon:
             due, _, entry = heapq.heappop(heap)
             if entry.removed:
                 continue
@@ -328,10 +362,17 @@ class Scheduler:
         target = entry.target
         loop = asyncio.get_running_loop()
         started = loop.time()
+        task = asyncio.current_task()
+        assert task is not None
+        # a prober keeps its own timeout; this guard is for a prober bug. A timer handle,
+        # not asyncio.timeout(): that costs a Timeout object and a reschedule per probe
+        guard = loop.call_at(started + target.timeout + SAFETY_MARGIN, self._overrun, task)
         try:
-            async with asyncio.timeout(target.timeout + SAFETY_MARGIN):
-                result = await entry.prober(target, target.timeout)
-        except TimeoutError:
+            result = await entry.prober(target, target.timeout)
+        except asyncio.CancelledError:
+            if task not in self._overran:
+                raise
+            task.uncancel()
             result = ProbeResult.failure(
                 FailureReason.TIMEOUT, loop.time() - started, "prober overran its timeout"
             )
@@ -340,6 +381,8 @@ class Scheduler:
                 FailureReason.OTHER, loop.time() - started, f"internal error: {type(exc).__name__}"
             )
         finally:
+            guard.cancel()
+            self._overran.discard(task)
             self.stats.in_flight -= 1
             self.stats.completed += 1
         try:
@@ -357,6 +400,11 @@ class Scheduler:
                     self._on_result(target, entry.wall(tick), result)
         finally:
             self._release(entry)
+
+    def _overrun(self, task: asyncio.Task[None]) -> None:
+        if not task.done():
+            self._overran.add(task)
+            task.cancel()
 
     def _release(self, entry: _Entry) -> None:
         """The busy tick has its outcome: report the ticks missed meanwhile, in order."""

@@ -821,3 +821,34 @@ def test_lag_buckets_are_the_1_2_5_series_from_1ms_to_10s() -> None:
     series = tuple(m * 10.0**e for e in range(-3, 2) for m in (1, 2.5, 5) if m * 10.0**e <= 10)
     assert pytest.approx(series, rel=1e-12) == LAG_BUCKETS
     assert len(LagHistogram().counts) == len(LAG_BUCKETS) + 1
+
+
+def test_uvloop_timer_firing_early_does_not_spin_the_dispatcher() -> None:
+    """uvloop rounds a timer to the nearest millisecond, so it fires up to 0.5 ms early:
+    a dispatcher that waits for the exact due time again re-arms a 0 ms timer until the
+    clock passes it, one wake-up per loop iteration (this once cost 3/4 of slamon's CPU).
+    Every wake-up must start a probe or find the next due time at least 1 ms away."""
+    import uvloop
+
+    wakeups = 0
+
+    class Counting(Scheduler):
+        def _on_timer(self) -> None:
+            nonlocal wakeups
+            wakeups += 1
+            super()._on_timer()
+
+    # spread phases: due times at arbitrary fractions of a millisecond
+    targets = [make_target(f"t{i}", 0.5, 0.1) for i in range(100)]
+    rec = Recorder(300)
+    sched = Counting(targets, max_concurrency=1000, on_result=rec.on_result,
+                     on_missed=rec.on_missed, prober_for=prober_taking(0.0))
+
+    async def main() -> None:
+        await run_until(sched, rec, 10.0)
+
+    uvloop.run(main())
+    started = sched.stats.started
+    assert started >= 300 and not rec.missed
+    # one wake-up per distinct due time at most (ties share one), plus the first
+    assert wakeups <= started + 1, (wakeups, started)
