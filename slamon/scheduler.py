@@ -29,10 +29,15 @@ MissedCallback = Callable[[Target, float], None]
 
 #: extra time past a prober's own timeout before the scheduler gives up on it
 SAFETY_MARGIN = 0.5
-#: how early a tick may start: uvloop rounds timers to the nearest millisecond, so a
-#: timer fires up to 0.5 ms before its time, and waiting for the exact instant again
-#: spins the loop (a wake-up per iteration) until the clock passes it
+#: uvloop rounds timers to the nearest millisecond (and its clock to the millisecond), so
+#: a timer set for a due time fires up to 0.5 ms early, and waiting again for the exact
+#: instant spins the loop, one wake-up per iteration, until its clock passes it. After an
+#: early wake-up the timer is set this much past the due time instead. A tick never starts
+#: early (a target's server may judge a request by its arrival time)
 TIMER_SLACK = 0.001
+#: a timer of asyncio's own loop may fire up to its clock resolution early (and a due
+#: time computed in floats is off by an ulp): a tick this close counts as due
+_DUE_TOLERANCE = 1e-6
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -228,7 +233,7 @@ class Scheduler:
         self._first_round.set()
         try:
             if not self._stopping:
-                self._on_timer()
+                self._arm()
                 await self._stopped
         finally:
             self._disarm()
@@ -243,15 +248,17 @@ class Scheduler:
         loop = self._loop
         if self._stopping or loop is None:
             return
+        now = loop.time()
+        early = bool(self._heap) and self._heap[0][0] > now + _DUE_TOLERANCE
         try:
-            self._dispatch_due(loop.time(), loop)
+            self._dispatch_due(now, loop)
         except BaseException as exc:  # a callback's bug ends run() with it, as it always did
             if self._stopped is not None and not self._stopped.done():
                 self._stopped.set_exception(exc)
             return
-        self._arm()
+        self._arm(TIMER_SLACK if early else 0.0)
 
-    def _arm(self) -> None:
+    def _arm(self, slack: float = 0.0) -> None:
         """Have the timer fire at the heap's head (sooner only: later is re-armed)."""
         loop = self._loop
         if loop is None or self._stopping or not self._heap:
@@ -262,7 +269,7 @@ class Scheduler:
         if self._timer is not None:
             self._timer.cancel()
         self._timer_at = due
-        self._timer = loop.call_at(due, self._on_timer)
+        self._timer = loop.call_at(due + slack, self._on_timer)
 
     def _disarm(self) -> None:
         if self._timer is not None:
@@ -319,7 +326,7 @@ class Scheduler:
 
     def _dispatch_due(self, now: float, loop: asyncio.AbstractEventLoop) -> None:
         heap = self._heap
-        horizon = now + TIMER_SLACK
+        horizon = now + _DUE_TOLERANCE
         while heap and heap[0][0] <= horizon:
             due, _, entry = heapq.heappop(heap)
             if entry.removed:

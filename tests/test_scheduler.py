@@ -827,7 +827,7 @@ def test_uvloop_timer_firing_early_does_not_spin_the_dispatcher() -> None:
     """uvloop rounds a timer to the nearest millisecond, so it fires up to 0.5 ms early:
     a dispatcher that waits for the exact due time again re-arms a 0 ms timer until the
     clock passes it, one wake-up per loop iteration (this once cost 3/4 of slamon's CPU).
-    Every wake-up must start a probe or find the next due time at least 1 ms away."""
+    A wake-up too early is followed by one set past the due time, never by a spin."""
     import uvloop
 
     wakeups = 0
@@ -850,5 +850,5 @@ def test_uvloop_timer_firing_early_does_not_spin_the_dispatcher() -> None:
     uvloop.run(main())
     started = sched.stats.started
     assert started >= 300 and not rec.missed
-    # one wake-up per distinct due time at most (ties share one), plus the first
-    assert wakeups <= started + 1, (wakeups, started)
+    # two wake-ups per distinct due time at most (ties share them), plus the first
+    assert wakeups <= 2 * started + 1, (wakeups, started)
