@@ -41,6 +41,17 @@ class _SlaRuntime:
     #: start of the first period that may still receive leaves
     open_from: int = 0
     late: int = 0
+    #: (what it was computed from, wall time from which the next period closes): the
+    #: once-a-second check of every SLA is then one comparison, not a calendar sum
+    _closable: tuple[tuple[object, ...], float] | None = None
+
+    def closable_at(self) -> float:
+        key = (self.last_closed, self.sla.period, self.grace)
+        cached = self._closable
+        if cached is None or cached[0] != key:
+            _, end = period_bounds(self.sla.period, self.last_closed + 1)
+            cached = self._closable = (key, end + self.grace)
+        return cached[1]
 
 
 def effective_grace(sla: Sla, parts: tuple[Target, ...], flush_interval: float) -> float:
@@ -193,6 +204,8 @@ class SlaTracker:
         closed: list[PeriodResult] = []
         flushed = False
         for rt in self.slas.values():
+            if now < rt.closable_at():
+                continue
             for n in list(due_periods(rt.sla.period, rt.last_closed, now, rt.grace)):
                 if not flushed:
                     await self.store.flush()  # the period's last leaves must be in
