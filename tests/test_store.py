@@ -58,6 +58,10 @@ REPO = Path(__file__).resolve().parent.parent
 # --------------------------------------------------------------------- helpers
 
 
+
+async def _no_snapshots() -> dict[str, tuple[str, bytes]]:
+    return {}
+
 def _ro_query(path: Path, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
     """Read a state file without touching it (read-only URI connection)."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -415,7 +419,7 @@ async def test_failed_store_stays_failed_until_a_real_write_succeeds(tmp_path: P
     assert await store.flush() is True
     await query_only(True)
     with pytest.raises(StoreWriteError):
-        await store.flush(lambda: {})  # snapshot-only flush: the batch is empty
+        await store.flush(_no_snapshots)  # snapshot-only flush: the batch is empty
     assert not store.health.healthy and store.health.write_errors == 1
     with pytest.raises(StoreWriteError):
         await store.flush()  # nothing to write: still failed, not "recovered"

@@ -7,13 +7,13 @@ a full disk must not turn a monitor blind.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from slamon.sla.tracker import SlaTracker
 from slamon.store.sqlite import StateStore, StoreWriteError
 
-Snapshots = Callable[[], Mapping[str, tuple[str, bytes]]]
+Snapshots = Callable[[], Awaitable[Mapping[str, tuple[str, bytes]]]]
 
 #: how often composite SLO slices are closed and due SLA periods looked for
 ADVANCE_EVERY = 1.0

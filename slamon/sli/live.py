@@ -88,6 +88,9 @@ class LiveState:
         #: state, so removing an SLO and adding it back loses none of its history
         self.parked: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
         self._on_transition = on_transition
+        #: while a snapshot is being serialised, outcomes for the SLO windows wait
+        #: here (see `hold`); None the rest of the time
+        self._held: list[tuple[str, float, bool | None, float]] | None = None
         self.apply_config(config)
 
     def apply_config(self, config: Config) -> None:
@@ -151,6 +154,9 @@ class LiveState:
             status.streak = 1
             if self._on_transition is not None:
                 self._on_transition(status, result)
+        if self._held is not None:
+            self._held.append((target.id, scheduled, result.ok, result.duration))
+            return
         for slo_state in self._slos_by_target.get(target.id, ()):
             slo_state.record(target.id, scheduled, result.ok, result.duration)
 
@@ -159,8 +165,30 @@ class LiveState:
         if status is None:
             return
         status.missed += 1
+        if self._held is not None:
+            self._held.append((target.id, scheduled, None, 0.0))
+            return
         for slo_state in self._slos_by_target.get(target.id, ()):
             slo_state.record_no_data(target.id, scheduled)
+
+    # A snapshot must agree with the journal: it is the windows at the instant the
+    # journal is cut. Serialising 10,000 SLOs takes ~0.1 s, too long to hold the event
+    # loop; instead the windows stand still while it is done in pieces, and what
+    # arrives meanwhile (journaled after the cut) is applied when they move again.
+    def hold(self) -> None:
+        """Freeze the SLO windows (the last-result view stays live) until `release`."""
+        if self._held is None:
+            self._held = []
+
+    def release(self) -> None:
+        """Apply what arrived while held, in order, and let the windows move again."""
+        held, self._held = self._held, None
+        for target_id, t, ok, duration in held or ():
+            self.replay(target_id, t, None if ok is None else int(ok), duration)
+
+    @property
+    def held(self) -> bool:
+        return self._held is not None
 
     def has_slos(self, target_id: str) -> bool:
         return target_id in self._slos_by_target
@@ -211,6 +239,8 @@ class LiveState:
         return 1 if states else 0
 
     def advance(self, now: float) -> None:
+        if self._held is not None:
+            return  # a slice closed now could miss held outcomes; the next call closes it
         for slo_state in self.slos.values():
             slo_state.advance(now)
 

@@ -32,7 +32,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -262,18 +262,19 @@ class StateStore:
 
     # -- flushing ---------------------------------------------------------
     async def flush(
-        self, snapshot: Callable[[], Mapping[str, tuple[str, bytes]]] | None = None
+        self, snapshot: Callable[[], Awaitable[Mapping[str, tuple[str, bytes]]]] | None = None
     ) -> bool:
         """Write the pending batch (and window snapshots) in one transaction.
 
         `snapshot` is called right when the batch is taken, with no await in
-        between, so the snapshot holds exactly the events journaled so far.
+        between, and must fix its content at that instant (it may take its time
+        to serialise it): the snapshot holds exactly the events journaled so far.
         On failure nothing is lost: the batch goes back in front of newer
         writes and the next flush tries again (StoreWriteError is raised).
         """
         async with self._flush_lock:
             batch, self.batch = self.batch, Batch()
-            snapshots = snapshot() if snapshot is not None else None
+            snapshots = await snapshot() if snapshot is not None else None
             if batch.empty() and snapshots is None:
                 if not self.health.healthy:
                     # writing nothing proves nothing: stay failed (and let the caller
