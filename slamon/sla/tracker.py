@@ -41,16 +41,16 @@ class _SlaRuntime:
     #: start of the first period that may still receive leaves
     open_from: int = 0
     late: int = 0
-    #: (what it was computed from, wall time from which the next period closes): the
-    #: once-a-second check of every SLA is then one comparison, not a calendar sum
-    _closable: tuple[tuple[object, ...], float] | None = None
+    #: (last_closed, wall time from which the next period closes): the once-a-second
+    #: check of every SLA is then one comparison, not a calendar sum. A reload builds
+    #: new runtimes, so `sla` and `grace` never change under the cached value
+    _closable: tuple[int, float] | None = None
 
     def closable_at(self) -> float:
-        key = (self.last_closed, self.sla.period, self.grace)
         cached = self._closable
-        if cached is None or cached[0] != key:
+        if cached is None or cached[0] != self.last_closed:
             _, end = period_bounds(self.sla.period, self.last_closed + 1)
-            cached = self._closable = (key, end + self.grace)
+            cached = self._closable = (self.last_closed, end + self.grace)
         return cached[1]
 
 
