@@ -90,7 +90,7 @@ class LiveState:
         self._on_transition = on_transition
         #: while a snapshot is being serialised, outcomes for the SLO windows wait
         #: here (see `hold`); None the rest of the time
-        self._held: list[tuple[str, float, bool | None, float]] | None = None
+        self._held: list[tuple[str, float, int | None, float | None]] | None = None
         self.apply_config(config)
 
     def apply_config(self, config: Config) -> None:
@@ -155,7 +155,7 @@ class LiveState:
             if self._on_transition is not None:
                 self._on_transition(status, result)
         if self._held is not None:
-            self._held.append((target.id, scheduled, result.ok, result.duration))
+            self._held.append((target.id, scheduled, int(result.ok), result.duration))
             return
         for slo_state in self._slos_by_target.get(target.id, ()):
             slo_state.record(target.id, scheduled, result.ok, result.duration)
@@ -166,7 +166,7 @@ class LiveState:
             return
         status.missed += 1
         if self._held is not None:
-            self._held.append((target.id, scheduled, None, 0.0))
+            self._held.append((target.id, scheduled, None, None))
             return
         for slo_state in self._slos_by_target.get(target.id, ()):
             slo_state.record_no_data(target.id, scheduled)
@@ -183,8 +183,8 @@ class LiveState:
     def release(self) -> None:
         """Apply what arrived while held, in order, and let the windows move again."""
         held, self._held = self._held, None
-        for target_id, t, ok, duration in held or ():
-            self.replay(target_id, t, None if ok is None else int(ok), duration)
+        for outcome in held or ():
+            self.replay(*outcome)
 
     @property
     def held(self) -> bool:
