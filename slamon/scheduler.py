@@ -226,7 +226,7 @@ class Scheduler:
         self._stopped = loop.create_future()
         self._first_round = asyncio.Event()
         for target in self._initial_targets:
-            self._add(target, loop, self._start_at)
+            self._add(target, self._start_at)
         self._initial_targets = []
         monitor = loop.create_task(self.stall_monitor.run(), name="stall-monitor")
         await asyncio.sleep(0)  # the monitor is watching before the first probe starts
@@ -296,7 +296,6 @@ class Scheduler:
 
     def update_targets(self, targets: Iterable[Target]) -> None:
         """Apply a reload: unchanged targets keep their schedule; removed ones stop."""
-        loop = asyncio.get_running_loop()
         new = {t.id: t for t in targets}
         for tid, entry in list(self._entries.items()):
             if tid not in new or new[tid] != entry.target:
@@ -304,19 +303,22 @@ class Scheduler:
                 del self._entries[tid]
         for tid, target in new.items():
             if tid not in self._entries:
-                self._add(target, loop)
+                self._add(target)
         self._arm()
 
     # -- internals --------------------------------------------------------
-    def _add(
-        self, target: Target, loop: asyncio.AbstractEventLoop, start_at: float | None = None
-    ) -> None:
+    def _add(self, target: Target, start_at: float | None = None) -> None:
         interval = target.interval
         offset = phase_offset(target.id, interval) if self._spread else 0.0
         entry = _Entry(target, self._prober_for(target.kind), interval, offset)
-        wall_now = time.time()
+        # Wall time is mapped through time.monotonic(), the clock both asyncio's and
+        # uvloop's loop.time() read, not through loop.time() itself: uvloop floors it to
+        # the millisecond, and a tick mapped from a floored reading starts up to 1 ms
+        # before its wall-clock time, which a server judging by arrival counts as the
+        # tick before
+        wall_now, mono_now = time.time(), time.monotonic()
         entry.tick = first_tick(wall_now if start_at is None else start_at, interval, offset)
-        entry.due = loop.time() + (entry.wall(entry.tick) - wall_now)
+        entry.due = mono_now + (entry.wall(entry.tick) - wall_now)
         self._entries[target.id] = entry
         self._push(entry)
 

@@ -37,6 +37,7 @@ import textwrap
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,8 @@ class OutageServer:
                 k += n
             self.down[tid] = down
         self.hits: Counter[str] = Counter()
+        #: (instance, target, arrival, tick judged, status): explains a mismatch
+        self.requests: list[tuple[str, str, float, int, int]] = []
         self.port = 0
         self._runner: web.AppRunner | None = None
 
@@ -103,11 +106,21 @@ class OutageServer:
 
     async def _handle(self, request: web.Request) -> web.Response:
         tid = request.match_info["tid"]
-        k = self.tick_of(tid, time.time())
+        now = time.time()
+        k = self.tick_of(tid, now)
         self.hits[tid] += 1
-        if self.is_down(tid, k):
+        down = self.is_down(tid, k)
+        self.requests.append((request.headers.get("X-Instance", "?"), tid, now, k,
+                              503 if down else 200))
+        if down:
             return web.Response(status=503, text="down")
         return web.Response(text="OK")
+
+    def seen(self, tid: str, ticks: list[int]) -> list[tuple[str, float, int, int]]:
+        """Requests for these ticks of a target, by instance, with arrival relative to tick."""
+        lo, hi = min(ticks) - 1, max(ticks) + 1
+        return [(who, round(at - (k * INTERVAL + self.offsets[tid]), 4), k, status)
+                for who, t, at, k, status in self.requests if t == tid and lo <= k <= hi]
 
     async def __aenter__(self) -> OutageServer:
         app = web.Application()
@@ -125,7 +138,8 @@ def _config(tmp: Path, name: str, server_port: int) -> tuple[Path, int, Path]:
     state = tmp / name / "slamon.sqlite3"
     targets = "\n".join(
         f"  - {{id: {t}, kind: http, interval: 1s, timeout: {TIMEOUT * 1000:g}ms, "
-        f"http: {{url: \"http://{HOST}:{server_port}/t/{t}\", body_contains: [OK]}}}}"
+        f"http: {{url: \"http://{HOST}:{server_port}/t/{t}\", body_contains: [OK], "
+        f"headers: {{X-Instance: {name}}}}}}}"
         for t in TARGETS)
     cfg = tmp / f"{name}.yaml"
     cfg.write_text(textwrap.dedent(f"""\
@@ -255,6 +269,17 @@ def _overlaps(lo: float, hi: float, intervals: list[tuple[float, float]]) -> boo
     return any(a < hi and lo < b for a, b in intervals)
 
 
+def _near(events: list[dict[str, Any]], tid: str, bucket: int) -> list[dict[str, Any]]:
+    """Log lines about a target around a bucket: what a daemon saw of a mismatch."""
+    out = []
+    for e in events:
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            at = datetime.fromisoformat(e["timestamp"]).timestamp()
+            if e.get("target") == tid and bucket - 2 <= at <= bucket + RESOLUTION + 2:
+                out.append(e)
+    return out
+
+
 SLA_TARGETS = {"web-sla": ("web",), "shop-sla": ("api", "login")}
 
 
@@ -369,7 +394,11 @@ async def test_kill9_loop_matches_uninterrupted_reference(tmp_path: Path) -> Non
                         # must agree exactly (below)
                         relaxed_buckets += 1
                     else:
-                        assert v == r, (*where, "outside the victim's down time")
+                        # a string, so that pytest prints all of it
+                        assert v == r, (
+                            f"{where} outside the victim's down time; requests (instance, "
+                            f"arrival - tick, tick, status): {server.seen(tid, ticks)}; "
+                            f"log lines: {_near(vic.events() + ref.events(), tid, b)}")
                         exact_buckets += 1
             # a closed period is the sum of its leaves (none added after it closed)
             for leaves, p in ((r_leaves, rp), (v_leaves, vp)):

@@ -354,7 +354,8 @@ def simulate(monkeypatch: pytest.MonkeyPatch, scenario: Callable[[VirtualTimeLoo
     loop = VirtualTimeLoop()
     errors: list[dict[str, Any]] = []
     loop.set_exception_handler(lambda _loop, context: errors.append(context))
-    monkeypatch.setattr(scheduler_module, "time", SimpleNamespace(time=lambda: WALL0 + loop.time()))
+    monkeypatch.setattr(scheduler_module, "time", SimpleNamespace(time=lambda: WALL0 + loop.time(),
+                                        monotonic=loop.time))
     try:
         out = loop.run_until_complete(scenario(loop))
     finally:
@@ -852,3 +853,37 @@ def test_uvloop_timer_firing_early_does_not_spin_the_dispatcher() -> None:
     assert started >= 300 and not rec.missed
     # two wake-ups per distinct due time at most (ties share them), plus the first
     assert wakeups <= 2 * started + 1, (wakeups, started)
+
+
+@pytest.mark.parametrize("runner", ["uvloop", "asyncio"])
+def test_no_probe_starts_before_its_wall_clock_tick(runner: str) -> None:
+    """A server judges a request by its arrival time, so a probe that starts even a
+    fraction of a millisecond before its tick can be judged as the tick before. uvloop's
+    loop.time() is libuv's clock floored to the millisecond: mapping wall time through
+    it starts ticks up to 1 ms early."""
+    import uvloop
+
+    starts: list[tuple[str, float, int]] = []  # target, wall time at start, tick
+
+    async def probe(target: Target, timeout: float) -> ProbeResult:
+        starts.append((target.id, time.time(), 0))
+        return ProbeResult(ok=True, duration=0.0)
+
+    targets = [make_target(f"t{i}", 0.25, 0.1) for i in range(50)]
+    rec = Recorder(400)
+    sched = Scheduler(targets, max_concurrency=1000, on_result=rec.on_result,
+                      on_missed=rec.on_missed, prober_for=lambda kind: probe)
+
+    async def main() -> None:
+        # a busy loop turn before the scheduler maps its first ticks: libuv's cached
+        # clock is then as stale as it gets within its millisecond
+        await asyncio.sleep(0)
+        await run_until(sched, rec, 10.0)
+
+    (uvloop.run if runner == "uvloop" else asyncio.run)(main())
+    assert len(rec.results) >= 400 and not rec.missed
+    # each probe's start is paired with its outcome: the prober returns at once
+    early = [scheduled - wall for (_, wall, _), (_, scheduled, _) in zip(starts, rec.results,
+                                                                          strict=False)]
+    # time.time() and the monotonic clock are read a few microseconds apart when mapped
+    assert max(early) < 50e-6, sorted(early)[-5:]
