@@ -596,6 +596,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # last line of defence: a message, never a traceback
         if needs_chain(exc):
             return _chain_missing(" ".join(_chosen(argv)))
+        from slamon.config.process import StateBackendError
+
+        if isinstance(exc, StateBackendError):
+            _err(str(exc))
+            return EXIT_FAIL
         if os.environ.get("SLAMON_DEBUG"):
             raise
         from slamon.util.redact import redact_text

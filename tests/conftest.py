@@ -11,7 +11,7 @@ import structlog
 
 from slamon.store.sqlite import StateStore
 
-pytest_plugins = ["tests.misbehaving"]
+pytest_plugins = ["tests.misbehaving", "tests.pg"]
 
 
 @pytest.fixture

@@ -42,7 +42,7 @@ from slamon.config.targets import Target
 from slamon.probers.base import ProbeResult
 from slamon.scheduler import SAFETY_MARGIN
 from slamon.sli.live import LiveState
-from slamon.store.sqlite import StateStore
+from slamon.store.base import Store
 from slamon.util.log import configure_logging, get_logger
 from slamon.web.server import HttpServer
 
@@ -107,7 +107,7 @@ class Daemon:
         return self.parts.live
 
     @property
-    def store(self) -> StateStore | None:
+    def store(self) -> Store | None:
         return self.parts.store
 
     @property

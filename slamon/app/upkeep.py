@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from slamon.sla.tracker import SlaTracker
-from slamon.store.sqlite import StateStore, StoreWriteError
+from slamon.store.base import Store, StoreWriteError
 
 Snapshots = Callable[[], Awaitable[Mapping[str, tuple[str, bytes]]]]
 
@@ -24,7 +24,7 @@ PRUNE_EVERY = 3600.0
 class StateWriter:
     """Flushes the store's pending batch; while the disk refuses, results stay in memory."""
 
-    def __init__(self, store: StateStore, snapshots: Snapshots, log: Any) -> None:
+    def __init__(self, store: Store, snapshots: Snapshots, log: Any) -> None:
         self.store = store
         self._snapshots = snapshots
         self.log = log
@@ -83,7 +83,7 @@ class PeriodCloser:
 
 
 async def prune_evidence(
-    store: StateStore, tracker: SlaTracker, retention: float, now: float, log: Any
+    store: Store, tracker: SlaTracker, retention: float, now: float, log: Any
 ) -> int:
     """Drop evidence leaves older than `retention` seconds, of closed periods only
     (the open period's leaves are what its verdict will be computed from)."""

@@ -29,7 +29,8 @@ from slamon.scheduler import Scheduler, SchedulerStats, phase_offset
 from slamon.sla.result import PeriodResult
 from slamon.sla.tracker import SlaTracker
 from slamon.sli.live import LiveState, TargetStatus
-from slamon.store.sqlite import ClosedPeriod, Restored, StateStore, StoreError
+from slamon.store.base import ClosedPeriod, Restored, Store, StoreError
+from slamon.store.sqlite import StateStore
 from slamon.util.events import EventBus
 from slamon.util.log import get_logger
 from slamon.util.schema import split_listen
@@ -38,6 +39,28 @@ from slamon.web.status.incidents import IncidentLog
 
 if TYPE_CHECKING:
     from slamon.oracle.service import OracleService
+
+
+def make_store(config: Config) -> Store:
+    """The state backend the config names, not yet opened (StoreError: unusable)."""
+    state = config.state
+    if state.backend == "sqlite":
+        return StateStore(state.resolved_path())
+    try:
+        from slamon.store.postgres import PostgresStore
+    except ModuleNotFoundError:
+        raise StoreError("state.backend postgres needs psycopg: pip install "
+                         "'slamon[postgres]'") from None
+    from slamon.util.fsutil import read_secret
+
+    try:
+        dsn = read_secret(state.dsn, state.dsn_file)
+    except OSError as exc:
+        raise StoreError(f"state.dsn_file {state.dsn_file}: cannot read it "
+                         f"({exc.strerror or exc})") from None
+    if not dsn:
+        raise StoreError("state.dsn is empty")
+    return PostgresStore(dsn, state.instance_name(config.shard))
 
 
 class StartupError(Exception):
@@ -69,7 +92,7 @@ class Components:
             window_ratios=lambda: self.config.metrics.window_ratios,
             window_series=lambda: self.config.metrics.window_series)
         self.registry = make_registry(self.collector)
-        self.store: StateStore | None = None
+        self.store: Store | None = None
         self.writer: StateWriter | None = None
         self.tracker: SlaTracker | None = None
         self.closer: PeriodCloser | None = None
@@ -107,8 +130,10 @@ class Components:
     # -- state ------------------------------------------------------------------
     async def open_state(self) -> None:
         """Open the store and resume: windows, SLA periods, downtime as no data."""
-        path = self.config.state.resolved_path()
-        store = StateStore(path)
+        try:
+            store = make_store(self.config)
+        except StoreError as exc:
+            raise StartupError(str(exc)) from None
         try:
             await store.open()
             restored = await store.load()
@@ -129,13 +154,15 @@ class Components:
         self.closer = PeriodCloser(tracker, self.writer, self.log)
         self.collector.extra.append(lambda: sla_metrics(tracker, self.config, time.time()))
         if self.config.oracle is not None:
+            assert isinstance(store, StateStore), "the config allows an oracle on sqlite only"
             self._open_oracle(store, tracker)
         await tracker.start(restored.sla_progress, self.start_at)
         filled = tracker.fill_gaps(restored.progress, self.start_at, self.offset)
         await store.flush()
         self.log.info(
             "state_restored",
-            path=str(path),
+            backend=store.backend,
+            path=store.where(),
             snapshots=len(restored.snapshots),
             journal_replayed=replayed,
             no_data_ticks_filled=filled,

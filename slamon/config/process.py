@@ -112,11 +112,24 @@ class ShardConfig(Strict):
         return self
 
 
-class StateConfig(Strict):
-    """Durable state (SQLite). Defaults suit systemd's StateDirectory=."""
+class StateBackendError(Exception):
+    """A command that reads the SQLite state file was run against another backend."""
 
-    #: default: $STATE_DIRECTORY/slamon.sqlite3 (systemd), else ./state/slamon.sqlite3
+
+class StateConfig(Strict):
+    """Durable state: a SQLite file (default; suits systemd's StateDirectory=) or a
+    PostgreSQL database shared by several instances."""
+
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    #: sqlite: default $STATE_DIRECTORY/slamon.sqlite3 (systemd), else ./state/slamon.sqlite3
     path: str | None = None
+    #: postgres: a libpq connection string or URI (it holds a password: use ${ENV} or
+    #: dsn_file, never a literal in a shared config)
+    dsn: str | None = None
+    dsn_file: str | None = None
+    #: postgres: this instance's name in the shared database; each running instance
+    #: needs its own (default: shard-<index> with shard.count > 1, else "default")
+    instance: str | None = Field(default=None, min_length=1, max_length=100)
     #: how often pending results are written (one transaction per flush)
     flush_interval: Duration = 1.0
     #: how often SLO windows are snapshotted (the journal covers the time between)
@@ -138,7 +151,29 @@ class StateConfig(Strict):
             raise ValueError("must be between 1s and 1h")
         return value
 
+    @model_validator(mode="after")
+    def _backend(self) -> StateConfig:
+        if self.backend == "postgres":
+            if self.path is not None:
+                raise PathError(("path",), "is for backend sqlite; backend postgres uses dsn")
+            if (self.dsn is None) == (self.dsn_file is None):
+                raise PathError(("dsn",), "backend postgres needs exactly one of dsn, dsn_file")
+        else:
+            for name in ("dsn", "dsn_file", "instance"):
+                if getattr(self, name) is not None:
+                    raise PathError((name,), "is for backend postgres (backend is sqlite)")
+        return self
+
+    def instance_name(self, shard: ShardConfig) -> str:
+        if self.instance is not None:
+            return self.instance
+        return f"shard-{shard.index}" if shard.count > 1 else "default"
+
     def resolved_path(self, environ: Mapping[str, str] | None = None) -> Path:
+        if self.backend != "sqlite":
+            raise StateBackendError(
+                "this command reads the SQLite state file, and state.backend is "
+                f"{self.backend}: query the database instead")
         env = os.environ if environ is None else environ
         if self.path:
             return Path(self.path).expanduser()

@@ -200,6 +200,11 @@ class Config(Strict):
             for j, sid in enumerate(self.oracle.slas):
                 if sid not in known:
                     problems.append((("oracle", "slas", j), f"unknown SLA {sid!r}"))
+        if self.oracle is not None and self.state.backend != "sqlite":
+            # the report journal and the outbox are not in the shared database yet
+            problems.append((("state", "backend"),
+                             "oracle needs backend sqlite (its report journal and outbox "
+                             "live beside the state file)"))
         if problems:
             raise PathError.many(problems)
         return self

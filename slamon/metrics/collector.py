@@ -36,7 +36,7 @@ from slamon.sla.periods import period_bounds, period_index
 from slamon.sla.tracker import SlaTracker
 from slamon.sli.live import LiveState, TargetStatus
 from slamon.sli.slo import SloState
-from slamon.store.sqlite import StateStore
+from slamon.store.base import Store
 from slamon.util.durations import format_duration
 from slamon.util.redact import redact_url
 from slamon.util.units import ppm_to_ratio
@@ -412,7 +412,7 @@ class SlamonCollector(Collector):
         )
 
 
-def state_metrics(store: StateStore) -> Iterator[Metric]:
+def state_metrics(store: Store) -> Iterator[Metric]:
     """Health of the durable state: a read-only or full disk shows here at once."""
     health = store.health
     yield GaugeMetricFamily(
@@ -432,7 +432,9 @@ def state_metrics(store: StateStore) -> Iterator[Metric]:
         value=len(store.batch.journal) + len(store.batch.leaves),
     )
     yield GaugeMetricFamily(
-        "slamon_state_file_bytes", "Size of the state file and its WAL", value=store.size_bytes()
+        "slamon_state_file_bytes",
+        "Size of the state file and its WAL (postgres: slamon's tables, read each minute)",
+        value=store.size_bytes(),
     )
     yield CounterMetricFamily(
         "slamon_state_journal_dropped",

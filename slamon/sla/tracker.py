@@ -23,7 +23,7 @@ from slamon.sla.periods import due_periods, period_bounds, period_index
 from slamon.sla.policy import policy_digest_for
 from slamon.sla.result import PeriodResult, compute_period_result
 from slamon.sli.slo import is_good
-from slamon.store.sqlite import ClosedPeriod, StateStore
+from slamon.store.base import ClosedPeriod, Store
 
 ClosedHook = Callable[[Sla, PeriodResult, ClosedPeriod], Awaitable[None]]
 
@@ -86,7 +86,7 @@ class SlaTracker:
     def __init__(
         self,
         config: Config,
-        store: StateStore,
+        store: Store,
         log: Any,
         on_closed: ClosedHook | None = None,
         flush_interval: float = 1.0,

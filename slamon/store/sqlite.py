@@ -24,19 +24,25 @@ statement runs on the store's own thread.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import json
 import os
 import sqlite3
-import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import ClassVar, TypeVar
+
+# re-exported: what every backend shares, under the names callers always used
+from slamon.store.base import JOURNAL_CAP as JOURNAL_CAP
+from slamon.store.base import SNAPSHOT_KEEP, Sql, Store
+from slamon.store.base import Batch as Batch
+from slamon.store.base import ClosedPeriod as ClosedPeriod
+from slamon.store.base import Restored as Restored
+from slamon.store.base import StoreError as StoreError
+from slamon.store.base import StoreHealth as StoreHealth
+from slamon.store.base import StoreWriteError as StoreWriteError
 
 # re-exported: readers of the state file (report export) check the same marks
 from slamon.store.migrations import APPLICATION_ID as APPLICATION_ID
@@ -45,91 +51,28 @@ from slamon.store.migrations import migrate
 
 T = TypeVar("T")
 
-#: journal events kept in memory while the disk refuses writes; past this the
-#: oldest are dropped (windows then restore approximately; leaves stay exact)
-JOURNAL_CAP = 1_000_000
 
+class StateStore(Store):
+    """The embedded backend: one SQLite file in WAL mode, one process."""
 
-#: how long the snapshot of an SLO no longer configured is kept: its windows' reach
-SNAPSHOT_KEEP = 90 * 86400.0
+    backend: ClassVar[str] = "sqlite"
+    write_errors: ClassVar[tuple[type[BaseException], ...]] = (sqlite3.Error,)
 
-
-class StoreError(Exception):
-    """The state file cannot be used; the message says why and what to do."""
-
-
-@dataclass(slots=True)
-class Batch:
-    """Writes accumulated on the event loop between two flushes."""
-
-    leaves: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
-    progress: dict[str, float] = field(default_factory=dict)
-    journal: list[tuple[str, float, int | None, float | None]] = field(default_factory=list)
-
-    def empty(self) -> bool:
-        return not (self.leaves or self.progress or self.journal)
-
-    def merge_older(self, older: Batch) -> None:
-        """Put back a batch that failed to write, ahead of what came since."""
-        for key, counts in older.leaves.items():
-            mine = self.leaves.setdefault(key, [0, 0, 0])
-            for i in range(3):
-                mine[i] += counts[i]
-        for target, tick in older.progress.items():
-            if tick > self.progress.get(target, float("-inf")):
-                self.progress[target] = tick
-        self.journal[:0] = older.journal
-
-
-@dataclass(slots=True)
-class Restored:
-    progress: dict[str, float]
-    snapshots: dict[str, tuple[str, bytes]]
-    journal: list[tuple[str, float, int | None, float | None]]
-    sla_progress: dict[str, tuple[int, int]]
-
-
-@dataclass(slots=True)
-class ClosedPeriod:
-    sla: str
-    period: int
-    start: int
-    end: int
-    closed_at: float
-    result: dict[str, Any]
-    root: bytes
-    policy_digest: bytes
-
-
-@dataclass(slots=True)
-class StoreHealth:
-    write_errors: int = 0
-    last_error: str | None = None
-    healthy: bool = True
-    flushes: int = 0
-    last_flush_seconds: float = 0.0
-    journal_dropped: int = 0
-
-
-class StateStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__()
         self.path = Path(path)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slamon-store")
         self._conn: sqlite3.Connection | None = None
-        self._thread_id: int | None = None
-        self.batch = Batch()
-        self.health = StoreHealth()
-        self._flush_lock = asyncio.Lock()
         self._lock_fd: int | None = None
 
-    # -- thread plumbing --------------------------------------------------
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
+    def where(self) -> str:
+        return str(self.path)
+
+    def is_open(self) -> bool:
+        return self._conn is not None
 
     def _db(self) -> sqlite3.Connection:
         assert self._conn is not None, "store not open"
-        assert threading.get_ident() == self._thread_id, "store used off its thread"
+        self._on_thread()
         return self._conn
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -138,12 +81,11 @@ class StateStore:
         migrations like every other), without touching the loop."""
         return await self._call(lambda: fn(self._db()))
 
-    # -- open / close -----------------------------------------------------
-    async def open(self) -> None:
-        await self._call(self._open)
+    async def run_sql(self, fn: Callable[[Sql], T]) -> T:
+        return await self._call(lambda: fn(self._db()))
 
+    # -- open / close -----------------------------------------------------
     def _open(self) -> None:
-        self._thread_id = threading.get_ident()
         path = self.path
         parent = path.parent
         try:
@@ -226,11 +168,6 @@ class StateStore:
             )
         migrate(db, version)
 
-    async def close(self) -> None:
-        if self._conn is not None:
-            await self._call(self._close)
-        self._executor.shutdown(wait=True)
-
     def _close(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(sqlite3.Error):
@@ -239,69 +176,7 @@ class StateStore:
             self._conn = None
         self._release_lock()
 
-    # -- recording (event loop thread, no I/O) ----------------------------
-    def note_outcome(
-        self, target: str, t: float, ok: bool | None, duration: float | None
-    ) -> None:
-        """One tick's outcome: ok True/False, or None for no data."""
-        batch = self.batch
-        batch.journal.append((target, t, None if ok is None else int(ok), duration))
-        if t > batch.progress.get(target, float("-inf")):
-            batch.progress[target] = t
-
-    def add_leaf(
-        self, sla: str, target: str, bucket: int, good: int, valid: int, no_data: int
-    ) -> None:
-        counts = self.batch.leaves.get((sla, target, bucket))
-        if counts is None:
-            self.batch.leaves[(sla, target, bucket)] = [good, valid, no_data]
-        else:
-            counts[0] += good
-            counts[1] += valid
-            counts[2] += no_data
-
-    # -- flushing ---------------------------------------------------------
-    async def flush(
-        self, snapshot: Callable[[], Awaitable[Mapping[str, tuple[str, bytes]]]] | None = None
-    ) -> bool:
-        """Write the pending batch (and window snapshots) in one transaction.
-
-        `snapshot` is called right when the batch is taken, with no await in
-        between, and must fix its content at that instant (it may take its time
-        to serialise it): the snapshot holds exactly the events journaled so far.
-        On failure nothing is lost: the batch goes back in front of newer
-        writes and the next flush tries again (StoreWriteError is raised).
-        """
-        async with self._flush_lock:
-            batch, self.batch = self.batch, Batch()
-            snapshots = await snapshot() if snapshot is not None else None
-            if batch.empty() and snapshots is None:
-                if not self.health.healthy:
-                    # writing nothing proves nothing: stay failed (and let the caller
-                    # keep saying so) until a real write succeeds
-                    raise StoreWriteError(self.health.last_error or "last write failed")
-                return True
-            started = time.perf_counter()
-            try:
-                await self._call(self._write, batch, snapshots)
-            except sqlite3.Error as exc:
-                self.batch.merge_older(batch)
-                self._cap_journal()
-                self.health.write_errors += 1
-                self.health.last_error = str(exc)
-                self.health.healthy = False
-                raise StoreWriteError(str(exc)) from None
-            self.health.healthy = True
-            self.health.flushes += 1
-            self.health.last_flush_seconds = time.perf_counter() - started
-            return True
-
-    def _cap_journal(self) -> None:
-        excess = len(self.batch.journal) - JOURNAL_CAP
-        if excess > 0:
-            del self.batch.journal[:excess]
-            self.health.journal_dropped += excess
-
+    # -- writing (store thread) -------------------------------------------
     def _series_ids(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
         db = self._db()
         out: dict[tuple[str, str], int] = {}
@@ -363,9 +238,6 @@ class StateStore:
             raise
 
     # -- restore ----------------------------------------------------------
-    async def load(self) -> Restored:
-        return await self._call(self._load)
-
     def _load(self) -> Restored:
         db = self._db()
         progress = {t: float(v) for t, v in db.execute("SELECT target, last_tick FROM progress")}
@@ -388,12 +260,6 @@ class StateStore:
         return Restored(progress, snapshots, journal, slap)
 
     # -- periods ----------------------------------------------------------
-    async def period_leaves(
-        self, sla: str, start: int, end: int
-    ) -> dict[str, list[tuple[int, int, int, int]]]:
-        """Leaves with bucket in [start, end), by target, ordered by bucket."""
-        return await self._call(self._period_leaves, sla, start, end)
-
     def _period_leaves(
         self, sla: str, start: int, end: int
     ) -> dict[str, list[tuple[int, int, int, int]]]:
@@ -408,10 +274,6 @@ class StateStore:
         for target, bucket, good, valid, no_data in rows:
             out.setdefault(target, []).append((bucket, good, valid, no_data))
         return out
-
-    async def close_period(self, period: ClosedPeriod, first_period: int) -> bool:
-        """Record a closed period once; False if it was already closed."""
-        return await self._call(self._close_period, period, first_period)
 
     def _close_period(self, p: ClosedPeriod, first_period: int) -> bool:
         db = self._db()
@@ -437,23 +299,11 @@ class StateStore:
             raise
         return inserted
 
-    async def set_sla_start(self, sla: str, first_period: int) -> None:
-        """Remember where an SLA's accounting began (last_closed = first - 1)."""
-        await self._call(self._set_sla_start, sla, first_period)
-
     def _set_sla_start(self, sla: str, first_period: int) -> None:
         self._db().execute(
             "INSERT OR IGNORE INTO sla_progress(sla, last_closed, first_period) VALUES (?, ?, ?)",
             (sla, first_period - 1, first_period),
         )
-
-    async def get_period(self, sla: str, period: int) -> ClosedPeriod | None:
-        rows = await self._call(self._periods, sla, period, period)
-        return rows[0] if rows else None
-
-    async def periods(self, sla: str, first: int | None = None,
-                      last: int | None = None) -> list[ClosedPeriod]:
-        return await self._call(self._periods, sla, first, last)
 
     def _periods(self, sla: str, first: int | None, last: int | None) -> list[ClosedPeriod]:
         db = self._db()
@@ -471,10 +321,6 @@ class StateStore:
         ]
 
     # -- maintenance ------------------------------------------------------
-    async def prune_leaves(self, sla: str, before_bucket: int) -> int:
-        """Drop evidence leaves older than the retention (closed periods only)."""
-        return await self._call(self._prune, sla, before_bucket)
-
     def _prune(self, sla: str, before_bucket: int) -> int:
         cur = self._db().execute(
             "DELETE FROM leaves WHERE bucket < ? AND series IN "
@@ -483,10 +329,8 @@ class StateStore:
         )
         return int(cur.rowcount)
 
-    async def integrity_check(self) -> str:
-        return await self._call(
-            lambda: str(self._db().execute("PRAGMA integrity_check").fetchone()[0])
-        )
+    def _integrity(self) -> str:
+        return str(self._db().execute("PRAGMA integrity_check").fetchone()[0])
 
     def size_bytes(self) -> int:
         total = 0
@@ -522,7 +366,3 @@ def _read_only_fs(path: Path) -> bool:
         return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
     except OSError:
         return False
-
-
-class StoreWriteError(Exception):
-    """A flush failed (disk full, read-only, I/O error); the data is still pending."""

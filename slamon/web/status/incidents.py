@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sqlite3
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from slamon.util.events import Event, EventBus, EventKind, Subscription
 from slamon.util.log import get_logger
 
 if TYPE_CHECKING:
-    from slamon.store.sqlite import StateStore
+    from slamon.store.base import Sql, Store
 
 Status = Literal["investigating", "identified", "monitoring", "resolved"]
 STATUSES: tuple[Status, ...] = ("investigating", "identified", "monitoring", "resolved")
@@ -99,7 +98,7 @@ class IncidentLog:
         self.incidents: deque[Incident] = deque()
         self._open_auto: dict[str, Incident] = {}
         self.reports: dict[str, Report] = {}
-        self.store: StateStore | None = None
+        self.store: Store | None = None
         self._clock = clock
         self._next_id = 1
         self._sub: Subscription | None = None
@@ -109,17 +108,17 @@ class IncidentLog:
         self.log = get_logger()
 
     # -- persistence ---------------------------------------------------------
-    async def load(self, store: StateStore) -> None:
+    async def load(self, store: Store) -> None:
         """Use `store` from now on, and hold its recent and open incidents."""
         self.store = store
-        loaded = await store.run(lambda db: _load(db, self.capacity))
+        loaded = await store.run_sql(lambda db: _load(db, self.capacity))
         self.incidents = deque(loaded)
         self._open_auto = {i.target: i for i in loaded if i.source == "auto" and i.ongoing}
         self._next_id = max((i.id for i in loaded), default=0) + 1
 
     async def _insert(self, inc: Incident) -> None:
         if self.store is not None:
-            inc.id = await self.store.run(lambda db: _insert(db, inc))
+            inc.id = await self.store.run_sql(lambda db: _insert(db, inc))
         else:
             inc.id = self._next_id
         self._next_id = inc.id + 1
@@ -128,7 +127,7 @@ class IncidentLog:
 
     async def _append(self, inc: Incident, update: Update) -> None:
         if self.store is not None:
-            await self.store.run(lambda db: _append(db, inc.id, update))
+            await self.store.run_sql(lambda db: _append(db, inc.id, update))
         inc.updates.append(update)
 
     def _trim(self) -> None:
@@ -205,7 +204,7 @@ class IncidentLog:
             if inc.id == incident_id:
                 return inc
         if self.store is not None:
-            return await self.store.run(lambda db: _one(db, incident_id))
+            return await self.store.run_sql(lambda db: _one(db, incident_id))
         return None
 
     def _publish(self, inc: Incident) -> None:
@@ -268,14 +267,15 @@ def _text(value: str, name: str, limit: int) -> str:
 
 # -- rows (on the store's thread) ----------------------------------------------
 
-def _insert(db: sqlite3.Connection, inc: Incident) -> int:
+def _insert(db: Sql, inc: Incident) -> int:
     db.execute("BEGIN IMMEDIATE")
     try:
-        cur = db.execute(
+        row = db.execute(
             "INSERT INTO incidents(title, source, targets, started_at, reason) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (inc.title, inc.source, json.dumps(list(inc.targets)), inc.start, inc.reason))
-        new_id = int(cur.lastrowid or 0)
+            "VALUES (?, ?, ?, ?, ?) RETURNING id",
+            (inc.title, inc.source, json.dumps(list(inc.targets)), inc.start, inc.reason)
+        ).fetchone()
+        new_id = int(row[0])
         for u in inc.updates:
             db.execute("INSERT INTO incident_updates(incident, at, status, message) "
                        "VALUES (?, ?, ?, ?)", (new_id, u.at, u.status, u.message))
@@ -286,12 +286,12 @@ def _insert(db: sqlite3.Connection, inc: Incident) -> int:
     return new_id
 
 
-def _append(db: sqlite3.Connection, incident_id: int, u: Update) -> None:
+def _append(db: Sql, incident_id: int, u: Update) -> None:
     db.execute("INSERT INTO incident_updates(incident, at, status, message) VALUES (?, ?, ?, ?)",
                (incident_id, u.at, u.status, u.message))
 
 
-def _rows_to_incidents(db: sqlite3.Connection, rows: list[Any]) -> list[Incident]:
+def _rows_to_incidents(db: Sql, rows: list[Any]) -> list[Incident]:
     out: list[Incident] = []
     for iid, title, source, targets, started, reason in rows:
         updates = [Update(float(at), status, message) for at, status, message in db.execute(
@@ -302,7 +302,7 @@ def _rows_to_incidents(db: sqlite3.Connection, rows: list[Any]) -> list[Incident
     return out
 
 
-def _load(db: sqlite3.Connection, capacity: int) -> list[Incident]:
+def _load(db: Sql, capacity: int) -> list[Incident]:
     """The `capacity` most recent incidents and every open one, oldest first."""
     recent = db.execute(
         "SELECT id, title, source, targets, started_at, reason FROM incidents "
@@ -316,7 +316,7 @@ def _load(db: sqlite3.Connection, capacity: int) -> list[Incident]:
     return _rows_to_incidents(db, rows)
 
 
-def _one(db: sqlite3.Connection, incident_id: int) -> Incident | None:
+def _one(db: Sql, incident_id: int) -> Incident | None:
     rows = db.execute("SELECT id, title, source, targets, started_at, reason FROM incidents "
                       "WHERE id = ?", (incident_id,)).fetchall()
     found = _rows_to_incidents(db, rows)

@@ -1,0 +1,299 @@
+"""What every state backend shares: the batch of pending writes, the flush, health.
+
+A backend (SQLite file, shared PostgreSQL database) only says how rows are
+written and read; it runs every statement on the store's own thread, so the
+event loop never waits on the database and never encodes rows. Recording an
+outcome (`note_outcome`, `add_leaf`) touches memory only; `flush` hands the
+batch to the thread in one transaction, and on failure puts it back in front
+of what arrived since, so nothing is lost while the database refuses writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, TypeVar
+
+T = TypeVar("T")
+
+#: journal events kept in memory while the database refuses writes; past this the
+#: oldest are dropped (windows then restore approximately; leaves stay exact)
+JOURNAL_CAP = 1_000_000
+
+#: how long the snapshot of an SLO no longer configured is kept: its windows' reach
+SNAPSHOT_KEEP = 90 * 86400.0
+
+
+class StoreError(Exception):
+    """The state cannot be used; the message says why and what to do."""
+
+
+class StoreWriteError(Exception):
+    """A flush failed (disk full, read-only, connection lost); the data is still pending."""
+
+
+@dataclass(slots=True)
+class Batch:
+    """Writes accumulated on the event loop between two flushes."""
+
+    leaves: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
+    progress: dict[str, float] = field(default_factory=dict)
+    journal: list[tuple[str, float, int | None, float | None]] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (self.leaves or self.progress or self.journal)
+
+    def merge_older(self, older: Batch) -> None:
+        """Put back a batch that failed to write, ahead of what came since."""
+        for key, counts in older.leaves.items():
+            mine = self.leaves.setdefault(key, [0, 0, 0])
+            for i in range(3):
+                mine[i] += counts[i]
+        for target, tick in older.progress.items():
+            if tick > self.progress.get(target, float("-inf")):
+                self.progress[target] = tick
+        self.journal[:0] = older.journal
+
+
+@dataclass(slots=True)
+class Restored:
+    progress: dict[str, float]
+    snapshots: dict[str, tuple[str, bytes]]
+    journal: list[tuple[str, float, int | None, float | None]]
+    sla_progress: dict[str, tuple[int, int]]
+
+
+@dataclass(slots=True)
+class ClosedPeriod:
+    sla: str
+    period: int
+    start: int
+    end: int
+    closed_at: float
+    result: dict[str, Any]
+    root: bytes
+    policy_digest: bytes
+
+
+@dataclass(slots=True)
+class StoreHealth:
+    write_errors: int = 0
+    last_error: str | None = None
+    healthy: bool = True
+    flushes: int = 0
+    last_flush_seconds: float = 0.0
+    journal_dropped: int = 0
+
+
+class Rows(Protocol):
+    """A cursor, as both drivers give one."""
+
+    @property
+    def rowcount(self) -> int: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Sql(Protocol):
+    """What modules keeping rows in the state (incidents) may call: SQL that both
+    backends run as written, with `?` parameters and BEGIN IMMEDIATE ... COMMIT."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Rows: ...
+
+
+Snapshots = Callable[[], Awaitable[Mapping[str, tuple[str, bytes]]]]
+
+
+class Store:
+    """The backend-independent half of a state store; subclasses do the SQL.
+
+    A subclass implements the ``_``-prefixed methods below, each called on the
+    store's thread, and names the exceptions its driver raises for a failed
+    write in `write_errors`.
+    """
+
+    #: what `slamon_state_*` metrics and logs call the backend
+    backend: ClassVar[str] = ""
+    #: driver exceptions that mean "this write failed, keep the batch"
+    write_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slamon-store")
+        self._thread_id: int | None = None
+        self.batch = Batch()
+        self.health = StoreHealth()
+        self._flush_lock = asyncio.Lock()
+
+    # -- thread plumbing --------------------------------------------------
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    def _on_thread(self) -> None:
+        assert threading.get_ident() == self._thread_id, "store used off its thread"
+
+    async def run_sql(self, fn: Callable[[Sql], T]) -> T:
+        """Run `fn(connection)` on the store's thread with SQL both backends take."""
+        raise NotImplementedError
+
+    # -- open / close -----------------------------------------------------
+    async def open(self) -> None:
+        await self._call(self._open_on_thread)
+
+    def _open_on_thread(self) -> None:
+        self._thread_id = threading.get_ident()
+        self._open()
+
+    async def close(self) -> None:
+        if self.is_open():
+            await self._call(self._close)
+        self._executor.shutdown(wait=True)
+
+    def where(self) -> str:
+        """Where the state lives, for logs and errors (never a secret)."""
+        raise NotImplementedError
+
+    def is_open(self) -> bool:
+        raise NotImplementedError
+
+    def _open(self) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    # -- recording (event loop thread, no I/O) ----------------------------
+    def note_outcome(
+        self, target: str, t: float, ok: bool | None, duration: float | None
+    ) -> None:
+        """One tick's outcome: ok True/False, or None for no data."""
+        batch = self.batch
+        batch.journal.append((target, t, None if ok is None else int(ok), duration))
+        if t > batch.progress.get(target, float("-inf")):
+            batch.progress[target] = t
+
+    def add_leaf(
+        self, sla: str, target: str, bucket: int, good: int, valid: int, no_data: int
+    ) -> None:
+        counts = self.batch.leaves.get((sla, target, bucket))
+        if counts is None:
+            self.batch.leaves[(sla, target, bucket)] = [good, valid, no_data]
+        else:
+            counts[0] += good
+            counts[1] += valid
+            counts[2] += no_data
+
+    # -- flushing ---------------------------------------------------------
+    async def flush(self, snapshot: Snapshots | None = None) -> bool:
+        """Write the pending batch (and window snapshots) in one transaction.
+
+        `snapshot` is called right when the batch is taken, with no await in
+        between, and must fix its content at that instant (it may take its time
+        to serialise it): the snapshot holds exactly the events journaled so far.
+        On failure nothing is lost: the batch goes back in front of newer
+        writes and the next flush tries again (StoreWriteError is raised).
+        """
+        async with self._flush_lock:
+            batch, self.batch = self.batch, Batch()
+            snapshots = await snapshot() if snapshot is not None else None
+            if batch.empty() and snapshots is None:
+                if not self.health.healthy:
+                    # writing nothing proves nothing: stay failed (and let the caller
+                    # keep saying so) until a real write succeeds
+                    raise StoreWriteError(self.health.last_error or "last write failed")
+                return True
+            started = time.perf_counter()
+            try:
+                await self._call(self._write, batch, snapshots)
+            except self.write_errors as exc:
+                self.batch.merge_older(batch)
+                self._cap_journal()
+                self.health.write_errors += 1
+                self.health.last_error = self.describe_error(exc)
+                self.health.healthy = False
+                raise StoreWriteError(self.health.last_error) from None
+            self.health.healthy = True
+            self.health.flushes += 1
+            self.health.last_flush_seconds = time.perf_counter() - started
+            return True
+
+    def describe_error(self, exc: BaseException) -> str:
+        """A driver error as a user may see it: no connection string, no password."""
+        return str(exc)
+
+    def _cap_journal(self) -> None:
+        excess = len(self.batch.journal) - JOURNAL_CAP
+        if excess > 0:
+            del self.batch.journal[:excess]
+            self.health.journal_dropped += excess
+
+    def _write(self, batch: Batch, snapshots: Mapping[str, tuple[str, bytes]] | None) -> None:
+        raise NotImplementedError
+
+    # -- restore ----------------------------------------------------------
+    async def load(self) -> Restored:
+        return await self._call(self._load)
+
+    def _load(self) -> Restored:
+        raise NotImplementedError
+
+    # -- periods ----------------------------------------------------------
+    async def period_leaves(
+        self, sla: str, start: int, end: int
+    ) -> dict[str, list[tuple[int, int, int, int]]]:
+        """Leaves with bucket in [start, end), by target, ordered by bucket."""
+        return await self._call(self._period_leaves, sla, start, end)
+
+    def _period_leaves(
+        self, sla: str, start: int, end: int
+    ) -> dict[str, list[tuple[int, int, int, int]]]:
+        raise NotImplementedError
+
+    async def close_period(self, period: ClosedPeriod, first_period: int) -> bool:
+        """Record a closed period once; False if it was already closed (by anyone)."""
+        return await self._call(self._close_period, period, first_period)
+
+    def _close_period(self, p: ClosedPeriod, first_period: int) -> bool:
+        raise NotImplementedError
+
+    async def set_sla_start(self, sla: str, first_period: int) -> None:
+        """Remember where an SLA's accounting began (last_closed = first - 1)."""
+        await self._call(self._set_sla_start, sla, first_period)
+
+    def _set_sla_start(self, sla: str, first_period: int) -> None:
+        raise NotImplementedError
+
+    async def get_period(self, sla: str, period: int) -> ClosedPeriod | None:
+        rows = await self._call(self._periods, sla, period, period)
+        return rows[0] if rows else None
+
+    async def periods(self, sla: str, first: int | None = None,
+                      last: int | None = None) -> list[ClosedPeriod]:
+        return await self._call(self._periods, sla, first, last)
+
+    def _periods(self, sla: str, first: int | None, last: int | None) -> list[ClosedPeriod]:
+        raise NotImplementedError
+
+    # -- maintenance ------------------------------------------------------
+    async def prune_leaves(self, sla: str, before_bucket: int) -> int:
+        """Drop evidence leaves older than the retention (closed periods only)."""
+        return await self._call(self._prune, sla, before_bucket)
+
+    def _prune(self, sla: str, before_bucket: int) -> int:
+        raise NotImplementedError
+
+    async def integrity_check(self) -> str:
+        """'ok', or what the backend found wrong."""
+        return await self._call(self._integrity)
+
+    def _integrity(self) -> str:
+        raise NotImplementedError
+
+    def size_bytes(self) -> int:
+        """Bytes the state takes (read on the event loop: no I/O beyond a stat)."""
+        raise NotImplementedError
