@@ -247,7 +247,9 @@ def write_config(path: Path, urls: list[str], port: int, args: argparse.Namespac
         f'server: {{listen: "127.0.0.1:{port}"}}',
         "logging: {level: warning, format: json}",
     ]
-    if args.state:
+    if args.state and getattr(args, "pg_dsn", None):
+        lines.append(f'state: {{backend: postgres, dsn: "{args.pg_dsn}"}}')
+    elif args.state:
         state = path.with_suffix(".sqlite3")
         lines.append(f'state: {{path: "{state}"}}')
     if args.max_concurrency:
@@ -261,6 +263,11 @@ def write_config(path: Path, urls: list[str], port: int, args: argparse.Namespac
     lines.append("slos:")
     for i in range(len(urls)):
         lines.append(f"  - {{id: s{i}, targets: [t{i}], objective: 0.999, window: 30d}}")
+    if getattr(args, "slas", False):
+        # a monthly SLA per SLO: every outcome also lands in an evidence leaf
+        lines.append("slas:")
+        for i in range(len(urls)):
+            lines.append(f"  - {{id: a{i}, slo: s{i}, period: {{kind: monthly}}}}")
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -7,6 +7,11 @@ own share; one Prometheus scrapes all K every ``--prometheus`` seconds through t
 run. After every shard is ready and a warm-up, each shard's /metrics is read, the
 processes are left alone for ``--duration`` seconds, and /metrics is read again.
 
+``--backend postgres`` gives every shard the same PostgreSQL database (a server started
+as the tests start theirs, tests/pg.py) and adds its CPU (the whole server process
+tree), WAL bytes and database growth per 1,000 probes; ``--slas`` adds a monthly SLA
+per target, so every outcome is also written as an evidence leaf.
+
 Prints, per shard and in sum: probes started and missed, CPU (utime+stime from /proc)
 per 1,000 probes and as a fraction of one core, scheduling lag p50/p99/max, peak RSS
 (VmHWM), and the Prometheus's CPU. ``--shards 1`` is the one-process row to compare.
@@ -33,9 +38,11 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parent))  # tests.pg starts the PostgreSQL server
 
 from farm import free_ports, nginx_farm  # noqa: E402
 from probe_bench import (  # noqa: E402
+    CLK_TCK,
     _summarise,
     child,
     proc_cpu,
@@ -47,10 +54,53 @@ from probe_bench import (  # noqa: E402
 )
 
 
+def tree_cpu(root: int) -> float:
+    """CPU seconds of a process tree: every live process's own and reaped children's
+    time (utime + stime + cutime + cstime), so a backend that exited is still counted
+    (in its parent's cutime) and nothing twice."""
+    parent: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            raw = (d / "stat").read_text()
+            f = raw[raw.rindex(")") + 2:].split()
+            parent[int(d.name)] = int(f[1])
+            times[int(d.name)] = sum(int(x) for x in f[11:15]) / CLK_TCK
+    keep = {root}
+    grew = True
+    while grew:
+        grew = False
+        for pid, ppid in parent.items():
+            if ppid in keep and pid not in keep:
+                keep.add(pid)
+                grew = True
+    return sum(times.get(pid, 0.0) for pid in keep)
+
+
+def pg_counters(dsn: str) -> tuple[int, int]:
+    """(WAL bytes written since the server started, this database's size in bytes)."""
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint, "
+                           "pg_database_size(current_database())").fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     n, k = args.targets, args.shards
     ports = free_ports(k + 1)
     with contextlib.ExitStack() as stack:
+        pg = None
+        if args.backend == "postgres":
+            from tests.pg import start_server
+
+            pg = start_server()
+            stack.callback(pg.stop)
+            args.pg_dsn = pg.create_database()
         farm = stack.enter_context(nginx_farm(args.ports, args.nginx_workers))
         urls = farm.urls(n)
         procs: list[subprocess.Popen[bytes]] = []
@@ -76,10 +126,12 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         time.sleep(args.warmup if args.warmup is not None else args.interval)
         s0 = [scrape(ports[i]) for i in range(k)]
         c0 = [proc_cpu(p.pid) for p in procs]
+        pg0 = (tree_cpu(pg.proc.pid), *pg_counters(args.pg_dsn)) if pg else None
         pr0, sys0, t0 = proc_cpu(prom.pid), system_cpu(), time.monotonic()
         time.sleep(args.duration)
         c1 = [proc_cpu(p.pid) for p in procs]
         pr1, sys1, t1 = proc_cpu(prom.pid), system_cpu(), time.monotonic()
+        pg1 = (tree_cpu(pg.proc.pid), *pg_counters(args.pg_dsn)) if pg else None
         s1 = [scrape(ports[i]) for i in range(k)]
         shards = []
         for i in range(k):
@@ -95,7 +147,19 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 p.wait(timeout=args.timeout + 10)
     started = sum(s["started"] for s in shards)
     cpu = sum(s["cpu_seconds"] for s in shards)
+    db: dict[str, Any] = {}
+    if pg0 is not None and pg1 is not None and started:
+        db = {
+            "postgres_cpu_cores": (pg1[0] - pg0[0]) / (t1 - t0),
+            "postgres_cpu_seconds_per_1000": (pg1[0] - pg0[0]) / started * 1000,
+            "postgres_wal_bytes_per_1000": (pg1[1] - pg0[1]) / started * 1000,
+            "postgres_db_growth_bytes_per_1000": (pg1[2] - pg0[2]) / started * 1000,
+            "postgres_db_bytes": pg1[2],
+        }
     return {
+        "backend": args.backend,
+        "slas": args.slas,
+        **db,
         "targets": n,
         "shards": k,
         "interval": args.interval,
@@ -121,12 +185,20 @@ def _line(r: dict[str, Any]) -> str:
         f"ready {s['ready_seconds']:.1f} s"
         for i, s in enumerate(r["per_shard"])
     )
+    db = ""
+    if r["backend"] == "postgres":
+        db = (f"; PostgreSQL {r['postgres_cpu_cores']:.3f} cores = "
+              f"{r['postgres_cpu_seconds_per_1000']:.3f} CPU-s/1,000 probes, WAL "
+              f"{r['postgres_wal_bytes_per_1000'] / 1024:.0f} KiB/1,000 probes, database "
+              f"+{r['postgres_db_growth_bytes_per_1000'] / 1024:.0f} KiB/1,000 probes "
+              f"({r['postgres_db_bytes'] / 2**20:.0f} MiB)")
     return (
+        f"[{r['backend']}{', SLAs' if r['slas'] else ''}] "
         f"{r['targets']} targets / {r['shards']} shard(s): "
         f"{r['achieved_per_second']:.0f}/{r['scheduled_per_second']:.0f} probes/s, "
         f"missed {r['missed']:.0f}, {r['cpu_seconds_per_1000']:.3f} CPU-s/1,000 probes, "
         f"{r['cpu_cores']:.2f} cores (+ Prometheus {r['prometheus_cpu_cores']:.3f}), "
-        f"machine busy {r['machine_cpu_busy_fraction'] * 100:.0f} %; {per}"
+        f"machine busy {r['machine_cpu_busy_fraction'] * 100:.0f} %{db}; {per}"
     )
 
 
@@ -144,9 +216,13 @@ def main() -> None:
     ap.add_argument("--prometheus", type=float, default=15.0, metavar="SECONDS")
     ap.add_argument("--ready-timeout", type=float, default=180.0)
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite",
+                    help="postgres: one server (tests/pg.py) and database for all shards")
+    ap.add_argument("--slas", action="store_true",
+                    help="a monthly SLA per target too (evidence leaves are written)")
     args = ap.parse_args()
     # what write_config reads from probe_bench's options
-    args.state, args.max_concurrency = True, 0
+    args.state, args.max_concurrency, args.pg_dsn = True, 0, None
     if args.shards < 1 or args.targets < args.shards:
         ap.error("--shards must be between 1 and --targets")
     args.out.mkdir(parents=True, exist_ok=True)

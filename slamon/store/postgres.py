@@ -90,6 +90,7 @@ class PostgresStore(Store):
         self._conn: psycopg.Connection[Any] | None = None
         self._size = 0
         self._size_at = float("-inf")
+        self._series: dict[tuple[str, str], int] = {}
 
     def where(self) -> str:
         """Host, port and database, never the user's password."""
@@ -206,19 +207,33 @@ class PostgresStore(Store):
     # -- writing (store thread) -------------------------------------------
     def _series_ids(self, db: psycopg.Connection[Any],
                     keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """Ids of (sla, target) series; new ones are inserted. Known ids come from a
+        cache filled once committed (a series id never changes), so a flush costs no
+        round trip per series."""
+        known = self._series
         out: dict[tuple[str, str], int] = {}
-        for sla, target in keys:
-            # another instance may insert the same series meanwhile: DO NOTHING, then read
-            db.execute("INSERT INTO series(sla, target) VALUES (%s, %s) "
-                       "ON CONFLICT(sla, target) DO NOTHING", (sla, target))
-            row = db.execute("SELECT id FROM series WHERE sla = %s AND target = %s",
-                             (sla, target)).fetchone()
-            assert row is not None
-            out[(sla, target)] = int(row[0])
+        missing: list[tuple[str, str]] = []
+        for key in keys:
+            sid = known.get(key)
+            if sid is None:
+                missing.append(key)
+            else:
+                out[key] = sid
+        if missing:
+            with db.cursor() as cur:
+                # another instance may insert the same series meanwhile: DO NOTHING, then read
+                cur.executemany("INSERT INTO series(sla, target) VALUES (%s, %s) "
+                                "ON CONFLICT(sla, target) DO NOTHING", missing)
+                cur.execute("SELECT sla, target, id FROM series WHERE (sla, target) IN "
+                            "(SELECT * FROM unnest(%s::text[], %s::text[]))",
+                            ([k[0] for k in missing], [k[1] for k in missing]))
+                for sla, target, sid in cur:
+                    out[(str(sla), str(target))] = int(sid)
         return out
 
     def _write(self, batch: Batch, snapshots: Mapping[str, tuple[str, bytes]] | None) -> None:
         db = self._db()
+        ids: dict[tuple[str, str], int] = {}
         with db.transaction(), db.cursor() as cur:
             if batch.leaves:
                 ids = self._series_ids(db, {(s, t) for s, t, _ in batch.leaves})
@@ -254,6 +269,7 @@ class PostgresStore(Store):
                     "VALUES (%s, %s, %s, %s, %s)",
                     [(self.instance, *row) for row in batch.journal],
                 )
+        self._series.update(ids)  # committed: the ids are real
         self._refresh_size(db)
 
     def _refresh_size(self, db: psycopg.Connection[Any]) -> None:
