@@ -63,7 +63,8 @@ class PgServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_server() -> PgServer:
+def start_server(*settings: str) -> PgServer:
+    """Initialise and start a server; `settings` are extra `name=value` parameters."""
     initdb, postgres = _bin("initdb"), _bin("postgres")
     if initdb is None or postgres is None:
         raise RuntimeError("PostgreSQL is not installed (scripts/setup installs the Debian "
@@ -87,7 +88,8 @@ def start_server() -> PgServer:
          # a test database needs no durability across a power cut: fsync off is what
          # keeps 100 databases cheap (kill -9 of slamon, not of PostgreSQL, is tested)
          "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-         "-c", "max_connections=200", "-c", "shared_buffers=32MB"],
+         "-c", "max_connections=200", "-c", "shared_buffers=32MB",
+         *(arg for setting in settings for arg in ("-c", setting))],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     server = PgServer(root, port, proc)
     import psycopg
