@@ -389,3 +389,20 @@ async def _wait_progress(session: aiohttp.ClientSession, port: int, dsn: str,
             return float(got[0])
         await asyncio.sleep(0.1)
     raise AssertionError("no probe outcome reached the database")
+
+
+async def test_a_failed_flush_leaves_no_phantom_series(opener: Opener) -> None:
+    """Series ids are remembered only once their transaction committed: a flush that
+    inserted a new series and then failed must not let the next flush attach leaves
+    to the rolled-back id (they would be lost from every period)."""
+    store = opener()
+    await store.open()
+    store.add_leaf("sla", "new", 0, 1, 1, 0)
+    store.batch.journal.append(("new", None, 1, 0.1))  # type: ignore[arg-type]  # NOT NULL
+    with pytest.raises(StoreWriteError):
+        await store.flush()
+    store.batch.journal = [row for row in store.batch.journal if row[1] is not None]
+    store.add_leaf("sla", "new", 0, 0, 1, 0)
+    assert await store.flush() is True
+    assert await store.period_leaves("sla", 0, 10) == {"new": [(0, 1, 2, 0)]}
+    await store.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -128,6 +128,8 @@ class Store:
         self.batch = Batch()
         self.health = StoreHealth()
         self._flush_lock = asyncio.Lock()
+        #: (sla, target) -> series id, as committed (an id never changes once it is)
+        self._series: dict[tuple[str, str], int] = {}
 
     # -- thread plumbing --------------------------------------------------
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -234,6 +236,25 @@ class Store:
 
     def _write(self, batch: Batch, snapshots: Mapping[str, tuple[str, bytes]] | None) -> None:
         raise NotImplementedError
+
+    def _split_series(
+        self, keys: Iterable[tuple[str, str]]
+    ) -> tuple[dict[tuple[str, str], int], list[tuple[str, str]]]:
+        """The ids already committed, and the keys a flush must look up or insert: a
+        flush then costs no statement per known series."""
+        known, out, missing = self._series, {}, []
+        for key in keys:
+            sid = known.get(key)
+            if sid is None:
+                missing.append(key)
+            else:
+                out[key] = sid
+        return out, missing
+
+    def _committed_series(self, ids: Mapping[tuple[str, str], int]) -> None:
+        """Call after the transaction that used `ids` committed (a rolled-back insert's
+        id is not real)."""
+        self._series.update(ids)
 
     # -- restore ----------------------------------------------------------
     async def load(self) -> Restored:

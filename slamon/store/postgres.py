@@ -90,7 +90,6 @@ class PostgresStore(Store):
         self._conn: psycopg.Connection[Any] | None = None
         self._size = 0
         self._size_at = float("-inf")
-        self._series: dict[tuple[str, str], int] = {}
 
     def where(self) -> str:
         """Host, port and database, never the user's password."""
@@ -207,18 +206,8 @@ class PostgresStore(Store):
     # -- writing (store thread) -------------------------------------------
     def _series_ids(self, db: psycopg.Connection[Any],
                     keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
-        """Ids of (sla, target) series; new ones are inserted. Known ids come from a
-        cache filled once committed (a series id never changes), so a flush costs no
-        round trip per series."""
-        known = self._series
-        out: dict[tuple[str, str], int] = {}
-        missing: list[tuple[str, str]] = []
-        for key in keys:
-            sid = known.get(key)
-            if sid is None:
-                missing.append(key)
-            else:
-                out[key] = sid
+        """Ids of (sla, target) series; new ones are inserted."""
+        out, missing = self._split_series(keys)
         if missing:
             with db.cursor() as cur:
                 # another instance may insert the same series meanwhile: DO NOTHING, then read
@@ -269,7 +258,7 @@ class PostgresStore(Store):
                     "VALUES (%s, %s, %s, %s, %s)",
                     [(self.instance, *row) for row in batch.journal],
                 )
-        self._series.update(ids)  # committed: the ids are real
+        self._committed_series(ids)
         self._refresh_size(db)
 
     def _refresh_size(self, db: psycopg.Connection[Any]) -> None:

@@ -179,8 +179,8 @@ class StateStore(Store):
     # -- writing (store thread) -------------------------------------------
     def _series_ids(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
         db = self._db()
-        out: dict[tuple[str, str], int] = {}
-        for sla, target in keys:
+        out, missing = self._split_series(keys)
+        for sla, target in missing:
             row = db.execute(
                 "SELECT id FROM series WHERE sla=? AND target=?", (sla, target)
             ).fetchone()
@@ -193,6 +193,7 @@ class StateStore(Store):
 
     def _write(self, batch: Batch, snapshots: Mapping[str, tuple[str, bytes]] | None) -> None:
         db = self._db()
+        ids: dict[tuple[str, str], int] = {}
         db.execute("BEGIN IMMEDIATE")
         try:
             if batch.leaves:
@@ -236,6 +237,7 @@ class StateStore(Store):
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
             raise
+        self._committed_series(ids)
 
     # -- restore ----------------------------------------------------------
     def _load(self) -> Restored:
