@@ -1,9 +1,10 @@
-"""The oracle's report journal over a real StateStore file (no chain)."""
+"""The oracle's report journal over a real store (no chain): a SQLite file, and a
+PostgreSQL database (tests/pg.py) for the tests that take `any_store`."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -26,7 +27,9 @@ from slamon.oracle.journal import (
     domain_of,
     key_of,
 )
+from slamon.store.base import Store
 from slamon.store.migrations import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
+from slamon.store.postgres import PostgresStore
 from slamon.store.sqlite import StateStore
 
 T = TypeVar("T")
@@ -57,6 +60,22 @@ def signed(period: int, sla: str = "a", key: bytes = KEY, end: int | None = None
     return SignedReport.sign(report, key, 31337, CONTRACT)
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
+    if request.param == "sqlite":
+        return lambda: StateStore(tmp_path / "state.sqlite3")
+    dsn = request.getfixturevalue("pg_dsn")
+    return lambda: PostgresStore(dsn, "default")
+
+
+@pytest.fixture
+async def any_store(opener: Callable[[], Store]) -> AsyncIterator[Store]:
+    s = opener()
+    await s.open()
+    yield s
+    await s.close()
+
+
 class Clock:
     def __init__(self) -> None:
         self.t = 1000.0
@@ -70,7 +89,8 @@ def tx(h: str, nonce: int, fee: int = 100, at: float = 0.0) -> SentTx:
     return SentTx("0x" + h * 64, nonce, fee, fee // 10, 200_000, at)
 
 
-async def test_add_is_idempotent_and_pending_sorted(store: StateStore) -> None:
+async def test_add_is_idempotent_and_pending_sorted(any_store: Store) -> None:
+    store = any_store
     j = Journal(store, clock=Clock())
     late, early = signed(5), signed(2)
     assert await j.add_signed(late, "checkout")
@@ -89,7 +109,8 @@ async def test_add_is_idempotent_and_pending_sorted(store: StateStore) -> None:
     assert counts[SIGNED] == 2 and counts[SENT] == 1 and counts[CONFIRMED] == 0
 
 
-async def test_default_label_is_onchain_id(store: StateStore) -> None:
+async def test_default_label_is_onchain_id(any_store: Store) -> None:
+    store = any_store
     j = Journal(store)
     s = signed(0)
     await j.add_signed(s)
@@ -97,9 +118,8 @@ async def test_default_label_is_onchain_id(store: StateStore) -> None:
     assert entry.key == JournalKey("0x" + s.report.sla_id.hex(), 0, s.signer)
 
 
-async def test_sent_history_confirm_and_restart(tmp_path: Path) -> None:
-    path = tmp_path / "state.sqlite3"
-    s = StateStore(path)
+async def test_sent_history_confirm_and_restart(opener: Callable[[], Store]) -> None:
+    s = opener()
     await s.open()
     clock = Clock()
     j = Journal(s, clock=clock)
@@ -116,7 +136,7 @@ async def test_sent_history_confirm_and_restart(tmp_path: Path) -> None:
     await s.close()
 
     # restart: the journal is resumed as it was
-    s2 = StateStore(path)
+    s2 = opener()
     await s2.open()
     j2 = Journal(s2, clock=clock)
     (again,) = await j2.pending()
@@ -130,7 +150,8 @@ async def test_sent_history_confirm_and_restart(tmp_path: Path) -> None:
     await s2.close()
 
 
-async def test_forget_tx_returns_to_signed(store: StateStore) -> None:
+async def test_forget_tx_returns_to_signed(any_store: Store) -> None:
+    store = any_store
     j = Journal(store, clock=Clock())
     rep = signed(1)
     key = key_of(rep)
@@ -148,7 +169,8 @@ async def test_forget_tx_returns_to_signed(store: StateStore) -> None:
     assert entry is not None and entry.state == SENT and entry.tx_hash == "0x" + "d" * 64
 
 
-async def test_failed_skipped_and_notes(store: StateStore) -> None:
+async def test_failed_skipped_and_notes(any_store: Store) -> None:
+    store = any_store
     j = Journal(store, clock=Clock())
     rep = signed(1)
     key = key_of(rep, "x")
@@ -174,7 +196,7 @@ class _BareStore:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def run_sql(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return fn(self.conn)
 
 
@@ -254,7 +276,8 @@ async def test_journal_of_a_previous_version_file_is_resumed(tmp_path: Path) -> 
         await s.close()
 
 
-async def test_another_chain_or_contract_has_its_own_journal(store: StateStore) -> None:
+async def test_another_chain_or_contract_has_its_own_journal(any_store: Store) -> None:
+    store = any_store
     """Pointed at a new contract or chain, the daemon must neither take the old domain's
     reports as done nor publish them to the new one."""
     old = Journal(store, clock=Clock(), domain=domain_of(31337, CONTRACT))

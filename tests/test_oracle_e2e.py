@@ -53,11 +53,13 @@ async def targets() -> AsyncIterator[tuple[MisbehavingHttpServer, MisbehavingHtt
         yield down, up
 
 
-def write_config(path: Path, down_url: str, up_url: str, port: int, extra: str = "") -> None:
+def write_config(path: Path, down_url: str, up_url: str, port: int, extra: str = "",
+                 state: str | None = None) -> None:
+    state = state or f'path: "{path.parent / "state.sqlite3"}"'
     path.write_text(textwrap.dedent(f"""
         server: {{listen: "127.0.0.1:{port}"}}
         logging: {{level: info, format: json}}
-        state: {{path: "{path.parent / 'state.sqlite3'}", flush_interval: 200ms}}
+        state: {{{state}, flush_interval: 200ms}}
         targets:
           - {{id: shop, kind: http, interval: 1s, timeout: 500ms, http: {{url: "{down_url}"}}}}
           - {{id: api, kind: http, interval: 1s, timeout: 500ms, http: {{url: "{up_url}"}}}}
@@ -125,10 +127,11 @@ async def lie(w3: Web3, contract: Any, key: str, port: int, slas: tuple[str, ...
 
 
 async def test_quorum_settles_breach_and_met_periods_on_chain(
-    targets: tuple[MisbehavingHttpServer, MisbehavingHttpServer], tmp_path: Path
+    targets: tuple[MisbehavingHttpServer, MisbehavingHttpServer], tmp_path: Path, pg_dsn: str
 ) -> None:
     """Four daemons (four keys, one lying) sign the same SLAs; the contract settles over
-    all four reports and the liar does not move the verdict."""
+    all four reports and the liar does not move the verdict. The third honest daemon keeps
+    its state (report journal included) in PostgreSQL, the others in SQLite files."""
     down, up = targets
     with AnvilNode.start("--block-time", "1") as node:  # blocks keep coming, as on a real chain
         w3 = node.web3()
@@ -158,7 +161,8 @@ async def test_quorum_settles_breach_and_met_periods_on_chain(
                   provider: "{Account.from_key(keys[0]).address}"
                   cosigners: [{peers}]
                   relay_wait: 5
-            """))
+            """) + (f'  outbox: "{home / "outbox"}"\n' if i == 2 else ""),
+                state=f'backend: postgres, dsn: "{pg_dsn}"' if i == 2 else None)
         config = load_config(cfg_paths[0])
         # the first period on-chain = the first minute that starts after the daemons are up
         spec = config.slas[0].period

@@ -154,7 +154,6 @@ class Components:
         self.closer = PeriodCloser(tracker, self.writer, self.log)
         self.collector.extra.append(lambda: sla_metrics(tracker, self.config, time.time()))
         if self.config.oracle is not None:
-            assert isinstance(store, StateStore), "the config allows an oracle on sqlite only"
             self._open_oracle(store, tracker)
         await tracker.start(restored.sla_progress, self.start_at)
         filled = tracker.fill_gaps(restored.progress, self.start_at, self.offset)
@@ -172,7 +171,7 @@ class Components:
         """The on-chain SLA as the oracle read it, for the API and the status page."""
         return None if self.oracle is None else self.oracle.sla_note(sla_id)
 
-    def _open_oracle(self, store: StateStore, tracker: SlaTracker) -> None:
+    def _open_oracle(self, store: Store, tracker: SlaTracker) -> None:
         """Load the signing key now: a bad key must stop start-up with a clear message."""
         from slamon.oracle.keys import KeyLoadError
         from slamon.oracle.service import OracleService

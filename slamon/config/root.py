@@ -200,11 +200,12 @@ class Config(Strict):
             for j, sid in enumerate(self.oracle.slas):
                 if sid not in known:
                     problems.append((("oracle", "slas", j), f"unknown SLA {sid!r}"))
-        if self.oracle is not None and self.state.backend != "sqlite":
-            # the report journal and the outbox are not in the shared database yet
-            problems.append((("state", "backend"),
-                             "oracle needs backend sqlite (its report journal and outbox "
-                             "live beside the state file)"))
+        if self.oracle is not None and self.state.backend != "sqlite" \
+                and not self.oracle.outbox:
+            # the default outbox is a directory beside the SQLite file
+            problems.append((("oracle", "outbox"),
+                             f"required with state.backend {self.state.backend} (a "
+                             "directory for the signed reports)"))
         if problems:
             raise PathError.many(problems)
         return self

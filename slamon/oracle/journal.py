@@ -20,14 +20,14 @@ crash between the two leaves a ``sent`` entry whose transaction may or may not e
 publisher then finds out from the chain, and never sends a second report transaction while the
 first could still be mined.
 
-All SQL runs on the store's thread through :meth:`StateStore.run`.
+All SQL runs on the store's thread through the store's ``run_sql``, in the SQL
+both backends (SQLite, PostgreSQL) take as written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +36,7 @@ from typing import Final, Protocol, TypeVar
 from eth_utils.address import to_checksum_address
 
 from slamon.chain.eip712 import SignedReport
-from slamon.store.sqlite import StoreError
+from slamon.store.base import Sql, StoreError
 
 T = TypeVar("T")
 
@@ -56,9 +56,9 @@ class JournalSchemaError(StoreError):
 
 
 class StoreLike(Protocol):
-    """What the journal needs from :class:`slamon.store.sqlite.StateStore`."""
+    """What the journal needs from a store (either backend): SQL both run as written."""
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+    async def run_sql(self, fn: Callable[[Sql], T]) -> T: ...
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -125,31 +125,28 @@ def domain_of(chain_id: int, contract: str) -> str:
     return f"{int(chain_id)}:{contract.lower()}"
 
 
-def check_schema(conn: sqlite3.Connection) -> None:
+def check_schema(conn: Sql) -> None:
     """Raise JournalSchemaError unless every table of the journal exists (creates nothing)."""
-    marks = ", ".join("?" * len(TABLES))
-    present = {
-        str(name)
-        for (name,) in conn.execute(
-            f"SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ({marks})",
-            TABLES,
-        )
-    }
-    missing = [t for t in TABLES if t not in present]
+    missing = []
+    for table in TABLES:
+        try:
+            conn.execute(f"SELECT count(*) FROM {table} WHERE 1 = 0").fetchall()
+        except Exception:  # either driver's "no such table"; nothing else can fail here
+            missing.append(table)
     if missing:
         raise JournalSchemaError(
-            f"the state file has no {', '.join(missing)} table: the oracle journal needs a "
-            "store opened by StateStore.open(), whose migrations create every table"
+            f"the state has no {', '.join(missing)} table: the oracle journal needs a "
+            "store opened by slamon, whose migrations create every table"
         )
 
 
 class _Tx:
     """BEGIN IMMEDIATE ... COMMIT / ROLLBACK around a block (autocommit connection)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Sql) -> None:
         self.conn = conn
 
-    def __enter__(self) -> sqlite3.Connection:
+    def __enter__(self) -> Sql:
         self.conn.execute("BEGIN IMMEDIATE")
         return self.conn
 
@@ -157,7 +154,7 @@ class _Tx:
         if exc_type is None:
             self.conn.execute("COMMIT")
         else:
-            with contextlib.suppress(sqlite3.Error):
+            with contextlib.suppress(Exception):  # the original error is what matters
                 self.conn.execute("ROLLBACK")
 
 
@@ -187,12 +184,12 @@ class Journal:
         repair from here.
         """
         if not self._ready:
-            await self.store.run(check_schema)
+            await self.store.run_sql(check_schema)
             self._ready = True
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _run(self, fn: Callable[[Sql], T]) -> T:
         await self.ensure_schema()
-        return await self.store.run(fn)
+        return await self.store.run_sql(fn)
 
     # -- writes -----------------------------------------------------------------------------
     async def add_signed(self, signed: SignedReport, sla: str | None = None) -> bool:
@@ -200,11 +197,11 @@ class Journal:
         key = key_of(signed, sla)
         now = self.clock()
 
-        def fn(conn: sqlite3.Connection) -> bool:
+        def fn(conn: Sql) -> bool:
             cur = conn.execute(
-                "INSERT OR IGNORE INTO reports(domain, sla, period, signer, state, payload, "
-                "signature, "
-                "attempts, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)",
+                "INSERT INTO reports(domain, sla, period, signer, state, payload, signature, "
+                "attempts, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?) "
+                "ON CONFLICT DO NOTHING",
                 (self.domain, key.sla, key.period, key.signer, SIGNED, signed.to_json(),
                  signed.signature, now),
             )
@@ -225,11 +222,11 @@ class Journal:
         payload = json.dumps({"skipped": reason, **(detail or {})}, sort_keys=True, default=str)
         now = self.clock()
 
-        def fn(conn: sqlite3.Connection) -> bool:
+        def fn(conn: Sql) -> bool:
             cur = conn.execute(
-                "INSERT OR IGNORE INTO reports(domain, sla, period, signer, state, payload, "
-                "reason, "
-                "attempts, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)",
+                "INSERT INTO reports(domain, sla, period, signer, state, payload, reason, "
+                "attempts, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?) "
+                "ON CONFLICT DO NOTHING",
                 (self.domain, key.sla, key.period, key.signer, SKIPPED, payload, reason, now),
             )
             return cur.rowcount == 1
@@ -240,12 +237,16 @@ class Journal:
         """Record a broadcast (or about to be broadcast) transaction; keeps every earlier hash."""
         now = self.clock()
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Sql) -> None:
             with _Tx(conn):
                 conn.execute(
-                    "INSERT OR REPLACE INTO oracle_txs(domain, sla, period, signer, tx_hash, "
+                    "INSERT INTO oracle_txs(domain, sla, period, signer, tx_hash, "
                     "nonce, max_fee, priority_fee, gas, sent_at, data) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT(domain, sla, period, signer, tx_hash) DO UPDATE SET "
+                    "nonce = excluded.nonce, max_fee = excluded.max_fee, "
+                    "priority_fee = excluded.priority_fee, gas = excluded.gas, "
+                    "sent_at = excluded.sent_at, data = excluded.data",
                     (self.domain, key.sla, key.period, key.signer, tx.tx_hash, tx.nonce, tx.max_fee,
                      tx.priority_fee, tx.gas, tx.sent_at, tx.data),
                 )
@@ -263,7 +264,7 @@ class Journal:
         transaction left the entry goes back to ``signed``."""
         now = self.clock()
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Sql) -> None:
             with _Tx(conn):
                 conn.execute(
                     "DELETE FROM oracle_txs WHERE domain = ? AND sla = ? AND period = ? "
@@ -304,7 +305,7 @@ class Journal:
         (``block`` None, ``reason`` says why)."""
         now = self.clock()
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Sql) -> None:
             with _Tx(conn):
                 conn.execute(
                     "UPDATE reports SET state = ?, block = ?, reason = ?, "
@@ -314,7 +315,8 @@ class Journal:
                      key.signer),
                 )
                 conn.execute(
-                    "INSERT OR REPLACE INTO oracle_meta(key, value) VALUES ('last_success', ?)",
+                    "INSERT INTO oracle_meta(key, value) VALUES ('last_success', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                     (repr(now),),
                 )
 
@@ -328,7 +330,7 @@ class Journal:
         """Record why an entry is waiting (fee cap, period not finished, RPC down...)."""
         now = self.clock()
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Sql) -> None:
             conn.execute(
                 "UPDATE reports SET reason = ?, updated_at = ? "
                 "WHERE domain = ? AND sla = ? AND period = ? AND signer = ?",
@@ -340,7 +342,7 @@ class Journal:
     async def _set_state(self, key: JournalKey, state: str, reason: str | None) -> None:
         now = self.clock()
 
-        def fn(conn: sqlite3.Connection) -> None:
+        def fn(conn: Sql) -> None:
             conn.execute(
                 "UPDATE reports SET state = ?, reason = ?, updated_at = ? "
                 "WHERE domain = ? AND sla = ? AND period = ? AND signer = ?",
@@ -351,7 +353,7 @@ class Journal:
 
     # -- reads ------------------------------------------------------------------------------
     async def get(self, key: JournalKey) -> JournalEntry | None:
-        def fn(conn: sqlite3.Connection) -> JournalEntry | None:
+        def fn(conn: Sql) -> JournalEntry | None:
             row = conn.execute(
                 f"SELECT {_COLUMNS} FROM reports "
                 "WHERE domain = ? AND sla = ? AND period = ? AND signer = ?",
@@ -365,7 +367,7 @@ class Journal:
         """Entries still to publish (signed or sent): sent ones first by nonce, then by the
         oldest period end. With ``signer``, only that signer's entries."""
 
-        def fn(conn: sqlite3.Connection) -> list[JournalEntry]:
+        def fn(conn: Sql) -> list[JournalEntry]:
             sql = f"SELECT {_COLUMNS} FROM reports WHERE domain = ? AND state IN (?, ?)"
             params: list[object] = [self.domain, SIGNED, SENT]
             if signer is not None:
@@ -380,7 +382,7 @@ class Journal:
     async def entries(self, state: str | None = None) -> list[JournalEntry]:
         """Every entry (or those in ``state``), by key."""
 
-        def fn(conn: sqlite3.Connection) -> list[JournalEntry]:
+        def fn(conn: Sql) -> list[JournalEntry]:
             if state is None:
                 rows = conn.execute(
                     f"SELECT {_COLUMNS} FROM reports WHERE domain = ?", (self.domain,)
@@ -397,7 +399,7 @@ class Journal:
     async def recent(self, state: str, limit: int) -> list[JournalEntry]:
         """The ``limit`` entries in ``state`` updated last, newest first."""
 
-        def fn(conn: sqlite3.Connection) -> list[JournalEntry]:
+        def fn(conn: Sql) -> list[JournalEntry]:
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM reports WHERE domain = ? AND state = ? "
                 "ORDER BY updated_at DESC LIMIT ?",
@@ -410,7 +412,7 @@ class Journal:
     async def counts(self) -> dict[str, int]:
         """Number of entries per state (every state present, 0 when none)."""
 
-        def fn(conn: sqlite3.Connection) -> dict[str, int]:
+        def fn(conn: Sql) -> dict[str, int]:
             out = dict.fromkeys(STATES, 0)
             for state, n in conn.execute(
                 "SELECT state, count(*) FROM reports WHERE domain = ? GROUP BY state",
@@ -424,7 +426,7 @@ class Journal:
     async def last_success(self) -> float | None:
         """Wall-clock time of the last confirmation (persisted across restarts)."""
 
-        def fn(conn: sqlite3.Connection) -> float | None:
+        def fn(conn: Sql) -> float | None:
             row = conn.execute(
                 "SELECT value FROM oracle_meta WHERE key = 'last_success'"
             ).fetchone()
@@ -433,7 +435,7 @@ class Journal:
         return await self._run(fn)
 
 
-def _entry(conn: sqlite3.Connection, row: tuple[object, ...], domain: str) -> JournalEntry:
+def _entry(conn: Sql, row: tuple[object, ...], domain: str) -> JournalEntry:
     sla, period, signer, state, payload, tx_hash, nonce, block, reason, attempts, updated = row
     key = JournalKey(str(sla), int(period), str(signer))  # type: ignore[call-overload]
     signed: SignedReport | None = None

@@ -32,7 +32,7 @@ from slamon.oracle.onchain import (
 from slamon.oracle.outbox import Outbox, OutboxError, domain_outbox_dir
 from slamon.sla.policy import policy_digest_for
 from slamon.sla.result import PeriodResult
-from slamon.store.sqlite import ClosedPeriod, StateStore
+from slamon.store.base import ClosedPeriod, Store
 from slamon.util.events import Event, EventBus, EventKind
 
 #: how often closed periods without a report are looked for
@@ -45,7 +45,7 @@ class OracleService:
     def __init__(
         self,
         config: Config,
-        store: StateStore,
+        store: Store,
         log: Any,
         *,
         events: EventBus | None = None,

@@ -199,6 +199,20 @@ POSTGRES_MIGRATIONS: Final[tuple[Migration, ...]] = (
                 incident BIGINT NOT NULL REFERENCES incidents(id),
                 at DOUBLE PRECISION NOT NULL, status TEXT NOT NULL, message TEXT NOT NULL)""",
             "CREATE INDEX incident_updates_by_incident ON incident_updates(incident, id)",
+            # the oracle's report journal, as the SQLite file has it at schema 5
+            """CREATE TABLE reports(
+                domain TEXT NOT NULL, sla TEXT NOT NULL, period BIGINT NOT NULL,
+                signer TEXT NOT NULL, state TEXT NOT NULL, payload TEXT NOT NULL,
+                signature BYTEA, tx_hash TEXT, nonce BIGINT, block BIGINT, reason TEXT,
+                attempts INTEGER NOT NULL DEFAULT 0, updated_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY(domain, sla, period, signer))""",
+            """CREATE TABLE oracle_txs(
+                domain TEXT NOT NULL, sla TEXT NOT NULL, period BIGINT NOT NULL,
+                signer TEXT NOT NULL, tx_hash TEXT NOT NULL, nonce BIGINT NOT NULL,
+                max_fee NUMERIC(78) NOT NULL, priority_fee NUMERIC(78) NOT NULL,
+                gas BIGINT NOT NULL, sent_at DOUBLE PRECISION NOT NULL, data BYTEA,
+                PRIMARY KEY(domain, sla, period, signer, tx_hash))""",
+            "CREATE TABLE oracle_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         ),
     ),
 )

@@ -54,7 +54,8 @@ _INSTANCE_LOCK_SPACE: Final = "slamon-instance:"
 
 #: the tables this backend owns, for its size metric
 _TABLES: Final = ("meta", "progress", "snapshots", "journal", "series", "leaves",
-                  "sla_progress", "periods", "incidents", "incident_updates")
+                  "sla_progress", "periods", "incidents", "incident_updates", "reports",
+                  "oracle_txs", "oracle_meta")
 
 #: how often the size metric is refreshed (a query on the store's thread)
 _SIZE_EVERY: Final = 60.0
