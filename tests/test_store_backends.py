@@ -224,6 +224,7 @@ async def test_instances_keep_their_own_journal_and_one_process_per_name(pg_dsn:
     await a.open()
     await b.open()
     twin = PostgresStore(pg_dsn, "shard-0")
+    twin.lock_wait = 0.5  # a live holder: waiting longer changes nothing
     with pytest.raises(StoreError, match="another slamon process is connected as instance "
                                          "'shard-0'"):
         await twin.open()

@@ -81,6 +81,9 @@ class PostgresStore(Store):
     backend: ClassVar[str] = "postgres"
     write_errors: ClassVar[tuple[type[BaseException], ...]] = (psycopg.Error,)
 
+    #: how long to wait for an instance name held by a process that just died
+    lock_wait: float = 5.0
+
     def __init__(self, dsn: str, instance: str, connect_timeout: float = 10.0) -> None:
         super().__init__()
         if not instance:
@@ -140,12 +143,21 @@ class PostgresStore(Store):
             raise StoreError(
                 f"cannot connect to {self.where()}: {self.describe_error(exc)}") from None
         try:
-            got = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))",
-                               (_INSTANCE_LOCK_SPACE + self.instance,)).fetchone()
+            # A process killed a moment ago still holds the lock until PostgreSQL has
+            # noticed its connection closed (unlike a file lock, which the kernel drops
+            # at once): wait a little for it before calling the name taken
+            deadline = time.monotonic() + self.lock_wait
+            while True:
+                got = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))",
+                                   (_INSTANCE_LOCK_SPACE + self.instance,)).fetchone()
+                if (got and got[0]) or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.2)
             if not (got and got[0]):
                 raise StoreError(
                     f"{self.where()}: another slamon process is connected as instance "
-                    f"{self.instance!r}; stop it first, or give this one its own "
+                    f"{self.instance!r} (waited {self.lock_wait:g} s); stop it first, or "
+                    "give this one its own "
                     "state.instance (each shard needs its own name)")
         except BaseException:
             conn.close()
