@@ -3,9 +3,10 @@
 Real SQLite files in tmp_path, real processes killed with SIGKILL, real
 filesystems (tmpfs mounts) that refuse writes. Nothing here is mocked.
 
-Unit level: migrations, reopening, close-once periods, window snapshot +
-journal replay through the daemon's own restore path, and a child process
-SIGKILLed in the middle of a flush loop.
+Unit level: migrations, and window snapshot + journal replay through the
+daemon's own restore path. Reopening, close-once periods and a child process
+SIGKILLed in the middle of a flush loop are in tests/test_store_backends.py,
+which runs them on SQLite and PostgreSQL alike.
 
 Process level (`slamon run` as a subprocess): a corrupt, foreign, truncated or
 newer state file, and an unwritable state directory, stop start-up with one
@@ -193,38 +194,6 @@ async def test_header_only_file_from_a_first_start_killed_early_is_adopted(
     assert _ro_query(path, "PRAGMA user_version")[0][0] == SCHEMA_VERSION
 
 
-async def test_reopen_keeps_data(tmp_path: Path) -> None:
-    path = tmp_path / "state.sqlite3"
-    store = StateStore(path)
-    await store.open()
-    store.note_outcome("web", 100.0, True, 0.1)
-    store.note_outcome("web", 101.0, False, 0.2)
-    store.note_outcome("api", 100.5, None, None)
-    store.add_leaf("sla", "web", 100, 1, 2, 0)
-    store.add_leaf("sla", "api", 100, 0, 0, 1)
-    await store.flush()
-    await store.set_sla_start("sla", 1)
-    await store.close()
-    migrated = _ro_query(path, "SELECT value FROM meta")
-
-    again = StateStore(path)
-    await again.open()
-    restored = await again.load()
-    assert restored.progress == {"web": 101.0, "api": 100.5}
-    assert restored.journal == [("web", 100.0, 1, 0.1), ("web", 101.0, 0, 0.2),
-                                ("api", 100.5, None, None)]
-    assert restored.sla_progress == {"sla": (0, 1)}
-    assert await again.period_leaves("sla", 0, 200) == {
-        "api": [(100, 0, 0, 1)], "web": [(100, 1, 2, 0)]}
-    # leaves accumulate across flushes, never overwrite
-    again.add_leaf("sla", "web", 100, 1, 1, 0)
-    await again.flush()
-    assert (await again.period_leaves("sla", 0, 200))["web"] == [(100, 2, 3, 0)]
-    assert await again.integrity_check() == "ok"
-    await again.close()
-    assert _ro_query(path, "SELECT value FROM meta") == migrated  # no re-migration
-
-
 #: Schema 1 exactly as the previous slamon wrote it: the store's one migration...
 _OLD_STORE_SCHEMA_1 = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -386,25 +355,6 @@ def test_every_table_and_index_is_created_by_the_store_migrations() -> None:
     assert offenders == []
 
 
-async def test_close_period_twice_keeps_the_first(tmp_path: Path) -> None:
-    store = StateStore(tmp_path / "state.sqlite3")
-    await store.open()
-    first = ClosedPeriod("sla", 7, 420, 480, 500.0, {"verdict": "met", "good": 5},
-                         b"\xaa" * 32, b"\xbb" * 32)
-    second = ClosedPeriod("sla", 7, 420, 480, 999.0, {"verdict": "breached", "good": 1},
-                          b"\xcc" * 32, b"\xdd" * 32)
-    assert await store.close_period(first, 3) is True
-    assert await store.close_period(second, 3) is False
-    assert await store.get_period("sla", 7) == first
-    assert (await store.load()).sla_progress == {"sla": (7, 3)}
-    # an older period closed late never moves last_closed backwards
-    assert await store.close_period(
-        ClosedPeriod("sla", 5, 300, 360, 501.0, {}, b"\x00" * 32, b"\x00" * 32), 3) is True
-    assert (await store.load()).sla_progress == {"sla": (7, 3)}
-    assert [p.period for p in await store.periods("sla")] == [5, 7]
-    await store.close()
-
-
 async def test_failed_store_stays_failed_until_a_real_write_succeeds(tmp_path: Path) -> None:
     """A flush with nothing to write must not report the store healthy again: a failed
     snapshot-only flush followed by an idle flush is not a recovery (SQLite's own
@@ -430,75 +380,6 @@ async def test_failed_store_stays_failed_until_a_real_write_succeeds(tmp_path: P
     assert store.health.healthy
     assert (await store.load()).progress == {"web": 2.0}
     await store.close()
-
-
-# ------------------------------------------- unit: flush atomicity under SIGKILL
-
-_FLUSHER = textwrap.dedent("""
-    import asyncio, sys
-    from slamon.store.sqlite import StateStore
-
-    TARGETS = ("a", "b", "c")
-
-    async def main(path):
-        store = StateStore(path)
-        await store.open()
-        progress = (await store.load()).progress
-        t = {x: progress.get(x, -1.0) + 1 for x in TARGETS}
-        print("ready", flush=True)
-        while True:
-            for _ in range(50):
-                for x in TARGETS:
-                    tick = t[x]
-                    ok = int(tick) % 5 != 0
-                    store.note_outcome(x, tick, ok, 0.01)
-                    store.add_leaf("sla", x, int(tick // 10) * 10, int(ok), 1, 0)
-                    t[x] = tick + 1
-            await store.flush()
-
-    asyncio.run(main(sys.argv[1]))
-""")
-
-
-def test_flush_is_one_transaction_under_sigkill(tmp_path: Path) -> None:
-    """Kill a flushing child at random moments: leaves, progress and journal agree."""
-    seed = int(os.environ.get("SLAMON_TEST_SEED", time.time_ns() % 1_000_000))
-    print(f"seed={seed}")
-    rng = random.Random(seed)
-    path = tmp_path / "state.sqlite3"
-    script = tmp_path / "flusher.py"
-    script.write_text(_FLUSHER)
-    last_progress: dict[str, float] = {}
-    for round_ in range(8):
-        proc = subprocess.Popen([sys.executable, str(script), str(path)], cwd=REPO,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            assert line == b"ready\n", (line, proc.stderr.read() if proc.stderr else b"")
-            time.sleep(rng.uniform(0.05, 0.6))
-        finally:
-            proc.kill()
-            proc.wait(10)
-        assert _ro_query(path, "PRAGMA integrity_check") == [("ok",)]
-        progress = {str(t): float(v) for t, v in
-                    _ro_query(path, "SELECT target, last_tick FROM progress")}
-        leaves = {str(t): (int(v), int(g)) for t, v, g in _ro_query(
-            path, "SELECT s.target, sum(l.valid), sum(l.good) FROM leaves l "
-                  "JOIN series s ON s.id = l.series GROUP BY s.target")}
-        journal = {str(t): (int(n), float(hi)) for t, n, hi in _ro_query(
-            path, "SELECT target, count(*), max(t) FROM journal GROUP BY target")}
-        for target in ("a", "b", "c"):
-            if target not in progress:
-                assert target not in leaves and target not in journal, round_
-                continue
-            ticks = int(progress[target]) + 1  # ticks 0..last_tick, all stored once
-            assert leaves[target][0] == ticks, (round_, target, progress, leaves)
-            assert leaves[target][1] == ticks - (ticks + 4) // 5, (round_, target)
-            assert journal[target] == (ticks, progress[target]), (round_, target, journal)
-            assert progress[target] >= last_progress.get(target, -1.0)
-        last_progress = progress
-    assert last_progress, "the child never completed a flush"
 
 
 # ------------------------------- unit: windows restored through the daemon's path

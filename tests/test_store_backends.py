@@ -59,10 +59,14 @@ async def test_reopen_keeps_data(opener: Opener) -> None:
     store.add_leaf("sla", "api", 100, 0, 0, 1)
     await store.flush()
     await store.set_sla_start("sla", 1)
+    migrated = await _rows(store, "SELECT value FROM meta WHERE key = 'schema_migrated_at'")
     await store.close()
 
     again = opener()
-    await again.open()  # the schema is there: no second migration, no error
+    await again.open()
+    # the schema is there: no second migration
+    assert await _rows(again, "SELECT value FROM meta WHERE key = 'schema_migrated_at'"
+                       ) == migrated != []
     restored = await again.load()
     assert restored.progress == {"web": 101.0, "api": 100.5}
     assert restored.journal == [("web", 100.0, 1, 0.1), ("web", 101.0, 0, 0.2),
