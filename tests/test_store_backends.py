@@ -142,6 +142,10 @@ _FLUSHER = textwrap.dedent("""
 """)
 
 
+async def _const(value: dict[str, tuple[str, bytes]]) -> dict[str, tuple[str, bytes]]:
+    return value
+
+
 async def _rows(store: Store, sql: str) -> list[Any]:
     return await store.run_sql(lambda db: db.execute(sql).fetchall())
 
@@ -411,3 +415,46 @@ async def test_a_failed_flush_leaves_no_phantom_series(opener: Opener) -> None:
     assert await store.flush() is True
     assert await store.period_leaves("sla", 0, 10) == {"new": [(0, 1, 2, 0)]}
     await store.close()
+
+
+async def test_the_last_instance_to_claim_a_target_is_the_only_one_writing_it(
+    pg_dsn: str,
+) -> None:
+    """Two instances that both probe a target (a rolling reshard, a config skew): once
+    the second claims it, the first's outcomes for it are refused, and counted, so no
+    tick is counted twice in the shared leaves; the first keeps writing its others."""
+    a, b = PostgresStore(pg_dsn, "shard-0"), PostgresStore(pg_dsn, "shard-1")
+    await a.open()
+    await b.open()
+    try:
+        a.own(["web", "api"])
+        a.note_outcome("web", 1.0, True, 0.1)
+        a.add_leaf("sla", "web", 0, 1, 1, 0)
+        await a.flush()
+        b.own(["web"])  # b takes web over
+        await b.flush()
+        for store in (a, b):
+            store.note_outcome("web", 2.0, True, 0.1)
+            store.add_leaf("sla", "web", 0, 1, 1, 0)
+        a.note_outcome("api", 2.0, False, 0.1)
+        await asyncio.gather(a.flush(), b.flush())
+        assert a.health.not_owned == 1 and b.health.not_owned == 0  # web's one outcome
+        assert await a.period_leaves("sla", 0, 10) == {"web": [(0, 2, 2, 0)]}
+        assert (await a.load()).progress == {"web": 2.0, "api": 2.0}
+        owners = await _rows(a, "SELECT kind, id, instance FROM owners ORDER BY kind, id")
+        assert owners == [("target", "api", "shard-0"), ("target", "web", "shard-1")]
+        # window snapshots are fenced by SLO the same way
+        a.own([], ["web-slo", "api-slo"])
+        await a.flush()
+        b.own([], ["web-slo"])
+
+        async def snap() -> dict[str, tuple[str, bytes]]:
+            return {"web-slo": ("s", b"from a"), "api-slo": ("s", b"from a")}
+
+        await b.flush(lambda: _const({"web-slo": ("s", b"from b")}))
+        await a.flush(snap)
+        assert (await a.load()).snapshots == {"web-slo": ("s", b"from b"),
+                                              "api-slo": ("s", b"from a")}
+    finally:
+        await a.close()
+        await b.close()

@@ -29,7 +29,7 @@ from slamon.scheduler import Scheduler, SchedulerStats, phase_offset
 from slamon.sla.result import PeriodResult
 from slamon.sla.tracker import SlaTracker
 from slamon.sli.live import LiveState, TargetStatus
-from slamon.store.base import ClosedPeriod, Restored, Store, StoreError
+from slamon.store.base import ClosedPeriod, Restored, Store, StoreError, StoreWriteError
 from slamon.store.sqlite import StateStore
 from slamon.util.events import EventBus
 from slamon.util.log import get_logger
@@ -136,8 +136,12 @@ class Components:
             raise StartupError(str(exc)) from None
         try:
             await store.open()
+            # a shared database: take the targets over before reading where they stand,
+            # so that a previous owner still running can add nothing after that point
+            store.own((t.id for t in self.config.targets), (s.id for s in self.config.slos))
+            await store.flush()
             restored = await store.load()
-        except StoreError as exc:
+        except (StoreError, StoreWriteError) as exc:
             await store.close()
             raise StartupError(str(exc)) from None
         self.store = store
@@ -422,6 +426,8 @@ class Components:
             self.dispatcher.update_config(new)
         if self.scheduler is not None:
             self.scheduler.update_targets(new.targets)
+        if self.store is not None:
+            self.store.own((t.id for t in new.targets), (s.id for s in new.slos))
 
     async def close(self) -> None:
         """Stop the services, then write the state a last time and close it.

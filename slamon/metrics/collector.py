@@ -441,6 +441,11 @@ def state_metrics(store: Store) -> Iterator[Metric]:
         "Window journal events dropped while the disk refused writes",
         value=health.journal_dropped,
     )
+    yield CounterMetricFamily(
+        "slamon_state_rows_not_owned",
+        "Outcomes not written because another instance owns their target (shared state)",
+        value=health.not_owned,
+    )
 
 
 def sla_metrics(tracker: SlaTracker, config: Config, now: float) -> Iterator[Metric]:

@@ -43,9 +43,12 @@ class Batch:
     leaves: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
     progress: dict[str, float] = field(default_factory=dict)
     journal: list[tuple[str, float, int | None, float | None]] = field(default_factory=list)
+    #: ("target" | "slo", id) this instance takes ownership of (a shared backend fences
+    #: writes by it: outcomes and leaves by target, window snapshots by SLO)
+    claims: set[tuple[str, str]] = field(default_factory=set)
 
     def empty(self) -> bool:
-        return not (self.leaves or self.progress or self.journal)
+        return not (self.leaves or self.progress or self.journal or self.claims)
 
     def merge_older(self, older: Batch) -> None:
         """Put back a batch that failed to write, ahead of what came since."""
@@ -57,6 +60,7 @@ class Batch:
             if tick > self.progress.get(target, float("-inf")):
                 self.progress[target] = tick
         self.journal[:0] = older.journal
+        self.claims |= older.claims
 
 
 @dataclass(slots=True)
@@ -87,6 +91,8 @@ class StoreHealth:
     flushes: int = 0
     last_flush_seconds: float = 0.0
     journal_dropped: int = 0
+    #: outcomes not written because another instance owns their target (shared backend)
+    not_owned: int = 0
 
 
 class Rows(Protocol):
@@ -189,6 +195,14 @@ class Store:
             counts[0] += good
             counts[1] += valid
             counts[2] += no_data
+
+    def own(self, targets: Iterable[str], slos: Iterable[str] = ()) -> None:
+        """This instance probes `targets` and keeps the windows of `slos`: with a shared
+        backend the next flush takes them over, and from then on another instance's
+        writes for them are refused (the last to claim owns). A no-op for a file of
+        one's own."""
+        self.batch.claims.update(("target", t) for t in targets)
+        self.batch.claims.update(("slo", s) for s in slos)
 
     # -- flushing ---------------------------------------------------------
     async def flush(self, snapshot: Snapshots | None = None) -> bool:

@@ -213,6 +213,11 @@ POSTGRES_MIGRATIONS: Final[tuple[Migration, ...]] = (
                 gas BIGINT NOT NULL, sent_at DOUBLE PRECISION NOT NULL, data BYTEA,
                 PRIMARY KEY(domain, sla, period, signer, tx_hash))""",
             "CREATE TABLE oracle_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            # which instance writes a target's rows (kind 'target') or an SLO's window
+            # snapshot (kind 'slo'): the last to claim it
+            """CREATE TABLE owners(
+                kind TEXT NOT NULL, id TEXT NOT NULL, instance TEXT NOT NULL,
+                since DOUBLE PRECISION NOT NULL, PRIMARY KEY(kind, id))""",
         ),
     ),
 )

@@ -51,11 +51,12 @@ T = TypeVar("T")
 #: arbitrary constants naming slamon's advisory locks (migration; instance names)
 _MIGRATION_LOCK: Final = 0x534C4D4E
 _INSTANCE_LOCK_SPACE: Final = "slamon-instance:"
+_OWNERS_LOCK: Final = 0x534C4D4F
 
 #: the tables this backend owns, for its size metric
 _TABLES: Final = ("meta", "progress", "snapshots", "journal", "series", "leaves",
                   "sla_progress", "periods", "incidents", "incident_updates", "reports",
-                  "oracle_txs", "oracle_meta")
+                  "oracle_txs", "oracle_meta", "owners")
 
 #: how often the size metric is refreshed (a query on the store's thread)
 _SIZE_EVERY: Final = 60.0
@@ -233,10 +234,52 @@ class PostgresStore(Store):
                     out[(str(sla), str(target))] = int(sid)
         return out
 
+    def _fence(self, cur: psycopg.Cursor[Any], batch: Batch,
+               snapshots: Mapping[str, tuple[str, bytes]] | None
+               ) -> tuple[int, Mapping[str, tuple[str, bytes]] | None]:
+        """Take over the batch's claims, then drop its rows for targets, and its window
+        snapshots for SLOs, that another instance owns; the number of outcomes (journal
+        rows) dropped, and the snapshots left to write.
+
+        Claims and writes are serialised by one advisory lock: a claim takes it
+        exclusively, a flush shared, so a flush sees every claim committed before it,
+        and a claim waits for the flushes under way (no row locks, nothing written
+        per row to fence)."""
+        if batch.claims:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_OWNERS_LOCK,))
+            cur.executemany(
+                "INSERT INTO owners(kind, id, instance, since) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT(kind, id) DO UPDATE SET instance = excluded.instance, "
+                "since = excluded.since WHERE owners.instance <> excluded.instance",
+                [(kind, key, self.instance, time.time()) for kind, key in sorted(batch.claims)])
+        else:
+            cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", (_OWNERS_LOCK,))
+        targets = set(batch.progress) | {t for _, t, _ in batch.leaves} | {
+            row[0] for row in batch.journal}
+        lost = self._owned_elsewhere(cur, "target", targets)
+        lost_slos = self._owned_elsewhere(cur, "slo", set(snapshots or ()))
+        if lost_slos and snapshots is not None:
+            snapshots = {k: v for k, v in snapshots.items() if k not in lost_slos}
+        if not lost:
+            return 0, snapshots
+        outcomes = len(batch.journal)
+        batch.progress = {t: v for t, v in batch.progress.items() if t not in lost}
+        batch.leaves = {k: v for k, v in batch.leaves.items() if k[1] not in lost}
+        batch.journal = [row for row in batch.journal if row[0] not in lost]
+        return outcomes - len(batch.journal), snapshots
+
+    def _owned_elsewhere(self, cur: psycopg.Cursor[Any], kind: str, ids: set[str]) -> set[str]:
+        if not ids:
+            return set()
+        cur.execute("SELECT id FROM owners WHERE kind = %s AND id = ANY(%s) AND instance <> %s",
+                    (kind, sorted(ids), self.instance))
+        return {str(i) for (i,) in cur.fetchall()}
+
     def _write(self, batch: Batch, snapshots: Mapping[str, tuple[str, bytes]] | None) -> None:
         db = self._db()
         ids: dict[tuple[str, str], int] = {}
         with db.transaction(), db.cursor() as cur:
+            dropped, snapshots = self._fence(cur, batch, snapshots)
             if batch.leaves:
                 ids = self._series_ids(db, {(s, t) for s, t, _ in batch.leaves})
                 cur.executemany(
@@ -272,6 +315,7 @@ class PostgresStore(Store):
                     [(self.instance, *row) for row in batch.journal],
                 )
         self._committed_series(ids)
+        self.health.not_owned += dropped
         self._refresh_size(db)
 
     def _refresh_size(self, db: psycopg.Connection[Any]) -> None:
