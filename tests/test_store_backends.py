@@ -458,3 +458,29 @@ async def test_the_last_instance_to_claim_a_target_is_the_only_one_writing_it(
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_database_that_is_down_keeps_the_batch_until_it_is_back(
+    pg_server: PgServer,
+) -> None:
+    """The connection drops and reconnecting fails (the database is gone): the flush
+    fails like any write, the outcomes stay pending, and they are written once it is
+    back."""
+    dsn = pg_server.create_database()
+    store = PostgresStore(dsn, "shard-0", connect_timeout=1)
+    await store.open()
+    name = dsn.split("dbname=")[1]
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as admin:  # the postgres db
+        admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")  # type: ignore[arg-type]
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE application_name = 'slamon shard-0'")
+    store.note_outcome("web", 1.0, True, 0.1)
+    for _ in range(2):  # the drop is noticed, then the reconnect is refused
+        with pytest.raises(StoreWriteError):
+            await store.flush()
+    assert len(store.batch.journal) == 1 and not store.health.healthy
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as admin:
+        admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")  # type: ignore[arg-type]
+    assert await store.flush() is True
+    assert (await store.load()).progress == {"web": 1.0}
+    await store.close()

@@ -80,7 +80,9 @@ class PostgresStore(Store):
     """State in a PostgreSQL database shared by several instances."""
 
     backend: ClassVar[str] = "postgres"
-    write_errors: ClassVar[tuple[type[BaseException], ...]] = (psycopg.Error,)
+    #: StoreError: a reconnect inside a flush failed (database down, name still held);
+    #: the batch is kept like after any failed write
+    write_errors: ClassVar[tuple[type[BaseException], ...]] = (psycopg.Error, StoreError)
 
     #: how long to wait for an instance name held by a process that just died
     lock_wait: float = 5.0
