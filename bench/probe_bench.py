@@ -263,7 +263,7 @@ def write_config(path: Path, urls: list[str], port: int, args: argparse.Namespac
     lines.append("slos:")
     for i in range(len(urls)):
         lines.append(f"  - {{id: s{i}, targets: [t{i}], objective: 0.999, window: 30d}}")
-    if getattr(args, "slas", False):
+    if getattr(args, "monthly_slas", False):
         # a monthly SLA per SLO: every outcome also lands in an evidence leaf
         lines.append("slas:")
         for i in range(len(urls)):

@@ -223,6 +223,7 @@ def main() -> None:
     args = ap.parse_args()
     # what write_config reads from probe_bench's options
     args.state, args.max_concurrency, args.pg_dsn = True, 0, None
+    args.monthly_slas = args.slas
     if args.shards < 1 or args.targets < args.shards:
         ap.error("--shards must be between 1 and --targets")
     args.out.mkdir(parents=True, exist_ok=True)
