@@ -214,7 +214,7 @@ async def test_journal_creates_no_table(tmp_path: Path) -> None:
 async def test_store_makes_every_journal_table(store: StateStore) -> None:
     j = Journal(store, clock=Clock())
     await j.ensure_schema()
-    assert set(TABLES) <= set(await store.run(
+    assert set(TABLES) <= set(await store.run_sql(
         lambda c: [r[0] for r in c.execute("SELECT name FROM sqlite_master")]))
 
 
@@ -259,7 +259,7 @@ async def test_journal_of_a_previous_version_file_is_resumed(tmp_path: Path) -> 
     s = StateStore(path)
     await s.open()
     try:
-        assert await s.run(lambda c: c.execute("PRAGMA user_version").fetchone()[0]) == (
+        assert await s.run_sql(lambda c: c.execute("PRAGMA user_version").fetchone()[0]) == (
             SCHEMA_VERSION
         )
         # the migration keys the row by the domain its signed payload names

@@ -7,13 +7,10 @@ a full disk must not turn a monitor blind.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from slamon.sla.tracker import SlaTracker
-from slamon.store.base import Store, StoreWriteError
-
-Snapshots = Callable[[], Awaitable[Mapping[str, tuple[str, bytes]]]]
+from slamon.store.base import Snapshots, Store, StoreWriteError
 
 #: how often composite SLO slices are closed and due SLA periods looked for
 ADVANCE_EVERY = 1.0

@@ -3,15 +3,18 @@
 Several instances (shards) write to one database; each writes only the
 targets it owns, under its `instance` name:
 
-- `progress`, `series` and `leaves` are keyed by target, so owners never
-  write the same rows; a target that moves to another shard keeps its leaves
-  and progress, which the new owner reads.
+- `progress`, `series` and `leaves` are keyed by target: a target that moves
+  to another shard keeps its leaves and progress, which the new owner reads.
 - `journal` rows carry their writer's instance name: a snapshot clears only
   its own instance's journal, and a restart replays only its own.
 - `periods` has the primary key (sla, period): two instances that both think
   they own an SLA cannot both close one of its periods; the second insert
   does nothing and the second closer learns it lost (a constraint, not a lock
   held in Python).
+- `owners` says which instance writes a target's rows and an SLO's snapshot:
+  an instance claims what it runs before it reads it, the last claim wins, and
+  a flush drops what another instance owns, so two instances probing one
+  target during a reshard count it once.
 - An instance holds a session advisory lock on its name while connected, so
   two processes started with the same name are refused, as the SQLite
   backend's lock file refuses a second process on one file. PostgreSQL drops
@@ -63,7 +66,7 @@ _SIZE_EVERY: Final = 60.0
 
 
 class Statements:
-    """The connection handed to `PostgresStore.run` callers: the SQL they share with
+    """The connection handed to `PostgresStore.run_sql` callers: the SQL they share with
     the SQLite backend, taken as written there (`?` parameters, BEGIN IMMEDIATE)."""
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:

@@ -75,13 +75,10 @@ class StateStore(Store):
         self._on_thread()
         return self._conn
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn(connection)` on the store's thread: for modules that keep rows in
-        the state file (the oracle's report journal; its tables come from the
-        migrations like every other), without touching the loop."""
-        return await self._call(lambda: fn(self._db()))
-
     async def run_sql(self, fn: Callable[[Sql], T]) -> T:
+        """Run `fn(connection)` on the store's thread: for modules that keep rows in
+        the state (incidents, the oracle's report journal; their tables come from the
+        migrations like every other), without touching the loop."""
         return await self._call(lambda: fn(self._db()))
 
     # -- open / close -----------------------------------------------------
