@@ -103,7 +103,7 @@ async def run(args: argparse.Namespace) -> None:
     await tracker.start({}, T0)
 
     def snapshots() -> dict[str, tuple[str, bytes]]:
-        return {sid: (live.shape(sid), s.to_bytes()) for sid, s in live.slos.items()}
+        return {key: (shape, serialise()) for key, shape, serialise in live.snapshot_sources()}
 
     ok_result = ProbeResult(True, 0.05)
     bad_result = ProbeResult.failure(FailureReason.STATUS, 0.05)

@@ -672,7 +672,8 @@ def test_burn_watch_skips_clean_slos_but_never_hides_a_firing_one() -> None:
     assert burn_alerts(live.slos["shop"], now) == {(3600.0, 300.0)}
     # restart: a fresh LiveState whose window comes from the snapshot
     restored = LiveState(config)
-    restored.slos["shop"].restore(live.slos["shop"].to_bytes())
+    assert restored.restore({key: (shape, serialise())
+                             for key, shape, serialise in live.snapshot_sources()}) == []
     fired = BurnWatch().check(restored, now)
     assert [e.kind for e in fired] == [EventKind.BURN_RATE_FIRING]
     # a clean SLO is skipped, and it agrees: nothing fires

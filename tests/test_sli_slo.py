@@ -90,22 +90,26 @@ def test_no_data_is_neither_good_nor_bad() -> None:
     assert s.nbytes() == before + WINDOW_BYTES // 2  # no-data ring allocated lazily
 
 
-def test_non_composite_shares_its_window() -> None:
+def test_non_composite_reads_its_targets_events() -> None:
     s = make(["web"])
     assert not s.composite and s.parts == ("web",)
-    assert s.slice_length == 0.0  # no slices: the part's own window is the combined one
-    assert s.nbytes() == WINDOW_BYTES
+    assert s.slice_length == 0.0  # no slices: the part's window is the combined one
+    assert s.nbytes() == 0  # a ring is allocated by its first event
     s.record("web", BASE, ok=False, duration=1)
     s.advance(BASE + 10**6)  # no-op
     assert s.counts(BASE, 60) == s.counts(BASE, 60, part="web") == Counts(0, 1)
     s.record("web", BASE + 10, ok=True, duration=1)
     assert (s.good_total, s.valid_total) == (1, 2)
+    # failed, and succeeded within one latency cell: two rings, as a (good, valid) window
+    assert s.nbytes() == WINDOW_BYTES
+    s.record("web", BASE + 20, ok=True, duration=0.05)  # another cell: one more ring
+    assert s.nbytes() == WINDOW_BYTES * 3 // 2
     c = make(["web", "api", "login"])
     assert c.composite and c.parts == ("web", "api", "login")
-    assert c.nbytes() == 4 * WINDOW_BYTES
+    assert c.nbytes() == WINDOW_BYTES  # the combined window of slices
     print(
-        f"\nnbytes: single SLO {s.nbytes()} B, 3-part composite {c.nbytes()} B, "
-        f"+{WINDOW_BYTES // 2} B per part once it has had a no-data event"
+        f"\nnbytes: single SLO {s.nbytes()} B, 3-part composite {c.nbytes()} B before its "
+        f"first event, +{WINDOW_BYTES // 2} B per ring a part's events allocate"
     )
 
 
@@ -291,7 +295,9 @@ def test_restores_a_version_1_snapshot_built_from_the_documented_layout() -> Non
     s.restore(blob)
     assert s.counts(BASE + 30, 600) == Counts(1, 2)
     assert s.no_data(BASE + 30, 600) == 0
-    assert s.to_bytes() == blob
+    again = make(["web"])
+    again.restore(s.to_bytes())  # written as version 2, with the part's events
+    assert s.to_bytes()[3] == 2 and again.counts(BASE + 30, 600) == Counts(1, 2)
 
 
 @pytest.mark.parametrize("n", [7, 8, 9, 17])

@@ -1,16 +1,16 @@
-"""Editing an SLO keeps its history where the edit does not change what is counted.
+"""Editing an SLO never loses history: its windows are views of its targets' events.
 
-The windows are the same 90-day tiers for every SLO and count good and valid
-events; the objective, description, window length and alert windows are read
-when the SLI, budget and burn rates are computed. So those edits keep every
-count, across a reload (apply_config) and a restart (snapshot). What a probe
-counts as (latency threshold, SLI kind) and the parts of a composite SLO still
-start afresh.
+The objective, description, window length and alert windows are read when the
+SLI, budget and burn rates are computed, so those edits keep the SLO's whole
+state. A latency threshold, the parts or a part's timing make a new state whose
+part windows read the same targets' events: after the edit (a reload, as SIGHUP
+runs it, and a restart) every window equals a recomputation from the outcomes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import textwrap
 import time
 from pathlib import Path
@@ -19,10 +19,13 @@ import pytest
 
 from slamon.app import wiring
 from slamon.app.daemon import Daemon
-from slamon.config.loader import parse_config
+from slamon.config.loader import load_config, parse_config
 from slamon.config.root import Config
+from slamon.config.targets import Target
 from slamon.probers.base import FailureReason, ProbeResult
+from slamon.sli.events import DEFAULT_BOUNDS
 from slamon.sli.live import LiveState
+from slamon.sli.window import DEFAULT_TIERS
 
 BASE = """
 targets:
@@ -86,21 +89,107 @@ def test_objective_description_window_and_alert_edits_keep_every_count() -> None
     assert shop.error_budget_remaining(now) == 1.0 - (valid - good) / (valid * (1.0 - 0.97))
 
 
-def test_what_changes_the_counts_starts_afresh() -> None:
+#: every SLO field an edit can touch, on top of EDITS (which keep the whole state)
+RECOUNT = {
+    **EDITS,
+    "threshold on a bound": ("latency_threshold: 300ms", "latency_threshold: 250ms"),
+    "threshold between bounds": ("latency_threshold: 300ms", "latency_threshold: 200ms"),
+    "latency to availability": ("sli: latency, latency_threshold: 300ms", "sli: availability"),
+    "part order": ("targets: [web, api]", "targets: [api, web]"),
+    "a part with history added": ("targets: [web], objective: 0.99", "targets: [web, api], "
+                                                                     "objective: 0.99"),
+    "a part removed": ("targets: [web, api]", "targets: [web]"),
+    "a part's interval": ("interval: 30s", "interval: 20s"),
+    "a part's timeout": ("interval: 30s, timeout: 2s", "interval: 30s, timeout: 5s"),
+}
+
+Outcomes = dict[str, list[tuple[float, bool, float]]]
+
+
+def recorded(live: LiveState, cfg: Config, start: float, n: int) -> Outcomes:
+    """`feed`, keeping every outcome by target."""
+    out: Outcomes = {"web": [], "api": []}
+    original = live.record
+
+    def keep(target: Target, t: float, result: ProbeResult) -> None:
+        out[target.id].append((t, result.ok, result.duration))
+        original(target, t, result)
+
+    live.record = keep  # type: ignore[method-assign]
+    try:
+        feed(live, cfg, start, n)
+    finally:
+        del live.record
+    return out
+
+
+def recompute(live: LiveState, outcomes: Outcomes, now: float,
+              recorded_with: dict[str, tuple[float, ...]]) -> None:
+    """Every part window of every SLO equals the count from the outcomes: good under
+    the SLO's threshold if it was a bound of the target while they were recorded,
+    else under the bound below it (the events hold nothing finer)."""
+    for state in live.slos.values():
+        slo = state.slo
+        threshold = slo.latency_threshold if slo.sli == "latency" else None
+        for part in state.parts:
+            answered = threshold if threshold is None else max(
+                (b for b in recorded_with[part] if b <= threshold), default=-1.0)
+            for length in (600.0, 3600.0, 86400.0):
+                res = next(t.resolution for t in DEFAULT_TIERS
+                           if length <= (t.buckets - 1) * t.resolution)
+                first, last = math.floor((now - length) / res), math.floor(now / res)
+                inside = [(ok, d) for t, ok, d in outcomes[part]
+                          if first <= math.floor(t / res) <= last]
+                good = sum(ok and (answered is None or d <= answered) for ok, d in inside)
+                assert state.counts(now, length, part) == (good, len(inside)), (slo.id, part)
+                if not state.composite:
+                    assert state.counts(now, length) == (good, len(inside))
+
+
+@pytest.mark.parametrize("edit", list(RECOUNT))
+async def test_every_window_equals_a_recount_after_any_edit(tmp_path: Path, edit: str) -> None:
+    now = time.time()
+    state = tmp_path / "state.db"
+    path = tmp_path / "slamon.yaml"
+    head = f'state: {{path: "{state}"}}\nserver: {{listen: "127.0.0.1:0"}}\n'
+    path.write_text(head + textwrap.dedent(BASE))
+    first = Daemon(load_config(path), config_path=path, loader=load_config)
+    await first._open_state()
+    assert first.store is not None
+    outcomes = recorded(first.live, first.config, now - 3000, 290)
+    bounds = {tid: events.bounds for tid, events in first.live.events.items()}
+    assert bounds["web"] == (*DEFAULT_BOUNDS[:2], 0.3, *DEFAULT_BOUNDS[2:])
+    first.live.advance(now)
+    combined = {sid: s.counts(now, 3600.0) for sid, s in first.live.slos.items() if s.composite}
+    old, new = RECOUNT[edit]
+    assert old in BASE
+    path.write_text(head + textwrap.dedent(BASE.replace(old, new)))
+    assert await first.reload()  # what SIGHUP runs
+    recompute(first.live, outcomes, now, bounds)
+    for sid, counted in combined.items():  # the service's slices as measured then
+        if first.live.slos[sid].composite:
+            assert first.live.slos[sid].counts(now, 3600.0) == counted
+    await first._flush(snapshot=True)
+    await first.store.close()
+    second = Daemon(load_config(path), config_path=path, loader=load_config)
+    await second._open_state()
+    assert second.store is not None
+    try:
+        recompute(second.live, outcomes, now, bounds)
+    finally:
+        await second.store.close()
+
+
+def test_a_threshold_between_bounds_is_exact_for_events_after_the_edit() -> None:
     now = time.time()
     cfg = config()
     live = LiveState(cfg)
-    feed(live, cfg, now - 3000, 290)
-    states = dict(live.slos)
-    text = (BASE.replace("latency_threshold: 300ms", "latency_threshold: 250ms")
-            .replace("targets: [web, api]", "targets: [api, web]"))
-    live.apply_config(config(text))
-    assert live.slos["fast"] is not states["fast"]
-    assert live.slos["shop"] is not states["shop"]
-    assert live.slos["avail"] is states["avail"]
-    # one part's interval does not change what a single-part SLO counts
-    live.apply_config(config(text.replace("interval: 10s", "interval: 20s")))
-    assert live.slos["avail"] is states["avail"]
+    recorded(live, cfg, now - 3 * 86400 - 3000, 290)  # days ago, under 300ms
+    edited = config(BASE.replace("latency_threshold: 300ms", "latency_threshold: 200ms"))
+    live.apply_config(edited)
+    assert 0.2 in live.events["web"].bounds and 0.3 not in live.events["web"].bounds
+    outcomes = recorded(live, edited, now - 2950, 290)
+    recompute(live, outcomes, now, {tid: e.bounds for tid, e in live.events.items()})
 
 
 def test_snapshot_shape_of_earlier_releases_still_restores() -> None:
@@ -230,5 +319,39 @@ async def test_a_snapshot_taken_while_results_arrive_agrees_with_the_journal(
         assert counts(second.live, now) == before
         # every result is counted once: 240 probes of web in the day window of avail
         assert before["avail"][0][1] == 240
+    finally:
+        await second.store.close()
+
+
+WITHOUT_API = (BASE.replace("  - {id: api, kind: http, interval: 30s, timeout: 2s, "
+                            "http: {url: \"http://127.0.0.1:9/api\"}}\n", "")
+               .replace("targets: [web, api]", "targets: [web]"))
+
+
+async def test_a_target_removed_and_added_back_keeps_its_events(tmp_path: Path) -> None:
+    """Through a reload, and through a restart while it is away (parked in the file)."""
+    assert "api" not in WITHOUT_API
+    now = time.time()
+    state = tmp_path / "state.db"
+    first = Daemon(config(state=state))
+    await first._open_state()
+    assert first.store is not None
+    outcomes = recorded(first.live, first.config, now - 3000, 290)
+    bounds = {tid: e.bounds for tid, e in first.live.events.items()}
+    first.parts.apply_config(config(WITHOUT_API, state=state))
+    assert "api" not in first.live.events
+    first.parts.apply_config(config(state=state))
+    recompute(first.live, outcomes, now, bounds)
+    first.parts.apply_config(config(WITHOUT_API, state=state))
+    await first._flush(snapshot=True)
+    await first._flush(snapshot=True)
+    await first.store.close()
+    second = Daemon(config(WITHOUT_API, state=state))
+    await second._open_state()
+    assert second.store is not None
+    try:
+        second.parts.apply_config(config(state=state))
+        recompute(second.live, outcomes, now, bounds)
+        assert second.live.slos["shop"].counts(now, 86400.0, "api").valid == len(outcomes["api"])
     finally:
         await second.store.close()

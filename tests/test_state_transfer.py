@@ -102,7 +102,8 @@ async def test_export_then_import_restores_the_same_windows(tmp_path: Path) -> N
     assert "exported 2 targets, 1 SLOs, 1 SLAs" in out.stdout
     moved = tmp_path / "moved.db"
     assert rows(moved, "SELECT count(*) FROM progress WHERE target = 'db'") == 0
-    assert rows(moved, "SELECT count(*) FROM snapshots") == 1
+    # the SLO's state and its two targets' events
+    assert rows(moved, "SELECT count(*) FROM snapshots") == 3
     assert rows(moved, "SELECT count(*) FROM journal") > 0
     assert rows(moved, "SELECT count(*) FROM leaves") == leaves
 

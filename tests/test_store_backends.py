@@ -29,6 +29,7 @@ import psycopg
 import pytest
 
 from slamon.config.loader import ConfigError, load_config
+from slamon.sli.events import events_key
 from slamon.store.base import ClosedPeriod, Store, StoreError, StoreWriteError
 from slamon.store.postgres import PostgresStore
 from slamon.store.sqlite import StateStore
@@ -369,8 +370,9 @@ async def test_daemon_runs_on_postgres_and_resumes(pg_dsn: str, tmp_path: Path) 
                           if line.startswith("{")]
                 restored = [e for e in events if e["event"] == "state_restored"]
                 assert restored and restored[0]["backend"] == "postgres"
-                # the window snapshot taken at the first stop is what the second run resumes
-                assert restored[0]["snapshots"] == run
+                # the snapshots taken at the first stop (the SLO's state and its
+                # target's events) are what the second run resumes
+                assert restored[0]["snapshots"] == 2 * run
                 assert pg_dsn not in out.decode()
                 first = progress
     finally:
@@ -443,18 +445,23 @@ async def test_the_last_instance_to_claim_a_target_is_the_only_one_writing_it(
         assert (await a.load()).progress == {"web": 2.0, "api": 2.0}
         owners = await _rows(a, "SELECT kind, id, instance FROM owners ORDER BY kind, id")
         assert owners == [("target", "api", "shard-0"), ("target", "web", "shard-1")]
-        # window snapshots are fenced by SLO the same way
+        # SLO snapshots are fenced by SLO the same way, and a target's events
+        # (under events_key) by the target
         a.own([], ["web-slo", "api-slo"])
         await a.flush()
         b.own([], ["web-slo"])
 
         async def snap() -> dict[str, tuple[str, bytes]]:
-            return {"web-slo": ("s", b"from a"), "api-slo": ("s", b"from a")}
+            return {"web-slo": ("s", b"from a"), "api-slo": ("s", b"from a"),
+                    events_key("web"): ("e", b"from a"), events_key("api"): ("e", b"from a")}
 
-        await b.flush(lambda: _const({"web-slo": ("s", b"from b")}))
+        await b.flush(lambda: _const({"web-slo": ("s", b"from b"),
+                                      events_key("web"): ("e", b"from b")}))
         await a.flush(snap)
-        assert (await a.load()).snapshots == {"web-slo": ("s", b"from b"),
-                                              "api-slo": ("s", b"from a")}
+        assert (await a.load()).snapshots == {
+            "web-slo": ("s", b"from b"), "api-slo": ("s", b"from a"),
+            events_key("web"): ("e", b"from b"), events_key("api"): ("e", b"from a")}
+        assert a.health.not_owned == 1  # no outcome refused: snapshots are not outcomes
     finally:
         await a.close()
         await b.close()
@@ -473,7 +480,16 @@ async def test_a_database_that_is_down_keeps_the_batch_until_it_is_back(
     with psycopg.connect(pg_server.dsn(), autocommit=True) as admin:  # the postgres db
         admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")  # type: ignore[arg-type]
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                      "WHERE application_name = 'slamon shard-0'")
+                      "WHERE datname = %s", (name,))
+        # termination is asynchronous: a flush before the backend is gone would succeed
+        for _ in range(100):
+            row = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
+                                (name,)).fetchone()
+            if row is not None and row[0] == 0:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the store's backend was not terminated")
     store.note_outcome("web", 1.0, True, 0.1)
     for _ in range(2):  # the drop is noticed, then the reconnect is refused
         with pytest.raises(StoreWriteError):

@@ -190,32 +190,24 @@ class Components:
         self.oracle = oracle
 
     def _restore_windows(self, restored: Restored) -> int:
-        for slo_id, (shape, data) in restored.snapshots.items():
-            if slo_id not in self.live.slos:
-                self.live.park(slo_id, shape, data)  # a reload may bring it back
-        for slo_id, state in self.live.slos.items():
-            snap = restored.snapshots.get(slo_id)
-            if snap is not None and self.live.restores(slo_id, snap[0]):
-                try:
-                    state.restore(snap[1])
-                except ValueError as exc:
-                    self.log.warning("snapshot_ignored", slo=slo_id, reason=str(exc))
+        for key, reason in self.live.restore(restored.snapshots):
+            self.log.warning("snapshot_ignored", key=key, reason=reason)
         replayed = 0
         for target_id, t, ok, duration in restored.journal:
             replayed += self.live.replay(target_id, t, ok, duration)
         return replayed
 
     async def _snapshots(self) -> Mapping[str, tuple[str, bytes]]:
-        """Every SLO's windows as of this call's start (the journal's cut), serialised
-        SNAPSHOT_CHUNK at a time between turns of the event loop."""
+        """Every target's events and SLO's state as of this call's start (the
+        journal's cut), serialised SNAPSHOT_CHUNK at a time between turns of the
+        event loop."""
         live = self.live
         live.hold()  # before any await: the windows are those of the cut
         try:
             parked = dict(live.parked)
-            items = [(slo_id, live.shape(slo_id), state) for slo_id, state in live.slos.items()]
             running: dict[str, tuple[str, bytes]] = {}
-            for i, (slo_id, shape, state) in enumerate(items, 1):
-                running[slo_id] = (shape, state.to_bytes())
+            for i, (key, shape, serialise) in enumerate(live.snapshot_sources(), 1):
+                running[key] = (shape, serialise())
                 if i % SNAPSHOT_CHUNK == 0:
                     await asyncio.sleep(0)
         finally:
@@ -373,7 +365,7 @@ class Components:
             self.live.record(target, scheduled, result)
             if self.tracker is not None:
                 self.tracker.record(target, scheduled, result.ok, result.duration)
-            if self.store is not None and self.live.has_slos(target.id):
+            if self.store is not None:  # every target's events are kept
                 self.store.note_outcome(target.id, scheduled, result.ok, result.duration)
         except Exception:
             self.log.exception("record_failed", target=target.id)
@@ -383,7 +375,7 @@ class Components:
             self.live.record_missed(target, scheduled)
             if self.tracker is not None:
                 self.tracker.record_missed(target, scheduled)
-            if self.store is not None and self.live.has_slos(target.id):
+            if self.store is not None:
                 self.store.note_outcome(target.id, scheduled, None, None)
         except Exception:
             self.log.exception("record_failed", target=target.id)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from slamon.config.root import Config
 from slamon.config.slo import Slo
 from slamon.config.targets import Target
 from slamon.probers.base import FailureReason, ProbeResult
+from slamon.sli.events import EVENTS_KEY, EVENTS_SHAPE, TargetEvents, bounds_for, events_key
 from slamon.sli.slo import SloState
 
 TransitionHook = Callable[["TargetStatus", ProbeResult], None]
@@ -35,15 +36,17 @@ class TargetStatus:
 
 
 def window_key(slo: Slo, parts: Sequence[Target]) -> tuple[object, ...]:
-    """What an SLO's stored windows count, and so what must not change for them to
-    be kept across a reload or a restart.
+    """What an SLO's own state counts, and so what must not change for it to be
+    kept across a reload or a restart.
 
-    The windows are the same 90-day tiers whatever the SLO's `window` or
-    `alert_windows`, and they count good and valid events, not the objective:
-    those (and the description) are read when the SLI, budget and burn rates are
-    computed, so an edit of them keeps every count. What a probe counts as good
-    (the SLI kind and latency threshold) and which parts make a time slice (the
-    parts, their order, the slice and the parts' timing) change the counts.
+    The parts' windows are views of their targets' events, which every edit
+    keeps. What an SLO state holds itself is its composite window of time slices
+    and its event totals: the objective, description, window and alert windows
+    are read when the SLI, budget and burn rates are computed, so an edit of them
+    keeps the whole state. What a probe counts as good (the SLI kind and latency
+    threshold) and which parts make a time slice (the parts, their order, the
+    slice and the parts' timing) make a new state, which carries the slices
+    counted so far (`SloState.take_combined`).
     """
     threshold = slo.latency_threshold if slo.sli == "latency" else None
     if len(parts) == 1:
@@ -67,13 +70,16 @@ def _legacy_shape(slo: Slo, parts: Sequence[Target]) -> str:
     return _digest(key.replace(", selector=None", "", 1))
 
 
-#: parked SLO windows held in memory (about 8 KB each); the state file keeps more
+#: parked SLO states and target events held in memory (a few KB each); the state
+#: file keeps more
 MAX_PARKED = 1000
 
 
 class LiveState:
     def __init__(self, config: Config, on_transition: TransitionHook | None = None) -> None:
         self.targets: dict[str, TargetStatus] = {}
+        #: every configured target's events: the truth the SLO windows are views of
+        self.events: dict[str, TargetEvents] = {}
         self.slos: dict[str, SloState] = {}
         self._slos_by_target: dict[str, list[SloState]] = {}
         self._slo_keys: dict[str, object] = {}
@@ -83,9 +89,10 @@ class LiveState:
         #: what the shape snapshots were written under before window_key is made of
         #: (restore only, computed on demand: the repr of 10,000 SLO models costs ~0.15 s)
         self._legacy: dict[str, tuple[Slo, Sequence[Target]]] = {}
-        #: windows of SLOs a reload removed (or changed), as snapshots by SLO id:
-        #: (shape, bytes). Given back if the same SLO returns, and written with the
-        #: state, so removing an SLO and adding it back loses none of its history
+        #: events of targets and states of SLOs a reload removed, as snapshots by
+        #: snapshot key (SLO id, or `events_key` of a target): (shape, bytes). Given
+        #: back if the same target or SLO returns, and written with the state, so
+        #: removing one and adding it back loses none of its history
         self.parked: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
         self._on_transition = on_transition
         #: while a snapshot is being serialised, outcomes for the SLO windows wait
@@ -94,7 +101,11 @@ class LiveState:
         self.apply_config(config)
 
     def apply_config(self, config: Config) -> None:
-        """Keep state of unchanged targets and SLOs; drop removed ones; add new ones."""
+        """Keep state of unchanged targets and SLOs; drop removed ones; add new ones.
+
+        Every target keeps its events through any edit (moved onto new latency
+        bounds when the thresholds over it change); a removed target's are parked.
+        """
         by_id = {t.id: t for t in config.targets}
         old_targets = self.targets
         self.targets = {}
@@ -104,30 +115,51 @@ class LiveState:
                 self.targets[tid] = prev
             else:
                 self.targets[tid] = TargetStatus(target)
+        thresholds: dict[str, set[float]] = {}
+        for slo in config.slos:
+            if slo.sli == "latency" and slo.latency_threshold is not None:
+                for tid in slo.targets:
+                    thresholds.setdefault(tid, set()).add(slo.latency_threshold)
+        old_events = self.events
+        self.events = {}
+        for tid in by_id:
+            bounds = bounds_for(thresholds.get(tid, ()))
+            events = old_events.pop(tid, None)
+            if events is None:
+                events = TargetEvents(bounds)
+                self._unpark_events(tid, events)
+            else:
+                events.rebound(bounds)
+            self.events[tid] = events
+        for tid, events in old_events.items():
+            self.park(events_key(tid), EVENTS_SHAPE, events.to_bytes())
         old_slos, old_keys, old_shapes = self.slos, self._slo_keys, self._shapes
         old_state_shapes = {sid: self.shape(sid) for sid in old_slos}
         self.slos, self._slo_keys, self._shapes, self._legacy = {}, {}, {}, {}
         for slo in config.slos:
             prev_state = old_slos.get(slo.id)
             parts = [by_id[t] for t in slo.targets]
-            # an SLO keeps its windows across a reload unless what they count changed
             key = window_key(slo, parts)
             self._slo_keys[slo.id] = key
             self._legacy[slo.id] = (slo, parts)
             if old_keys.get(slo.id) == key and slo.id in old_shapes:
                 self._shapes[slo.id] = old_shapes[slo.id]
             if prev_state is not None and old_keys.get(slo.id) == key:
-                prev_state.slo = slo  # a new objective, window or alert windows: same counts
+                prev_state.slo = slo  # a new objective, window or alert windows: same state
                 self.slos[slo.id] = prev_state
+                continue
+            state = self.slos[slo.id] = SloState(
+                slo,
+                intervals={t.id: t.interval for t in parts},
+                timeouts={t.id: t.timeout for t in parts},
+                events={t.id: self.events[t.id] for t in parts},
+            )
+            if prev_state is not None:
+                state.take_combined(prev_state)
             else:
-                self.slos[slo.id] = SloState(
-                    slo,
-                    intervals={t.id: t.interval for t in parts},
-                    timeouts={t.id: t.timeout for t in parts},
-                )
                 self._unpark(slo.id)
         for sid, state in old_slos.items():
-            if self.slos.get(sid) is not state:
+            if sid not in self.slos:
                 self.park(sid, old_state_shapes[sid], state.to_bytes())
         self._slos_by_target = {}
         for state in self.slos.values():
@@ -157,6 +189,7 @@ class LiveState:
         if self._held is not None:
             self._held.append((target.id, scheduled, int(result.ok), result.duration))
             return
+        self.events[target.id].add(scheduled, result.ok, result.duration)
         for slo_state in self._slos_by_target.get(target.id, ()):
             slo_state.record(target.id, scheduled, result.ok, result.duration)
 
@@ -168,15 +201,15 @@ class LiveState:
         if self._held is not None:
             self._held.append((target.id, scheduled, None, None))
             return
-        for slo_state in self._slos_by_target.get(target.id, ()):
-            slo_state.record_no_data(target.id, scheduled)
+        self.events[target.id].add_no_data(scheduled)
 
     # A snapshot must agree with the journal: it is the windows at the instant the
     # journal is cut. Serialising 10,000 SLOs takes ~0.1 s, too long to hold the event
     # loop; instead the windows stand still while it is done in pieces, and what
     # arrives meanwhile (journaled after the cut) is applied when they move again.
     def hold(self) -> None:
-        """Freeze the SLO windows (the last-result view stays live) until `release`."""
+        """Freeze the events and SLO windows (the last-result view stays live) until
+        `release`."""
         if self._held is None:
             self._held = []
 
@@ -190,9 +223,6 @@ class LiveState:
     def held(self) -> bool:
         return self._held is not None
 
-    def has_slos(self, target_id: str) -> bool:
-        return target_id in self._slos_by_target
-
     def shape(self, slo_id: str) -> str:
         """Fingerprint of what shapes an SLO's windows (window_key): a snapshot only
         restores onto the same shape."""
@@ -202,23 +232,82 @@ class LiveState:
             shape = self._shapes[slo_id] = _fingerprint(key)
         return shape
 
-    def park(self, slo_id: str, shape: str, data: bytes) -> None:
-        """Keep the windows of an SLO that is not running (bounded: the oldest go)."""
-        self.parked.pop(slo_id, None)
-        self.parked[slo_id] = (shape, data)
+    def park(self, key: str, shape: str, data: bytes) -> None:
+        """Keep the snapshot of an SLO or a target (`events_key`) that is not running
+        (bounded: the oldest go)."""
+        self.parked.pop(key, None)
+        self.parked[key] = (shape, data)
         while len(self.parked) > MAX_PARKED:
             self.parked.popitem(last=False)
 
     def _unpark(self, slo_id: str) -> None:
-        """A new SLO state takes the parked windows of the same SLO, if they fit."""
+        """A new SLO state takes the parked state of the same SLO, if it fits."""
         found = self.parked.get(slo_id)
         if found is None or not self.restores(slo_id, found[0]):
             return
+        state = self.slos[slo_id]
         try:
-            self.slos[slo_id].restore(found[1])
+            self._adopt(state.restore(found[1]))
         except ValueError:
             return
         del self.parked[slo_id]
+
+    def _unpark_events(self, target_id: str, events: TargetEvents) -> None:
+        """A target that comes back takes its parked events."""
+        found = self.parked.pop(events_key(target_id), None)
+        if found is None:
+            return
+        try:
+            events.take(TargetEvents.from_bytes(found[1]))
+        except ValueError:
+            return
+
+    def _adopt(self, events: Mapping[str, TargetEvents]) -> None:
+        """Events an SLO snapshot of earlier releases held for its parts become the
+        targets' events, where a target has none of its own yet."""
+        for tid, found in events.items():
+            mine = self.events.get(tid)
+            if mine is not None and mine.empty():
+                mine.take(found)
+
+    def restore(self, snapshots: Mapping[str, tuple[str, bytes]]) -> list[tuple[str, str]]:
+        """Load a state file's snapshots: targets' events, then SLO states (whose
+        earlier-release part windows fill targets still without events). Snapshots
+        of targets and SLOs not configured are parked. Returns (key, reason) for
+        every snapshot that could not be used."""
+        problems: list[tuple[str, str]] = []
+        for key, (shape, data) in snapshots.items():
+            if not key.startswith(EVENTS_KEY):
+                continue
+            events = self.events.get(key[len(EVENTS_KEY):])
+            if events is None:
+                self.park(key, shape, data)
+                continue
+            try:
+                events.take(TargetEvents.from_bytes(data))
+            except ValueError as exc:
+                problems.append((key, str(exc)))
+        for key, (shape, data) in snapshots.items():
+            if key.startswith(EVENTS_KEY):
+                continue
+            state = self.slos.get(key)
+            if state is None:
+                self.park(key, shape, data)  # a reload may bring it back
+            elif self.restores(key, shape):
+                try:
+                    self._adopt(state.restore(data))
+                except ValueError as exc:
+                    problems.append((key, str(exc)))
+        return problems
+
+    def snapshot_sources(self) -> list[tuple[str, str, Callable[[], bytes]]]:
+        """(snapshot key, shape, serialiser) of every running target and SLO."""
+        out: list[tuple[str, str, Callable[[], bytes]]] = [
+            (events_key(tid), EVENTS_SHAPE, events.to_bytes)
+            for tid, events in self.events.items()
+        ]
+        out.extend((sid, self.shape(sid), state.to_bytes) for sid, state in self.slos.items())
+        return out
 
     def restores(self, slo_id: str, shape: str) -> bool:
         """Whether a snapshot written under `shape` fits this SLO's windows: today's
@@ -229,14 +318,18 @@ class LiveState:
         return legacy is not None and shape == _legacy_shape(*legacy)
 
     def replay(self, target_id: str, t: float, ok: int | None, duration: float | None) -> int:
-        """Re-apply a journaled outcome to the SLO windows (not to live counters)."""
-        states = self._slos_by_target.get(target_id, ())
-        for slo_state in states:
-            if ok is None:
-                slo_state.record_no_data(target_id, t)
-            else:
-                slo_state.record(target_id, t, bool(ok), duration or 0.0)
-        return 1 if states else 0
+        """Re-apply a journaled outcome to the events and SLO windows (not to live
+        counters); 1 if the target is configured, else 0."""
+        events = self.events.get(target_id)
+        if events is None:
+            return 0
+        if ok is None:
+            events.add_no_data(t)
+            return 1
+        events.add(t, bool(ok), duration or 0.0)
+        for slo_state in self._slos_by_target.get(target_id, ()):
+            slo_state.record(target_id, t, bool(ok), duration or 0.0)
+        return 1
 
     def advance(self, now: float) -> None:
         if self._held is not None:
@@ -245,4 +338,6 @@ class LiveState:
             slo_state.advance(now)
 
     def window_bytes(self) -> int:
-        return sum(s.nbytes() for s in self.slos.values())
+        """Bytes of counters: every target's events and the SLOs' own windows."""
+        return sum(e.nbytes() for e in self.events.values()) + sum(
+            s.nbytes() for s in self.slos.values())

@@ -12,15 +12,21 @@ slices / valid slices, i.e. "the service worked as a whole". A slice is closed
 (added to the combined window at its start time) once its end plus the longest
 part timeout has passed, since no result for it can arrive later; until then it
 is held in a small dict of open slices.
+
+A part's window is a view of its target's events (`slamon.sli.events`): the
+live state keeps one `TargetEvents` per target, shared by every SLO over it, so
+an SLO edited, or a target added to a composite SLO, reads the events the target
+already has. A state made without them (tests, tools) keeps its own.
 """
 
 from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from slamon.config.slo import Slo
+from slamon.sli.events import TargetEvents, bounds_for
 from slamon.sli.window import DEFAULT_TIERS, Counts, RollingCounter, RollingWindow, Tier
 
 __all__ = ["SloState", "is_good"]
@@ -29,7 +35,10 @@ _NEVER = -(1 << 62)
 _SNAP_HEADER = struct.Struct("<3sBH")  # magic, version, part count
 _SNAP_COUNTS = struct.Struct("<BH")  # the header after its magic
 _SNAP_MAGIC = b"SLS"
-_SNAP_VERSION = 1
+#: 1: every part's (good, valid) window inside; 2: the parts' events only when the
+#: state owns them (a flag byte after the header)
+_SNAP_VERSION = 2
+_FLAG = struct.Struct("<B")
 _LEN = struct.Struct("<I")
 _TAIL = struct.Struct("<qQI")  # closed_below, late, open slice count
 _SLICE = struct.Struct("<q")
@@ -76,7 +85,9 @@ class SloState:
 
     `intervals` and `timeouts` map every part (target id in ``slo.targets``) to
     its probe interval and timeout in seconds; they set the composite slice
-    length and how long a slice waits for late results.
+    length and how long a slice waits for late results. `events` maps every part
+    to its target's events, which the caller keeps up to date (see
+    `LiveState.record`); without it the state keeps its own and counts into them.
     """
 
     __slots__ = (
@@ -85,11 +96,11 @@ class SloState:
         "_close_delay",
         "_closed_below",
         "_combined",
-        "_no_data",
+        "_events",
         "_open",
+        "_owns",
         "_threshold",
         "_tiers",
-        "_windows",
         "composite",
         "good_total",
         "last_bad",
@@ -106,6 +117,7 @@ class SloState:
         intervals: Mapping[str, float],
         timeouts: Mapping[str, float],
         tiers: Sequence[Tier] = DEFAULT_TIERS,
+        events: Mapping[str, TargetEvents] | None = None,
     ) -> None:
         self.slo = slo
         self.parts: tuple[str, ...] = tuple(slo.targets)
@@ -115,22 +127,30 @@ class SloState:
                 raise ValueError(f"SLO {slo.id!r}: no interval/timeout given for part {part!r}")
         self._tiers = tuple(tiers)
         self._threshold = slo.latency_threshold if slo.sli == "latency" else None
-        self._windows = {part: RollingWindow(self._tiers) for part in self.parts}
-        #: allocated on first no-data event: most parts never have one
-        self._no_data: dict[str, RollingCounter] = {}
+        self._owns = events is None
+        if events is None:
+            bounds = bounds_for([self._threshold])
+            self._events = {part: TargetEvents(bounds, self._tiers) for part in self.parts}
+        else:
+            missing = [p for p in self.parts if p not in events]
+            if missing:
+                raise ValueError(f"SLO {slo.id!r}: no events given for part {missing[0]!r}")
+            self._events = {part: events[part] for part in self.parts}
         #: results that arrived after their composite slice was closed (not in the combined SLI)
         self.late = 0
         #: combined good and valid events counted since this state was made (the
         #: `slamon_sli_*_total` counters: Prometheus takes a new state as a counter reset)
         self.good_total = 0
         self.valid_total = 0
-        #: scheduled time of the latest bad event (-inf: none): burn checks skip clean SLOs
-        self.last_bad = -math.inf
+        #: scheduled time of the latest bad event (-inf: none): burn checks skip clean SLOs.
+        #: A state made over events with history does not know it: checks must look.
+        self.last_bad = -math.inf if self._owns else math.inf
         self._bits = {part: 1 << i for i, part in enumerate(self.parts)}
         self._all_mask = (1 << len(self.parts)) - 1
         #: open slices: index -> [mask of parts with a valid probe, mask of parts with a bad one]
         self._open: dict[int, list[int]] = {}
         self._closed_below = _NEVER
+        self._combined: RollingWindow | None = None
         if self.composite:
             longest = max(intervals[p] for p in self.parts)
             self.slice_length: float = slo.slice if slo.slice is not None else longest
@@ -139,16 +159,12 @@ class SloState:
             self._close_delay = max(timeouts[p] for p in self.parts)
             self._combined = RollingWindow(self._tiers)
         else:
-            # the combined SLI of a single part is that part's SLI: share the window
             self.slice_length = 0.0
             self._close_delay = 0.0
-            self._combined = self._windows[self.parts[0]]
 
-    def _window(self, part: str | None) -> RollingWindow:
-        if part is None:
-            return self._combined
+    def _part(self, part: str) -> TargetEvents:
         try:
-            return self._windows[part]
+            return self._events[part]
         except KeyError:
             raise KeyError(f"{part!r} is not a part of SLO {self.slo.id!r}") from None
 
@@ -157,9 +173,10 @@ class SloState:
 
         Good as defined by `is_good`: for a latency SLI a failed probe is valid and bad.
         """
-        window = self._window(target_id)
+        events = self._part(target_id)
+        if self._owns:
+            events.add(t, ok, duration)
         good = ok and (self._threshold is None or duration <= self._threshold)  # is_good, inlined
-        window.add(t, 1 if good else 0, 1)
         if not good and t > self.last_bad:
             self.last_bad = t
         if not self.composite:
@@ -183,15 +200,14 @@ class SloState:
 
     def record_no_data(self, target_id: str, t: float) -> None:
         """slamon could not run the probe scheduled at `t`: neither good nor bad, not valid."""
-        self._window(target_id)  # validates the part
-        counter = self._no_data.get(target_id)
-        if counter is None:
-            counter = self._no_data[target_id] = RollingCounter(self._tiers)
-        counter.add(t)
+        events = self._part(target_id)
+        if self._owns:
+            events.add_no_data(t)
 
     def advance(self, now: float) -> None:
         """Composite only: close slices whose end + longest part timeout <= now."""
-        if not self.composite:
+        combined = self._combined
+        if combined is None:
             return
         # slice k ends at (k+1)*L; it is closable when (k+1)*L + delay <= now
         below = math.floor((now - self._close_delay) / self.slice_length)
@@ -203,7 +219,7 @@ class SloState:
         for k in sorted(k for k in self._open if k < below):
             valid_mask, bad_mask = self._open.pop(k)
             if valid_mask == self._all_mask:
-                self._combined.add(k * self.slice_length, 1 if bad_mask == 0 else 0, 1)
+                combined.add(k * self.slice_length, 1 if bad_mask == 0 else 0, 1)
                 self.good_total += bad_mask == 0
                 self.valid_total += 1
                 if bad_mask:
@@ -220,18 +236,17 @@ class SloState:
         Combined counts are slices, and only closed slices: they lag `now` by up
         to one slice plus the longest part timeout.
         """
-        return self._window(part).query(now, length)
+        if part is None:
+            if self._combined is not None:
+                return self._combined.query(now, length)
+            part = self.parts[0]
+        return self._part(part).counts(now, length, self._threshold)
 
     def no_data(self, now: float, length: float, part: str | None = None) -> int:
         """No-data events over the window, for one part or summed over all parts."""
-        self._window(part)
-        parts = self.parts if part is None else (part,)
-        total = 0
-        for p in parts:
-            counter = self._no_data.get(p)
-            if counter is not None:
-                total += counter.query(now, length)
-        return total
+        if part is not None:
+            return self._part(part).no_data(now, length)
+        return sum(self._events[p].no_data(now, length) for p in self.parts)
 
     def sli(self, now: float, length: float, part: str | None = None) -> float | None:
         """good / valid, or None when there is no valid event in the window."""
@@ -255,20 +270,32 @@ class SloState:
         return (1.0 - sli) / (1.0 - self.slo.objective)
 
     def nbytes(self) -> int:
-        """Bytes held by all counters of this SLO (windows, combined, no-data)."""
-        total = sum(w.nbytes() for w in self._windows.values())
-        if self.composite:
-            total += self._combined.nbytes()
-        return total + sum(c.nbytes() for c in self._no_data.values())
+        """Bytes held by this SLO's own counters: its combined window, and its parts'
+        events when it keeps its own (shared events are the live state's)."""
+        total = self._combined.nbytes() if self._combined is not None else 0
+        if self._owns:
+            total += sum(e.nbytes() for e in self._events.values())
+        return total
+
+    def take_combined(self, other: SloState) -> None:
+        """Carry another state's combined window (this SLO before an edit of its
+        parts or their timing) into this one: the service's history as it was
+        measured, slices closed under the definition of their time."""
+        if self._combined is None or other._combined is None:
+            return
+        self._combined.absorb(other._combined)
+        self.last_bad = math.inf
 
     # -- snapshots for the state store ---------------------------------------------
 
     def to_bytes(self) -> bytes:
-        """Versioned snapshot of every counter, open slice and late count.
+        """Versioned snapshot of the combined window, open slices, late count, and
+        the parts' events when this state keeps its own.
 
         Restore it with `restore` onto a SloState of the same shape (parts, tiers).
         """
         out = bytearray(_SNAP_HEADER.pack(_SNAP_MAGIC, _SNAP_VERSION, len(self.parts)))
+        out.extend(_FLAG.pack(self._owns))
 
         def blob(data: bytes) -> None:
             out.extend(_LEN.pack(len(data)))
@@ -276,44 +303,57 @@ class SloState:
 
         for part in self.parts:
             blob(part.encode())
-            blob(self._windows[part].to_bytes())
-            no_data = self._no_data.get(part)
-            blob(no_data.to_bytes() if no_data is not None else b"")
-        if self.composite:
-            blob(self._combined.to_bytes())
-            out.extend(_TAIL.pack(self._closed_below, self.late, len(self._open)))
-            width = (len(self.parts) + 7) // 8
-            for k in sorted(self._open):
-                valid_mask, bad_mask = self._open[k]
-                out.extend(_SLICE.pack(k))
-                out.extend(valid_mask.to_bytes(width, "little"))
-                out.extend(bad_mask.to_bytes(width, "little"))
+            if self._owns:
+                blob(self._events[part].to_bytes())
+        if self._combined is not None:
+            self._tail(out, blob)
         return bytes(out)
 
-    def restore(self, data: bytes) -> None:
+    def _tail(self, out: bytearray, blob: Callable[[bytes], None]) -> None:
+        assert self._combined is not None
+        blob(self._combined.to_bytes())
+        out.extend(_TAIL.pack(self._closed_below, self.late, len(self._open)))
+        width = (len(self.parts) + 7) // 8
+        for k in sorted(self._open):
+            valid_mask, bad_mask = self._open[k]
+            out.extend(_SLICE.pack(k))
+            out.extend(valid_mask.to_bytes(width, "little"))
+            out.extend(bad_mask.to_bytes(width, "little"))
+
+    def restore(self, data: bytes) -> dict[str, TargetEvents]:
         """Replace this state with a `to_bytes` snapshot; all or nothing.
 
+        Returns the parts' events the snapshot holds, made on this state's
+        bounds (a snapshot of a state that kept its own, or of earlier releases,
+        whose part windows become events as `TargetEvents.from_window` says).
+        A state that keeps its own takes them; shared events are the caller's.
         Raises ValueError if the snapshot is corrupt or of another shape.
         """
-        self.last_bad = math.inf  # unknown after a restore: burn checks must look
         r = _Reader(data)
         if r.take(len(_SNAP_MAGIC)) != _SNAP_MAGIC:
             raise ValueError("not a slamon SLO snapshot")
         version, nparts = r.unpack(_SNAP_COUNTS)
-        if version != _SNAP_VERSION:
+        if version not in (1, _SNAP_VERSION):
             raise ValueError(f"unsupported SLO snapshot version {version}")
         if nparts != len(self.parts):
             raise ValueError("SLO snapshot has other parts")
-        windows: dict[str, RollingWindow] = {}
-        no_data: dict[str, RollingCounter] = {}
+        with_events = True if version == 1 else bool(r.unpack(_FLAG)[0])
+        bounds = next(iter(self._events.values())).bounds
+        events: dict[str, TargetEvents] = {}
         for part in self.parts:
             if r.blob() != part.encode():
                 raise ValueError("SLO snapshot has other parts")
-            windows[part] = RollingWindow.from_bytes(r.blob(), self._tiers)
-            raw = r.blob()
-            if raw:
-                no_data[part] = RollingCounter.from_bytes(raw, self._tiers)
-        combined = windows[self.parts[0]]
+            if version == 1:
+                good, bad = RollingWindow.from_bytes(r.blob(), self._tiers).split()
+                raw = r.blob()
+                no_data = RollingCounter.from_bytes(raw, self._tiers) if raw else None
+                events[part] = TargetEvents.from_window(
+                    good, bad, no_data, self._threshold, bounds_for([self._threshold]),
+                    self._tiers)
+                events[part].rebound(self._events[part].bounds)
+            elif with_events:
+                events[part] = TargetEvents.from_bytes(r.blob(), bounds, self._tiers)
+        combined = None
         closed_below, late = _NEVER, 0
         open_slices: dict[int, list[int]] = {}
         if self.composite:
@@ -329,5 +369,9 @@ class SloState:
                 open_slices[k] = [valid_mask, bad_mask]
         if r.pos != len(data):
             raise ValueError("SLO snapshot has trailing bytes")
-        self._windows, self._no_data, self._combined = windows, no_data, combined
+        self.last_bad = math.inf  # unknown after a restore: burn checks must look
+        if self._owns and events:
+            self._events = events
+        self._combined = combined
         self._closed_below, self.late, self._open = closed_below, late, open_slices
+        return events

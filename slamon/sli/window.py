@@ -211,6 +211,30 @@ class _TieredRing:
                     for f, g in enumerate(hit[1], 3):
                         a[f] += g
 
+    def absorb(self, other: _TieredRing) -> None:
+        """Add every bucket `other` retains into this ring (same tiers and counters),
+        as if its events had been added here; counters saturate."""
+        if other._tiers != self._tiers or other._FIELDS != self._FIELDS:
+            raise ValueError("can only absorb a ring of the same tiers and counters")
+        self._cache = None
+        for i, (_, n, off) in enumerate(self._layout):
+            theirs = other._heads[i]
+            if theirs == _NO_HEAD:
+                continue
+            head = self._heads[i]
+            if theirs > head:
+                if head != _NO_HEAD:
+                    self._clear(off, n, head + 1, min(theirs - head, n))
+                head = self._heads[i] = theirs
+            # head >= theirs now: what both retain is head - n + 1 .. theirs
+            for b in range(head - n + 1, theirs + 1):
+                slot = off + b % n
+                for mine, source in zip(self._counters, other._counters, strict=True):
+                    value = source[slot]
+                    if value:
+                        new = mine[slot] + value
+                        mine[slot] = new if new < COUNTER_MAX else COUNTER_MAX
+
     def _clear(self, off: int, n: int, first: int, count: int) -> None:
         """Zero `count` consecutive ring slots starting at absolute bucket `first`."""
         start = first % n
@@ -426,6 +450,15 @@ class RollingWindow(_TieredRing):
         """Sums over the last `length` seconds before `now` (see class docstring)."""
         good, valid = self._sums(now, length)
         return Counts(good, valid)
+
+    def split(self) -> tuple[RollingCounter, RollingCounter]:
+        """(good, valid - good) as two rings of the same tiers and heads."""
+        good, bad = RollingCounter(self._tiers), RollingCounter(self._tiers)
+        g, v = self._counters
+        good._counters = (array(_TYPECODE, g),)
+        bad._counters = (array(_TYPECODE, (max(b - a, 0) for a, b in zip(g, v, strict=True))),)
+        good._heads, bad._heads = list(self._heads), list(self._heads)
+        return good, bad
 
 
 class RollingCounter(_TieredRing):

@@ -38,6 +38,7 @@ from typing import Any, ClassVar, Final, TypeVar
 
 import psycopg
 
+from slamon.sli.events import EVENTS_KEY, events_key
 from slamon.store.base import (
     SNAPSHOT_KEEP,
     Batch,
@@ -261,11 +262,15 @@ class PostgresStore(Store):
             cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", (_OWNERS_LOCK,))
         targets = set(batch.progress) | {t for _, t, _ in batch.leaves} | {
             row[0] for row in batch.journal}
-        lost = self._owned_elsewhere(cur, "target", targets)
-        lost_slos = self._owned_elsewhere(cur, "slo", set(snapshots or ()))
-        if lost_slos and snapshots is not None:
-            snapshots = {k: v for k, v in snapshots.items() if k not in lost_slos}
-        if not lost:
+        keys = set(snapshots or ())
+        # a target's events are snapshotted under events_key(target): fenced as the target
+        lost = self._owned_elsewhere(cur, "target", targets | {
+            k[len(EVENTS_KEY):] for k in keys if k.startswith(EVENTS_KEY)})
+        lost_keys = self._owned_elsewhere(cur, "slo", {
+            k for k in keys if not k.startswith(EVENTS_KEY)}) | {events_key(t) for t in lost}
+        if snapshots is not None and lost_keys & keys:
+            snapshots = {k: v for k, v in snapshots.items() if k not in lost_keys}
+        if not lost & targets:
             return 0, snapshots
         outcomes = len(batch.journal)
         batch.progress = {t: v for t, v in batch.progress.items() if t not in lost}

@@ -6,8 +6,8 @@ history must move too. `export_state` copies every row that belongs to a set
 of targets, SLOs and SLAs into a new file with the same schema; `import_state`
 adds such a file's rows to an instance's state file.
 
-What belongs to what: per target its progress, its journal and its evidence
-series (with their leaves); per SLO its window snapshot; per SLA its progress,
+What belongs to what: per target its progress, its journal, its events snapshot and its
+evidence series (with their leaves); per SLO its state snapshot; per SLA its progress,
 closed periods, signed-report journal and transactions. The oracle's own
 key/value pairs are per instance and never move.
 
@@ -26,6 +26,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from slamon.sli.events import EVENTS_KEY, events_key
 from slamon.store.migrations import APPLICATION_ID, SCHEMA_VERSION, migrate
 from slamon.store.sqlite import StoreError, take_lock
 
@@ -35,6 +36,11 @@ class Selection:
     targets: frozenset[str]
     slos: frozenset[str]
     slas: frozenset[str]
+
+    @property
+    def snapshot_keys(self) -> frozenset[str]:
+        """The SLOs' states and the targets' events."""
+        return self.slos | {events_key(t) for t in self.targets}
 
 
 @dataclass(slots=True)
@@ -52,7 +58,7 @@ class Counts:
 #: (table, the column that selects its rows, which set of the Selection)
 _KEYED = (
     ("progress", "target", "targets"),
-    ("snapshots", "slo", "slos"),
+    ("snapshots", "slo", "snapshot_keys"),
     ("sla_progress", "sla", "slas"),
     ("periods", "sla", "slas"),
     ("reports", "sla", "slas"),
@@ -110,8 +116,9 @@ def state_ids(path: Path) -> tuple[set[str], set[str]]:
     try:
         targets = {r[0] for r in conn.execute("SELECT target FROM progress")}
         targets |= {r[0] for r in conn.execute("SELECT DISTINCT target FROM series")}
-        slos = {r[0] for r in conn.execute("SELECT slo FROM snapshots")}
-        return targets, slos
+        keys = {r[0] for r in conn.execute("SELECT slo FROM snapshots")}
+        targets |= {k[len(EVENTS_KEY):] for k in keys if k.startswith(EVENTS_KEY)}
+        return targets, {k for k in keys if not k.startswith(EVENTS_KEY)}
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path}: not a usable slamon state file ({exc})") from None
     finally:

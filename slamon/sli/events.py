@@ -1,0 +1,269 @@
+"""Per-target events, of which every SLO window is a view. Pure: time is passed in.
+
+DESIGN.md: events are the truth, views are derived. Per target and per
+tick-aligned bucket of every tier (the tiers of `window.DEFAULT_TIERS`), slamon
+counts:
+
+- failed probes ("bad"),
+- probes slamon could not run ("no data", never valid),
+- succeeded probes by latency cell: cell ``i`` holds the durations in
+  ``(bounds[i - 1], bounds[i]]``, the last cell those above every bound.
+
+An SLO reads good and valid from its targets' events: every probe that ran is
+valid; an availability SLI counts the succeeded ones good, a latency SLI with
+threshold T the cells whose upper bound is at most T. That is exact when T is a
+bound. The live state makes every threshold configured over a target one of its
+bounds, next to `DEFAULT_BOUNDS`; a threshold edited to a value that was not a
+bound while the events arrived is answered from the bound below it (events
+between that bound and T count as slower than T) until its own events fill the
+windows.
+
+When the bounds change (a threshold added or removed), each old cell moves into
+the new cell that holds its upper bound: cells merge exactly, and a new bound
+inside an old cell leaves that cell's history above the new bound.
+
+Memory: a counter ring (3,920 B with the default tiers) is allocated when its
+first event arrives. A target whose probes succeed within one cell and sometimes
+fail holds two rings, as one SLO's (good, valid) window did; each further cell
+its latencies spread over adds one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import struct
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+
+from slamon.sli.window import DEFAULT_TIERS, Counts, RollingCounter, Tier
+
+__all__ = ["DEFAULT_BOUNDS", "EVENTS_KEY", "EVENTS_SHAPE", "TargetEvents", "bounds_for",
+           "events_key"]
+
+#: latency cell bounds every target keeps, in seconds (the upper part of
+#: Prometheus' default histogram buckets): thresholds on them are always exact
+DEFAULT_BOUNDS: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+#: the state store keeps a target's events under the key `events_key(id)` next to
+#: the SLO states: ids start with a letter or digit, so no SLO id is one of these
+EVENTS_KEY = "@"
+#: the shape target events are stored under: they restore onto any bounds
+EVENTS_SHAPE = "events"
+
+_MAGIC = b"SLE"
+_VERSION = 1
+_HEADER = struct.Struct("<3sBH")  # magic, version, bound count
+_BOUND = struct.Struct("<d")
+_LEN = struct.Struct("<I")
+
+
+def events_key(target_id: str) -> str:
+    return EVENTS_KEY + target_id
+
+
+def bounds_for(thresholds: Iterable[float | None]) -> tuple[float, ...]:
+    """The default bounds plus every latency threshold given (None: not a latency SLI)."""
+    extra = {t for t in thresholds if t is not None}
+    return tuple(sorted(set(DEFAULT_BOUNDS) | extra))
+
+
+def _check(bounds: Sequence[float]) -> tuple[float, ...]:
+    out = tuple(float(b) for b in bounds)
+    for b in out:
+        if not (math.isfinite(b) and b > 0):
+            raise ValueError(f"latency bounds must be positive numbers, got {b}")
+    if any(a >= b for a, b in itertools.pairwise(out)):
+        raise ValueError("latency bounds must be strictly increasing")
+    return out
+
+
+@lru_cache(maxsize=8)
+def _empty(tiers: tuple[Tier, ...]) -> RollingCounter:
+    """A ring never written to: answers 0 and validates a query's length."""
+    return RollingCounter(tiers)
+
+
+class TargetEvents:
+    """One target's events over the tiers (see the module docstring)."""
+
+    __slots__ = ("_bad", "_bounds", "_cells", "_no_data", "_tiers")
+
+    def __init__(
+        self, bounds: Sequence[float] = DEFAULT_BOUNDS, tiers: Sequence[Tier] = DEFAULT_TIERS
+    ) -> None:
+        self._bounds = _check(bounds)
+        self._tiers = tuple(tiers)
+        self._cells: list[RollingCounter | None] = [None] * (len(self._bounds) + 1)
+        self._bad: RollingCounter | None = None
+        self._no_data: RollingCounter | None = None
+
+    @property
+    def bounds(self) -> tuple[float, ...]:
+        return self._bounds
+
+    @property
+    def tiers(self) -> tuple[Tier, ...]:
+        return self._tiers
+
+    def exact(self, threshold: float | None) -> bool:
+        """Whether `good` for this threshold counts exactly what `is_good` would."""
+        return threshold is None or threshold in self._bounds
+
+    # -- writing -------------------------------------------------------------
+
+    def add(self, t: float, ok: bool, duration: float) -> None:
+        """One probe scheduled at `t` ran: it succeeded (`ok`) or failed, in `duration` s."""
+        if ok:
+            i = bisect_left(self._bounds, duration)  # duration == bound: that bound's cell
+            ring = self._cells[i]
+            if ring is None:
+                ring = self._cells[i] = RollingCounter(self._tiers)
+        else:
+            ring = self._bad
+            if ring is None:
+                ring = self._bad = RollingCounter(self._tiers)
+        ring.add(t)
+
+    def add_no_data(self, t: float) -> None:
+        """slamon could not run the probe scheduled at `t`."""
+        ring = self._no_data
+        if ring is None:
+            ring = self._no_data = RollingCounter(self._tiers)
+        ring.add(t)
+
+    # -- reading -------------------------------------------------------------
+
+    def counts(self, now: float, length: float, threshold: float | None = None) -> Counts:
+        """Good and valid events over the window (RollingWindow.query semantics):
+        good = succeeded within `threshold` (None: succeeded at all)."""
+        cells = self._cells
+        good_cells = len(cells) if threshold is None else bisect_right(self._bounds, threshold)
+        good = valid = 0
+        seen = False
+        for i, ring in enumerate(cells):
+            if ring is not None:
+                seen = True
+                n = ring.query(now, length)
+                valid += n
+                if i < good_cells:
+                    good += n
+        if self._bad is not None:
+            seen = True
+            valid += self._bad.query(now, length)
+        if not seen:
+            _empty(self._tiers).query(now, length)  # the same errors for a bad query
+        return Counts(good, valid)
+
+    def no_data(self, now: float, length: float) -> int:
+        ring = self._no_data if self._no_data is not None else _empty(self._tiers)
+        return ring.query(now, length)
+
+    def nbytes(self) -> int:
+        return sum(r.nbytes() for r in self._rings() if r is not None)
+
+    def _rings(self) -> list[RollingCounter | None]:
+        return [self._bad, self._no_data, *self._cells]
+
+    # -- bounds ----------------------------------------------------------------
+
+    def rebound(self, bounds: Sequence[float]) -> None:
+        """Move these events onto other bounds: each old cell goes into the new cell
+        that holds its upper bound (see the module docstring)."""
+        new = _check(bounds)
+        if new == self._bounds:
+            return
+        cells: list[RollingCounter | None] = [None] * (len(new) + 1)
+        for i, ring in enumerate(self._cells):
+            if ring is None:
+                continue
+            j = len(new) if i == len(self._bounds) else bisect_left(new, self._bounds[i])
+            held = cells[j]
+            if held is None:
+                cells[j] = ring
+            else:
+                held.absorb(ring)
+        self._bounds, self._cells = new, cells
+
+    # -- snapshots ---------------------------------------------------------------
+
+    def take(self, other: TargetEvents) -> None:
+        """Become `other` (its rings, moved onto this object's bounds), in place: SLO
+        states hold this object."""
+        bounds = self._bounds
+        self._tiers, self._bounds = other._tiers, other._bounds
+        self._cells, self._bad, self._no_data = list(other._cells), other._bad, other._no_data
+        self.rebound(bounds)
+
+    def empty(self) -> bool:
+        """Whether no event was ever counted."""
+        return all(r is None for r in self._rings())
+
+    def to_bytes(self) -> bytes:
+        """Versioned snapshot: the bounds, then each ring (empty when never written)."""
+        out = bytearray(_HEADER.pack(_MAGIC, _VERSION, len(self._bounds)))
+        for b in self._bounds:
+            out += _BOUND.pack(b)
+        for ring in self._rings():
+            data = ring.to_bytes() if ring is not None else b""
+            out += _LEN.pack(len(data))
+            out += data
+        return bytes(out)
+
+    @classmethod
+    def from_bytes(
+        cls,
+        data: bytes,
+        bounds: Sequence[float] | None = None,
+        tiers: Sequence[Tier] = DEFAULT_TIERS,
+    ) -> TargetEvents:
+        """Inverse of `to_bytes`, moved onto `bounds` when given (see `rebound`);
+        raises ValueError on corrupt or foreign data."""
+        try:
+            magic, version, count = _HEADER.unpack_from(data, 0)
+            if magic != _MAGIC:
+                raise ValueError("not a slamon target events snapshot")
+            if version != _VERSION:
+                raise ValueError(f"unsupported target events version {version}")
+            pos = _HEADER.size
+            stored = [_BOUND.unpack_from(data, pos + i * _BOUND.size)[0] for i in range(count)]
+            pos += count * _BOUND.size
+            events = cls(stored, tiers)
+            rings: list[RollingCounter | None] = []
+            for _ in range(count + 3):
+                (n,) = _LEN.unpack_from(data, pos)
+                pos += _LEN.size
+                if pos + n > len(data):
+                    raise ValueError("target events snapshot is truncated")
+                rings.append(RollingCounter.from_bytes(data[pos : pos + n], tiers) if n else None)
+                pos += n
+        except struct.error:
+            raise ValueError("target events snapshot is truncated") from None
+        if pos != len(data):
+            raise ValueError("target events snapshot has trailing bytes")
+        events._bad, events._no_data = rings[0], rings[1]
+        events._cells = rings[2:]
+        if bounds is not None:
+            events.rebound(bounds)
+        return events
+
+    @classmethod
+    def from_window(
+        cls,
+        good: RollingCounter,
+        bad: RollingCounter,
+        no_data: RollingCounter | None,
+        threshold: float | None,
+        bounds: Sequence[float] = DEFAULT_BOUNDS,
+        tiers: Sequence[Tier] = DEFAULT_TIERS,
+    ) -> TargetEvents:
+        """Events rebuilt from an SLO part window of earlier releases, which kept only
+        good and valid: good goes to the cell of `threshold` (availability: above every
+        bound, the latency being unknown), the rest is counted failed."""
+        events = cls(bounds, tiers)
+        if threshold is not None and threshold not in events._bounds:
+            raise ValueError("the threshold must be one of the bounds")
+        i = len(events._bounds) if threshold is None else events._bounds.index(threshold)
+        events._cells[i], events._bad, events._no_data = good, bad, no_data
+        return events

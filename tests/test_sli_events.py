@@ -1,0 +1,185 @@
+"""TargetEvents against naive recomputation from the raw outcomes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from slamon.config.slo import Slo
+from slamon.sli import DEFAULT_TIERS, Counts, RollingCounter, RollingWindow, SloState, is_good
+from slamon.sli.events import DEFAULT_BOUNDS, TargetEvents, bounds_for
+
+BASE = 1_699_999_200.0
+#: shorter tiers keep the examples quick; the same code serves DEFAULT_TIERS
+TIERS = DEFAULT_TIERS
+
+Outcome = tuple[float, bool, float]  # scheduled time, ok, duration
+
+durations = st.one_of(
+    st.sampled_from([0.0, *DEFAULT_BOUNDS, 0.3, 0.12]),
+    st.floats(min_value=0.0, max_value=15.0, allow_nan=False),
+)
+outcomes = st.lists(
+    st.tuples(
+        st.floats(min_value=0, max_value=8 * 86400, allow_nan=False).map(lambda x: BASE + x),
+        st.booleans(),
+        durations,
+    ),
+    max_size=60,
+)
+lengths = st.sampled_from([60.0, 300.0, 3600.0, 6 * 3600.0, 86400.0, 3 * 86400.0, 30 * 86400.0])
+thresholds = st.sampled_from([None, *DEFAULT_BOUNDS])
+
+
+def naive(events: list[Outcome], now: float, length: float, threshold: float | None) -> Counts:
+    """Good and valid over the buckets the query covers (RollingWindow.query semantics)."""
+    res = next(t.resolution for t in TIERS if length <= (t.buckets - 1) * t.resolution)
+    first, last = math.floor((now - length) / res), math.floor(now / res)
+    inside = [e for e in events if first <= math.floor(e[0] / res) <= last]
+    slo = Slo(id="x", targets=["t"], objective=0.9, sli="latency" if threshold else "availability",
+              latency_threshold=threshold)
+    return Counts(sum(is_good(slo, ok, d) for _, ok, d in inside), len(inside))
+
+
+def fill(events: list[Outcome], bounds: tuple[float, ...] = DEFAULT_BOUNDS) -> TargetEvents:
+    out = TargetEvents(bounds)
+    for t, ok, d in events:
+        out.add(t, ok, d)
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(outcomes, lengths, thresholds, st.floats(min_value=0, max_value=86400))
+def test_counts_equal_a_recomputation_from_the_outcomes(
+    events: list[Outcome], length: float, threshold: float | None, later: float
+) -> None:
+    now = max((t for t, _, _ in events), default=BASE) + later
+    assert fill(events).counts(now, length, threshold) == naive(events, now, length, threshold)
+
+
+@settings(max_examples=100, deadline=None)
+@given(outcomes, lengths, thresholds)
+def test_a_view_equals_the_window_an_slo_used_to_keep(
+    events: list[Outcome], length: float, threshold: float | None
+) -> None:
+    """What each SLO kept before: a (good, valid) window fed with is_good."""
+    slo = Slo(id="x", targets=["t"], objective=0.9, sli="latency" if threshold else "availability",
+              latency_threshold=threshold)
+    window = RollingWindow()
+    for t, ok, d in events:
+        window.add(t, int(is_good(slo, ok, d)), 1)
+    now = max((t for t, _, _ in events), default=BASE)
+    assert fill(events).counts(now, length, threshold) == window.query(now, length)
+
+
+@settings(max_examples=100, deadline=None)
+@given(outcomes, st.lists(st.floats(min_value=0.01, max_value=12.0), max_size=3), lengths)
+def test_new_bounds_keep_every_count_they_can(
+    events: list[Outcome], extra: list[float], length: float
+) -> None:
+    """Thresholds that are bounds before and after answer the same; a new bound answers
+    from the old bound below it (the history between them counted slower)."""
+    new_bounds = bounds_for(extra)
+    before = fill(events)
+    after = fill(events)
+    after.rebound(new_bounds)
+    now = max((t for t, _, _ in events), default=BASE)
+    for threshold in new_bounds:
+        if threshold in DEFAULT_BOUNDS:
+            assert after.counts(now, length, threshold) == before.counts(now, length, threshold)
+        else:
+            below = max((b for b in DEFAULT_BOUNDS if b < threshold), default=None)
+            expect = before.counts(now, length, below) if below else Counts(0, 0)
+            got = after.counts(now, length, threshold)
+            assert got.good == expect.good
+            assert got.valid == before.counts(now, length).valid
+        # and new events under the new bounds are exact for every bound
+    fresh = fill(events, new_bounds)
+    for threshold in new_bounds:
+        assert fresh.counts(now, length, threshold) == naive(events, now, length, threshold)
+    # dropping the extra bounds merges the cells back: exact again
+    after.rebound(DEFAULT_BOUNDS)
+    fresh.rebound(DEFAULT_BOUNDS)
+    for threshold in (None, *DEFAULT_BOUNDS):
+        assert after.counts(now, length, threshold) == fresh.counts(now, length, threshold) == (
+            naive(events, now, length, threshold))
+
+
+@settings(max_examples=60, deadline=None)
+@given(outcomes, st.lists(st.floats(min_value=0, max_value=8 * 86400), max_size=10))
+def test_snapshot_round_trip_onto_other_bounds(events: list[Outcome], missed: list[float]) -> None:
+    ev = fill(events)
+    for x in missed:
+        ev.add_no_data(BASE + x)
+    now = max([t for t, _, _ in events] + [BASE + x for x in missed] + [BASE])
+    back = TargetEvents.from_bytes(ev.to_bytes())
+    assert back.bounds == ev.bounds and back.to_bytes() == ev.to_bytes()
+    moved = TargetEvents.from_bytes(ev.to_bytes(), bounds_for([0.3]))
+    assert moved.bounds == bounds_for([0.3])
+    for length in (600.0, 86400.0, 30 * 86400.0):
+        assert moved.no_data(now, length) == ev.no_data(now, length) == sum(
+            1 for x in missed
+            if naive([(BASE + x, True, 0.0)], now, length, None).valid)
+        for threshold in (None, *DEFAULT_BOUNDS):
+            assert moved.counts(now, length, threshold) == ev.counts(now, length, threshold)
+
+
+def test_corrupt_snapshots_are_refused() -> None:
+    blob = fill([(BASE, True, 0.2), (BASE + 10, False, 1.0)]).to_bytes()
+    for bad in (b"", b"SLE", blob[:-1], blob + b"\0", b"XYZ" + blob[3:], b"SLE\x09" + blob[4:]):
+        with pytest.raises(ValueError):
+            TargetEvents.from_bytes(bad)
+
+
+def test_bounds_are_checked() -> None:
+    for bad in ((0.5, 0.1), (0.0,), (-1.0,), (math.inf,), (0.1, 0.1)):
+        with pytest.raises(ValueError):
+            TargetEvents(bad)
+    assert bounds_for([0.3, None, 0.1]) == tuple(sorted({*DEFAULT_BOUNDS, 0.3}))
+    ev = TargetEvents(bounds_for([0.3]))
+    assert ev.exact(0.3) and ev.exact(None) and not ev.exact(0.2)
+
+
+def test_a_bad_query_fails_like_a_window_even_without_events() -> None:
+    empty = TargetEvents()
+    with pytest.raises(ValueError, match="exceeds the retention"):
+        empty.counts(BASE, 400 * 86400)
+    with pytest.raises(ValueError, match="exceeds the retention"):
+        fill([(BASE, True, 0.1)]).counts(BASE, 400 * 86400)
+
+
+@settings(max_examples=60, deadline=None)
+@given(outcomes, outcomes)
+def test_absorb_adds_another_ring(a: list[Outcome], b: list[Outcome]) -> None:
+    mine, theirs, both = RollingCounter(), RollingCounter(), RollingCounter()
+    for t, _, _ in a:
+        mine.add(t)
+        both.add(t)
+    for t, _, _ in b:
+        theirs.add(t)
+        both.add(t)
+    mine.absorb(theirs)
+    now = max([t for t, _, _ in a + b] + [BASE])
+    for length in (600.0, 6 * 3600.0, 3 * 86400.0, 30 * 86400.0):
+        assert mine.query(now, length) == both.query(now, length)
+
+
+def test_a_shared_view_and_an_own_state_agree() -> None:
+    """LiveState's SLOs read shared events; a state without them keeps its own."""
+    slo = Slo(id="x", targets=["t"], objective=0.9, sli="latency", latency_threshold=0.3)
+    shared = TargetEvents(bounds_for([0.3]))
+    view = SloState(slo, {"t": 10}, {"t": 5}, events={"t": shared})
+    own = SloState(slo, {"t": 10}, {"t": 5})
+    for i in range(500):
+        ok, d = i % 7 != 0, (i % 10) / 20
+        shared.add(BASE + 10 * i, ok, d)
+        view.record("t", BASE + 10 * i, ok, d)
+        own.record("t", BASE + 10 * i, ok, d)
+    now = BASE + 5000
+    for length in (600.0, 3600.0, 86400.0):
+        assert view.counts(now, length) == own.counts(now, length)
+    assert view.good_total == own.good_total
+    assert view.nbytes() == 0 < own.nbytes()
