@@ -7,6 +7,7 @@ SlaTracker, periods closed deterministically."""
 from __future__ import annotations
 
 import dataclasses
+import random
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -14,8 +15,11 @@ from pathlib import Path
 import pytest
 
 from slamon.config.loader import load_config
+from slamon.sla import tracker as tracker_module
 from slamon.sla.policy import policy_digest_for
+from slamon.sla.tracker import SlaTracker
 from slamon.store.sqlite import StateStore
+from slamon.util.log import get_logger
 from slamon.wallclock import utc_iso
 from tests.test_api import RES, P, make_state
 
@@ -90,3 +94,63 @@ async def test_closed_periods_are_final_whatever_is_edited(tmp_path: Path, name:
         assert await reopened.periods("gold") == after
     finally:
         await reopened.close()
+
+
+async def test_periods_due_together_close_in_batches_as_one_by_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seven SLAs with three periods due each: closed in batches (one leaves read and one
+    transaction per batch), every record equals the one closing them one by one writes,
+    and each SLA's periods close oldest first."""
+    slas = "".join(
+        f"""  - {{id: s{i}, slo: shop, period: {{kind: fixed, length: 1m}},
+       evidence_resolution: {RES}s, grace: 1s}}
+""" for i in range(7))
+    async def close_all(batch: int, where: Path) -> tuple[list[tuple[str, int]], int, list[object]]:
+        where.mkdir()
+        path = where / "slamon.yaml"
+        path.write_text(textwrap.dedent(f"""
+            server: {{listen: "127.0.0.1:0"}}
+            state: {{path: "{where / 'state.sqlite3'}"}}
+            targets:
+              - {{id: web, kind: http, interval: 10s, timeout: 2s, http: {{url: "http://127.0.0.1:9/"}}}}
+              - {{id: api, kind: http, interval: 10s, timeout: 2s, http: {{url: "http://127.0.0.1:9/"}}}}
+            slos:
+              - {{id: shop, targets: [web, api], objective: 0.9, window: 1h}}
+            slas:
+            """) + slas)
+        config = load_config(path)
+        store = StateStore(config.state.resolved_path())
+        await store.open()
+        calls = 0
+        real = store.close_periods
+
+        async def counted(periods: list[tuple[object, int]]) -> list[bool]:
+            nonlocal calls
+            calls += 1
+            return await real(periods)  # type: ignore[arg-type]
+
+        store.close_periods = counted  # type: ignore[method-assign,assignment]
+        monkeypatch.setattr(tracker_module, "CLOSE_BATCH", batch)
+        tracker = SlaTracker(config, store, get_logger())
+        await tracker.start({}, start_at=P * 60 + 1)
+        rng = random.Random(7)
+        for i in range(7):
+            for b in range(P * 60, (P + 3) * 60, RES):
+                for target in ("web", "api"):
+                    store.add_leaf(f"s{i}", target, b, int(rng.random() > 0.15), 1, 0)
+        closed = await tracker.close_due(now=(P + 3) * 60 + 5)
+        order = [(r.sla_id, r.period_id) for r in closed]
+        records = [p for i in range(7) for p in await store.periods(f"s{i}")]
+        await store.close()
+        return order, calls, records
+
+    order, calls, batched = await close_all(4, tmp_path / "batched")
+    one_order, one_calls, single = await close_all(1, tmp_path / "single")
+    assert (calls, one_calls) == (6, 21)  # 21 periods, 4 per transaction
+    assert len(batched) == 21 and [dataclasses.replace(p, closed_at=0) for p in batched] == [
+        dataclasses.replace(p, closed_at=0) for p in single]
+    assert order == one_order
+    for i in range(7):
+        assert [n for s, n in order if s == f"s{i}"] == [P, P + 1, P + 2]
+    assert len({p.root for p in batched}) > 7  # the leaves differ: a mix-up would show

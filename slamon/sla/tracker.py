@@ -7,6 +7,7 @@ published leaves cannot differ.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,10 @@ from slamon.sla.policy import policy_digest_for
 from slamon.sla.result import PeriodResult, compute_period_result
 from slamon.sli.slo import is_good
 from slamon.store.base import ClosedPeriod, Store
+
+#: periods read and recorded per call to the store when many are due at once (one
+#: transaction each; bounded for the catch-up after a long stop)
+CLOSE_BATCH = 500
 
 ClosedHook = Callable[[Sla, PeriodResult, ClosedPeriod], Awaitable[None]]
 
@@ -199,25 +204,34 @@ class SlaTracker:
 
     # -- closing ----------------------------------------------------------
     async def close_due(self, now: float | None = None) -> list[PeriodResult]:
-        """Close every period whose end + grace has passed, oldest first."""
+        """Close every period whose end + grace has passed, oldest first per SLA.
+
+        Periods due together (every SLA of a kind ends its period at the same
+        instant) are read and recorded CLOSE_BATCH at a time: one call to the
+        store's thread for their leaves and one transaction for their records."""
         now = time.time() if now is None else now
+        due = (
+            (rt, n)
+            for rt in list(self.slas.values()) if now >= rt.closable_at()
+            for n in list(due_periods(rt.sla.period, rt.last_closed, now, rt.grace))
+        )
         closed: list[PeriodResult] = []
         flushed = False
-        for rt in self.slas.values():
-            if now < rt.closable_at():
-                continue
-            for n in list(due_periods(rt.sla.period, rt.last_closed, now, rt.grace)):
-                if not flushed:
-                    await self.store.flush()  # the period's last leaves must be in
-                    flushed = True
-                result = await self._close(rt, n, now)
-                closed.append(result)
+        while chunk := list(itertools.islice(due, CLOSE_BATCH)):
+            if not flushed:
+                await self.store.flush()  # the periods' last leaves must be in
+                flushed = True
+            closed.extend(await self._close(chunk, now))
         return closed
 
     async def compute(self, rt: _SlaRuntime, n: int) -> PeriodResult:
         """The result of period n from the leaves stored so far (final once closed)."""
         start, end = period_bounds(rt.sla.period, n)
         rows = await self.store.period_leaves(rt.sla.id, start, end)
+        return self._result(rt, start, end, rows)
+
+    def _result(self, rt: _SlaRuntime, start: int, end: int,
+                rows: dict[str, list[tuple[int, int, int, int]]]) -> PeriodResult:
         leaves = {
             target: [Leaf(target, b, g, v, nd) for b, g, v, nd in items]
             for target, items in rows.items()
@@ -230,23 +244,33 @@ class SlaTracker:
             slo_objective=rt.slo.objective,
         )
 
-    async def _close(self, rt: _SlaRuntime, n: int, now: float) -> PeriodResult:
-        result = await self.compute(rt, n)
-        record = ClosedPeriod(
-            sla=rt.sla.id,
-            period=n,
-            start=result.start,
-            end=result.end,
-            closed_at=now,
-            result=result.to_json(),
-            root=result.evidence_root,
-            policy_digest=rt.digest,
-        )
-        inserted = await self.store.close_period(record, rt.first_period)
-        rt.last_closed = n
-        rt.open_from = result.end
-        self.last_result[rt.sla.id] = result
-        if inserted:
+    async def _close(self, due: list[tuple[_SlaRuntime, int]], now: float) -> list[PeriodResult]:
+        spans = [period_bounds(rt.sla.period, n) for rt, n in due]
+        rows = await self.store.periods_leaves(
+            [(rt.sla.id, start, end) for (rt, _), (start, end) in zip(due, spans, strict=True)])
+        results = [self._result(rt, start, end, r)
+                   for (rt, _), (start, end), r in zip(due, spans, rows, strict=True)]
+        records = [
+            ClosedPeriod(
+                sla=rt.sla.id,
+                period=n,
+                start=result.start,
+                end=result.end,
+                closed_at=now,
+                result=result.to_json(),
+                root=result.evidence_root,
+                policy_digest=rt.digest,
+            )
+            for (rt, n), result in zip(due, results, strict=True)
+        ]
+        inserted = await self.store.close_periods(
+            [(record, rt.first_period) for (rt, _), record in zip(due, records, strict=True)])
+        for (rt, n), result, record, new in zip(due, results, records, inserted, strict=True):
+            rt.last_closed = n
+            rt.open_from = result.end
+            self.last_result[rt.sla.id] = result
+            if not new:
+                continue
             key = (rt.sla.id, result.verdict)
             self.closed_total[key] = self.closed_total.get(key, 0) + 1
             self.log.info(
@@ -261,4 +285,4 @@ class SlaTracker:
             )
             if self.on_closed is not None:
                 await self.on_closed(rt.sla, result, record)
-        return result
+        return results

@@ -284,6 +284,12 @@ class Store:
         """Leaves with bucket in [start, end), by target, ordered by bucket."""
         return await self._call(self._period_leaves, sla, start, end)
 
+    async def periods_leaves(
+        self, wanted: Sequence[tuple[str, int, int]]
+    ) -> list[dict[str, list[tuple[int, int, int, int]]]]:
+        """`period_leaves` for every (sla, start, end), in one call to the store's thread."""
+        return await self._call(lambda: [self._period_leaves(*w) for w in wanted])
+
     def _period_leaves(
         self, sla: str, start: int, end: int
     ) -> dict[str, list[tuple[int, int, int, int]]]:
@@ -291,9 +297,15 @@ class Store:
 
     async def close_period(self, period: ClosedPeriod, first_period: int) -> bool:
         """Record a closed period once; False if it was already closed (by anyone)."""
-        return await self._call(self._close_period, period, first_period)
+        (inserted,) = await self.close_periods([(period, first_period)])
+        return inserted
 
-    def _close_period(self, p: ClosedPeriod, first_period: int) -> bool:
+    async def close_periods(self, periods: Sequence[tuple[ClosedPeriod, int]]) -> list[bool]:
+        """`close_period` for each (period, first period of its SLA), in one transaction:
+        thousands of SLAs closing in the same second cost one commit."""
+        return await self._call(self._close_periods, periods)
+
+    def _close_periods(self, periods: Sequence[tuple[ClosedPeriod, int]]) -> list[bool]:
         raise NotImplementedError
 
     async def set_sla_start(self, sla: str, first_period: int) -> None:

@@ -372,23 +372,26 @@ class PostgresStore(Store):
                 (int(bucket), int(good), int(valid), int(no_data)))
         return out
 
-    def _close_period(self, p: ClosedPeriod, first_period: int) -> bool:
+    def _close_periods(self, periods: Sequence[tuple[ClosedPeriod, int]]) -> list[bool]:
         db = self._db()
+        inserted: list[bool] = []
         with db.transaction():
-            cur = db.execute(
-                'INSERT INTO periods(sla, period, start, "end", closed_at, result, root, '
-                "policy_digest, closed_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT(sla, period) DO NOTHING",
-                (p.sla, p.period, p.start, p.end, p.closed_at,
-                 json.dumps(p.result, sort_keys=True), p.root, p.policy_digest, self.instance),
-            )
-            inserted = cur.rowcount == 1
-            db.execute(
-                "INSERT INTO sla_progress(sla, last_closed, first_period) VALUES (%s, %s, %s) "
-                "ON CONFLICT(sla) DO UPDATE SET "
-                "last_closed = GREATEST(sla_progress.last_closed, excluded.last_closed)",
-                (p.sla, p.period, first_period),
-            )
+            for p, first_period in periods:
+                cur = db.execute(
+                    'INSERT INTO periods(sla, period, start, "end", closed_at, result, root, '
+                    "policy_digest, closed_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT(sla, period) DO NOTHING",
+                    (p.sla, p.period, p.start, p.end, p.closed_at,
+                     json.dumps(p.result, sort_keys=True), p.root, p.policy_digest,
+                     self.instance),
+                )
+                inserted.append(cur.rowcount == 1)
+                db.execute(
+                    "INSERT INTO sla_progress(sla, last_closed, first_period) "
+                    "VALUES (%s, %s, %s) ON CONFLICT(sla) DO UPDATE SET "
+                    "last_closed = GREATEST(sla_progress.last_closed, excluded.last_closed)",
+                    (p.sla, p.period, first_period),
+                )
         return inserted
 
     def _set_sla_start(self, sla: str, first_period: int) -> None:

@@ -30,7 +30,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar, TypeVar
 
@@ -274,23 +274,25 @@ class StateStore(Store):
             out.setdefault(target, []).append((bucket, good, valid, no_data))
         return out
 
-    def _close_period(self, p: ClosedPeriod, first_period: int) -> bool:
+    def _close_periods(self, periods: Sequence[tuple[ClosedPeriod, int]]) -> list[bool]:
         db = self._db()
         db.execute("BEGIN IMMEDIATE")
+        inserted: list[bool] = []
         try:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO periods(sla, period, start, end, closed_at, result, "
-                "root, policy_digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (p.sla, p.period, p.start, p.end, p.closed_at,
-                 json.dumps(p.result, sort_keys=True), p.root, p.policy_digest),
-            )
-            inserted = cur.rowcount == 1
-            db.execute(
-                "INSERT INTO sla_progress(sla, last_closed, first_period) VALUES (?, ?, ?) "
-                "ON CONFLICT(sla) DO UPDATE SET "
-                "last_closed = max(last_closed, excluded.last_closed)",
-                (p.sla, p.period, first_period),
-            )
+            for p, first_period in periods:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO periods(sla, period, start, end, closed_at, result, "
+                    "root, policy_digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (p.sla, p.period, p.start, p.end, p.closed_at,
+                     json.dumps(p.result, sort_keys=True), p.root, p.policy_digest),
+                )
+                inserted.append(cur.rowcount == 1)
+                db.execute(
+                    "INSERT INTO sla_progress(sla, last_closed, first_period) VALUES (?, ?, ?) "
+                    "ON CONFLICT(sla) DO UPDATE SET "
+                    "last_closed = max(last_closed, excluded.last_closed)",
+                    (p.sla, p.period, first_period),
+                )
             db.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
