@@ -26,8 +26,9 @@ HERE = Path(__file__).resolve().parent
 INTERVAL = 30
 
 
-def config_text(n: int, latency_slo: bool) -> str:
-    lines = ["targets:"]
+def config_text(n: int, latency_slo: bool, bounds: str | None) -> str:
+    lines = [f"state: {{latency_bounds: [{bounds}]}}"] if bounds is not None else []
+    lines.append("targets:")
     lines += [f'  - {{id: t{i}, kind: http, interval: {INTERVAL}s, timeout: 5s, '
               f'http: {{url: "http://127.0.0.1:9/{i}"}}}}' for i in range(n)]
     lines.append("slos:")
@@ -52,6 +53,8 @@ def main() -> int:
     ap.add_argument("--latency", choices=["one-cell", "spread"], default="one-cell",
                     help="one-cell: every probe 40-60 ms; spread: 60-400 ms, over 3 cells")
     ap.add_argument("--latency-slo", action="store_true", help="a 300 ms latency SLO too")
+    ap.add_argument("--bounds", help="state.latency_bounds, e.g. '' or '250ms, 1s' "
+                    "(trees with per-target events only)")
     ap.add_argument("--src", type=Path, default=HERE.parent, help="slamon source tree")
     args = ap.parse_args()
     sys.path.insert(0, str(args.src))
@@ -59,7 +62,7 @@ def main() -> int:
     from slamon.probers.base import FailureReason, ProbeResult
     from slamon.sli.live import LiveState
 
-    config = parse_config(config_text(args.targets, args.latency_slo))
+    config = parse_config(config_text(args.targets, args.latency_slo, args.bounds))
     rng = random.Random(1)
     gc.collect()
     tracemalloc.start()
@@ -90,7 +93,8 @@ def main() -> int:
     snap_bytes = sum(len(v) for v in snaps.values())
     n = args.targets
     print(f"src {args.src}: {n:,} targets, {fed:,} outcomes over {args.hours:g} h "
-          f"({args.latency}{', latency SLO' if args.latency_slo else ''}) in {elapsed:.1f} s")
+          f"({args.latency}{', latency SLO' if args.latency_slo else ''}"
+          f"{'' if args.bounds is None else f', bounds [{args.bounds}]'}) in {elapsed:.1f} s")
     print(f"  allocated after the feed (config excluded): {allocated / n:,.0f} B per target")
     print(f"  counter bytes (window_bytes): {live.window_bytes() / n:,.0f} B per target")
     print(f"  snapshots: {len(snaps):,} rows, {snap_bytes / n:,.0f} B per target")

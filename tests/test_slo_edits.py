@@ -19,7 +19,7 @@ import pytest
 
 from slamon.app import wiring
 from slamon.app.daemon import Daemon
-from slamon.config.loader import load_config, parse_config
+from slamon.config.loader import ConfigError, load_config, parse_config
 from slamon.config.root import Config
 from slamon.config.targets import Target
 from slamon.probers.base import FailureReason, ProbeResult
@@ -355,3 +355,13 @@ async def test_a_target_removed_and_added_back_keeps_its_events(tmp_path: Path) 
         assert second.live.slos["shop"].counts(now, 86400.0, "api").valid == len(outcomes["api"])
     finally:
         await second.store.close()
+
+
+def test_latency_bounds_are_configured_and_checked() -> None:
+    live = LiveState(config("state: {latency_bounds: []}\n" + BASE))
+    assert live.events["web"].bounds == (0.3,) and live.events["api"].bounds == ()
+    live.apply_config(config("state: {latency_bounds: [200ms, 1s]}\n" + BASE))
+    assert live.events["web"].bounds == (0.2, 0.3, 1.0)
+    with pytest.raises(ConfigError) as err:
+        config("state: {latency_bounds: [1s, 200ms]}\n" + BASE)
+    assert "state.latency_bounds" in str(err.value) and "increasing" in str(err.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -116,6 +117,11 @@ class StateBackendError(Exception):
     """A command that reads the SQLite state file was run against another backend."""
 
 
+#: latency cell bounds every target's events keep by default, in seconds (the upper
+#: part of Prometheus' default histogram buckets)
+DEFAULT_LATENCY_BOUNDS: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
 class StateConfig(Strict):
     """Durable state: a SQLite file (default; suits systemd's StateDirectory=) or a
     PostgreSQL database shared by several instances."""
@@ -136,6 +142,10 @@ class StateConfig(Strict):
     snapshot_interval: Duration = 60.0
     #: how long evidence leaves of closed periods are kept
     evidence_retention: Duration = 400 * 86400.0
+    #: latency cells of every target's events, next to the SLOs' thresholds: a
+    #: threshold edited to one of them recounts the history exactly; each cell a
+    #: target's latencies spread over costs a ring of memory (3.9 KB)
+    latency_bounds: tuple[Duration, ...] = DEFAULT_LATENCY_BOUNDS
 
     @field_validator("flush_interval")
     @classmethod
@@ -149,6 +159,17 @@ class StateConfig(Strict):
     def _snap(cls, value: float) -> float:
         if not 1 <= value <= 3600:
             raise ValueError("must be between 1s and 1h")
+        return value
+
+    @field_validator("latency_bounds")
+    @classmethod
+    def _bounds(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if len(value) > 32:
+            raise ValueError("at most 32 bounds")
+        if any(b <= 0 for b in value):
+            raise ValueError("every bound must be positive")
+        if any(a >= b for a, b in itertools.pairwise(value)):
+            raise ValueError("bounds must be strictly increasing, e.g. [100ms, 250ms, 1s]")
         return value
 
     @model_validator(mode="after")

@@ -13,10 +13,10 @@ An SLO reads good and valid from its targets' events: every probe that ran is
 valid; an availability SLI counts the succeeded ones good, a latency SLI with
 threshold T the cells whose upper bound is at most T. That is exact when T is a
 bound. The live state makes every threshold configured over a target one of its
-bounds, next to `DEFAULT_BOUNDS`; a threshold edited to a value that was not a
-bound while the events arrived is answered from the bound below it (events
-between that bound and T count as slower than T) until its own events fill the
-windows.
+bounds, next to `state.latency_bounds` (default `DEFAULT_BOUNDS`); a threshold
+edited to a value that was not a bound while the events arrived is answered from
+the bound below it (events between that bound and T count as slower than T)
+until its own events fill the windows.
 
 When the bounds change (a threshold added or removed), each old cell moves into
 the new cell that holds its upper bound: cells merge exactly, and a new bound
@@ -37,14 +37,14 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
+from slamon.config.process import DEFAULT_LATENCY_BOUNDS
 from slamon.sli.window import DEFAULT_TIERS, Counts, RollingCounter, Tier
 
 __all__ = ["DEFAULT_BOUNDS", "EVENTS_KEY", "EVENTS_SHAPE", "TargetEvents", "bounds_for",
            "events_key"]
 
-#: latency cell bounds every target keeps, in seconds (the upper part of
-#: Prometheus' default histogram buckets): thresholds on them are always exact
-DEFAULT_BOUNDS: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: latency cell bounds a target keeps unless `state.latency_bounds` says otherwise
+DEFAULT_BOUNDS = DEFAULT_LATENCY_BOUNDS
 
 #: the state store keeps a target's events under the key `events_key(id)` next to
 #: the SLO states: ids start with a letter or digit, so no SLO id is one of these
@@ -63,10 +63,12 @@ def events_key(target_id: str) -> str:
     return EVENTS_KEY + target_id
 
 
-def bounds_for(thresholds: Iterable[float | None]) -> tuple[float, ...]:
-    """The default bounds plus every latency threshold given (None: not a latency SLI)."""
+def bounds_for(
+    thresholds: Iterable[float | None], defaults: Iterable[float] = DEFAULT_BOUNDS
+) -> tuple[float, ...]:
+    """`defaults` plus every latency threshold given (None: not a latency SLI)."""
     extra = {t for t in thresholds if t is not None}
-    return tuple(sorted(set(DEFAULT_BOUNDS) | extra))
+    return tuple(sorted(set(defaults) | extra))
 
 
 def _check(bounds: Sequence[float]) -> tuple[float, ...]:

@@ -123,7 +123,7 @@ class LiveState:
         old_events = self.events
         self.events = {}
         for tid in by_id:
-            bounds = bounds_for(thresholds.get(tid, ()))
+            bounds = bounds_for(thresholds.get(tid, ()), config.state.latency_bounds)
             events = old_events.pop(tid, None)
             if events is None:
                 events = TargetEvents(bounds)
