@@ -229,7 +229,7 @@ def test_an_slo_removed_and_added_back_gets_its_windows_back() -> None:
     now = time.time()
     cfg = config()
     live = LiveState(cfg)
-    feed(live, cfg, now - 3000, 290)
+    outcomes = recorded(live, cfg, now - 3000, 290)
     before = counts(live, now)
     without = BASE.replace(
         "  - {id: avail, targets: [web], objective: 0.99, window: 7d}\n", "")
@@ -237,12 +237,21 @@ def test_an_slo_removed_and_added_back_gets_its_windows_back() -> None:
     assert "avail" not in live.slos and "avail" in live.parked
     live.apply_config(config())
     assert counts(live, now) == before and "avail" not in live.parked
-    # a changed definition parks the old windows; going back restores them
+    # an edit to a default bound and back: the events are recounted both times. A
+    # threshold outside latency_bounds is a bound only while configured, so the history
+    # is answered at the bound below it (250ms) once it has been edited away
     changed = BASE.replace("latency_threshold: 300ms", "latency_threshold: 1s")
     live.apply_config(config(changed))
     assert counts(live, now)["fast"] != before["fast"]
     live.apply_config(config())
-    assert counts(live, now) == before
+    recompute(live, outcomes, now, {"web": DEFAULT_BOUNDS, "api": DEFAULT_BOUNDS})
+    kept = config("state: {latency_bounds: [250ms, 300ms, 1s]}\n" + BASE)
+    again = LiveState(kept)
+    outcomes = recorded(again, kept, now - 3000, 290)
+    before = counts(again, now)
+    again.apply_config(config("state: {latency_bounds: [250ms, 300ms, 1s]}\n" + changed))
+    again.apply_config(kept)
+    assert counts(again, now) == before  # a bound throughout: exact after the revert
 
 
 async def test_removed_slo_survives_a_restart_in_the_state_file(tmp_path: Path) -> None:
