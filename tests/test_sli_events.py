@@ -13,8 +13,6 @@ from slamon.sli import DEFAULT_TIERS, Counts, RollingCounter, RollingWindow, Slo
 from slamon.sli.events import DEFAULT_BOUNDS, TargetEvents, bounds_for
 
 BASE = 1_699_999_200.0
-#: shorter tiers keep the examples quick; the same code serves DEFAULT_TIERS
-TIERS = DEFAULT_TIERS
 
 Outcome = tuple[float, bool, float]  # scheduled time, ok, duration
 
@@ -36,7 +34,7 @@ thresholds = st.sampled_from([None, *DEFAULT_BOUNDS])
 
 def naive(events: list[Outcome], now: float, length: float, threshold: float | None) -> Counts:
     """Good and valid over the buckets the query covers (RollingWindow.query semantics)."""
-    res = next(t.resolution for t in TIERS if length <= (t.buckets - 1) * t.resolution)
+    res = next(t.resolution for t in DEFAULT_TIERS if length <= (t.buckets - 1) * t.resolution)
     first, last = math.floor((now - length) / res), math.floor(now / res)
     inside = [e for e in events if first <= math.floor(e[0] / res) <= last]
     slo = Slo(id="x", targets=["t"], objective=0.9, sli="latency" if threshold else "availability",
@@ -96,7 +94,7 @@ def test_new_bounds_keep_every_count_they_can(
             got = after.counts(now, length, threshold)
             assert got.good == expect.good
             assert got.valid == before.counts(now, length).valid
-        # and new events under the new bounds are exact for every bound
+    # events counted under the new bounds are exact for every bound
     fresh = fill(events, new_bounds)
     for threshold in new_bounds:
         assert fresh.counts(now, length, threshold) == naive(events, now, length, threshold)

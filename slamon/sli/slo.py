@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from slamon.config.slo import Slo
 from slamon.sli.events import TargetEvents, bounds_for
@@ -306,19 +306,15 @@ class SloState:
             if self._owns:
                 blob(self._events[part].to_bytes())
         if self._combined is not None:
-            self._tail(out, blob)
+            blob(self._combined.to_bytes())
+            out.extend(_TAIL.pack(self._closed_below, self.late, len(self._open)))
+            width = (len(self.parts) + 7) // 8
+            for k in sorted(self._open):
+                valid_mask, bad_mask = self._open[k]
+                out.extend(_SLICE.pack(k))
+                out.extend(valid_mask.to_bytes(width, "little"))
+                out.extend(bad_mask.to_bytes(width, "little"))
         return bytes(out)
-
-    def _tail(self, out: bytearray, blob: Callable[[bytes], None]) -> None:
-        assert self._combined is not None
-        blob(self._combined.to_bytes())
-        out.extend(_TAIL.pack(self._closed_below, self.late, len(self._open)))
-        width = (len(self.parts) + 7) // 8
-        for k in sorted(self._open):
-            valid_mask, bad_mask = self._open[k]
-            out.extend(_SLICE.pack(k))
-            out.extend(valid_mask.to_bytes(width, "little"))
-            out.extend(bad_mask.to_bytes(width, "little"))
 
     def restore(self, data: bytes) -> dict[str, TargetEvents]:
         """Replace this state with a `to_bytes` snapshot; all or nothing.
@@ -338,7 +334,6 @@ class SloState:
         if nparts != len(self.parts):
             raise ValueError("SLO snapshot has other parts")
         with_events = True if version == 1 else bool(r.unpack(_FLAG)[0])
-        bounds = next(iter(self._events.values())).bounds
         events: dict[str, TargetEvents] = {}
         for part in self.parts:
             if r.blob() != part.encode():
@@ -352,7 +347,8 @@ class SloState:
                     self._tiers)
                 events[part].rebound(self._events[part].bounds)
             elif with_events:
-                events[part] = TargetEvents.from_bytes(r.blob(), bounds, self._tiers)
+                events[part] = TargetEvents.from_bytes(
+                    r.blob(), self._events[part].bounds, self._tiers)
         combined = None
         closed_below, late = _NEVER, 0
         open_slices: dict[int, list[int]] = {}
