@@ -59,7 +59,7 @@ async def test_reopen_keeps_data(opener: Opener) -> None:
     store.add_leaf("sla", "web", 100, 1, 2, 0)
     store.add_leaf("sla", "api", 100, 0, 0, 1)
     await store.flush()
-    await store.set_sla_start("sla", 1)
+    await store.set_sla_starts([("sla", 1, '{"s":1}')])
     migrated = await _rows(store, "SELECT value FROM meta WHERE key = 'schema_migrated_at'")
     await store.close()
 
@@ -73,6 +73,7 @@ async def test_reopen_keeps_data(opener: Opener) -> None:
     assert restored.journal == [("web", 100.0, 1, 0.1), ("web", 101.0, 0, 0.2),
                                 ("api", 100.5, None, None)]
     assert restored.sla_progress == {"sla": (0, 1)}
+    assert restored.sla_schedules == {"sla": '{"s":1}'}
     assert await again.period_leaves("sla", 0, 200) == {
         "api": [(100, 0, 0, 1)], "web": [(100, 1, 2, 0)]}
     # leaves accumulate across flushes, never overwrite; progress never goes back
@@ -108,10 +109,22 @@ async def test_a_period_closes_once(opener: Opener) -> None:
     assert await store.close_period(second, 3) is False
     assert await store.get_period("sla", 7) == first
     assert (await store.load()).sla_progress == {"sla": (7, 3)}
+    # a row from before the schedule column gets one; progress and a stored one stay
+    await store.set_sla_starts([("sla", 1, "first"), ("other", 4, "x")])
+    await store.set_sla_starts([("sla", 1, "second")])
+    loaded = await store.load()
+    assert loaded.sla_progress == {"sla": (7, 3), "other": (3, 4)}
+    assert loaded.sla_schedules == {"sla": "first", "other": "x"}
     # an older period closed late never moves last_closed backwards
     assert await store.close_period(
         ClosedPeriod("sla", 5, 300, 360, 501.0, {}, b"\x00" * 32, b"\x00" * 32), 3) is True
-    assert (await store.load()).sla_progress == {"sla": (7, 3)}
+    assert (await store.load()).sla_progress == {"sla": (7, 3), "other": (3, 4)}
+    # a row from before the schedule column gets one; progress and a stored one stay
+    await store.set_sla_starts([("sla", 1, "first"), ("other", 4, "x")])
+    await store.set_sla_starts([("sla", 1, "second")])
+    loaded = await store.load()
+    assert loaded.sla_progress == {"sla": (7, 3), "other": (3, 4)}
+    assert loaded.sla_schedules == {"sla": "first", "other": "x"}
     assert [p.period for p in await store.periods("sla")] == [5, 7]
     await store.close()
 

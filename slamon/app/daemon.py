@@ -321,6 +321,10 @@ class Daemon:
             self.reloads.failed += 1
             self.log.error("reload_failed", errors=exc.errors)
             return False
+        if errors := self.parts.reload_errors(new):
+            self.reloads.failed += 1
+            self.log.error("reload_failed", errors=errors)
+            return False
         self.file_config = new
         await self.discovery.update(new.discovery)
         new = self._running(new)

@@ -27,7 +27,7 @@ from slamon.notify import BurnWatch, CertWatch, Dispatcher, live_streak
 from slamon.probers.base import ProbeResult
 from slamon.scheduler import Scheduler, SchedulerStats, phase_offset
 from slamon.sla.result import PeriodResult
-from slamon.sla.tracker import SlaTracker
+from slamon.sla.tracker import SlaTracker, schedule_changes
 from slamon.sli.live import LiveState, TargetStatus
 from slamon.store.base import ClosedPeriod, Restored, Store, StoreError, StoreWriteError
 from slamon.store.sqlite import StateStore
@@ -141,9 +141,13 @@ class Components:
             store.own((t.id for t in self.config.targets), (s.id for s in self.config.slos))
             await store.flush()
             restored = await store.load()
+            errors = schedule_changes(self.config.slas, restored.sla_schedules)
         except (StoreError, StoreWriteError) as exc:
             await store.close()
             raise StartupError(str(exc)) from None
+        if errors:
+            await store.close()
+            raise StartupError("\n".join(errors))
         self.store = store
         await self.incidents.load(store)
         self.writer = StateWriter(store, self._snapshots, self.log)
@@ -159,7 +163,7 @@ class Components:
         self.collector.extra.append(lambda: sla_metrics(tracker, self.config, time.time()))
         if self.config.oracle is not None:
             self._open_oracle(store, tracker)
-        await tracker.start(restored.sla_progress, self.start_at)
+        await tracker.start(restored.sla_progress, self.start_at, restored.sla_schedules)
         filled = tracker.fill_gaps(restored.progress, self.start_at, self.offset)
         await store.flush()
         self.log.info(
@@ -405,6 +409,10 @@ class Components:
         return self.scheduler.stats if self.scheduler is not None else None
 
     # -- reload and stop --------------------------------------------------------
+    def reload_errors(self, new: Config) -> list[str]:
+        """What makes `new` unusable for the running state, though valid on its own."""
+        return [] if self.tracker is None else self.tracker.schedule_errors(new)
+
     def apply_config(self, new: Config) -> None:
         """Hand a validated config to every part; each keeps what did not change."""
         self.config = new

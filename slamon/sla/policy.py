@@ -35,6 +35,14 @@ def period_document(spec: PeriodSpec) -> dict[str, Any]:
     return doc
 
 
+def schedule_text(sla: Sla) -> str:
+    """What an SLA's period ids and evidence leaves are numbered by: the period document
+    and the evidence resolution, as canonical JSON. Under one SLA id it never changes:
+    stored periods, the progress row and the on-chain registration count in it."""
+    doc = {"period": period_document(sla.period), "evidence_resolution": sla.resolution_s}
+    return canonical_json(doc).decode("ascii")
+
+
 def policy_document(
     sla: Sla,
     slo_objective: float | None = None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ from slamon.config.targets import Target
 from slamon.sla.evidence import Leaf
 from slamon.sla.maintenance import intervals_by_target
 from slamon.sla.periods import due_periods, period_bounds, period_index
-from slamon.sla.policy import policy_digest_for
+from slamon.sla.policy import policy_digest_for, schedule_text
 from slamon.sla.result import PeriodResult, compute_period_result
 from slamon.sli.slo import is_good
 from slamon.store.base import ClosedPeriod, Store
@@ -87,6 +87,26 @@ def ticks_per_bucket(
     return out
 
 
+def schedule_changes(slas: Sequence[Sla], running: Mapping[str, str]) -> list[str]:
+    """One line per SLA whose period schedule is not the one it runs under (`running`:
+    SLA id -> `schedule_text`, from the tracker or from the store).
+
+    Period ids, the stored periods and the on-chain registration all count in the
+    schedule an SLA started with. Changed under the same id, the next period id would
+    be read in the new numbering (a monthly SLA's period 682 becomes week 682, in
+    1983): such a config must be refused."""
+    errors = []
+    for i, sla in enumerate(slas):
+        was = running.get(sla.id)
+        if was is not None and was != (now := schedule_text(sla)):
+            errors.append(
+                f"slas[{i}] ({sla.id}): the period and evidence_resolution cannot change "
+                f"under the same SLA id: its periods are numbered by {was}, the config says "
+                f"{now}; restore them, or add the new schedule as a new SLA (a contract "
+                "registers an SLA with its schedule, so it needs a new registration too)")
+    return errors
+
+
 class SlaTracker:
     def __init__(
         self,
@@ -105,14 +125,25 @@ class SlaTracker:
         self._by_target: dict[str, list[_SlaRuntime]] = {}
         self.closed_total: dict[tuple[str, str], int] = {}
         self.last_result: dict[str, PeriodResult] = {}
+        #: SLAs a reload added, whose start and schedule the store has yet to get
+        self._unsaved: dict[str, tuple[int, str]] = {}
 
     # -- set-up -----------------------------------------------------------
-    async def start(self, sla_progress: dict[str, tuple[int, int]], start_at: float) -> None:
-        """Resume each SLA where it stopped; a new SLA starts with the current period."""
+    async def start(
+        self,
+        sla_progress: dict[str, tuple[int, int]],
+        start_at: float,
+        schedules: Mapping[str, str] | None = None,
+    ) -> None:
+        """Resume each SLA where it stopped; a new SLA starts with the current period.
+
+        `schedules` are the ones stored (the caller has refused a config that changes
+        one: `schedule_changes`); the SLAs without one get theirs written."""
+        stored = schedules or {}
         self._build(self.config, sla_progress, start_at)
-        for rt in self.slas.values():
-            if rt.sla.id not in sla_progress:
-                await self.store.set_sla_start(rt.sla.id, rt.first_period)
+        await self.store.set_sla_starts([
+            (rt.sla.id, rt.first_period, schedule_text(rt.sla)) for rt in self.slas.values()
+            if rt.sla.id not in stored])
 
     def _build(
         self, config: Config, sla_progress: dict[str, tuple[int, int]], start_at: float
@@ -145,11 +176,21 @@ class SlaTracker:
             for part in rt.parts:
                 self._by_target.setdefault(part.id, []).append(rt)
 
+    def schedule_errors(self, config: Config) -> list[str]:
+        """`schedule_changes` of `config` against the schedules the SLAs run under."""
+        return schedule_changes(
+            config.slas, {sid: schedule_text(rt.sla) for sid, rt in self.slas.items()})
+
     def apply_config(self, config: Config, now: float) -> None:
-        """Reload: SLAs keep their progress; new ones start with the current period."""
+        """Reload: SLAs keep their progress; new ones start with the current period.
+
+        The caller has refused a config for which `schedule_errors` is not empty."""
         progress = {sid: (rt.last_closed, rt.first_period) for sid, rt in self.slas.items()}
         self.config = config
         self._build(config, progress, now)
+        self._unsaved.update(
+            (sid, (rt.first_period, schedule_text(rt.sla)))
+            for sid, rt in self.slas.items() if sid not in progress)
 
     def fill_gaps(
         self,
@@ -210,6 +251,10 @@ class SlaTracker:
         instant) are read and recorded CLOSE_BATCH at a time: one call to the
         store's thread for their leaves and one transaction for their records."""
         now = time.time() if now is None else now
+        if self._unsaved:
+            unsaved, self._unsaved = self._unsaved, {}
+            await self.store.set_sla_starts(
+                [(sid, first, schedule) for sid, (first, schedule) in unsaved.items()])
         due = (
             (rt, n)
             for rt in list(self.slas.values()) if now >= rt.closable_at()

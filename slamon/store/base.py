@@ -69,6 +69,9 @@ class Restored:
     snapshots: dict[str, tuple[str, bytes]]
     journal: list[tuple[str, float, int | None, float | None]]
     sla_progress: dict[str, tuple[int, int]]
+    #: sla -> the period schedule its periods are numbered by (`schedule_text`); SLAs
+    #: whose row predates the schedule column are absent
+    sla_schedules: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -308,11 +311,15 @@ class Store:
     def _close_periods(self, periods: Sequence[tuple[ClosedPeriod, int]]) -> list[bool]:
         raise NotImplementedError
 
-    async def set_sla_start(self, sla: str, first_period: int) -> None:
-        """Remember where an SLA's accounting began (last_closed = first - 1)."""
-        await self._call(self._set_sla_start, sla, first_period)
+    async def set_sla_starts(self, starts: Sequence[tuple[str, int, str]]) -> None:
+        """For each (sla, first period, schedule): remember where a new SLA's accounting
+        began (last_closed = first - 1) and the schedule its periods are numbered by;
+        an SLA already stored keeps its progress and gets the schedule only if its row
+        has none. One transaction."""
+        if starts:
+            await self._call(self._set_sla_starts, starts)
 
-    def _set_sla_start(self, sla: str, first_period: int) -> None:
+    def _set_sla_starts(self, starts: Sequence[tuple[str, int, str]]) -> None:
         raise NotImplementedError
 
     async def get_period(self, sla: str, period: int) -> ClosedPeriod | None:

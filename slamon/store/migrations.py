@@ -151,6 +151,15 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             "ALTER TABLE oracle_txs ADD COLUMN data BLOB",
         ),
     ),
+    Migration(
+        6,
+        (
+            # the period schedule an SLA's periods are numbered by (kind, length, zone,
+            # evidence resolution, as canonical JSON): a config that changes it under the
+            # same SLA id is refused; NULL for rows written before this step
+            "ALTER TABLE sla_progress ADD COLUMN schedule TEXT",
+        ),
+    ),
 )
 
 #: the schema a file has once every migration ran (``PRAGMA user_version``)
@@ -220,6 +229,7 @@ POSTGRES_MIGRATIONS: Final[tuple[Migration, ...]] = (
                 since DOUBLE PRECISION NOT NULL, PRIMARY KEY(kind, id))""",
         ),
     ),
+    Migration(2, ("ALTER TABLE sla_progress ADD COLUMN schedule TEXT",)),
 )
 
 #: the schema a PostgreSQL database has once every step ran

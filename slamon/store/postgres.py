@@ -351,10 +351,15 @@ class PostgresStore(Store):
                 "SELECT target, t, ok, duration FROM journal WHERE instance = %s ORDER BY seq",
                 (self.instance,))
         ]
-        slap = {str(sla): (int(last), int(first)) for sla, last, first in
-                db.execute("SELECT sla, last_closed, first_period FROM sla_progress")}
+        slap: dict[str, tuple[int, int]] = {}
+        schedules: dict[str, str] = {}
+        for sla, last, first, schedule in db.execute(
+                "SELECT sla, last_closed, first_period, schedule FROM sla_progress"):
+            slap[str(sla)] = (int(last), int(first))
+            if schedule is not None:
+                schedules[str(sla)] = str(schedule)
         self._refresh_size(db)
-        return Restored(progress, snapshots, journal, slap)
+        return Restored(progress, snapshots, journal, slap, schedules)
 
     # -- periods ----------------------------------------------------------
     def _period_leaves(
@@ -394,12 +399,15 @@ class PostgresStore(Store):
                 )
         return inserted
 
-    def _set_sla_start(self, sla: str, first_period: int) -> None:
-        self._db().execute(
-            "INSERT INTO sla_progress(sla, last_closed, first_period) VALUES (%s, %s, %s) "
-            "ON CONFLICT(sla) DO NOTHING",
-            (sla, first_period - 1, first_period),
-        )
+    def _set_sla_starts(self, starts: Sequence[tuple[str, int, str]]) -> None:
+        db = self._db()
+        with db.transaction(), db.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO sla_progress(sla, last_closed, first_period, schedule) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT(sla) DO UPDATE SET "
+                "schedule = COALESCE(sla_progress.schedule, excluded.schedule)",
+                [(sla, first - 1, first, schedule) for sla, first, schedule in starts],
+            )
 
     def _periods(self, sla: str, first: int | None, last: int | None) -> list[ClosedPeriod]:
         lo = first if first is not None else -(2**62)

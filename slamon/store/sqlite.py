@@ -250,13 +250,15 @@ class StateStore(Store):
                 "SELECT target, t, ok, duration FROM journal ORDER BY seq"
             )
         ]
-        slap = {
-            sla: (int(last), int(first))
-            for sla, last, first in db.execute(
-                "SELECT sla, last_closed, first_period FROM sla_progress"
-            )
-        }
-        return Restored(progress, snapshots, journal, slap)
+        slap: dict[str, tuple[int, int]] = {}
+        schedules: dict[str, str] = {}
+        for sla, last, first, schedule in db.execute(
+            "SELECT sla, last_closed, first_period, schedule FROM sla_progress"
+        ):
+            slap[sla] = (int(last), int(first))
+            if schedule is not None:
+                schedules[sla] = str(schedule)
+        return Restored(progress, snapshots, journal, slap, schedules)
 
     # -- periods ----------------------------------------------------------
     def _period_leaves(
@@ -300,11 +302,21 @@ class StateStore(Store):
             raise
         return inserted
 
-    def _set_sla_start(self, sla: str, first_period: int) -> None:
-        self._db().execute(
-            "INSERT OR IGNORE INTO sla_progress(sla, last_closed, first_period) VALUES (?, ?, ?)",
-            (sla, first_period - 1, first_period),
-        )
+    def _set_sla_starts(self, starts: Sequence[tuple[str, int, str]]) -> None:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(
+                "INSERT INTO sla_progress(sla, last_closed, first_period, schedule) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT(sla) DO UPDATE SET "
+                "schedule = coalesce(schedule, excluded.schedule)",
+                [(sla, first - 1, first, schedule) for sla, first, schedule in starts],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
 
     def _periods(self, sla: str, first: int | None, last: int | None) -> list[ClosedPeriod]:
         db = self._db()
