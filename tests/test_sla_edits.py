@@ -1,8 +1,14 @@
-"""An SLA's period schedule (kind, length, anchor, zone, week start, evidence
+"""Editing an SLA, or the SLO and targets it judges, while a period is open.
+
+An SLA's period schedule (kind, length, anchor, zone, week start, evidence
 resolution) numbers its periods: stored periods, the progress row and the on-chain
 registration count in it. A config that changes it under the same SLA id is refused,
 by a reload (the old config keeps running, nothing is lost) and at start-up (a clear
-error and a non-zero exit, before anything is written)."""
+error and a non-zero exit, before anything is written).
+
+Every other edit reaches the open period at once: the outcomes before it stay counted
+as they were judged, later ones are judged under the edit, and the period is computed
+under the edited SLA; after the reload and after a restart it equals that recount."""
 
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ from structlog.testing import capture_logs
 
 from slamon.app.daemon import Daemon, StartupError
 from slamon.config.loader import load_config
-from slamon.probers.base import ProbeResult
+from slamon.probers.base import FailureReason, ProbeResult
 from slamon.sla.periods import period_bounds, period_index
 
 CONFIG = """
@@ -149,3 +155,115 @@ def test_slamon_run_on_an_edited_schedule_exits_with_the_error(tmp_path: Path) -
     assert res.returncode == 1, (res.stdout, res.stderr)
     assert "slas[0] (gold): the period and evidence_resolution cannot change" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+RECOUNTED = """
+server: {{listen: "127.0.0.1:0"}}
+logging: {{level: warning, format: json}}
+state: {{path: "{state}"}}
+targets:
+  - {{id: web, kind: http, interval: 10s, timeout: 2s, http: {{url: "http://127.0.0.1:9/"}}}}
+  - {{id: api, kind: http, interval: 30s, timeout: 2s, http: {{url: "http://127.0.0.1:9/a"}}}}
+slos:
+  - {{id: shop, targets: [web, api], objective: 0.95, window: 1d}}
+  - {{id: fast, targets: [web], objective: 0.9, sli: latency, latency_threshold: 300ms}}
+slas:
+  - {{id: gold, slo: shop, period: {period}, evidence_resolution: 5m, grace: 1m}}
+  - {{id: quick, slo: fast, period: {period}, evidence_resolution: 5m, min_valid_samples: 3}}
+"""
+
+#: edits an SLA's open period takes at once: its leaves so far stay as measured, later
+#: ones are judged under the edit, and the period is computed under the edited SLA
+AT_ONCE = {
+    "sla objective": ("grace: 1m}", "grace: 1m, objective: 0.97}"),
+    "slo objective": ("objective: 0.95", "objective: 0.9"),
+    "descriptions": ("grace: 1m}", "grace: 1m, description: the shop}"),
+    "grace": ("grace: 1m", "grace: 10m"),
+    "min_valid_samples": ("min_valid_samples: 3", "min_valid_samples: 500"),
+    "latency threshold": ("latency_threshold: 300ms", "latency_threshold: 200ms"),
+    "a part's interval": ("interval: 30s", "interval: 20s"),
+    "a part's timeout": ("interval: 30s, timeout: 2s", "interval: 30s, timeout: 5s"),
+}
+
+
+@pytest.mark.parametrize("edit", list(AT_ONCE))
+async def test_the_open_period_equals_a_recount_of_the_outcomes_after_an_edit(
+    tmp_path: Path, edit: str
+) -> None:
+    from slamon.sla.evidence import Leaf
+    from slamon.sla.maintenance import intervals_by_target
+    from slamon.sla.result import compute_period_result
+    from slamon.sli.slo import is_good
+
+    path = tmp_path / "slamon.yaml"
+    # a day-long period that began at most 5 minutes ago: the outcomes below all come
+    # after this start-up, whose gap filling covers only the period's first minutes
+    anchor = int(time.time() // 300) * 300
+    text = textwrap.dedent(RECOUNTED.format(
+        state=tmp_path / "state.sqlite3", period=f"{{kind: fixed, length: 1d, anchor: {anchor}}}"))
+    path.write_text(text)
+    daemon = Daemon(load_config(path), config_path=path, loader=load_config)
+    await daemon._open_state()
+    assert daemon.parts.tracker is not None and daemon.store is not None
+    spec = daemon.parts.tracker.slas["gold"].sla.period
+    n = period_index(spec, anchor)
+    start = anchor + 300
+    # (sla, target, bucket) -> [good, valid], every outcome judged as it arrived
+    counted: dict[tuple[str, str, int], list[int]] = {}
+
+    def feed(first: int, count: int) -> None:
+        """Outcomes through the daemon; counted under the SLAs of the file as it is."""
+        config = load_config(path)
+        slos = {slo.id: slo for slo in config.slos}
+        for i in range(first, first + count):
+            t = start + 10 * i
+            ok, duration = i % 9 != 4, 0.05 + (i % 4) * 0.1
+            targets = ["web"] + (["api"] if i % 3 == 0 else [])
+            for tid in targets:
+                daemon._on_result(daemon.config.target(tid), t,
+                                  ProbeResult(ok, duration) if ok else ProbeResult(
+                                      False, duration, FailureReason.STATUS))
+                for sla in config.slas:
+                    if tid in slos[sla.slo].targets:
+                        cell = counted.setdefault((sla.id, tid, int(t // 300) * 300), [0, 0])
+                        cell[0] += is_good(slos[sla.slo], ok, duration)
+                        cell[1] += 1
+
+    async def recount(d: Daemon) -> None:
+        tracker = d.parts.tracker
+        assert tracker is not None
+        config = load_config(path)
+        slos = {slo.id: slo for slo in config.slos}
+        for sla in config.slas:
+            sid, slo = sla.id, slos[sla.slo]
+            begin, end = period_bounds(spec, n)
+            # the start-up filled the ticks between the period's start and it as no data
+            stored = await tracker.store.period_leaves(sid, begin, start)
+            leaves: dict[str, list[Leaf]] = {
+                tid: [Leaf(tid, *row) for row in stored.get(tid, [])] for tid in slo.targets}
+            for (of, tid, bucket), (good, valid) in sorted(counted.items()):
+                if of == sid:
+                    leaves[tid].append(Leaf(tid, bucket, good, valid, 0))
+            expected = compute_period_result(
+                sla, (begin, end), leaves,
+                intervals_by_target(config.maintenance, begin, end, slo.targets, sid),
+                len(slo.targets) > 1, slo_objective=slo.objective)
+            got = await tracker.compute(tracker.slas[sid], n)
+            assert got.to_json() == expected.to_json(), (edit, sid)
+
+    feed(0, 60)
+    old, new = AT_ONCE[edit]
+    assert old in text
+    path.write_text(text.replace(old, new))
+    assert await daemon.reload()
+    feed(60, 60)
+    await daemon._flush(snapshot=True)
+    await recount(daemon)
+    await daemon.store.close()
+    again = Daemon(load_config(path), config_path=path, loader=load_config)
+    await again._open_state()
+    assert again.store is not None
+    try:
+        await recount(again)
+    finally:
+        await again.store.close()
