@@ -347,7 +347,9 @@ def run_slamon(
             res["rss_hwm_bytes"] = hwm
             res["first_scrape"] = {"seconds": s0.seconds, "bytes": s0.nbytes}
             res["scrape"] = _scrape_cost(port, pid, args.scrape_samples, s1)
-            if prof is not None:
+            if prof is not None and args.stalls:
+                res["stalls"] = _summarise_stalls(work / f"stalls-{tag}.json")
+            elif prof is not None:
                 res["profile"] = _summarise_profile(work / f"profile-{tag}.txt")
         finally:
             sampler.stop()
@@ -455,25 +457,75 @@ def _scrape_cost(port: int, pid: int, samples: int, before: Scrape) -> dict[str,
 def _start_profile(
     pid: int, args: argparse.Namespace, work: Path, tag: str
 ) -> subprocess.Popen[bytes] | None:
-    if not args.profile:
+    if not (args.profile or args.stalls):
         return None
-    out = work / f"profile-{tag}.txt"
-    argv = [
-        "py-spy",
-        "record",
-        "--pid",
-        str(pid),
-        "--duration",
-        str(int(args.duration)),
-        "--rate",
-        "200",
-        "--nonblocking",
-        "--format",
-        "raw",
-        "--output",
-        str(out),
-    ]
+    beside = Path(sys.executable).with_name("py-spy")  # the venv's, if not on PATH
+    argv = [str(beside) if beside.exists() else "py-spy", "record", "--pid", str(pid),
+            "--duration", str(int(args.duration)), "--nonblocking"]
+    if args.stalls:
+        # every sample, idle ones too, in order: runs of busy samples are the stretches in
+        # which the event loop did not get back to its poll (and so to its timers)
+        argv += ["--rate", str(STALL_RATE), "--idle", "--threads", "--format", "speedscope",
+                 "--output", str(work / f"stalls-{tag}.json")]
+    else:
+        argv += ["--rate", "200", "--format", "raw", "--output",
+                 str(work / f"profile-{tag}.txt")]
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+#: py-spy samples per second in --stalls mode: a busy run of k samples held the loop ~k ms
+STALL_RATE = 1000
+#: innermost frames of a main-thread stack waiting in the event loop's poll (uvloop's
+#: Cython frames are not Python frames: the runner is the innermost one py-spy sees)
+_IDLE_FRAMES = {"Runner.run", "run_until_complete", "run_forever", "_run_once", "select"}
+
+
+def _summarise_stalls(path: Path, over_ms: float = 10.0, top: int = 15) -> dict[str, Any]:
+    """Runs of consecutive busy main-thread samples longer than `over_ms`, and the
+    frames (slamon's own, innermost first) they spent their samples in."""
+    if not path.is_file():
+        return {"error": "no profile written"}
+    doc = json.loads(path.read_text())
+    frames = doc["shared"]["frames"]
+    main = max(doc["profiles"], key=lambda p: len(p.get("samples", ())))
+    samples = main["samples"]
+
+    def busy(stack: list[int]) -> bool:
+        return bool(stack) and frames[stack[-1]]["name"] not in _IDLE_FRAMES
+
+    def owner(stack: list[int]) -> str:
+        for i in reversed(stack):
+            f = frames[i]
+            if "/slamon/" in f.get("file", ""):
+                return f"{f['name']} ({Path(f['file']).name}:{f.get('line', 0)})"
+        f = frames[stack[-1]]
+        return f"{f['name']} ({Path(f.get('file', '?')).name})"
+
+    runs: list[tuple[int, int]] = []
+    start = None
+    for i, stack in enumerate([*samples, []]):
+        if busy(stack):
+            start = i if start is None else start
+        elif start is not None:
+            runs.append((start, i))
+            start = None
+    per_ms = STALL_RATE / 1000.0
+    long = [(a, b) for a, b in runs if (b - a) / per_ms > over_ms]
+    where: dict[str, int] = {}
+    for a, b in long:
+        for stack in samples[a:b]:
+            key = owner(stack)
+            where[key] = where.get(key, 0) + 1
+    total = sum(where.values()) or 1
+    return {
+        "samples": len(samples),
+        "busy_fraction": sum(b - a for a, b in runs) / max(1, len(samples)),
+        "runs_over_ms": over_ms,
+        "runs_over": len(long),
+        "longest_ms": max(((b - a) / per_ms for a, b in runs), default=0.0),
+        "top": [(k, round(v / total, 3)) for k, v in
+                sorted(where.items(), key=lambda kv: -kv[1])[:top]],
+    }
 
 
 def _summarise_profile(path: Path, top: int = 30) -> dict[str, Any]:
@@ -762,6 +814,11 @@ def main() -> None:
         "--profile",
         action="store_true",
         help="py-spy record slamon during the span (perturbs CPU figures)",
+    )
+    ap.add_argument(
+        "--stalls",
+        action="store_true",
+        help="py-spy at 1 kHz with idle samples: what held the event loop > 10 ms",
     )
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--reference-worker", metavar="SPEC", help=argparse.SUPPRESS)

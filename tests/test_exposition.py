@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -252,3 +253,36 @@ def test_probe_families_equal_the_live_state() -> None:
     got = {k: v for k, v in samples.items() if k[0] in families}
     assert got == want
     assert any(name == "probe_failed_reason" for name, _ in got)
+
+
+async def test_sla_and_maintenance_families_come_in_pieces_equal_to_one_render(
+    tmp_path: Path,
+) -> None:
+    """The SLA families (one sample per SLA and family) and the maintenance gauges (per
+    target and per SLO) are drawn in pieces of `chunk` items, so that an SLA per target
+    does not hold the event loop for one long piece; the text is the same."""
+    from slamon.metrics.collector import sla_pieces
+    from tests.test_api import P, make_state
+
+    state = await make_state(tmp_path)
+    try:
+        live = LiveState(state.config)
+        collector = SlamonCollector(lambda: live, lambda: None, clock=lambda: state.now)
+        collector.sliced.append(
+            lambda chunk: sla_pieces(state.tracker, state.config, state.now, chunk))
+        registry = make_registry(collector)
+        whole = parse_metrics(generate_latest(registry).decode())
+        for chunk in (1, 2, 100):
+            sliced = parse_metrics((await render(registry, collector, chunk)).decode())
+            assert {k: v for k, v in sliced.items() if not k[0].startswith("process_")} == {
+                k: v for k, v in whole.items() if not k[0].startswith("process_")}
+        # the counter, one piece of SLAs, then the 2 targets and the 1 SLO one by one
+        assert len(list(sla_pieces(state.tracker, state.config, state.now, 1))) == 5
+        assert value(whole, "slamon_sla_periods_closed_total", sla="gold",
+                     verdict="breached") == 1
+        assert value(whole, "slamon_sla_last_closed_period", sla="gold") == P + 1
+        assert value(whole, "slamon_sla_current_period", sla="gold") == P + 2
+        assert value(whole, "slamon_maintenance_active", target="api") == 0
+        assert value(whole, "slamon_slo_maintenance_active", slo="shop") == 0
+    finally:
+        await state.store.close()

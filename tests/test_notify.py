@@ -706,6 +706,58 @@ def test_burn_watch_takes_a_round_robin_share_of_many_slos() -> None:
     assert len(BurnWatch().check(live, now)) == 5  # the default budget takes all at once
 
 
+async def test_a_burn_check_in_pieces_yields_to_the_loop_and_finds_the_same_events() -> None:
+    targets = [{"id": f"t{i}", "kind": "http", "interval": "10s", "timeout": "2s",
+                "http": {"url": "http://127.0.0.1:9/"}} for i in range(7)]
+    config = Config.model_validate({
+        "targets": targets,
+        "slos": [{"id": f"s{i}", "targets": [f"t{i}"], "objective": 0.99, "window": "30d",
+                  "alert_windows": [{"long": "1h", "short": "5m", "burn_rate": 14.4}]}
+                 for i in range(7)],
+    })
+    live = LiveState(config)
+    start = 1_780_000_000.0
+    for t in config.targets:
+        for i in range(60):
+            live.record(t, start + i * 10, ProbeResult(False, 0.01))
+    now = start + 600
+    turns = 0
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    counter = asyncio.create_task(count_turns())
+    await asyncio.sleep(0)
+    try:
+        events = await BurnWatch().check_in_pieces(live, now, piece=2)
+        # pieces of 2 SLOs of 7: the loop ran other tasks between the four pieces
+        assert turns >= 4
+        assert [(e.kind, e.slo) for e in events] == [
+            (e.kind, e.slo) for e in BurnWatch().check(live, now)]
+        assert len(events) == 7
+
+        # an SLO a reload removes while a check is between pieces (s6, in the last piece):
+        # skipped, then resolved
+        watch = BurnWatch()
+        await watch.check_in_pieces(live, now, piece=2)
+        edited = Config.model_validate({**config.model_dump(mode="json"),
+                                        "slos": config.model_dump(mode="json")["slos"][:-1]})
+
+        async def reload_soon() -> None:
+            await asyncio.sleep(0)
+            live.apply_config(edited)
+
+        reload = asyncio.create_task(reload_soon())
+        later = await watch.check_in_pieces(live, now + 1, piece=2)
+        await reload
+        assert [(e.kind.name, e.slo) for e in later] == [("BURN_RATE_RESOLVED", "s6")]
+    finally:
+        counter.cancel()
+
+
 def test_cert_watch_thresholds() -> None:
     config = Config.model_validate({
         "targets": [{"id": "web", "kind": "http", "interval": "10s", "timeout": "2s",

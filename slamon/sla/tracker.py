@@ -34,7 +34,7 @@ ClosedHook = Callable[[Sla, PeriodResult, ClosedPeriod], Awaitable[None]]
 
 
 @dataclass(slots=True)
-class _SlaRuntime:
+class SlaRuntime:
     sla: Sla
     slo: Slo
     parts: tuple[Target, ...]
@@ -121,8 +121,8 @@ class SlaTracker:
         self.on_closed = on_closed
         self.flush_interval = flush_interval
         self.config = config
-        self.slas: dict[str, _SlaRuntime] = {}
-        self._by_target: dict[str, list[_SlaRuntime]] = {}
+        self.slas: dict[str, SlaRuntime] = {}
+        self._by_target: dict[str, list[SlaRuntime]] = {}
         self.closed_total: dict[tuple[str, str], int] = {}
         self.last_result: dict[str, PeriodResult] = {}
         #: SLAs a reload added, whose start and schedule the store has yet to get
@@ -159,7 +159,7 @@ class SlaTracker:
             else:
                 first = period_index(sla.period, start_at)
                 last_closed = first - 1
-            rt = _SlaRuntime(
+            rt = SlaRuntime(
                 sla=sla,
                 slo=slo,
                 parts=parts,
@@ -269,13 +269,13 @@ class SlaTracker:
             closed.extend(await self._close(chunk, now))
         return closed
 
-    async def compute(self, rt: _SlaRuntime, n: int) -> PeriodResult:
+    async def compute(self, rt: SlaRuntime, n: int) -> PeriodResult:
         """The result of period n from the leaves stored so far (final once closed)."""
         start, end = period_bounds(rt.sla.period, n)
         rows = await self.store.period_leaves(rt.sla.id, start, end)
         return self._result(rt, start, end, rows)
 
-    def _result(self, rt: _SlaRuntime, start: int, end: int,
+    def _result(self, rt: SlaRuntime, start: int, end: int,
                 rows: dict[str, list[tuple[int, int, int, int]]]) -> PeriodResult:
         leaves = {
             target: [Leaf(target, b, g, v, nd) for b, g, v, nd in items]
@@ -289,7 +289,7 @@ class SlaTracker:
             slo_objective=rt.slo.objective,
         )
 
-    async def _close(self, due: list[tuple[_SlaRuntime, int]], now: float) -> list[PeriodResult]:
+    async def _close(self, due: list[tuple[SlaRuntime, int]], now: float) -> list[PeriodResult]:
         spans = [period_bounds(rt.sla.period, n) for rt, n in due]
         rows = await self.store.periods_leaves(
             [(rt.sla.id, start, end) for (rt, _), (start, end) in zip(due, spans, strict=True)])

@@ -30,7 +30,7 @@ from slamon.wallclock import utc_iso
 
 if TYPE_CHECKING:
     from slamon.sla.result import PeriodResult
-    from slamon.sla.tracker import SlaTracker, _SlaRuntime
+    from slamon.sla.tracker import SlaRuntime, SlaTracker
     from slamon.store.sqlite import ClosedPeriod
 
 PREFIX = "/api/v1"
@@ -99,7 +99,7 @@ class Api:
             raise ApiError(503, "state is not open yet; retry shortly")
         return tracker
 
-    def runtime(self, tracker: SlaTracker, sla_id: str) -> _SlaRuntime:
+    def runtime(self, tracker: SlaTracker, sla_id: str) -> SlaRuntime:
         rt = tracker.slas.get(sla_id)
         if rt is None:
             shown = f" {sla_id!r}" if len(sla_id) <= 128 else ""  # ids are at most 128
@@ -117,13 +117,13 @@ class Api:
         return n
 
     @staticmethod
-    def bounds(rt: _SlaRuntime, n: int) -> tuple[int, int]:
+    def bounds(rt: SlaRuntime, n: int) -> tuple[int, int]:
         try:
             return period_bounds(rt.sla.period, n)
         except (OverflowError, ValueError, OSError):
             raise ApiError(404, f"no period {n}") from None
 
-    async def provisional(self, tracker: SlaTracker, rt: _SlaRuntime, n: int) -> PeriodResult:
+    async def provisional(self, tracker: SlaTracker, rt: SlaRuntime, n: int) -> PeriodResult:
         """The open period's result so far (cached briefly: it reads all its leaves)."""
         now = time.monotonic()
         key = (rt.sla.id, n)
@@ -137,7 +137,7 @@ class Api:
         return result
 
     # -- documents ------------------------------------------------------------
-    def sla_document(self, rt: _SlaRuntime) -> dict[str, Any]:
+    def sla_document(self, rt: SlaRuntime) -> dict[str, Any]:
         sla = rt.sla
         objective_ppm = sla.objective_ppm(rt.slo.objective)
         return {
@@ -190,7 +190,7 @@ class Api:
             "end_iso": utc_iso(end),
         }
 
-    def closed_document(self, rt: _SlaRuntime, cp: ClosedPeriod) -> dict[str, Any]:
+    def closed_document(self, rt: SlaRuntime, cp: ClosedPeriod) -> dict[str, Any]:
         return {
             "sla": rt.sla.id,
             **self.times(cp.period, cp.start, cp.end),
@@ -205,7 +205,7 @@ class Api:
         }
 
     def open_document(
-        self, rt: _SlaRuntime, result: PeriodResult, now: float
+        self, rt: SlaRuntime, result: PeriodResult, now: float
     ) -> dict[str, Any]:
         start, end = result.start, result.end
         data = result.to_json()
@@ -266,7 +266,7 @@ class Api:
         return web.json_response(self.sla_document(rt))
 
     async def _closed_or_state(
-        self, tracker: SlaTracker, rt: _SlaRuntime, n: int
+        self, tracker: SlaTracker, rt: SlaRuntime, n: int
     ) -> tuple[ClosedPeriod | None, float]:
         """The stored period, or None if it is still open; 404 if it is neither."""
         now = self._clock()
@@ -326,7 +326,7 @@ def progress(start: int, end: int, now: float) -> float:
     return min(1.0, max(0.0, (now - start) / (end - start)))
 
 
-def evidence_with_proofs(rt: _SlaRuntime, cp: ClosedPeriod, leaves: list[Leaf]) -> dict[str, Any]:
+def evidence_with_proofs(rt: SlaRuntime, cp: ClosedPeriod, leaves: list[Leaf]) -> dict[str, Any]:
     """evidence_document plus a proof per leaf (same order as `leaves`).
 
     Proofs sit in a top-level `proofs` list rather than in each leaf, because a
