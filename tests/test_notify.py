@@ -38,6 +38,7 @@ from slamon.notify.router import build_notifiers
 from slamon.probers.base import ProbeResult
 from slamon.scheduler import Scheduler
 from slamon.sli.live import LiveState, TargetStatus
+from slamon.sli.slo import SloState
 from slamon.util.events import Event, EventBus, EventKind
 from tests.misbehaving import MisbehavingHttpServer, free_port, serve
 
@@ -704,6 +705,47 @@ def test_burn_watch_takes_a_round_robin_share_of_many_slos() -> None:
     rounds = [sorted(e.slo for e in watch.check(live, now)) for _ in range(4)]
     assert rounds == [["s0", "s1"], ["s2", "s3"], ["s4"], []]
     assert len(BurnWatch().check(live, now)) == 5  # the default budget takes all at once
+
+
+def test_a_burning_slo_is_evaluated_again_on_a_new_event_or_after_the_recheck(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rates are ratios of valid events: without a new one only the windows' slide moves
+    them, so a check re-evaluates an SLO on its next event, or RECHECK seconds later."""
+    from slamon.notify import burn
+
+    config = Config.model_validate({
+        "targets": [{"id": "web", "kind": "http", "interval": "10s", "timeout": "2s",
+                     "http": {"url": "http://127.0.0.1:9/"}}],
+        "slos": [{"id": "shop", "targets": ["web"], "objective": 0.99, "window": "30d",
+                  "alert_windows": [{"long": "1h", "short": "5m", "burn_rate": 14.4}]}],
+    })
+    live = LiveState(config)
+    web = config.target("web")
+    start = 1_780_000_000.0
+    for i in range(30):
+        live.record(web, start + i * 10, ProbeResult(False, 0.01))
+    evaluated: list[float] = []
+    real = burn.burn_alerts
+
+    def counting(state: SloState, now: float) -> set[tuple[float, float]]:
+        evaluated.append(now)
+        return real(state, now)
+
+    monkeypatch.setattr(burn, "burn_alerts", counting)
+    watch = BurnWatch()
+    now = start + 300
+    assert [e.kind for e in watch.check(live, now)] == [EventKind.BURN_RATE_FIRING]
+    assert watch.check(live, now + 1) == [] and evaluated == [now]  # nothing new
+    live.record(web, now + 2, ProbeResult(False, 0.01))
+    watch.check(live, now + 3)
+    assert evaluated == [now, now + 3]  # a new event: at once
+    watch.check(live, now + 3 + burn.RECHECK - 1)
+    assert len(evaluated) == 2
+    # no event for an hour: the windows slid past every bad one, and the check after
+    # RECHECK sees it
+    (resolved,) = watch.check(live, now + 3600)
+    assert resolved.kind == EventKind.BURN_RATE_RESOLVED and evaluated[-1] == now + 3600
 
 
 async def test_a_burn_check_in_pieces_yields_to_the_loop_and_finds_the_same_events() -> None:

@@ -52,6 +52,9 @@ def _duration(seconds: float) -> str:
 BUDGET = 2000
 #: SLOs evaluated between two turns of the event loop (~5 ms when all of them burn)
 PIECE = 100
+#: an SLO whose SLI counted no new event since its last evaluation is evaluated again
+#: only after this long: its rates then move only as old events leave the windows
+RECHECK = 15.0
 
 
 def _longest(state: SloState) -> float:
@@ -65,6 +68,8 @@ class BurnWatch:
         self._firing: dict[str, set[Pair]] = {}
         self.budget = budget
         self._cursor = 0
+        #: per SLO, (its state object, valid events counted, when) at the last evaluation
+        self._evaluated: dict[str, tuple[int, int, float]] = {}
 
     def _share(self, live: LiveState) -> list[str]:
         """The SLOs this check evaluates: all of them, or the next `budget` in turn."""
@@ -112,6 +117,14 @@ class BurnWatch:
             # no bad event within the longest alert window: nothing can fire (rate 0)
             if not before and state.last_bad < now - longest:
                 continue
+            # every rate is a ratio of valid events: without a new one since the last
+            # evaluation only the windows' slide can move it, which RECHECK bounds. A
+            # burning SLO is then evaluated once per probe interval, not every second
+            mark = (id(state), state.valid_total)
+            last = self._evaluated.get(slo_id)
+            if last is not None and last[:2] == mark and 0 <= now - last[2] < RECHECK:
+                continue
+            self._evaluated[slo_id] = (*mark, now)
             after = burn_alerts(state, now)
             by_pair = {(aw.long, aw.short): aw for aw in state.slo.alert_windows}
             for pair in sorted(after - before):
@@ -137,6 +150,8 @@ class BurnWatch:
         for slo_id in set(self._firing) - set(live.slos):  # SLO removed by a reload
             for pair in sorted(self._firing.pop(slo_id)):
                 events.append(self._resolved(slo_id, pair, now, "page"))
+        for slo_id in set(self._evaluated) - set(live.slos):
+            del self._evaluated[slo_id]
         return events
 
     @staticmethod
