@@ -467,6 +467,50 @@ def test_counters_saturate_at_the_uint16_maximum() -> None:
     assert c.query(5.0, 0.0) == 2**16 - 1
 
 
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(0, 120), st.integers(0, 120)),
+                max_size=60),
+       st.integers(0, 60))
+def test_a_ring_widens_when_a_bucket_passes_255_and_loses_nothing(
+    events: list[tuple[int, int, int]], query_at: int,
+) -> None:
+    """Counters start as uint8; the first bucket that would pass 255 widens the whole
+    ring to uint16, so every count equals the naive sum (below the uint16 ceiling), and
+    a snapshot round trip (always uint16) restores the same counts at the width needed."""
+    w = RollingWindow(SMALL_TIERS)
+    c = RollingCounter(SMALL_TIERS)
+    for t, good, extra in events:
+        w.add(float(t), good, good + extra)
+        c.add(float(t), extra)
+        w.query(float(t), 8.0)  # a cached answer must follow the widening too
+    for length in (0.0, 3.0, 8.0, 30.0):
+        res = w.tier_for(length).resolution
+        first = math.floor((query_at - length) / res)
+        last = math.floor(query_at / res)
+        newest = max((math.floor(t / res) for t, _, _ in events), default=None)
+        if newest is None:
+            continue
+        n = w.tier_for(length).buckets
+        kept = [(t, g, x) for t, g, x in events
+                if first <= math.floor(t / res) <= last and math.floor(t / res) > newest - n]
+        assert w.query(float(query_at), length) == Counts(
+            sum(g for _, g, _ in kept), sum(g + x for _, g, x in kept))
+        assert c.query(float(query_at), length) == sum(x for _, _, x in kept)
+    # the largest count any bucket of any tier can have held (events it dropped as too
+    # old included): uint8 if that fits, and uint16 only if some bucket could pass 255
+    widest = max((sum(g + x for t2, g, x in events if math.floor(t2 / tier.resolution) == b)
+                  for tier in SMALL_TIERS
+                  for b in {math.floor(t / tier.resolution) for t, _, _ in events}), default=0)
+    narrow = sum(t.buckets for t in SMALL_TIERS) * 2
+    assert w.nbytes() == (narrow if widest <= 255 else w.nbytes())
+    assert w.nbytes() in (narrow, 2 * narrow) and (w.nbytes() == narrow or widest > 255)
+    for ring in (w, c):
+        back = type(ring).from_bytes(ring.to_bytes(), SMALL_TIERS)
+        assert back.nbytes() == ring.nbytes()
+        for length in (0.0, 8.0, 30.0):
+            assert back.query(float(query_at), length) == ring.query(float(query_at), length)
+
+
 def test_rolling_counter_counts_one_by_default_and_accepts_zero() -> None:
     c = RollingCounter(SMALL_TIERS)
     c.add(3.0)
@@ -479,7 +523,8 @@ def test_rolling_counter_counts_one_by_default_and_accepts_zero() -> None:
 
 def test_default_tiers_are_the_documented_ones() -> None:
     """10 min at 10 s, 6 h at 1 min, 3 d at 10 min, 92 d at 2 h; each divides a day
-    (the status page's per-day bars) and together they take 7,840 bytes."""
+    (the status page's per-day bars) and together they take 3,920 bytes, 7,840 once a
+    bucket has passed 255."""
     assert [(t.resolution, t.retention) for t in DEFAULT_TIERS] == [
         (10.0, 600.0),
         (60.0, 6 * 3600.0),
@@ -487,7 +532,10 @@ def test_default_tiers_are_the_documented_ones() -> None:
         (7200.0, 92 * 86400.0),
     ]
     assert all(86400 % t.resolution == 0 for t in DEFAULT_TIERS)
-    assert RollingWindow().nbytes() == 7_840
+    assert RollingWindow().nbytes() == 3_920
+    wide = RollingWindow()
+    wide.add(0.0, 256, 256)
+    assert wide.nbytes() == 7_840
 
 
 def test_tier_shapes() -> None:
@@ -511,7 +559,7 @@ def test_span_is_the_aligned_range_of_the_tier_used(now: float, length: float) -
 def test_nbytes_per_window() -> None:
     w = RollingWindow()
     buckets = sum(t.buckets for t in DEFAULT_TIERS)
-    assert w.nbytes() == buckets * 2 * 2
+    assert w.nbytes() == buckets * 2  # two uint8 counters until one passes 255
     assert w.nbytes() < 16 * 1024
     overhead = (
         sys.getsizeof(w)

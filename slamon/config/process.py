@@ -144,7 +144,7 @@ class StateConfig(Strict):
     evidence_retention: Duration = 400 * 86400.0
     #: latency cells of every target's events, next to the SLOs' thresholds: a
     #: threshold edited to one of them recounts the history exactly; each cell a
-    #: target's latencies spread over costs a ring of memory (3.9 KB)
+    #: target's latencies spread over costs a ring of memory (1.96 or 3.9 KB)
     latency_bounds: tuple[Duration, ...] = DEFAULT_LATENCY_BOUNDS
 
     @field_validator("flush_interval")

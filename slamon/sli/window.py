@@ -2,8 +2,8 @@
 
 Why rings of several resolutions: an SLO window can be 90 days while burn-rate
 alerts look at the last 5 minutes. Fine buckets for recent time and coarse ones
-for long windows keep the memory per window constant (about 8 KB with
-DEFAULT_TIERS) whatever the window lengths asked for.
+for long windows keep the memory per window constant (4 or 8 KB with
+DEFAULT_TIERS, see "Counter width") whatever the window lengths asked for.
 
 Layout: every tier is a ring of `buckets` slots; the slot of absolute bucket
 index ``b = floor(t / resolution)`` is ``b % buckets``. Each tier remembers its
@@ -11,9 +11,12 @@ index ``b = floor(t / resolution)`` is ``b % buckets``. Each tier remembers its
 with index in ``(head - buckets, head]``; slots are cleared when the head moves
 past them, so data from an older lap of the ring is never counted again.
 
-Counter bound: counters are uint16 (``COUNTER_MAX`` = 65535) and saturate
-rather than wrap. The minimum probe interval is 1 s, so one window receives at
-most ``resolution`` events per bucket (7200 for the 2 h tier): a 9x margin.
+Counter width: a ring's counters start as uint8 and the whole ring widens to
+uint16 the first time a bucket passes 255, so a target probed every 30 s or less
+often (at most 240 events in a 2 h bucket) keeps half the memory. uint16 counters
+(``COUNTER_MAX`` = 65535) saturate rather than wrap. The minimum probe interval is
+1 s, so one window receives at most ``resolution`` events per bucket (7200 for the
+2 h tier): a 9x margin. Snapshots store uint16 whatever the width in memory.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ __all__ = [
 
 #: saturation value of one counter (uint16)
 COUNTER_MAX = 0xFFFF
+#: the width a ring starts with, and the one it widens to (and snapshots store)
+_NARROW = "B"
 _TYPECODE = "H"
 _WIDTH = array(_TYPECODE).itemsize
 #: head of a tier that has never been written: every index is "newer"
@@ -72,7 +77,8 @@ class Tier:
         return (self.buckets - 1) * self.resolution
 
 
-#: 10 min at 10 s, 6 h at 1 min, 3 d at 10 min, 92 d at 2 h (1960 buckets, 7,840 bytes).
+#: 10 min at 10 s, 6 h at 1 min, 3 d at 10 min, 92 d at 2 h (1960 buckets: 7,840 bytes
+#: for (good, valid) in uint16, 3,920 in uint8).
 #: Every resolution divides a day (the status page's per-day bars). The top tier is
 #: 2 h, not 1 h: it answers only windows longer than 3 d (the SLO window itself),
 #: where 2 h of alignment is <= 0.3 % of a 30 d window, and it saves 4 KB per window.
@@ -107,9 +113,17 @@ def _layout(tiers: tuple[Tier, ...]) -> tuple[tuple[float, int, int], ...]:
     return tuple(out)
 
 
-def _zeros(count: int) -> array[int]:
+def _zeros(count: int, typecode: str = _NARROW) -> array[int]:
     # repetition allocates exactly; array(code, bytes(...)) over-allocates by ~6 %
-    return array(_TYPECODE, [0]) * count
+    return array(typecode, [0]) * count
+
+
+def _fitted(counters: Sequence[array[int]]) -> tuple[array[int], ...]:
+    """A ring's counters (uint16) as uint8 when every value of every one fits, else as
+    they are: a ring's counters always have one width."""
+    if all(max(c, default=0) <= 0xFF for c in counters):
+        return tuple(array(_NARROW, c) for c in counters)
+    return tuple(counters)
 
 
 class _TieredRing:
@@ -157,6 +171,10 @@ class _TieredRing:
 
     # -- internals -------------------------------------------------------------
 
+    def _widen(self) -> None:
+        """uint8 -> uint16 counters, once a bucket needs more than 255."""
+        self._counters = tuple(array(_TYPECODE, c) for c in self._counters)
+
     def _add(self, t: float, values: tuple[int, ...]) -> None:
         """Count `values` (one per counter) at time t in every tier that retains t.
 
@@ -168,6 +186,8 @@ class _TieredRing:
             raise ValueError(f"event time must be finite, got {t}")
         heads = self._heads
         counters = self._counters
+        # a narrow ring widens when a bucket passes 255; a wide one saturates
+        limit = 0xFF if counters[0].typecode == _NARROW else COUNTER_MAX
         cache = self._cache
         # per tier, (bucket, what each counter really gained) for the cached answers
         touched: list[tuple[int, list[int]] | None] | None = [None] * len(heads) if cache else None
@@ -190,20 +210,22 @@ class _TieredRing:
             elif b <= head - n:
                 continue  # older than this tier retains: dropped by this tier only
             slot = off + b % n
-            if touched is None:
-                for c, v in zip(counters, values, strict=True):
-                    new = c[slot] + v
-                    c[slot] = new if new < COUNTER_MAX else COUNTER_MAX
-                continue
             gained = []
-            for c, v in zip(counters, values, strict=True):
+            for f, v in enumerate(values):
+                c = counters[f]
                 old = c[slot]
                 new = old + v
-                if new > COUNTER_MAX:
-                    new = COUNTER_MAX
+                if new > limit:
+                    if limit == 0xFF:
+                        # the slots written so far are in the widened copies too
+                        self._widen()
+                        counters, limit = self._counters, COUNTER_MAX
+                        c = counters[f]
+                    new = min(new, COUNTER_MAX)
                 c[slot] = new
                 gained.append(new - old)
-            touched[i] = (b, gained)
+            if touched is not None:
+                touched[i] = (b, gained)
         if cache and touched is not None:
             for a in cache.values():
                 hit = touched[a[0]]
@@ -217,6 +239,13 @@ class _TieredRing:
         if other._tiers != self._tiers or other._FIELDS != self._FIELDS:
             raise ValueError("can only absorb a ring of the same tiers and counters")
         self._cache = None
+        self._widen()
+        try:
+            self._absorb(other)
+        finally:
+            self._counters = _fitted(self._counters)
+
+    def _absorb(self, other: _TieredRing) -> None:
         for i, (_, n, off) in enumerate(self._layout):
             theirs = other._heads[i]
             if theirs == _NO_HEAD:
@@ -242,7 +271,7 @@ class _TieredRing:
         if start + count > n:
             pieces.append((0, start + count - n))
         for lo, hi in pieces:
-            zeros = _zeros(hi - lo)
+            zeros = _zeros(hi - lo, self._counters[0].typecode)
             for c in self._counters:
                 c[off + lo : off + hi] = zeros
 
@@ -308,6 +337,8 @@ class _TieredRing:
             parts.append(_TIER.pack(tier.resolution, tier.buckets, head))
         body = b""
         for c in self._counters:
+            if c.typecode != _TYPECODE:  # stored as uint16 whatever the width in memory
+                c = array(_TYPECODE, c)
             if sys.byteorder == "big":  # pragma: no cover - little-endian hosts only in CI
                 c = array(_TYPECODE, c)
                 c.byteswap()
@@ -360,15 +391,26 @@ class _TieredRing:
             raise ValueError("window state is corrupt: counter length mismatch")
         old: list[array[int]] = []
         for f in range(fields):
-            c = _zeros(size)
+            c = _zeros(size, _TYPECODE)
             c[:] = array(_TYPECODE, body[f * size * width : (f + 1) * size * width])
             if sys.byteorder == "big":  # pragma: no cover
                 c.byteswap()
             old.append(c)
         if tuple(t for t, _ in stored) == self._tiers:
-            self._counters = tuple(old)
+            self._counters = _fitted(old)
             self._heads = [h for _, h in stored]
             return
+        self._widen()
+        try:
+            self._restore_tiers(stored, old_layout, old)
+        finally:
+            self._counters = _fitted(self._counters)
+
+    def _restore_tiers(
+        self, stored: list[tuple[Tier, int]], old_layout: tuple[tuple[float, int, int], ...],
+        old: list[array[int]],
+    ) -> None:
+        """`_load` onto tiers that differ from the stored ones (this ring is wide)."""
         by_res = {
             res: (n, off, head) for (res, n, off), (_, head) in zip(old_layout, stored, strict=True)
         }
@@ -455,8 +497,9 @@ class RollingWindow(_TieredRing):
         """(good, valid - good) as two rings of the same tiers and heads."""
         good, bad = RollingCounter(self._tiers), RollingCounter(self._tiers)
         g, v = self._counters
-        good._counters = (array(_TYPECODE, g),)
-        bad._counters = (array(_TYPECODE, (max(b - a, 0) for a, b in zip(g, v, strict=True))),)
+        good._counters = _fitted([array(_TYPECODE, g)])
+        bad._counters = _fitted([array(_TYPECODE, (max(b - a, 0)
+                                                   for a, b in zip(g, v, strict=True)))])
         good._heads, bad._heads = list(self._heads), list(self._heads)
         return good, bad
 
