@@ -608,7 +608,17 @@ def one_run(n: int, a: argparse.Namespace, work: Path, run_no: int) -> dict[str,
         sleep_until(t0)
         c0, m0, l0 = cpu_all(pids), system_cpu(), loadavg()
         b0 = bare_counts()
+        spy = None
+        if a.profile:  # perturbs slamon's CPU figure: for where the time goes, not for ratios
+            beside = Path(py).with_name("py-spy")
+            spy = subprocess.Popen(
+                [str(beside) if beside.exists() else "py-spy", "record", "--pid",
+                 str(sl.pid), "--duration", str(int(a.duration) - 2), "--rate", "100",
+                 "--nonblocking", "--format", "raw", "--output", str(work / "slamon-profile.txt")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         sleep_until(t1)
+        if spy is not None:
+            spy.wait(timeout=30)
         c1, m1, l1 = cpu_all(pids), system_cpu(), loadavg()
         b1 = bare_counts()
         if b0:
@@ -843,6 +853,8 @@ def main() -> None:
     ap.add_argument("--max-load", type=float, default=1.0)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--gc-log", action="store_true", help="log slamon's gen-2 GC pauses")
+    ap.add_argument("--profile", action="store_true",
+                    help="py-spy record slamon through the window (slamon-profile.txt)")
     ap.add_argument("--slamon-scrape-interval", type=float, default=15.0,
                     help="a second Prometheus scrapes slamon this often, s (0: none)")
     ap.add_argument("--no-bare", dest="bare", action="store_false",
