@@ -1,7 +1,8 @@
 """Memory and snapshot size of the SLO windows per target, for any slamon source tree.
 
-Builds a LiveState for N HTTP targets at 30 s with one availability SLO each (and,
-with --latency-slo, one latency SLO each too), feeds it simulated outcomes, and
+Builds a LiveState for N HTTP targets at 30 s (``--interval``) with one availability
+SLO each (and, with --latency-slo, one latency SLO each too), feeds it simulated
+outcomes, and
 prints the bytes allocated by the windows (tracemalloc, after the feed), the
 counter bytes the state reports, and the size of its snapshots (what the state
 file keeps of them). Run it on two trees to compare, e.g. a worktree of an older
@@ -23,13 +24,10 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-INTERVAL = 30
-
-
-def config_text(n: int, latency_slo: bool, bounds: str | None) -> str:
+def config_text(n: int, latency_slo: bool, bounds: str | None, interval: int) -> str:
     lines = [f"state: {{latency_bounds: [{bounds}]}}"] if bounds is not None else []
     lines.append("targets:")
-    lines += [f'  - {{id: t{i}, kind: http, interval: {INTERVAL}s, timeout: 5s, '
+    lines += [f'  - {{id: t{i}, kind: http, interval: {interval}s, timeout: 5s, '
               f'http: {{url: "http://127.0.0.1:9/{i}"}}}}' for i in range(n)]
     lines.append("slos:")
     lines += [f"  - {{id: s{i}, targets: [t{i}], objective: 0.999}}" for i in range(n)]
@@ -50,6 +48,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--targets", type=int, default=1000)
     ap.add_argument("--hours", type=float, default=24.0, help="simulated time fed")
+    ap.add_argument("--interval", type=int, default=30, help="probe interval, s")
     ap.add_argument("--latency", choices=["one-cell", "spread"], default="one-cell",
                     help="one-cell: every probe 40-60 ms; spread: 60-400 ms, over 3 cells")
     ap.add_argument("--latency-slo", action="store_true", help="a 300 ms latency SLO too")
@@ -62,7 +61,8 @@ def main() -> int:
     from slamon.probers.base import FailureReason, ProbeResult
     from slamon.sli.live import LiveState
 
-    config = parse_config(config_text(args.targets, args.latency_slo, args.bounds))
+    config = parse_config(config_text(args.targets, args.latency_slo, args.bounds,
+                                      args.interval))
     rng = random.Random(1)
     gc.collect()
     tracemalloc.start()
@@ -81,9 +81,9 @@ def main() -> int:
                 result = ProbeResult.failure(FailureReason.STATUS, duration)
             else:
                 result = ProbeResult(True, duration)
-            live.record(target, t + i % INTERVAL, result)
+            live.record(target, t + i % args.interval, result)
             fed += 1
-        t += INTERVAL
+        t += args.interval
     live.advance(end)
     elapsed = time.perf_counter() - started
     gc.collect()
@@ -92,7 +92,8 @@ def main() -> int:
     snaps = snapshots(live)
     snap_bytes = sum(len(v) for v in snaps.values())
     n = args.targets
-    print(f"src {args.src}: {n:,} targets, {fed:,} outcomes over {args.hours:g} h "
+    print(f"src {args.src}: {n:,} targets at {args.interval} s, {fed:,} outcomes over "
+          f"{args.hours:g} h "
           f"({args.latency}{', latency SLO' if args.latency_slo else ''}"
           f"{'' if args.bounds is None else f', bounds [{args.bounds}]'}) in {elapsed:.1f} s")
     print(f"  allocated after the feed (config excluded): {allocated / n:,.0f} B per target")
