@@ -15,6 +15,7 @@ import functools
 import math
 from collections.abc import Iterable
 
+from slamon.config.slo import Slo
 from slamon.sli.live import LiveState
 from slamon.sli.slo import SloState
 from slamon.util.durations import format_duration
@@ -70,6 +71,8 @@ class BurnWatch:
         self._cursor = 0
         #: per SLO, (its state object, valid events counted, when) at the last evaluation
         self._evaluated: dict[str, tuple[int, int, float]] = {}
+        #: per SLO, (its config, its longest alert window): asked for every SLO each check
+        self._longest: dict[str, tuple[Slo, float]] = {}
 
     def _share(self, live: LiveState) -> list[str]:
         """The SLOs this check evaluates: all of them, or the next `budget` in turn."""
@@ -109,7 +112,10 @@ class BurnWatch:
             if state is None:
                 continue
             before = self._firing.get(slo_id, set())
-            longest = _longest(state)
+            known = self._longest.get(slo_id)
+            if known is None or known[0] is not state.slo:  # a reload makes a new Slo
+                known = self._longest[slo_id] = (state.slo, _longest(state))
+            longest = known[1]
             if state.last_bad == math.inf:
                 # restored from a snapshot: learn from the window whether it holds bad events
                 good, valid = state.counts(now, longest) if longest else (0, 0)
@@ -152,6 +158,8 @@ class BurnWatch:
                 events.append(self._resolved(slo_id, pair, now, "page"))
         for slo_id in set(self._evaluated) - set(live.slos):
             del self._evaluated[slo_id]
+        for slo_id in set(self._longest) - set(live.slos):
+            del self._longest[slo_id]
         return events
 
     @staticmethod
