@@ -145,7 +145,8 @@ class _TieredRing:
     def __init__(self, tiers: Sequence[Tier] = DEFAULT_TIERS) -> None:
         self._tiers = tuple(tiers)
         self._layout = _layout(self._tiers)
-        self._heads = [_NO_HEAD] * len(self._layout)
+        # int64s in one buffer: a list held a 32-byte int object per tier
+        self._heads = array("q", [_NO_HEAD]) * len(self._layout)
         size = sum(n for _, n, _ in self._layout)
         self._counters = tuple(_zeros(size) for _ in range(self._FIELDS))
         # The last answer for every length queried: length -> [tier, first bucket,
@@ -412,7 +413,7 @@ class _TieredRing:
             old.append(c)
         if tuple(t for t, _ in stored) == self._tiers:
             self._counters = _fitted(old)
-            self._heads = [h for _, h in stored]
+            self._heads = array("q", [h for _, h in stored])
             return
         self._widen()
         try:
@@ -514,7 +515,7 @@ class RollingWindow(_TieredRing):
         good._counters = _fitted([array(_TYPECODE, g)])
         bad._counters = _fitted([array(_TYPECODE, (max(b - a, 0)
                                                    for a, b in zip(g, v, strict=True)))])
-        good._heads, bad._heads = list(self._heads), list(self._heads)
+        good._heads, bad._heads = array("q", self._heads), array("q", self._heads)
         return good, bad
 
 
