@@ -684,23 +684,27 @@ def test_burn_watch_skips_clean_slos_but_never_hides_a_firing_one() -> None:
     assert BurnWatch().check(clean, now) == [] and burn_alerts(clean.slos["shop"], now) == set()
 
 
-def test_burn_watch_takes_a_round_robin_share_of_many_slos() -> None:
-    """With more SLOs than its budget a check evaluates the next `budget` of them in turn,
-    so one check stays short; within len(slos) / budget checks every SLO has fired once."""
-    targets = [{"id": f"t{i}", "kind": "http", "interval": "10s", "timeout": "2s",
-                "http": {"url": "http://127.0.0.1:9/"}} for i in range(5)]
+def burning(n: int) -> tuple[Config, LiveState, float]:
+    """n single-target SLOs, each failing every probe for 10 minutes, and the time after."""
     config = Config.model_validate({
-        "targets": targets,
+        "targets": [{"id": f"t{i}", "kind": "http", "interval": "10s", "timeout": "2s",
+                     "http": {"url": "http://127.0.0.1:9/"}} for i in range(n)],
         "slos": [{"id": f"s{i}", "targets": [f"t{i}"], "objective": 0.99, "window": "30d",
                   "alert_windows": [{"long": "1h", "short": "5m", "burn_rate": 14.4}]}
-                 for i in range(5)],
+                 for i in range(n)],
     })
     live = LiveState(config)
     start = 1_780_000_000.0
     for t in config.targets:
         for i in range(60):
             live.record(t, start + i * 10, ProbeResult(False, 0.01))
-    now = start + 600
+    return config, live, start + 600
+
+
+def test_burn_watch_takes_a_round_robin_share_of_many_slos() -> None:
+    """With more SLOs than its budget a check evaluates the next `budget` of them in turn,
+    so one check stays short; within len(slos) / budget checks every SLO has fired once."""
+    _, live, now = burning(5)
     watch = BurnWatch(budget=2)
     rounds = [sorted(e.slo for e in watch.check(live, now)) for _ in range(4)]
     assert rounds == [["s0", "s1"], ["s2", "s3"], ["s4"], []]
@@ -714,17 +718,8 @@ def test_a_burning_slo_is_evaluated_again_on_a_new_event_or_after_the_recheck(
     them, so a check re-evaluates an SLO on its next event, or RECHECK seconds later."""
     from slamon.notify import burn
 
-    config = Config.model_validate({
-        "targets": [{"id": "web", "kind": "http", "interval": "10s", "timeout": "2s",
-                     "http": {"url": "http://127.0.0.1:9/"}}],
-        "slos": [{"id": "shop", "targets": ["web"], "objective": 0.99, "window": "30d",
-                  "alert_windows": [{"long": "1h", "short": "5m", "burn_rate": 14.4}]}],
-    })
-    live = LiveState(config)
-    web = config.target("web")
-    start = 1_780_000_000.0
-    for i in range(30):
-        live.record(web, start + i * 10, ProbeResult(False, 0.01))
+    config, live, now = burning(1)
+    web = config.target("t0")
     evaluated: list[float] = []
     real = burn.burn_alerts
 
@@ -734,7 +729,6 @@ def test_a_burning_slo_is_evaluated_again_on_a_new_event_or_after_the_recheck(
 
     monkeypatch.setattr(burn, "burn_alerts", counting)
     watch = BurnWatch()
-    now = start + 300
     assert [e.kind for e in watch.check(live, now)] == [EventKind.BURN_RATE_FIRING]
     assert watch.check(live, now + 1) == [] and evaluated == [now]  # nothing new
     live.record(web, now + 2, ProbeResult(False, 0.01))
@@ -749,20 +743,7 @@ def test_a_burning_slo_is_evaluated_again_on_a_new_event_or_after_the_recheck(
 
 
 async def test_a_burn_check_in_pieces_yields_to_the_loop_and_finds_the_same_events() -> None:
-    targets = [{"id": f"t{i}", "kind": "http", "interval": "10s", "timeout": "2s",
-                "http": {"url": "http://127.0.0.1:9/"}} for i in range(7)]
-    config = Config.model_validate({
-        "targets": targets,
-        "slos": [{"id": f"s{i}", "targets": [f"t{i}"], "objective": 0.99, "window": "30d",
-                  "alert_windows": [{"long": "1h", "short": "5m", "burn_rate": 14.4}]}
-                 for i in range(7)],
-    })
-    live = LiveState(config)
-    start = 1_780_000_000.0
-    for t in config.targets:
-        for i in range(60):
-            live.record(t, start + i * 10, ProbeResult(False, 0.01))
-    now = start + 600
+    config, live, now = burning(7)
     turns = 0
 
     async def count_turns() -> None:

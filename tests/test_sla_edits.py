@@ -26,13 +26,16 @@ from slamon.config.loader import load_config
 from slamon.probers.base import FailureReason, ProbeResult
 from slamon.sla.periods import period_bounds, period_index
 
-CONFIG = """
+#: server, logging, state and the web target: what both configs below start with
+HEAD = """
 server: {{listen: "127.0.0.1:0"}}
 logging: {{level: warning, format: json}}
 state: {{path: "{state}"}}
 targets:
   - {{id: web, kind: http, interval: 10s, timeout: 2s, http: {{url: "http://127.0.0.1:9/"}}}}
-slos:
+"""
+
+CONFIG = HEAD + """slos:
   - {{id: shop, targets: [web], objective: 0.9, window: 1d}}
 slas:
   - {{id: gold, slo: shop, period: {period}, evidence_resolution: {res}}}
@@ -157,13 +160,7 @@ def test_slamon_run_on_an_edited_schedule_exits_with_the_error(tmp_path: Path) -
     assert "Traceback" not in res.stderr
 
 
-RECOUNTED = """
-server: {{listen: "127.0.0.1:0"}}
-logging: {{level: warning, format: json}}
-state: {{path: "{state}"}}
-targets:
-  - {{id: web, kind: http, interval: 10s, timeout: 2s, http: {{url: "http://127.0.0.1:9/"}}}}
-  - {{id: api, kind: http, interval: 30s, timeout: 2s, http: {{url: "http://127.0.0.1:9/a"}}}}
+RECOUNTED = HEAD + """  - {{id: api, kind: http, interval: 30s, timeout: 2s, http: {{url: "http://127.0.0.1:9/a"}}}}
 slos:
   - {{id: shop, targets: [web, api], objective: 0.95, window: 1d}}
   - {{id: fast, targets: [web], objective: 0.9, sli: latency, latency_threshold: 300ms}}
