@@ -137,6 +137,29 @@ async def test_an_unchanged_schedule_is_written_once_and_a_new_sla_gets_its_own(
     await daemon.store.close()
 
 
+async def test_an_sla_removed_and_added_back_keeps_its_schedule(tmp_path: Path) -> None:
+    """Its periods stay stored under its id while it is away: a reload that brings it
+    back with another schedule is refused, as a restart would refuse it."""
+    path = tmp_path / "slamon.yaml"
+    write(path)
+    daemon = Daemon(load_config(path), config_path=path, loader=load_config)
+    await daemon._open_state()
+    assert daemon.store is not None and daemon.parts.tracker is not None
+    try:
+        text = path.read_text()
+        path.write_text(text.split("slas:")[0])
+        assert await daemon.reload() and "gold" not in daemon.parts.tracker.slas
+        write(path, "{kind: hourly}", "5m")
+        with capture_logs() as logs:
+            assert not await daemon.reload()
+        (failed,) = [e for e in logs if e["event"] == "reload_failed"]
+        assert failed["errors"][0].startswith("slas[0] (gold): the period and")
+        write(path)
+        assert await daemon.reload() and "gold" in daemon.parts.tracker.slas
+    finally:
+        await daemon.store.close()
+
+
 def test_slamon_run_on_an_edited_schedule_exits_with_the_error(tmp_path: Path) -> None:
     path = tmp_path / "slamon.yaml"
     write(path)

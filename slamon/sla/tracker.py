@@ -127,6 +127,8 @@ class SlaTracker:
         self.last_result: dict[str, PeriodResult] = {}
         #: SLAs a reload added, whose start and schedule the store has yet to get
         self._unsaved: dict[str, tuple[int, str]] = {}
+        #: the schedule of every SLA the store has progress of, running or not
+        self._schedules: dict[str, str] = {}
 
     # -- set-up -----------------------------------------------------------
     async def start(
@@ -141,9 +143,10 @@ class SlaTracker:
         one: `schedule_changes`); the SLAs without one get theirs written."""
         stored = schedules or {}
         self._build(self.config, sla_progress, start_at)
-        await self.store.set_sla_starts([
-            (rt.sla.id, rt.first_period, schedule_text(rt.sla)) for rt in self.slas.values()
-            if rt.sla.id not in stored])
+        new = [(rt.sla.id, rt.first_period, schedule_text(rt.sla)) for rt in self.slas.values()
+               if rt.sla.id not in stored]
+        await self.store.set_sla_starts(new)
+        self._schedules = {**stored, **{sid: schedule for sid, _, schedule in new}}
 
     def _build(
         self, config: Config, sla_progress: dict[str, tuple[int, int]], start_at: float
@@ -177,9 +180,10 @@ class SlaTracker:
                 self._by_target.setdefault(part.id, []).append(rt)
 
     def schedule_errors(self, config: Config) -> list[str]:
-        """`schedule_changes` of `config` against the schedules the SLAs run under."""
-        return schedule_changes(
-            config.slas, {sid: schedule_text(rt.sla) for sid, rt in self.slas.items()})
+        """`schedule_changes` of `config` against the schedules the SLAs run under, and
+        those of SLAs a reload removed (their periods stay stored under their id)."""
+        return schedule_changes(config.slas, {
+            **self._schedules, **{sid: schedule_text(rt.sla) for sid, rt in self.slas.items()}})
 
     def apply_config(self, config: Config, now: float) -> None:
         """Reload: SLAs keep their progress; new ones start with the current period.
@@ -188,9 +192,11 @@ class SlaTracker:
         progress = {sid: (rt.last_closed, rt.first_period) for sid, rt in self.slas.items()}
         self.config = config
         self._build(config, progress, now)
-        self._unsaved.update(
-            (sid, (rt.first_period, schedule_text(rt.sla)))
-            for sid, rt in self.slas.items() if sid not in progress)
+        added = {sid: (rt.first_period, schedule_text(rt.sla))
+                 for sid, rt in self.slas.items() if sid not in progress}
+        self._unsaved.update(added)
+        for sid, (_, schedule) in added.items():
+            self._schedules.setdefault(sid, schedule)
 
     def fill_gaps(
         self,
