@@ -30,7 +30,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar, TypeVar
 
@@ -188,11 +188,24 @@ class StateStore(Store):
                 out[(sla, target)] = int(row[0])
         return out
 
+    @staticmethod
+    @contextlib.contextmanager
+    def _immediate(db: sqlite3.Connection) -> Iterator[None]:
+        """One write transaction (the connection is in autocommit mode): committed when
+        the block ends, rolled back on any exception, which goes on."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
+
     def _write(self, batch: Batch, snapshots: Mapping[str, tuple[str, bytes]] | None) -> None:
         db = self._db()
         ids: dict[tuple[str, str], int] = {}
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._immediate(db):
             if batch.leaves:
                 ids = self._series_ids({(s, t) for s, t, _ in batch.leaves})
                 db.executemany(
@@ -229,11 +242,6 @@ class StateStore(Store):
                     "INSERT INTO journal(target, t, ok, duration) VALUES (?, ?, ?, ?)",
                     batch.journal,
                 )
-            db.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-            raise
         self._committed_series(ids)
 
     # -- restore ----------------------------------------------------------
@@ -278,9 +286,8 @@ class StateStore(Store):
 
     def _close_periods(self, periods: Sequence[tuple[ClosedPeriod, int]]) -> list[bool]:
         db = self._db()
-        db.execute("BEGIN IMMEDIATE")
         inserted: list[bool] = []
-        try:
+        with self._immediate(db):
             for p, first_period in periods:
                 cur = db.execute(
                     "INSERT OR IGNORE INTO periods(sla, period, start, end, closed_at, result, "
@@ -295,28 +302,17 @@ class StateStore(Store):
                     "last_closed = max(last_closed, excluded.last_closed)",
                     (p.sla, p.period, first_period),
                 )
-            db.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-            raise
         return inserted
 
     def _set_sla_starts(self, starts: Sequence[tuple[str, int, str]]) -> None:
         db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._immediate(db):
             db.executemany(
                 "INSERT INTO sla_progress(sla, last_closed, first_period, schedule) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT(sla) DO UPDATE SET "
                 "schedule = coalesce(schedule, excluded.schedule)",
                 [(sla, first - 1, first, schedule) for sla, first, schedule in starts],
             )
-            db.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-            raise
 
     def _periods(self, sla: str, first: int | None, last: int | None) -> list[ClosedPeriod]:
         db = self._db()
