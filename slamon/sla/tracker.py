@@ -127,7 +127,8 @@ class SlaTracker:
         self.last_result: dict[str, PeriodResult] = {}
         #: SLAs a reload added, whose start and schedule the store has yet to get
         self._unsaved: dict[str, tuple[int, str]] = {}
-        #: the schedule of every SLA the store has progress of, running or not
+        #: the schedule of every SLA the store has progress of, running or not (a running
+        #: SLA's is its config's: a reload that would change it is refused)
         self._schedules: dict[str, str] = {}
 
     # -- set-up -----------------------------------------------------------
@@ -182,8 +183,7 @@ class SlaTracker:
     def schedule_errors(self, config: Config) -> list[str]:
         """`schedule_changes` of `config` against the schedules the SLAs run under, and
         those of SLAs a reload removed (their periods stay stored under their id)."""
-        return schedule_changes(config.slas, {
-            **self._schedules, **{sid: schedule_text(rt.sla) for sid, rt in self.slas.items()}})
+        return schedule_changes(config.slas, self._schedules)
 
     def apply_config(self, config: Config, now: float) -> None:
         """Reload: SLAs keep their progress; new ones start with the current period.
