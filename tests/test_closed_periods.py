@@ -1,7 +1,8 @@
 """A closed SLA period is final: whatever is edited afterwards (objective, targets, parts,
 maintenance, sample minimum, grace, descriptions), its stored result, evidence root and
 policy digest stay byte for byte, also after a restart; an edit that changes how periods are
-counted gives the next period to close a new policy digest. Real StateStore (SQLite) and
+counted gives a new policy digest from the period after the open one on (the open one
+closes under the policy it began with). Real StateStore (SQLite) and
 SlaTracker, periods closed deterministically."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 
 from slamon.config.loader import load_config
 from slamon.sla import tracker as tracker_module
+from slamon.sla.periods import period_bounds
 from slamon.sla.policy import policy_digest_for
 from slamon.sla.tracker import SlaTracker
 from slamon.store.sqlite import StateStore
@@ -65,7 +67,10 @@ async def test_closed_periods_are_final_whatever_is_edited(tmp_path: Path, name:
     assert await store.periods("gold") == before
     if name in ("maintenance", "parts"):
         # recomputed under the edit, period P would read differently: the stored one stays
-        recomputed = await tracker.compute(tracker.slas["gold"], P)
+        rt = tracker.slas["gold"]
+        start, end = period_bounds(rt.sla.period, P)
+        recomputed = tracker._result(rt.policies[-1], start, end,
+                                     await store.period_leaves("gold", start, end))
         assert recomputed.to_json() != before[0].result
     # a period closed again (a second daemon, a replayed close) cannot overwrite it
     forged = dataclasses.replace(before[0], result={**before[0].result, "good": 0},
@@ -73,17 +78,19 @@ async def test_closed_periods_are_final_whatever_is_edited(tmp_path: Path, name:
     assert await store.close_period(forged, P) is False
     assert await store.periods("gold") == before
 
-    # the open period closes under the edited config, with its digest
-    for b in range((P + 2) * 60 + RES, (P + 3) * 60, RES):
-        store.add_leaf("gold", "web", b, 1, 1, 0)
-        store.add_leaf("gold", "api", b, 1, 1, 0)
-    closed = await tracker.close_due(now=(P + 3) * 60 + 5)
-    assert [r.period_id for r in closed] == [P + 2]
+    # the open period closes under the policy it began with, the next under the edit
+    assert tracker.slas["gold"].last_closed == P + 1
+    for n in (P + 2, P + 3):
+        for b in range(n * 60 + RES, (n + 1) * 60, RES):
+            store.add_leaf("gold", "web", b, 1, 1, 0)
+            store.add_leaf("gold", "api", b, 1, 1, 0)
+        closed = await tracker.close_due(now=(n + 1) * 60 + 5)
+        assert [r.period_id for r in closed] == [n]
     after = await store.periods("gold")
     assert after[:2] == before
     sla, slo = config.slas[0], config.slos[0]
     new_digest = policy_digest_for(sla, slo, config)
-    assert after[2].policy_digest == new_digest
+    assert [p.policy_digest for p in after[2:]] == [old_digest, new_digest]
     assert (new_digest != old_digest) is counts
 
     # and after a restart (the file reopened) the closed periods are the same

@@ -196,7 +196,8 @@ async def test_unreachable_chain_defers_the_check_to_the_first_signature(
     svc = await _start(dead, store, signer_key, monkeypatch)
     try:
         assert svc.mismatches == {}
-        assert await svc._period_base(dead.slas[0]) is None  # chain down: nothing signed
+        # chain down: nothing signed
+        assert await svc._period_base(*svc._judged_by(dead.slas[0], None)) is None
     finally:
         await svc.stop()
     # the chain is back: the first signature checks first, and refuses
@@ -213,7 +214,7 @@ async def test_unreachable_chain_defers_the_check_to_the_first_signature(
     svc.publisher = Publisher(back.oracle, svc.signer, store, structlog.get_logger())
     try:
         with capture_logs() as logs:
-            assert await svc._period_base(back.slas[0]) is None
+            assert await svc._period_base(*svc._judged_by(back.slas[0], None)) is None
         assert [m.field for m in svc.mismatches["gold"]] == ["policy_digest"]
         assert [e["field"] for e in logs if e["event"] == "oracle_sla_mismatch"] == [
             "policy_digest"]
@@ -353,3 +354,88 @@ def test_target_document_holds_no_secret_and_no_local_path() -> None:
     assert canonical_json(target_document(Target.model_validate(other))) == doc
     none = {**http, "http": {**http["http"], "ca_file": None}}  # type: ignore[dict-item]
     assert canonical_json(target_document(Target.model_validate(none))) != doc
+
+
+async def test_a_period_open_during_an_edit_is_signed_and_accepted_under_its_policy(
+    node: AnvilNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The contract pins the registered digest. An edit of the config while a period is
+    open (here the target's URL: another digest) reaches the periods after it: the open
+    one closes under the policy it began with, the oracle signs it and the contract
+    takes the report. The next period, judged by the edit, is not signed: the chain
+    registers another policy."""
+    from slamon.app.daemon import Daemon
+    from slamon.chain.artefacts import sla_compensation
+    from slamon.probers.base import ProbeResult
+    from slamon.sla.periods import period_bounds, period_index
+
+    path = tmp_path / "slamon.yaml"
+    address, provider, good = _deployed(node, path)
+    signer_key = node.keys[7]
+    signer = Account.from_key(signer_key).address
+    _register(node, good, [signer])
+    monkeypatch.setenv(KEY_ENV, signer_key)
+    registered = policy_digest_for(good.slas[0], good.slos[0], good)
+    daemon = Daemon(load_config(path), config_path=path, loader=load_config)
+    await daemon._open_state()
+    oracle, tracker = daemon.parts.oracle, daemon.parts.tracker
+    assert oracle is not None and tracker is not None and daemon.store is not None
+    await oracle.start()
+    w3 = node.web3()
+    contract = w3.eth.contract(address=address, abi=sla_compensation().abi)
+    try:
+        sla = good.slas[0]
+        onchain_id = oracle._onchain_id(sla)
+        n = period_index(sla.period, time.time())
+        assert n >= oracle.onchain["gold"].first_period_id  # a period the contract takes
+
+        def feed(period: int) -> None:
+            begin = period_bounds(sla.period, period)[0]
+            for i in range(10):
+                daemon._on_result(daemon.config.target("web"), begin + 1 + 5 * i,
+                                  ProbeResult(True, 0.01))
+
+        feed(n)
+        write_config(path, url="http://127.0.0.1:9/elsewhere", contract=address,
+                     rpc_url=node.url, provider=provider)
+        assert await daemon.reload()
+        edited = policy_digest_for(daemon.config.slas[0], daemon.config.slos[0], daemon.config)
+        assert edited != registered
+        # an oracle starting now checks the chain against the open period's policy
+        await oracle.check_at_start()
+        feed(n + 1)
+        await daemon._flush()
+        for period in (n, n + 1):
+            end = period_bounds(sla.period, period)[1]
+            node.mine(w3, end + 1)  # the contract takes reports of finished periods
+            with capture_logs() as logs:
+                await tracker.close_due(now=end + tracker.slas["gold"].grace + 1)
+            record = await daemon.store.get_period("gold", period)
+            assert record is not None
+            if period == n:
+                assert record.policy_digest == registered
+                await wait_for(lambda: contract.functions.hasReported(
+                    onchain_id, n, signer).call())
+            else:
+                assert record.policy_digest == edited
+                assert [m.field for m in oracle.mismatches["gold"]] == ["policy_digest"]
+                assert [e["config"] for e in logs if e["event"] == "oracle_sla_mismatch"] == [
+                    "0x" + edited.hex()]
+                assert not contract.functions.hasReported(onchain_id, period, signer).call()
+        # the open period is judged by the edit now: an oracle starting now refuses it
+        with pytest.raises(OracleStartError, match="policy_digest"):
+            await oracle.check_at_start()
+    finally:
+        await oracle.stop()
+        await daemon.store.close()
+
+
+async def wait_for(pred: Any, timeout: float = 20.0) -> None:
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"condition not met within {timeout}s")

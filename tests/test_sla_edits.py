@@ -6,9 +6,12 @@ registration count in it. A config that changes it under the same SLA id is refu
 by a reload (the old config keeps running, nothing is lost) and at start-up (a clear
 error and a non-zero exit, before anything is written).
 
-Every other edit reaches the open period at once: the outcomes before it stay counted
-as they were judged, later ones are judged under the edit, and the period is computed
-under the edited SLA; after the reload and after a restart it equals that recount."""
+Every other edit reaches the SLA's periods from the one after the period it was made
+in: a period is judged whole by the SLA, SLO, parts and maintenance windows in force
+when it began, and closes with their policy digest, the one the contract registered.
+Each period equals a recount of its outcomes under that config, after the reload and
+after a restart (the open period's policy is stored), also when the edit was made
+while slamon was stopped."""
 
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from structlog.testing import capture_logs
 
 from slamon.app.daemon import Daemon, StartupError
 from slamon.config.loader import load_config
+from slamon.config.root import Config
 from slamon.probers.base import FailureReason, ProbeResult
 from slamon.sla.periods import period_bounds, period_index
 
@@ -192,9 +196,9 @@ slas:
   - {{id: quick, slo: fast, period: {period}, evidence_resolution: 5m, min_valid_samples: 3}}
 """
 
-#: edits an SLA's open period takes at once: its leaves so far stay as measured, later
-#: ones are judged under the edit, and the period is computed under the edited SLA
-AT_ONCE = {
+#: SLA and SLO edits: the open period keeps the rules it began with (descriptions and
+#: the grace, in no verdict and no digest, reach it at once), the next follows the edit
+EDITS = {
     "sla objective": ("grace: 1m}", "grace: 1m, objective: 0.97}"),
     "slo objective": ("objective: 0.95", "objective: 0.9"),
     "descriptions": ("grace: 1m}", "grace: 1m, description: the shop}"),
@@ -203,15 +207,26 @@ AT_ONCE = {
     "latency threshold": ("latency_threshold: 300ms", "latency_threshold: 200ms"),
     "a part's interval": ("interval: 30s", "interval: 20s"),
     "a part's timeout": ("interval: 30s, timeout: 2s", "interval: 30s, timeout: 5s"),
+    "the parts": ("targets: [web, api]", "targets: [api]"),
+    "a maintenance window": ("slas:\n", "maintenance:\n  - {id: m, kind: once, targets: [web], "
+                             "once: {start: '2020-01-01T00:00:00Z', "
+                             "end: '2100-01-01T00:00:00Z'}}\nslas:\n"),
 }
+#: edits that judge no outcome otherwise and are in no policy digest
+NOT_JUDGED = {"descriptions", "grace"}
 
 
-@pytest.mark.parametrize("edit", list(AT_ONCE))
-async def test_the_open_period_equals_a_recount_of_the_outcomes_after_an_edit(
+@pytest.mark.parametrize("edit", list(EDITS))
+async def test_each_period_equals_a_recount_under_the_config_it_began_with(
     tmp_path: Path, edit: str
 ) -> None:
+    """The open period during an edit and the one after it, each against a recount of
+    the outcomes judged under the config in force when the period began; after the
+    reload and after a restart. The digests follow: the old one for the open period,
+    the edit's from the next period on."""
     from slamon.sla.evidence import Leaf
     from slamon.sla.maintenance import intervals_by_target
+    from slamon.sla.policy import policy_digest_for
     from slamon.sla.result import compute_period_result
     from slamon.sli.slo import is_good
 
@@ -221,22 +236,26 @@ async def test_the_open_period_equals_a_recount_of_the_outcomes_after_an_edit(
     anchor = int(time.time() // 300) * 300
     text = textwrap.dedent(RECOUNTED.format(
         state=tmp_path / "state.sqlite3", period=f"{{kind: fixed, length: 1d, anchor: {anchor}}}"))
+    old, new = EDITS[edit]
+    assert old in text
+    edited = text.replace(old, new)
     path.write_text(text)
     daemon = Daemon(load_config(path), config_path=path, loader=load_config)
     await daemon._open_state()
     assert daemon.parts.tracker is not None and daemon.store is not None
     spec = daemon.parts.tracker.slas["gold"].sla.period
     n = period_index(spec, anchor)
-    start = anchor + 300
-    # (sla, target, bucket) -> [good, valid], every outcome judged as it arrived
-    counted: dict[tuple[str, str, int], list[int]] = {}
+    begins = {n: anchor + 300, n + 1: period_bounds(spec, n + 1)[0]}
+    # (period, sla, target, bucket) -> [good, valid], judged under the period's config
+    counted: dict[tuple[int, str, str, int], list[int]] = {}
+    judged_by = {n: load_config(path), n + 1: load_config(path)}
 
-    def feed(first: int, count: int) -> None:
-        """Outcomes through the daemon; counted under the SLAs of the file as it is."""
-        config = load_config(path)
+    def feed(period: int, first: int, count: int) -> None:
+        """Outcomes through the daemon, counted under the config `period` began with."""
+        config = judged_by[period]
         slos = {slo.id: slo for slo in config.slos}
         for i in range(first, first + count):
-            t = start + 10 * i
+            t = begins[period] + 10 * i
             ok, duration = i % 9 != 4, 0.05 + (i % 4) * 0.1
             targets = ["web"] + (["api"] if i % 3 == 0 else [])
             for tid in targets:
@@ -245,40 +264,47 @@ async def test_the_open_period_equals_a_recount_of_the_outcomes_after_an_edit(
                                       False, duration, FailureReason.STATUS))
                 for sla in config.slas:
                     if tid in slos[sla.slo].targets:
-                        cell = counted.setdefault((sla.id, tid, int(t // 300) * 300), [0, 0])
+                        cell = counted.setdefault(
+                            (period, sla.id, tid, int(t // 300) * 300), [0, 0])
                         cell[0] += is_good(slos[sla.slo], ok, duration)
                         cell[1] += 1
 
     async def recount(d: Daemon) -> None:
         tracker = d.parts.tracker
         assert tracker is not None
-        config = load_config(path)
-        slos = {slo.id: slo for slo in config.slos}
-        for sla in config.slas:
-            sid, slo = sla.id, slos[sla.slo]
-            begin, end = period_bounds(spec, n)
-            # the start-up filled the ticks between the period's start and it as no data
-            stored = await tracker.store.period_leaves(sid, begin, start)
-            leaves: dict[str, list[Leaf]] = {
-                tid: [Leaf(tid, *row) for row in stored.get(tid, [])] for tid in slo.targets}
-            for (of, tid, bucket), (good, valid) in sorted(counted.items()):
-                if of == sid:
-                    leaves[tid].append(Leaf(tid, bucket, good, valid, 0))
-            expected = compute_period_result(
-                sla, (begin, end), leaves,
-                intervals_by_target(config.maintenance, begin, end, slo.targets, sid),
-                len(slo.targets) > 1, slo_objective=slo.objective)
-            got = await tracker.compute(tracker.slas[sid], n)
-            assert got.to_json() == expected.to_json(), (edit, sid)
+        for period, config in judged_by.items():
+            slos = {slo.id: slo for slo in config.slos}
+            for sla in config.slas:
+                sid, slo = sla.id, slos[sla.slo]
+                begin, end = period_bounds(spec, period)
+                # the start-up filled the ticks between the period's start and it as no data
+                stored = await tracker.store.period_leaves(sid, begin, begins[period])
+                leaves: dict[str, list[Leaf]] = {
+                    tid: [Leaf(tid, *row) for row in stored.get(tid, [])]
+                    for tid in slo.targets}
+                for (p, of, tid, bucket), (good, valid) in sorted(counted.items()):
+                    if p == period and of == sid:
+                        leaves[tid].append(Leaf(tid, bucket, good, valid, 0))
+                expected = compute_period_result(
+                    sla, (begin, end), leaves,
+                    intervals_by_target(config.maintenance, begin, end, slo.targets, sid),
+                    len(slo.targets) > 1, slo_objective=slo.objective)
+                rt = tracker.slas[sid]
+                got = await tracker.compute(rt, period)
+                assert got.to_json() == expected.to_json(), (edit, sid, period)
+                assert rt.policy_of(period).digest == policy_digest_for(sla, slo, config)
 
-    feed(0, 60)
-    old, new = AT_ONCE[edit]
-    assert old in text
-    path.write_text(text.replace(old, new))
+    feed(n, 0, 60)
+    path.write_text(edited)
     assert await daemon.reload()
-    feed(60, 60)
+    judged_by[n + 1] = load_config(path)
+    feed(n, 60, 60)
+    feed(n + 1, 0, 60)
     await daemon._flush(snapshot=True)
     await recount(daemon)
+    digests = {p: {sid: rt.policy_of(p).digest
+                   for sid, rt in daemon.parts.tracker.slas.items()} for p in (n, n + 1)}
+    assert (digests[n] == digests[n + 1]) == (edit in NOT_JUDGED)
     await daemon.store.close()
     again = Daemon(load_config(path), config_path=path, loader=load_config)
     await again._open_state()
@@ -287,3 +313,73 @@ async def test_the_open_period_equals_a_recount_of_the_outcomes_after_an_edit(
         await recount(again)
     finally:
         await again.store.close()
+
+
+async def test_an_edit_made_while_stopped_reaches_the_periods_after_the_restart(
+    tmp_path: Path,
+) -> None:
+    """The policy of the open period is stored: a restart on an edited file judges the
+    period open at the restart by the rules it began with, and the next by the edit.
+    Closing the held period leaves one policy in the store; an edit undone before its
+    period begins leaves none pending."""
+    from slamon.sla.policy import policy_digest_for
+
+    path = tmp_path / "slamon.yaml"
+    anchor = int(time.time() // 300) * 300
+    text = textwrap.dedent(RECOUNTED.format(
+        state=tmp_path / "state.sqlite3", period=f"{{kind: fixed, length: 1d, anchor: {anchor}}}"))
+    edited = text.replace("objective: 0.95", "objective: 0.99")
+    path.write_text(text)
+
+    async def opened() -> tuple[Daemon, bytes, bytes]:
+        d = Daemon(load_config(path), config_path=path, loader=load_config)
+        await d._open_state()
+        assert d.store is not None
+        old, new = (policy_digest_for(c.slas[0], c.slos[0], c)
+                    for c in (load_config_text(tmp_path, text),
+                              load_config_text(tmp_path, edited)))
+        return d, old, new
+
+    daemon, old, new = await opened()
+    assert daemon.store is not None and daemon.parts.tracker is not None
+    n = period_index(daemon.parts.tracker.slas["gold"].sla.period, anchor)
+    await daemon.store.close()
+    path.write_text(edited)
+    daemon, _, _ = await opened()
+    tracker = daemon.parts.tracker
+    assert daemon.store is not None and tracker is not None
+    try:
+        rt = tracker.slas["gold"]
+        assert (rt.policy_of(n).digest, rt.policy_of(n + 1).digest) == (old, new)
+        # the objective on the open period's metrics and API is still the old one
+        assert rt.policy_of(n).slo.objective == 0.95
+        end = period_bounds(rt.sla.period, n)[1]
+        (closed,) = await tracker.close_due(now=end + rt.grace + 1)
+        assert closed.period_id == n and closed.objective_ppm == 950_000
+        record = await daemon.store.get_period("gold", n)
+        assert record is not None and record.policy_digest == old
+        assert [p.digest for p in tracker.known_policies("gold")] == [new, old]
+        await tracker.close_due(now=end + rt.grace + 2)  # writes the pruned policies
+    finally:
+        await daemon.store.close()
+    daemon, _, _ = await opened()
+    tracker = daemon.parts.tracker
+    assert daemon.store is not None and tracker is not None
+    try:
+        rt = tracker.slas["gold"]
+        assert [(p.start, p.digest) for p in rt.policies] == [(n + 1, new)]
+        # an edit and its undoing within one period: nothing pending
+        path.write_text(text)
+        assert await daemon.reload()
+        assert [p.digest for p in tracker.slas["gold"].policies] == [new, old]
+        path.write_text(edited)
+        assert await daemon.reload()
+        assert [p.digest for p in tracker.slas["gold"].policies] == [new]
+    finally:
+        await daemon.store.close()
+
+
+def load_config_text(tmp_path: Path, text: str) -> Config:
+    other = tmp_path / "other.yaml"
+    other.write_text(text)
+    return load_config(other)

@@ -168,7 +168,7 @@ async def test_new_file_gets_schema_and_application_id(tmp_path: Path) -> None:
     store = StateStore(path)
     await store.open()
     await store.close()
-    assert _ro_query(path, "PRAGMA user_version")[0][0] == SCHEMA_VERSION == 6
+    assert _ro_query(path, "PRAGMA user_version")[0][0] == SCHEMA_VERSION == 7
     assert _ro_query(path, "PRAGMA application_id")[0][0] == APPLICATION_ID
     assert _ro_query(path, "PRAGMA journal_mode")[0][0] == "wal"
     tables = {r[0] for r in _ro_query(path, "SELECT name FROM sqlite_master WHERE type='table'")}
@@ -308,6 +308,7 @@ async def test_state_file_of_the_previous_version_opens_and_keeps_everything(
     assert restored.snapshots == {"slo-web": ("tiers-v1", b"\x00\x01snap")}
     assert restored.sla_progress == {"sla": (6, 1)}
     assert restored.sla_schedules == {}
+    assert restored.sla_policies == {}
     assert await store.period_leaves("sla", 0, 200) == {
         "api": [(100, 0, 0, 1)], "web": [(100, 1, 2, 0)]}
     period = await store.get_period("sla", 6)
@@ -328,9 +329,10 @@ async def test_state_file_of_the_previous_version_opens_and_keeps_everything(
             assert {r[-1] for r in after} <= {None}
             after = [r[:-1] for r in after]
         if table == "sla_progress":
-            # migration 6 added the period schedule: unknown for an old row
-            assert {r[-1] for r in after} == {None}
-            after = [r[:-1] for r in after]
+            # migrations 6 and 7 added the period schedule and the policies: unknown for
+            # an old row
+            assert {r[-2:] for r in after} == {(None, None)}
+            after = [r[:-2] for r in after]
         assert sorted(after, key=repr) == rows, table
     if not journal_tables:
         assert _ro_query(path, "SELECT count(*) FROM oracle_txs") == [(0,)]

@@ -119,10 +119,11 @@ async def test_a_period_closes_once(opener: Opener) -> None:
     assert await store.close_period(
         ClosedPeriod("sla", 5, 300, 360, 501.0, {}, b"\x00" * 32, b"\x00" * 32), 3) is True
     assert (await store.load()).sla_progress == {"sla": (7, 3), "other": (3, 4)}
-    # a row from before the schedule column gets one; progress and a stored one stay
-    await store.set_sla_starts([("sla", 1, "first"), ("other", 4, "x")])
-    await store.set_sla_starts([("sla", 1, "second")])
+    # the policies of the unclosed periods: replaced whole, progress and schedule stay
+    await store.set_sla_policies([("sla", "[1]"), ("other", "[2]")])
+    await store.set_sla_policies([("sla", "[3]")])
     loaded = await store.load()
+    assert loaded.sla_policies == {"sla": "[3]", "other": "[2]"}
     assert loaded.sla_progress == {"sla": (7, 3), "other": (3, 4)}
     assert loaded.sla_schedules == {"sla": "first", "other": "x"}
     assert [p.period for p in await store.periods("sla")] == [5, 7]

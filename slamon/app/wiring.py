@@ -20,14 +20,13 @@ from aiohttp import web
 from slamon.app.events import period_event, target_event
 from slamon.app.upkeep import ADVANCE_EVERY, PRUNE_EVERY, PeriodCloser, StateWriter, prune_evidence
 from slamon.config.root import Config
-from slamon.config.sla import Sla
 from slamon.config.targets import Target
 from slamon.metrics.collector import SlamonCollector, make_registry, sla_pieces, state_metrics
 from slamon.notify import BurnWatch, CertWatch, Dispatcher, live_streak
 from slamon.probers.base import ProbeResult
 from slamon.scheduler import Scheduler, SchedulerStats, phase_offset
 from slamon.sla.result import PeriodResult
-from slamon.sla.tracker import SlaTracker, schedule_changes
+from slamon.sla.tracker import Policy, SlaTracker, schedule_changes
 from slamon.sli.live import LiveState, TargetStatus
 from slamon.store.base import ClosedPeriod, Restored, Store, StoreError, StoreWriteError
 from slamon.store.sqlite import StateStore
@@ -164,7 +163,8 @@ class Components:
             lambda chunk: sla_pieces(tracker, self.config, time.time(), chunk))
         if self.config.oracle is not None:
             self._open_oracle(store, tracker)
-        await tracker.start(restored.sla_progress, self.start_at, restored.sla_schedules)
+        await tracker.start(restored.sla_progress, self.start_at, restored.sla_schedules,
+                            restored.sla_policies)
         filled = tracker.fill_gaps(restored.progress, self.start_at, self.offset)
         await store.flush()
         self.log.info(
@@ -192,6 +192,7 @@ class Components:
         except KeyLoadError as exc:
             raise StartupError(str(exc)) from None
         self.collector.extra.append(oracle.metrics)
+        oracle.policies = tracker.known_policies
         self.oracle = oracle
 
     def _restore_windows(self, restored: Restored) -> int:
@@ -398,13 +399,13 @@ class Components:
             )
 
     async def _on_period_closed(
-        self, sla: Sla, result: PeriodResult, record: ClosedPeriod
+        self, policy: Policy, result: PeriodResult, record: ClosedPeriod
     ) -> None:
-        event = period_event(sla.id, result)
+        event = period_event(policy.sla.id, result)
         if event is not None:
             self.events.publish(event)
         if self.oracle is not None:
-            await self.oracle.on_period_closed(sla, result, record)
+            await self.oracle.on_period_closed(policy, result, record)
 
     def _scheduler_stats(self) -> SchedulerStats | None:
         return self.scheduler.stats if self.scheduler is not None else None

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -34,6 +34,9 @@ from slamon.sla.policy import policy_digest_for
 from slamon.sla.result import PeriodResult
 from slamon.store.base import ClosedPeriod, Store
 from slamon.util.events import Event, EventBus, EventKind
+
+if TYPE_CHECKING:
+    from slamon.sla.tracker import Policy
 
 #: how often closed periods without a report are looked for
 BACKFILL_EVERY = 60.0
@@ -61,7 +64,13 @@ class OracleService:
         self.signer: Signer | None = None
         self.outbox = Outbox(domain_outbox_dir(config))
         self.publisher: Any = None
-        self._bases: dict[str, int] = {}
+        #: (SLA, policy digest) -> slamon's id of the contract's first period, once the
+        #: on-chain SLA was found to agree with that policy
+        self._bases: dict[tuple[str, bytes], int] = {}
+        #: the policies the tracker holds per SLA (those of its unclosed periods and of the
+        #: last closed one): a period is signed under the policy it was judged by, which
+        #: after an edit is not the config's
+        self.policies: Callable[[str], Sequence[Policy]] = lambda sla_id: ()
         #: per SLA: the on-chain SLA once read, and the fields that differ from the config
         self.onchain: dict[str, OnchainSla] = {}
         self.mismatches: dict[str, list[Mismatch]] = {}
@@ -127,17 +136,27 @@ class OracleService:
     def _slo(self, sla: Sla) -> Slo:
         return next(s for s in self.config.slos if s.id == sla.slo)
 
+    def _judged_by(self, sla: Sla, digest: bytes | None) -> tuple[Sla, Slo, bytes]:
+        """The SLA, SLO and digest of the policy with this digest (None: of the SLA's oldest
+        unclosed period): one the tracker holds, else the config's."""
+        held = self.policies(sla.id)
+        for p in held:
+            if digest is None or p.digest == digest:
+                return p.sla, p.slo, p.digest
+        slo = self._slo(sla)
+        return sla, slo, policy_digest_for(sla, slo, self.config)
+
     async def _read_onchain(self, sla: Sla) -> Any:
         """getSLA's view; raises on an RPC failure or an unregistered SLA (UnknownSLA)."""
         return await self.publisher.chain.get_sla(self._onchain_id(sla))
 
-    def _check(self, sla: Sla, view: Any) -> list[Mismatch]:
-        """Compare the on-chain SLA with the config; record, log and expose mismatches."""
+    def _check(self, sla: Sla, slo: Slo, digest: bytes, view: Any) -> list[Mismatch]:
+        """Compare the on-chain SLA with a policy of it (the config's, or the one a period
+        was judged by); record, log and expose mismatches."""
         assert self.signer is not None
-        slo = self._slo(sla)
         found = check_onchain_sla(
             view, sla=sla, slo=slo, cfg=self.cfg, signer=self.signer.address,
-            policy_digest=policy_digest_for(sla, slo, self.config),
+            policy_digest=digest,
         )
         self.onchain[sla.id] = parse_view(view)
         before = self.mismatches.get(sla.id)
@@ -155,16 +174,18 @@ class OracleService:
         message; an unreachable chain only defers the check to the first signature.
         """
         problems: list[str] = []
-        for sla in self.config.slas:
-            if not self._reported(sla):
+        for config_sla in self.config.slas:
+            if not self._reported(config_sla):
                 continue
+            # the policy of the period open now (an edit reaches the periods after it)
+            sla, slo, digest = self._judged_by(config_sla, None)
             try:
                 view = await self._read_onchain(sla)
             except Exception as exc:  # unreachable or not registered yet: check later
                 self.log.warning("oracle_sla_check_deferred", sla=sla.id,
                                  reason=str(exc)[:200])
                 continue
-            for m in self._check(sla, view):
+            for m in self._check(sla, slo, digest, view):
                 if m.field == "signer":
                     problems.append(f"sla {sla.id!r}: the oracle key {m.config} is not in the "
                                     f"on-chain signer set [{m.onchain}]")
@@ -176,15 +197,17 @@ class OracleService:
                 "the on-chain SLA does not match the config: " + "; ".join(problems)
             )
 
-    async def _period_base(self, sla: Sla) -> int | None:
+    async def _period_base(self, sla: Sla, slo: Slo, digest: bytes) -> int | None:
         """Slamon's id of the contract's first period (config, else asked from the chain).
 
-        In chain mode the on-chain SLA is checked against the config first: an SLA that
-        differs is never signed (the check is repeated on every backfill round until it
-        passes, so fixing the config or the registration resumes signing).
+        In chain mode the on-chain SLA is checked against the policy (`sla`, `slo`,
+        `digest`) first: an SLA that differs is never signed under it (the check is
+        repeated on every backfill round until it passes, so fixing the config or the
+        registration resumes signing).
         """
-        if sla.id in self._bases and not self.mismatches.get(sla.id):
-            return self._bases[sla.id]
+        key = (sla.id, digest)
+        if key in self._bases and not self.mismatches.get(sla.id):
+            return self._bases[key]
         start = self.cfg.schedule_starts.get(sla.id)
         if self.publisher is not None:
             try:
@@ -192,7 +215,7 @@ class OracleService:
             except Exception as exc:  # chain down or not registered: try again later
                 self.log.warning("oracle_schedule_unknown", sla=sla.id, reason=str(exc)[:200])
                 return None
-            if self._check(sla, view):
+            if self._check(sla, slo, digest, view):
                 return None
             start = self.onchain[sla.id].schedule_start  # parsed by the check
         if start is None:
@@ -204,27 +227,31 @@ class OracleService:
         except ValueError as exc:
             self.log.error("oracle_schedule_mismatch", sla=sla.id, reason=str(exc))
             return None
-        self._bases[sla.id] = base
+        self._bases[key] = base
         return base
 
-    async def on_period_closed(
-        self, sla: Sla, result: PeriodResult, record: ClosedPeriod
-    ) -> None:
-        if self._reported(sla):
-            await self._report(sla, record, result)
+    async def on_period_closed(self, policy: Policy, result: PeriodResult,
+                               record: ClosedPeriod) -> None:
+        """`policy`: the one the period was judged by (the tracker's)."""
+        if self._reported(policy.sla):
+            await self._report(policy.sla, record, result, (policy.slo, policy.digest))
 
-    async def _report(self, sla: Sla, record: ClosedPeriod, result: PeriodResult | None) -> None:
+    async def _report(self, sla: Sla, record: ClosedPeriod, result: PeriodResult | None,
+                      judged: tuple[Slo, bytes] | None = None) -> None:
         assert self.signer is not None
-        base = await self._period_base(sla)
+        if judged is None:
+            sla, slo, digest = self._judged_by(sla, record.policy_digest)
+        else:
+            slo, digest = judged
+        base = await self._period_base(sla, slo, digest)
         if base is None:
             return  # the backfill retries once the schedule is known
         if record.period < base:
             return  # before the contract's first period: nothing to report
-        slo = self._slo(sla)
         try:
             report = build_report(
                 sla, slo, record, period_base=base,
-                policy_digest=policy_digest_for(sla, slo, self.config), issued_at=int(time.time()),
+                policy_digest=digest, issued_at=int(time.time()),
                 sla_id=self._onchain_id(sla),
             )
         except ReportBuildError as exc:
@@ -265,16 +292,15 @@ class OracleService:
         for sla in self.config.slas:
             if not self._reported(sla):
                 continue
-            base = await self._period_base(sla)
-            if base is None:
-                continue
             periods = await self.store.periods(sla.id)
             for record in periods[-BACKFILL_DEPTH:]:
-                if record.period < base:
-                    continue
                 if await self._known(sla, record.period):
                     continue
-                await self._report(sla, record, None)
+                psla, slo, digest = self._judged_by(sla, record.policy_digest)
+                base = await self._period_base(psla, slo, digest)
+                if base is None or record.period < base:
+                    continue
+                await self._report(psla, record, None, (slo, digest))
                 done += 1
         return done
 

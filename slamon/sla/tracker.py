@@ -7,13 +7,19 @@ published leaves cannot differ.
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import itertools
+import json
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
+from slamon.config.maintenance import MaintenanceWindow
 from slamon.config.root import Config
 from slamon.config.sla import Sla
 from slamon.config.slo import Slo
@@ -21,7 +27,7 @@ from slamon.config.targets import Target
 from slamon.sla.evidence import Leaf
 from slamon.sla.maintenance import intervals_by_target
 from slamon.sla.periods import due_periods, period_bounds, period_index
-from slamon.sla.policy import policy_digest_for, schedule_text
+from slamon.sla.policy import applicable_maintenance, policy_digest_for, schedule_text
 from slamon.sla.result import PeriodResult, compute_period_result
 from slamon.sli.slo import is_good
 from slamon.store.base import ClosedPeriod, Store
@@ -30,19 +36,118 @@ from slamon.store.base import ClosedPeriod, Store
 #: transaction each; bounded for the catch-up after a long stop)
 CLOSE_BATCH = 500
 
-ClosedHook = Callable[[Sla, PeriodResult, ClosedPeriod], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The rules a run of an SLA's periods is judged by, from period `start` on: the SLA,
+    its SLO, the maintenance windows that apply to it and their digest.
+
+    A period is judged whole by the policy in force when it began. The contract pins
+    the digest a report must carry, so an edit that applied to the open period at once
+    would let whoever edits the config choose, late in a period, the rules of a verdict
+    already taking shape (and the period would no longer settle)."""
+
+    start: int
+    sla: Sla
+    slo: Slo
+    maintenance: tuple[MaintenanceWindow, ...]
+    digest: bytes
+    part_ids: frozenset[str] = field(default=frozenset(), compare=False)
+
+    def document(self) -> dict[str, Any]:
+        """What the store keeps; `parse_policies` reads it back."""
+        return {
+            "start": self.start,
+            "digest": "0x" + self.digest.hex(),
+            "sla": self.sla.model_dump(mode="json", exclude_unset=True),
+            "slo": self.slo.model_dump(mode="json", exclude_unset=True),
+            "maintenance": [w.model_dump(mode="json", exclude_unset=True)
+                            for w in self.maintenance],
+        }
+
+
+def make_policy(start: int, sla: Sla, slo: Slo, windows: Sequence[MaintenanceWindow],
+                digest: bytes) -> Policy:
+    return Policy(start, sla, slo, tuple(applicable_maintenance(windows, sla, slo.targets)),
+                  digest, frozenset(slo.targets))
+
+
+def policies_text(policies: Sequence[Policy]) -> str:
+    return json.dumps([p.document() for p in policies], sort_keys=True, separators=(",", ":"))
+
+
+def parse_policies(text: str) -> list[Policy]:
+    """The stored policies of an SLA; ValueError if they cannot be read back."""
+    try:
+        out = []
+        for doc in json.loads(text):
+            sla, slo = Sla.model_validate(doc["sla"]), Slo.model_validate(doc["slo"])
+            windows = [MaintenanceWindow.model_validate(w) for w in doc["maintenance"]]
+            digest = bytes.fromhex(str(doc["digest"]).removeprefix("0x"))
+            out.append(make_policy(int(doc["start"]), sla, slo, windows, digest))
+    except (ValueError, KeyError, TypeError, ValidationError) as exc:
+        raise ValueError(f"unreadable stored policy ({str(exc)[:200]})") from None
+    if not out or any(a.start >= b.start for a, b in itertools.pairwise(out)):
+        raise ValueError("unreadable stored policy (no entry, or starts out of order)")
+    return out
+
+
+def _from_period(policies: list[Policy], n: int) -> list[Policy]:
+    """The policies of period n and later (oldest first)."""
+    first = max((i for i, p in enumerate(policies) if p.start <= n), default=0)
+    return policies[first:]
+
+
+def with_config(held: list[Policy], current: Policy, last_closed: int,
+                now_period: int) -> list[Policy]:
+    """The policies of an SLA's periods once the config's `current` one is in force: from
+    the period after `now_period` on, or where the last held one is, when both judge
+    alike (the same digest: an edit of a description or the grace reaches every period).
+    `held` is oldest first and its first judges period last_closed + 1."""
+    held = _from_period(held, last_closed + 1)
+    start = max(now_period + 1, last_closed + 2)
+    kept = [p for p in held if p.start < start]
+    if kept[-1].digest == current.digest:
+        return [*kept[:-1], dataclasses.replace(current, start=kept[-1].start)]
+    return [*kept, dataclasses.replace(current, start=start)]
+
+
+def _stored(text: str | list[Policy], current: Policy) -> list[Policy]:
+    """Stored policies, read back; the common case (one, the config's digest) without
+    validating its models again: the config's own take its place."""
+    if not isinstance(text, str):
+        return text
+    try:
+        docs = json.loads(text)
+        if (isinstance(docs, list) and len(docs) == 1 and isinstance(docs[0], dict)
+                and docs[0].get("digest") == "0x" + current.digest.hex()):
+            return [dataclasses.replace(current, start=int(docs[0]["start"]))]
+    except (ValueError, TypeError, KeyError):
+        pass  # parse_policies says what is wrong
+    return parse_policies(text)
+
+
+ClosedHook = Callable[[Policy, PeriodResult, ClosedPeriod], Awaitable[None]]
 
 
 @dataclass(slots=True)
 class SlaRuntime:
+    #: the config's SLA, SLO and parts (probes, metrics, grace); the periods are judged
+    #: by `policies`, which an edit reaches from the next period on
     sla: Sla
     slo: Slo
     parts: tuple[Target, ...]
     resolution: int
     grace: float
-    digest: bytes
     last_closed: int
     first_period: int
+    #: oldest first; the first one judges period last_closed + 1
+    policies: list[Policy] = field(default_factory=list)
+    #: start time of each policy but the first (what `record` compares a probe's time to)
+    _switches: list[int] = field(default_factory=list)
+    #: the policy the last period closed in this run was judged by
+    closed_policy: Policy | None = None
     #: start of the first period that may still receive leaves
     open_from: int = 0
     late: int = 0
@@ -57,6 +162,30 @@ class SlaRuntime:
             _, end = period_bounds(self.sla.period, self.last_closed + 1)
             cached = self._closable = (self.last_closed, end + self.grace)
         return cached[1]
+
+    def set_policies(self, policies: list[Policy]) -> None:
+        self.policies = policies
+        self._switches = [period_bounds(self.sla.period, p.start)[0] for p in policies[1:]]
+
+    def policy_at(self, t: float) -> Policy:
+        """The policy of the period holding the instant t."""
+        if not self._switches:
+            return self.policies[0]
+        return self.policies[bisect.bisect_right(self._switches, t)]
+
+    def policy_of(self, n: int) -> Policy:
+        """The policy period n is judged by."""
+        found = self.policies[0]
+        for p in self.policies[1:]:
+            if p.start > n:
+                break
+            found = p
+        return found
+
+    @property
+    def digest(self) -> bytes:
+        """The policy digest of the oldest period not closed yet."""
+        return self.policies[0].digest
 
 
 def effective_grace(sla: Sla, parts: tuple[Target, ...], flush_interval: float) -> float:
@@ -127,6 +256,8 @@ class SlaTracker:
         self.last_result: dict[str, PeriodResult] = {}
         #: SLAs a reload added, whose start and schedule the store has yet to get
         self._unsaved: dict[str, tuple[int, str]] = {}
+        #: SLAs whose policies changed since the store last got them
+        self._policies_dirty: set[str] = set()
         #: the schedule of every SLA the store has progress of, running or not (a running
         #: SLA's is its config's: a reload that would change it is refused)
         self._schedules: dict[str, str] = {}
@@ -137,21 +268,32 @@ class SlaTracker:
         sla_progress: dict[str, tuple[int, int]],
         start_at: float,
         schedules: Mapping[str, str] | None = None,
+        policies: Mapping[str, str] | None = None,
     ) -> None:
         """Resume each SLA where it stopped; a new SLA starts with the current period.
 
         `schedules` are the ones stored (the caller has refused a config that changes
-        one: `schedule_changes`); the SLAs without one get theirs written."""
+        one: `schedule_changes`); the SLAs without one get theirs written. `policies`
+        are the stored ones (`policies_text`): the periods not closed yet that began
+        under a policy the config has since changed are judged by it."""
         stored = schedules or {}
-        self._build(self.config, sla_progress, start_at)
+        self._build(self.config, sla_progress, start_at, dict(policies or {}))
         new = [(rt.sla.id, rt.first_period, schedule_text(rt.sla)) for rt in self.slas.values()
                if rt.sla.id not in stored]
         await self.store.set_sla_starts(new)
         self._schedules = {**stored, **{sid: schedule for sid, _, schedule in new}}
+        await self._save_policies()
 
     def _build(
-        self, config: Config, sla_progress: dict[str, tuple[int, int]], start_at: float
+        self,
+        config: Config,
+        sla_progress: dict[str, tuple[int, int]],
+        now: float,
+        held: Mapping[str, list[Policy] | str],
     ) -> None:
+        """Runtimes for `config`'s SLAs. `held`: the policies each SLA's unclosed periods
+        run under; the config's policy joins them from the period after the one holding
+        `now` (every period that began before the edit was seen keeps its rules)."""
         targets = {t.id: t for t in config.targets}
         slos = {s.id: s for s in config.slos}
         self.slas = {}
@@ -161,24 +303,52 @@ class SlaTracker:
             if sla.id in sla_progress:
                 last_closed, first = sla_progress[sla.id]
             else:
-                first = period_index(sla.period, start_at)
+                first = period_index(sla.period, now)
                 last_closed = first - 1
             rt = SlaRuntime(
                 sla=sla,
                 slo=slo,
                 parts=parts,
                 resolution=sla.resolution_s,
-                grace=effective_grace(sla, parts, self.flush_interval),
-                digest=policy_digest_for(sla, slo, config),
+                grace=0.0,
                 last_closed=last_closed,
                 first_period=first,
             )
+            current = make_policy(last_closed + 1, sla, slo, config.maintenance,
+                                  policy_digest_for(sla, slo, config))
+            before: list[Policy] | None = None
+            if sla.id in held:
+                try:
+                    before = _stored(held[sla.id], current)
+                except ValueError as exc:
+                    # judged by the config's policy, as before policies were stored
+                    self.log.warning("sla_policy_unreadable", sla=sla.id, reason=str(exc))
+            policies = ([current] if not before
+                        else with_config(before, current, last_closed,
+                                         period_index(sla.period, now)))
+            if policies != before:
+                self._policies_dirty.add(sla.id)
+            rt.set_policies(policies)
+            # the held policies' parts still in the config are probed and recorded too
+            judged = {t for p in policies for t in p.part_ids}
+            rt.grace = effective_grace(
+                sla, tuple(targets[t] for t in sorted(judged) if t in targets),
+                self.flush_interval)
             rt.open_from = period_bounds(sla.period, last_closed + 1)[0]
             self.slas[sla.id] = rt
         self._by_target = {}
         for rt in self.slas.values():
-            for part in rt.parts:
-                self._by_target.setdefault(part.id, []).append(rt)
+            for part in sorted({t for p in rt.policies for t in p.part_ids}):
+                if part in targets:
+                    self._by_target.setdefault(part, []).append(rt)
+
+    def known_policies(self, sla_id: str) -> list[Policy]:
+        """The policies of the SLA's unclosed periods, oldest first, then the one its last
+        period closed in this run was judged by."""
+        rt = self.slas.get(sla_id)
+        if rt is None:
+            return []
+        return rt.policies + ([rt.closed_policy] if rt.closed_policy is not None else [])
 
     def schedule_errors(self, config: Config) -> list[str]:
         """`schedule_changes` of `config` against the schedules the SLAs run under, and
@@ -190,8 +360,13 @@ class SlaTracker:
 
         The caller has refused a config for which `schedule_errors` is not empty."""
         progress = {sid: (rt.last_closed, rt.first_period) for sid, rt in self.slas.items()}
+        held: dict[str, list[Policy] | str] = {
+            sid: rt.policies for sid, rt in self.slas.items()}
+        closed = {sid: rt.closed_policy for sid, rt in self.slas.items()}
         self.config = config
-        self._build(config, progress, now)
+        self._build(config, progress, now, held)
+        for sid, rt in self.slas.items():
+            rt.closed_policy = closed.get(sid)
         added = {sid: (rt.first_period, schedule_text(rt.sla))
                  for sid, rt in self.slas.items() if sid not in progress}
         self._unsaved.update(added)
@@ -211,14 +386,17 @@ class SlaTracker:
         """
         filled = 0
         latest: dict[str, float] = {}
+        targets = {t.id: t for t in self.config.targets}
         for target_id, runtimes in self._by_target.items():
-            target = runtimes[0].parts[[p.id for p in runtimes[0].parts].index(target_id)]
+            target = targets[target_id]
             offset = offset_of(target)
             for rt in runtimes:
                 after = max(progress.get(target_id, -math.inf), rt.open_from - 1e-6)
                 counts = ticks_per_bucket(after, start_at, target.interval, offset,
                                           rt.resolution)
                 for bucket, n in counts.items():
+                    if target_id not in rt.policy_at(bucket).part_ids:
+                        continue  # not a part of that period's SLA
                     self.store.add_leaf(rt.sla.id, target_id, bucket, 0, 0, n)
                     filled += n
                 if counts:
@@ -237,14 +415,19 @@ class SlaTracker:
             if t < rt.open_from:
                 rt.late += 1  # its period is closed already: the root is final
                 continue
+            policy = rt.policy_at(t)
+            if target.id not in policy.part_ids:
+                continue
             bucket = int(t // rt.resolution) * rt.resolution
-            good = 1 if is_good(rt.slo, ok, duration) else 0
+            good = 1 if is_good(policy.slo, ok, duration) else 0
             self.store.add_leaf(rt.sla.id, target.id, bucket, good, 1, 0)
 
     def record_missed(self, target: Target, t: float) -> None:
         for rt in self._by_target.get(target.id, ()):
             if t < rt.open_from:
                 rt.late += 1
+                continue
+            if target.id not in rt.policy_at(t).part_ids:
                 continue
             bucket = int(t // rt.resolution) * rt.resolution
             self.store.add_leaf(rt.sla.id, target.id, bucket, 0, 0, 1)
@@ -261,6 +444,7 @@ class SlaTracker:
             unsaved, self._unsaved = self._unsaved, {}
             await self.store.set_sla_starts(
                 [(sid, first, schedule) for sid, (first, schedule) in unsaved.items()])
+        await self._save_policies()
         due = (
             (rt, n)
             for rt in list(self.slas.values()) if now >= rt.closable_at()
@@ -275,32 +459,44 @@ class SlaTracker:
             closed.extend(await self._close(chunk, now))
         return closed
 
+    async def _save_policies(self) -> None:
+        if not self._policies_dirty:
+            return
+        dirty, self._policies_dirty = self._policies_dirty, set()
+        rows = [(sid, policies_text(self.slas[sid].policies))
+                for sid in sorted(dirty) if sid in self.slas]
+        try:
+            await self.store.set_sla_policies(rows)
+        except BaseException:
+            self._policies_dirty |= dirty  # written on the next attempt
+            raise
+
     async def compute(self, rt: SlaRuntime, n: int) -> PeriodResult:
         """The result of period n from the leaves stored so far (final once closed)."""
         start, end = period_bounds(rt.sla.period, n)
         rows = await self.store.period_leaves(rt.sla.id, start, end)
-        return self._result(rt, start, end, rows)
+        return self._result(rt.policy_of(n), start, end, rows)
 
-    def _result(self, rt: SlaRuntime, start: int, end: int,
+    def _result(self, policy: Policy, start: int, end: int,
                 rows: dict[str, list[tuple[int, int, int, int]]]) -> PeriodResult:
         leaves = {
             target: [Leaf(target, b, g, v, nd) for b, g, v, nd in items]
             for target, items in rows.items()
         }
-        maint = intervals_by_target(
-            self.config.maintenance, start, end, [p.id for p in rt.parts], rt.sla.id
-        )
+        sla, slo = policy.sla, policy.slo
+        maint = intervals_by_target(policy.maintenance, start, end, slo.targets, sla.id)
         return compute_period_result(
-            rt.sla, (start, end), leaves, maint, len(rt.parts) > 1,
-            slo_objective=rt.slo.objective,
+            sla, (start, end), leaves, maint, len(slo.targets) > 1,
+            slo_objective=slo.objective,
         )
 
     async def _close(self, due: list[tuple[SlaRuntime, int]], now: float) -> list[PeriodResult]:
         spans = [period_bounds(rt.sla.period, n) for rt, n in due]
         rows = await self.store.periods_leaves(
             [(rt.sla.id, start, end) for (rt, _), (start, end) in zip(due, spans, strict=True)])
-        results = [self._result(rt, start, end, r)
-                   for (rt, _), (start, end), r in zip(due, spans, rows, strict=True)]
+        policies = [rt.policy_of(n) for rt, n in due]
+        results = [self._result(policy, start, end, r)
+                   for policy, (start, end), r in zip(policies, spans, rows, strict=True)]
         records = [
             ClosedPeriod(
                 sla=rt.sla.id,
@@ -310,15 +506,21 @@ class SlaTracker:
                 closed_at=now,
                 result=result.to_json(),
                 root=result.evidence_root,
-                policy_digest=rt.digest,
+                policy_digest=policy.digest,
             )
-            for (rt, n), result in zip(due, results, strict=True)
+            for (rt, n), result, policy in zip(due, results, policies, strict=True)
         ]
         inserted = await self.store.close_periods(
             [(record, rt.first_period) for (rt, _), record in zip(due, records, strict=True)])
-        for (rt, n), result, record, new in zip(due, results, records, inserted, strict=True):
+        for (rt, n), result, record, new, policy in zip(
+                due, results, records, inserted, policies, strict=True):
             rt.last_closed = n
             rt.open_from = result.end
+            rt.closed_policy = policy
+            if len(rt.policies) > 1 and rt.policies[1].start <= n + 1:
+                # the policies of closed periods only are done with
+                rt.set_policies(_from_period(rt.policies, n + 1))
+                self._policies_dirty.add(rt.sla.id)
             self.last_result[rt.sla.id] = result
             if not new:
                 continue
@@ -335,5 +537,5 @@ class SlaTracker:
                 no_data=result.no_data,
             )
             if self.on_closed is not None:
-                await self.on_closed(rt.sla, result, record)
+                await self.on_closed(policy, result, record)
         return results

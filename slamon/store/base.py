@@ -72,6 +72,9 @@ class Restored:
     #: sla -> the period schedule its periods are numbered by (`schedule_text`); SLAs
     #: whose row predates the schedule column are absent
     sla_schedules: dict[str, str] = field(default_factory=dict)
+    #: sla -> the policies its unclosed periods are judged by (`policies_text`); SLAs
+    #: whose row predates the policies column are absent
+    sla_policies: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -320,6 +323,15 @@ class Store:
             await self._call(self._set_sla_starts, starts)
 
     def _set_sla_starts(self, starts: Sequence[tuple[str, int, str]]) -> None:
+        raise NotImplementedError
+
+    async def set_sla_policies(self, rows: Sequence[tuple[str, str]]) -> None:
+        """For each (sla, policies): the policies its unclosed periods are judged by, for
+        an SLA whose start is stored (`set_sla_starts`). One transaction."""
+        if rows:
+            await self._call(self._set_sla_policies, rows)
+
+    def _set_sla_policies(self, rows: Sequence[tuple[str, str]]) -> None:
         raise NotImplementedError
 
     async def get_period(self, sla: str, period: int) -> ClosedPeriod | None:

@@ -160,6 +160,15 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             "ALTER TABLE sla_progress ADD COLUMN schedule TEXT",
         ),
     ),
+    Migration(
+        7,
+        (
+            # the policies (SLA, SLO, maintenance windows, digest; JSON) the SLA's
+            # unclosed periods are judged by: an edit reaches the periods that begin after
+            # it, and a restart must not forget what the open one began under
+            "ALTER TABLE sla_progress ADD COLUMN policies TEXT",
+        ),
+    ),
 )
 
 #: the schema a file has once every migration ran (``PRAGMA user_version``)
@@ -230,6 +239,7 @@ POSTGRES_MIGRATIONS: Final[tuple[Migration, ...]] = (
         ),
     ),
     Migration(2, ("ALTER TABLE sla_progress ADD COLUMN schedule TEXT",)),
+    Migration(3, ("ALTER TABLE sla_progress ADD COLUMN policies TEXT",)),
 )
 
 #: the schema a PostgreSQL database has once every step ran

@@ -353,13 +353,16 @@ class PostgresStore(Store):
         ]
         slap: dict[str, tuple[int, int]] = {}
         schedules: dict[str, str] = {}
-        for sla, last, first, schedule in db.execute(
-                "SELECT sla, last_closed, first_period, schedule FROM sla_progress"):
+        policies: dict[str, str] = {}
+        for sla, last, first, schedule, policy in db.execute(
+                "SELECT sla, last_closed, first_period, schedule, policies FROM sla_progress"):
             slap[str(sla)] = (int(last), int(first))
             if schedule is not None:
                 schedules[str(sla)] = str(schedule)
+            if policy is not None:
+                policies[str(sla)] = str(policy)
         self._refresh_size(db)
-        return Restored(progress, snapshots, journal, slap, schedules)
+        return Restored(progress, snapshots, journal, slap, schedules, policies)
 
     # -- periods ----------------------------------------------------------
     def _period_leaves(
@@ -408,6 +411,12 @@ class PostgresStore(Store):
                 "schedule = COALESCE(sla_progress.schedule, excluded.schedule)",
                 [(sla, first - 1, first, schedule) for sla, first, schedule in starts],
             )
+
+    def _set_sla_policies(self, rows: Sequence[tuple[str, str]]) -> None:
+        db = self._db()
+        with db.transaction(), db.cursor() as cur:
+            cur.executemany("UPDATE sla_progress SET policies = %s WHERE sla = %s",
+                            [(text, sla) for sla, text in rows])
 
     def _periods(self, sla: str, first: int | None, last: int | None) -> list[ClosedPeriod]:
         lo = first if first is not None else -(2**62)

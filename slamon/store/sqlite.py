@@ -260,13 +260,16 @@ class StateStore(Store):
         ]
         slap: dict[str, tuple[int, int]] = {}
         schedules: dict[str, str] = {}
-        for sla, last, first, schedule in db.execute(
-            "SELECT sla, last_closed, first_period, schedule FROM sla_progress"
+        policies: dict[str, str] = {}
+        for sla, last, first, schedule, policy in db.execute(
+            "SELECT sla, last_closed, first_period, schedule, policies FROM sla_progress"
         ):
             slap[sla] = (int(last), int(first))
             if schedule is not None:
                 schedules[sla] = str(schedule)
-        return Restored(progress, snapshots, journal, slap, schedules)
+            if policy is not None:
+                policies[sla] = str(policy)
+        return Restored(progress, snapshots, journal, slap, schedules, policies)
 
     # -- periods ----------------------------------------------------------
     def _period_leaves(
@@ -313,6 +316,12 @@ class StateStore(Store):
                 "schedule = coalesce(schedule, excluded.schedule)",
                 [(sla, first - 1, first, schedule) for sla, first, schedule in starts],
             )
+
+    def _set_sla_policies(self, rows: Sequence[tuple[str, str]]) -> None:
+        db = self._db()
+        with self._immediate(db):
+            db.executemany("UPDATE sla_progress SET policies = ? WHERE sla = ?",
+                           [(text, sla) for sla, text in rows])
 
     def _periods(self, sla: str, first: int | None, last: int | None) -> list[ClosedPeriod]:
         db = self._db()

@@ -139,7 +139,11 @@ class Api:
     # -- documents ------------------------------------------------------------
     def sla_document(self, rt: SlaRuntime) -> dict[str, Any]:
         sla = rt.sla
-        objective_ppm = sla.objective_ppm(rt.slo.objective)
+        # the oldest unclosed period's policy: an edit reaches the periods after the one
+        # it was made in (`next_policy` until then)
+        judged = rt.policies[0]
+        objective_ppm = judged.sla.objective_ppm(judged.slo.objective)
+        upcoming = rt.policies[-1]
         return {
             "id": sla.id,
             "onchain_id": hex0x(sla.onchain_id_bytes),
@@ -154,11 +158,16 @@ class Api:
             "resolution": rt.resolution,
             "grace": rt.grace,
             "policy": {
-                "no_data": sla.policy.no_data,
-                "maintenance": sla.policy.maintenance,
-                "min_valid_samples": sla.min_valid_samples,
+                "no_data": judged.sla.policy.no_data,
+                "maintenance": judged.sla.policy.maintenance,
+                "min_valid_samples": judged.sla.min_valid_samples,
             },
             "policy_digest": hex0x(rt.digest),
+            "next_policy": None if upcoming is judged else {
+                "from_period": upcoming.start,
+                "policy_digest": hex0x(upcoming.digest),
+                "objective_ppm": upcoming.sla.objective_ppm(upcoming.slo.objective),
+            },
             # the SLA as registered on-chain (oracle, chain mode, once read): single-oracle
             # SLAs have no fault tolerance, and fields that differ stop this daemon signing
             "onchain": None if self._onchain is None else self._onchain(sla.id),
@@ -219,7 +228,7 @@ class Api:
             "closed_at_iso": None,
             "progress": progress(start, end, now),
             "evidence_root": data["evidence_root"],
-            "policy_digest": hex0x(rt.digest),
+            "policy_digest": hex0x(rt.policy_of(result.period_id).digest),
             **self.counts(data),
             "result": data,
         }

@@ -209,7 +209,8 @@ class StatusData:
             n = period_index(rt.sla.period, now)
             start, end = period_bounds(rt.sla.period, n)
             result = await self._current(tracker, sla_id, n, now)
-            objective_ppm = rt.sla.objective_ppm(rt.slo.objective)
+            judged = rt.policy_of(n)  # an edit reaches the periods after the current one
+            objective_ppm = judged.sla.objective_ppm(judged.slo.objective)
             budget: float | None = None
             sli: float | None = None
             if result is not None and result.valid:
