@@ -10,7 +10,7 @@ in docs/evidence.md so a third party can recompute it.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from slamon.config.maintenance import MaintenanceWindow
@@ -90,8 +90,13 @@ def policy_digest(
     return keccak256(canonical_json(doc))
 
 
+_PLAIN = frozenset({str, int, bool})
+
+
 def _canonical_value(value: Any) -> Any:
     """Floats become their shortest round-trip text ("0.2"): the document holds no floats."""
+    if value is None or type(value) in _PLAIN:  # most of a target's spec: one test
+        return value
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, dict):
@@ -154,13 +159,16 @@ def applicable_maintenance(
     return out
 
 
-def policy_digest_for(sla: Sla, slo: Slo, config: Config | None = None) -> bytes:
+def policy_digest_for(sla: Sla, slo: Slo, config: Config | None = None,
+                      targets: Mapping[str, Target] | None = None) -> bytes:
     """policy_digest with the SLO's objective, targets and SLI; several targets = composite.
 
     With the config (what the daemon, the tracker and registration pass), the document
     also holds each target's definition and the maintenance windows that apply
     (schema 2): a report then commits to what was probed and what was excused, not only
     to target ids. Without it, schema 1 (kept for callers that only have the SLA).
+    `targets`: the config's targets by id, for a caller digesting many SLAs (built here
+    otherwise: once per SLA, that is quadratic in the config's size).
     """
     doc = policy_document(
         sla,
@@ -171,7 +179,7 @@ def policy_digest_for(sla: Sla, slo: Slo, config: Config | None = None) -> bytes
         latency_threshold=slo.latency_threshold,
     )
     if config is not None:
-        by_id = {t.id: t for t in config.targets}
+        by_id = targets if targets is not None else {t.id: t for t in config.targets}
         doc["schema"] = POLICY_SCHEMA_2
         doc["target_specs"] = [target_document(by_id[t]) for t in sorted(slo.targets)
                                if t in by_id]

@@ -315,7 +315,7 @@ class SlaTracker:
                 first_period=first,
             )
             current = make_policy(last_closed + 1, sla, slo, config.maintenance,
-                                  policy_digest_for(sla, slo, config))
+                                  policy_digest_for(sla, slo, config, targets))
             before: list[Policy] | None = None
             if sla.id in held:
                 try:

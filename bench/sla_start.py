@@ -1,0 +1,75 @@
+"""SLA tracker start-up and reload: seconds to build N SLAs (one target, SLO and monthly
+SLA each) from a state file, on a first start, on restarts, and on restarts after an edit
+of every SLO's objective (each SLA then holds the old policy for its open period).
+
+    python bench/sla_start.py --slas 10000
+    python bench/sla_start.py --slas 10000 --src /tmp/old   # slamon imported from there
+
+A reload builds the same runtimes (`SlaTracker.apply_config`) in the event loop, so the
+figures are also how long a SIGHUP holds the loop. Loopback only: nothing is probed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def write(path: Path, n: int, objective: str) -> None:
+    lines = [f'state: {{path: "{path.parent}/state.sqlite3"}}', "targets:"]
+    lines += [f'  - {{id: t{i}, kind: http, interval: 10s, timeout: 2s, '
+              f'http: {{url: "http://127.0.0.1:9/{i}"}}}}' for i in range(n)]
+    lines.append("slos:")
+    lines += [f"  - {{id: s{i}, targets: [t{i}], objective: {objective}}}" for i in range(n)]
+    lines.append("slas:")
+    lines += [f"  - {{id: a{i}, slo: s{i}, period: {{kind: monthly}}}}" for i in range(n)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+async def one_start(path: Path) -> float:
+    from slamon.config.loader import load_config
+    from slamon.sla.tracker import SlaTracker
+    from slamon.store.sqlite import StateStore
+    from slamon.util.log import get_logger
+
+    config = load_config(path)
+    store = StateStore(config.state.resolved_path())
+    await store.open()
+    restored = await store.load()
+    t0 = time.perf_counter()
+    tracker = SlaTracker(config, store, get_logger())
+    args = [restored.sla_progress, time.time(), restored.sla_schedules]
+    if "policies" in inspect.signature(tracker.start).parameters:
+        args.append(restored.sla_policies)
+    await tracker.start(*args)
+    took = time.perf_counter() - t0
+    await store.close()
+    return took
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--slas", type=int, default=10000)
+    parser.add_argument("--src", help="import slamon from this checkout")
+    args = parser.parse_args()
+    if args.src:
+        sys.path.insert(0, args.src)
+    work = Path(tempfile.mkdtemp(prefix="sla-start-"))
+    path = work / "slamon.yaml"
+    write(path, args.slas, "0.99")
+    print(f"{args.slas} SLAs, slamon from {args.src or 'this checkout'}")
+    print(f"first start          {await one_start(path):6.2f} s")
+    for _ in range(2):
+        print(f"restart              {await one_start(path):6.2f} s")
+    write(path, args.slas, "0.98")
+    for _ in range(2):
+        print(f"restart after edit   {await one_start(path):6.2f} s")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
