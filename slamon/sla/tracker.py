@@ -37,7 +37,6 @@ from slamon.store.base import ClosedPeriod, Store
 CLOSE_BATCH = 500
 
 
-
 @dataclass(frozen=True, slots=True)
 class Policy:
     """The rules a run of an SLA's periods is judged by, from period `start` on: the SLA,
