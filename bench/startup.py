@@ -7,6 +7,7 @@ windows hold probe results). Wall time to the first 200 from /readyz and the pro
 (utime + stime from /proc) at that moment.
 
     python bench/startup.py --targets 10000 --runs 4
+    python bench/startup.py --targets 10000 --runs 3 --slas   # and an SLA per SLO
     python bench/startup.py --targets 10000 --runs 2 --profile /tmp/startup.prof
 
 `--profile FILE` runs the last start under cProfile (stopped right after /readyz) and
@@ -31,13 +32,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kinds_bench import cpu_seconds, free_port  # the same /proc and port helpers
 
 
-def write_config(work: Path, n: int, port: int) -> Path:
+def write_config(work: Path, n: int, port: int, slas: bool = False) -> Path:
     lines = [f'server: {{listen: "127.0.0.1:{port}"}}', "logging: {level: warning}",
              f'state: {{path: "{work}/state.sqlite3"}}', "targets:"]
     lines += [f'  - {{id: t{i}, kind: http, interval: 10s, timeout: 2s, '
               f'http: {{url: "http://127.0.0.{1 + i % 250}:9/"}}}}' for i in range(n)]
     lines.append("slos:")
     lines += [f"  - {{id: s{i}, targets: [t{i}], objective: 0.99}}" for i in range(n)]
+    if slas:
+        lines.append("slas:")
+        lines += [f"  - {{id: a{i}, slo: s{i}, period: {{kind: monthly}}}}" for i in range(n)]
     cfg = work / "slamon.yaml"
     cfg.write_text("\n".join(lines) + "\n")
     return cfg
@@ -82,14 +86,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--targets", type=int, default=10_000)
     ap.add_argument("--runs", type=int, default=4, help="first start + restarts")
+    ap.add_argument("--slas", action="store_true", help="a monthly SLA per SLO too")
     ap.add_argument("--profile", help="cProfile output of the last start")
     ap.add_argument("--run-for", type=float, default=30.0,
                     help="seconds each run keeps probing after /readyz before it is stopped")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="startup-"))
     port = free_port()
-    cfg = write_config(work, args.targets, port)
-    print(f"{args.targets} targets, work dir {work}")
+    cfg = write_config(work, args.targets, port, args.slas)
+    print(f"{args.targets} targets{' with an SLA each' if args.slas else ''}, work dir {work}")
     for i in range(args.runs):
         last = i == args.runs - 1
         profile = args.profile if last else None
