@@ -174,12 +174,7 @@ class SlaRuntime:
 
     def policy_of(self, n: int) -> Policy:
         """The policy period n is judged by."""
-        found = self.policies[0]
-        for p in self.policies[1:]:
-            if p.start > n:
-                break
-            found = p
-        return found
+        return _from_period(self.policies, n)[0]
 
     @property
     def digest(self) -> bytes:
