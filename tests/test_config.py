@@ -6,12 +6,14 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slamon.config.loader import ConfigError, load_config, parse_config
+from slamon.config.loader import ConfigError, _fast_load, _FastLoader, load_config, parse_config
 from slamon.config.root import Config
 from slamon.config.slo import default_alert_windows
 from slamon.util.schema import format_path
@@ -892,3 +894,66 @@ def test_models_with_the_same_given_fields_share_one_fields_set() -> None:
     copied = a.model_copy(update={"tls": True})
     assert "tls" in copied.model_fields_set
     assert b.model_fields_set == {"host", "port"}
+
+
+# --------------------------------------------------------------- the fast YAML walk
+
+_yaml_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
+    st.text(max_size=8),
+    st.sampled_from(["yes", "off", "~", "0x1f", "1e3", "2001-12-14", "2001-12-14 21:59:43",
+                     "=", "<<", "0o17", ".inf", "1_000", "12:30"]),
+)
+_yaml_keys = st.one_of(st.text(max_size=6), st.sampled_from(["on", "=", "1", "null", "<<"]))
+_yaml_data = st.recursive(
+    _yaml_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_yaml_keys, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def _typed(value: object) -> object:
+    """The value with each scalar's type kept: 1 == True == 1.0 would hide a wrong type."""
+    if isinstance(value, dict):
+        return {repr(_typed(k)): _typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_typed(v) for v in value]
+    return (type(value).__name__, value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=_yaml_data, flow=st.sampled_from([None, True, False]))
+def test_the_fast_yaml_walk_builds_what_the_stock_constructor_builds(
+    data: object, flow: bool | None
+) -> None:
+    text = yaml.safe_dump(data, default_flow_style=flow, allow_unicode=True)
+    assert _typed(_fast_load(text)) == _typed(yaml.load(text, Loader=yaml.SafeLoader))
+
+
+@pytest.mark.parametrize("text", [
+    "a: &x [1, 2]\nb: *x\n",                      # an alias: one shared object
+    "base: &b {k: 1}\nm: {<<: *b, j: 2}\n",       # a merge key
+    "? [1, 2]\n: v\n",                            # a key that is not a string
+    "1: a\n2.5: b\ntrue: c\n~: d\n",               # scalar keys of other types
+    "=: v\n",                                     # the value key
+    "s: !!set {a, b}\no: !!omap [{a: 1}, {b: 2}]\n",
+    "when: 2001-12-14t21:59:43.10-05:00\nbin: !!binary aGk=\n",
+    "deep: " + "[" * 300 + "]" * 300 + "\n",
+])
+def test_documents_beyond_the_fast_walk_take_the_stock_constructor(text: str) -> None:
+    def outcome(load: Any) -> object:
+        try:
+            return _typed(load(text))
+        except yaml.YAMLError as exc:
+            return str(exc)  # the same refusal, marks included
+
+    stock = outcome(lambda t: yaml.load(t, Loader=_FastLoader))  # what ran before the walk
+    assert outcome(_fast_load) == stock
+    if text.startswith("a: &x"):
+        shared = _fast_load(text)
+        assert shared["a"] is shared["b"]  # as the stock constructor: aliases share
+
+
+def test_a_duplicate_key_is_still_refused_by_the_fast_path() -> None:
+    with pytest.raises(yaml.constructor.ConstructorError, match="duplicate key 'a'"):
+        _fast_load("x: 1\na: 1\nb: 2\na: 3\n")
