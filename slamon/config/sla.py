@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -157,6 +158,13 @@ def default_resolution(period: PeriodSpec) -> int:
     }[period.kind]
 
 
+@lru_cache(maxsize=1 << 16)
+def _id_hash(sla_id: str) -> bytes:
+    """keccak256(utf8(id)), asked for by validation, each policy digest and each report:
+    kept by id rather than on the (frozen, copyable) model so no copy holds a stale one."""
+    return keccak256(sla_id.encode("utf-8"))
+
+
 class Sla(Strict):
     id: Id
     #: the SLO whose targets (and objective, by default) this SLA is judged on
@@ -241,7 +249,7 @@ class Sla(Strict):
         """bytes32 id used on-chain: explicit `onchain_id`, else keccak256(utf8(id))."""
         if self.onchain_id is not None:
             return bytes.fromhex(self.onchain_id[2:])
-        return keccak256(self.id.encode("utf-8"))
+        return _id_hash(self.id)
 
     def objective_ppm(self, slo_objective: float | None = None) -> int:
         """Objective in parts per million (this SLA's, else the SLO's)."""

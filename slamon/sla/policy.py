@@ -102,6 +102,8 @@ def _canonical_value(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _canonical_value(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
+        if _PLAIN.issuperset(map(type, value)):  # e.g. 100 status codes: one C-level pass
+            return list(value)
         return [_canonical_value(v) for v in value]
     if isinstance(value, (set, frozenset)):
         return sorted(_canonical_value(v) for v in value)
