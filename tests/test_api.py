@@ -191,6 +191,11 @@ async def test_closed_period_equals_recomputation(api: Api) -> None:
     assert body["evidence_root"] == expected["evidence_root"]
     rt = api.state.tracker.slas["gold"]
     assert body["policy_digest"] == hex0x(rt.digest)
+    # the SLA, SLO and windows it was judged by, in the config's own form
+    judged = body["judged_by"]
+    assert judged["sla"]["id"] == "gold" and judged["slo"]["id"] == "shop"
+    assert judged["slo"]["objective"] == 0.9 and judged["maintenance"] == []
+    assert rt.slo.model_validate(judged["slo"]) == rt.slo
 
 
 async def test_open_period_is_provisional(api: Api) -> None:

@@ -383,3 +383,83 @@ def load_config_text(tmp_path: Path, text: str) -> Config:
     other = tmp_path / "other.yaml"
     other.write_text(text)
     return load_config(other)
+
+
+#: an anvil development key: the attest-mode oracle signs with it (no chain here)
+DEV_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
+ATTEST = """oracle:
+  mode: attest
+  key: {{dev_key_env: SLAMON_TEST_EDITS_KEY}}
+  chain_id: 31337
+  contract: "0x{contract}"
+  outbox: "{outbox}"
+  schedule_starts: {{gold: {start}}}
+  slas: [gold]
+"""
+
+
+async def test_a_period_closed_under_an_old_policy_is_signed_under_it_after_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A period closed under the policy it began with, after an edit, and not signed
+    before a restart (here: the oracle is configured only afterwards), is signed by the
+    backfill under that policy (its digest and objective): the closed period keeps the
+    policy it was judged by, since neither the config nor the tracker holds it any more."""
+    from slamon.sla.policy import policy_digest_for
+    from slamon.sla.tracker import parse_policy
+
+    monkeypatch.setenv("SLAMON_TEST_EDITS_KEY", DEV_KEY)
+    path = tmp_path / "slamon.yaml"
+    anchor = int(time.time() // 300) * 300
+    text = textwrap.dedent(RECOUNTED.format(
+        state=tmp_path / "state.sqlite3", period=f"{{kind: fixed, length: 1d, anchor: {anchor}}}"))
+    edited = text.replace("objective: 0.95", "objective: 0.99") + ATTEST.format(
+        contract="11" * 20, outbox=tmp_path / "outbox", start=anchor)
+    path.write_text(text)
+    old = policy_digest_for(*(lambda c: (c.slas[0], c.slos[0], c))(load_config(path)))
+
+    daemon = Daemon(load_config(path), config_path=path, loader=load_config)
+    await daemon._open_state()
+    tracker = daemon.parts.tracker
+    assert daemon.store is not None and tracker is not None
+    rt = tracker.slas["gold"]
+    n = period_index(rt.sla.period, anchor)
+    try:
+        for i, ok in enumerate([True] * 9 + [False]):  # one 5-minute bucket each
+            for part in ("web", "api"):
+                daemon._on_result(daemon.config.target(part), anchor + 10 + 300 * i,
+                                  ProbeResult(ok, 0.01))
+        path.write_text(edited)
+        assert await daemon.reload()
+        assert daemon.parts.oracle is None  # nothing signs in this run
+        await daemon._flush()
+        end = period_bounds(rt.sla.period, n)[1]
+        (closed,) = await tracker.close_due(now=end + tracker.slas["gold"].grace + 1)
+        assert closed.objective_ppm == 950_000
+        await tracker.close_due(now=end + tracker.slas["gold"].grace + 2)
+    finally:
+        await daemon.store.close()
+
+    daemon = Daemon(load_config(path), config_path=path, loader=load_config)
+    await daemon._open_state()
+    oracle, tracker = daemon.parts.oracle, daemon.parts.tracker
+    assert daemon.store is not None and oracle is not None and tracker is not None
+    try:
+        record = await daemon.store.get_period("gold", n)
+        assert record is not None and record.policy is not None
+        kept = parse_policy(record.policy)
+        assert (kept.digest, kept.slo.objective) == (old, 0.95)
+        # neither the tracker nor the config holds the policy n was judged by
+        assert old not in {p.digest for p in tracker.known_policies("gold")}
+        oracle.load_key()
+        assert oracle.signer is not None
+        with capture_logs() as logs:
+            assert await oracle.backfill() == 1
+        assert not [e for e in logs if e["log_level"] in ("error", "warning")], logs
+        signed = oracle.outbox.read("gold", n, oracle.signer.address)
+        assert signed is not None
+        assert signed.report.policy_digest == old
+        assert signed.report.slo_ppm == 950_000 and signed.report.sli_ppm == 900_000
+        assert signed.report.breached is True
+    finally:
+        await daemon.store.close()

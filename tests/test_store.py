@@ -168,7 +168,7 @@ async def test_new_file_gets_schema_and_application_id(tmp_path: Path) -> None:
     store = StateStore(path)
     await store.open()
     await store.close()
-    assert _ro_query(path, "PRAGMA user_version")[0][0] == SCHEMA_VERSION == 7
+    assert _ro_query(path, "PRAGMA user_version")[0][0] == SCHEMA_VERSION == 8
     assert _ro_query(path, "PRAGMA application_id")[0][0] == APPLICATION_ID
     assert _ro_query(path, "PRAGMA journal_mode")[0][0] == "wal"
     tables = {r[0] for r in _ro_query(path, "SELECT name FROM sqlite_master WHERE type='table'")}
@@ -313,6 +313,7 @@ async def test_state_file_of_the_previous_version_opens_and_keeps_everything(
         "api": [(100, 0, 0, 1)], "web": [(100, 1, 2, 0)]}
     period = await store.get_period("sla", 6)
     assert period is not None and period.result == {"verdict": "met"}
+    assert period.policy is None  # closed before periods kept their policy
     assert await store.integrity_check() == "ok"
     await store.close()
 
@@ -333,6 +334,10 @@ async def test_state_file_of_the_previous_version_opens_and_keeps_everything(
             # an old row
             assert {r[-2:] for r in after} == {(None, None)}
             after = [r[:-2] for r in after]
+        if table == "periods":
+            # migration 8 added the policy a period was judged by: unknown for an old row
+            assert {r[-1] for r in after} == {None}
+            after = [r[:-1] for r in after]
         assert sorted(after, key=repr) == rows, table
     if not journal_tables:
         assert _ro_query(path, "SELECT count(*) FROM oracle_txs") == [(0,)]

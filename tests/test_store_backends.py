@@ -102,7 +102,7 @@ async def test_a_period_closes_once(opener: Opener) -> None:
     store = opener()
     await store.open()
     first = ClosedPeriod("sla", 7, 420, 480, 500.0, {"verdict": "met", "good": 5},
-                         b"\xaa" * 32, b"\xbb" * 32)
+                         b"\xaa" * 32, b"\xbb" * 32, '{"judged": "by this"}')
     second = ClosedPeriod("sla", 7, 420, 480, 999.0, {"verdict": "breached", "good": 1},
                           b"\xcc" * 32, b"\xdd" * 32)
     assert await store.close_period(first, 3) is True
@@ -126,7 +126,8 @@ async def test_a_period_closes_once(opener: Opener) -> None:
     assert loaded.sla_policies == {"sla": "[3]", "other": "[2]"}
     assert loaded.sla_progress == {"sla": (7, 3), "other": (3, 4)}
     assert loaded.sla_schedules == {"sla": "first", "other": "x"}
-    assert [p.period for p in await store.periods("sla")] == [5, 7]
+    assert [(p.period, p.policy) for p in await store.periods("sla")] == [
+        (5, None), (7, '{"judged": "by this"}')]
     await store.close()
 
 

@@ -13,7 +13,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -32,11 +32,9 @@ from slamon.oracle.onchain import (
 from slamon.oracle.outbox import Outbox, OutboxError, domain_outbox_dir
 from slamon.sla.policy import policy_digest_for
 from slamon.sla.result import PeriodResult
+from slamon.sla.tracker import Policy, parse_policy
 from slamon.store.base import ClosedPeriod, Store
 from slamon.util.events import Event, EventBus, EventKind
-
-if TYPE_CHECKING:
-    from slamon.sla.tracker import Policy
 
 #: how often closed periods without a report are looked for
 BACKFILL_EVERY = 60.0
@@ -136,13 +134,24 @@ class OracleService:
     def _slo(self, sla: Sla) -> Slo:
         return next(s for s in self.config.slos if s.id == sla.slo)
 
-    def _judged_by(self, sla: Sla, digest: bytes | None) -> tuple[Sla, Slo, bytes]:
+    def _judged_by(self, sla: Sla, digest: bytes | None,
+                   record: ClosedPeriod | None = None) -> tuple[Sla, Slo, bytes]:
         """The SLA, SLO and digest of the policy with this digest (None: of the SLA's oldest
-        unclosed period): one the tracker holds, else the config's."""
+        unclosed period): one the tracker holds, else the one `record` (a closed period)
+        kept, else the config's."""
         held = self.policies(sla.id)
         for p in held:
             if digest is None or p.digest == digest:
                 return p.sla, p.slo, p.digest
+        if record is not None and record.policy is not None:
+            try:
+                kept = parse_policy(record.policy)
+            except ValueError as exc:
+                self.log.warning("period_policy_unreadable", sla=sla.id, period=record.period,
+                                 reason=str(exc))
+            else:
+                if kept.digest == record.policy_digest:
+                    return kept.sla, kept.slo, kept.digest
         slo = self._slo(sla)
         return sla, slo, policy_digest_for(sla, slo, self.config)
 
@@ -240,7 +249,7 @@ class OracleService:
                       judged: tuple[Slo, bytes] | None = None) -> None:
         assert self.signer is not None
         if judged is None:
-            sla, slo, digest = self._judged_by(sla, record.policy_digest)
+            sla, slo, digest = self._judged_by(sla, record.policy_digest, record)
         else:
             slo, digest = judged
         base = await self._period_base(sla, slo, digest)
@@ -296,7 +305,7 @@ class OracleService:
             for record in periods[-BACKFILL_DEPTH:]:
                 if await self._known(sla, record.period):
                     continue
-                psla, slo, digest = self._judged_by(sla, record.policy_digest)
+                psla, slo, digest = self._judged_by(sla, record.policy_digest, record)
                 base = await self._period_base(psla, slo, digest)
                 if base is None or record.period < base:
                     continue

@@ -76,17 +76,39 @@ def policies_text(policies: Sequence[Policy]) -> str:
     return json.dumps([p.document() for p in policies], sort_keys=True, separators=(",", ":"))
 
 
+def policy_text(policy: Policy) -> str:
+    """One policy, as a closed period keeps the one it was judged by (`parse_policy`)."""
+    return json.dumps(policy.document(), sort_keys=True, separators=(",", ":"))
+
+
+def _policy_of(doc: Any) -> Policy:
+    try:
+        sla, slo = Sla.model_validate(doc["sla"]), Slo.model_validate(doc["slo"])
+        windows = [MaintenanceWindow.model_validate(w) for w in doc["maintenance"]]
+        digest = bytes.fromhex(str(doc["digest"]).removeprefix("0x"))
+        return make_policy(int(doc["start"]), sla, slo, windows, digest)
+    except (ValueError, KeyError, TypeError, ValidationError) as exc:
+        raise ValueError(f"unreadable stored policy ({str(exc)[:200]})") from None
+
+
+def parse_policy(text: str) -> Policy:
+    """A closed period's policy (`policy_text`); ValueError if it cannot be read back."""
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"unreadable stored policy ({str(exc)[:200]})") from None
+    return _policy_of(doc)
+
+
 def parse_policies(text: str) -> list[Policy]:
     """The stored policies of an SLA; ValueError if they cannot be read back."""
     try:
-        out = []
-        for doc in json.loads(text):
-            sla, slo = Sla.model_validate(doc["sla"]), Slo.model_validate(doc["slo"])
-            windows = [MaintenanceWindow.model_validate(w) for w in doc["maintenance"]]
-            digest = bytes.fromhex(str(doc["digest"]).removeprefix("0x"))
-            out.append(make_policy(int(doc["start"]), sla, slo, windows, digest))
-    except (ValueError, KeyError, TypeError, ValidationError) as exc:
+        docs = json.loads(text)
+        if not isinstance(docs, list):
+            raise TypeError("not a list")
+    except (ValueError, TypeError) as exc:
         raise ValueError(f"unreadable stored policy ({str(exc)[:200]})") from None
+    out = [_policy_of(doc) for doc in docs]
     if not out or any(a.start >= b.start for a, b in itertools.pairwise(out)):
         raise ValueError("unreadable stored policy (no entry, or starts out of order)")
     return out
@@ -501,6 +523,7 @@ class SlaTracker:
                 result=result.to_json(),
                 root=result.evidence_root,
                 policy_digest=policy.digest,
+                policy=policy_text(policy),
             )
             for (rt, n), result, policy in zip(due, results, policies, strict=True)
         ]

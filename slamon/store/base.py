@@ -87,6 +87,10 @@ class ClosedPeriod:
     result: dict[str, Any]
     root: bytes
     policy_digest: bytes
+    #: the SLA, SLO and maintenance windows the period was judged by (the tracker's
+    #: `policy_text`), so that it can be signed and audited after the config moved on;
+    #: None for periods closed before the store kept it
+    policy: str | None = None
 
 
 @dataclass(slots=True)

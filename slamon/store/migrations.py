@@ -169,6 +169,14 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             "ALTER TABLE sla_progress ADD COLUMN policies TEXT",
         ),
     ),
+    Migration(
+        8,
+        (
+            # the policy (as in sla_progress.policies) a closed period was judged by: the
+            # config may have moved on by the time it is signed or audited; NULL before
+            "ALTER TABLE periods ADD COLUMN policy TEXT",
+        ),
+    ),
 )
 
 #: the schema a file has once every migration ran (``PRAGMA user_version``)
@@ -240,6 +248,7 @@ POSTGRES_MIGRATIONS: Final[tuple[Migration, ...]] = (
     ),
     Migration(2, ("ALTER TABLE sla_progress ADD COLUMN schedule TEXT",)),
     Migration(3, ("ALTER TABLE sla_progress ADD COLUMN policies TEXT",)),
+    Migration(4, ("ALTER TABLE periods ADD COLUMN policy TEXT",)),
 )
 
 #: the schema a PostgreSQL database has once every step ran

@@ -387,11 +387,12 @@ class PostgresStore(Store):
             for p, first_period in periods:
                 cur = db.execute(
                     'INSERT INTO periods(sla, period, start, "end", closed_at, result, root, '
-                    "policy_digest, closed_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                    "policy_digest, closed_by, policy) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
                     "ON CONFLICT(sla, period) DO NOTHING",
                     (p.sla, p.period, p.start, p.end, p.closed_at,
                      json.dumps(p.result, sort_keys=True), p.root, p.policy_digest,
-                     self.instance),
+                     self.instance, p.policy),
                 )
                 inserted.append(cur.rowcount == 1)
                 db.execute(
@@ -422,14 +423,14 @@ class PostgresStore(Store):
         lo = first if first is not None else -(2**62)
         hi = last if last is not None else 2**62
         rows = self._db().execute(
-            'SELECT sla, period, start, "end", closed_at, result, root, policy_digest '
+            'SELECT sla, period, start, "end", closed_at, result, root, policy_digest, policy '
             "FROM periods WHERE sla = %s AND period >= %s AND period <= %s ORDER BY period",
             (sla, lo, hi),
         )
         return [
             ClosedPeriod(str(s), int(n), int(a), int(b), float(c), json.loads(r), bytes(root),
-                         bytes(d))
-            for s, n, a, b, c, r, root, d in rows
+                         bytes(d), None if pol is None else str(pol))
+            for s, n, a, b, c, r, root, d, pol in rows
         ]
 
     # -- maintenance ------------------------------------------------------

@@ -294,9 +294,9 @@ class StateStore(Store):
             for p, first_period in periods:
                 cur = db.execute(
                     "INSERT OR IGNORE INTO periods(sla, period, start, end, closed_at, result, "
-                    "root, policy_digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "root, policy_digest, policy) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (p.sla, p.period, p.start, p.end, p.closed_at,
-                     json.dumps(p.result, sort_keys=True), p.root, p.policy_digest),
+                     json.dumps(p.result, sort_keys=True), p.root, p.policy_digest, p.policy),
                 )
                 inserted.append(cur.rowcount == 1)
                 db.execute(
@@ -328,14 +328,14 @@ class StateStore(Store):
         lo = first if first is not None else -(2**62)
         hi = last if last is not None else 2**62
         rows = db.execute(
-            "SELECT sla, period, start, end, closed_at, result, root, policy_digest "
+            "SELECT sla, period, start, end, closed_at, result, root, policy_digest, policy "
             "FROM periods WHERE sla = ? AND period >= ? AND period <= ? ORDER BY period",
             (sla, lo, hi),
         )
         return [
             ClosedPeriod(s, int(n), int(a), int(b), float(c), json.loads(r), bytes(root),
-                         bytes(d))
-            for s, n, a, b, c, r, root, d in rows
+                         bytes(d), pol)
+            for s, n, a, b, c, r, root, d, pol in rows
         ]
 
     # -- maintenance ------------------------------------------------------
