@@ -63,7 +63,7 @@ def main() -> int:
     ap.add_argument("--src", type=Path, default=HERE.parent, help="slamon source tree")
     ap.add_argument("--measure", choices=["feed", "restore", "both"], default="feed",
                     help="what tracemalloc sees: the fed state, the state restored from its "
-                    "snapshots (trees with per-target events only), or both")
+                    "snapshots, or both")
     args = ap.parse_args()
     sys.path.insert(0, str(args.src))
     from slamon.config.loader import parse_config
@@ -105,12 +105,19 @@ def main() -> int:
     counters = live.window_bytes()
     restored = None
     if args.measure in ("restore", "both"):
-        rows = {key: (shape, snaps[key]) for key, shape, _ in live.snapshot_sources()}
+        sources = getattr(live, "snapshot_sources", None)
+        rows = ({key: (shape, snaps[key]) for key, shape, _ in sources()}
+                if sources is not None else {})
         del live
         gc.collect()
         tracemalloc.start()
         again = LiveState(config)
-        problems = again.restore(rows)
+        if sources is not None:
+            problems = again.restore(rows)
+        else:  # windows per SLO (trees before the per-target events)
+            for sid, data in snaps.items():
+                again.slos[sid].restore(data)
+            problems = []
         again.advance(end)
         gc.collect()
         restored = tracemalloc.get_traced_memory()[0]

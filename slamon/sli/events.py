@@ -79,7 +79,16 @@ def _check(bounds: Sequence[float]) -> tuple[float, ...]:
             raise ValueError(f"latency bounds must be positive numbers, got {b}")
     if any(a >= b for a, b in itertools.pairwise(out)):
         raise ValueError("latency bounds must be strictly increasing")
-    return out
+    if len(_SHARED_BOUNDS) < _SHARED_BOUNDS_MAX:
+        return _SHARED_BOUNDS.setdefault(out, out)
+    return _SHARED_BOUNDS.get(out, out)
+
+
+#: one tuple (and its floats) per distinct set of bounds, shared by every target that has
+#: it: a restore read each target's bounds as new floats, ~260 B per target for the same
+#: seven numbers. Capped: a config of many distinct thresholds shares the first ones only
+_SHARED_BOUNDS: dict[tuple[float, ...], tuple[float, ...]] = {}
+_SHARED_BOUNDS_MAX = 4096
 
 
 @lru_cache(maxsize=8)

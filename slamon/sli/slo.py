@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 
 from slamon.config.slo import Slo
 from slamon.sli.events import TargetEvents, bounds_for
@@ -32,6 +33,8 @@ from slamon.sli.window import DEFAULT_TIERS, Counts, RollingCounter, RollingWind
 __all__ = ["SloState", "is_good"]
 
 _NEVER = -(1 << 62)
+#: `_bits` of a single-part SLO, which has no slices (never written to)
+_NO_BITS: Mapping[str, int] = MappingProxyType({})
 _SNAP_HEADER = struct.Struct("<3sBH")  # magic, version, part count
 _SNAP_COUNTS = struct.Struct("<BH")  # the header after its magic
 _SNAP_MAGIC = b"SLS"
@@ -145,7 +148,9 @@ class SloState:
         #: scheduled time of the latest bad event (-inf: none): burn checks skip clean SLOs.
         #: A state made over events with history does not know it: checks must look.
         self.last_bad = -math.inf if self._owns else math.inf
-        self._bits = {part: 1 << i for i, part in enumerate(self.parts)}
+        # a slice's mask bit per part: composite SLOs only (one shared empty map otherwise)
+        self._bits = ({part: 1 << i for i, part in enumerate(self.parts)}
+                      if self.composite else _NO_BITS)
         self._all_mask = (1 << len(self.parts)) - 1
         #: open slices: index -> [mask of parts with a valid probe, mask of parts with a bad one]
         self._open: dict[int, list[int]] = {}
