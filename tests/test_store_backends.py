@@ -515,3 +515,29 @@ async def test_a_database_that_is_down_keeps_the_batch_until_it_is_back(
     assert await store.flush() is True
     assert (await store.load()).progress == {"web": 1.0}
     await store.close()
+
+
+async def test_a_database_at_schema_3_gets_the_closed_periods_policy(pg_dsn: str) -> None:
+    """PostgreSQL migration 4 on a database a previous slamon left at schema 3, with a
+    closed period: the period stays as it was, with no policy, and new ones keep theirs."""
+    store = PostgresStore(pg_dsn, "shard-0")
+    await store.open()
+    old = ClosedPeriod("sla", 7, 420, 480, 500.0, {"verdict": "met"}, b"\xaa" * 32, b"\xbb" * 32)
+    assert await store.close_period(old, 3) is True
+    await store.close()
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # as schema 3 had it
+        conn.execute("ALTER TABLE periods DROP COLUMN policy")
+        conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    again = PostgresStore(pg_dsn, "shard-0")
+    await again.open()
+    try:
+        assert await again.get_period("sla", 7) == old  # policy None
+        new = ClosedPeriod("sla", 8, 480, 540, 560.0, {"verdict": "met"}, b"\xcc" * 32,
+                           b"\xdd" * 32, '{"kept": true}')
+        assert await again.close_period(new, 3) is True
+        assert [p.policy for p in await again.periods("sla")] == [None, '{"kept": true}']
+    finally:
+        await again.close()
+    with psycopg.connect(pg_dsn) as conn:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    assert row is not None and row[0] == "4"
