@@ -527,8 +527,7 @@ def _sla_text(out: Exposition, tracker: SlaTracker, slas: Iterable[tuple[str, Sl
         ends.append(f"{own}{value_text(period_bounds(rt.sla.period, n)[1])}\n")
         # the current period's: an edit reaches the periods after the one it was made in
         judged = rt.policy_of(n)
-        objective.append(
-            f"{own}{value_text(ppm_to_ratio(judged.sla.objective_ppm(judged.slo.objective)))}\n")
+        objective.append(f"{own}{value_text(ppm_to_ratio(judged.objective_ppm))}\n")
     for (name, doc, mtype), body in zip(_SLA_FAMILIES, lines, strict=True):
         out.family(name, doc, mtype, [name + line for line in body])
 

@@ -54,6 +54,11 @@ class Policy:
     digest: bytes
     part_ids: frozenset[str] = field(default=frozenset(), compare=False)
 
+    @property
+    def objective_ppm(self) -> int:
+        """The objective the periods under this policy are judged against, in ppm."""
+        return self.sla.objective_ppm(self.slo.objective)
+
     def document(self) -> dict[str, Any]:
         """What the store keeps; `parse_policies` reads it back."""
         return {
@@ -313,6 +318,7 @@ class SlaTracker:
         targets = {t.id: t for t in config.targets}
         slos = {s.id: s for s in config.slos}
         self.slas = {}
+        self._by_target = {}
         for sla in config.slas:
             slo = slos[sla.slo]
             parts = tuple(targets[t] for t in slo.targets)
@@ -346,17 +352,13 @@ class SlaTracker:
                 self._policies_dirty.add(sla.id)
             rt.set_policies(policies)
             # the held policies' parts still in the config are probed and recorded too
-            judged = {t for p in policies for t in p.part_ids}
-            rt.grace = effective_grace(
-                sla, tuple(targets[t] for t in sorted(judged) if t in targets),
-                self.flush_interval)
+            judged = sorted(t for t in {t for p in policies for t in p.part_ids} if t in targets)
+            rt.grace = effective_grace(sla, tuple(targets[t] for t in judged),
+                                       self.flush_interval)
             rt.open_from = period_bounds(sla.period, last_closed + 1)[0]
             self.slas[sla.id] = rt
-        self._by_target = {}
-        for rt in self.slas.values():
-            for part in sorted({t for p in rt.policies for t in p.part_ids}):
-                if part in targets:
-                    self._by_target.setdefault(part, []).append(rt)
+            for part in judged:
+                self._by_target.setdefault(part, []).append(rt)
 
     def known_policies(self, sla_id: str) -> list[Policy]:
         """The policies of the SLA's unclosed periods, oldest first, then the one its last

@@ -143,7 +143,7 @@ class Api:
         # the oldest unclosed period's policy: an edit reaches the periods after the one
         # it was made in (`next_policy` until then)
         judged = rt.policies[0]
-        objective_ppm = judged.sla.objective_ppm(judged.slo.objective)
+        objective_ppm = judged.objective_ppm
         upcoming = rt.policies[-1]
         return {
             "id": sla.id,
@@ -167,7 +167,7 @@ class Api:
             "next_policy": None if upcoming is judged else {
                 "from_period": upcoming.start,
                 "policy_digest": hex0x(upcoming.digest),
-                "objective_ppm": upcoming.sla.objective_ppm(upcoming.slo.objective),
+                "objective_ppm": upcoming.objective_ppm,
             },
             # the SLA as registered on-chain (oracle, chain mode, once read): single-oracle
             # SLAs have no fault tolerance, and fields that differ stop this daemon signing

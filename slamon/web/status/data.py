@@ -210,7 +210,7 @@ class StatusData:
             start, end = period_bounds(rt.sla.period, n)
             result = await self._current(tracker, sla_id, n, now)
             judged = rt.policy_of(n)  # an edit reaches the periods after the current one
-            objective_ppm = judged.sla.objective_ppm(judged.slo.objective)
+            objective_ppm = judged.objective_ppm
             budget: float | None = None
             sli: float | None = None
             if result is not None and result.valid:
