@@ -422,9 +422,27 @@ async def test_a_period_open_during_an_edit_is_signed_and_accepted_under_its_pol
                 assert [e["config"] for e in logs if e["event"] == "oracle_sla_mismatch"] == [
                     "0x" + edited.hex()]
                 assert not contract.functions.hasReported(onchain_id, period, signer).call()
-        # the open period is judged by the edit now: an oracle starting now refuses it
-        with pytest.raises(OracleStartError, match="policy_digest"):
+        # the open period is judged by the edit now, which the chain does not hold: an
+        # oracle starting now holds the SLA (a warning, the mismatch exposed) and starts,
+        # since the chain's digest judged period n here: the edit awaits registration
+        with capture_logs() as logs:
             await oracle.check_at_start()
+        [held] = [e for e in logs if e["event"] == "oracle_sla_edit_unregistered"]
+        assert (held["sla"], held["onchain"], held["config"]) == (
+            "gold", "0x" + registered.hex(), "0x" + edited.hex())
+        assert held["log_level"] == "warning"
+        assert [m.field for m in oracle.mismatches["gold"]] == ["policy_digest"]
+        # a daemon on the same contract with no period judged by the registered digest
+        # (a first deployment with another policy) is refused as before
+        empty = StateStore(tmp_path / "other.db")
+        await empty.open()
+        fresh = OracleService(daemon.config, empty, structlog.get_logger())
+        try:
+            with pytest.raises(OracleStartError, match="policy_digest"):
+                await fresh.start()
+        finally:
+            await fresh.stop()
+            await empty.close()
     finally:
         await oracle.stop()
         await daemon.store.close()

@@ -40,6 +40,8 @@ from slamon.util.events import Event, EventBus, EventKind
 BACKFILL_EVERY = 60.0
 #: how many of the latest closed periods per SLA the backfill looks at
 BACKFILL_DEPTH = 50
+#: the mismatches an edit of the SLA's policy makes until the chain registers it
+_POLICY_FIELDS = frozenset({"policy_digest", "objective_ppm", "min_samples"})
 
 
 class OracleService:
@@ -181,6 +183,12 @@ class OracleService:
 
         A mismatch (the key not among the signers included) stops start-up with a
         message; an unreachable chain only defers the check to the first signature.
+        One kind of mismatch does not: the open period judged by an edit of the SLA that
+        the chain does not hold yet, while the chain's digest is one this daemon judged
+        earlier periods by. That is the documented course of an edit (it is signed again
+        once the SLA is registered with it); refusing to start would stop the probing of
+        every target, and leave the other SLAs' periods without evidence, until then. The
+        SLA is held (not signed) and the mismatch logged, as at run time.
         """
         problems: list[str] = []
         for config_sla in self.config.slas:
@@ -194,7 +202,16 @@ class OracleService:
                 self.log.warning("oracle_sla_check_deferred", sla=sla.id,
                                  reason=str(exc)[:200])
                 continue
-            for m in self._check(sla, slo, digest, view):
+            found = self._check(sla, slo, digest, view)
+            if found and await self._edit_pending(sla.id, found):
+                self.log.warning(
+                    "oracle_sla_edit_unregistered", sla=sla.id,
+                    onchain="0x" + self.onchain[sla.id].policy_digest.hex(),
+                    config="0x" + digest.hex(),
+                    reason="periods under the edited policy are not signed until the SLA "
+                           "is registered with its digest")
+                continue
+            for m in found:
                 if m.field == "signer":
                     problems.append(f"sla {sla.id!r}: the oracle key {m.config} is not in the "
                                     f"on-chain signer set [{m.onchain}]")
@@ -205,6 +222,19 @@ class OracleService:
             raise OracleStartError(
                 "the on-chain SLA does not match the config: " + "; ".join(problems)
             )
+
+    async def _edit_pending(self, sla_id: str, found: Sequence[Mismatch]) -> bool:
+        """Whether `found` is only an edit of the policy awaiting registration: no field
+        but the policy's differs, and the chain's digest judged one of the SLA's periods
+        here (a daemon first deployed with another policy than registered gets no such
+        grace: that is a config error, refused at start)."""
+        if any(m.field not in _POLICY_FIELDS for m in found):
+            return False
+        onchain = self.onchain[sla_id].policy_digest
+        if any(p.digest == onchain for p in self.policies(sla_id)):
+            return True
+        periods = await self.store.periods(sla_id)
+        return any(p.policy_digest == onchain for p in periods[-BACKFILL_DEPTH:])
 
     async def _period_base(self, sla: Sla, slo: Slo, digest: bytes) -> int | None:
         """Slamon's id of the contract's first period (config, else asked from the chain).
