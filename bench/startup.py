@@ -9,6 +9,13 @@ windows hold probe results). Wall time to the first 200 from /readyz and the pro
     python bench/startup.py --targets 10000 --runs 4
     python bench/startup.py --targets 10000 --runs 3 --slas   # and an SLA per SLO
     python bench/startup.py --targets 10000 --runs 2 --profile /tmp/startup.prof
+    python bench/startup.py --targets 10000 --runs 2 --slas --reloads 3
+
+`--reloads K` sends K SIGHUPs to the last run once its probes have run one interval,
+alternating an edit of every SLO's objective and its undoing, and prints per reload the
+seconds from the signal to the `reloaded` log line and how many probes started more than
+10 / 50 / 250 ms late meanwhile (slamon's `slamon_scheduler_lag_seconds`), next to the same
+span of the same run without a reload: what a SIGHUP holds the event loop for.
 
 `--profile FILE` runs the last start under cProfile (stopped right after /readyz) and
 prints its top 15 functions by cumulative time (the wall figures of that run are then
@@ -26,19 +33,21 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kinds_bench import cpu_seconds, free_port  # the same /proc and port helpers
 
 
-def write_config(work: Path, n: int, port: int, slas: bool = False) -> Path:
-    lines = [f'server: {{listen: "127.0.0.1:{port}"}}', "logging: {level: warning}",
+def write_config(work: Path, n: int, port: int, slas: bool = False,
+                 objective: str = "0.99", level: str = "warning") -> Path:
+    lines = [f'server: {{listen: "127.0.0.1:{port}"}}', f"logging: {{level: {level}}}",
              f'state: {{path: "{work}/state.sqlite3"}}', "targets:"]
     lines += [f'  - {{id: t{i}, kind: http, interval: 10s, timeout: 2s, '
               f'http: {{url: "http://127.0.0.{1 + i % 250}:9/"}}}}' for i in range(n)]
     lines.append("slos:")
-    lines += [f"  - {{id: s{i}, targets: [t{i}], objective: 0.99}}" for i in range(n)]
+    lines += [f"  - {{id: s{i}, targets: [t{i}], objective: {objective}}}" for i in range(n)]
     if slas:
         lines.append("slas:")
         lines += [f"  - {{id: a{i}, slo: s{i}, period: {{kind: monthly}}}}" for i in range(n)]
@@ -47,8 +56,67 @@ def write_config(work: Path, n: int, port: int, slas: bool = False) -> Path:
     return cfg
 
 
+#: the lag buckets the reload figures count probes above (seconds)
+LATE = ("0.01", "0.05", "0.25")
+
+
+def lag_buckets(port: int) -> dict[str, float]:
+    """slamon_scheduler_lag_seconds_bucket by `le`, from one scrape of /metrics."""
+    out: dict[str, float] = {}
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as resp:
+        for raw in resp:
+            if raw.startswith(b"slamon_scheduler_lag_seconds_bucket{"):
+                line = raw.decode()
+                le = line.split('le="', 1)[1].split('"', 1)[0]
+                out[le] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def late_counts(before: dict[str, float], after: dict[str, float]) -> list[int]:
+    """Probes that started more than each of LATE late between two scrapes."""
+    total = after["+Inf"] - before["+Inf"]
+    return [int(total - (after[le] - before[le])) for le in LATE]
+
+
+def wait_logged(log: Path, offset: int, event: str, timeout: float = 120.0) -> float:
+    """Monotonic time at which `event` first appears in `log` past `offset`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with log.open("rb") as f:
+            f.seek(offset)
+            if event.encode() in f.read():
+                return time.monotonic()
+        time.sleep(0.005)
+    raise RuntimeError(f"no {event!r} in {log} within {timeout} s")
+
+
+def reloads(proc: subprocess.Popen[bytes], work: Path, n: int, port: int, slas: bool,
+            count: int, log: Path) -> None:
+    """SIGHUP `count` times (see the module docstring); prints a line per reload."""
+    time.sleep(12.0)  # one 10 s interval: every target has probed, the windows are warm
+    for k in range(count):
+        objective = "0.995" if k % 2 == 0 else "0.99"
+        write_config(work, n, port, slas, objective=objective, level="info")
+        quiet0 = lag_buckets(port)
+        time.sleep(3.0)
+        quiet1 = lag_buckets(port)
+        offset = log.stat().st_size
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGHUP)
+        took = wait_logged(log, offset, '"reloaded"') - t0
+        time.sleep(max(0.0, 3.0 - took))
+        after = lag_buckets(port)
+        late = late_counts(quiet1, after)
+        quiet = late_counts(quiet0, quiet1)
+        print(f"reload {k + 1} (objective {objective}): {took:5.2f} s to 'reloaded'; probes "
+              f"late > {'/'.join(str(int(float(le) * 1000)) for le in LATE)} ms over the "
+              f"{max(3.0, took):.1f} s from the SIGHUP: {'/'.join(map(str, late))} "
+              f"(3 s without a reload: {'/'.join(map(str, quiet))})", flush=True)
+
+
 def one_start(cfg: Path, port: int, log: Path, profile: str | None,
-              run_for: float) -> tuple[float, float]:
+              run_for: float, while_ready: Callable[[subprocess.Popen[bytes]], None] | None = None,
+              ) -> tuple[float, float]:
     argv = [sys.executable]
     if profile:
         argv += ["-m", "cProfile", "-o", profile]
@@ -66,7 +134,9 @@ def one_start(cfg: Path, port: int, log: Path, profile: str | None,
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
                     if r.status == 200:
                         ready = time.monotonic() - t0, cpu_seconds(proc.pid)
-                        if not profile:
+                        if while_ready is not None:
+                            while_ready(proc)
+                        elif not profile:
                             time.sleep(run_for)
                         return ready
             except OSError:
@@ -88,17 +158,26 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=4, help="first start + restarts")
     ap.add_argument("--slas", action="store_true", help="a monthly SLA per SLO too")
     ap.add_argument("--profile", help="cProfile output of the last start")
+    ap.add_argument("--reloads", type=int, default=0,
+                    help="SIGHUPs sent to the last run, each timed (see above)")
     ap.add_argument("--run-for", type=float, default=30.0,
                     help="seconds each run keeps probing after /readyz before it is stopped")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="startup-"))
     port = free_port()
-    cfg = write_config(work, args.targets, port, args.slas)
+    # the reloads find their end in the `reloaded` line, logged at info
+    cfg = write_config(work, args.targets, port, args.slas,
+                       level="info" if args.reloads else "warning")
     print(f"{args.targets} targets{' with an SLA each' if args.slas else ''}, work dir {work}")
     for i in range(args.runs):
         last = i == args.runs - 1
         profile = args.profile if last else None
-        wall, cpu = one_start(cfg, port, work / "slamon.log", profile, args.run_for)
+        hook = None
+        if last and args.reloads:
+            def hook(proc: subprocess.Popen[bytes]) -> None:
+                reloads(proc, work, args.targets, port, args.slas, args.reloads,
+                        work / "slamon.log")
+        wall, cpu = one_start(cfg, port, work / "slamon.log", profile, args.run_for, hook)
         state = work / "state.sqlite3"
         size = state.stat().st_size / 1e6 if state.exists() else 0.0
         kind = "first start" if i == 0 else "restart"

@@ -463,3 +463,80 @@ async def test_a_period_closed_under_an_old_policy_is_signed_under_it_after_a_re
         assert signed.report.breached is True
     finally:
         await daemon.store.close()
+
+
+def _runtime_view(tracker: object) -> dict[str, object]:
+    """What an SLA runtime judges by, comparable across two builds."""
+    slas = tracker.slas  # type: ignore[attr-defined]
+    by_target = tracker._by_target  # type: ignore[attr-defined]
+    return {
+        "slas": {sid: (rt.sla, rt.slo, rt.parts, rt.grace, rt.last_closed, rt.first_period,
+                       rt.open_from, rt.policies, rt._switches) for sid, rt in slas.items()},
+        "by_target": {tid: [rt.sla.id for rt in rts] for tid, rts in by_target.items()},
+    }
+
+
+async def test_a_reload_builds_the_sla_runtimes_on_a_thread_and_never_takes_a_stale_build(
+    tmp_path: Path,
+) -> None:
+    """A reload works out the SLA runtimes (policy digests included) on a thread, from a
+    snapshot of the running ones, and takes them only while nothing they were built from
+    has moved: a period closed since, or a period boundary passed, makes it build them
+    again in the loop. Either way the runtimes are the ones an inline build gives."""
+    path = tmp_path / "slamon.yaml"
+    write(path)
+    daemon = Daemon(load_config(path), config_path=path, loader=load_config)
+    await daemon._open_state()
+    tracker, store = daemon.parts.tracker, daemon.store
+    assert tracker is not None and store is not None
+    try:
+        path.write_text(path.read_text().replace("objective: 0.9", "objective: 0.95"))
+        edited = load_config(path)
+        now = time.time()
+
+        def inline(config: Config, at: float) -> dict[str, object]:
+            progress, held = tracker._snapshot()
+            built = tracker._runtimes(config, progress, at, dict(held))
+            return _runtime_view(type("T", (), {"slas": built.slas,
+                                                "_by_target": built.by_target})())
+
+        # taken as built: the same runtimes as an inline build, and the edit waits for the
+        # next period (its digest differs from the running one's)
+        prepared = await tracker.prepare(edited)
+        expected = inline(edited, now)
+        running = tracker.slas["gold"].digest
+        tracker.apply_config(edited, now, prepared)
+        assert tracker.slas is prepared.built.slas
+        assert _runtime_view(tracker) == expected
+        [first, then] = tracker.slas["gold"].policies
+        assert first.digest == running and then.digest != running
+        assert then.start == period_index(edited.slas[0].period, now) + 1
+
+        # a period boundary passed between the build and the reload: built again
+        path.write_text(path.read_text().replace("objective: 0.95", "objective: 0.97"))
+        again = load_config(path)
+        prepared = await tracker.prepare(again)
+        later = prepared.valid_until
+        assert later == period_bounds(again.slas[0].period,
+                                      period_index(again.slas[0].period, now))[1]
+        expected = inline(again, later)
+        tracker.apply_config(again, later, prepared)
+        assert tracker.slas is not prepared.built.slas
+        assert _runtime_view(tracker) == expected
+
+        # a period closed between the build and the reload: built again, from the
+        # runtimes as they are now (the closed period's policy is gone)
+        path.write_text(path.read_text().replace("objective: 0.97", "objective: 0.98"))
+        third = load_config(path)
+        prepared = await tracker.prepare(third)
+        rt = tracker.slas["gold"]
+        end = period_bounds(rt.sla.period, rt.last_closed + 1)[1]
+        closed = await tracker.close_due(now=end + rt.grace + 1)
+        assert len(closed) == 1
+        expected = inline(third, now)
+        tracker.apply_config(third, now, prepared)
+        assert tracker.slas is not prepared.built.slas
+        assert _runtime_view(tracker) == expected
+        assert tracker.slas["gold"].last_closed == prepared.progress["gold"][0] + 1
+    finally:
+        await store.close()

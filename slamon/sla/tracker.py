@@ -7,6 +7,7 @@ published leaves cannot differ.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import dataclasses
 import itertools
@@ -27,7 +28,13 @@ from slamon.config.targets import Target
 from slamon.sla.evidence import Leaf
 from slamon.sla.maintenance import intervals_by_target
 from slamon.sla.periods import due_periods, period_bounds, period_index
-from slamon.sla.policy import applicable_maintenance, policy_digest_for, schedule_text
+from slamon.sla.policy import (
+    PolicyDigests,
+    applicable_maintenance,
+    policy_digest_for,
+    policy_digests,
+    schedule_text,
+)
 from slamon.sla.result import PeriodResult, compute_period_result
 from slamon.sli.slo import is_good
 from slamon.store.base import ClosedPeriod, Store
@@ -152,6 +159,45 @@ def _stored(text: str | list[Policy], current: Policy) -> list[Policy]:
     except (ValueError, TypeError, KeyError):
         pass  # parse_policies says what is wrong
     return parse_policies(text)
+
+
+#: up to this many SLAs' policies are written as JSON in the loop (a thread costs more)
+_ROWS_INLINE = 50
+
+
+def _policy_rows(held: Sequence[tuple[str, list[Policy]]]) -> list[tuple[str, str]]:
+    return [(sid, policies_text(policies)) for sid, policies in held]
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    """An SLA tracker's runtimes for one config, before it takes them."""
+
+    slas: dict[str, SlaRuntime]
+    by_target: dict[str, list[SlaRuntime]]
+    #: SLAs whose policies differ from the ones they held (to be stored)
+    dirty: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedBuild:
+    """`SlaTracker.prepare`: runtimes built on a thread, and what they were built from."""
+
+    config: Config
+    digests: PolicyDigests
+    progress: dict[str, tuple[int, int]]
+    held: dict[str, list[Policy]]
+    #: the first period boundary after the build's `now`, over every SLA
+    valid_until: float
+    built: Built
+
+    def current(self, config: Config, now: float, progress: Mapping[str, tuple[int, int]],
+                held: Mapping[str, list[Policy]]) -> bool:
+        """Whether the build is what building now would give: the same config object, no
+        period boundary passed, every SLA's progress and held policies unchanged."""
+        return (config is self.config and now < self.valid_until
+                and progress == self.progress and held.keys() == self.held.keys()
+                and all(held[sid] is self.held[sid] for sid in held))
 
 
 ClosedHook = Callable[[Policy, PeriodResult, ClosedPeriod], Awaitable[None]]
@@ -308,17 +354,37 @@ class SlaTracker:
     def _build(
         self,
         config: Config,
-        sla_progress: dict[str, tuple[int, int]],
+        sla_progress: Mapping[str, tuple[int, int]],
         now: float,
         held: Mapping[str, list[Policy] | str],
+        digests: PolicyDigests | None = None,
     ) -> None:
+        self._take(self._runtimes(config, sla_progress, now, held, digests))
+
+    def _take(self, built: Built) -> None:
+        self.slas = built.slas
+        self._by_target = built.by_target
+        self._policies_dirty |= built.dirty
+
+    def _runtimes(
+        self,
+        config: Config,
+        sla_progress: Mapping[str, tuple[int, int]],
+        now: float,
+        held: Mapping[str, list[Policy] | str],
+        digests: PolicyDigests | None = None,
+    ) -> Built:
         """Runtimes for `config`'s SLAs. `held`: the policies each SLA's unclosed periods
         run under; the config's policy joins them from the period after the one holding
-        `now` (every period that began before the edit was seen keeps its rules)."""
+        `now` (every period that began before the edit was seen keeps its rules).
+        `digests`: the config's policy digests if worked out already (`policy_digests`).
+        Reads nothing of `self` that changes: `prepare` runs it on a thread."""
+        known = digests.for_config(config) if digests is not None else {}
         targets = {t.id: t for t in config.targets}
         slos = {s.id: s for s in config.slos}
-        self.slas = {}
-        self._by_target = {}
+        slas: dict[str, SlaRuntime] = {}
+        by_target: dict[str, list[SlaRuntime]] = {}
+        dirty: set[str] = set()
         for sla in config.slas:
             slo = slos[sla.slo]
             parts = tuple(targets[t] for t in slo.targets)
@@ -336,8 +402,10 @@ class SlaTracker:
                 last_closed=last_closed,
                 first_period=first,
             )
-            current = make_policy(last_closed + 1, sla, slo, config.maintenance,
-                                  policy_digest_for(sla, slo, config, targets))
+            digest = known.get(sla.id)
+            if digest is None:
+                digest = policy_digest_for(sla, slo, config, targets)
+            current = make_policy(last_closed + 1, sla, slo, config.maintenance, digest)
             before: list[Policy] | None = None
             if sla.id in held:
                 try:
@@ -349,16 +417,17 @@ class SlaTracker:
                         else with_config(before, current, last_closed,
                                          period_index(sla.period, now)))
             if policies != before:
-                self._policies_dirty.add(sla.id)
+                dirty.add(sla.id)
             rt.set_policies(policies)
             # the held policies' parts still in the config are probed and recorded too
             judged = sorted(t for t in {t for p in policies for t in p.part_ids} if t in targets)
             rt.grace = effective_grace(sla, tuple(targets[t] for t in judged),
                                        self.flush_interval)
             rt.open_from = period_bounds(sla.period, last_closed + 1)[0]
-            self.slas[sla.id] = rt
+            slas[sla.id] = rt
             for part in judged:
-                self._by_target.setdefault(part, []).append(rt)
+                by_target.setdefault(part, []).append(rt)
+        return Built(slas, by_target, frozenset(dirty))
 
     def known_policies(self, sla_id: str) -> list[Policy]:
         """The policies of the SLA's unclosed periods, oldest first, then the one its last
@@ -373,16 +442,48 @@ class SlaTracker:
         those of SLAs a reload removed (their periods stay stored under their id)."""
         return schedule_changes(config.slas, self._schedules)
 
-    def apply_config(self, config: Config, now: float) -> None:
+    def _snapshot(self) -> tuple[dict[str, tuple[int, int]], dict[str, list[Policy]]]:
+        """What a build starts from: each SLA's progress and the policies it holds."""
+        progress = {sid: (rt.last_closed, rt.first_period) for sid, rt in self.slas.items()}
+        return progress, {sid: rt.policies for sid, rt in self.slas.items()}
+
+    async def prepare(self, config: Config) -> PreparedBuild:
+        """`apply_config(config, ...)`'s work, done on a thread: every SLA's policy digest
+        and runtime, from a snapshot of the running ones. At 10,000 SLAs this held the
+        event loop ~0.5 s per reload, delaying every probe due meanwhile.
+        `apply_config` takes the result only while what it was built from holds."""
+        progress, held = self._snapshot()
+        now = time.time()
+        return await asyncio.to_thread(self._prepared, config, progress, held, now)
+
+    def _prepared(self, config: Config, progress: dict[str, tuple[int, int]],
+                  held: dict[str, list[Policy]], now: float) -> PreparedBuild:
+        digests = policy_digests(config)
+        built = self._runtimes(config, progress, now, dict(held), digests)
+        # the build placed each edit after the period holding `now`: it holds until the
+        # first period boundary after `now`
+        valid_until = min(
+            (float(period_bounds(rt.sla.period, period_index(rt.sla.period, now))[1])
+             for rt in built.slas.values()), default=math.inf)
+        return PreparedBuild(config, digests, progress, held, valid_until, built)
+
+    def apply_config(self, config: Config, now: float,
+                     prepared: PreparedBuild | None = None) -> None:
         """Reload: SLAs keep their progress; new ones start with the current period.
 
-        The caller has refused a config for which `schedule_errors` is not empty."""
-        progress = {sid: (rt.last_closed, rt.first_period) for sid, rt in self.slas.items()}
-        held: dict[str, list[Policy] | str] = {
-            sid: rt.policies for sid, rt in self.slas.items()}
+        The caller has refused a config for which `schedule_errors` is not empty.
+        `prepared`: `prepare(config)`'s result. It is taken as built when it was built
+        from this config and from the runtimes as they are (no period closed since, no
+        period boundary passed); otherwise the runtimes are built here, with its
+        digests (they depend on the config only)."""
+        progress, held = self._snapshot()
         closed = {sid: rt.closed_policy for sid, rt in self.slas.items()}
         self.config = config
-        self._build(config, progress, now, held)
+        if prepared is not None and prepared.current(config, now, progress, held):
+            self._take(prepared.built)
+        else:
+            digests = prepared.digests if prepared is not None else None
+            self._build(config, progress, now, dict(held), digests)
         for sid, rt in self.slas.items():
             rt.closed_policy = closed.get(sid)
         added = {sid: (rt.first_period, schedule_text(rt.sla))
@@ -481,9 +582,12 @@ class SlaTracker:
         if not self._policies_dirty:
             return
         dirty, self._policies_dirty = self._policies_dirty, set()
-        rows = [(sid, policies_text(self.slas[sid].policies))
-                for sid in sorted(dirty) if sid in self.slas]
+        held = [(sid, list(self.slas[sid].policies)) for sid in sorted(dirty) if sid in self.slas]
         try:
+            # the JSON on a thread: after an edit of every SLA it is ~0.1 s per 1,000 SLAs,
+            # which held the event loop (policies are immutable; the list is a snapshot)
+            rows = (await asyncio.to_thread(_policy_rows, held) if len(held) > _ROWS_INLINE
+                    else _policy_rows(held))
             await self.store.set_sla_policies(rows)
         except BaseException:
             self._policies_dirty |= dirty  # written on the next attempt

@@ -42,7 +42,7 @@ from slamon.config.process import DEFAULT_LATENCY_BOUNDS
 from slamon.sli.window import DEFAULT_TIERS, Counts, RollingCounter, Tier
 
 __all__ = ["DEFAULT_BOUNDS", "EVENTS_KEY", "EVENTS_SHAPE", "TargetEvents", "bounds_for",
-           "events_key"]
+           "checked_bounds", "events_key"]
 
 #: latency cell bounds a target keeps unless `state.latency_bounds` says otherwise
 DEFAULT_BOUNDS = DEFAULT_LATENCY_BOUNDS
@@ -72,7 +72,9 @@ def bounds_for(
     return tuple(sorted(set(defaults) | extra))
 
 
-def _check(bounds: Sequence[float]) -> tuple[float, ...]:
+def checked_bounds(bounds: Sequence[float]) -> tuple[float, ...]:
+    """`bounds` checked (positive, strictly increasing), as the tuple every target with the
+    same bounds shares: `TargetEvents.rebound` onto it returns at once when unchanged."""
     out = tuple(float(b) for b in bounds)
     for b in out:
         if not (math.isfinite(b) and b > 0):
@@ -105,7 +107,7 @@ class TargetEvents:
     def __init__(
         self, bounds: Sequence[float] = DEFAULT_BOUNDS, tiers: Sequence[Tier] = DEFAULT_TIERS
     ) -> None:
-        self._bounds = _check(bounds)
+        self._bounds = checked_bounds(bounds)
         self._tiers = tuple(tiers)
         self._cells: list[RollingCounter | None] = [None] * (len(self._bounds) + 1)
         self._bad: RollingCounter | None = None
@@ -183,7 +185,9 @@ class TargetEvents:
     def rebound(self, bounds: Sequence[float]) -> None:
         """Move these events onto other bounds: each old cell goes into the new cell
         that holds its upper bound (see the module docstring)."""
-        new = _check(bounds)
+        if bounds is self._bounds:
+            return
+        new = checked_bounds(bounds)
         if new == self._bounds:
             return
         cells: list[RollingCounter | None] = [None] * (len(new) + 1)

@@ -16,7 +16,14 @@ from slamon.config.root import Config
 from slamon.config.slo import Slo
 from slamon.config.targets import Target
 from slamon.probers.base import FailureReason, ProbeResult
-from slamon.sli.events import EVENTS_KEY, EVENTS_SHAPE, TargetEvents, bounds_for, events_key
+from slamon.sli.events import (
+    EVENTS_KEY,
+    EVENTS_SHAPE,
+    TargetEvents,
+    bounds_for,
+    checked_bounds,
+    events_key,
+)
 from slamon.sli.slo import SloState
 
 TransitionHook = Callable[["TargetStatus", ProbeResult], None]
@@ -122,8 +129,14 @@ class LiveState:
                     thresholds.setdefault(tid, set()).add(slo.latency_threshold)
         old_events = self.events
         self.events = {}
+        # one checked tuple per distinct set of thresholds: most targets have none
+        bounds_of: dict[frozenset[float], tuple[float, ...]] = {}
         for tid in by_id:
-            bounds = bounds_for(thresholds.get(tid, ()), config.state.latency_bounds)
+            over = frozenset(thresholds.get(tid, ()))
+            bounds = bounds_of.get(over)
+            if bounds is None:
+                bounds = bounds_of[over] = checked_bounds(
+                    bounds_for(over, config.state.latency_bounds))
             events = old_events.pop(tid, None)
             if events is None:
                 events = TargetEvents(bounds)
@@ -134,7 +147,10 @@ class LiveState:
         for tid, events in old_events.items():
             self.park(events_key(tid), EVENTS_SHAPE, events.to_bytes())
         old_slos, old_keys, old_shapes = self.slos, self._slo_keys, self._shapes
-        old_state_shapes = {sid: self.shape(sid) for sid in old_slos}
+        kept = {slo.id for slo in config.slos}
+        # the shapes of the SLOs the config removes, which are parked under them (each a
+        # hash of its window key: not worth working out for the ones that stay)
+        removed_shapes = {sid: self.shape(sid) for sid in old_slos if sid not in kept}
         self.slos, self._slo_keys, self._shapes, self._legacy = {}, {}, {}, {}
         for slo in config.slos:
             prev_state = old_slos.get(slo.id)
@@ -158,9 +174,8 @@ class LiveState:
                 state.take_combined(prev_state)
             else:
                 self._unpark(slo.id)
-        for sid, state in old_slos.items():
-            if sid not in self.slos:
-                self.park(sid, old_state_shapes[sid], state.to_bytes())
+        for sid, shape in removed_shapes.items():
+            self.park(sid, shape, old_slos[sid].to_bytes())
         self._slos_by_target = {}
         for state in self.slos.values():
             for tid in state.parts:
