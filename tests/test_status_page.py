@@ -296,3 +296,41 @@ async def test_chromium_renders_the_scripted_outage(page: Page, tmp_path: Path) 
     if os.environ.get("SLAMON_UPDATE_SCREENSHOT"):
         Path(__file__).resolve().parent.parent.joinpath("docs", "status-page.png").write_bytes(
             data)
+
+
+async def test_the_incident_log_keeps_every_open_incident_and_drops_the_oldest_resolved(
+    tmp_path: Path,
+) -> None:
+    """Past its capacity the log drops the oldest resolved incidents, never an open one,
+    also after a restart (the count of resolved ones is read back with them)."""
+    store = StateStore(tmp_path / "state.sqlite3")
+    await store.open()
+    try:
+        log = IncidentLog(capacity=3)
+        await log.load(store)
+
+        def ev(kind: EventKind, target: str, at: float) -> Event:
+            return Event(kind, at, target=target, details={"reason": "refused"})
+
+        for i in range(5):  # more open incidents than the capacity: all stay
+            await log.record(ev(EventKind.TARGET_DOWN, f"t{i}", 100.0 + i))
+        assert [i.target for i in log.incidents] == ["t0", "t1", "t2", "t3", "t4"]
+        await log.record(ev(EventKind.TARGET_UP, "t3", 110.0))
+        await log.record(ev(EventKind.TARGET_UP, "t1", 111.0))
+        # a new one: the oldest resolved goes (t1), then t3: the open ones and the new stay
+        await log.record(ev(EventKind.TARGET_DOWN, "t5", 112.0))
+        assert [i.target for i in log.incidents] == ["t0", "t2", "t4", "t5"]
+        await log.record(ev(EventKind.TARGET_UP, "t0", 113.0))
+        again = IncidentLog(capacity=3)
+        await again.load(store)
+        # read back: the 3 most recent (t3 resolved among them) and every open one
+        assert [i.target for i in again.incidents] == ["t2", "t3", "t4", "t5"]
+        for log_ in (log, again):
+            await log_.record(ev(EventKind.TARGET_DOWN, "t6", 114.0))
+        assert [i.target for i in log.incidents] == ["t2", "t4", "t5", "t6"]
+        assert [i.target for i in again.incidents] == ["t2", "t4", "t5", "t6"]
+        await again.record(ev(EventKind.TARGET_UP, "t4", 115.0))
+        await again.record(ev(EventKind.TARGET_DOWN, "t7", 116.0))
+        assert [i.target for i in again.incidents] == ["t2", "t5", "t6", "t7"]
+    finally:
+        await store.close()

@@ -96,6 +96,9 @@ class IncidentLog:
     def __init__(self, capacity: int = 500, clock: Any = time.time) -> None:
         self.capacity = capacity
         self.incidents: deque[Incident] = deque()
+        #: how many of `incidents` are resolved: with none, a trim has nothing to drop and
+        #: need not look (10,000 targets down at once made each insert walk them all)
+        self._resolved = 0
         self._open_auto: dict[str, Incident] = {}
         self.reports: dict[str, Report] = {}
         self.store: Store | None = None
@@ -113,6 +116,7 @@ class IncidentLog:
         self.store = store
         loaded = await store.run_sql(lambda db: _load(db, self.capacity))
         self.incidents = deque(loaded)
+        self._resolved = sum(1 for i in loaded if not i.ongoing)
         self._open_auto = {i.target: i for i in loaded if i.source == "auto" and i.ongoing}
         self._next_id = max((i.id for i in loaded), default=0) + 1
 
@@ -128,15 +132,17 @@ class IncidentLog:
     async def _append(self, inc: Incident, update: Update) -> None:
         if self.store is not None:
             await self.store.run_sql(lambda db: _append(db, inc.id, update))
+        was_ongoing = inc.ongoing
         inc.updates.append(update)
+        if was_ongoing and not inc.ongoing:
+            self._resolved += 1  # an ongoing incident is never trimmed: it is in the deque
 
     def _trim(self) -> None:
-        while len(self.incidents) > self.capacity:
+        while len(self.incidents) > self.capacity and self._resolved:
             # the oldest resolved one goes; open ones stay whatever their age
-            oldest = next((i for i in self.incidents if not i.ongoing), None)
-            if oldest is None:
-                break
+            oldest = next(i for i in self.incidents if not i.ongoing)
             self.incidents.remove(oldest)
+            self._resolved -= 1
 
     # -- automatic incidents -------------------------------------------------
     async def record(self, event: Event) -> None:
