@@ -20,6 +20,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -465,10 +466,8 @@ async def test_a_period_closed_under_an_old_policy_is_signed_under_it_after_a_re
         await daemon.store.close()
 
 
-def _runtime_view(tracker: object) -> dict[str, object]:
-    """What an SLA runtime judges by, comparable across two builds."""
-    slas = tracker.slas  # type: ignore[attr-defined]
-    by_target = tracker._by_target  # type: ignore[attr-defined]
+def _runtime_view(slas: dict[str, Any], by_target: dict[str, list[Any]]) -> dict[str, object]:
+    """What an SLA tracker's runtimes judge by, comparable across two builds."""
     return {
         "slas": {sid: (rt.sla, rt.slo, rt.parts, rt.grace, rt.last_closed, rt.first_period,
                        rt.open_from, rt.policies, rt._switches) for sid, rt in slas.items()},
@@ -497,8 +496,7 @@ async def test_a_reload_builds_the_sla_runtimes_on_a_thread_and_never_takes_a_st
         def inline(config: Config, at: float) -> dict[str, object]:
             progress, held = tracker._snapshot()
             built = tracker._runtimes(config, progress, at, dict(held))
-            return _runtime_view(type("T", (), {"slas": built.slas,
-                                                "_by_target": built.by_target})())
+            return _runtime_view(built.slas, built.by_target)
 
         # taken as built: the same runtimes as an inline build, and the edit waits for the
         # next period (its digest differs from the running one's)
@@ -507,7 +505,7 @@ async def test_a_reload_builds_the_sla_runtimes_on_a_thread_and_never_takes_a_st
         running = tracker.slas["gold"].digest
         tracker.apply_config(edited, now, prepared)
         assert tracker.slas is prepared.built.slas
-        assert _runtime_view(tracker) == expected
+        assert _runtime_view(tracker.slas, tracker._by_target) == expected
         [first, then] = tracker.slas["gold"].policies
         assert first.digest == running and then.digest != running
         assert then.start == period_index(edited.slas[0].period, now) + 1
@@ -522,7 +520,7 @@ async def test_a_reload_builds_the_sla_runtimes_on_a_thread_and_never_takes_a_st
         expected = inline(again, later)
         tracker.apply_config(again, later, prepared)
         assert tracker.slas is not prepared.built.slas
-        assert _runtime_view(tracker) == expected
+        assert _runtime_view(tracker.slas, tracker._by_target) == expected
 
         # a period closed between the build and the reload: built again, from the
         # runtimes as they are now (the closed period's policy is gone)
@@ -536,7 +534,7 @@ async def test_a_reload_builds_the_sla_runtimes_on_a_thread_and_never_takes_a_st
         expected = inline(third, now)
         tracker.apply_config(third, now, prepared)
         assert tracker.slas is not prepared.built.slas
-        assert _runtime_view(tracker) == expected
+        assert _runtime_view(tracker.slas, tracker._by_target) == expected
         assert tracker.slas["gold"].last_closed == prepared.progress["gold"][0] + 1
     finally:
         await store.close()

@@ -344,22 +344,12 @@ class SlaTracker:
         are the stored ones (`policies_text`): the periods not closed yet that began
         under a policy the config has since changed are judged by it."""
         stored = schedules or {}
-        self._build(self.config, sla_progress, start_at, dict(policies or {}))
+        self._take(self._runtimes(self.config, sla_progress, start_at, dict(policies or {})))
         new = [(rt.sla.id, rt.first_period, schedule_text(rt.sla)) for rt in self.slas.values()
                if rt.sla.id not in stored]
         await self.store.set_sla_starts(new)
         self._schedules = {**stored, **{sid: schedule for sid, _, schedule in new}}
         await self._save_policies()
-
-    def _build(
-        self,
-        config: Config,
-        sla_progress: Mapping[str, tuple[int, int]],
-        now: float,
-        held: Mapping[str, list[Policy] | str],
-        digests: PolicyDigests | None = None,
-    ) -> None:
-        self._take(self._runtimes(config, sla_progress, now, held, digests))
 
     def _take(self, built: Built) -> None:
         self.slas = built.slas
@@ -483,7 +473,7 @@ class SlaTracker:
             self._take(prepared.built)
         else:
             digests = prepared.digests if prepared is not None else None
-            self._build(config, progress, now, dict(held), digests)
+            self._take(self._runtimes(config, progress, now, dict(held), digests))
         for sid, rt in self.slas.items():
             rt.closed_policy = closed.get(sid)
         added = {sid: (rt.first_period, schedule_text(rt.sla))
