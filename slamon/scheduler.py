@@ -298,7 +298,8 @@ class Scheduler:
         """Apply a reload: unchanged targets keep their schedule; removed ones stop."""
         new = {t.id: t for t in targets}
         for tid, entry in list(self._entries.items()):
-            if tid not in new or new[tid] != entry.target:
+            given = new.get(tid)
+            if given is None or (given is not entry.target and given != entry.target):
                 entry.removed = True
                 del self._entries[tid]
         for tid, target in new.items():

@@ -331,3 +331,39 @@ def test_stop_during_a_stuck_reload(tmp_path: Path, silent_port: int) -> None:
     assert proc.proc.returncode == 0, proc.log_path.read_text()
     assert proc.events()[-1] == "stopped"
     assert "reloaded" not in proc.events()
+
+
+async def test_a_reload_keeps_the_running_model_of_every_unchanged_target(
+    tmp_path: Path,
+) -> None:
+    """(d) In process: a reload hands on the running model of each target it leaves as
+    it was (worked out on a thread), so the live state and the scheduler tell it
+    unchanged by identity; an edited target gets its new model and a new status."""
+    from slamon.app.daemon import Daemon
+    from slamon.config.loader import load_config
+
+    path = tmp_path / "slamon.yaml"
+    text = textwrap.dedent(f"""
+        logging: {{level: warning}}
+        state: {{path: "{tmp_path}/state.sqlite3"}}
+        targets:
+          - {{id: a, kind: http, interval: 10s, timeout: 2s, http: {{url: "http://127.0.0.1:9/a"}}}}
+          - {{id: b, kind: http, interval: 10s, timeout: 2s, http: {{url: "http://127.0.0.1:9/b"}}}}
+        """)
+    path.write_text(text)
+    daemon = Daemon(load_config(path), config_path=path, loader=load_config)
+    await daemon._open_state()
+    try:
+        before = {t.id: t for t in daemon.parts.config.targets}
+        status = dict(daemon.parts.live.targets)
+        path.write_text(text.replace("timeout: 2s, http: {url: \"http://127.0.0.1:9/b\"}",
+                                     "timeout: 3s, http: {url: \"http://127.0.0.1:9/b\"}"))
+        assert await daemon.reload()
+        after = {t.id: t for t in daemon.parts.config.targets}
+        assert after["a"] is before["a"]
+        assert after["b"] is not before["b"] and after["b"].timeout == 3.0
+        assert daemon.parts.live.targets["a"] is status["a"]
+        assert daemon.parts.live.targets["b"] is not status["b"]
+    finally:
+        assert daemon.store is not None
+        await daemon.store.close()

@@ -330,7 +330,7 @@ class Daemon:
                 return False
             self.file_config = new
             await self.discovery.update(new.discovery)
-            new = self._running(new)
+            new = await asyncio.to_thread(self.parts.intern_targets, self._running(new))
             prepared = await self.parts.prepare_config(new)
         if new.server != self.parts.config.server:
             self.log.warning("reload_server_unchanged",
@@ -338,7 +338,7 @@ class Daemon:
         if new.status_page.listen != self.parts.config.status_page.listen:
             self.log.warning("reload_server_unchanged", reason="status_page.listen needs a restart")
         self.parts.apply_config(new, prepared)
-        runtime.settle_heap()
+        runtime.settle_heap(full=False)
         self.reloads.ok += 1
         self.log.info("reloaded", targets=len(new.targets), slos=len(new.slos))
         return True

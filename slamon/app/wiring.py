@@ -415,6 +415,17 @@ class Components:
         """What makes `new` unusable for the running state, though valid on its own."""
         return [] if self.tracker is None else self.tracker.schedule_errors(new)
 
+    def intern_targets(self, new: Config) -> Config:
+        """`new` with each target equal to a running one replaced by that one (pure: for a
+        thread). The live state and the scheduler then tell an unchanged target by
+        identity: comparing 10,000 target models field by field held the loop ~0.1 s."""
+        running = {t.id: t for t in self.config.targets}
+        targets = [t if (old := running.get(t.id)) is None or old != t else old
+                   for t in new.targets]
+        if all(a is b for a, b in zip(targets, new.targets, strict=True)):
+            return new
+        return new.model_copy(update={"targets": targets})
+
     async def prepare_config(self, new: Config) -> PreparedBuild | None:
         """What `apply_config(new)` would otherwise work out in the event loop, worked out
         on a thread first: the SLA tracker's policy digests and runtimes (~0.5 s at 10,000

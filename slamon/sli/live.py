@@ -118,7 +118,7 @@ class LiveState:
         self.targets = {}
         for tid, target in by_id.items():
             prev = old_targets.get(tid)
-            if prev is not None and prev.target == target:
+            if prev is not None and (prev.target is target or prev.target == target):
                 self.targets[tid] = prev
             else:
                 self.targets[tid] = TargetStatus(target)
