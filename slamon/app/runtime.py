@@ -113,7 +113,7 @@ def settle_heap(full: bool = True) -> None:
     at 5,000 targets, while what a reload drops (the old config and runtimes) has no
     cycles and goes by reference counting.
     """
-    gc.collect() if full else gc.collect(1)
+    gc.collect(2 if full else 1)
     gc.freeze()
     gc.enable()  # `defer_gc` turned it off for start-up
     gen0, gen1, _ = gc.get_threshold()
