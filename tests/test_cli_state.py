@@ -39,6 +39,7 @@ async def test_export_csv_and_json_while_store_is_open(tmp_path: Path) -> None:
         stored = await state.store.get_period("gold", P)
         assert stored is not None and breached["evidence_root"] == hex0x(stored.root)
         assert breached["policy_digest"] == hex0x(stored.policy_digest)
+        assert "judged_by" not in breached  # CSV keeps its flat columns
 
         # JSON to a file; [from, to) selects by overlap: only P+1 here
         target = tmp_path / "out.json"
@@ -52,6 +53,13 @@ async def test_export_csv_and_json_while_store_is_open(tmp_path: Path) -> None:
         assert only["period"] == P + 1 and only["verdict"] == "met"
         assert only["sli"] == 1.0 and only["parts"]["api"]["no_data"] == 1
         assert set(only["parts"]) == {"api", "web"}
+        # the rules the period was judged by, as kept when it closed (the API's form)
+        kept = await state.store.get_period("gold", P + 1)
+        assert kept is not None and kept.policy is not None
+        judged = only["judged_by"]
+        assert judged == kept.judged_by()
+        assert judged["sla"]["id"] == "gold" and judged["slo"]["objective"] == 0.9
+        assert sorted(judged["slo"]["targets"]) == ["api", "web"]
     finally:
         await state.store.close()
 
@@ -89,3 +97,27 @@ async def test_export_errors(tmp_path: Path) -> None:
                   "--to", "2026-12-01")
     assert out.returncode == 2 and "does not exist" in out.stderr
     assert not (other / "state.sqlite3").exists()  # the export never creates state
+
+
+async def test_export_of_a_state_file_from_before_the_kept_policies(tmp_path: Path) -> None:
+    """A state file whose periods have no `policy` column (schema 7, before closed
+    periods kept their policy) exports as before, `judged_by` null."""
+    import sqlite3
+
+    state = await make_state(tmp_path)
+    await state.store.close()
+    db = sqlite3.connect(tmp_path / "state.sqlite3")
+    try:
+        db.execute("ALTER TABLE periods DROP COLUMN policy")
+        db.execute("PRAGMA user_version = 7")
+        db.commit()
+    finally:
+        db.close()
+    out = run_cli("export", "-c", str(state.config_path), "--sla", "gold",
+                  "--from", utc_iso(P * 60)[:10], "--to", utc_iso((P + 2) * 60 + 86400)[:10],
+                  "--format", "json")
+    assert out.returncode == 0, out.stderr
+    periods = json.loads(out.stdout)["periods"]
+    assert [p["period"] for p in periods] == [P, P + 1]
+    assert [p["judged_by"] for p in periods] == [None, None]
+    assert periods[0]["verdict"] == "breached"

@@ -12,7 +12,8 @@ report), sli_ppm, objective, objective_ppm, verdict, maintenance_excluded,
 maintenance_seconds, evidence_root, policy_digest, closed_at, and per part
 good, valid, no_data, sli, sli_ppm, maintenance_excluded. CSV flattens parts
 into `part:<target>:<field>` columns (the union over the exported periods);
-JSON nests them under `parts`.
+JSON nests them under `parts`, and adds `judged_by` (the SLA, SLO and maintenance
+windows the period was judged by, null for periods closed before they were kept).
 """
 
 from __future__ import annotations
@@ -97,15 +98,18 @@ class ReadOnlyState:
 
     def periods(self, sla: str, start: int, end: int) -> list[StoredPeriod]:
         """Closed periods of `sla` overlapping [start, end), oldest first."""
+        columns = {str(r[1]) for r in self._db.execute("PRAGMA table_info(periods)")}
+        # a state file from before the periods kept their policy has no such column
+        policy = "policy" if "policy" in columns else "NULL"
         rows = self._db.execute(
-            "SELECT sla, period, start, end, closed_at, result, root, policy_digest "
-            "FROM periods WHERE sla = ? AND start < ? AND end > ? ORDER BY period",
+            "SELECT sla, period, start, end, closed_at, result, root, policy_digest, "
+            f"{policy} FROM periods WHERE sla = ? AND start < ? AND end > ? ORDER BY period",
             (sla, end, start),
         )
         return [
             StoredPeriod(str(s), int(n), int(a), int(b), float(c), json.loads(r),
-                         bytes(root), bytes(d))
-            for s, n, a, b, c, r, root, d in rows
+                         bytes(root), bytes(d), None if kept is None else str(kept))
+            for s, n, a, b, c, r, root, d, kept in rows
         ]
 
 
@@ -164,6 +168,8 @@ def period_row(p: StoredPeriod) -> dict[str, Any]:
         "policy_digest": hex0x(p.policy_digest),
         "closed_at": utc_iso(int(p.closed_at)),
         "parts": parts,
+        # JSON only (CSV keeps its flat columns): the rules the period was judged by
+        "judged_by": p.judged_by(),
     }
 
 

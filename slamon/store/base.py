@@ -11,6 +11,7 @@ of what arrived since, so nothing is lost while the database refuses writes.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
@@ -91,6 +92,17 @@ class ClosedPeriod:
     #: `policy_text`), so that it can be signed and audited after the config moved on;
     #: None for periods closed before the store kept it
     policy: str | None = None
+
+    def judged_by(self) -> dict[str, Any] | None:
+        """The SLA, SLO and maintenance windows (config form, as stored) the period was
+        judged by; None for a period closed before the store kept them."""
+        if self.policy is None:
+            return None
+        try:
+            doc = json.loads(self.policy)
+            return {key: doc[key] for key in ("sla", "slo", "maintenance")}
+        except (ValueError, TypeError, KeyError):
+            return None
 
 
 @dataclass(slots=True)

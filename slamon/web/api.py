@@ -15,7 +15,6 @@ credentials): only ids and numbers appear in responses.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -210,7 +209,7 @@ class Api:
             "closed_at_iso": utc_iso(int(cp.closed_at)),
             "evidence_root": hex0x(cp.root),
             "policy_digest": hex0x(cp.policy_digest),
-            "judged_by": judged_by(cp),
+            "judged_by": cp.judged_by(),
             **self.counts(cp.result),
             "result": cp.result,
         }
@@ -337,18 +336,6 @@ def progress(start: int, end: int, now: float) -> float:
     return min(1.0, max(0.0, (now - start) / (end - start)))
 
 
-def judged_by(cp: ClosedPeriod) -> dict[str, Any] | None:
-    """The SLA, SLO and maintenance windows (config form, as stored) a closed period was
-    judged by; None for a period closed before the store kept them."""
-    if cp.policy is None:
-        return None
-    try:
-        doc = json.loads(cp.policy)
-        return {key: doc[key] for key in ("sla", "slo", "maintenance")}
-    except (ValueError, TypeError, KeyError):
-        return None
-
-
 def evidence_with_proofs(rt: SlaRuntime, cp: ClosedPeriod, leaves: list[Leaf]) -> dict[str, Any]:
     """evidence_document plus a proof per leaf (same order as `leaves`).
 
@@ -364,7 +351,7 @@ def evidence_with_proofs(rt: SlaRuntime, cp: ClosedPeriod, leaves: list[Leaf]) -
         extra={
             "onchain_id": hex0x(rt.sla.onchain_id_bytes),
             "policy_digest": hex0x(cp.policy_digest),
-            "judged_by": judged_by(cp),
+            "judged_by": cp.judged_by(),
             "closed_at": cp.closed_at,
             "result": cp.result,
             "proofs": proofs,
