@@ -116,7 +116,7 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
 
 
 H2Mode = Literal["ok", "reset", "goaway", "goaway_graceful", "garbage", "close_mid_body",
-                 "hang_body"]
+                 "hang_body", "answer_early"]
 
 
 class MisbehavingH2Server(StreamServer):
@@ -162,6 +162,21 @@ class MisbehavingH2Server(StreamServer):
                     size += len(event.data)
                     conn.acknowledge_received_data(event.flow_controlled_length,
                                                    event.stream_id)
+                    if self.mode == "answer_early" and size:
+                        # as nginx's `return` on a POST: the whole answer before the
+                        # rest of the body, then RST_STREAM(NO_ERROR) (RFC 9113 8.1), in
+                        # the same write as the WINDOW_UPDATE the client waits for
+                        self.requests.append((fields, size))
+                        conn.increment_flow_control_window(size)
+                        conn.increment_flow_control_window(size, event.stream_id)
+                        conn.send_headers(event.stream_id, [(":status", "200")])
+                        conn.send_data(event.stream_id, MARKER + b" posted\n",
+                                       end_stream=True)
+                        conn.reset_stream(event.stream_id, ErrorCodes.NO_ERROR)
+                        writer.write(conn.data_to_send())
+                        await writer.drain()
+                        await reader.read(65536)
+                        return
                 elif isinstance(event, StreamEnded):
                     self.requests.append((fields, size))
                     await self._answer(conn, writer, event.stream_id)

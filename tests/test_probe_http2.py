@@ -134,6 +134,22 @@ async def test_request_fields(tls_ca: trustme.CA, ca_file: str) -> None:
         assert size == 200_000
 
 
+async def test_an_answer_before_the_whole_request_body_ends_the_probe(
+    tls_ca: trustme.CA, ca_file: str
+) -> None:
+    """RFC 9113 8.1: a server may answer before it has read the request body, then reset
+    the stream with NO_ERROR (nginx does, on a `return`). The probe takes the answer: the
+    client stops sending, and a window update that arrives with the reset does not make
+    it write on the closed stream."""
+    async with MisbehavingH2Server(tls_ca, "answer_early") as server:
+        r = await http.probe(http_target(server.url("/post"), ca_file=ca_file, http2=True,
+                                         method="POST", body="y" * 200_000,
+                                         body_contains=["posted"]), 2.0)
+        assert r.ok and r.http_version == "2.0", r
+        [(fields, size)] = server.requests
+        assert fields[":method"] == "POST" and 0 < size < 200_000
+
+
 async def test_graceful_goaway_lets_the_stream_finish(tls_ca: trustme.CA, ca_file: str) -> None:
     """RFC 9113 6.8: streams up to the GOAWAY's last stream id may still complete."""
     async with MisbehavingH2Server(tls_ca, "goaway_graceful") as server:

@@ -83,16 +83,27 @@ class H2Protocol(ResponseReader):
         self._flush()
 
     def _pump(self) -> None:
-        """Send as much of the request body as the peer's windows allow."""
+        """Send as much of the request body as the peer's windows allow.
+
+        A server may answer before it has read the body and close the stream (RFC 9113
+        8.1; nginx does on a `return`). h2 reports events after taking a whole read, so
+        a window update can be handled when the stream is already closed: the rest of
+        the body is then dropped, and the answer's events decide the probe."""
+        from h2.exceptions import StreamClosedError
+
         conn = self.conn
         if conn is None or not self._pending:
             return
-        while self._pending:
-            room = min(conn.local_flow_control_window(_STREAM), conn.max_outbound_frame_size)
-            if room <= 0:
-                return
-            chunk, self._pending = self._pending[:room], self._pending[room:]
-            conn.send_data(_STREAM, chunk, end_stream=not self._pending)
+        try:
+            while self._pending:
+                room = min(conn.local_flow_control_window(_STREAM),
+                           conn.max_outbound_frame_size)
+                if room <= 0:
+                    return
+                chunk, self._pending = self._pending[:room], self._pending[room:]
+                conn.send_data(_STREAM, chunk, end_stream=not self._pending)
+        except StreamClosedError:
+            self._pending = b""
 
     def _flush(self) -> None:
         conn, transport = self.conn, self.transport
