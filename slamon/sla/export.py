@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from slamon.sla.evidence import hex0x
-from slamon.store.sqlite import APPLICATION_ID, SCHEMA_VERSION, ClosedPeriod
+from slamon.store.sqlite import APPLICATION_ID, SCHEMA_VERSION, ClosedPeriod, period_rows
 from slamon.util.units import ppm_to_ratio
 from slamon.wallclock import utc_iso
 
@@ -98,19 +98,9 @@ class ReadOnlyState:
 
     def periods(self, sla: str, start: int, end: int) -> list[StoredPeriod]:
         """Closed periods of `sla` overlapping [start, end), oldest first."""
-        columns = {str(r[1]) for r in self._db.execute("PRAGMA table_info(periods)")}
-        # a state file from before the periods kept their policy has no such column
-        policy = "policy" if "policy" in columns else "NULL"
-        rows = self._db.execute(
-            "SELECT sla, period, start, end, closed_at, result, root, policy_digest, "
-            f"{policy} FROM periods WHERE sla = ? AND start < ? AND end > ? ORDER BY period",
-            (sla, end, start),
-        )
-        return [
-            StoredPeriod(str(s), int(n), int(a), int(b), float(c), json.loads(r),
-                         bytes(root), bytes(d), None if kept is None else str(kept))
-            for s, n, a, b, c, r, root, d, kept in rows
-        ]
+        rows = period_rows(self._db, "sla = ? AND start < ? AND end > ? ORDER BY period",
+                           (sla, end, start))
+        return [StoredPeriod(*row) for row in rows]
 
 
 def parse_date(value: str, what: str) -> int:

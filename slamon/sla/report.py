@@ -279,7 +279,7 @@ def _markdown(period: Period, sla: Sla, facts: list[tuple[str, str]],
 
 def read_period(path: Path, sla: str, n: int) -> tuple[Period, dict[str, list[tuple[int, int, int, int]]] | None]:  # noqa: E501
     """The closed period and its evidence leaves (None when pruned), opened read-only."""
-    from slamon.store.sqlite import APPLICATION_ID
+    from slamon.store.sqlite import APPLICATION_ID, period_rows
 
     if not path.is_file():
         raise RenderError(f"state file {path} does not exist (state.path in the config)")
@@ -291,17 +291,10 @@ def read_period(path: Path, sla: str, n: int) -> tuple[Period, dict[str, list[tu
         db.execute("PRAGMA busy_timeout=5000")
         if int(db.execute("PRAGMA application_id").fetchone()[0]) != APPLICATION_ID:
             raise RenderError(f"{path} is not a slamon state file")
-        # read-only: a file of an older schema is read as it is, without the policy column
-        kept = "policy" in {str(c[1]) for c in db.execute("PRAGMA table_info(periods)")}
-        row = db.execute(
-            "SELECT sla, period, start, end, closed_at, result, root, policy_digest, "
-            f"{'policy' if kept else 'NULL'} FROM periods WHERE sla = ? AND period = ?",
-            (sla, n)).fetchone()
-        if row is None:
+        found = period_rows(db, "sla = ? AND period = ?", (sla, n))
+        if not found:
             raise RenderError(f"period {n} of SLA {sla!r} is not closed (or unknown)")
-        period = Period(str(row[0]), int(row[1]), int(row[2]), int(row[3]), float(row[4]),
-                        json.loads(row[5]), bytes(row[6]), bytes(row[7]),
-                        None if row[8] is None else str(row[8]))
+        period = Period(*found[0])
         leaves: dict[str, list[tuple[int, int, int, int]]] = {}
         for target, bucket, good, valid, no_data in db.execute(
             "SELECT s.target, l.bucket, l.good, l.valid, l.no_data FROM leaves l "

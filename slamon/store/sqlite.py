@@ -327,16 +327,9 @@ class StateStore(Store):
         db = self._db()
         lo = first if first is not None else -(2**62)
         hi = last if last is not None else 2**62
-        rows = db.execute(
-            "SELECT sla, period, start, end, closed_at, result, root, policy_digest, policy "
-            "FROM periods WHERE sla = ? AND period >= ? AND period <= ? ORDER BY period",
-            (sla, lo, hi),
-        )
-        return [
-            ClosedPeriod(s, int(n), int(a), int(b), float(c), json.loads(r), bytes(root),
-                         bytes(d), pol)
-            for s, n, a, b, c, r, root, d, pol in rows
-        ]
+        rows = period_rows(db, "sla = ? AND period >= ? AND period <= ? ORDER BY period",
+                           (sla, lo, hi), has_policy=True)
+        return [ClosedPeriod(*row) for row in rows]
 
     # -- maintenance ------------------------------------------------------
     def _prune(self, sla: str, before_bucket: int) -> int:
@@ -384,3 +377,24 @@ def _read_only_fs(path: Path) -> bool:
         return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
     except OSError:
         return False
+
+
+#: a stored closed period's fields, in ClosedPeriod's order
+PeriodRow = tuple[str, int, int, int, float, dict[str, object], bytes, bytes, str | None]
+
+
+def period_rows(db: sqlite3.Connection, where: str, params: Sequence[object],
+                has_policy: bool | None = None) -> list[PeriodRow]:
+    """The closed periods `where` selects (SQL after WHERE, `?` for `params`), as
+    ClosedPeriod's fields in order. `has_policy` None: look whether the file has the
+    `policy` column. A read-only reader (export, report) opens files of older schemas
+    as they are, and a file from before the periods kept their policy has none: None."""
+    if has_policy is None:
+        has_policy = "policy" in {str(c[1]) for c in db.execute("PRAGMA table_info(periods)")}
+    policy = "policy" if has_policy else "NULL"
+    rows = db.execute(
+        "SELECT sla, period, start, end, closed_at, result, root, policy_digest, "
+        f"{policy} FROM periods WHERE {where}", tuple(params))
+    return [(str(s), int(n), int(a), int(b), float(c), json.loads(r), bytes(root), bytes(d),
+             None if kept is None else str(kept))
+            for s, n, a, b, c, r, root, d, kept in rows]
