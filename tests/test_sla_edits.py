@@ -30,6 +30,8 @@ from slamon.config.loader import load_config
 from slamon.config.root import Config
 from slamon.probers.base import FailureReason, ProbeResult
 from slamon.sla.periods import period_bounds, period_index
+from slamon.sla.tracker import SlaTracker
+from slamon.store.base import Store
 
 #: server, logging, state and the web target: what both configs below start with
 HEAD = """
@@ -62,16 +64,22 @@ def write(path: Path, period: str = DAILY, res: str = "5m") -> None:
     path.write_text(textwrap.dedent(CONFIG.format(state=state, period=period, res=res)))
 
 
+async def opened(path: Path) -> tuple[Daemon, SlaTracker, Store]:
+    """A daemon on the config at `path`, its state opened (not running)."""
+    daemon = Daemon(load_config(path), config_path=path, loader=load_config)
+    await daemon._open_state()
+    tracker, store = daemon.parts.tracker, daemon.store
+    assert tracker is not None and store is not None
+    return daemon, tracker, store
+
+
 @pytest.mark.parametrize("edit", list(REFUSED))
 async def test_a_schedule_edit_is_refused_by_a_reload_and_at_start(
     tmp_path: Path, edit: str
 ) -> None:
     path = tmp_path / "slamon.yaml"
     write(path)
-    daemon = Daemon(load_config(path), config_path=path, loader=load_config)
-    await daemon._open_state()
-    tracker, store = daemon.parts.tracker, daemon.store
-    assert tracker is not None and store is not None
+    daemon, tracker, store = await opened(path)
     rt = tracker.slas["gold"]
     n = period_index(rt.sla.period, time.time())
     start = period_bounds(rt.sla.period, n)[0]  # results early in today's period
@@ -123,9 +131,7 @@ async def test_an_unchanged_schedule_is_written_once_and_a_new_sla_gets_its_own(
 ) -> None:
     path = tmp_path / "slamon.yaml"
     write(path)
-    daemon = Daemon(load_config(path), config_path=path, loader=load_config)
-    await daemon._open_state()
-    assert daemon.store is not None and daemon.parts.tracker is not None
+    daemon, _, _ = await opened(path)
     loaded = await daemon.store.load()
     assert loaded.sla_schedules == {
         "gold": '{"evidence_resolution":300,"period":{"kind":"daily","timezone":"UTC"}}'}
@@ -147,9 +153,7 @@ async def test_an_sla_removed_and_added_back_keeps_its_schedule(tmp_path: Path) 
     back with another schedule is refused, as a restart would refuse it."""
     path = tmp_path / "slamon.yaml"
     write(path)
-    daemon = Daemon(load_config(path), config_path=path, loader=load_config)
-    await daemon._open_state()
-    assert daemon.store is not None and daemon.parts.tracker is not None
+    daemon, _, _ = await opened(path)
     try:
         text = path.read_text()
         path.write_text(text.split("slas:")[0])
@@ -241,9 +245,7 @@ async def test_each_period_equals_a_recount_under_the_config_it_began_with(
     assert old in text
     edited = text.replace(old, new)
     path.write_text(text)
-    daemon = Daemon(load_config(path), config_path=path, loader=load_config)
-    await daemon._open_state()
-    assert daemon.parts.tracker is not None and daemon.store is not None
+    daemon, _, _ = await opened(path)
     spec = daemon.parts.tracker.slas["gold"].sla.period
     n = period_index(spec, anchor)
     begins = {n: anchor + 300, n + 1: period_bounds(spec, n + 1)[0]}
@@ -419,10 +421,7 @@ async def test_a_period_closed_under_an_old_policy_is_signed_under_it_after_a_re
     path.write_text(text)
     old = policy_digest_for(*(lambda c: (c.slas[0], c.slos[0], c))(load_config(path)))
 
-    daemon = Daemon(load_config(path), config_path=path, loader=load_config)
-    await daemon._open_state()
-    tracker = daemon.parts.tracker
-    assert daemon.store is not None and tracker is not None
+    daemon, tracker, _ = await opened(path)
     rt = tracker.slas["gold"]
     n = period_index(rt.sla.period, anchor)
     try:
@@ -484,10 +483,7 @@ async def test_a_reload_builds_the_sla_runtimes_on_a_thread_and_never_takes_a_st
     again in the loop. Either way the runtimes are the ones an inline build gives."""
     path = tmp_path / "slamon.yaml"
     write(path)
-    daemon = Daemon(load_config(path), config_path=path, loader=load_config)
-    await daemon._open_state()
-    tracker, store = daemon.parts.tracker, daemon.store
-    assert tracker is not None and store is not None
+    _, tracker, store = await opened(path)
     try:
         path.write_text(path.read_text().replace("objective: 0.9", "objective: 0.95"))
         edited = load_config(path)
