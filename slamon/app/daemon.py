@@ -30,7 +30,7 @@ from typing import Any, NoReturn
 
 from prometheus_client.core import CounterMetricFamily, Metric
 
-from slamon.app import runtime
+from slamon.app import config_child, runtime
 from slamon.app.discovery import DiscoveryManager
 from slamon.app.sdnotify import SystemdNotifier, status_line, watchdog_loop
 from slamon.app.shard import apply_shard
@@ -314,11 +314,16 @@ class Daemon:
         if self.config_path is None or self._loader is None:
             self.log.warning("reload_unavailable", reason="no config file")
             return False
-        self.log.info("reload_started", path=str(self.config_path))
+        # a large config is read in a child process (on another core, so probes start on
+        # time meanwhile), a small one on a thread; the child runs `load_config`, so
+        # another loader (tests) reads on the thread
+        apart = (self._loader is load_config
+                 and len(self.parts.config.targets) >= config_child.FROM_TARGETS)
+        self.log.info("reload_started", path=str(self.config_path),
+                      reader="child" if apart else "thread")
         with runtime.loop_first():
             try:
-                new = await runtime.in_daemon_thread(partial(self._loader, self.config_path),
-                                                     "reload")
+                new = await self._read_config(self.config_path, self._loader, apart)
             except ConfigError as exc:
                 self.reloads.failed += 1
                 self.log.error("reload_failed", errors=exc.errors)
@@ -342,6 +347,18 @@ class Daemon:
         self.reloads.ok += 1
         self.log.info("reloaded", targets=len(new.targets), slos=len(new.slos))
         return True
+
+    async def _read_config(self, path: str | Path, loader: Callable[[str | Path], Config],
+                           apart: bool) -> Config:
+        """The reload's new config, read in a child process when `apart`; a child that
+        gives no answer (killed, out of memory) is logged and the thread reads instead."""
+        if apart:
+            try:
+                return await config_child.load_apart(path)
+            except config_child.ChildFailed as exc:
+                self.log.warning("reload_reader_failed", reason=str(exc),
+                                 fallback="reading on a thread")
+        return await runtime.in_daemon_thread(partial(loader, path), "reload")
 
 
 def serve(

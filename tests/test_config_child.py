@@ -1,0 +1,153 @@
+"""A large config's reload is read in a child process (slamon/app/config_child.py): the
+child answers what `load_config` answers in the daemon (the config, or the same errors),
+a cancelled read kills it, and a daemon whose child gives no answer reads on a thread.
+Real child processes, real files, a FIFO where a read must hang."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+import structlog
+
+import slamon
+from slamon.app import config_child
+from slamon.app.config_child import ChildFailed, load_apart
+from slamon.app.daemon import Daemon
+from slamon.config.loader import ConfigError, load_config
+
+TARGET = '  - {{id: {tid}, kind: http, interval: 10s, timeout: 2s, http: {{url: "http://127.0.0.1:9/{tid}", headers: {{Authorization: "Bearer ${{PROBE_TOKEN}}"}}}}}}\n'  # noqa: E501
+
+
+def write_config(tmp_path: Path, objective: str = "0.99", extra: str = "") -> Path:
+    """A main file with an SLO and an SLA, its targets in an included file that takes a
+    secret from the environment: what the child must resolve as the daemon does."""
+    (tmp_path / "targets.d").mkdir(exist_ok=True)
+    (tmp_path / "targets.d" / "web.yaml").write_text(
+        "targets:\n" + "".join(TARGET.format(tid=t) for t in ("a", "b")) + extra)
+    path = tmp_path / "slamon.yaml"
+    path.write_text(textwrap.dedent(f"""
+        logging: {{level: warning}}
+        state: {{path: "{tmp_path}/state.sqlite3"}}
+        include: ["targets.d/*.yaml"]
+        slos:
+          - {{id: web, targets: [a, b], objective: {objective}, window: 1h}}
+        slas:
+          - {{id: web-sla, slo: web, period: {{kind: monthly}}}}
+        """))
+    return path
+
+
+async def test_the_child_answers_what_load_config_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROBE_TOKEN", "s3cret-token")
+    path = write_config(tmp_path)
+    apart = await load_apart(path)
+    assert apart == load_config(path)
+    headers = apart.targets[0].http.headers if apart.targets[0].http else {}
+    assert "s3cret-token" in str(headers), "the child reads the daemon's environment"
+
+    # an invalid file: the same errors, naming the file and the place
+    (tmp_path / "targets.d" / "web.yaml").write_text(
+        "targets:\n" + TARGET.format(tid="a").replace("interval: 10s", "interval: 0s"))
+    with pytest.raises(ConfigError) as here:
+        load_config(path)
+    with pytest.raises(ConfigError) as there:
+        await load_apart(path)
+    assert there.value.errors == here.value.errors
+    assert there.value.source == here.value.source
+    assert any("interval" in e for e in there.value.errors), there.value.errors
+
+    # an unreadable file is a ConfigError too, not a failed child
+    with pytest.raises(ConfigError) as missing:
+        await load_apart(tmp_path / "nowhere.yaml")
+    assert "nowhere.yaml" in str(missing.value)
+
+
+async def test_a_child_of_another_slamon_gives_no_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A package upgraded on disk under a running daemon: the child's models would not be
+    the daemon's, so it refuses rather than hand them over."""
+    monkeypatch.setenv("PROBE_TOKEN", "t")
+    monkeypatch.setattr(slamon, "__version__", "0.0.0+running")
+    with pytest.raises(ChildFailed, match=r"the daemon 0\.0\.0"):
+        await load_apart(write_config(tmp_path))
+
+
+def child_pids() -> set[int]:
+    pids: set[int] = set()
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        pids.update(int(p) for p in (task / "children").read_text().split())
+    return pids
+
+
+async def test_a_cancelled_read_kills_the_child(tmp_path: Path) -> None:
+    """The daemon stops during a reload whose file hangs (a FIFO nobody writes, as a hung
+    mount): the child goes with it."""
+    fifo = tmp_path / "slamon.yaml"
+    os.mkfifo(fifo)
+    before = child_pids()
+    read = asyncio.create_task(load_apart(fifo))
+    # opening the FIFO to write blocks until the child opened it to read
+    fd = await asyncio.to_thread(os.open, fifo, os.O_WRONLY)
+    try:
+        assert child_pids() - before, "the child reads the FIFO"
+        read.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await read
+        assert child_pids() == before, "the child was killed and reaped"
+        with pytest.raises(OSError) as broken:
+            os.write(fd, b"targets: []\n")
+        assert broken.value.errno == errno.EPIPE
+    finally:
+        os.close(fd)
+
+
+async def test_a_reload_reads_a_large_config_in_a_child(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In process, with the threshold at one target: the reload reads in a child and
+    applies what it read; an invalid edit keeps the running config; a child that gives
+    no answer is logged and the reload reads on a thread."""
+    monkeypatch.setenv("PROBE_TOKEN", "t")
+    monkeypatch.setattr(config_child, "FROM_TARGETS", 1)
+    path = write_config(tmp_path)
+    daemon = Daemon(load_config(path), config_path=path, loader=load_config)
+    await daemon._open_state()
+    try:
+        write_config(tmp_path, objective="0.995")
+        with structlog.testing.capture_logs() as logs:
+            assert await daemon.reload()
+        assert [e.get("reader") for e in logs if e["event"] == "reload_started"] == ["child"]
+        assert daemon.parts.config.slos[0].objective == 0.995
+        assert daemon.parts.config == load_config(path)
+
+        (tmp_path / "targets.d" / "web.yaml").write_text("targets: [{id: a}]\n")
+        with structlog.testing.capture_logs() as logs:
+            assert not await daemon.reload()
+        failed = [e for e in logs if e["event"] == "reload_failed"]
+        assert failed and any("web.yaml" in e for e in failed[0]["errors"]), failed
+        assert {t.id for t in daemon.parts.config.targets} == {"a", "b"}
+
+        write_config(tmp_path, objective="0.9")
+        monkeypatch.setattr(slamon, "__version__", "0.0.0+running")
+        with structlog.testing.capture_logs() as logs:
+            assert await daemon.reload()
+        fell_back = [e for e in logs if e["event"] == "reload_reader_failed"]
+        assert len(fell_back) == 1 and fell_back[0]["log_level"] == "warning", logs
+        assert daemon.parts.config.slos[0].objective == 0.9
+
+        # below the threshold the thread reads, as before
+        monkeypatch.setattr(config_child, "FROM_TARGETS", 3)
+        with structlog.testing.capture_logs() as logs:
+            assert await daemon.reload()
+        assert [e.get("reader") for e in logs if e["event"] == "reload_started"] == ["thread"]
+    finally:
+        assert daemon.store is not None
+        await daemon.store.close()
