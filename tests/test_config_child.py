@@ -19,6 +19,8 @@ from slamon.app import config_child
 from slamon.app.config_child import ChildFailed, load_apart
 from slamon.app.daemon import Daemon
 from slamon.config.loader import ConfigError, load_config
+from slamon.sla import tracker
+from slamon.sla.policy import policy_digests
 
 TARGET = '  - {{id: {tid}, kind: http, interval: 10s, timeout: 2s, http: {{url: "http://127.0.0.1:9/{tid}", headers: {{Authorization: "Bearer ${{PROBE_TOKEN}}"}}}}}}\n'  # noqa: E501
 
@@ -47,8 +49,10 @@ async def test_the_child_answers_what_load_config_answers(
 ) -> None:
     monkeypatch.setenv("PROBE_TOKEN", "s3cret-token")
     path = write_config(tmp_path)
-    apart = await load_apart(path)
+    apart, digests = await load_apart(path)
     assert apart == load_config(path)
+    assert digests == policy_digests(load_config(path)).digests
+    assert set(digests) == {"web-sla"}
     headers = apart.targets[0].http.headers if apart.targets[0].http else {}
     assert "s3cret-token" in str(headers), "the child reads the daemon's environment"
 
@@ -83,7 +87,10 @@ async def test_a_child_of_another_slamon_gives_no_answer(
 def child_pids() -> set[int]:
     pids: set[int] = set()
     for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        pids.update(int(p) for p in (task / "children").read_text().split())
+        try:
+            pids.update(int(p) for p in (task / "children").read_text().split())
+        except FileNotFoundError:  # a thread that ended meanwhile
+            continue
     return pids
 
 
@@ -113,8 +120,10 @@ async def test_a_reload_reads_a_large_config_in_a_child(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """In process, with the threshold at one target: the reload reads in a child and
-    applies what it read; an invalid edit keeps the running config; a child that gives
-    no answer is logged and the reload reads on a thread."""
+    applies what it read, the SLA judged (from the next period) by the digest the child
+    worked out, which the daemon did not work out again; an invalid edit keeps the
+    running config; a child that gives no answer is logged and the reload reads on a
+    thread."""
     monkeypatch.setenv("PROBE_TOKEN", "t")
     monkeypatch.setattr(config_child, "FROM_TARGETS", 1)
     path = write_config(tmp_path)
@@ -122,11 +131,23 @@ async def test_a_reload_reads_a_large_config_in_a_child(
     await daemon._open_state()
     try:
         write_config(tmp_path, objective="0.995")
+        inline = policy_digests(load_config(path)).digests["web-sla"]
+        worked_out: list[object] = []
+
+        def counted(config: object) -> object:
+            worked_out.append(config)
+            return policy_digests(config)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(tracker, "policy_digests", counted)
         with structlog.testing.capture_logs() as logs:
             assert await daemon.reload()
         assert [e.get("reader") for e in logs if e["event"] == "reload_started"] == ["child"]
         assert daemon.parts.config.slos[0].objective == 0.995
         assert daemon.parts.config == load_config(path)
+        assert daemon.parts.tracker is not None
+        policies = daemon.parts.tracker.slas["web-sla"].policies
+        assert policies[-1].digest == inline != policies[0].digest
+        assert worked_out == [], "the daemon worked out the digests the child had sent"
 
         (tmp_path / "targets.d" / "web.yaml").write_text("targets: [{id: a}]\n")
         with structlog.testing.capture_logs() as logs:

@@ -41,6 +41,7 @@ from slamon.config.root import Config
 from slamon.config.targets import Target
 from slamon.probers.base import ProbeResult
 from slamon.scheduler import SAFETY_MARGIN
+from slamon.sla.policy import PolicyDigests
 from slamon.sli.live import LiveState
 from slamon.store.base import Store
 from slamon.util.log import configure_logging, get_logger
@@ -323,7 +324,7 @@ class Daemon:
                       reader="child" if apart else "thread")
         with runtime.loop_first():
             try:
-                new = await self._read_config(self.config_path, self._loader, apart)
+                new, digests = await self._read_config(self.config_path, self._loader, apart)
             except ConfigError as exc:
                 self.reloads.failed += 1
                 self.log.error("reload_failed", errors=exc.errors)
@@ -335,8 +336,14 @@ class Daemon:
                 return False
             self.file_config = new
             await self.discovery.update(new.discovery)
-            new = await asyncio.to_thread(self.parts.intern_targets, self._running(new))
-            prepared = await self.parts.prepare_config(new)
+            running = self._running(new)
+            new = await asyncio.to_thread(self.parts.intern_targets, running)
+            # the child's digests describe the file's config; they hold for the running one
+            # when discovery and sharding left it as it is (interning only swaps targets
+            # for equal ones)
+            known = (PolicyDigests(new, digests)
+                     if digests is not None and running is self.file_config else None)
+            prepared = await self.parts.prepare_config(new, known)
         if new.server != self.parts.config.server:
             self.log.warning("reload_server_unchanged",
                              reason="server.listen and server.auth need a restart")
@@ -349,16 +356,17 @@ class Daemon:
         return True
 
     async def _read_config(self, path: str | Path, loader: Callable[[str | Path], Config],
-                           apart: bool) -> Config:
-        """The reload's new config, read in a child process when `apart`; a child that
-        gives no answer (killed, out of memory) is logged and the thread reads instead."""
+                           apart: bool) -> tuple[Config, dict[str, bytes] | None]:
+        """The reload's new config, read in a child process when `apart` (with its SLAs'
+        policy digests); a child that gives no answer (killed, out of memory) is logged
+        and the thread reads instead."""
         if apart:
             try:
                 return await config_child.load_apart(path)
             except config_child.ChildFailed as exc:
                 self.log.warning("reload_reader_failed", reason=str(exc),
                                  fallback="reading on a thread")
-        return await runtime.in_daemon_thread(partial(loader, path), "reload")
+        return await runtime.in_daemon_thread(partial(loader, path), "reload"), None
 
 
 def serve(

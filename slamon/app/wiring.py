@@ -25,6 +25,7 @@ from slamon.metrics.collector import SlamonCollector, make_registry, sla_pieces,
 from slamon.notify import BurnWatch, CertWatch, Dispatcher, live_streak
 from slamon.probers.base import ProbeResult
 from slamon.scheduler import Scheduler, SchedulerStats, phase_offset
+from slamon.sla.policy import PolicyDigests
 from slamon.sla.result import PeriodResult
 from slamon.sla.tracker import Policy, PreparedBuild, SlaTracker, schedule_changes
 from slamon.sli.live import LiveState, TargetStatus
@@ -426,13 +427,14 @@ class Components:
             return new
         return new.model_copy(update={"targets": targets})
 
-    async def prepare_config(self, new: Config) -> PreparedBuild | None:
+    async def prepare_config(self, new: Config,
+                             digests: PolicyDigests | None = None) -> PreparedBuild | None:
         """What `apply_config(new)` would otherwise work out in the event loop, worked out
         on a thread first: the SLA tracker's policy digests and runtimes (~0.5 s at 10,000
         SLAs, which a reload held the loop for, delaying every probe due meanwhile)."""
         if self.tracker is None or not new.slas:
             return None
-        return await self.tracker.prepare(new)
+        return await self.tracker.prepare(new, digests)
 
     def apply_config(self, new: Config, prepared: PreparedBuild | None = None) -> None:
         """Hand a validated config to every part; each keeps what did not change.

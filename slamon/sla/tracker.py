@@ -437,18 +437,22 @@ class SlaTracker:
         progress = {sid: (rt.last_closed, rt.first_period) for sid, rt in self.slas.items()}
         return progress, {sid: rt.policies for sid, rt in self.slas.items()}
 
-    async def prepare(self, config: Config) -> PreparedBuild:
+    async def prepare(self, config: Config,
+                      digests: PolicyDigests | None = None) -> PreparedBuild:
         """`apply_config(config, ...)`'s work, done on a thread: every SLA's policy digest
         and runtime, from a snapshot of the running ones. At 10,000 SLAs this held the
         event loop ~0.5 s per reload, delaying every probe due meanwhile.
-        `apply_config` takes the result only while what it was built from holds."""
+        `apply_config` takes the result only while what it was built from holds.
+        `digests`: `config`'s policy digests if worked out already (by the reload's child
+        process); used only if made for this config object."""
         progress, held = self._snapshot()
         now = time.time()
-        return await asyncio.to_thread(self._prepared, config, progress, held, now)
+        return await asyncio.to_thread(self._prepared, config, progress, held, now, digests)
 
     def _prepared(self, config: Config, progress: dict[str, tuple[int, int]],
-                  held: dict[str, list[Policy]], now: float) -> PreparedBuild:
-        digests = policy_digests(config)
+                  held: dict[str, list[Policy]], now: float,
+                  known: PolicyDigests | None = None) -> PreparedBuild:
+        digests = known if known is not None and known.config is config else policy_digests(config)
         built = self._runtimes(config, progress, now, dict(held), digests)
         # the build placed each edit after the period holding `now`: it holds until the
         # first period boundary after `now`
