@@ -270,6 +270,28 @@ def check_proofs(doc: dict[str, Any]) -> str | None:
     return None
 
 
+def check_policy_document(doc: dict[str, Any]) -> str | None:
+    """Check the optional `policy_document` (the exact text of the policy the period was
+    judged by) against `policy_digest`; None = fine or absent."""
+    from slamon.util.keccak import hashes_to
+
+    document = doc.get("policy_document")
+    if document is None:
+        return None
+    if not isinstance(document, str):
+        return "'policy_document' must be a string (the exact text that was hashed)"
+    digest = doc.get("policy_digest")
+    try:
+        raw = bytes.fromhex(str(digest).removeprefix("0x"))
+    except ValueError:
+        raw = b""
+    if not isinstance(digest, str) or len(raw) != 32:
+        return "'policy_digest' must be 0x followed by 64 hex digits"
+    if not hashes_to(document, raw):
+        return "policy_document does not hash to policy_digest"
+    return None
+
+
 def _cmd_evidence_verify(args: argparse.Namespace) -> int:
     import json
 
@@ -296,7 +318,7 @@ def _cmd_evidence_verify(args: argparse.Namespace) -> int:
         if len(root) != 66:
             ok, message = False, "root must be 0x followed by 64 hex digits"
         else:
-            problem = check_proofs(data)
+            problem = check_proofs(data) or check_policy_document(data)
             if problem is not None:
                 ok, message = False, problem
     if not ok:
@@ -304,7 +326,9 @@ def _cmd_evidence_verify(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     n = len(data["leaves"])
     proofs = " and proofs" if data.get("proofs") is not None else ""
-    print(f"OK root {computed} ({n} leaves{proofs} verified)")
+    policy = (", policy document matches policy_digest"
+              if data.get("policy_document") is not None else "")
+    print(f"OK root {computed} ({n} leaves{proofs} verified{policy})")
     return EXIT_OK
 
 

@@ -234,6 +234,7 @@ async def test_each_period_equals_a_recount_under_the_config_it_began_with(
     from slamon.sla.policy import policy_digest_for
     from slamon.sla.result import compute_period_result
     from slamon.sli.slo import is_good
+    from slamon.util.keccak import hashes_to
 
     path = tmp_path / "slamon.yaml"
     # a day-long period that began at most 5 minutes ago: the outcomes below all come
@@ -295,7 +296,11 @@ async def test_each_period_equals_a_recount_under_the_config_it_began_with(
                 rt = tracker.slas[sid]
                 got = await tracker.compute(rt, period)
                 assert got.to_json() == expected.to_json(), (edit, sid, period)
-                assert rt.policy_of(period).digest == policy_digest_for(sla, slo, config)
+                policy = rt.policy_of(period)
+                assert policy.digest == policy_digest_for(sla, slo, config)
+                # the document the digest hashes, kept from the config the period began with
+                document = policy.canonical()
+                assert document is not None and hashes_to(document, policy.digest)
 
     feed(n, 0, 60)
     path.write_text(edited)

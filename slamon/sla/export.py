@@ -13,7 +13,8 @@ maintenance_seconds, evidence_root, policy_digest, closed_at, and per part
 good, valid, no_data, sli, sli_ppm, maintenance_excluded. CSV flattens parts
 into `part:<target>:<field>` columns (the union over the exported periods);
 JSON nests them under `parts`, and adds `judged_by` (the SLA, SLO and maintenance
-windows the period was judged by, null for periods closed before they were kept).
+windows the period was judged by, null for periods closed before they were kept) and
+`policy_document` (the canonical text `policy_digest` is the keccak256 of, or null).
 """
 
 from __future__ import annotations
@@ -158,8 +159,10 @@ def period_row(p: StoredPeriod) -> dict[str, Any]:
         "policy_digest": hex0x(p.policy_digest),
         "closed_at": utc_iso(int(p.closed_at)),
         "parts": parts,
-        # JSON only (CSV keeps its flat columns): the rules the period was judged by
+        # JSON only (CSV keeps its flat columns): the rules the period was judged by, and
+        # the document its policy_digest hashes
         "judged_by": p.judged_by(),
+        "policy_document": p.policy_document(),
     }
 
 

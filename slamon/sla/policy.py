@@ -162,6 +162,32 @@ def applicable_maintenance(
     return out
 
 
+def spec_targets(slo: Slo, targets: Mapping[str, Target]) -> tuple[Target, ...]:
+    """The SLO's targets whose definitions a schema-2 document holds: those in the
+    config, sorted by id."""
+    return tuple(targets[t] for t in sorted(slo.targets) if t in targets)
+
+
+def policy_document_2(sla: Sla, slo: Slo, targets: Sequence[Target],
+                      windows: Sequence[MaintenanceWindow]) -> dict[str, Any]:
+    """The schema-2 document: `policy_document` plus what each target (`spec_targets`)
+    probes and the maintenance windows that apply (`applicable_maintenance`)."""
+    doc = policy_document(
+        sla,
+        slo.objective,
+        slo.targets,
+        composite=len(slo.targets) > 1,
+        sli=slo.sli,
+        latency_threshold=slo.latency_threshold,
+    )
+    doc["schema"] = POLICY_SCHEMA_2
+    doc["target_specs"] = [target_document(t) for t in targets]
+    doc["maintenance_windows"] = sorted(
+        (maintenance_document(w) for w in windows), key=canonical_json
+    )
+    return doc
+
+
 def policy_digest_for(sla: Sla, slo: Slo, config: Config | None = None,
                       targets: Mapping[str, Target] | None = None) -> bytes:
     """policy_digest with the SLO's objective, targets and SLI; several targets = composite.
@@ -173,23 +199,12 @@ def policy_digest_for(sla: Sla, slo: Slo, config: Config | None = None,
     `targets`: the config's targets by id, for a caller digesting many SLAs (built here
     otherwise: once per SLA, that is quadratic in the config's size).
     """
-    doc = policy_document(
-        sla,
-        slo.objective,
-        slo.targets,
-        composite=len(slo.targets) > 1,
-        sli=slo.sli,
-        latency_threshold=slo.latency_threshold,
-    )
-    if config is not None:
-        by_id = targets if targets is not None else {t.id: t for t in config.targets}
-        doc["schema"] = POLICY_SCHEMA_2
-        doc["target_specs"] = [target_document(by_id[t]) for t in sorted(slo.targets)
-                               if t in by_id]
-        windows = applicable_maintenance(config.maintenance, sla, slo.targets)
-        doc["maintenance_windows"] = sorted(
-            (maintenance_document(w) for w in windows), key=canonical_json
-        )
+    if config is None:
+        return policy_digest(sla, slo.objective, slo.targets, len(slo.targets) > 1, slo.sli,
+                             slo.latency_threshold)
+    by_id = targets if targets is not None else {t.id: t for t in config.targets}
+    doc = policy_document_2(sla, slo, spec_targets(slo, by_id),
+                            applicable_maintenance(config.maintenance, sla, slo.targets))
     return keccak256(canonical_json(doc))
 
 

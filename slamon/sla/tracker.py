@@ -31,13 +31,17 @@ from slamon.sla.periods import due_periods, period_bounds, period_index
 from slamon.sla.policy import (
     PolicyDigests,
     applicable_maintenance,
+    canonical_json,
     policy_digest_for,
     policy_digests,
+    policy_document_2,
     schedule_text,
+    spec_targets,
 )
 from slamon.sla.result import PeriodResult, compute_period_result
 from slamon.sli.slo import is_good
 from slamon.store.base import ClosedPeriod, Store
+from slamon.util.keccak import hashes_to
 
 #: periods read and recorded per call to the store when many are due at once (one
 #: transaction each; bounded for the catch-up after a long stop)
@@ -60,15 +64,31 @@ class Policy:
     maintenance: tuple[MaintenanceWindow, ...]
     digest: bytes
     part_ids: frozenset[str] = field(default=frozenset(), compare=False)
+    #: what the digest's document is made of besides the fields above: the target
+    #: definitions it hashed (a policy made from a config; they outlive an edit of the
+    #: config, so an open period's document survives it), or the document itself (read
+    #: back from the store, checked against the digest), or None (stored by a slamon
+    #: that did not keep it)
+    source: tuple[Target, ...] | str | None = field(default=None, compare=False)
 
     @property
     def objective_ppm(self) -> int:
         """The objective the periods under this policy are judged against, in ppm."""
         return self.sla.objective_ppm(self.slo.objective)
 
+    def canonical(self) -> str | None:
+        """The policy document that hashes to `digest` (canonical JSON, docs/evidence.md
+        section 7), or None if it was not kept."""
+        if self.source is None or isinstance(self.source, str):
+            return self.source
+        doc = policy_document_2(self.sla, self.slo, self.source, self.maintenance)
+        return canonical_json(doc).decode("ascii")
+
     def document(self) -> dict[str, Any]:
-        """What the store keeps; `parse_policies` reads it back."""
-        return {
+        """What the store keeps; `parse_policies` reads it back. The canonical document
+        is kept too: the config form above does not repeat the targets' definitions, and
+        anyone holding a closed period should be able to check its digest."""
+        doc = {
             "start": self.start,
             "digest": "0x" + self.digest.hex(),
             "sla": self.sla.model_dump(mode="json", exclude_unset=True),
@@ -76,12 +96,16 @@ class Policy:
             "maintenance": [w.model_dump(mode="json", exclude_unset=True)
                             for w in self.maintenance],
         }
+        canonical = self.canonical()
+        if canonical is not None:
+            doc["document"] = canonical
+        return doc
 
 
 def make_policy(start: int, sla: Sla, slo: Slo, windows: Sequence[MaintenanceWindow],
-                digest: bytes) -> Policy:
+                digest: bytes, source: tuple[Target, ...] | str | None = None) -> Policy:
     return Policy(start, sla, slo, tuple(applicable_maintenance(windows, sla, slo.targets)),
-                  digest, frozenset(slo.targets))
+                  digest, frozenset(slo.targets), source)
 
 
 def policies_text(policies: Sequence[Policy]) -> str:
@@ -98,7 +122,11 @@ def _policy_of(doc: Any) -> Policy:
         sla, slo = Sla.model_validate(doc["sla"]), Slo.model_validate(doc["slo"])
         windows = [MaintenanceWindow.model_validate(w) for w in doc["maintenance"]]
         digest = bytes.fromhex(str(doc["digest"]).removeprefix("0x"))
-        return make_policy(int(doc["start"]), sla, slo, windows, digest)
+        kept = doc.get("document")
+        # a document that does not hash to the digest is not the one the period was
+        # judged by: dropped, so nothing serves it as such
+        source = kept if isinstance(kept, str) and hashes_to(kept, digest) else None
+        return make_policy(int(doc["start"]), sla, slo, windows, digest, source)
     except (ValueError, KeyError, TypeError, ValidationError) as exc:
         raise ValueError(f"unreadable stored policy ({str(exc)[:200]})") from None
 
@@ -146,19 +174,29 @@ def with_config(held: list[Policy], current: Policy, last_closed: int,
     return [*kept, dataclasses.replace(current, start=start)]
 
 
-def _stored(text: str | list[Policy], current: Policy) -> list[Policy]:
-    """Stored policies, read back; the common case (one, the config's digest) without
+def _stored(text: str | list[Policy], current: Policy) -> tuple[list[Policy], bool]:
+    """Stored policies, read back, and False when writing them again would keep a
+    document the store lacks (the config's, for a policy stored with its digest by a
+    slamon that kept no documents). The common case (one, the config's digest) without
     validating its models again: the config's own take its place."""
     if not isinstance(text, str):
-        return text
+        return text, True
     try:
         docs = json.loads(text)
         if (isinstance(docs, list) and len(docs) == 1 and isinstance(docs[0], dict)
                 and docs[0].get("digest") == "0x" + current.digest.hex()):
-            return [dataclasses.replace(current, start=int(docs[0]["start"]))]
+            return ([dataclasses.replace(current, start=int(docs[0]["start"]))],
+                    "document" in docs[0])
     except (ValueError, TypeError, KeyError):
         pass  # parse_policies says what is wrong
-    return parse_policies(text)
+    policies = parse_policies(text)
+    # one stored without its document but with the config's digest: the config's
+    # definitions are the ones it hashed
+    missing = [i for i, p in enumerate(policies)
+               if p.source is None and p.digest == current.digest]
+    for i in missing:
+        policies[i] = dataclasses.replace(policies[i], source=current.source)
+    return policies, not missing
 
 
 #: up to this many SLAs' policies are written as JSON in the loop (a thread costs more)
@@ -395,18 +433,22 @@ class SlaTracker:
             digest = known.get(sla.id)
             if digest is None:
                 digest = policy_digest_for(sla, slo, config, targets)
-            current = make_policy(last_closed + 1, sla, slo, config.maintenance, digest)
+            current = make_policy(last_closed + 1, sla, slo, config.maintenance, digest,
+                                  spec_targets(slo, targets))
             before: list[Policy] | None = None
+            # stored without their documents (by an older slamon): written again with the
+            # config's, while it still describes them
+            complete = True
             if sla.id in held:
                 try:
-                    before = _stored(held[sla.id], current)
+                    before, complete = _stored(held[sla.id], current)
                 except ValueError as exc:
                     # judged by the config's policy, as before policies were stored
                     self.log.warning("sla_policy_unreadable", sla=sla.id, reason=str(exc))
             policies = ([current] if not before
                         else with_config(before, current, last_closed,
                                          period_index(sla.period, now)))
-            if policies != before:
+            if policies != before or not complete:
                 dirty.add(sla.id)
             rt.set_policies(policies)
             # the held policies' parts still in the config are probed and recorded too

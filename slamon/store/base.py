@@ -19,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, TypeVar
 
+from slamon.util.keccak import hashes_to
+
 T = TypeVar("T")
 
 #: journal events kept in memory while the database refuses writes; past this the
@@ -92,6 +94,21 @@ class ClosedPeriod:
     #: `policy_text`), so that it can be signed and audited after the config moved on;
     #: None for periods closed before the store kept it
     policy: str | None = None
+
+    def policy_document(self) -> str | None:
+        """The canonical policy document the period's digest is the keccak256 of
+        (docs/evidence.md, section 7), exactly as hashed; None when the store kept none
+        (closed by a slamon that did not keep it) or what it kept does not hash to the
+        digest."""
+        if self.policy is None:
+            return None
+        try:
+            kept = json.loads(self.policy).get("document")
+        except (ValueError, AttributeError):
+            return None
+        if not isinstance(kept, str) or not hashes_to(kept, self.policy_digest):
+            return None
+        return kept
 
     def judged_by(self) -> dict[str, Any] | None:
         """The SLA, SLO and maintenance windows (config form, as stored) the period was

@@ -15,6 +15,12 @@ def keccak256(data: bytes) -> bytes:
     return _keccak.new(digest_bits=256, data=data).digest()
 
 
+def hashes_to(text: str, digest: bytes) -> bool:
+    """Whether keccak256 of `text` (UTF-8) is `digest`: a kept document checked against
+    the digest that commits to it."""
+    return keccak256(text.encode()) == digest
+
+
 def abi_word_uint(value: int, bits: int = 256) -> bytes:
     """`abi.encode(uintN value)`: one big-endian 32-byte word; refuses what does not fit."""
     if value < 0 or value >= 1 << bits:

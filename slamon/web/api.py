@@ -24,6 +24,7 @@ from aiohttp import web
 from slamon.sla.evidence import Leaf, StandardTree, evidence_document, hex0x
 from slamon.sla.periods import period_bounds, period_index
 from slamon.sla.policy import period_document
+from slamon.util.keccak import hashes_to
 from slamon.util.log import get_logger
 from slamon.util.units import ppm_to_ratio
 from slamon.wallclock import utc_iso
@@ -307,6 +308,27 @@ class Api:
         result = await self.provisional(tracker, rt, n)
         return web.json_response(self.open_document(rt, result, now))
 
+    async def get_policy(self, request: web.Request) -> web.Response:
+        """The policy document the period is judged by, exactly the bytes its
+        `policy_digest` is the keccak256 of."""
+        tracker = self.tracker()
+        rt = self.runtime(tracker, request.match_info["sla"])
+        n = self.period_id(request.match_info["n"])
+        cp, _ = await self._closed_or_state(tracker, rt, n)
+        if cp is not None:
+            document, digest = cp.policy_document(), cp.policy_digest
+        else:
+            policy = rt.policy_of(n)
+            document, digest = policy.canonical(), policy.digest
+        if document is None:
+            raise ApiError(404, f"the policy document of period {n} was not kept (the "
+                           "period's policy was stored by a slamon that did not keep it)")
+        if not hashes_to(document, digest):
+            get_logger().error("policy_document_mismatch", sla=rt.sla.id, period=n)
+            raise ApiError(500, "the policy document does not hash to the period's digest")
+        return web.Response(body=document.encode(), content_type="application/json",
+                            headers={"X-Policy-Digest": hex0x(digest)})
+
     async def get_evidence(self, request: web.Request) -> web.Response:
         tracker = self.tracker()
         rt = self.runtime(tracker, request.match_info["sla"])
@@ -351,6 +373,9 @@ def evidence_with_proofs(rt: SlaRuntime, cp: ClosedPeriod, leaves: list[Leaf]) -
         extra={
             "onchain_id": hex0x(rt.sla.onchain_id_bytes),
             "policy_digest": hex0x(cp.policy_digest),
+            # the exact text the digest hashes (a string: re-encoding an object could
+            # change its bytes); null for a period closed without it
+            "policy_document": cp.policy_document(),
             "judged_by": cp.judged_by(),
             "closed_at": cp.closed_at,
             "result": cp.result,
@@ -372,5 +397,6 @@ def api_routes(
         r.add_get(f"{PREFIX}/slas/{{sla}}", api.get_sla)
         r.add_get(f"{PREFIX}/slas/{{sla}}/periods/{{n}}", api.get_period)
         r.add_get(f"{PREFIX}/slas/{{sla}}/periods/{{n}}/evidence", api.get_evidence)
+        r.add_get(f"{PREFIX}/slas/{{sla}}/periods/{{n}}/policy", api.get_policy)
 
     return add

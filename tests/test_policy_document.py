@@ -1,0 +1,307 @@
+"""The policy document a period's digest is the keccak256 of, kept with the period.
+
+A period is judged by, and closes with the digest of, the policy in force when it
+began, and that digest also covers what each target probes (docs/evidence.md,
+section 7). When a target's definition is edited during the period, the config no
+longer holds what the digest hashed: the daemon keeps the document from the moment
+the digest is made (in memory, in the stored policy of the open period, and in the
+closed period), so anyone can check keccak256(document) == policy_digest from the API,
+the evidence file or the export. Real daemon, real SQLite file, real HTTP server, the
+real `slamon evidence verify`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from slamon.app.daemon import Daemon
+from slamon.config.loader import load_config
+from slamon.metrics.collector import SlamonCollector, make_registry
+from slamon.probers.base import ProbeResult
+from slamon.sla.export import export
+from slamon.sla.periods import period_bounds, period_index
+from slamon.sla.policy import policy_digest_for
+from slamon.sla.tracker import SlaTracker
+from slamon.util.keccak import hashes_to, keccak256
+from slamon.web.api import api_routes
+from slamon.web.server import HttpServer, build_app
+
+TOKEN = "policy-doc-secret-7f3a91"
+
+CONFIG = """
+server: {{listen: "127.0.0.1:0"}}
+logging: {{level: warning, format: json}}
+state: {{path: "{state}"}}
+targets:
+  - id: web
+    kind: http
+    interval: 10s
+    timeout: 2s
+    http:
+      url: "{url}"
+      headers: {{Authorization: "Bearer ${{SLAMON_TEST_POLICY_TOKEN}}"}}
+  - {{id: api, kind: http, interval: 10s, timeout: 2s, http: {{url: "http://127.0.0.1:9/a"}}}}
+slos:
+  - {{id: shop, targets: [web, api], objective: 0.9, window: 1d}}
+maintenance:
+  - id: m
+    kind: once
+    targets: [web]
+    once: {{start: "2020-01-01T00:00:00Z", end: "2020-01-02T00:00:00Z"}}
+slas:
+  - id: gold
+    slo: shop
+    period: {{kind: fixed, length: 1d, anchor: {anchor}}}
+    evidence_resolution: 5m
+    grace: 1m
+"""
+
+OLD_URL, NEW_URL = "http://127.0.0.1:9/old", "http://127.0.0.1:9/new"
+
+
+def write(path: Path, anchor: int, url: str) -> None:
+    path.write_text(textwrap.dedent(CONFIG.format(state=path.parent / "state.sqlite3",
+                                                  url=url, anchor=anchor)))
+
+
+def specs(document: str) -> dict[str, Any]:
+    """The document's target definitions by id."""
+    return {t["id"]: t for t in json.loads(document)["target_specs"]}
+
+
+async def opened(path: Path) -> Daemon:
+    daemon = Daemon(load_config(path), config_path=path, loader=load_config)
+    await daemon._open_state()
+    return daemon
+
+
+def tracker_of(daemon: Daemon) -> SlaTracker:
+    tracker = daemon.parts.tracker
+    assert tracker is not None and daemon.store is not None
+    return tracker
+
+
+async def serve(tracker: SlaTracker,
+                now: float) -> AsyncIterator[tuple[str, aiohttp.ClientSession]]:
+    registry = make_registry(SlamonCollector(lambda: None, lambda: None))
+    app = build_app(registry, asyncio.Event(),
+                    extra_routes=api_routes(lambda: tracker, clock=lambda: now))
+    server = HttpServer(app, "127.0.0.1", 0)
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            yield f"http://127.0.0.1:{server.bound_port}/api/v1/slas/gold/periods", session
+    finally:
+        await server.stop()
+
+
+def run_cli(*args: str, stdin: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "slamon", *args], input=stdin,
+                          capture_output=True, text=True, timeout=30)
+
+
+def state_bytes(tmp_path: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(tmp_path.glob("state.sqlite3*")))
+
+
+async def test_a_period_keeps_the_document_of_the_definitions_it_began_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A target's URL edited during period n: n's document still names the old URL and
+    hashes to n's digest, in memory after the reload, from the store after a restart on
+    the edited file, and once n closed: from the API (exact bytes), in the evidence file
+    (`slamon evidence verify` checks it and fails a forged one) and in the export. The
+    header's secret value is in none of them, nor in the state file."""
+    monkeypatch.setenv("SLAMON_TEST_POLICY_TOKEN", TOKEN)
+    path = tmp_path / "slamon.yaml"
+    anchor = int(time.time() // 300) * 300
+    write(path, anchor, OLD_URL)
+    first = load_config(path)
+
+    daemon = await opened(path)
+    tracker = tracker_of(daemon)
+    rt = tracker.slas["gold"]
+    n = period_index(rt.sla.period, anchor)
+    old = rt.policy_of(n)
+    document = old.canonical()
+    assert document is not None
+    assert old.digest == policy_digest_for(first.slas[0], first.slos[0], first)
+    assert hashes_to(document, old.digest)
+    assert specs(document)["web"]["spec"]["url"] == OLD_URL
+    assert specs(document)["web"]["spec"]["headers"] == ["Authorization"]
+    assert [w["id"] for w in json.loads(document)["maintenance_windows"]] == ["m"]
+    assert TOKEN not in document
+    try:
+        write(path, anchor, NEW_URL)
+        assert await daemon.reload()
+        assert rt is not tracker.slas["gold"]
+        rt = tracker.slas["gold"]
+        assert rt.policy_of(n).canonical() == document
+        upcoming = rt.policy_of(n + 1)
+        later = upcoming.canonical()
+        assert later is not None and hashes_to(later, upcoming.digest)
+        assert upcoming.digest != old.digest
+        assert specs(later)["web"]["spec"]["url"] == NEW_URL
+        for i in range(6):  # outcomes in period n, under the edited definition
+            daemon._on_result(daemon.config.target("web"), anchor + 10 + 300 * i,
+                              ProbeResult(i != 3, 0.01))
+        await daemon._flush()
+    finally:
+        assert daemon.store is not None
+        await daemon.store.close()
+
+    # a restart on the edited file: n's policy (and its document) come from the store
+    daemon = await opened(path)
+    tracker = tracker_of(daemon)
+    assert daemon.store is not None
+    try:
+        rt = tracker.slas["gold"]
+        assert rt.policy_of(n).canonical() == document
+        assert rt.policy_of(n + 1).canonical() == later
+        end = period_bounds(rt.sla.period, n)[1]
+        now = end + rt.grace + 1
+        (closed,) = await tracker.close_due(now=now)
+        assert closed.period_id == n
+        record = await daemon.store.get_period("gold", n)
+        assert record is not None and record.policy_digest == old.digest
+        assert record.policy_document() == document
+
+        async for base, session in serve(tracker, now):
+            async with session.get(f"{base}/{n}/policy") as resp:
+                assert resp.status == 200 and resp.content_type == "application/json"
+                body = await resp.read()
+                assert resp.headers["X-Policy-Digest"] == "0x" + old.digest.hex()
+            assert body == document.encode() and keccak256(body) == old.digest
+            async with session.get(f"{base}/{n + 1}/policy") as resp:
+                assert resp.status == 200
+                assert await resp.read() == later.encode()
+            async with session.get(f"{base}/{n}/evidence") as resp:
+                assert resp.status == 200
+                evidence = await resp.json()
+        assert evidence["policy_document"] == document
+        ok = run_cli("evidence", "verify", "-", stdin=json.dumps(evidence))
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        assert "policy document matches policy_digest" in ok.stdout
+        forged = dict(evidence, policy_document=document.replace(OLD_URL, NEW_URL))
+        fail = run_cli("evidence", "verify", "-", stdin=json.dumps(forged))
+        assert fail.returncode == 1
+        assert fail.stdout.startswith("FAIL policy_document does not hash to policy_digest")
+    finally:
+        await daemon.store.close()
+
+    exported = json.loads(export(tmp_path / "state.sqlite3", "gold", anchor - 86400,
+                                 end + 86400, "json"))
+    [period] = exported["periods"]
+    assert period["policy_document"] == document
+    assert TOKEN.encode() not in state_bytes(tmp_path)
+
+
+async def test_a_document_missing_or_not_matching_its_digest_is_not_served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A policy stored without its document (by a slamon that kept none) is written again
+    with the config's when the config still hashes to its digest; a closed period without
+    one, or with one that does not hash to its digest, gets a 404 naming why, never a
+    document it was not judged by."""
+    monkeypatch.setenv("SLAMON_TEST_POLICY_TOKEN", TOKEN)
+    path = tmp_path / "slamon.yaml"
+    anchor = int(time.time() // 300) * 300
+    write(path, anchor, OLD_URL)
+    state = tmp_path / "state.sqlite3"
+
+    daemon = await opened(path)
+    assert daemon.store is not None
+    rt = tracker_of(daemon).slas["gold"]
+    n = period_index(rt.sla.period, anchor)
+    document = rt.policy_of(n).canonical()
+    assert document is not None
+    await daemon.store.close()
+
+    def held() -> list[dict[str, Any]]:
+        with sqlite3.connect(state) as db:
+            (text,) = db.execute("SELECT policies FROM sla_progress WHERE sla = 'gold'").fetchone()
+        docs: list[dict[str, Any]] = json.loads(text)
+        return docs
+
+    [stored] = held()
+    assert stored["document"] == document
+    stored_digest = rt.policy_of(n).digest
+    bare = {k: v for k, v in stored.items() if k != "document"}
+    # as an older slamon stored it (written again, with the document); then one whose
+    # document was altered in the file (read back, it is not taken for the policy's)
+    for row in (bare, dict(bare, document=document.replace(OLD_URL, NEW_URL))):
+        with sqlite3.connect(state) as db:
+            db.execute("UPDATE sla_progress SET policies = ? WHERE sla = 'gold'",
+                       (json.dumps([row]),))
+        daemon = await opened(path)
+        assert daemon.store is not None
+        try:
+            if row is bare:
+                assert [p["document"] for p in held()] == [document]
+            assert tracker_of(daemon).slas["gold"].policy_of(n).canonical() == document
+        finally:
+            await daemon.store.close()
+
+    # the altered one again, and the config edited meanwhile: nothing holds the document
+    # any more, and what the file says is not taken for it
+    write(path, anchor, NEW_URL)
+    daemon = await opened(path)
+    assert daemon.store is not None
+    try:
+        policy = tracker_of(daemon).slas["gold"].policy_of(n)
+        assert policy.digest == stored_digest and policy.canonical() is None
+    finally:
+        await daemon.store.close()
+    with sqlite3.connect(state) as db:
+        db.execute("UPDATE sla_progress SET policies = ? WHERE sla = 'gold'",
+                   (json.dumps([stored]),))
+    write(path, anchor, OLD_URL)
+
+    daemon = await opened(path)
+    assert daemon.store is not None
+    tracker = tracker_of(daemon)
+    try:
+        rt = tracker.slas["gold"]
+        end = period_bounds(rt.sla.period, n)[1]
+        now = end + rt.grace + 1
+        assert len(await tracker.close_due(now=now)) == 1
+
+        def kept(text: str | None) -> None:
+            with sqlite3.connect(state) as db:
+                (policy,) = db.execute("SELECT policy FROM periods WHERE period = ?",
+                                       (n,)).fetchone()
+                doc = json.loads(policy)
+                if text is None:
+                    doc.pop("document")
+                else:
+                    doc["document"] = text
+                db.execute("UPDATE periods SET policy = ? WHERE period = ?",
+                           (json.dumps(doc), n))
+
+        async for base, session in serve(tracker, now):
+            async with session.get(f"{base}/{n}/policy") as resp:
+                assert resp.status == 200 and await resp.read() == document.encode()
+            for text, why in ((document.replace(OLD_URL, NEW_URL), "forged"),
+                              (None, "closed without it")):
+                kept(text)
+                record = await daemon.store.get_period("gold", n)
+                assert record is not None and record.policy_document() is None, why
+                async with session.get(f"{base}/{n}/policy") as resp:
+                    assert resp.status == 404, why
+                    assert "was not kept" in (await resp.json())["error"]
+                async with session.get(f"{base}/{n}/evidence") as resp:
+                    assert (await resp.json())["policy_document"] is None, why
+    finally:
+        await daemon.store.close()
