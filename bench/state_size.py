@@ -102,7 +102,8 @@ async def run(args: argparse.Namespace) -> None:
     tracker = SlaTracker(config, store, get_logger(), flush_interval=1.0)
     await tracker.start({}, T0)
 
-    def snapshots() -> dict[str, tuple[str, bytes]]:
+    async def snapshots() -> dict[str, tuple[str, bytes]]:
+        # the store calls it when it takes the batch (the daemon serialises off the loop)
         return {key: (shape, serialise()) for key, shape, serialise in live.snapshot_sources()}
 
     ok_result = ProbeResult(True, 0.05)
@@ -143,7 +144,7 @@ async def run(args: argparse.Namespace) -> None:
             await tracker.close_due(cycle)
     await store.flush(snapshots)
     full_wall = time.perf_counter() - t_wall
-    snap_bytes = sum(len(d) for _, d in snapshots().values())
+    snap_bytes = sum(len(d) for _, d in (await snapshots()).values())
     print(f"phase 1: {args.full_hours} h simulated, {outcomes:,} outcomes in {full_wall:.1f} s "
           f"wall ({outcomes / full_wall:,.0f} outcomes/s through record+note+live+flush); "
           f"{flushes:,} flushes took {flush_time:.1f} s "

@@ -25,6 +25,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from slamon.app.daemon import Daemon
 from slamon.config.loader import load_config
@@ -34,6 +36,7 @@ from slamon.sla.export import export
 from slamon.sla.periods import period_bounds, period_index
 from slamon.sla.policy import policy_digest_for
 from slamon.sla.tracker import SlaTracker
+from slamon.store.base import pack_document, unpack_document
 from slamon.util.keccak import hashes_to, keccak256
 from slamon.web.api import api_routes
 from slamon.web.server import HttpServer, build_app
@@ -236,12 +239,12 @@ async def test_a_document_missing_or_not_matching_its_digest_is_not_served(
         return docs
 
     [stored] = held()
-    assert stored["document"] == document
+    assert unpack_document(stored["document"]) == document
     stored_digest = rt.policy_of(n).digest
     bare = {k: v for k, v in stored.items() if k != "document"}
     # as an older slamon stored it (written again, with the document); then one whose
     # document was altered in the file (read back, it is not taken for the policy's)
-    for row in (bare, dict(bare, document=document.replace(OLD_URL, NEW_URL))):
+    for row in (bare, dict(bare, document=pack_document(document.replace(OLD_URL, NEW_URL)))):
         with sqlite3.connect(state) as db:
             db.execute("UPDATE sla_progress SET policies = ? WHERE sla = 'gold'",
                        (json.dumps([row]),))
@@ -249,7 +252,7 @@ async def test_a_document_missing_or_not_matching_its_digest_is_not_served(
         assert daemon.store is not None
         try:
             if row is bare:
-                assert [p["document"] for p in held()] == [document]
+                assert [unpack_document(p["document"]) for p in held()] == [document]
             assert tracker_of(daemon).slas["gold"].policy_of(n).canonical() == document
         finally:
             await daemon.store.close()
@@ -286,7 +289,7 @@ async def test_a_document_missing_or_not_matching_its_digest_is_not_served(
                 if text is None:
                     doc.pop("document")
                 else:
-                    doc["document"] = text
+                    doc["document"] = pack_document(text)
                 db.execute("UPDATE periods SET policy = ? WHERE period = ?",
                            (json.dumps(doc), n))
 
@@ -305,3 +308,15 @@ async def test_a_document_missing_or_not_matching_its_digest_is_not_served(
                     assert (await resp.json())["policy_document"] is None, why
     finally:
         await daemon.store.close()
+
+
+@given(st.text())
+def test_a_packed_document_unpacks_to_its_text(text: str) -> None:
+    packed = pack_document(text)
+    assert packed.isascii() and unpack_document(packed) == text
+
+
+@pytest.mark.parametrize("packed", [None, 7, "", "z1:", "z1:!!", "eJwrSS0u0c1NLS5OTE8F",
+                                    "z1:" + pack_document("x")[3:-2]])
+def test_what_pack_did_not_make_unpacks_to_nothing(packed: object) -> None:
+    assert unpack_document(packed) is None

@@ -40,7 +40,7 @@ from slamon.sla.policy import (
 )
 from slamon.sla.result import PeriodResult, compute_period_result
 from slamon.sli.slo import is_good
-from slamon.store.base import ClosedPeriod, Store
+from slamon.store.base import ClosedPeriod, Store, pack_document, unpack_document
 from slamon.util.keccak import hashes_to
 
 #: periods read and recorded per call to the store when many are due at once (one
@@ -98,7 +98,7 @@ class Policy:
         }
         canonical = self.canonical()
         if canonical is not None:
-            doc["document"] = canonical
+            doc["document"] = pack_document(canonical)
         return doc
 
 
@@ -122,7 +122,7 @@ def _policy_of(doc: Any) -> Policy:
         sla, slo = Sla.model_validate(doc["sla"]), Slo.model_validate(doc["slo"])
         windows = [MaintenanceWindow.model_validate(w) for w in doc["maintenance"]]
         digest = bytes.fromhex(str(doc["digest"]).removeprefix("0x"))
-        kept = doc.get("document")
+        kept = unpack_document(doc.get("document"))
         # a document that does not hash to the digest is not the one the period was
         # judged by: dropped, so nothing serves it as such
         source = kept if isinstance(kept, str) and hashes_to(kept, digest) else None
