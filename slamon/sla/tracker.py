@@ -40,8 +40,7 @@ from slamon.sla.policy import (
 )
 from slamon.sla.result import PeriodResult, compute_period_result
 from slamon.sli.slo import is_good
-from slamon.store.base import ClosedPeriod, Store, pack_document, unpack_document
-from slamon.util.keccak import hashes_to
+from slamon.store.base import ClosedPeriod, Store, kept_document, pack_document
 
 #: periods read and recorded per call to the store when many are due at once (one
 #: transaction each; bounded for the catch-up after a long stop)
@@ -122,11 +121,8 @@ def _policy_of(doc: Any) -> Policy:
         sla, slo = Sla.model_validate(doc["sla"]), Slo.model_validate(doc["slo"])
         windows = [MaintenanceWindow.model_validate(w) for w in doc["maintenance"]]
         digest = bytes.fromhex(str(doc["digest"]).removeprefix("0x"))
-        kept = unpack_document(doc.get("document"))
-        # a document that does not hash to the digest is not the one the period was
-        # judged by: dropped, so nothing serves it as such
-        source = kept if isinstance(kept, str) and hashes_to(kept, digest) else None
-        return make_policy(int(doc["start"]), sla, slo, windows, digest, source)
+        return make_policy(int(doc["start"]), sla, slo, windows, digest,
+                           kept_document(doc.get("document"), digest))
     except (ValueError, KeyError, TypeError, ValidationError) as exc:
         raise ValueError(f"unreadable stored policy ({str(exc)[:200]})") from None
 

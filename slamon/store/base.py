@@ -128,6 +128,13 @@ def unpack_document(packed: object) -> str | None:
         return None
 
 
+def kept_document(packed: object, digest: bytes) -> str | None:
+    """A stored (packed) policy document, if it is the one `digest` commits to: one that
+    does not hash to it is not the document the period was judged by."""
+    text = unpack_document(packed)
+    return text if text is not None and hashes_to(text, digest) else None
+
+
 @dataclass(slots=True)
 class ClosedPeriod:
     sla: str
@@ -151,12 +158,10 @@ class ClosedPeriod:
         if self.policy is None:
             return None
         try:
-            kept = unpack_document(json.loads(self.policy).get("document"))
+            packed = json.loads(self.policy).get("document")
         except (ValueError, AttributeError):
             return None
-        if not isinstance(kept, str) or not hashes_to(kept, self.policy_digest):
-            return None
-        return kept
+        return kept_document(packed, self.policy_digest)
 
     def judged_by(self) -> dict[str, Any] | None:
         """The SLA, SLO and maintenance windows (config form, as stored) the period was

@@ -315,17 +315,17 @@ class Api:
         rt = self.runtime(tracker, request.match_info["sla"])
         n = self.period_id(request.match_info["n"])
         cp, _ = await self._closed_or_state(tracker, rt, n)
-        if cp is not None:
+        if cp is not None:  # checked against its digest as it is read back
             document, digest = cp.policy_document(), cp.policy_digest
         else:
             policy = rt.policy_of(n)
             document, digest = policy.canonical(), policy.digest
+            if document is not None and not hashes_to(document, digest):
+                get_logger().error("policy_document_mismatch", sla=rt.sla.id, period=n)
+                raise ApiError(500, "the policy document does not hash to the period's digest")
         if document is None:
             raise ApiError(404, f"the policy document of period {n} was not kept (the "
                            "period's policy was stored by a slamon that did not keep it)")
-        if not hashes_to(document, digest):
-            get_logger().error("policy_document_mismatch", sla=rt.sla.id, period=n)
-            raise ApiError(500, "the policy document does not hash to the period's digest")
         return web.Response(body=document.encode(), content_type="application/json",
                             headers={"X-Policy-Digest": hex0x(digest)})
 
