@@ -16,6 +16,9 @@ alternating an edit of every SLO's objective and its undoing, and prints per rel
 seconds from the signal to the `reloaded` log line and how many probes started more than
 10 / 50 / 250 ms late meanwhile (slamon's `slamon_scheduler_lag_seconds`), next to the same
 span of the same run without a reload: what a SIGHUP holds the event loop for.
+`--reload-span S` adds, per reload, the daemon's CPU (its own, not the reading child's)
+and the late probes over S seconds from the SIGHUP, the writes after `reloaded`
+included, next to the S seconds just before it.
 
 `--profile FILE` runs the last start under cProfile (stopped right after /readyz) and
 prints its top 15 functions by cumulative time (the wall figures of that run are then
@@ -91,7 +94,7 @@ def wait_logged(log: Path, offset: int, event: str, timeout: float = 120.0) -> f
 
 
 def reloads(proc: subprocess.Popen[bytes], work: Path, n: int, port: int, slas: bool,
-            count: int, log: Path) -> None:
+            count: int, log: Path, span: float) -> None:
     """SIGHUP `count` times (see the module docstring); prints a line per reload."""
     time.sleep(12.0)  # one 10 s interval: every target has probed, the windows are warm
     for k in range(count):
@@ -100,18 +103,32 @@ def reloads(proc: subprocess.Popen[bytes], work: Path, n: int, port: int, slas: 
         quiet0 = lag_buckets(port)
         time.sleep(3.0)
         quiet1 = lag_buckets(port)
+        if span:
+            quiet_cpu = cpu_seconds(proc.pid)
+            time.sleep(span)
+            before, cpu0 = lag_buckets(port), cpu_seconds(proc.pid)
+            quiet_span = late_counts(quiet1, before)
+            quiet_cpu = cpu0 - quiet_cpu
         offset = log.stat().st_size
         t0 = time.monotonic()
         proc.send_signal(signal.SIGHUP)
         took = wait_logged(log, offset, '"reloaded"') - t0
         time.sleep(max(0.0, 3.0 - took))
         after = lag_buckets(port)
-        late = late_counts(quiet1, after)
+        late = late_counts(before if span else quiet1, after)
         quiet = late_counts(quiet0, quiet1)
         print(f"reload {k + 1} (objective {objective}): {took:5.2f} s to 'reloaded'; probes "
               f"late > {'/'.join(str(int(float(le) * 1000)) for le in LATE)} ms over the "
               f"{max(3.0, took):.1f} s from the SIGHUP: {'/'.join(map(str, late))} "
               f"(3 s without a reload: {'/'.join(map(str, quiet))})", flush=True)
+        if span:
+            # the whole reload, the writes that follow `reloaded` included
+            time.sleep(max(0.0, span - (time.monotonic() - t0)))
+            whole = late_counts(before, lag_buckets(port))
+            cpu = cpu_seconds(proc.pid) - cpu0
+            print(f"    over {span:.0f} s from the SIGHUP: daemon CPU {cpu:5.2f} s, late "
+                  f"{'/'.join(map(str, whole))}; the {span:.0f} s before it: CPU "
+                  f"{quiet_cpu:5.2f} s, late {'/'.join(map(str, quiet_span))}", flush=True)
 
 
 def one_start(cfg: Path, port: int, log: Path, profile: str | None,
@@ -160,6 +177,10 @@ def main() -> None:
     ap.add_argument("--profile", help="cProfile output of the last start")
     ap.add_argument("--reloads", type=int, default=0,
                     help="SIGHUPs sent to the last run, each timed (see above)")
+    ap.add_argument("--reload-span", type=float, default=0.0,
+                    help="also count late probes and the daemon's CPU (not the reload's "
+                         "child) over this many seconds from each SIGHUP and the same span "
+                         "just before it")
     ap.add_argument("--run-for", type=float, default=30.0,
                     help="seconds each run keeps probing after /readyz before it is stopped")
     args = ap.parse_args()
@@ -176,7 +197,7 @@ def main() -> None:
         if last and args.reloads:
             def hook(proc: subprocess.Popen[bytes]) -> None:
                 reloads(proc, work, args.targets, port, args.slas, args.reloads,
-                        work / "slamon.log")
+                        work / "slamon.log", args.reload_span)
         wall, cpu = one_start(cfg, port, work / "slamon.log", profile, args.run_for, hook)
         state = work / "state.sqlite3"
         size = state.stat().st_size / 1e6 if state.exists() else 0.0

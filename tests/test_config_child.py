@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import os
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -20,7 +22,10 @@ from slamon.app.config_child import ChildFailed, load_apart
 from slamon.app.daemon import Daemon
 from slamon.config.loader import ConfigError, load_config
 from slamon.sla import tracker
-from slamon.sla.policy import policy_digests
+from slamon.sla.policy import policy_digests, policy_document_2
+from slamon.sla.tracker import policies_text
+from slamon.util.docpack import unpack_document
+from slamon.util.keccak import hashes_to
 
 TARGET = '  - {{id: {tid}, kind: http, interval: 10s, timeout: 2s, http: {{url: "http://127.0.0.1:9/{tid}", headers: {{Authorization: "Bearer ${{PROBE_TOKEN}}"}}}}}}\n'  # noqa: E501
 
@@ -49,10 +54,17 @@ async def test_the_child_answers_what_load_config_answers(
 ) -> None:
     monkeypatch.setenv("PROBE_TOKEN", "s3cret-token")
     path = write_config(tmp_path)
-    apart, digests = await load_apart(path)
+    answer = await load_apart(path)
+    apart, digests = answer.config, answer.digests
     assert apart == load_config(path)
-    assert digests == policy_digests(load_config(path)).digests
+    here_too = policy_digests(load_config(path), documents=True)
+    assert digests == here_too.digests
     assert set(digests) == {"web-sla"}
+    # and each SLA's document, packed: the one its digest hashes, as made here
+    assert answer.documents == here_too.documents
+    document = unpack_document(answer.documents["web-sla"])
+    assert document is not None and hashes_to(document, digests["web-sla"])
+    assert "s3cret-token" not in document
     headers = apart.targets[0].http.headers if apart.targets[0].http else {}
     assert "s3cret-token" in str(headers), "the child reads the daemon's environment"
 
@@ -138,7 +150,14 @@ async def test_a_reload_reads_a_large_config_in_a_child(
             worked_out.append(config)
             return policy_digests(config)  # type: ignore[arg-type]
 
+        built: list[object] = []
+
+        def document_2(*args: Any) -> dict[str, Any]:
+            built.append(args)
+            return policy_document_2(*args)
+
         monkeypatch.setattr(tracker, "policy_digests", counted)
+        monkeypatch.setattr(tracker, "policy_document_2", document_2)
         with structlog.testing.capture_logs() as logs:
             assert await daemon.reload()
         assert [e.get("reader") for e in logs if e["event"] == "reload_started"] == ["child"]
@@ -148,6 +167,16 @@ async def test_a_reload_reads_a_large_config_in_a_child(
         policies = daemon.parts.tracker.slas["web-sla"].policies
         assert policies[-1].digest == inline != policies[0].digest
         assert worked_out == [], "the daemon worked out the digests the child had sent"
+        # the new policy is stored with the child's document, not one built again here
+        kept = unpack_document(policies[-1].packed)
+        assert kept is not None and hashes_to(kept, inline)
+        assert policies[-1].canonical() == kept
+        built.clear()
+        stored = json.loads(policies_text(policies))
+        assert stored[-1]["document"] == policies[-1].packed
+        # the held one was packed as the daemon started (it stored it then)
+        assert policies[0].packed is not None
+        assert built == [], "a document was built again to store it"
 
         (tmp_path / "targets.d" / "web.yaml").write_text("targets: [{id: a}]\n")
         with structlog.testing.capture_logs() as logs:

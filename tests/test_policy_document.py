@@ -36,7 +36,7 @@ from slamon.sla.export import export
 from slamon.sla.periods import period_bounds, period_index
 from slamon.sla.policy import policy_digest_for
 from slamon.sla.tracker import SlaTracker
-from slamon.store.base import pack_document, unpack_document
+from slamon.util.docpack import pack_document, unpack_document
 from slamon.util.keccak import hashes_to, keccak256
 from slamon.web.api import api_routes
 from slamon.web.server import HttpServer, build_app

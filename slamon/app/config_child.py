@@ -1,8 +1,8 @@
 """Read and validate a config file in a child process, for a reload of a large config.
 
 Reading and validating the file of 10,000 targets takes ~3.5 s of Python (YAML, pydantic,
-cross-checks), and the SLAs' policy digests ~1 s more. On a thread they share the GIL
-with the event loop, so every probe due meanwhile starts late; in a child they run on
+cross-checks), and the SLAs' policy digests and documents ~1.5 s more. On a thread they
+share the GIL with the event loop, so every probe due meanwhile starts late; in a child they run on
 another core, and the daemon only unpickles the answer (~1/15 of the work, on a thread).
 The child runs the same code as the daemon (the package is imported from the daemon's
 own location) and the same `load_config`, in the daemon's environment, so `${VAR}` and
@@ -24,7 +24,7 @@ import slamon
 from slamon.app import runtime
 from slamon.config.loader import ConfigError, load_config
 from slamon.config.root import Config
-from slamon.sla.policy import policy_digests
+from slamon.sla.policy import PolicyDigests, policy_digests
 
 #: a running config with at least this many targets reloads through a child: below it the
 #: read is short (~0.35 ms of Python per target) and a child's start (~0.3 s of CPU) costs more
@@ -52,7 +52,7 @@ def main(path: str, version: str) -> None:
     else:
         try:
             config = load_config(path)
-            answer = ("ok", (config, dict(policy_digests(config).digests)))
+            answer = ("ok", policy_digests(config, documents=True))
         except ConfigError as exc:
             answer = ("invalid", (exc.errors, exc.source))
         except Exception as exc:  # reported by type only: a message may quote a value
@@ -61,9 +61,10 @@ def main(path: str, version: str) -> None:
     out.flush()
 
 
-async def load_apart(path: str | os.PathLike[str]) -> tuple[Config, dict[str, bytes]]:
-    """`load_config(path)` in a child process, with every SLA's policy digest under it
-    (`policy_digests`, ~1/3 of the read's work again at one SLA per target). Raises
+async def load_apart(path: str | os.PathLike[str]) -> PolicyDigests:
+    """`load_config(path)` in a child process (the answer's `config`), with every SLA's
+    policy digest and packed document under it (`policy_digests`, ~1/2 of the read's
+    work again at one SLA per target). Raises
     ConfigError as `load_config` does, ChildFailed when the child did not answer.
     Cancelled, it kills the child."""
     root = str(Path(slamon.__file__).resolve().parent.parent)
@@ -85,9 +86,8 @@ async def load_apart(path: str | os.PathLike[str]) -> tuple[Config, dict[str, by
     except Exception as exc:
         raise ChildFailed(f"the config reader's answer did not load ({type(exc).__name__})"
                           ) from None
-    if kind == "ok" and isinstance(payload, tuple) and isinstance(payload[0], Config):
-        config, digests = payload
-        return config, digests
+    if kind == "ok" and isinstance(payload, PolicyDigests) and isinstance(payload.config, Config):
+        return payload
     if kind == "invalid":
         errors, source = payload
         raise ConfigError(errors, source)

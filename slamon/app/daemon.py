@@ -341,7 +341,7 @@ class Daemon:
             # the child's digests describe the file's config; they hold for the running one
             # when discovery and sharding left it as it is (interning only swaps targets
             # for equal ones)
-            known = (PolicyDigests(new, digests)
+            known = (PolicyDigests(new, digests.digests, digests.documents)
                      if digests is not None and running is self.file_config else None)
             prepared = await self.parts.prepare_config(new, known)
         if new.server != self.parts.config.server:
@@ -356,13 +356,14 @@ class Daemon:
         return True
 
     async def _read_config(self, path: str | Path, loader: Callable[[str | Path], Config],
-                           apart: bool) -> tuple[Config, dict[str, bytes] | None]:
+                           apart: bool) -> tuple[Config, PolicyDigests | None]:
         """The reload's new config, read in a child process when `apart` (with its SLAs'
-        policy digests); a child that gives no answer (killed, out of memory) is logged
-        and the thread reads instead."""
+        policy digests and documents); a child that gives no answer (killed, out of
+        memory) is logged and the thread reads instead."""
         if apart:
             try:
-                return await config_child.load_apart(path)
+                digests = await config_child.load_apart(path)
+                return digests.config, digests
             except config_child.ChildFailed as exc:
                 self.log.warning("reload_reader_failed", reason=str(exc),
                                  fallback="reading on a thread")

@@ -32,15 +32,17 @@ from slamon.sla.policy import (
     PolicyDigests,
     applicable_maintenance,
     canonical_json,
-    policy_digest_for,
     policy_digests,
     policy_document_2,
+    policy_json_2,
     schedule_text,
     spec_targets,
 )
 from slamon.sla.result import PeriodResult, compute_period_result
 from slamon.sli.slo import is_good
-from slamon.store.base import ClosedPeriod, Store, kept_document, pack_document
+from slamon.store.base import ClosedPeriod, Store
+from slamon.util.docpack import kept_document, pack_document
+from slamon.util.keccak import keccak256
 
 #: periods read and recorded per call to the store when many are due at once (one
 #: transaction each; bounded for the catch-up after a long stop)
@@ -69,6 +71,9 @@ class Policy:
     #: back from the store, checked against the digest), or None (stored by a slamon
     #: that did not keep it)
     source: tuple[Target, ...] | str | None = field(default=None, compare=False)
+    #: that document as stored (`pack_document`), when it was made with the digest: then
+    #: storing the policy does not build it again
+    packed: str | None = field(default=None, compare=False)
 
     @property
     def objective_ppm(self) -> int:
@@ -95,16 +100,19 @@ class Policy:
             "maintenance": [w.model_dump(mode="json", exclude_unset=True)
                             for w in self.maintenance],
         }
-        canonical = self.canonical()
-        if canonical is not None:
-            doc["document"] = pack_document(canonical)
+        packed = self.packed
+        if packed is None and (canonical := self.canonical()) is not None:
+            packed = pack_document(canonical)
+        if packed is not None:
+            doc["document"] = packed
         return doc
 
 
 def make_policy(start: int, sla: Sla, slo: Slo, windows: Sequence[MaintenanceWindow],
-                digest: bytes, source: tuple[Target, ...] | str | None = None) -> Policy:
+                digest: bytes, source: tuple[Target, ...] | str | None = None,
+                packed: str | None = None) -> Policy:
     return Policy(start, sla, slo, tuple(applicable_maintenance(windows, sla, slo.targets)),
-                  digest, frozenset(slo.targets), source)
+                  digest, frozenset(slo.targets), source, packed)
 
 
 def policies_text(policies: Sequence[Policy]) -> str:
@@ -404,6 +412,7 @@ class SlaTracker:
         `digests`: the config's policy digests if worked out already (`policy_digests`).
         Reads nothing of `self` that changes: `prepare` runs it on a thread."""
         known = digests.for_config(config) if digests is not None else {}
+        documents = digests.documents_for(config) if digests is not None else {}
         targets = {t.id: t for t in config.targets}
         slos = {s.id: s for s in config.slos}
         slas: dict[str, SlaRuntime] = {}
@@ -427,10 +436,12 @@ class SlaTracker:
                 first_period=first,
             )
             digest = known.get(sla.id)
+            text = None
             if digest is None:
-                digest = policy_digest_for(sla, slo, config, targets)
+                text = policy_json_2(sla, slo, config, targets)
+                digest = keccak256(text)
             current = make_policy(last_closed + 1, sla, slo, config.maintenance, digest,
-                                  spec_targets(slo, targets))
+                                  spec_targets(slo, targets), documents.get(sla.id))
             before: list[Policy] | None = None
             # stored without their documents (by an older slamon): written again with the
             # config's, while it still describes them
@@ -446,6 +457,12 @@ class SlaTracker:
                                          period_index(sla.period, now)))
             if policies != before or not complete:
                 dirty.add(sla.id)
+                # the config's policy is last (`with_config`); it is stored now, and
+                # packing the text at hand spares building it again
+                last = policies[-1]
+                if text is not None and last.digest == digest and last.packed is None:
+                    policies[-1] = dataclasses.replace(
+                        last, packed=pack_document(text.decode("ascii")))
             rt.set_policies(policies)
             # the held policies' parts still in the config are probed and recorded too
             judged = sorted(t for t in {t for p in policies for t in p.part_ids} if t in targets)
