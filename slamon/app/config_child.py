@@ -2,11 +2,11 @@
 
 Reading and validating the file of 10,000 targets takes ~3.5 s of Python (YAML, pydantic,
 cross-checks), and the SLAs' policy digests and documents ~1.5 s more. On a thread they
-share the GIL with the event loop, so every probe due meanwhile starts late; in a child they run on
-another core, and the daemon only unpickles the answer (~1/15 of the work, on a thread).
-The child runs the same code as the daemon (the package is imported from the daemon's
-own location) and the same `load_config`, in the daemon's environment, so `${VAR}` and
-includes resolve alike.
+share the GIL with the event loop, so every probe due meanwhile starts late; in a child
+they run on another core, and the daemon only unpickles the answer (~1/15 of the work,
+on a thread). The child runs the same code as the daemon (the package is imported from
+the daemon's own location) and the same `load_config`, in the daemon's environment, so
+`${VAR}` and includes resolve alike.
 """
 
 from __future__ import annotations
