@@ -6,8 +6,9 @@ section 7). When a target's definition is edited during the period, the config n
 longer holds what the digest hashed: the daemon keeps the document from the moment
 the digest is made (in memory, in the stored policy of the open period, and in the
 closed period), so anyone can check keccak256(document) == policy_digest from the API,
-the evidence file or the export. Real daemon, real SQLite file, real HTTP server, the
-real `slamon evidence verify`.
+the evidence file or the export. Real daemon, a real SQLite file and a real PostgreSQL
+database (each test runs on both backends), real HTTP server, the real
+`slamon evidence verify`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +48,7 @@ TOKEN = "policy-doc-secret-7f3a91"
 CONFIG = """
 server: {{listen: "127.0.0.1:0"}}
 logging: {{level: warning, format: json}}
-state: {{path: "{state}"}}
+state: {state}
 targets:
   - id: web
     kind: http
@@ -74,9 +76,52 @@ slas:
 OLD_URL, NEW_URL = "http://127.0.0.1:9/old", "http://127.0.0.1:9/new"
 
 
-def write(path: Path, anchor: int, url: str) -> None:
-    path.write_text(textwrap.dedent(CONFIG.format(state=path.parent / "state.sqlite3",
-                                                  url=url, anchor=anchor)))
+@dataclass(frozen=True)
+class Backend:
+    """Where the daemon keeps its state, and the test's own SQL on it (`?` parameters)."""
+
+    dir: Path
+    dsn: str | None = None  # PostgreSQL when set
+
+    @property
+    def state(self) -> str:
+        """The config's `state:` value."""
+        if self.dsn is None:
+            return json.dumps({"path": str(self.dir / "state.sqlite3")})
+        return json.dumps({"backend": "postgres", "dsn": self.dsn})
+
+    def sql(self, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        if self.dsn is None:
+            with sqlite3.connect(self.dir / "state.sqlite3") as db:
+                return list(db.execute(statement, params))
+        import psycopg
+
+        with psycopg.connect(self.dsn) as conn:
+            cur = conn.execute(statement.replace("?", "%s"), params)  # type: ignore[arg-type]
+            return list(cur.fetchall()) if cur.description else []
+
+    def holds(self, secret: str) -> bool:
+        """Whether any byte the backend keeps for this state contains `secret`."""
+        if self.dsn is None:
+            return secret.encode() in b"".join(
+                p.read_bytes() for p in sorted(self.dir.glob("state.sqlite3*")))
+        tables = self.sql("SELECT table_name FROM information_schema.tables "
+                          "WHERE table_schema = 'public'")
+        return any(secret in str(row[0])
+                   for (table,) in tables
+                   for row in self.sql(f'SELECT t::text FROM "{table}" AS t'))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "sqlite":
+        return Backend(tmp_path)
+    return Backend(tmp_path, request.getfixturevalue("pg_dsn"))
+
+
+def write(path: Path, backend: Backend, anchor: int, url: str) -> None:
+    path.write_text(textwrap.dedent(CONFIG.format(state=backend.state, url=url,
+                                                  anchor=anchor)))
 
 
 def specs(document: str) -> dict[str, Any]:
@@ -115,12 +160,8 @@ def run_cli(*args: str, stdin: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=30)
 
 
-def state_bytes(tmp_path: Path) -> bytes:
-    return b"".join(p.read_bytes() for p in sorted(tmp_path.glob("state.sqlite3*")))
-
-
 async def test_a_period_keeps_the_document_of_the_definitions_it_began_with(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A target's URL edited during period n: n's document still names the old URL and
     hashes to n's digest, in memory after the reload, from the store after a restart on
@@ -130,7 +171,7 @@ async def test_a_period_keeps_the_document_of_the_definitions_it_began_with(
     monkeypatch.setenv("SLAMON_TEST_POLICY_TOKEN", TOKEN)
     path = tmp_path / "slamon.yaml"
     anchor = int(time.time() // 300) * 300
-    write(path, anchor, OLD_URL)
+    write(path, backend, anchor, OLD_URL)
     first = load_config(path)
 
     daemon = await opened(path)
@@ -147,7 +188,7 @@ async def test_a_period_keeps_the_document_of_the_definitions_it_began_with(
     assert [w["id"] for w in json.loads(document)["maintenance_windows"]] == ["m"]
     assert TOKEN not in document
     try:
-        write(path, anchor, NEW_URL)
+        write(path, backend, anchor, NEW_URL)
         assert await daemon.reload()
         assert rt is not tracker.slas["gold"]
         rt = tracker.slas["gold"]
@@ -204,15 +245,17 @@ async def test_a_period_keeps_the_document_of_the_definitions_it_began_with(
     finally:
         await daemon.store.close()
 
-    exported = json.loads(export(tmp_path / "state.sqlite3", "gold", anchor - 86400,
-                                 end + 86400, "json"))
-    [period] = exported["periods"]
-    assert period["policy_document"] == document
-    assert TOKEN.encode() not in state_bytes(tmp_path)
+    if backend.dsn is None:  # the export reads the SQLite file only
+        exported = json.loads(export(tmp_path / "state.sqlite3", "gold", anchor - 86400,
+                                     end + 86400, "json"))
+        [period] = exported["periods"]
+        assert period["policy_document"] == document
+    assert not backend.holds(TOKEN)
+    assert backend.holds("gold")  # the check above reads the rows the state keeps
 
 
 async def test_a_document_missing_or_not_matching_its_digest_is_not_served(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A policy stored without its document (by a slamon that kept none) is written again
     with the config's when the config still hashes to its digest; a closed period without
@@ -221,8 +264,7 @@ async def test_a_document_missing_or_not_matching_its_digest_is_not_served(
     monkeypatch.setenv("SLAMON_TEST_POLICY_TOKEN", TOKEN)
     path = tmp_path / "slamon.yaml"
     anchor = int(time.time() // 300) * 300
-    write(path, anchor, OLD_URL)
-    state = tmp_path / "state.sqlite3"
+    write(path, backend, anchor, OLD_URL)
 
     daemon = await opened(path)
     assert daemon.store is not None
@@ -233,8 +275,7 @@ async def test_a_document_missing_or_not_matching_its_digest_is_not_served(
     await daemon.store.close()
 
     def held() -> list[dict[str, Any]]:
-        with sqlite3.connect(state) as db:
-            (text,) = db.execute("SELECT policies FROM sla_progress WHERE sla = 'gold'").fetchone()
+        [(text,)] = backend.sql("SELECT policies FROM sla_progress WHERE sla = 'gold'")
         docs: list[dict[str, Any]] = json.loads(text)
         return docs
 
@@ -245,9 +286,8 @@ async def test_a_document_missing_or_not_matching_its_digest_is_not_served(
     # as an older slamon stored it (written again, with the document); then one whose
     # document was altered in the file (read back, it is not taken for the policy's)
     for row in (bare, dict(bare, document=pack_document(document.replace(OLD_URL, NEW_URL)))):
-        with sqlite3.connect(state) as db:
-            db.execute("UPDATE sla_progress SET policies = ? WHERE sla = 'gold'",
-                       (json.dumps([row]),))
+        backend.sql("UPDATE sla_progress SET policies = ? WHERE sla = 'gold'",
+                    (json.dumps([row]),))
         daemon = await opened(path)
         assert daemon.store is not None
         try:
@@ -259,7 +299,7 @@ async def test_a_document_missing_or_not_matching_its_digest_is_not_served(
 
     # the altered one again, and the config edited meanwhile: nothing holds the document
     # any more, and what the file says is not taken for it
-    write(path, anchor, NEW_URL)
+    write(path, backend, anchor, NEW_URL)
     daemon = await opened(path)
     assert daemon.store is not None
     try:
@@ -267,10 +307,9 @@ async def test_a_document_missing_or_not_matching_its_digest_is_not_served(
         assert policy.digest == stored_digest and policy.canonical() is None
     finally:
         await daemon.store.close()
-    with sqlite3.connect(state) as db:
-        db.execute("UPDATE sla_progress SET policies = ? WHERE sla = 'gold'",
-                   (json.dumps([stored]),))
-    write(path, anchor, OLD_URL)
+    backend.sql("UPDATE sla_progress SET policies = ? WHERE sla = 'gold'",
+                (json.dumps([stored]),))
+    write(path, backend, anchor, OLD_URL)
 
     daemon = await opened(path)
     assert daemon.store is not None
@@ -282,16 +321,13 @@ async def test_a_document_missing_or_not_matching_its_digest_is_not_served(
         assert len(await tracker.close_due(now=now)) == 1
 
         def kept(text: str | None) -> None:
-            with sqlite3.connect(state) as db:
-                (policy,) = db.execute("SELECT policy FROM periods WHERE period = ?",
-                                       (n,)).fetchone()
-                doc = json.loads(policy)
-                if text is None:
-                    doc.pop("document")
-                else:
-                    doc["document"] = pack_document(text)
-                db.execute("UPDATE periods SET policy = ? WHERE period = ?",
-                           (json.dumps(doc), n))
+            [(policy,)] = backend.sql("SELECT policy FROM periods WHERE period = ?", (n,))
+            doc = json.loads(policy)
+            if text is None:
+                doc.pop("document")
+            else:
+                doc["document"] = pack_document(text)
+            backend.sql("UPDATE periods SET policy = ? WHERE period = ?", (json.dumps(doc), n))
 
         async for base, session in serve(tracker, now):
             async with session.get(f"{base}/{n}/policy") as resp:
