@@ -22,7 +22,7 @@ from slamon.app.config_child import ChildFailed, load_apart
 from slamon.app.daemon import Daemon
 from slamon.config.loader import ConfigError, load_config
 from slamon.sla import tracker
-from slamon.sla.policy import policy_digests, policy_document_2
+from slamon.sla.policy import policy_digests, policy_document_2, policy_json_2
 from slamon.sla.tracker import policies_text
 from slamon.util.docpack import unpack_document
 from slamon.util.keccak import hashes_to
@@ -144,11 +144,11 @@ async def test_a_reload_reads_a_large_config_in_a_child(
     try:
         write_config(tmp_path, objective="0.995")
         inline = policy_digests(load_config(path)).digests["web-sla"]
-        worked_out: list[object] = []
+        hashed: list[object] = []
 
-        def counted(config: object) -> object:
-            worked_out.append(config)
-            return policy_digests(config)  # type: ignore[arg-type]
+        def json_2(*args: Any) -> bytes:
+            hashed.append(args)
+            return policy_json_2(*args)
 
         built: list[object] = []
 
@@ -156,7 +156,7 @@ async def test_a_reload_reads_a_large_config_in_a_child(
             built.append(args)
             return policy_document_2(*args)
 
-        monkeypatch.setattr(tracker, "policy_digests", counted)
+        monkeypatch.setattr(tracker, "policy_json_2", json_2)
         monkeypatch.setattr(tracker, "policy_document_2", document_2)
         with structlog.testing.capture_logs() as logs:
             assert await daemon.reload()
@@ -166,7 +166,7 @@ async def test_a_reload_reads_a_large_config_in_a_child(
         assert daemon.parts.tracker is not None
         policies = daemon.parts.tracker.slas["web-sla"].policies
         assert policies[-1].digest == inline != policies[0].digest
-        assert worked_out == [], "the daemon worked out the digests the child had sent"
+        assert hashed == [], "the daemon worked out the digests the child had sent"
         # the new policy is stored with the child's document, not one built again here
         kept = unpack_document(policies[-1].packed)
         assert kept is not None and hashes_to(kept, inline)
@@ -193,11 +193,22 @@ async def test_a_reload_reads_a_large_config_in_a_child(
         assert len(fell_back) == 1 and fell_back[0]["log_level"] == "warning", logs
         assert daemon.parts.config.slos[0].objective == 0.9
 
-        # below the threshold the thread reads, as before
+        # below the threshold the thread reads, as before, and builds the edited SLA's
+        # document once: for its digest, kept for the store
         monkeypatch.setattr(config_child, "FROM_TARGETS", 3)
+        write_config(tmp_path, objective="0.95")
+        hashed.clear()
+        built.clear()
         with structlog.testing.capture_logs() as logs:
             assert await daemon.reload()
         assert [e.get("reader") for e in logs if e["event"] == "reload_started"] == ["thread"]
+        assert len(hashed) == 1
+        policies = daemon.parts.tracker.slas["web-sla"].policies
+        kept = unpack_document(policies[-1].packed)
+        assert kept is not None and hashes_to(kept, policies[-1].digest)
+        assert policies[-1].digest == policy_digests(load_config(path)).digests["web-sla"]
+        assert json.loads(policies_text(policies))[-1]["document"] == policies[-1].packed
+        assert built == [], "a document was built again to store it"
     finally:
         assert daemon.store is not None
         await daemon.store.close()

@@ -32,7 +32,6 @@ from slamon.sla.policy import (
     PolicyDigests,
     applicable_maintenance,
     canonical_json,
-    policy_digests,
     policy_document_2,
     policy_json_2,
     schedule_text,
@@ -219,6 +218,8 @@ class Built:
     by_target: dict[str, list[SlaRuntime]]
     #: SLAs whose policies differ from the ones they held (to be stored)
     dirty: frozenset[str]
+    #: each SLA's policy digest under the config (`policy_digests`' answer)
+    digests: Mapping[str, bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,6 +419,7 @@ class SlaTracker:
         slas: dict[str, SlaRuntime] = {}
         by_target: dict[str, list[SlaRuntime]] = {}
         dirty: set[str] = set()
+        made: dict[str, bytes] = {}
         for sla in config.slas:
             slo = slos[sla.slo]
             parts = tuple(targets[t] for t in slo.targets)
@@ -440,6 +442,7 @@ class SlaTracker:
             if digest is None:
                 text = policy_json_2(sla, slo, config, targets)
                 digest = keccak256(text)
+            made[sla.id] = digest
             current = make_policy(last_closed + 1, sla, slo, config.maintenance, digest,
                                   spec_targets(slo, targets), documents.get(sla.id))
             before: list[Policy] | None = None
@@ -472,7 +475,7 @@ class SlaTracker:
             slas[sla.id] = rt
             for part in judged:
                 by_target.setdefault(part, []).append(rt)
-        return Built(slas, by_target, frozenset(dirty))
+        return Built(slas, by_target, frozenset(dirty), made)
 
     def known_policies(self, sla_id: str) -> list[Policy]:
         """The policies of the SLA's unclosed periods, oldest first, then the one its last
@@ -507,8 +510,14 @@ class SlaTracker:
     def _prepared(self, config: Config, progress: dict[str, tuple[int, int]],
                   held: dict[str, list[Policy]], now: float,
                   known: PolicyDigests | None = None) -> PreparedBuild:
-        digests = known if known is not None and known.config is config else policy_digests(config)
-        built = self._runtimes(config, progress, now, dict(held), digests)
+        if known is not None and known.config is config:
+            built = self._runtimes(config, progress, now, dict(held), known)
+            digests = known
+        else:
+            # the build works out each digest from the document's text, and keeps the
+            # text of those it is about to store: no document is built twice
+            built = self._runtimes(config, progress, now, dict(held))
+            digests = PolicyDigests(config, built.digests)
         # the build placed each edit after the period holding `now`: it holds until the
         # first period boundary after `now`
         valid_until = min(
