@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import math
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -181,3 +183,101 @@ def test_a_shared_view_and_an_own_state_agree() -> None:
         assert view.counts(now, length) == own.counts(now, length)
     assert view.good_total == own.good_total
     assert view.nbytes() == 0 < own.nbytes()
+
+
+def ring_counts(events: list[Outcome], now: float, length: float,
+                threshold: float | None, bounds: tuple[float, ...] = DEFAULT_BOUNDS) -> Counts:
+    """What rings of the same events answer, one ring per cell and one of failures, each
+    summed by its own query: what `counts` answered before it remembered its answers."""
+    cells: dict[int, RollingCounter] = {}
+    for t, ok, d in events:
+        cell = bisect.bisect_left(bounds, d) if ok else len(bounds) + 1
+        cells.setdefault(cell, RollingCounter()).add(t)
+    good_cells = len(bounds) + 1 if threshold is None else bisect.bisect_right(bounds, threshold)
+    valid = {cell: ring.query(now, length) for cell, ring in cells.items()}
+    return Counts(sum(v for c, v in valid.items() if c < good_cells), sum(valid.values()))
+
+
+steps = st.lists(
+    st.one_of(
+        # an outcome, mostly just after the clock, now and then late or far ahead
+        st.tuples(st.just("add"), st.one_of(st.floats(0, 30), st.floats(-3 * 86400, 10 * 86400)),
+                  st.booleans(), durations),
+        # a query: the clock moves on (now and then back), a window, a threshold
+        st.tuples(st.just("ask"), st.one_of(st.floats(0, 40), st.floats(-86400, 5 * 86400)),
+                  lengths, thresholds),
+    ),
+    max_size=80,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps)
+def test_remembered_answers_equal_the_rings_as_events_arrive(script: list[tuple[Any, ...]]) -> None:
+    """`counts` keeps its answers and slides them as events arrive and the clock moves;
+    after any mix of adds (late, early, far ahead) and queries it answers what rings of
+    the same events answer afresh."""
+    live, seen = TargetEvents(), []
+    clock = BASE
+    for step in script:
+        if step[0] == "add":
+            _, ahead, ok, d = step
+            seen.append((clock + ahead, ok, d))
+            live.add(clock + ahead, ok, d)
+        else:
+            _, moved, length, threshold = step
+            clock += moved
+            assert live.counts(clock, length, threshold) == ring_counts(
+                seen, clock, length, threshold), (clock, length, threshold)
+
+
+def test_a_saturated_bucket_is_answered_as_the_ring_counts_it() -> None:
+    """Past 65,535 events in one bucket the ring stops counting: a remembered answer
+    must not count on."""
+    live = TargetEvents()
+    t = BASE + 3600.0
+    assert live.counts(t, 86400.0) == Counts(0, 0)
+    for _ in range(65_540):
+        live.add(t, True, 0.05)
+    expected = ring_counts([(t, True, 0.05)] * 65_540, t, 86400.0, None)
+    assert expected.valid < 65_540  # the ring saturated
+    assert live.counts(t, 86400.0) == expected
+
+
+def test_an_event_far_ahead_drops_buckets_a_remembered_answer_held() -> None:
+    """An event a whole retention ahead makes the ring drop older buckets of that tier;
+    the same query again gets what the ring still holds, not the answer it got before."""
+    live = TargetEvents()
+    live.add(BASE, True, 0.05)
+    assert live.counts(BASE, 300.0) == Counts(1, 1)
+    live.add(BASE + 10 * 86400, True, 0.05)  # same cell; the 10 s tier keeps ~10 minutes
+    assert live.counts(BASE, 300.0) == ring_counts(
+        [(BASE, True, 0.05), (BASE + 10 * 86400, True, 0.05)], BASE, 300.0, None) == Counts(0, 0)
+
+
+def test_an_answer_is_not_remembered_while_a_ring_is_ahead_of_its_window() -> None:
+    """With a ring's newest bucket a retention ahead of the window, an event inside the
+    window is too old for that ring's tier (dropped): a remembered answer would count it."""
+    live = TargetEvents()
+    live.add(BASE + 10 * 86400, True, 0.05)
+    assert live.counts(BASE, 300.0) == Counts(0, 0)
+    live.add(BASE, True, 0.05)
+    seen = [(BASE + 10 * 86400, True, 0.05), (BASE, True, 0.05)]
+    assert live.counts(BASE, 300.0) == ring_counts(seen, BASE, 300.0, None) == Counts(0, 0)
+
+
+def test_new_bounds_forget_the_answers_of_the_old_ones() -> None:
+    """A latency threshold that stops being a bound is answered from the bound below it:
+    an answer remembered under the old bounds must not outlive them."""
+    live = TargetEvents()
+    live.add(BASE, True, 0.2)
+    assert live.counts(BASE, 300.0, 0.25) == Counts(1, 1)
+    bounds = tuple(b for b in DEFAULT_BOUNDS if b != 0.25)
+    live.rebound(bounds)
+    assert live.counts(BASE, 300.0, 0.25) == fill([(BASE, True, 0.2)], bounds).counts(
+        BASE, 300.0, 0.25) == Counts(0, 1)
+    other = TargetEvents()
+    other.add(BASE, False, 0.2)
+    live.take(other)
+    assert live.counts(BASE, 300.0, 0.25) == Counts(0, 1)
+    assert live.counts(BASE, 300.0) == Counts(0, 1)

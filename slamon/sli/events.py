@@ -26,7 +26,9 @@ Memory: a counter ring (1,960 B with the default tiers, 3,920 B once a bucket ha
 passed 255: see window.py) is allocated when its first event arrives. A target
 whose probes succeed within one cell and sometimes fail holds two rings, as one
 SLO's (good, valid) window did; each further cell its latencies spread over adds
-one.
+one. `counts` remembers its last answer per window asked (~300 B each) and slides it
+as events arrive and time moves, instead of asking every ring: a burn check and a scrape
+ask the same windows again and again.
 """
 
 from __future__ import annotations
@@ -37,9 +39,10 @@ import struct
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
+from typing import Any
 
 from slamon.config.process import DEFAULT_LATENCY_BOUNDS
-from slamon.sli.window import DEFAULT_TIERS, Counts, RollingCounter, Tier
+from slamon.sli.window import DEFAULT_TIERS, Counts, RollingCounter, Tier, cell_sums
 
 __all__ = ["DEFAULT_BOUNDS", "EVENTS_KEY", "EVENTS_SHAPE", "TargetEvents", "bounds_for",
            "checked_bounds", "events_key"]
@@ -102,7 +105,7 @@ def _empty(tiers: tuple[Tier, ...]) -> RollingCounter:
 class TargetEvents:
     """One target's events over the tiers (see the module docstring)."""
 
-    __slots__ = ("_bad", "_bounds", "_cells", "_no_data", "_tiers")
+    __slots__ = ("_bad", "_bounds", "_cells", "_memo", "_no_data", "_tiers")
 
     def __init__(
         self, bounds: Sequence[float] = DEFAULT_BOUNDS, tiers: Sequence[Tier] = DEFAULT_TIERS
@@ -112,6 +115,16 @@ class TargetEvents:
         self._cells: list[RollingCounter | None] = [None] * (len(self._bounds) + 1)
         self._bad: RollingCounter | None = None
         self._no_data: RollingCounter | None = None
+        # The last answer of `counts` for every (length, threshold) asked:
+        # [resolution, buckets, tier, first, last, good, valid, good cells], kept equal
+        # to the counts over buckets first..last as events arrive and slid by the
+        # buckets that moved. A burn check and a scrape ask the same few windows again
+        # and again: one answer per window here, where each ring (a cell, failed) kept
+        # its own and was asked in turn (~7 KB a target once a scrape asked eight
+        # windows, and four ring queries per window). Every ring's head stays within a
+        # tier's retention of `first`, so no bucket of an answer is ever dropped
+        # behind its back. None until the first query.
+        self._memo: dict[tuple[float, float | None], list[Any]] | None = None
 
     @property
     def bounds(self) -> tuple[float, ...]:
@@ -130,15 +143,38 @@ class TargetEvents:
     def add(self, t: float, ok: bool, duration: float) -> None:
         """One probe scheduled at `t` ran: it succeeded (`ok`) or failed, in `duration` s."""
         if ok:
-            i = bisect_left(self._bounds, duration)  # duration == bound: that bound's cell
-            ring = self._cells[i]
+            cell = bisect_left(self._bounds, duration)  # duration == bound: that bound's cell
+            ring = self._cells[cell]
             if ring is None:
-                ring = self._cells[i] = RollingCounter(self._tiers)
+                ring = self._cells[cell] = RollingCounter(self._tiers)
         else:
+            cell = len(self._cells)  # past every cell: never good
             ring = self._bad
             if ring is None:
                 ring = self._bad = RollingCounter(self._tiers)
-        ring.add(t)
+        clipped = ring.add(t)
+        memo = self._memo
+        if not memo:
+            return
+        if clipped:  # a saturated bucket did not count it: answer afresh
+            self._memo = None
+            return
+        stale = None
+        for key, m in memo.items():
+            b = math.floor(t / m[0])
+            if b < m[3]:
+                continue
+            if b <= m[4]:
+                m[6] += 1
+                if cell < m[7]:
+                    m[5] += 1
+            elif b >= m[3] + m[1]:
+                # the ring's head moved a whole retention past `first`: buckets of the
+                # answer are gone from it
+                stale = [*stale, key] if stale else [key]
+        if stale:
+            for key in stale:
+                del memo[key]
 
     def add_no_data(self, t: float) -> None:
         """slamon could not run the probe scheduled at `t`."""
@@ -152,22 +188,51 @@ class TargetEvents:
     def counts(self, now: float, length: float, threshold: float | None = None) -> Counts:
         """Good and valid events over the window (RollingWindow.query semantics):
         good = succeeded within `threshold` (None: succeeded at all)."""
-        cells = self._cells
-        good_cells = len(cells) if threshold is None else bisect_right(self._bounds, threshold)
-        good = valid = 0
-        seen = False
-        for i, ring in enumerate(cells):
-            if ring is not None:
-                seen = True
-                n = ring.query(now, length)
-                valid += n
-                if i < good_cells:
-                    good += n
+        memo = self._memo
+        m = memo.get((length, threshold)) if memo is not None else None
+        if m is None or not math.isfinite(now):
+            return self._counted(now, length, threshold)
+        first, last = math.floor((now - length) / m[0]), math.floor(now / m[0])
+        if first == m[3] and last == m[4]:
+            return Counts(m[5], m[6])
+        was_first, was_last = m[3], m[4]
+        # slide forward, while cheaper than counting afresh
+        if not (was_first <= first and was_last <= last
+                and (first - was_first) + (last - was_last) <= last - first):
+            return self._counted(now, length, threshold)
+        rings, tier, good_cells = self._rings_by_cell(), m[2], m[7]
+        gone = cell_sums(rings, tier, was_first, min(first - 1, was_last), good_cells)
+        new = cell_sums(rings, tier, max(first, was_last + 1), last, good_cells)
+        m[3], m[4] = first, last
+        m[5] += new[0] - gone[0]
+        m[6] += new[1] - gone[1]
+        return Counts(m[5], m[6])
+
+    def _rings_by_cell(self) -> list[tuple[int, RollingCounter]]:
+        """(cell, ring) of every ring that counts valid events; failed is past every cell."""
+        out = [(i, r) for i, r in enumerate(self._cells) if r is not None]
         if self._bad is not None:
-            seen = True
-            valid += self._bad.query(now, length)
-        if not seen:
-            _empty(self._tiers).query(now, length)  # the same errors for a bad query
+            out.append((len(self._cells), self._bad))
+        return out
+
+    def _counted(self, now: float, length: float, threshold: float | None) -> Counts:
+        """`counts` from the rings, remembered when every ring allows it."""
+        empty = _empty(self._tiers)
+        empty.query(now, length)  # the same errors for a bad query, rings or not
+        tier = empty.tier_index(length)
+        res, n = self._tiers[tier].resolution, self._tiers[tier].buckets
+        first, last = math.floor((now - length) / res), math.floor(now / res)
+        good_cells = (len(self._cells) if threshold is None
+                      else bisect_right(self._bounds, threshold))
+        rings = self._rings_by_cell()
+        good, valid = cell_sums(rings, tier, first, last, good_cells)
+        # a ring whose head is a retention past `first` dropped buckets the answer would
+        # slide over: not remembered
+        if all(ring.head(tier) < first + n for _, ring in rings):
+            memo = self._memo
+            if memo is None:
+                memo = self._memo = {}
+            memo[(length, threshold)] = [res, n, tier, first, last, good, valid, good_cells]
         return Counts(good, valid)
 
     def no_data(self, now: float, length: float) -> int:
@@ -200,7 +265,7 @@ class TargetEvents:
                 cells[j] = ring
             else:
                 held.absorb(ring)
-        self._bounds, self._cells = new, cells
+        self._bounds, self._cells, self._memo = new, cells, None
 
     # -- snapshots ---------------------------------------------------------------
 
@@ -210,6 +275,7 @@ class TargetEvents:
         bounds = self._bounds
         self._tiers, self._bounds = other._tiers, other._bounds
         self._cells, self._bad, self._no_data = list(other._cells), other._bad, other._no_data
+        self._memo = None
         self.rebound(bounds)
 
     def empty(self) -> bool:

@@ -194,13 +194,15 @@ class _TieredRing:
         """uint8 -> uint16 counters, once a bucket needs more than 255."""
         self._counters = tuple(_exact(_TYPECODE, c) for c in self._counters)
 
-    def _add(self, t: float, values: tuple[int, ...]) -> None:
-        """Count `values` (one per counter) at time t in every tier that retains t.
+    def _add(self, t: float, values: tuple[int, ...]) -> bool:
+        """Count `values` (one per counter) at time t in every tier that retains t;
+        True if a counter saturated (some of `values` were not counted).
 
         Moves every tier's head up to t's bucket first, clearing the slots of
         older laps (and forgetting a cached answer that summed one of them).
         Counters saturate at COUNTER_MAX; a cached answer gets what was added.
         """
+        clipped = False
         if not math.isfinite(t):
             raise ValueError(f"event time must be finite, got {t}")
         heads = self._heads
@@ -240,7 +242,8 @@ class _TieredRing:
                         self._widen()
                         counters, limit = self._counters, COUNTER_MAX
                         c = counters[f]
-                    new = min(new, COUNTER_MAX)
+                    if new > COUNTER_MAX:
+                        new, clipped = COUNTER_MAX, True
                 c[slot] = new
                 gained.append(new - old)
             if touched is not None:
@@ -251,6 +254,7 @@ class _TieredRing:
                 if hit is not None and a[1] <= hit[0] <= a[2]:
                     for f, g in enumerate(hit[1], 3):
                         a[f] += g
+        return clipped
 
     def absorb(self, other: _TieredRing) -> None:
         """Add every bucket `other` retains into this ring (same tiers and counters),
@@ -315,6 +319,14 @@ class _TieredRing:
             return [sum(c[off + start : off + start + count]) for c in self._counters]
         end = start + count - n
         return [sum(c[off + start : off + n]) + sum(c[off : off + end]) for c in self._counters]
+
+    def tier_index(self, length: float) -> int:
+        """Index in `tiers` of the tier a query of `length` reads (`tier_for`)."""
+        return self._pick(length)
+
+    def head(self, i: int) -> int:
+        """The newest bucket tier i holds (a very negative number before any event)."""
+        return self._heads[i]
 
     def _sums(self, now: float, length: float) -> list[int]:
         """Sum per counter over the last `length` seconds before `now`."""
@@ -528,6 +540,34 @@ class RollingWindow(_TieredRing):
         return good, bad
 
 
+def cell_sums(rings: Sequence[tuple[int, RollingCounter]], tier: int, first: int, last: int,
+              good_cells: int) -> tuple[int, int]:
+    """(good, valid) over buckets first..last of tier `tier` that each ring retains (none
+    past its head, none a later lap overwrote), no cache involved: every ring's count is
+    valid, and good when its cell is below `good_cells`. One call for all of a target's
+    rings: a burn check slides its windows by a bucket or two, over four rings or more."""
+    good = valid = 0
+    for cell, ring in rings:
+        _, n, off = ring._layout[tier]
+        head = ring._heads[tier]
+        lo = first if first > head - n else head - n + 1
+        hi = last if last < head else head
+        if lo > hi:
+            continue
+        c = ring._counters[0]
+        if lo == hi:
+            count = c[off + lo % n]
+        else:
+            start = lo % n
+            end = start + hi - lo + 1
+            count = (sum(c[off + start : off + end]) if end <= n
+                     else sum(c[off + start : off + n]) + sum(c[off : off + end - n]))
+        valid += count
+        if cell < good_cells:
+            good += count
+    return good, valid
+
+
 class RollingCounter(_TieredRing):
     """One counter per bucket (e.g. "no data" events), same tiers and semantics
     as RollingWindow at half its memory."""
@@ -535,10 +575,11 @@ class RollingCounter(_TieredRing):
     __slots__ = ()
     _FIELDS = 1
 
-    def add(self, t: float, count: int = 1) -> None:
+    def add(self, t: float, count: int = 1) -> bool:
+        """Count `count` events at `t`; True if a bucket saturated (not all counted)."""
         if count < 0:
             raise ValueError(f"count must not be negative, got {count}")
-        self._add(t, (count,))
+        return self._add(t, (count,))
 
     def query(self, now: float, length: float) -> int:
         return self._sums(now, length)[0]
