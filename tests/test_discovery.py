@@ -12,6 +12,7 @@ import asyncio
 import json
 import subprocess
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -238,8 +239,8 @@ class Watch:
             self.probed[target.id] = self.probed.get(target.id, 0) + 1
             self._probe.set()
 
-        def applied(new: Config) -> None:
-            apply_config(new)
+        def applied(new: Config, *prepared: Any) -> None:
+            apply_config(new, *prepared)
             self.changed.set()
 
         parts.on_result = recorded  # type: ignore[method-assign]
@@ -323,6 +324,70 @@ async def test_file_sd_watched_history_kept_and_bad_writes_change_nothing(
             assert daemon.live.slos[f"shop:{ida}"] is slo_a
         finally:
             await daemon.shutdown()
+
+
+async def test_a_discovery_change_is_prepared_off_the_loop_and_waits_for_a_reload(
+        tmp_path: Path) -> None:
+    """A discovered change is worked out like a reload's (runtimes prepared before it is
+    applied), and a reload and a discovery change apply one at a time: a reload started
+    while a change is being prepared waits for it, and ends with both the file's edit
+    and the discovered target."""
+    sd = tmp_path / "sd"
+    sd.mkdir()
+    (sd / "a.json").write_text(json.dumps(groups((["127.0.0.1:1"], {"team": "shop"}))))
+    path = tmp_path / "slamon.yaml"
+
+    def write(objective: str) -> str:
+        text = config_text(tmp_path, "file_sd: {files: [sd/*.json], refresh_interval: 100ms}",
+                           f"slos: [{{id: shop, objective: {objective}, "
+                           "selector: {team: shop}}]\n")
+        path.write_text(text)
+        return text
+
+    read = threading.Event()  # the loader runs on a thread
+
+    def loader(p: str | Path) -> Config:
+        read.set()
+        return parse_config(Path(p).read_text(), base_dir=tmp_path)
+
+    daemon = Daemon(parse_config(write("0.9"), base_dir=tmp_path), config_path=path,
+                    loader=loader)
+    watch = Watch(daemon)
+    parts = daemon.parts
+    prepare_config = parts.prepare_config
+    prepared: list[set[str]] = []
+    hold, holding = asyncio.Event(), asyncio.Event()
+
+    async def held(new: Config, *rest: Any) -> Any:
+        prepared.append({t.id for t in new.targets})
+        if len(new.targets) > 1:  # the change under test
+            holding.set()
+            await hold.wait()
+        return await prepare_config(new, *rest)
+
+    parts.prepare_config = held  # type: ignore[method-assign]
+    await daemon.start()
+    try:
+        assert _ids(daemon) == {"inv:127.0.0.1:1"}
+        (sd / "b.json").write_text(json.dumps(groups((["127.0.0.1:2"], {"team": "shop"}))))
+        await asyncio.wait_for(holding.wait(), 20)
+        assert prepared[-1] == {"inv:127.0.0.1:1", "inv:127.0.0.1:2"}
+        assert _ids(daemon) == {"inv:127.0.0.1:1"}  # prepared first, applied after
+        write("0.95")
+        reload = asyncio.create_task(daemon.reload())
+        # a reload not held back reads the file at once (a bound: it must not happen)
+        assert not await asyncio.to_thread(read.wait, 0.5), \
+            "the reload ran while a discovery change was applied"
+        assert not reload.done()
+        hold.set()
+        assert await asyncio.wait_for(reload, 20)
+        await watch.until(lambda: len(_ids(daemon)) == 2, "b discovered")
+        assert {s.objective for s in daemon.config.slos} == {0.95}
+        assert {s.id for s in daemon.config.slos} == {
+            "shop:inv:127.0.0.1:1", "shop:inv:127.0.0.1:2"}
+    finally:
+        hold.set()
+        await daemon.shutdown()
 
 
 async def test_bad_entries_are_left_out_and_the_rest_probed(tmp_path: Path) -> None:

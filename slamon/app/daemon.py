@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -93,6 +93,12 @@ class Daemon:
         self._reload_task: asyncio.Task[None] | None = None
         #: a SIGHUP came while a reload ran (or during start-up): reload once more
         self._reload_again = False
+        #: a reload and a discovery change apply one at a time: each builds on the
+        #: config the other left
+        self._config_lock = asyncio.Lock()
+        self._discovery_task: asyncio.Task[None] | None = None
+        #: the targets discovered changed while a change was being applied: once more
+        self._discovery_again = False
         #: systemd's notify socket (None outside systemd)
         self.notifier = SystemdNotifier.from_env()
         self.parts.collector.extra.append(self.reloads.metrics)
@@ -131,20 +137,52 @@ class Daemon:
     # -- lifecycle --------------------------------------------------------------
     def _running(self, config: Config) -> Config:
         """The file's config plus the discovered targets, cut to this shard's share."""
-        resolved, problems = resolve(config, self.discovery.discovered())
+        running, problems = running_config(config, self.discovery.discovered())
         for problem in problems:
             self.log.warning("discovery_conflict", error=problem)
-        # shard: {index, count}: keep only this instance's share
-        return apply_shard(resolved)
+        return running
 
     def _discovery_changed(self) -> None:
         """A source's targets changed: apply like a reload (start-up applies its own)."""
         if not self.ready.is_set() or self._stop.is_set():
             return
-        new = self._running(self.file_config)
+        if self._discovery_task is not None:
+            self._discovery_again = True
+            return
+        self._discovery_task = asyncio.get_running_loop().create_task(
+            self._apply_discovery(), name="discovery-apply")
+
+    async def _apply_discovery(self) -> None:
+        """Apply the discovered targets as a reload applies a file: the SLA runtimes and
+        policy digests worked out on a thread first (at 10,000 targets, ~0.5 s that held
+        the event loop and delayed every probe due meanwhile)."""
+        try:
+            while True:
+                self._discovery_again = False
+                try:
+                    async with self._config_lock:
+                        await self._discovered()
+                except Exception as exc:  # the daemon keeps running whatever this hits
+                    self.log.exception("discovery_apply_failed", error=str(exc))
+                if not self._discovery_again or self._stop.is_set():
+                    return
+        finally:
+            self._discovery_task = None
+
+    async def _discovered(self) -> None:
+        running, problems = await asyncio.to_thread(
+            running_config, self.file_config, self.discovery.discovered())
+        for problem in problems:
+            self.log.warning("discovery_conflict", error=problem)
+        # interned first: an unchanged target is then the running one, which the
+        # comparison takes by identity instead of field by field
+        new = await asyncio.to_thread(self.parts.intern_targets, running)
         if new == self.parts.config:
             return
-        self.parts.apply_config(new)
+        prepared = await self.parts.prepare_config(new)
+        if self._stop.is_set():
+            return
+        self.parts.apply_config(new, prepared)
         self.log.info("discovery_applied", targets=len(new.targets), slos=len(new.slos))
 
     async def start(self) -> None:
@@ -238,6 +276,10 @@ class Daemon:
     async def shutdown(self) -> None:
         """Stop scheduling, let in-flight probes finish (bounded by their timeouts)."""
         await self._cancel_reload()
+        if self._discovery_task is not None:
+            self._discovery_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._discovery_task
         await self.discovery.stop()
         scheduler = self.parts.scheduler
         if scheduler is not None:
@@ -312,6 +354,10 @@ class Daemon:
 
     async def reload(self) -> bool:
         """Validate the new config first; on any error keep running the old one."""
+        async with self._config_lock:
+            return await self._reload()
+
+    async def _reload(self) -> bool:
         if self.config_path is None or self._loader is None:
             self.log.warning("reload_unavailable", reason="no config file")
             return False
@@ -368,6 +414,14 @@ class Daemon:
                 self.log.warning("reload_reader_failed", reason=str(exc),
                                  fallback="reading on a thread")
         return await runtime.in_daemon_thread(partial(loader, path), "reload"), None
+
+
+def running_config(config: Config, discovered: Mapping[str, Sequence[Target]]
+                   ) -> tuple[Config, list[str]]:
+    """The file's config plus the discovered targets, cut to this shard's share (`shard:
+    {index, count}`), and what conflicted; pure, for a thread."""
+    resolved, problems = resolve(config, discovered)
+    return apply_shard(resolved), problems
 
 
 def serve(
