@@ -12,6 +12,10 @@ commit with `--src /tmp/old`: same outcomes, same seed.
     python bench/events_memory.py --targets 1000 --hours 24 --src /tmp/old
     python bench/events_memory.py --targets 10000 --hours 24 --measure restore
 
+`--scrape` asks every SLO's windows once more after the feed (or the restore), as a
+Prometheus scrape of `/metrics` does, before tracemalloc is read: what a running daemon
+holds once it is scraped, with the answers it keeps for the windows asked.
+
 `--measure restore` feeds without tracing and measures the state a restart builds from
 the fed state's snapshots instead (tracemalloc slows every allocation of the feed:
 10,000 targets for 24 h did not finish in 15 minutes traced). It is what a daemon holds
@@ -50,6 +54,13 @@ def snapshots(live: Any) -> dict[str, bytes]:
     return {sid: s.to_bytes() for sid, s in live.slos.items()}  # windows per SLO
 
 
+def scrape(live: Any, now: float) -> None:
+    """Every SLO's counts over its own window and every alert window, as `/metrics` asks."""
+    for state in live.slos.values():
+        for length in state.slo.windows:
+            state.counts(now, length)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--targets", type=int, default=1000)
@@ -64,6 +75,8 @@ def main() -> int:
     ap.add_argument("--measure", choices=["feed", "restore", "both"], default="feed",
                     help="what tracemalloc sees: the fed state, the state restored from its "
                     "snapshots, or both")
+    ap.add_argument("--scrape", action="store_true",
+                    help="ask every SLO's windows (as a scrape does) before measuring")
     args = ap.parse_args()
     sys.path.insert(0, str(args.src))
     from slamon.config.loader import parse_config
@@ -96,6 +109,8 @@ def main() -> int:
             fed += 1
         t += args.interval
     live.advance(end)
+    if args.scrape:
+        scrape(live, end)
     elapsed = time.perf_counter() - started
     gc.collect()
     allocated = tracemalloc.get_traced_memory()[0] if traced_feed else None
@@ -119,6 +134,8 @@ def main() -> int:
                 again.slos[sid].restore(data)
             problems = []
         again.advance(end)
+        if args.scrape:
+            scrape(again, end)
         gc.collect()
         restored = tracemalloc.get_traced_memory()[0]
         tracemalloc.stop()
@@ -127,7 +144,8 @@ def main() -> int:
     print(f"src {args.src}: {n:,} targets at {args.interval} s, {fed:,} outcomes over "
           f"{args.hours:g} h "
           f"({args.latency}{', latency SLO' if args.latency_slo else ''}"
-          f"{'' if args.bounds is None else f', bounds [{args.bounds}]'}) in {elapsed:.1f} s")
+          f"{'' if args.bounds is None else f', bounds [{args.bounds}]'}"
+          f"{', scraped' if args.scrape else ''}) in {elapsed:.1f} s")
     if allocated is not None:
         print(f"  allocated after the feed (config excluded): {allocated / n:,.0f} B per target")
     if restored is not None:
