@@ -281,3 +281,12 @@ def test_new_bounds_forget_the_answers_of_the_old_ones() -> None:
     live.take(other)
     assert live.counts(BASE, 300.0, 0.25) == Counts(0, 1)
     assert live.counts(BASE, 300.0) == Counts(0, 1)
+
+
+def test_answers_kept_are_bounded() -> None:
+    """Windows of earlier configs are not kept for ever: at most 32 answers a target."""
+    live = TargetEvents()
+    live.add(BASE, True, 0.05)
+    for minutes in range(1, 200):
+        assert live.counts(BASE, 60.0 * minutes) == Counts(1, 1)
+    assert live._memo is not None and 0 < len(live._memo) <= 32

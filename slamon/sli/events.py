@@ -96,6 +96,11 @@ _SHARED_BOUNDS: dict[tuple[float, ...], tuple[float, ...]] = {}
 _SHARED_BOUNDS_MAX = 4096
 
 
+#: answers a target keeps at most (its SLOs' windows and thresholds; a reload that
+#: changes them leaves the old ones behind until this many)
+_MEMO_MAX = 32
+
+
 @lru_cache(maxsize=8)
 def _empty(tiers: tuple[Tier, ...]) -> RollingCounter:
     """A ring never written to: answers 0 and validates a query's length."""
@@ -232,6 +237,8 @@ class TargetEvents:
             memo = self._memo
             if memo is None:
                 memo = self._memo = {}
+            elif len(memo) >= _MEMO_MAX:  # windows of earlier configs: start again
+                memo.clear()
             memo[(length, threshold)] = [res, n, tier, first, last, good, valid, good_cells]
         return Counts(good, valid)
 
