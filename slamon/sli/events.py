@@ -129,7 +129,9 @@ class TargetEvents:
         # windows, and four ring queries per window). Every ring's head stays within a
         # tier's retention of `first`, so no bucket of an answer is ever dropped
         # behind its back. None until the first query.
-        self._memo: dict[tuple[float, float | None], list[Any]] | None = None
+        # Keyed by the length alone for an availability SLI (the length is the config's
+        # float: no key object per target), by (length, threshold) for a latency SLI.
+        self._memo: dict[float | tuple[float, float], list[Any]] | None = None
 
     @property
     def bounds(self) -> tuple[float, ...]:
@@ -194,7 +196,8 @@ class TargetEvents:
         """Good and valid events over the window (RollingWindow.query semantics):
         good = succeeded within `threshold` (None: succeeded at all)."""
         memo = self._memo
-        m = memo.get((length, threshold)) if memo is not None else None
+        m = (memo.get(length if threshold is None else (length, threshold))
+             if memo is not None else None)
         if m is None or not math.isfinite(now):
             return self._counted(now, length, threshold)
         first, last = math.floor((now - length) / m[0]), math.floor(now / m[0])
@@ -239,7 +242,8 @@ class TargetEvents:
                 memo = self._memo = {}
             elif len(memo) >= _MEMO_MAX:  # windows of earlier configs: start again
                 memo.clear()
-            memo[(length, threshold)] = [res, n, tier, first, last, good, valid, good_cells]
+            memo[length if threshold is None else (length, threshold)] = [
+                res, n, tier, first, last, good, valid, good_cells]
         return Counts(good, valid)
 
     def no_data(self, now: float, length: float) -> int:
