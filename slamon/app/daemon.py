@@ -138,9 +138,12 @@ class Daemon:
     def _running(self, config: Config) -> Config:
         """The file's config plus the discovered targets, cut to this shard's share."""
         running, problems = running_config(config, self.discovery.discovered())
+        self._log_conflicts(problems)
+        return running
+
+    def _log_conflicts(self, problems: list[str]) -> None:
         for problem in problems:
             self.log.warning("discovery_conflict", error=problem)
-        return running
 
     def _discovery_changed(self) -> None:
         """A source's targets changed: apply like a reload (start-up applies its own)."""
@@ -172,8 +175,7 @@ class Daemon:
     async def _discovered(self) -> None:
         running, problems = await asyncio.to_thread(
             running_config, self.file_config, self.discovery.discovered())
-        for problem in problems:
-            self.log.warning("discovery_conflict", error=problem)
+        self._log_conflicts(problems)
         # interned first: an unchanged target is then the running one, which the
         # comparison takes by identity instead of field by field
         new = await asyncio.to_thread(self.parts.intern_targets, running)

@@ -101,6 +101,12 @@ _SHARED_BOUNDS_MAX = 4096
 _MEMO_MAX = 32
 
 
+def _memo_key(length: float, threshold: float | None) -> float | tuple[float, float]:
+    """An availability window's answer is kept under its length alone (the config's float:
+    no key object per target), a latency window's under (length, threshold)."""
+    return length if threshold is None else (length, threshold)
+
+
 @lru_cache(maxsize=8)
 def _empty(tiers: tuple[Tier, ...]) -> RollingCounter:
     """A ring never written to: answers 0 and validates a query's length."""
@@ -120,7 +126,7 @@ class TargetEvents:
         self._cells: list[RollingCounter | None] = [None] * (len(self._bounds) + 1)
         self._bad: RollingCounter | None = None
         self._no_data: RollingCounter | None = None
-        # The last answer of `counts` for every (length, threshold) asked:
+        # The last answer of `counts` for every window asked (`_memo_key`):
         # [resolution, buckets, tier, first, last, good, valid, good cells], kept equal
         # to the counts over buckets first..last as events arrive and slid by the
         # buckets that moved. A burn check and a scrape ask the same few windows again
@@ -129,8 +135,6 @@ class TargetEvents:
         # windows, and four ring queries per window). Every ring's head stays within a
         # tier's retention of `first`, so no bucket of an answer is ever dropped
         # behind its back. None until the first query.
-        # Keyed by the length alone for an availability SLI (the length is the config's
-        # float: no key object per target), by (length, threshold) for a latency SLI.
         self._memo: dict[float | tuple[float, float], list[Any]] | None = None
 
     @property
@@ -166,7 +170,7 @@ class TargetEvents:
         if clipped:  # a saturated bucket did not count it: answer afresh
             self._memo = None
             return
-        stale = None
+        stale: list[float | tuple[float, float]] | None = None
         for key, m in memo.items():
             b = math.floor(t / m[0])
             if b < m[3]:
@@ -178,7 +182,9 @@ class TargetEvents:
             elif b >= m[3] + m[1]:
                 # the ring's head moved a whole retention past `first`: buckets of the
                 # answer are gone from it
-                stale = [*stale, key] if stale else [key]
+                if stale is None:
+                    stale = []
+                stale.append(key)
         if stale:
             for key in stale:
                 del memo[key]
@@ -196,8 +202,7 @@ class TargetEvents:
         """Good and valid events over the window (RollingWindow.query semantics):
         good = succeeded within `threshold` (None: succeeded at all)."""
         memo = self._memo
-        m = (memo.get(length if threshold is None else (length, threshold))
-             if memo is not None else None)
+        m = memo.get(_memo_key(length, threshold)) if memo is not None else None
         if m is None or not math.isfinite(now):
             return self._counted(now, length, threshold)
         first, last = math.floor((now - length) / m[0]), math.floor(now / m[0])
@@ -242,7 +247,7 @@ class TargetEvents:
                 memo = self._memo = {}
             elif len(memo) >= _MEMO_MAX:  # windows of earlier configs: start again
                 memo.clear()
-            memo[length if threshold is None else (length, threshold)] = [
+            memo[_memo_key(length, threshold)] = [
                 res, n, tier, first, last, good, valid, good_cells]
         return Counts(good, valid)
 

@@ -554,14 +554,8 @@ def cell_sums(rings: Sequence[tuple[int, RollingCounter]], tier: int, first: int
         hi = last if last < head else head
         if lo > hi:
             continue
-        c = ring._counters[0]
-        if lo == hi:
-            count = c[off + lo % n]
-        else:
-            start = lo % n
-            end = start + hi - lo + 1
-            count = (sum(c[off + start : off + end]) if end <= n
-                     else sum(c[off + start : off + n]) + sum(c[off : off + end - n]))
+        # a slide moves by one bucket: read it, not a slice
+        count = ring._counters[0][off + lo % n] if lo == hi else ring._range(tier, lo, hi)[0]
         valid += count
         if cell < good_cells:
             good += count
