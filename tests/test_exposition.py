@@ -97,6 +97,19 @@ def test_render_yields_to_the_loop_between_slices() -> None:
     assert ticks >= 9
 
 
+def test_window_bytes_are_summed_in_pieces() -> None:
+    """The counters' bytes are summed a chunk at a time, and the sum is every target's
+    events and every SLO's own windows, whatever the chunk."""
+    live, stats = populated()
+    collector = SlamonCollector(lambda: live, lambda: stats, clock=lambda: NOW)
+    registry = make_registry(collector)
+    whole = live.window_bytes()
+    assert whole > 0
+    for chunk in (1, 7, 100):
+        samples = parse_metrics(asyncio.run(render(registry, collector, chunk)).decode())
+        assert value(samples, "slamon_sli_window_bytes") == whole
+
+
 class _Fixed:
     """A second collector with a stable output, so whole texts can be compared."""
 

@@ -40,6 +40,7 @@ from slamon.scheduler import Scheduler
 from slamon.sli.live import LiveState, TargetStatus
 from slamon.sli.slo import SloState
 from slamon.util.events import Event, EventBus, EventKind
+from slamon.util.pace import Pacer
 from tests.misbehaving import MisbehavingHttpServer, free_port, serve
 
 SECRET = "hmac-key-do-not-leak"
@@ -755,9 +756,9 @@ async def test_a_burn_check_in_pieces_yields_to_the_loop_and_finds_the_same_even
     counter = asyncio.create_task(count_turns())
     await asyncio.sleep(0)
     try:
-        events = await BurnWatch().check_in_pieces(live, now, piece=2)
-        # pieces of 2 SLOs of 7: the loop ran other tasks between the four pieces
-        assert turns >= 4
+        events = await BurnWatch().check_in_pieces(live, now, Pacer(0))
+        # a pacer with no budget: the loop ran other tasks after each of the 7 SLOs
+        assert turns >= 7
         assert [(e.kind, e.slo) for e in events] == [
             (e.kind, e.slo) for e in BurnWatch().check(live, now)]
         assert len(events) == 7
@@ -765,7 +766,7 @@ async def test_a_burn_check_in_pieces_yields_to_the_loop_and_finds_the_same_even
         # an SLO a reload removes while a check is between pieces (s6, in the last piece):
         # skipped, then resolved
         watch = BurnWatch()
-        await watch.check_in_pieces(live, now, piece=2)
+        await watch.check_in_pieces(live, now, Pacer(0))
         edited = Config.model_validate({**config.model_dump(mode="json"),
                                         "slos": config.model_dump(mode="json")["slos"][:-1]})
 
@@ -774,7 +775,7 @@ async def test_a_burn_check_in_pieces_yields_to_the_loop_and_finds_the_same_even
             live.apply_config(edited)
 
         reload = asyncio.create_task(reload_soon())
-        later = await watch.check_in_pieces(live, now + 1, piece=2)
+        later = await watch.check_in_pieces(live, now + 1, Pacer(0))
         await reload
         assert [(e.kind.name, e.slo) for e in later] == [("BURN_RATE_RESOLVED", "s6")]
     finally:
@@ -805,6 +806,15 @@ def test_cert_watch_thresholds() -> None:
     assert at(2) == []
     assert at(60, expiry_shift=90 * 86400) == []  # renewed: starts afresh
     assert at(6, expiry_shift=90 * 86400) == [6]  # 21, 14, 7 at once: one event
+    # only targets whose results carried a certificate are walked, and a reload that
+    # removes one leaves it out (and forgotten by the watch)
+    assert live.cert_targets == {"web"}
+    live.apply_config(Config.model_validate({
+        "targets": [{"id": "db", "kind": "tcp", "interval": "10s", "timeout": "2s",
+                     "tcp": {"host": "127.0.0.1", "port": 9}}],
+    }))
+    assert live.cert_targets == set()
+    assert watch.check(live, now) == [] and not watch._seen
 
 
 def maintenance_config(**window: Any) -> Config:

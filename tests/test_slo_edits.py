@@ -200,6 +200,29 @@ def test_snapshot_shape_of_earlier_releases_still_restores() -> None:
     assert not live.restores("fast", "920ee3453be7da95bbdb7cdde43ff2c4")
 
 
+def test_a_snapshot_read_across_a_reload_keeps_the_shapes_of_its_cut() -> None:
+    """The snapshot's SLO states are taken at its cut, and each is written under the shape
+    of the window key it had then: a reload before the iterator is read (a snapshot is
+    read between turns of the event loop) must not pair an old state with a new shape, nor
+    trip over an SLO it removed."""
+    live = LiveState(config())
+    feed(live, config(), time.time() - 3000, 50)
+    shapes = {sid: live.shape(sid) for sid in live.slos}
+    fast, shop = live.slos["fast"], live.slos["shop"]
+    sources = live.snapshot_sources()
+    edited = BASE.replace("latency_threshold: 300ms", "latency_threshold: 1s").replace(
+        "  - {id: shop, targets: [web, api], objective: 0.95, window: 1d, description: x}\n",
+        "")
+    live.apply_config(config(edited))
+    assert "shop" not in live.slos and live.shape("fast") != shapes["fast"]
+    read = {key: (shape, serialise()) for key, shape, serialise in sources}
+    assert read["fast"] == (shapes["fast"], fast.to_bytes())
+    assert read["shop"] == (shapes["shop"], shop.to_bytes())
+    assert read["avail"][0] == shapes["avail"] == live.shape("avail")
+    # what the reload parked of the removed SLO is the same state under the same shape
+    assert live.parked["shop"] == read["shop"]
+
+
 async def test_restart_after_an_objective_edit_restores_the_windows(tmp_path: Path) -> None:
     now = time.time()
     state = tmp_path / "state.db"
@@ -287,7 +310,7 @@ async def test_a_snapshot_taken_while_results_arrive_agrees_with_the_journal(
     # The snapshot is serialised in pieces between turns of the loop; results that
     # arrive meanwhile are journaled after the cut, so they must not be in it too
     # (counted twice after a restart) nor lost from the live windows.
-    monkeypatch.setattr(wiring, "SNAPSHOT_CHUNK", 1)  # a loop turn after every SLO
+    monkeypatch.setattr(wiring, "SNAPSHOT_PACE", 0.0)  # a loop turn after every SLO
     now = time.time()
     state = tmp_path / "state.db"
     first = Daemon(config(state=state))

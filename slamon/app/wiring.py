@@ -33,6 +33,7 @@ from slamon.store.base import ClosedPeriod, Restored, Store, StoreError, StoreWr
 from slamon.store.sqlite import StateStore
 from slamon.util.events import EventBus
 from slamon.util.log import get_logger
+from slamon.util.pace import BUDGET, Pacer
 from slamon.util.schema import split_listen
 from slamon.web.server import HttpServer, build_app
 from slamon.web.status.incidents import IncidentLog
@@ -67,9 +68,9 @@ class StartupError(Exception):
     """A problem that stops the daemon from starting; the message is for the user."""
 
 
-#: SLO states and target events serialised between two turns of the event loop when a
-#: snapshot is taken (~8-15 us each: up to ~4 ms of loop time per piece)
-SNAPSHOT_CHUNK = 250
+#: how a snapshot is cut into turns of the event loop (each SLO state or target's
+#: events takes ~8-15 us to serialise; tests pass one that yields after each)
+SNAPSHOT_PACE = BUDGET
 
 class Components:
     """Every part one Config builds. The cheap, in-memory parts exist from the
@@ -206,17 +207,18 @@ class Components:
 
     async def _snapshots(self) -> Mapping[str, tuple[str, bytes]]:
         """Every target's events and SLO's state as of this call's start (the
-        journal's cut), serialised SNAPSHOT_CHUNK at a time between turns of the
-        event loop."""
+        journal's cut), serialised in turns of the event loop of SNAPSHOT_PACE
+        seconds."""
         live = self.live
         live.hold()  # before any await: the windows are those of the cut
         try:
             parked = dict(live.parked)
             running: dict[str, tuple[str, bytes]] = {}
-            for i, (key, shape, serialise) in enumerate(live.snapshot_sources(), 1):
+            pacer = Pacer(SNAPSHOT_PACE)
+            for key, shape, serialise in live.snapshot_sources():
                 running[key] = (shape, serialise())
-                if i % SNAPSHOT_CHUNK == 0:
-                    await asyncio.sleep(0)
+                if pacer.due():
+                    await pacer.rest()
         finally:
             live.release()
         return {**parked, **running}

@@ -10,7 +10,6 @@ daemon calls it every few seconds from its advance loop and publishes them.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import math
 from collections.abc import Iterable
@@ -20,6 +19,7 @@ from slamon.sli.live import LiveState
 from slamon.sli.slo import SloState
 from slamon.util.durations import format_duration
 from slamon.util.events import Event, EventKind
+from slamon.util.pace import Pacer
 
 Pair = tuple[float, float]
 
@@ -51,8 +51,6 @@ def _duration(seconds: float) -> str:
 #: never holds the event loop for long (10,000 SLOs burning at once took ~0.5 s); an SLO's
 #: alert then starts or resolves within len(slos) / BUDGET seconds of the burn changing
 BUDGET = 2000
-#: SLOs evaluated between two turns of the event loop (~5 ms when all of them burn)
-PIECE = 100
 #: an SLO whose SLI counted no new event since its last evaluation is evaluated again
 #: only after this long: its rates then move only as old events leave the windows
 RECHECK = 15.0
@@ -73,6 +71,8 @@ class BurnWatch:
         self._evaluated: dict[str, tuple[int, int, float]] = {}
         #: per SLO, (its config, its longest alert window): asked for every SLO each check
         self._longest: dict[str, tuple[Slo, float]] = {}
+        #: the live state's SLOs as of the last forgetting of removed ones
+        self._slos_seen: dict[str, SloState] | None = None
 
     def _share(self, live: LiveState) -> list[str]:
         """The SLOs this check evaluates: all of them, or the next `budget` in turn."""
@@ -87,71 +87,76 @@ class BurnWatch:
 
     def check(self, live: LiveState, now: float) -> list[Event]:
         """The events of this check, in one go."""
-        events = self._evaluate(live, self._share(live), now)
+        events: list[Event] = []
+        for slo_id in self._share(live):
+            self._evaluate(live, slo_id, now, events)
         return events + self._forget_removed(live, now)
 
-    async def check_in_pieces(self, live: LiveState, now: float, piece: int = PIECE
+    async def check_in_pieces(self, live: LiveState, now: float, pacer: Pacer | None = None
                               ) -> list[Event]:
-        """`check`, yielding to the event loop after every `piece` SLOs: each SLO costs
+        """`check`, yielding to the event loop whenever `pacer` is due: each SLO costs
         ~50 us when it burns, so a share of 2,000 in one go held the loop ~100 ms and
         delayed the probes due meanwhile. A reload between pieces is fine: an SLO it
         removed is skipped, and forgotten at the end."""
-        share = self._share(live)
+        pacer = pacer or Pacer()
         events: list[Event] = []
-        for i in range(0, len(share), piece):
-            events += self._evaluate(live, share[i : i + piece], now)
-            if i + piece < len(share):
-                await asyncio.sleep(0)
+        for slo_id in self._share(live):
+            self._evaluate(live, slo_id, now, events)
+            if pacer.due():
+                await pacer.rest()
         return events + self._forget_removed(live, now)
 
-    def _evaluate(self, live: LiveState, ids: list[str], now: float) -> list[Event]:
-        events: list[Event] = []
-        slos = live.slos
-        for slo_id in ids:
-            state = slos.get(slo_id)
-            if state is None:
-                continue
-            before = self._firing.get(slo_id, set())
-            known = self._longest.get(slo_id)
-            if known is None or known[0] is not state.slo:  # a reload makes a new Slo
-                known = self._longest[slo_id] = (state.slo, _longest(state))
-            longest = known[1]
-            if state.last_bad == math.inf:
-                # restored from a snapshot: learn from the window whether it holds bad events
-                good, valid = state.counts(now, longest) if longest else (0, 0)
-                state.last_bad = now if good < valid else -math.inf
-            # no bad event within the longest alert window: nothing can fire (rate 0)
-            if not before and state.last_bad < now - longest:
-                continue
-            # every rate is a ratio of valid events: without a new one since the last
-            # evaluation only the windows' slide can move it, which RECHECK bounds. A
-            # burning SLO is then evaluated once per probe interval, not every second
-            mark = (id(state), state.valid_total)
-            last = self._evaluated.get(slo_id)
-            if last is not None and last[:2] == mark and 0 <= now - last[2] < RECHECK:
-                continue
-            self._evaluated[slo_id] = (*mark, now)
-            after = burn_alerts(state, now)
-            by_pair = {(aw.long, aw.short): aw for aw in state.slo.alert_windows}
-            for pair in sorted(after - before):
-                aw = by_pair[pair]
-                rate = state.burn_rate(now, aw.long) or 0.0
-                events.append(Event(
-                    EventKind.BURN_RATE_FIRING, now, slo=slo_id,
-                    summary=(f"SLO {slo_id} burns its error budget {rate:.1f}x too fast "
-                             f"over {window_name(pair)}"),
-                    details={"window": window_name(pair), "long": _duration(pair[0]),
-                             "short": _duration(pair[1]), "burn_rate": round(rate, 3),
-                             "severity": aw.severity},
-                ))
-            for pair in sorted(before - after):
-                aw_gone = by_pair.get(pair)
-                events.append(self._resolved(slo_id, pair, now,
-                                             aw_gone.severity if aw_gone else "page"))
-            self._firing[slo_id] = after
-        return events
+    def _evaluate(self, live: LiveState, slo_id: str, now: float, events: list[Event]) -> None:
+        """Append the SLO's firing and resolved events."""
+        state = live.slos.get(slo_id)
+        if state is None:
+            return
+        before = self._firing.get(slo_id, set())
+        known = self._longest.get(slo_id)
+        if known is None or known[0] is not state.slo:  # a reload makes a new Slo
+            known = self._longest[slo_id] = (state.slo, _longest(state))
+        longest = known[1]
+        if state.last_bad == math.inf:
+            # restored from a snapshot: learn from the window whether it holds bad events
+            good, valid = state.counts(now, longest) if longest else (0, 0)
+            state.last_bad = now if good < valid else -math.inf
+        # no bad event within the longest alert window: nothing can fire (rate 0)
+        if not before and state.last_bad < now - longest:
+            return
+        # every rate is a ratio of valid events: without a new one since the last
+        # evaluation only the windows' slide can move it, which RECHECK bounds. A
+        # burning SLO is then evaluated once per probe interval, not every second
+        mark = (id(state), state.valid_total)
+        last = self._evaluated.get(slo_id)
+        if last is not None and last[:2] == mark and 0 <= now - last[2] < RECHECK:
+            return
+        self._evaluated[slo_id] = (*mark, now)
+        after = burn_alerts(state, now)
+        by_pair = {(aw.long, aw.short): aw for aw in state.slo.alert_windows}
+        for pair in sorted(after - before):
+            aw = by_pair[pair]
+            rate = state.burn_rate(now, aw.long) or 0.0
+            events.append(Event(
+                EventKind.BURN_RATE_FIRING, now, slo=slo_id,
+                summary=(f"SLO {slo_id} burns its error budget {rate:.1f}x too fast "
+                         f"over {window_name(pair)}"),
+                details={"window": window_name(pair), "long": _duration(pair[0]),
+                         "short": _duration(pair[1]), "burn_rate": round(rate, 3),
+                         "severity": aw.severity},
+            ))
+        for pair in sorted(before - after):
+            aw_gone = by_pair.get(pair)
+            events.append(self._resolved(slo_id, pair, now,
+                                         aw_gone.severity if aw_gone else "page"))
+        self._firing[slo_id] = after
 
     def _forget_removed(self, live: LiveState, now: float) -> list[Event]:
+        """Resolve and forget the SLOs a reload removed. A reload gives the live state a
+        new dict of SLOs: while it is the one seen last, nothing was removed (three set
+        differences of every SLO each second were ~1 % of a core at 10,000 SLOs)."""
+        if live.slos is self._slos_seen:
+            return []
+        self._slos_seen = live.slos  # held, so its id is not reused by a later dict
         events: list[Event] = []
         for slo_id in set(self._firing) - set(live.slos):  # SLO removed by a reload
             for pair in sorted(self._firing.pop(slo_id)):

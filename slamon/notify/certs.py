@@ -1,10 +1,11 @@
 """TLS certificate expiry reminders, derived from the probes' `cert_expiry`.
 
 The daemon calls `CertWatch.check(live, now)` from its advance loop (cheap: a
-dict walk) and publishes the events. One CERT_EXPIRING event per target when
-the days left first drop to or below each threshold (default 21, 14, 7); when
-several thresholds are crossed at once (first start, long outage) only the
-lowest is sent. A renewed certificate (a later expiry) starts afresh.
+walk of the targets whose results carried a certificate) and publishes the
+events. One CERT_EXPIRING event per target when the days left first drop to
+or below each threshold (default 21, 14, 7); when several thresholds are
+crossed at once (first start, long outage) only the lowest is sent. A renewed
+certificate (a later expiry) starts afresh.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ class CertWatch:
 
     def check(self, live: LiveState, now: float) -> list[Event]:
         events: list[Event] = []
-        for tid, status in live.targets.items():
+        targets = live.targets
+        for tid in live.cert_targets:
+            status = targets[tid]
             last = status.last
             if last is None or last.cert_expiry is None:
                 continue
@@ -52,6 +55,6 @@ class CertWatch:
                 details={"days_left": left, "expires_at": utc_iso(int(expiry)),
                          "threshold": threshold},
             ))
-        for tid in set(self._seen) - set(live.targets):
+        for tid in [tid for tid in self._seen if tid not in live.cert_targets]:
             del self._seen[tid]
         return events

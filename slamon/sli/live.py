@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from slamon.config.root import Config
@@ -88,6 +88,9 @@ class LiveState:
         #: every configured target's events: the truth the SLO windows are views of
         self.events: dict[str, TargetEvents] = {}
         self.slos: dict[str, SloState] = {}
+        #: targets whose last results carried a certificate expiry: what the certificate
+        #: watch walks each second, instead of every target
+        self.cert_targets: set[str] = set()
         self._slos_by_target: dict[str, list[SloState]] = {}
         self._slo_keys: dict[str, object] = {}
         #: `shape` fingerprints, computed once per key: the repr of the pydantic models
@@ -127,6 +130,7 @@ class LiveState:
             if slo.sli == "latency" and slo.latency_threshold is not None:
                 for tid in slo.targets:
                     thresholds.setdefault(tid, set()).add(slo.latency_threshold)
+        self.cert_targets &= self.targets.keys()
         old_events = self.events
         self.events = {}
         # one checked tuple per distinct set of thresholds: most targets have none
@@ -189,6 +193,8 @@ class LiveState:
         previous = status.last
         status.last = result
         status.last_scheduled = scheduled
+        if result.cert_expiry is not None:
+            self.cert_targets.add(target.id)
         if result.ok:
             status.successes += 1
         else:
@@ -241,10 +247,17 @@ class LiveState:
     def shape(self, slo_id: str) -> str:
         """Fingerprint of what shapes an SLO's windows (window_key): a snapshot only
         restores onto the same shape."""
-        shape = self._shapes.get(slo_id)
+        return self._shape_of(slo_id, self._slo_keys[slo_id])
+
+    def _shape_of(self, slo_id: str, key: object) -> str:
+        """The shape of `slo_id` under window key `key`, remembered while that key is the
+        SLO's current one."""
+        current = self._slo_keys.get(slo_id) is key
+        shape = self._shapes.get(slo_id) if current else None
         if shape is None:
-            key = self._slo_keys[slo_id]
-            shape = self._shapes[slo_id] = _fingerprint(key)
+            shape = _fingerprint(key)
+            if current:
+                self._shapes[slo_id] = shape
         return shape
 
     def park(self, key: str, shape: str, data: bytes) -> None:
@@ -315,14 +328,24 @@ class LiveState:
                     problems.append((key, str(exc)))
         return problems
 
-    def snapshot_sources(self) -> list[tuple[str, str, Callable[[], bytes]]]:
-        """(snapshot key, shape, serialiser) of every running target and SLO."""
-        out: list[tuple[str, str, Callable[[], bytes]]] = [
-            (events_key(tid), EVENTS_SHAPE, events.to_bytes)
-            for tid, events in self.events.items()
-        ]
-        out.extend((sid, self.shape(sid), state.to_bytes) for sid, state in self.slos.items())
-        return out
+    def snapshot_sources(self) -> Iterator[tuple[str, str, Callable[[], bytes]]]:
+        """(snapshot key, shape, serialiser) of every running target and SLO, as of this
+        call. The running set and each SLO's window key are taken now and the rest is
+        worked out as the iterator is read, so it may be read between turns of the event
+        loop: a reload meanwhile changes nothing it yields (a shape is that of the
+        window key taken, never of a later one)."""
+        events = list(self.events.items())
+        keys = self._slo_keys
+        slos = [(sid, state, keys[sid]) for sid, state in self.slos.items()]
+        return self._sources(events, slos)
+
+    def _sources(self, events: list[tuple[str, TargetEvents]],
+                 slos: list[tuple[str, SloState, object]]
+                 ) -> Iterator[tuple[str, str, Callable[[], bytes]]]:
+        for tid, target_events in events:
+            yield events_key(tid), EVENTS_SHAPE, target_events.to_bytes
+        for sid, state, key in slos:
+            yield sid, self._shape_of(sid, key), state.to_bytes
 
     def restores(self, slo_id: str, shape: str) -> bool:
         """Whether a snapshot written under `shape` fits this SLO's windows: today's
