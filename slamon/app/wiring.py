@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from slamon.app.events import period_event, target_event
+from slamon.app.runtime import collect_young
 from slamon.app.upkeep import ADVANCE_EVERY, PRUNE_EVERY, PeriodCloser, StateWriter, prune_evidence
 from slamon.config.root import Config
 from slamon.config.targets import Target
@@ -348,10 +349,12 @@ class Components:
 
     # -- periodic work ----------------------------------------------------------
     async def advance_loop(self) -> None:
-        """Every second: close composite SLO slices, publish burn-rate and certificate
-        events, close due SLA periods; every hour, prune old evidence."""
+        """Every second: collect the young objects, close composite SLO slices, publish
+        burn-rate and certificate events, close due SLA periods; every hour, prune old
+        evidence."""
         next_prune = 0.0
         while True:
+            collect_young()
             now = time.time()
             self.live.advance(now)
             for event in (await self.burn_watch.check_in_pieces(self.live, now)
