@@ -18,7 +18,7 @@ import structlog
 
 import slamon
 from slamon.app import config_child
-from slamon.app.config_child import ChildFailed, load_apart
+from slamon.app.config_child import ChildFailed, crash_name, load_apart
 from slamon.app.daemon import Daemon
 from slamon.config.loader import ConfigError, load_config
 from slamon.sla import tracker
@@ -94,6 +94,36 @@ async def test_a_child_of_another_slamon_gives_no_answer(
     monkeypatch.setattr(slamon, "__version__", "0.0.0+running")
     with pytest.raises(ChildFailed, match=r"the daemon 0\.0\.0"):
         await load_apart(write_config(tmp_path))
+
+
+async def test_a_crashed_child_is_named_by_its_exception_class_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child that dies with a traceback (before it can answer): the daemon's log says
+    which exception, never its message, which may quote a config value."""
+    monkeypatch.setattr(config_child, "_BOOT",
+                        "import sys; raise KeyError('token hunter2 in ' + sys.argv[1])")
+    with pytest.raises(ChildFailed) as failed:
+        await load_apart(write_config(tmp_path))
+    assert str(failed.value) == "the config reader exited with 1 after an uncaught KeyError"
+    # a last line that is no exception's: nothing of it is told
+    monkeypatch.setattr(config_child, "_BOOT", (
+        "import sys; sys.stderr.write('Traceback (most recent call last):\\n"
+        "  File x\\nhunter2\\n'); sys.exit(3)"))
+    with pytest.raises(ChildFailed) as failed:
+        await load_apart(write_config(tmp_path))
+    assert str(failed.value) == "the config reader exited with 3"
+
+
+def test_crash_name_reads_the_last_line_of_a_traceback() -> None:
+    tb = b"Traceback (most recent call last):\n  File \"x\", line 1\n"
+    assert crash_name(tb + b"yaml.scanner.ScannerError: secret: x\n") == "yaml.scanner.ScannerError"
+    assert crash_name(tb + b"KeyboardInterrupt\n\n") == "KeyboardInterrupt"
+    assert crash_name(tb + b"MemoryError\n") == "MemoryError"
+    assert crash_name(tb + b"hunter2\n") is None
+    assert crash_name(tb + b"Errorless: words\n") is None
+    assert crash_name(b"KeyError: 'x'\n") is None  # no traceback: not one
+    assert crash_name(b"") is None
 
 
 def child_pids() -> set[int]:

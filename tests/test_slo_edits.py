@@ -200,6 +200,21 @@ def test_snapshot_shape_of_earlier_releases_still_restores() -> None:
     assert not live.restores("fast", "920ee3453be7da95bbdb7cdde43ff2c4")
 
 
+def test_advance_closes_the_slices_of_composite_slos_only() -> None:
+    """A composite SLO counts a time slice once it is closed: a later result closes the
+    ones before it, and `LiveState.advance` (which walks only the composite SLOs) the
+    last ones, once their parts' timeout has passed."""
+    cfg = config()
+    live = LiveState(cfg)
+    now = time.time()
+    feed(live, cfg, now - 3000, 290)
+    shop, avail = live.slos["shop"], live.slos["avail"]
+    before, single = shop.counts(now, 3600.0), avail.counts(now, 3600.0)
+    live.advance(now)
+    after = shop.counts(now, 3600.0)
+    assert after.valid > before.valid > 0 and avail.counts(now, 3600.0) == single
+
+
 def test_a_snapshot_read_across_a_reload_keeps_the_shapes_of_its_cut() -> None:
     """The snapshot's SLO states are taken at its cut, and each is written under the shape
     of the window key it had then: a reload before the iterator is read (a snapshot is

@@ -15,6 +15,7 @@ import asyncio
 import gc
 import os
 import pickle
+import re
 import sys
 from functools import partial
 from pathlib import Path
@@ -34,6 +35,21 @@ FROM_TARGETS = 1000
 # directory or PYTHONPATH hold, then `main` below.
 _BOOT = ("import sys; sys.path.insert(0, sys.argv[2]); "
          "from slamon.app.config_child import main; main(sys.argv[1], sys.argv[3])")
+
+
+#: the last line of a traceback: an exception class (dotted), then ": message" or nothing
+_RAISED = re.compile(
+    rb"([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit|Iteration|Warning))(?::\s|$)")
+
+
+def crash_name(stderr: bytes) -> str | None:
+    """The class of the exception a crashed child's traceback ends with, or None. Never
+    its message, which may quote a config value (a header's token)."""
+    if b"Traceback (most recent call last):" not in stderr:
+        return None
+    last = next((line.strip() for line in reversed(stderr.splitlines()) if line.strip()), b"")
+    found = _RAISED.match(last)
+    return found.group(1).decode("ascii") if found else None
 
 
 class ChildFailed(Exception):
@@ -73,14 +89,16 @@ async def load_apart(path: str | os.PathLike[str]) -> PolicyDigests:
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
     try:
-        out, _ = await proc.communicate()
+        out, err = await proc.communicate()
     except BaseException:
         if proc.returncode is None:
             proc.kill()
             await asyncio.shield(proc.wait())
         raise
     if proc.returncode != 0 or not out:
-        raise ChildFailed(f"the config reader exited with {proc.returncode}")
+        raised = crash_name(err)
+        raise ChildFailed(f"the config reader exited with {proc.returncode}"
+                          + (f" after an uncaught {raised}" if raised else ""))
     try:
         kind, payload = await runtime.in_daemon_thread(partial(pickle.loads, out), "reload")
     except Exception as exc:

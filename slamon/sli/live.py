@@ -92,6 +92,8 @@ class LiveState:
         #: watch walks each second, instead of every target
         self.cert_targets: set[str] = set()
         self._slos_by_target: dict[str, list[SloState]] = {}
+        #: the SLOs of more than one target: the only ones `advance` has slices to close in
+        self._composites: list[SloState] = []
         self._slo_keys: dict[str, object] = {}
         #: `shape` fingerprints, computed once per key: the repr of the pydantic models
         #: costs ~10 us per SLO, and every snapshot (each 60 s) asks for all of them
@@ -180,6 +182,7 @@ class LiveState:
                 self._unpark(slo.id)
         for sid, shape in removed_shapes.items():
             self.park(sid, shape, old_slos[sid].to_bytes())
+        self._composites = [state for state in self.slos.values() if state.composite]
         self._slos_by_target = {}
         for state in self.slos.values():
             for tid in state.parts:
@@ -372,7 +375,7 @@ class LiveState:
     def advance(self, now: float) -> None:
         if self._held is not None:
             return  # a slice closed now could miss held outcomes; the next call closes it
-        for slo_state in self.slos.values():
+        for slo_state in self._composites:
             slo_state.advance(now)
 
     def window_bytes(self) -> int:
