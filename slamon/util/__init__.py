@@ -1,2 +1,3 @@
 """Leaf helpers that import nothing else from slamon: durations, redaction, files,
-logging, the event bus, keccak, and the building blocks of config models."""
+logging, the event bus, keccak, pacing long walks on the event loop, and the building
+blocks of config models."""
