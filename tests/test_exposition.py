@@ -191,6 +191,7 @@ def test_slo_label_text_follows_a_reload() -> None:
     targets = target_dicts()
     targets[1]["http"]["url"] = "http://127.0.0.1:9999/moved"
     targets[2]["labels"] = {"team": "shop"}
+    targets[4]["labels"] = {"team": "shop", "tier": "front"}  # a label name new to all
     edited = Config.model_validate({
         "targets": targets,
         "slos": [{"id": "s1", "targets": ["t1"], "objective": 0.95, "window": "1d",
@@ -205,6 +206,7 @@ def test_slo_label_text_follows_a_reload() -> None:
     info = {dict(k[1])["target"]: dict(k[1]) for k in after if k[0] == "slamon_target_info"}
     assert info["t1"]["endpoint"] == "http://127.0.0.1:9999/moved"
     assert info["t2"]["team"] == "shop" and info["t3"]["team"] == 'a"b\\c'
+    assert info["t4"]["tier"] == "front" and info["t1"].get("tier", "") == ""
 
 
 def test_windows_are_left_to_prometheus_by_default() -> None:
