@@ -144,8 +144,8 @@ class SlamonCollector(Collector):
         #: per target, the TLS label text of its last result's (shared) TlsFacts
         self._tls_labels: _Kept[tuple[str, str]] = _Kept()
         self._label_names: tuple[str, ...] = ()
-        #: the live state's targets as of the last look at their label names
-        self._targets_seen: dict[str, TargetStatus] | None = None
+        #: the live state's config generation at the last look at the label names
+        self._generation = 0
 
     def collect(self) -> Iterator[Metric]:
         """For prometheus_client's registry API: the same text, parsed back.
@@ -172,11 +172,11 @@ class SlamonCollector(Collector):
         slos = list(live.slos.items())
         step_t = chunk or max(1, len(targets))
         step_s = chunk or max(1, len(slos))
-        if live.targets is not self._targets_seen:
-            # a reload gives the live state a new dict of targets: only then can the label
-            # names change (a walk of every target's labels, ~40 ms at 10,000 on a slow
-            # host, in one piece) or targets be gone
-            self._targets_seen = live.targets  # held, so its id is not reused
+        if live.generation != self._generation:
+            # only a reload (a new config generation) can change the label names (a walk
+            # of every target's labels, ~40 ms at 10,000 on a slow host, in one piece) or
+            # remove targets
+            self._generation = live.generation
             # one set of label names for every piece of slamon_target_info
             names = target_label_names(st.target for _, st in targets)
             if names != self._label_names:
@@ -195,7 +195,7 @@ class SlamonCollector(Collector):
                 out, slo_part, now)
         # the counters' bytes, summed in pieces too (~5 us a target on a slow host)
         held: list[int] = []
-        counters = [*live.events.values(), *live.slos.values()]
+        counters = live.counters()
         for i in range(0, len(counters), step_t):
             yield lambda out, part=counters[i : i + step_t]: held.append(  # type: ignore[misc]
                 sum(c.nbytes() for c in part))

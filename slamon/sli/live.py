@@ -8,6 +8,7 @@ prometheus-client objects.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -77,6 +78,8 @@ def _legacy_shape(slo: Slo, parts: Sequence[Target]) -> str:
     return _digest(key.replace(", selector=None", "", 1))
 
 
+_GENERATIONS = itertools.count(1)
+
 #: parked SLO states and target events held in memory (a few KB each); the state
 #: file keeps more
 MAX_PARKED = 1000
@@ -91,6 +94,10 @@ class LiveState:
         #: targets whose last results carried a certificate expiry: what the certificate
         #: watch walks each second, instead of every target
         self.cert_targets: set[str] = set()
+        #: the config applied, numbered across every live state of the process: only a
+        #: new one (a reload) adds or removes targets and SLOs, so a watcher compares it
+        #: instead of holding the old dicts
+        self.generation = 0
         self._slos_by_target: dict[str, list[SloState]] = {}
         #: the SLOs of more than one target: the only ones `advance` has slices to close in
         self._composites: list[SloState] = []
@@ -132,6 +139,7 @@ class LiveState:
             if slo.sli == "latency" and slo.latency_threshold is not None:
                 for tid in slo.targets:
                     thresholds.setdefault(tid, set()).add(slo.latency_threshold)
+        self.generation = next(_GENERATIONS)
         self.cert_targets &= self.targets.keys()
         old_events = self.events
         self.events = {}
@@ -378,7 +386,10 @@ class LiveState:
         for slo_state in self._composites:
             slo_state.advance(now)
 
+    def counters(self) -> list[TargetEvents | SloState]:
+        """What holds counters: every target's events and every SLO (its own windows)."""
+        return [*self.events.values(), *self.slos.values()]
+
     def window_bytes(self) -> int:
-        """Bytes of counters: every target's events and the SLOs' own windows."""
-        return sum(e.nbytes() for e in self.events.values()) + sum(
-            s.nbytes() for s in self.slos.values())
+        """Bytes of counters (`counters`), in one go."""
+        return sum(c.nbytes() for c in self.counters())
