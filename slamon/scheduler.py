@@ -18,7 +18,7 @@ import heapq
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from slamon.config.targets import Target
@@ -26,6 +26,9 @@ from slamon.probers.base import FailureReason, Prober, ProbeResult
 
 ResultCallback = Callable[[Target, float, ProbeResult], None]
 MissedCallback = Callable[[Target, float], None]
+#: the outcome of a held definition's tick (`slamon.sla.held`): its key, the target as
+#: held, the tick's wall time and the result, None for a tick not run
+HeldCallback = Callable[[str, Target, float, ProbeResult | None], None]
 
 #: extra time past a prober's own timeout before the scheduler gives up on it
 SAFETY_MARGIN = 0.5
@@ -65,6 +68,8 @@ class _Entry:
     #: ticks missed while busy, reported once the busy tick's outcome is: outcomes
     #: reach the callbacks in tick order, so a "last stored tick" watermark is exact
     deferred: list[int] = field(default_factory=list)
+    #: the key of a held definition (probed for SLA periods only), None for a target
+    held: str | None = None
 
     def wall(self, tick: int) -> float:
         return tick * self.interval + self.offset
@@ -184,6 +189,7 @@ class Scheduler:
         spread: bool = True,
         prober_for: Callable[[str], Prober] | None = None,
         start_at: float | None = None,
+        on_held: HeldCallback | None = None,
     ) -> None:
         self._max_concurrency = max_concurrency
         self._on_result = on_result
@@ -195,6 +201,10 @@ class Scheduler:
             prober_for = get_prober
         self._prober_for = prober_for
         self._entries: dict[str, _Entry] = {}
+        #: held definitions by key: probed like targets, their outcomes to `on_held`
+        self._held: dict[str, _Entry] = {}
+        self._on_held = on_held
+        self._initial_held: dict[str, Target] = {}
         self._heap: list[tuple[float, int, _Entry]] = []
         self._seq = 0
         self._pending: deque[tuple[_Entry, int, float]] = deque()
@@ -228,6 +238,9 @@ class Scheduler:
         for target in self._initial_targets:
             self._add(target, self._start_at)
         self._initial_targets = []
+        for key, target in self._initial_held.items():
+            self._add(target, self._start_at, key)
+        self._initial_held = {}
         monitor = loop.create_task(self.stall_monitor.run(), name="stall-monitor")
         await asyncio.sleep(0)  # the monitor is watching before the first probe starts
         self._first_round.set()
@@ -296,22 +309,36 @@ class Scheduler:
 
     def update_targets(self, targets: Iterable[Target]) -> None:
         """Apply a reload: unchanged targets keep their schedule; removed ones stop."""
-        new = {t.id: t for t in targets}
-        for tid, entry in list(self._entries.items()):
-            given = new.get(tid)
+        self._update(self._entries, {t.id: t for t in targets}, held=False)
+
+    def update_held(self, held: Mapping[str, Target]) -> None:
+        """The held definitions to probe, by key (`SlaTracker.held_targets`): each is
+        probed at its target's own ticks and its outcomes go to `on_held`; one no longer
+        given stops."""
+        if self._loop is None:  # not running yet: run() schedules them
+            self._initial_held = dict(held)
+            return
+        self._update(self._held, held, held=True)
+
+    def _update(self, entries: dict[str, _Entry], new: Mapping[str, Target],
+                held: bool) -> None:
+        for key, entry in list(entries.items()):
+            given = new.get(key)
             if given is None or (given is not entry.target and given != entry.target):
                 entry.removed = True
-                del self._entries[tid]
-        for tid, target in new.items():
-            if tid not in self._entries:
-                self._add(target)
+                del entries[key]
+        for key, target in new.items():
+            if key not in entries:
+                self._add(target, None, key if held else None)
         self._arm()
 
     # -- internals --------------------------------------------------------
-    def _add(self, target: Target, start_at: float | None = None) -> None:
+    def _add(self, target: Target, start_at: float | None = None,
+             held: str | None = None) -> None:
         interval = target.interval
+        # a held definition ticks when its target did: the instants its period counts
         offset = phase_offset(target.id, interval) if self._spread else 0.0
-        entry = _Entry(target, self._prober_for(target.kind), interval, offset)
+        entry = _Entry(target, self._prober_for(target.kind), interval, offset, held=held)
         # Wall time is mapped through time.monotonic(), the clock both asyncio's and
         # uvloop's loop.time() read, not through loop.time() itself: uvloop floors it to
         # the millisecond, and a tick mapped from a floored reading starts up to 1 ms
@@ -320,7 +347,10 @@ class Scheduler:
         wall_now, mono_now = time.time(), time.monotonic()
         entry.tick = first_tick(wall_now if start_at is None else start_at, interval, offset)
         entry.due = mono_now + (entry.wall(entry.tick) - wall_now)
-        self._entries[target.id] = entry
+        if held is None:
+            self._entries[target.id] = entry
+        else:
+            self._held[held] = entry
         self._push(entry)
 
     def _push(self, entry: _Entry) -> None:
@@ -350,7 +380,10 @@ class Scheduler:
 
     def _missed(self, entry: _Entry, tick: int) -> None:
         self.stats.missed += 1
-        self._on_missed(entry.target, entry.wall(tick))
+        if entry.held is None:
+            self._on_missed(entry.target, entry.wall(tick))
+        elif self._on_held is not None:
+            self._on_held(entry.held, entry.target, entry.wall(tick), None)
 
     def _start(
         self,
@@ -406,8 +439,10 @@ class Scheduler:
                     # slamon, not the target, failed to run this probe: no data
                     self.stats.stalled += 1
                     self._missed(entry, tick)
-                else:
+                elif entry.held is None:
                     self._on_result(target, entry.wall(tick), result)
+                elif self._on_held is not None:
+                    self._on_held(entry.held, target, entry.wall(tick), result)
         finally:
             self._release(entry)
 

@@ -219,6 +219,8 @@ EDITS = {
 }
 #: edits that judge no outcome otherwise and are in no policy digest
 NOT_JUDGED = {"descriptions", "grace"}
+#: edits of what a part probes
+DEFINITION = {"a part's interval", "a part's timeout"}
 
 
 @pytest.mark.parametrize("edit", list(EDITS))
@@ -262,10 +264,16 @@ async def test_each_period_equals_a_recount_under_the_config_it_began_with(
             t = begins[period] + 10 * i
             ok, duration = i % 9 != 4, 0.05 + (i % 4) * 0.1
             targets = ["web"] + (["api"] if i % 3 == 0 else [])
+            held = daemon.parts.tracker.held_targets()
             for tid in targets:
-                daemon._on_result(daemon.config.target(tid), t,
-                                  ProbeResult(ok, duration) if ok else ProbeResult(
-                                      False, duration, FailureReason.STATUS))
+                result = (ProbeResult(ok, duration) if ok
+                          else ProbeResult(False, duration, FailureReason.STATUS))
+                daemon._on_result(daemon.config.target(tid), t, result)
+                # a part whose definition the edit changed: the scheduler probes the one
+                # the open period holds as well, and only that one counts for it
+                for key, target in held.items():
+                    if target.id == tid:
+                        daemon.parts.on_held(key, target, t, result)
                 for sla in config.slas:
                     if tid in slos[sla.slo].targets:
                         cell = counted.setdefault(
@@ -306,6 +314,10 @@ async def test_each_period_equals_a_recount_under_the_config_it_began_with(
     path.write_text(edited)
     assert await daemon.reload()
     judged_by[n + 1] = load_config(path)
+    # the edits of what a part probes hold its old definition for the open period
+    held = daemon.parts.tracker.held_targets()
+    assert sorted(t.id for t in held.values()) == (["api"] if edit in DEFINITION else [])
+    assert all(t == judged_by[n].target(t.id) for t in held.values())
     feed(n, 60, 60)
     feed(n + 1, 0, 60)
     await daemon._flush(snapshot=True)
@@ -319,6 +331,8 @@ async def test_each_period_equals_a_recount_under_the_config_it_began_with(
     assert again.store is not None
     try:
         await recount(again)
+        # the held definitions come back from the stored policy documents
+        assert again.parts.tracker.held_targets() == held
     finally:
         await again.store.close()
 

@@ -231,6 +231,13 @@ class Components:
     async def close_periods(self) -> None:
         if self.closer is not None:
             await self.closer.close_due()
+            self._hand_held()
+
+    def _hand_held(self) -> None:
+        """Give the scheduler the held definitions, when they changed (`held.py`)."""
+        if (self.tracker is not None and self.scheduler is not None
+                and self.tracker.take_held_changed()):
+            self.scheduler.update_held(self.tracker.held_targets())
 
     async def prune(self, now: float) -> int:
         if self.store is None or self.tracker is None:
@@ -331,7 +338,10 @@ class Components:
             on_missed=self.on_missed,
             spread=self.config.scheduler.spread,
             start_at=self.start_at,
+            on_held=self.on_held,
         )
+        if self.tracker is not None:
+            self.scheduler.update_held(self.tracker.held_targets())
         return self.scheduler
 
     def offset(self, target: Target) -> float:
@@ -381,6 +391,20 @@ class Components:
                 self.store.note_outcome(target.id, scheduled, result.ok, result.duration)
         except Exception:
             self.log.exception("record_failed", target=target.id)
+
+    def on_held(self, key: str, target: Target, scheduled: float,
+                result: ProbeResult | None) -> None:
+        """A held definition's outcome: for the SLA periods that hold it, nothing else
+        (the SLOs, metrics and notifications follow the config's definition)."""
+        try:
+            if self.tracker is not None:
+                if result is None:
+                    self.tracker.record_held(key, target, scheduled, None)
+                else:
+                    self.tracker.record_held(key, target, scheduled, result.ok,
+                                             result.duration)
+        except Exception:
+            self.log.exception("record_failed", target=target.id, probe=key)
 
     def on_missed(self, target: Target, scheduled: float) -> None:
         try:
@@ -455,6 +479,7 @@ class Components:
             self.dispatcher.update_config(new)
         if self.scheduler is not None:
             self.scheduler.update_targets(new.targets)
+            self._hand_held()
         if self.store is not None:
             self.store.own((t.id for t in new.targets), (s.id for s in new.slos))
 

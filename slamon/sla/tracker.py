@@ -26,6 +26,7 @@ from slamon.config.sla import Sla
 from slamon.config.slo import Slo
 from slamon.config.targets import Target
 from slamon.sla.evidence import Leaf
+from slamon.sla.held import Held, Unprobeable, held_definitions
 from slamon.sla.maintenance import intervals_by_target
 from slamon.sla.periods import due_periods, period_bounds, period_index
 from slamon.sla.policy import (
@@ -220,6 +221,8 @@ class Built:
     dirty: frozenset[str]
     #: each SLA's policy digest under the config (`policy_digests`' answer)
     digests: Mapping[str, bytes]
+    #: held definitions no probe can run: (SLA id, what and why)
+    unprobeable: tuple[tuple[str, Unprobeable], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +269,10 @@ class SlaRuntime:
     #: start of the first period that may still receive leaves
     open_from: int = 0
     late: int = 0
+    #: (policy digest, part id) -> the definition that policy holds of the part, where
+    #: the config's differs (`held.py`): in that policy's periods the part's outcomes
+    #: are the held definition's probes, not the config's
+    held: dict[tuple[bytes, str], Held] = field(default_factory=dict)
     #: (last_closed, wall time from which the next period closes): the once-a-second
     #: check of every SLA is then one comparison, not a calendar sum. A reload builds
     #: new runtimes, so `sla` and `grace` never change under the cached value
@@ -302,6 +309,27 @@ def effective_grace(sla: Sla, parts: tuple[Target, ...], flush_interval: float) 
     """Never close before the last probe of the period can have been stored."""
     longest = max((t.timeout for t in parts), default=0.0)
     return max(sla.grace, longest + flush_interval + 1.0)
+
+
+def hold_definitions(rt: SlaRuntime, targets: Mapping[str, Target]) -> list[Unprobeable]:
+    """Work out `rt.held` from its policies and the config's `targets` (by id); returns
+    the held definitions that cannot be probed (their parts follow the config)."""
+    held: dict[tuple[bytes, str], Held] = {}
+    lost: list[Unprobeable] = []
+    for policy in rt.policies:
+        found, unprobeable = held_definitions(policy.source, policy.part_ids, targets)
+        held.update(((policy.digest, h.target.id), h) for h in found)
+        lost.extend(unprobeable)
+    rt.held = held
+    return lost
+
+
+def _held_until(rt: SlaRuntime, key: str) -> int:
+    """When the last period holding `key` ends: the start of the policy after it."""
+    holders = [i for i, p in enumerate(rt.policies)
+               if any(h.key == key for (d, _), h in rt.held.items() if d == p.digest)]
+    after = min(max(holders, default=0) + 1, len(rt.policies) - 1)
+    return period_bounds(rt.sla.period, rt.policies[after].start)[0]
 
 
 def ticks_per_bucket(
@@ -371,6 +399,13 @@ class SlaTracker:
         #: the schedule of every SLA the store has progress of, running or not (a running
         #: SLA's is its config's: a reload that would change it is refused)
         self._schedules: dict[str, str] = {}
+        #: held definitions probed for the open periods (`held.py`): key -> the target
+        #: as the policy holds it, and the SLAs whose periods count its probes
+        self._held: dict[str, Target] = {}
+        self._by_held: dict[str, list[SlaRuntime]] = {}
+        #: the held definitions changed since `take_held_changed` last said so
+        self._held_changed = False
+        self._unprobeable: set[tuple[str, Unprobeable]] = set()
 
     # -- set-up -----------------------------------------------------------
     async def start(
@@ -398,6 +433,44 @@ class SlaTracker:
         self.slas = built.slas
         self._by_target = built.by_target
         self._policies_dirty |= built.dirty
+        self._index_held(built.unprobeable)
+
+    def _index_held(self, unprobeable: Sequence[tuple[str, Unprobeable]] = ()) -> None:
+        """Index the runtimes' held definitions; log those newly held, once each."""
+        before = self._held
+        held: dict[str, Target] = {}
+        by_held: dict[str, list[SlaRuntime]] = {}
+        for rt in self.slas.values():
+            for item in (rt.held or {}).values():
+                held.setdefault(item.key, item.target)
+                if rt not in (rts := by_held.setdefault(item.key, [])):
+                    rts.append(rt)
+        self._held, self._by_held = held, by_held
+        if held.keys() != before.keys() or any(held[k] is not before[k] for k in held):
+            self._held_changed = True
+        for key in sorted(held.keys() - before.keys()):
+            rts = by_held[key]
+            self.log.info("sla_definition_held", target=held[key].id, probe=key,
+                          slas=[rt.sla.id for rt in rts[:10]], sla_count=len(rts),
+                          until=max(_held_until(rt, key) for rt in rts))
+        for key in sorted(before.keys() - held.keys()):
+            self.log.info("sla_definition_released", target=before[key].id, probe=key)
+        for sid, lost in unprobeable:
+            if (sid, lost) in self._unprobeable:
+                continue  # said at the reload that found it
+            self._unprobeable.add((sid, lost))
+            self.log.warning("sla_definition_unprobeable", sla=sid, target=lost.target_id,
+                             reason=lost.reason)
+
+    def held_targets(self) -> dict[str, Target]:
+        """The held definitions to probe for the open periods, by probe key."""
+        return dict(self._held)
+
+    def take_held_changed(self) -> bool:
+        """Whether the held definitions changed since the last call (the scheduler
+        should be given `held_targets` again)."""
+        changed, self._held_changed = self._held_changed, False
+        return changed
 
     def _runtimes(
         self,
@@ -420,6 +493,7 @@ class SlaTracker:
         by_target: dict[str, list[SlaRuntime]] = {}
         dirty: set[str] = set()
         made: dict[str, bytes] = {}
+        unprobeable: list[tuple[str, Unprobeable]] = []
         for sla in config.slas:
             slo = slos[sla.slo]
             parts = tuple(targets[t] for t in slo.targets)
@@ -467,15 +541,18 @@ class SlaTracker:
                     policies[-1] = dataclasses.replace(
                         last, packed=pack_document(text.decode("ascii")))
             rt.set_policies(policies)
+            lost = hold_definitions(rt, targets) if len(policies) > 1 else []
+            unprobeable.extend((sla.id, item) for item in lost)
             # the held policies' parts still in the config are probed and recorded too
             judged = sorted(t for t in {t for p in policies for t in p.part_ids} if t in targets)
-            rt.grace = effective_grace(sla, tuple(targets[t] for t in judged),
-                                       self.flush_interval)
+            rt.grace = effective_grace(
+                sla, (*(targets[t] for t in judged), *(h.target for h in rt.held.values())),
+                self.flush_interval)
             rt.open_from = period_bounds(sla.period, last_closed + 1)[0]
             slas[sla.id] = rt
             for part in judged:
                 by_target.setdefault(part, []).append(rt)
-        return Built(slas, by_target, frozenset(dirty), made)
+        return Built(slas, by_target, frozenset(dirty), made, tuple(unprobeable))
 
     def known_policies(self, sla_id: str) -> list[Policy]:
         """The policies of the SLA's unclosed periods, oldest first, then the one its last
@@ -572,14 +649,35 @@ class SlaTracker:
                 counts = ticks_per_bucket(after, start_at, target.interval, offset,
                                           rt.resolution)
                 for bucket, n in counts.items():
-                    if target_id not in rt.policy_at(bucket).part_ids:
+                    policy = rt.policy_at(bucket)
+                    if target_id not in policy.part_ids:
                         continue  # not a part of that period's SLA
+                    if rt.held and (policy.digest, target_id) in rt.held:
+                        continue  # its held definition's ticks are filled below
                     self.store.add_leaf(rt.sla.id, target_id, bucket, 0, 0, n)
                     filled += n
                 if counts:
                     last_k = math.ceil((start_at - offset) / target.interval) - 1
                     latest[target_id] = max(latest.get(target_id, -math.inf),
                                             last_k * target.interval + offset)
+        for key, target in self._held.items():
+            offset = offset_of(target)
+            # a definition held since a restart on an edited file ran under the target's
+            # own id until the stop
+            since = progress.get(key, progress.get(target.id, -math.inf))
+            for rt in self._by_held.get(key, ()):
+                counts = ticks_per_bucket(max(since, rt.open_from - 1e-6), start_at,
+                                          target.interval, offset, rt.resolution)
+                for bucket, n in counts.items():
+                    item = rt.held.get((rt.policy_at(bucket).digest, target.id))
+                    if item is None or item.key != key:
+                        continue
+                    self.store.add_leaf(rt.sla.id, target.id, bucket, 0, 0, n)
+                    filled += n
+                if counts:
+                    last_k = math.ceil((start_at - offset) / target.interval) - 1
+                    latest[key] = max(latest.get(key, -math.inf),
+                                      last_k * target.interval + offset)
         for target_id, t in latest.items():
             if t > progress.get(target_id, -math.inf):
                 self.store.batch.progress[target_id] = max(
@@ -595,6 +693,8 @@ class SlaTracker:
             policy = rt.policy_at(t)
             if target.id not in policy.part_ids:
                 continue
+            if rt.held and (policy.digest, target.id) in rt.held:
+                continue  # that period counts the probes of the definition it holds
             bucket = int(t // rt.resolution) * rt.resolution
             good = 1 if is_good(policy.slo, ok, duration) else 0
             self.store.add_leaf(rt.sla.id, target.id, bucket, good, 1, 0)
@@ -604,10 +704,35 @@ class SlaTracker:
             if t < rt.open_from:
                 rt.late += 1
                 continue
-            if target.id not in rt.policy_at(t).part_ids:
+            policy = rt.policy_at(t)
+            if target.id not in policy.part_ids:
+                continue
+            if rt.held and (policy.digest, target.id) in rt.held:
                 continue
             bucket = int(t // rt.resolution) * rt.resolution
             self.store.add_leaf(rt.sla.id, target.id, bucket, 0, 0, 1)
+
+    def record_held(self, key: str, target: Target, t: float, ok: bool | None,
+                    duration: float = 0.0) -> None:
+        """An outcome of the held definition `key` (ok None: a tick it could not run),
+        for the periods whose policy holds it."""
+        batch = self.store.batch
+        if t > batch.progress.get(key, -math.inf):
+            batch.progress[key] = t  # where a restart fills the held ticks from
+        for rt in self._by_held.get(key, ()):
+            if t < rt.open_from:
+                rt.late += 1
+                continue
+            policy = rt.policy_at(t)
+            item = rt.held.get((policy.digest, target.id))
+            if item is None or item.key != key:
+                continue  # a period that judges the config's definition
+            bucket = int(t // rt.resolution) * rt.resolution
+            if ok is None:
+                self.store.add_leaf(rt.sla.id, target.id, bucket, 0, 0, 1)
+            else:
+                good = 1 if is_good(policy.slo, ok, duration) else 0
+                self.store.add_leaf(rt.sla.id, target.id, bucket, good, 1, 0)
 
     # -- closing ----------------------------------------------------------
     async def close_due(self, now: float | None = None) -> list[PeriodResult]:
@@ -693,6 +818,8 @@ class SlaTracker:
         ]
         inserted = await self.store.close_periods(
             [(record, rt.first_period) for (rt, _), record in zip(due, records, strict=True)])
+        targets: dict[str, Target] | None = None
+        released = False
         for (rt, n), result, record, new, policy in zip(
                 due, results, records, inserted, policies, strict=True):
             rt.last_closed = n
@@ -702,6 +829,11 @@ class SlaTracker:
                 # the policies of closed periods only are done with
                 rt.set_policies(_from_period(rt.policies, n + 1))
                 self._policies_dirty.add(rt.sla.id)
+                if rt.held:
+                    if targets is None:
+                        targets = {t.id: t for t in self.config.targets}
+                    hold_definitions(rt, targets)
+                    released = True
             self.last_result[rt.sla.id] = result
             if not new:
                 continue
@@ -719,4 +851,6 @@ class SlaTracker:
             )
             if self.on_closed is not None:
                 await self.on_closed(policy, result, record)
+        if released:
+            self._index_held()
         return results

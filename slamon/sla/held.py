@@ -1,0 +1,150 @@
+"""Target definitions an open SLA period still holds after the config changed them.
+
+A period is judged whole by the policy in force when it began, and that policy's
+document names what each part probes (URL, method, assertions, interval, timeout).
+Were the config's edited definition probed for the rest of the period, the verdict
+signed under the old digest would count outcomes of a probe the digest does not name,
+and whoever edits the config could, late in a period, point a failing part at a
+healthy endpoint. So until such a period closes, its held definition is probed too,
+and only its outcomes count for that period; the config's definition serves the SLOs,
+metrics and notifications at once, and the SLA's periods from the next one on.
+
+Pure: no clock, no sockets, no event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from slamon.config.targets import Target
+from slamon.sla.policy import canonical_json, target_document
+from slamon.util.keccak import keccak256
+
+#: kinds whose outcome is not a probe slamon runs (a heartbeat is pushed to it): they
+#: follow the config, held or not
+UNPROBED_KINDS = frozenset({"heartbeat"})
+#: what `repr` of a float looks like in a policy document
+_FLOAT_TEXT = re.compile(r"-?(?:\d+\.\d+(?:e[+-]?\d+)?|\d+e[+-]?\d+|inf)")
+
+
+def held_key(target_id: str, document: Mapping[str, Any]) -> str:
+    """The name a held definition is probed under: the target's id and the first 8 bytes
+    of the keccak256 of its document. `@` is not allowed in target ids, so it never
+    names a configured target; SLAs holding the same definition share one probe."""
+    return f"{target_id}@{keccak256(canonical_json(dict(document)))[:8].hex()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """One part's definition, as an open period's policy names it and the config no
+    longer does."""
+
+    key: str
+    target: Target
+
+
+@dataclass(frozen=True, slots=True)
+class Unprobeable:
+    """A held definition that cannot be probed: its part follows the config's."""
+
+    target_id: str
+    reason: str
+
+
+def _rebuild(doc: Mapping[str, Any], like: Target | None) -> Target:
+    """The target a schema-2 document's `target_specs` entry describes. The values the
+    document hides (header values, the request body, a CA file's path) are taken from
+    `like`, the config's definition of that id, where their hidden forms agree."""
+    kind = doc["kind"]
+    spec = dict(doc["spec"])
+    mine: dict[str, Any] = {}
+    if like is not None and like.kind == kind and getattr(like, kind) is not None:
+        mine = getattr(like, kind).model_dump(mode="json")
+    if "headers" in spec:
+        theirs = mine.get("headers") or {}
+        if not set(spec["headers"]) <= set(theirs):
+            raise ValueError("the document hides a header value the config no longer has")
+        spec["headers"] = {name: theirs[name] for name in spec["headers"]}
+    if spec.get("body") is not None:
+        body = mine.get("body")
+        spec["body"] = body if body is not None else spec["body"]
+    if "ca_file" in spec:
+        spec["ca_file"] = mine.get("ca_file") if spec["ca_file"] else None
+    for secret in ("token", "token_file"):
+        if secret in mine:
+            spec[secret] = mine[secret]
+    data = {"id": doc["id"], "kind": kind, "interval": float(doc["interval"]),
+            "timeout": float(doc["timeout"])}
+    # the document writes every float as its shortest text ("0.5"), which a duration
+    # field refuses without a unit: read such text back as a number, unless that is
+    # what makes the spec invalid (a string field holding "1.5")
+    numbers = {k: float(v) if isinstance(v, str) and _FLOAT_TEXT.fullmatch(v) else v
+               for k, v in spec.items()}
+    errors = 0
+    for attempt in (numbers, spec):
+        try:
+            target = Target.model_validate({**data, kind: attempt})
+            break
+        except ValidationError as exc:
+            errors = exc.error_count()
+    else:
+        raise ValueError(f"not a valid target ({errors} errors)")
+    if target_document(target) != doc:
+        raise ValueError("the document hides a value the config no longer has (a header "
+                         "value, the request body or a CA file)")
+    return target
+
+
+def _documents(source: tuple[Target, ...] | str) -> dict[str, tuple[dict[str, Any],
+                                                                     Target | None]]:
+    """Each part's document (and its model, when the source has models), by id."""
+    if isinstance(source, str):
+        specs = json.loads(source).get("target_specs") or []
+        return {str(d["id"]): (d, None) for d in specs}
+    return {t.id: (target_document(t), t) for t in source}
+
+
+def held_definitions(
+    source: tuple[Target, ...] | str | None,
+    part_ids: Iterable[str],
+    targets: Mapping[str, Target],
+) -> tuple[list[Held], list[Unprobeable]]:
+    """The parts whose definition in a policy's `source` (the models it hashed, or its
+    document as stored) is not the config's (`targets` by id): a changed definition, or
+    a part the config no longer has. A label-only edit holds nothing (labels are in no
+    document). Nothing without a source (stored by a slamon that kept none)."""
+    if source is None:
+        return [], []
+    held: list[Held] = []
+    lost: list[Unprobeable] = []
+    # the common case, nothing edited: the config hands on unchanged models
+    if not isinstance(source, str) and all(targets.get(t.id) is t for t in source):
+        return [], []
+    try:
+        documents = _documents(source)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return [], [Unprobeable(t, "its policy document cannot be read") for t in part_ids]
+    for tid in sorted(part_ids):
+        entry = documents.get(tid)
+        if entry is None:
+            continue  # not in the config when the policy began: no definition to hold
+        doc, model = entry
+        now = targets.get(tid)
+        if now is not None and (now is model or target_document(now) == doc):
+            continue
+        if doc.get("kind") in UNPROBED_KINDS:
+            continue
+        if model is None:
+            try:
+                model = _rebuild(doc, now)
+            except (ValueError, TypeError, KeyError) as exc:
+                lost.append(Unprobeable(tid, str(exc)))
+                continue
+        held.append(Held(held_key(tid, doc), model))
+    return held, lost

@@ -1,0 +1,247 @@
+"""An open SLA period keeps probing the target definitions its policy names.
+
+A period is judged by the policy in force when it began, and its digest names what
+each part probes. When a reload (or a restart on an edited file) changes a part's
+definition, the scheduler probes the held definition as well until the periods holding
+it close, and only its outcomes count for them; the SLOs, metrics and notifications
+follow the config's definition at once. Real probes against a loopback server: the
+edit points the target from a healthy path at a failing one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from slamon.app.daemon import Daemon
+from slamon.config.loader import load_config
+from slamon.config.targets import Target
+from slamon.probers.base import ProbeResult
+from slamon.sla.held import held_definitions, held_key
+from slamon.sla.periods import period_bounds, period_index
+from slamon.sla.policy import canonical_json, target_document
+from tests.misbehaving import MisbehavingHttpServer
+
+CONFIG = """
+server: {{listen: "127.0.0.1:0"}}
+logging: {{level: warning, format: json}}
+state: {{path: "{state}", flush_interval: 1s}}
+targets:
+  - {{id: web, kind: http, interval: 1s, timeout: 500ms, http: {{url: "{url}"}}}}
+slos:
+  - {{id: shop, targets: [web], objective: 0.9, window: 1h}}
+slas:
+  - {{id: gold, slo: shop, period: {{kind: fixed, length: 1h, anchor: {anchor}}},
+     evidence_resolution: 1m}}
+"""
+
+
+class Outcomes:
+    """Counts the outcomes the scheduler hands the daemon, and wakes a waiter."""
+
+    def __init__(self) -> None:
+        self.config: list[tuple[str, bool]] = []
+        self.held: list[tuple[str, bool | None]] = []
+        self.changed = asyncio.Event()
+
+    async def wait(self, done: object, limit: float = 20.0) -> None:
+        async def until() -> None:
+            while not done():  # type: ignore[operator]
+                self.changed.clear()
+                await self.changed.wait()
+        await asyncio.wait_for(until(), limit)
+
+
+def watch(daemon: Daemon) -> Outcomes:
+    seen = Outcomes()
+    parts = daemon.parts
+    on_result, on_held = parts.on_result, parts.on_held
+
+    def result(target: Target, t: float, r: ProbeResult) -> None:
+        on_result(target, t, r)
+        seen.config.append((target.http.url if target.http else "", r.ok))
+        seen.changed.set()
+
+    def held(key: str, target: Target, t: float, r: ProbeResult | None) -> None:
+        on_held(key, target, t, r)
+        seen.held.append((key, None if r is None else r.ok))
+        seen.changed.set()
+
+    parts.on_result = result  # type: ignore[method-assign]
+    parts.on_held = held  # type: ignore[method-assign]
+    return seen
+
+
+async def test_an_edited_definition_is_probed_as_held_until_its_period_closes(
+    tmp_path: Path,
+) -> None:
+    async with MisbehavingHttpServer() as server:
+        path = tmp_path / "slamon.yaml"
+        anchor = int(time.time() // 60) * 60 - 60  # a period of an hour, begun a minute ago
+        text = textwrap.dedent(CONFIG.format(state=tmp_path / "state.sqlite3",
+                                             url=server.url("/ok"), anchor=anchor))
+        path.write_text(text)
+        daemon = Daemon(load_config(path), config_path=path, loader=load_config)
+        await daemon._open_state()
+        parts, tracker, store = daemon.parts, daemon.parts.tracker, daemon.store
+        assert tracker is not None and store is not None
+        seen = watch(daemon)
+        scheduler = parts.build_scheduler()
+        # the scheduler was built with the daemon's callbacks: hand it the watched ones
+        scheduler._on_result, scheduler._on_held = parts.on_result, parts.on_held
+        task = asyncio.create_task(scheduler.run())
+        try:
+            await seen.wait(lambda: len(seen.config) >= 2)
+            rt = tracker.slas["gold"]
+            n = period_index(rt.sla.period, time.time())
+            old_digest = rt.policy_of(n).digest
+            old_target = parts.config.target("web")
+            path.write_text(text.replace(server.url("/ok"), server.url("/status/500")))
+            with capture_logs() as logs:
+                assert await daemon.reload()
+            key = held_key("web", target_document(old_target))
+            assert tracker.held_targets() == {key: old_target}
+            (held_log,) = [e for e in logs if e["event"] == "sla_definition_held"]
+            assert (held_log["target"], held_log["probe"], held_log["slas"]) == (
+                "web", key, ["gold"])
+            assert held_log["until"] == period_bounds(rt.sla.period, n)[1]
+            ok_hits = server.hits["/ok"]
+            # both definitions probed: the config's fails, the held one passes
+            await seen.wait(lambda: sum(1 for url, _ in seen.config if "500" in url) >= 3
+                            and len(seen.held) >= 3)
+            assert server.hits["/ok"] > ok_hits
+            assert not any(ok for url, ok in seen.config if "500" in url)
+            assert all(ok is True for _, ok in seen.held)
+            # the SLO follows the edit at once
+            status = parts.live.targets["web"]
+            assert status.last is not None and not status.last.ok and status.failures >= 3
+            await parts.flush()
+            rt = tracker.slas["gold"]
+            start, end = period_bounds(rt.sla.period, n)
+            leaves = await store.period_leaves("gold", start, end)
+            bad = sum(valid - good for _, good, valid, _ in leaves["web"])
+            assert bad == 0, leaves  # no outcome of the edited definition in this period
+            # the period closes under its own digest, then the held probe stops
+            with capture_logs() as logs:
+                (closed,) = await tracker.close_due(now=end + rt.grace + 1)
+                parts._hand_held()
+            assert closed.period_id == n and closed.valid > 0 and closed.good == closed.valid
+            record = await store.get_period("gold", n)
+            assert record is not None and record.policy_digest == old_digest
+            assert tracker.held_targets() == {} and scheduler._held == {}
+            assert [e["probe"] for e in logs if e["event"] == "sla_definition_released"] == [key]
+        finally:
+            scheduler.stop()
+            await task
+            await store.close()
+
+
+def _target(url: str, **spec: object) -> Target:
+    return Target.model_validate({"id": "web", "kind": "http", "interval": 10,
+                                  "timeout": 2, "http": {"url": url, **spec}})
+
+
+@pytest.mark.parametrize(("edit", "held"), [
+    ({"url": "http://127.0.0.1:9/b"}, True),
+    ({"method": "HEAD"}, True),
+    ({"body_contains": ["shop"]}, True),
+    ({"max_response_time": 0.75}, True),
+    ({"headers": {"Authorization": "Bearer new"}}, False),  # values are in no document
+])
+def test_what_an_edit_holds(edit: dict[str, object], held: bool) -> None:
+    """Only an edit that changes a part's document holds its old definition; the old
+    definition comes back from the document as stored (a restart), secrets from the
+    config where their hidden forms agree."""
+    old = _target("http://127.0.0.1:9/a", headers={"Authorization": "Bearer old"},
+                  max_response_time=0.5)
+    new = _target(**{"url": "http://127.0.0.1:9/a",
+                     "headers": {"Authorization": "Bearer old"}, "max_response_time": 0.5,
+                     **edit})  # type: ignore[arg-type]
+    stored = canonical_json({"target_specs": [target_document(old)]}).decode("ascii")
+    for source in ((old,), stored):
+        found, lost = held_definitions(source, ["web"], {"web": new})
+        assert lost == []
+        if not held:
+            assert found == []
+            continue
+        (item,) = found
+        assert item.key == held_key("web", target_document(old))
+        if isinstance(source, str) and "headers" in edit:
+            continue
+        assert target_document(item.target) == target_document(old)
+        assert item.target.http is not None and item.target.http.headers == old.http.headers  # type: ignore[union-attr]
+
+
+def test_a_removed_part_is_held_and_a_label_edit_is_not() -> None:
+    old = _target("http://127.0.0.1:9/a")
+    relabelled = old.model_copy(update={"labels": {"team": "shop"}})
+    stored = canonical_json({"target_specs": [target_document(old)]}).decode("ascii")
+    for source in ((old,), stored):
+        assert held_definitions(source, ["web"], {"web": relabelled}) == ([], [])
+        (item,), lost = held_definitions(source, ["web"], {})
+        assert lost == [] and item.target == old
+    # a stored definition whose hidden values the config no longer has: not probeable
+    secret = _target("http://127.0.0.1:9/a", body="token=1", method="POST")
+    stored = canonical_json({"target_specs": [target_document(secret)]}).decode("ascii")
+    found, (lost,) = held_definitions(stored, ["web"], {})
+    assert found == [] and lost.target_id == "web" and "hides" in lost.reason
+    assert "token=1" not in json.dumps(lost.reason)
+
+
+async def test_a_restart_on_an_edited_file_holds_the_stored_definition_and_fills_its_gap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Edited while slamon was stopped: the open period's definition comes back from its
+    stored document, and the ticks slamon did not run meanwhile are filled as no data
+    once, at the held definition's ticks, not again at the config's."""
+    from slamon.scheduler import phase_offset
+    from slamon.sla.tracker import ticks_per_bucket
+
+    path = tmp_path / "slamon.yaml"
+    anchor = int(time.time() // 60) * 60 - 60
+    text = textwrap.dedent(CONFIG.format(state=tmp_path / "state.sqlite3",
+                                         url="http://127.0.0.1:9/ok", anchor=anchor))
+    path.write_text(text)
+    daemon = Daemon(load_config(path), config_path=path, loader=load_config)
+    # the first run started 50 s ago (its start-up fills the ticks before that)
+    from slamon.app import wiring
+
+    first = int(time.time()) - 50
+    with monkeypatch.context() as m:
+        m.setattr(wiring, "time", type("Clock", (), {"time": staticmethod(lambda: first)}))
+        await daemon._open_state()
+    assert daemon.store is not None and daemon.parts.tracker is not None
+    target = daemon.parts.config.target("web")
+    offset = phase_offset("web", 1.0)
+    last = first + 19 + offset  # and ran 20 ticks, ending ~30 s ago
+    for k in range(20):
+        daemon._on_result(target, first + k + offset, ProbeResult(True, 0.01))
+    await daemon._flush()
+    n = period_index(daemon.parts.tracker.slas["gold"].sla.period, last)
+    start, end = period_bounds(daemon.parts.tracker.slas["gold"].sla.period, n)
+    before = await daemon.store.period_leaves("gold", start, end)
+    await daemon.store.close()
+
+    path.write_text(text.replace("127.0.0.1:9/ok", "127.0.0.1:9/moved"))
+    again = Daemon(load_config(path), config_path=path, loader=load_config)
+    with capture_logs() as logs:
+        await again._open_state()
+    tracker, store = again.parts.tracker, again.store
+    assert tracker is not None and store is not None
+    try:
+        key = held_key("web", target_document(target))
+        assert tracker.held_targets() == {key: target}
+        expected = sum(ticks_per_bucket(last, again.parts.start_at, 1.0, offset, 60).values())
+        (restored,) = [e for e in logs if e["event"] == "state_restored"]
+        assert restored["no_data_ticks_filled"] == expected > 20
+        after = await store.period_leaves("gold", start, end)
+        no_data = sum(row[3] for row in after["web"]) - sum(row[3] for row in before["web"])
+        assert no_data == expected
+    finally:
+        await store.close()
