@@ -111,6 +111,12 @@ async def test_an_edited_definition_is_probed_as_held_until_its_period_closes(
             assert (held_log["target"], held_log["probe"], held_log["slas"]) == (
                 "web", key, ["gold"])
             assert held_log["until"] == period_bounds(rt.sla.period, n)[1]
+            # the API's SLA document names it
+            from slamon.web.api import Api
+
+            doc = Api(lambda: tracker).sla_document(tracker.slas["gold"])
+            assert doc["held_probes"] == [
+                {"target": "web", "probe": key, "until": held_log["until"]}]
             ok_hits = server.hits["/ok"]
             # both definitions probed: the config's fails, the held one passes
             await seen.wait(lambda: sum(1 for url, _ in seen.config if "500" in url) >= 3

@@ -304,6 +304,14 @@ class SlaRuntime:
         """The policy digest of the oldest period not closed yet."""
         return self.policies[0].digest
 
+    def held_until(self, key: str) -> int:
+        """When the last period holding the definition `key` ends: the start of the
+        policy after the last one holding it."""
+        holding = {digest for (digest, _), h in self.held.items() if h.key == key}
+        last = max((i for i, p in enumerate(self.policies) if p.digest in holding), default=0)
+        after = self.policies[min(last + 1, len(self.policies) - 1)]
+        return period_bounds(self.sla.period, after.start)[0]
+
 
 def effective_grace(sla: Sla, parts: tuple[Target, ...], flush_interval: float) -> float:
     """Never close before the last probe of the period can have been stored."""
@@ -322,14 +330,6 @@ def hold_definitions(rt: SlaRuntime, targets: Mapping[str, Target]) -> list[Unpr
         lost.extend(unprobeable)
     rt.held = held
     return lost
-
-
-def _held_until(rt: SlaRuntime, key: str) -> int:
-    """When the last period holding `key` ends: the start of the policy after it."""
-    holders = [i for i, p in enumerate(rt.policies)
-               if any(h.key == key for (d, _), h in rt.held.items() if d == p.digest)]
-    after = min(max(holders, default=0) + 1, len(rt.policies) - 1)
-    return period_bounds(rt.sla.period, rt.policies[after].start)[0]
 
 
 def ticks_per_bucket(
@@ -452,7 +452,7 @@ class SlaTracker:
             rts = by_held[key]
             self.log.info("sla_definition_held", target=held[key].id, probe=key,
                           slas=[rt.sla.id for rt in rts[:10]], sla_count=len(rts),
-                          until=max(_held_until(rt, key) for rt in rts))
+                          until=max(rt.held_until(key) for rt in rts))
         for key in sorted(before.keys() - held.keys()):
             self.log.info("sla_definition_released", target=before[key].id, probe=key)
         for sid, lost in unprobeable:

@@ -169,6 +169,11 @@ class Api:
                 "policy_digest": hex0x(upcoming.digest),
                 "objective_ppm": upcoming.objective_ppm,
             },
+            # parts whose edited definition the open period does not count: the one its
+            # policy names is probed for it until `until`
+            "held_probes": sorted(
+                ({"target": tid, "probe": h.key, "until": rt.held_until(h.key)}
+                 for (_, tid), h in rt.held.items()), key=lambda d: str(d["probe"])),
             # the SLA as registered on-chain (oracle, chain mode, once read): single-oracle
             # SLAs have no fault tolerance, and fields that differ stop this daemon signing
             "onchain": None if self._onchain is None else self._onchain(sla.id),
