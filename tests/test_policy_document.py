@@ -332,11 +332,32 @@ async def test_a_document_missing_or_not_matching_its_digest_is_not_served(
         async for base, session in serve(tracker, now):
             async with session.get(f"{base}/{n}/policy") as resp:
                 assert resp.status == 200 and await resp.read() == document.encode()
+            # kept altered or not at all: worked out again from the rules slamon still
+            # holds, which hash to the digest (never what the file says)
             for text, why in ((document.replace(OLD_URL, NEW_URL), "forged"),
                               (None, "closed without it")):
                 kept(text)
                 record = await daemon.store.get_period("gold", n)
                 assert record is not None and record.policy_document() is None, why
+                async with session.get(f"{base}/{n}/policy") as resp:
+                    assert resp.status == 200 and await resp.read() == document.encode(), why
+                async with session.get(f"{base}/{n}/evidence") as resp:
+                    assert (await resp.json())["policy_document"] == document, why
+    finally:
+        await daemon.store.close()
+    # restarted on an edited config, its held policy stored without a document: nothing
+    # slamon holds hashes to the digest, a 404 naming why, never a document the period
+    # was not judged by
+    write(path, backend, anchor, NEW_URL)
+    backend.sql("UPDATE sla_progress SET policies = ? WHERE sla = 'gold'",
+                (json.dumps([bare]),))
+    daemon = await opened(path)
+    assert daemon.store is not None
+    try:
+        async for base, session in serve(tracker_of(daemon), now):
+            for text, why in ((document.replace(OLD_URL, NEW_URL), "forged"),
+                              (None, "closed without it")):
+                kept(text)
                 async with session.get(f"{base}/{n}/policy") as resp:
                     assert resp.status == 404, why
                     assert "was not kept" in (await resp.json())["error"]
@@ -356,3 +377,51 @@ def test_a_packed_document_unpacks_to_its_text(text: str) -> None:
                                     "z1:" + pack_document("x")[3:-2]])
 def test_what_pack_did_not_make_unpacks_to_nothing(packed: object) -> None:
     assert unpack_document(packed) is None
+
+
+async def test_a_schema_1_period_gets_its_document_worked_out_again(
+    tmp_path: Path, backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A period closed by a slamon that hashed the schema-1 document and kept neither it
+    nor the rules in config form: its document is worked out again from the SLA and SLO
+    slamon runs, served only because it hashes to the period's digest; once the
+    objective is edited (and nothing held hashes to it), a 404."""
+    from slamon.sla.policy import POLICY_SCHEMA, policy_digest
+
+    monkeypatch.setenv("SLAMON_TEST_POLICY_TOKEN", TOKEN)
+    path = tmp_path / "slamon.yaml"
+    anchor = int(time.time() // 300) * 300
+    write(path, backend, anchor, OLD_URL)
+    daemon = await opened(path)
+    tracker = tracker_of(daemon)
+    rt = tracker.slas["gold"]
+    n = period_index(rt.sla.period, anchor)
+    now = period_bounds(rt.sla.period, n)[1] + rt.grace + 1
+    try:
+        assert len(await tracker.close_due(now=now)) == 1
+    finally:
+        assert daemon.store is not None
+        await daemon.store.close()
+    slo = rt.slo
+    digest = policy_digest(rt.sla, slo.objective, slo.targets, True, slo.sli,
+                           slo.latency_threshold)
+    backend.sql("UPDATE periods SET policy = NULL, policy_digest = ? WHERE period = ?",
+                (digest, n))
+    for objective, status in (("0.9", 200), ("0.95", 404)):
+        # and no progress row: nothing held from before (that period's rules would be)
+        backend.sql("DELETE FROM sla_progress WHERE sla = 'gold'")
+        text = path.read_text().replace("objective: 0.9,", f"objective: {objective},")
+        path.write_text(text)
+        daemon = await opened(path)
+        try:
+            async for base, session in serve(tracker_of(daemon), now):
+                async with session.get(f"{base}/{n}/policy") as resp:
+                    assert resp.status == status, objective
+                    body = await resp.read()
+                if status == 200:
+                    assert keccak256(body) == digest
+                    assert json.loads(body)["schema"] == POLICY_SCHEMA
+                    assert resp.headers["X-Policy-Digest"] == "0x" + digest.hex()
+        finally:
+            assert daemon.store is not None
+            await daemon.store.close()

@@ -14,7 +14,7 @@ import itertools
 import json
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,7 @@ from slamon.sla.policy import (
     PolicyDigests,
     applicable_maintenance,
     canonical_json,
+    policy_document,
     policy_document_2,
     policy_json_2,
     schedule_text,
@@ -42,7 +43,7 @@ from slamon.sla.result import PeriodResult, compute_period_result
 from slamon.sli.slo import is_good
 from slamon.store.base import ClosedPeriod, Store
 from slamon.util.docpack import kept_document, pack_document
-from slamon.util.keccak import keccak256
+from slamon.util.keccak import hashes_to, keccak256
 
 #: periods read and recorded per call to the store when many are due at once (one
 #: transaction each; bounded for the catch-up after a long stop)
@@ -113,6 +114,32 @@ def make_policy(start: int, sla: Sla, slo: Slo, windows: Sequence[MaintenanceWin
                 packed: str | None = None) -> Policy:
     return Policy(start, sla, slo, tuple(applicable_maintenance(windows, sla, slo.targets)),
                   digest, frozenset(slo.targets), source, packed)
+
+
+def _texts(policy: Policy, parts: Sequence[Target]) -> Iterator[str]:
+    """What a policy's digest may hash, most likely first (`recover_document`)."""
+    if (text := policy.canonical()) is not None:
+        yield text
+    sla, slo = policy.sla, policy.slo
+    mine = sorted((t for t in parts if t.id in slo.targets), key=lambda t: t.id)
+    yield canonical_json(policy_document_2(sla, slo, mine, policy.maintenance)).decode("ascii")
+    yield canonical_json(policy_document(sla, slo.objective, slo.targets, len(slo.targets) > 1,
+                                         slo.sli, slo.latency_threshold)).decode("ascii")
+
+
+def recover_document(digest: bytes, candidates: Sequence[Policy],
+                     parts: Sequence[Target] = ()) -> str | None:
+    """The document `digest` commits to, for a period whose store kept none (closed by a
+    slamon that did not keep documents), worked out again from each candidate policy
+    (the period's own, as stored in config form, and those the tracker holds): its
+    document, the schema-2 document of its SLA and SLO over `parts` (the config's
+    definitions), and the schema-1 document, which names no definition. None when no
+    text hashes to the digest: the rules changed since, and the text cannot be known."""
+    for policy in candidates:
+        for text in _texts(policy, parts):
+            if hashes_to(text, digest):
+                return text
+    return None
 
 
 def policies_text(policies: Sequence[Policy]) -> str:

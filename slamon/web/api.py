@@ -15,6 +15,7 @@ credentials): only ids and numbers appear in responses.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ from aiohttp import web
 from slamon.sla.evidence import Leaf, StandardTree, evidence_document, hex0x
 from slamon.sla.periods import period_bounds, period_index
 from slamon.sla.policy import period_document
+from slamon.sla.tracker import parse_policy, recover_document
 from slamon.util.keccak import hashes_to
 from slamon.util.log import get_logger
 from slamon.util.units import ppm_to_ratio
@@ -321,7 +323,7 @@ class Api:
         n = self.period_id(request.match_info["n"])
         cp, _ = await self._closed_or_state(tracker, rt, n)
         if cp is not None:  # checked against its digest as it is read back
-            document, digest = cp.policy_document(), cp.policy_digest
+            document, digest = closed_policy_document(tracker, rt, cp), cp.policy_digest
         else:
             policy = rt.policy_of(n)
             document, digest = policy.canonical(), policy.digest
@@ -330,7 +332,8 @@ class Api:
                 raise ApiError(500, "the policy document does not hash to the period's digest")
         if document is None:
             raise ApiError(404, f"the policy document of period {n} was not kept (the "
-                           "period's policy was stored by a slamon that did not keep it)")
+                           "period's policy was stored by a slamon that did not keep it, "
+                           "and no policy slamon holds now hashes to its digest)")
         return web.Response(body=document.encode(), content_type="application/json",
                             headers={"X-Policy-Digest": hex0x(digest)})
 
@@ -343,7 +346,8 @@ class Api:
             raise ApiError(404, f"period {n} is still open: evidence is final once it closes")
         rows = await tracker.store.period_leaves(rt.sla.id, cp.start, cp.end)
         leaves = [Leaf(t, b, g, v, nd) for t, items in rows.items() for b, g, v, nd in items]
-        doc = await asyncio.to_thread(evidence_with_proofs, rt, cp, leaves)
+        document = closed_policy_document(tracker, rt, cp)
+        doc = await asyncio.to_thread(evidence_with_proofs, rt, cp, leaves, document)
         if doc["root"] != hex0x(cp.root):
             retention = tracker.config.state.evidence_retention
             if cp.start < now - retention:
@@ -363,8 +367,25 @@ def progress(start: int, end: int, now: float) -> float:
     return min(1.0, max(0.0, (now - start) / (end - start)))
 
 
-def evidence_with_proofs(rt: SlaRuntime, cp: ClosedPeriod, leaves: list[Leaf]) -> dict[str, Any]:
-    """evidence_document plus a proof per leaf (same order as `leaves`).
+def closed_policy_document(tracker: SlaTracker, rt: SlaRuntime, cp: ClosedPeriod) -> str | None:
+    """The document a closed period's digest hashes: as the store kept it, or, for a
+    period closed by a slamon that kept none, worked out again from the policy it kept
+    in config form and those the tracker holds (`recover_document`)."""
+    document = cp.policy_document()
+    if document is not None:
+        return document
+    candidates = []
+    if cp.policy is not None:
+        with contextlib.suppress(ValueError):
+            candidates.append(parse_policy(cp.policy))
+    return recover_document(cp.policy_digest, [*candidates, *tracker.known_policies(rt.sla.id)],
+                            rt.parts)
+
+
+def evidence_with_proofs(rt: SlaRuntime, cp: ClosedPeriod, leaves: list[Leaf],
+                         document: str | None) -> dict[str, Any]:
+    """evidence_document plus a proof per leaf (same order as `leaves`); `document`: the
+    policy document its digest hashes (`closed_policy_document`).
 
     Proofs sit in a top-level `proofs` list rather than in each leaf, because a
     leaf object has exactly the five hashed fields (a verifier rejects others).
@@ -380,7 +401,7 @@ def evidence_with_proofs(rt: SlaRuntime, cp: ClosedPeriod, leaves: list[Leaf]) -
             "policy_digest": hex0x(cp.policy_digest),
             # the exact text the digest hashes (a string: re-encoding an object could
             # change its bytes); null for a period closed without it
-            "policy_document": cp.policy_document(),
+            "policy_document": document,
             "judged_by": cp.judged_by(),
             "closed_at": cp.closed_at,
             "result": cp.result,
