@@ -887,3 +887,50 @@ def test_no_probe_starts_before_its_wall_clock_tick(runner: str) -> None:
                                                                           strict=False)]
     # time.time() and the monotonic clock are read a few microseconds apart when mapped
     assert max(early) < 50e-6, sorted(early)[-5:]
+
+
+async def test_held_definitions_tick_with_their_target_and_report_apart() -> None:
+    """A held definition given before run() is scheduled with the targets, at its
+    target's own ticks (the phase of its id), and its outcomes reach `on_held` with its
+    key, never `on_result`; given again without it, it stops."""
+    interval = 0.05
+    target = make_target("a", interval, 0.02)
+    old = make_target("a", interval, 0.03)  # the same id, another definition
+    rec = Recorder(6)
+    held: list[tuple[str, float, float, bool | None]] = []
+    got_held = asyncio.Event()
+
+    def on_held(key: str, t: Target, scheduled: float, result: ProbeResult | None) -> None:
+        held.append((key, t.timeout, scheduled, None if result is None else result.ok))
+        if len(held) >= 6:
+            got_held.set()
+
+    sched = Scheduler([target], max_concurrency=10, on_result=rec.on_result,
+                      on_missed=rec.on_missed, prober_for=prober_taking(0.001),
+                      on_held=on_held)
+    sched.update_held({"a@1": old})
+    task = asyncio.create_task(sched.run())
+    try:
+        async with asyncio.timeout(10):
+            await rec.done.wait()
+            await got_held.wait()
+        assert {(k, timeout) for k, timeout, _, _ in held} == {("a@1", 0.03)}
+        assert {tid for tid, _, _ in rec.results} == {"a"}
+        assert all(ok is True for *_, ok in held)
+        # the same instants as the target's own ticks
+        offset = phase_offset("a", interval)
+        for _, _, scheduled, _ in held:
+            k = (scheduled - offset) / interval
+            assert abs(k - round(k)) < 1e-6
+        sched.update_held({})
+        assert sched._held == {}
+        seen = len(held)
+        # two more of the target's ticks: nothing more for the held definition
+        rec.want = len(rec.results) + len(rec.missed) + 2
+        rec.done.clear()
+        async with asyncio.timeout(10):
+            await rec.done.wait()
+        assert len(held) <= seen + 1  # at most the one probe already in flight
+    finally:
+        sched.stop()
+        await task
