@@ -161,3 +161,57 @@ async def test_periods_due_together_close_in_batches_as_one_by_one(
     for i in range(7):
         assert [n for s, n in order if s == f"s{i}"] == [P, P + 1, P + 2]
     assert len({p.root for p in batched}) > 7  # the leaves differ: a mix-up would show
+
+
+async def test_the_next_close_is_found_after_each_close_and_each_reload(tmp_path: Path) -> None:
+    """close_due skips the SLAs until the earliest instant one of them closes; that
+    instant is worked out again after each close (the next period's turn) and after a
+    reload (an added SLA whose period ends sooner)."""
+    head = f"""
+        server: {{listen: "127.0.0.1:0"}}
+        state: {{path: "{tmp_path / 'state.sqlite3'}"}}
+        targets:
+          - {{id: web, kind: http, interval: 10s, timeout: 2s, http: {{url: "http://127.0.0.1:9/"}}}}
+        slos:
+          - {{id: shop, targets: [web], objective: 0.9, window: 1h}}
+        slas:
+          - {{id: slow, slo: shop, period: {{kind: fixed, length: 1h}}, evidence_resolution: 1m,
+             grace: 1s}}
+        """
+    path = tmp_path / "slamon.yaml"
+    path.write_text(textwrap.dedent(head))
+    config = load_config(path)
+    store = StateStore(config.state.resolved_path())
+    await store.open()
+    try:
+        tracker = SlaTracker(config, store, get_logger())
+        start = P * 3600 + 1
+        await tracker.start({}, start_at=start)
+        slow = tracker.slas["slow"]
+        end = period_bounds(slow.sla.period, P)[1]
+        assert await tracker.close_due(now=start + 5) == []
+        # an SLA whose minutes close long before the hour
+        quick_sla = ("  - {id: quick, slo: shop, period: {kind: fixed, length: 1m},\n"
+                     "     evidence_resolution: 1m, grace: 1s}\n")
+        path.write_text(textwrap.dedent(head) + quick_sla)
+        tracker.apply_config(load_config(path), start + 5)
+        quick = tracker.slas["quick"]
+        first_end = period_bounds(quick.sla.period, quick.first_period)[1]
+        closed = await tracker.close_due(now=first_end + quick.grace + 0.5)
+        assert [(r.sla_id, r.period_id) for r in closed] == [("quick", quick.first_period)]
+        # the next minute closes on its own turn, the hour on its
+        closed = await tracker.close_due(now=first_end + 60 + quick.grace + 0.5)
+        assert [(r.sla_id, r.period_id) for r in closed] == [("quick", quick.first_period + 1)]
+        closed = await tracker.close_due(now=end + slow.grace + 0.5)
+        assert sorted((r.sla_id, r.period_id) for r in closed) == [
+            ("quick", n) for n in range(quick.first_period + 2,
+                                        period_index_of(quick, end) + 1)] + [("slow", P)]
+    finally:
+        await store.close()
+
+
+def period_index_of(rt: object, t: float) -> int:
+    """The last period of `rt` that ends at or before t."""
+    from slamon.sla.periods import period_index
+
+    return period_index(rt.sla.period, t) - 1  # type: ignore[attr-defined]
