@@ -71,9 +71,8 @@ def _rebuild(doc: Mapping[str, Any], like: Target | None) -> Target:
         if not set(spec["headers"]) <= set(theirs):
             raise ValueError("the document hides a header value the config no longer has")
         spec["headers"] = {name: theirs[name] for name in spec["headers"]}
-    if spec.get("body") is not None:
-        body = mine.get("body")
-        spec["body"] = body if body is not None else spec["body"]
+    if spec.get("body") is not None and mine.get("body") is not None:
+        spec["body"] = mine["body"]  # checked below against the document's keccak256
     if "ca_file" in spec:
         spec["ca_file"] = mine.get("ca_file") if spec["ca_file"] else None
     for secret in ("token", "token_file"):

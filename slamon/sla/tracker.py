@@ -472,10 +472,11 @@ class SlaTracker:
         held: dict[str, Target] = {}
         by_held: dict[str, list[SlaRuntime]] = {}
         for rt in self.slas.values():
-            for item in (rt.held or {}).values():
+            if not rt.held:
+                continue
+            for item in {h.key: h for h in rt.held.values()}.values():
                 held.setdefault(item.key, item.target)
-                if rt not in (rts := by_held.setdefault(item.key, [])):
-                    rts.append(rt)
+                by_held.setdefault(item.key, []).append(rt)
         self._held, self._by_held = held, by_held
         if held.keys() != before.keys() or any(held[k] is not before[k] for k in held):
             self._held_changed = True
