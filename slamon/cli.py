@@ -8,13 +8,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slamon import __version__
 from slamon.util.args import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 from slamon.util.args import error as _err
+
+if TYPE_CHECKING:
+    from slamon.config.root import Config
+    from slamon.store.base import ClosedPeriod
 
 
 def _load(path: str) -> Any:
@@ -332,6 +336,20 @@ def _cmd_evidence_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _recovering(config: Config, sla_id: str) -> Callable[[ClosedPeriod], str | None]:
+    """A closed period's policy document, worked out again from the config's policy
+    for the SLA where the store kept none (as the API does)."""
+    from slamon.sla.tracker import closed_document, config_policy
+
+    current = config_policy(config, sla_id)
+    held, parts = ([current[0]], current[1]) if current is not None else ([], ())
+
+    def recover(period: ClosedPeriod) -> str | None:
+        return closed_document(period, held, parts)
+
+    return recover
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from slamon.sla.export import ExportError, export, parse_date
 
@@ -342,7 +360,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         start = parse_date(args.date_from, "from")
         end = parse_date(args.date_to, "to")
         text = export(config.state.resolved_path(), args.sla, start, end, args.format,
-                      [s.id for s in config.slas])
+                      [s.id for s in config.slas], _recovering(config, args.sla))
     except ExportError as exc:
         _err(str(exc))
         return EXIT_USAGE

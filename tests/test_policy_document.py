@@ -425,3 +425,12 @@ async def test_a_schema_1_period_gets_its_document_worked_out_again(
         finally:
             assert daemon.store is not None
             await daemon.store.close()
+        if backend.dsn is None:  # `slamon export` reads the SQLite file, with the config
+            day = time.strftime("%Y-%m-%d", time.gmtime(anchor - 86400))
+            out = subprocess.run(
+                [sys.executable, "-m", "slamon", "export", "-c", str(path), "--sla", "gold",
+                 "--from", day, "--to", "2100-01-01", "--format", "json"],
+                capture_output=True, text=True, timeout=60)
+            assert out.returncode == 0, out.stderr
+            [period] = json.loads(out.stdout)["periods"]
+            assert period["policy_document"] == (body.decode() if status == 200 else None)

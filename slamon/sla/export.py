@@ -23,7 +23,7 @@ import csv
 import io
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -126,8 +126,13 @@ def parse_date(value: str, what: str) -> int:
     return int(dt.timestamp())
 
 
-def period_row(p: StoredPeriod) -> dict[str, Any]:
-    """One export record (JSON form: parts nested)."""
+#: a closed period's policy document, worked out again where its store kept none
+Recover = Callable[[StoredPeriod], "str | None"]
+
+
+def period_row(p: StoredPeriod, recover: Recover | None = None) -> dict[str, Any]:
+    """One export record (JSON form: parts nested). `recover`: the period's document
+    when its store kept none (`slamon.sla.tracker.closed_document`)."""
     r = p.result
     parts = {
         target: {
@@ -162,7 +167,7 @@ def period_row(p: StoredPeriod) -> dict[str, Any]:
         # JSON only (CSV keeps its flat columns): the rules the period was judged by, and
         # the document its policy_digest hashes
         "judged_by": p.judged_by(),
-        "policy_document": p.policy_document(),
+        "policy_document": p.policy_document() if recover is None else recover(p),
     }
 
 
@@ -203,8 +208,10 @@ def export(
     end: int,
     fmt: str,
     configured: Sequence[str] = (),
+    recover: Recover | None = None,
 ) -> str:
-    """The export text; ExportError for anything the user must fix."""
+    """The export text; ExportError for anything the user must fix. `recover`: see
+    `period_row`."""
     if end <= start:
         raise ExportError("--to must be after --from")
     with ReadOnlyState(state_path) as state:
@@ -212,7 +219,7 @@ def export(
         if sla not in known:
             listed = ", ".join(known) if known else "none"
             raise ExportError(f"unknown SLA {sla!r}; known SLAs: {listed}")
-        rows = [period_row(p) for p in state.periods(sla, start, end)]
+        rows = [period_row(p, recover) for p in state.periods(sla, start, end)]
     if fmt == "json":
         return to_json(sla, start, end, rows)
     if fmt == "csv":

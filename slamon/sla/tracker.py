@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -139,6 +140,35 @@ def recover_document(digest: bytes, candidates: Sequence[Policy],
         for text in _texts(policy, parts):
             if hashes_to(text, digest):
                 return text
+    return None
+
+
+def closed_document(period: ClosedPeriod, held: Sequence[Policy],
+                    parts: Sequence[Target]) -> str | None:
+    """A closed period's policy document: as its store kept it, or else worked out again
+    (`recover_document`) from the rules it kept in config form and the policies `held`
+    for its SLA now (`parts`: the config's definitions of the SLA's targets)."""
+    document = period.policy_document()
+    if document is not None:
+        return document
+    candidates = []
+    if period.policy is not None:
+        with contextlib.suppress(ValueError):
+            candidates.append(parse_policy(period.policy))
+    return recover_document(period.policy_digest, [*candidates, *held], parts)
+
+
+def config_policy(config: Config, sla_id: str) -> tuple[Policy, tuple[Target, ...]] | None:
+    """The policy `config` gives the SLA now, and its parts' definitions; None for an SLA
+    the config does not have."""
+    targets = {t.id: t for t in config.targets}
+    slos = {s.id: s for s in config.slos}
+    for sla in config.slas:
+        if sla.id == sla_id and sla.slo in slos:
+            slo = slos[sla.slo]
+            parts = spec_targets(slo, targets)
+            digest = keccak256(policy_json_2(sla, slo, config, targets))
+            return make_policy(0, sla, slo, config.maintenance, digest, parts), parts
     return None
 
 

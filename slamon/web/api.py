@@ -15,7 +15,6 @@ credentials): only ids and numbers appear in responses.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -25,7 +24,7 @@ from aiohttp import web
 from slamon.sla.evidence import Leaf, StandardTree, evidence_document, hex0x
 from slamon.sla.periods import period_bounds, period_index
 from slamon.sla.policy import period_document
-from slamon.sla.tracker import parse_policy, recover_document
+from slamon.sla.tracker import closed_document
 from slamon.util.keccak import hashes_to
 from slamon.util.log import get_logger
 from slamon.util.units import ppm_to_ratio
@@ -368,18 +367,9 @@ def progress(start: int, end: int, now: float) -> float:
 
 
 def closed_policy_document(tracker: SlaTracker, rt: SlaRuntime, cp: ClosedPeriod) -> str | None:
-    """The document a closed period's digest hashes: as the store kept it, or, for a
-    period closed by a slamon that kept none, worked out again from the policy it kept
-    in config form and those the tracker holds (`recover_document`)."""
-    document = cp.policy_document()
-    if document is not None:
-        return document
-    candidates = []
-    if cp.policy is not None:
-        with contextlib.suppress(ValueError):
-            candidates.append(parse_policy(cp.policy))
-    return recover_document(cp.policy_digest, [*candidates, *tracker.known_policies(rt.sla.id)],
-                            rt.parts)
+    """The document a closed period's digest hashes (`closed_document`), worked out
+    again if need be from the policies the tracker holds for its SLA."""
+    return closed_document(cp, tracker.known_policies(rt.sla.id), rt.parts)
 
 
 def evidence_with_proofs(rt: SlaRuntime, cp: ClosedPeriod, leaves: list[Leaf],
