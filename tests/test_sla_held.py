@@ -78,6 +78,21 @@ def watch(daemon: Daemon) -> Outcomes:
     return seen
 
 
+def held_gauge(daemon: Daemon) -> float:
+    from prometheus_client import generate_latest
+
+    from slamon.metrics.collector import SlamonCollector, make_registry, sla_pieces
+    from tests.promtext import parse_metrics, value
+
+    tracker = daemon.parts.tracker
+    assert tracker is not None
+    collector = SlamonCollector(lambda: daemon.parts.live, lambda: None)
+    collector.sliced.append(lambda chunk: sla_pieces(tracker, daemon.parts.config,
+                                                     time.time(), chunk))
+    samples = parse_metrics(generate_latest(make_registry(collector)).decode())
+    return value(samples, "slamon_sla_held_probes")
+
+
 async def test_an_edited_definition_is_probed_as_held_until_its_period_closes(
     tmp_path: Path,
 ) -> None:
@@ -111,6 +126,8 @@ async def test_an_edited_definition_is_probed_as_held_until_its_period_closes(
             assert (held_log["target"], held_log["probe"], held_log["slas"]) == (
                 "web", key, ["gold"])
             assert held_log["until"] == period_bounds(rt.sla.period, n)[1]
+            # so does /metrics, as parsed by the Prometheus text rules
+            assert held_gauge(daemon) == 1
             # the API's SLA document names it
             from slamon.web.api import Api
 
@@ -141,6 +158,7 @@ async def test_an_edited_definition_is_probed_as_held_until_its_period_closes(
             record = await store.get_period("gold", n)
             assert record is not None and record.policy_digest == old_digest
             assert tracker.held_targets() == {} and scheduler._held == {}
+            assert held_gauge(daemon) == 0
             assert [e["probe"] for e in logs if e["event"] == "sla_definition_released"] == [key]
         finally:
             scheduler.stop()

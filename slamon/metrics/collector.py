@@ -487,10 +487,7 @@ def sla_pieces(tracker: SlaTracker, config: Config, now: float, chunk: int = 0
     """The SLA and maintenance families as text, `chunk` SLAs, targets or SLOs a piece
     (0: one piece each): with an SLA per target they hold ~80,000 samples at 10,000
     targets, which as one piece held the event loop for ~30 ms."""
-    yield lambda out: out.family(
-        "slamon_sla_periods_closed_total", "Closed SLA periods by verdict", "counter",
-        [f'slamon_sla_periods_closed_total{{sla="{escape(sla_id)}",verdict="{escape(v)}"}} '
-         f"{value_text(n)}\n" for (sla_id, v), n in sorted(tracker.closed_total.items())])
+    yield lambda out: _sla_totals(out, tracker)
     for slas in _batches(list(tracker.slas.items()), chunk):
         yield lambda out, slas=slas: _sla_text(out, tracker, slas, now)  # type: ignore[misc]
     covered: set[str] = set()
@@ -512,6 +509,18 @@ def sla_pieces(tracker: SlaTracker, config: Config, now: float, chunk: int = 0
             *_MAINT_SLO, "gauge",
             [f'{_MAINT_SLO[0]}{{slo="{escape(s.id)}"}} '
              f"{1.0 if covered.intersection(s.targets) else 0.0}\n" for s in part])
+
+
+def _sla_totals(out: Exposition, tracker: SlaTracker) -> None:
+    out.family(
+        "slamon_sla_periods_closed_total", "Closed SLA periods by verdict", "counter",
+        [f'slamon_sla_periods_closed_total{{sla="{escape(sla_id)}",verdict="{escape(v)}"}} '
+         f"{value_text(n)}\n" for (sla_id, v), n in sorted(tracker.closed_total.items())])
+    out.family(
+        "slamon_sla_held_probes",
+        "Edited or removed target definitions still probed for the open SLA periods "
+        "whose policy names them", "gauge",
+        [f"slamon_sla_held_probes {value_text(tracker.held_count)}\n"])
 
 
 def _batches(items: list[V], chunk: int) -> Iterator[list[V]]:

@@ -524,6 +524,11 @@ class SlaTracker:
             self.log.warning("sla_definition_unprobeable", sla=sid, target=lost.target_id,
                              reason=lost.reason)
 
+    @property
+    def held_count(self) -> int:
+        """How many held definitions are probed."""
+        return len(self._held)
+
     def held_targets(self) -> dict[str, Target]:
         """The held definitions to probe for the open periods, by probe key."""
         return dict(self._held)
