@@ -29,6 +29,7 @@ import aiohttp
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from slamon.app.daemon import Daemon
 from slamon.config.loader import load_config
@@ -300,11 +301,16 @@ async def test_a_document_missing_or_not_matching_its_digest_is_not_served(
     # the altered one again, and the config edited meanwhile: nothing holds the document
     # any more, and what the file says is not taken for it
     write(path, backend, anchor, NEW_URL)
-    daemon = await opened(path)
+    with capture_logs() as logs:
+        daemon = await opened(path)
     assert daemon.store is not None
     try:
         policy = tracker_of(daemon).slas["gold"].policy_of(n)
         assert policy.digest == stored_digest and policy.canonical() is None
+        # nor can the old definitions be probed for the open period: said, by part
+        assert sorted(e["target"] for e in logs
+                      if e["event"] == "sla_definition_unprobeable") == ["api", "web"]
+        assert tracker_of(daemon).held_targets() == {}
     finally:
         await daemon.store.close()
     backend.sql("UPDATE sla_progress SET policies = ? WHERE sla = 'gold'",

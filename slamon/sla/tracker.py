@@ -382,6 +382,15 @@ def hold_definitions(rt: SlaRuntime, targets: Mapping[str, Target]) -> list[Unpr
     held: dict[tuple[bytes, str], Held] = {}
     lost: list[Unprobeable] = []
     for policy in rt.policies:
+        if policy.source is None:
+            # stored without its document (by an older slamon): whether it names the
+            # config's definitions can still be told from its digest
+            parts = spec_targets(policy.slo, targets)
+            if recover_document(policy.digest, [policy], parts) is None:
+                lost.extend(Unprobeable(t, "its policy was stored without its document, and "
+                                        "the definitions it names are not the config's")
+                            for t in sorted(policy.part_ids))
+            continue
         found, unprobeable = held_definitions(policy.source, policy.part_ids, targets)
         held.update(((policy.digest, h.target.id), h) for h in found)
         lost.extend(unprobeable)
