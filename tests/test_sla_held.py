@@ -269,3 +269,22 @@ async def test_a_restart_on_an_edited_file_holds_the_stored_definition_and_fills
         assert no_data == expected
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize(("kind", "spec"), [
+    ("tcp", {"host": "127.0.0.1", "port": 80, "send": "PING\r\n", "expect": "PONG"}),
+    ("dns", {"server": "127.0.0.1:53", "query_name": "example.com", "query_type": "MX"}),
+    ("icmp", {"host": "127.0.0.1", "count": 3, "packet_interval": 0.2}),
+    ("grpc", {"host": "127.0.0.1", "port": 50051, "service": "shop", "tls": True}),
+    ("http", {"url": "http://127.0.0.1:9/", "max_response_time": 0.25,
+              "body_contains": ["ok"], "valid_status_codes": [200, 204]}),
+])
+def test_every_kind_comes_back_from_its_stored_document(kind: str, spec: dict[str, object]) -> None:
+    """After a restart the held definition is read from the document: for every probed
+    kind, what comes back probes what the document names (its own document is equal)."""
+    target = Target.model_validate({"id": "b", "kind": kind, "interval": 10, "timeout": 2,
+                                    kind: spec})
+    stored = canonical_json({"target_specs": [target_document(target)]}).decode("ascii")
+    (item,), lost = held_definitions(stored, ["b"], {})
+    assert lost == [] and target_document(item.target) == target_document(target)
+    assert item.target == target  # no labels here: the very same model
