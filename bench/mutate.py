@@ -94,6 +94,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "slamon/sla/result.py": ("tests/test_period_result.py",),
     "slamon/sla/maintenance.py": ("tests/test_maintenance.py",),
     "slamon/sla/evidence.py": ("tests/test_evidence.py",),
+    "slamon/sla/held.py": ("tests/test_sla_held.py",),
     "slamon/scheduler.py": ("tests/test_scheduler.py",),
     "slamon/wallclock.py": (
         "tests/test_wallclock.py",

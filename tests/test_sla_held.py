@@ -23,7 +23,7 @@ from slamon.app.daemon import Daemon
 from slamon.config.loader import load_config
 from slamon.config.targets import Target
 from slamon.probers.base import ProbeResult
-from slamon.sla.held import held_definitions, held_key
+from slamon.sla.held import Held, held_definitions, held_key
 from slamon.sla.periods import period_bounds, period_index
 from slamon.sla.policy import canonical_json, target_document
 from tests.misbehaving import MisbehavingHttpServer
@@ -288,3 +288,39 @@ def test_every_kind_comes_back_from_its_stored_document(kind: str, spec: dict[st
     (item,), lost = held_definitions(stored, ["b"], {})
     assert lost == [] and target_document(item.target) == target_document(target)
     assert item.target == target  # no labels here: the very same model
+
+
+def test_hidden_values_come_from_the_config_where_their_hidden_forms_agree() -> None:
+    """The document keeps a body's keccak256 and header names only: a definition rebuilt
+    from it takes the body and header values from the config's definition of the
+    target, when the body hashes alike and the names are there."""
+    old = _target("http://127.0.0.1:9/a", method="POST", body="token=1",
+                  headers={"Authorization": "Bearer x"})
+    moved = _target("http://127.0.0.1:9/b", method="POST", body="token=1",
+                    headers={"Authorization": "Bearer x"})
+    stored = canonical_json({"target_specs": [target_document(old)]}).decode("ascii")
+    (item,), lost = held_definitions(stored, ["web"], {"web": moved})
+    assert lost == [] and item.target == old
+    other_body = moved.model_copy(update={"http": moved.http.model_copy(  # type: ignore[union-attr]
+        update={"body": "token=2"})})
+    found, (why,) = held_definitions(stored, ["web"], {"web": other_body})
+    assert found == [] and "hides" in why.reason
+
+
+def test_what_is_not_held() -> None:
+    """A part the policy's document does not name (not in the config when the policy
+    began) and a heartbeat (pushed, not probed) hold nothing; an unreadable document
+    says so for every part."""
+    old = _target("http://127.0.0.1:9/a")
+    stored = canonical_json({"target_specs": [target_document(old)]}).decode("ascii")
+    assert held_definitions(stored, ["web", "api"], {}) == (
+        [Held(held_key("web", target_document(old)), old)], [])
+    beat = Target.model_validate({"id": "cron", "kind": "heartbeat", "interval": 60,
+                                  "timeout": 30, "heartbeat": {"token": "t" * 32}})
+    later = beat.model_copy(update={"interval": 120.0})
+    beats = canonical_json({"target_specs": [target_document(beat)]}).decode("ascii")
+    assert held_definitions(beats, ["cron"], {"cron": later}) == ([], [])
+    assert held_definitions((beat,), ["cron"], {}) == ([], [])
+    found, lost = held_definitions("{not json", ["web", "api"], {})
+    assert found == [] and sorted(item.target_id for item in lost) == ["api", "web"]
+    assert all("cannot be read" in item.reason for item in lost)

@@ -85,15 +85,16 @@ def _rebuild(doc: Mapping[str, Any], like: Target | None) -> Target:
     # what makes the spec invalid (a string field holding "1.5")
     numbers = {k: float(v) if isinstance(v, str) and _FLOAT_TEXT.fullmatch(v) else v
                for k, v in spec.items()}
-    errors = 0
+    failure: ValidationError | None = None
     for attempt in (numbers, spec):
         try:
             target = Target.model_validate({**data, kind: attempt})
             break
         except ValidationError as exc:
-            errors = exc.error_count()
+            failure = exc
     else:
-        raise ValueError(f"not a valid target ({errors} errors)")
+        assert failure is not None
+        raise ValueError(f"not a valid target ({failure.error_count()} errors)")
     if target_document(target) != doc:
         raise ValueError("the document hides a value the config no longer has (a header "
                          "value, the request body or a CA file)")
@@ -110,16 +111,14 @@ def _documents(source: tuple[Target, ...] | str) -> dict[str, tuple[dict[str, An
 
 
 def held_definitions(
-    source: tuple[Target, ...] | str | None,
+    source: tuple[Target, ...] | str,
     part_ids: Iterable[str],
     targets: Mapping[str, Target],
 ) -> tuple[list[Held], list[Unprobeable]]:
     """The parts whose definition in a policy's `source` (the models it hashed, or its
     document as stored) is not the config's (`targets` by id): a changed definition, or
     a part the config no longer has. A label-only edit holds nothing (labels are in no
-    document). Nothing without a source (stored by a slamon that kept none)."""
-    if source is None:
-        return [], []
+    document)."""
     held: list[Held] = []
     lost: list[Unprobeable] = []
     # the common case, nothing edited: the config hands on unchanged models
