@@ -934,3 +934,50 @@ async def test_held_definitions_tick_with_their_target_and_report_apart() -> Non
     finally:
         sched.stop()
         await task
+
+
+async def test_held_definitions_given_while_running_keep_or_replace_their_entry() -> None:
+    """Given while running, a held definition is probed and reported to `on_held`; given
+    again, equal (even as another object), it keeps its entry and schedule; a tick it
+    could not run reaches `on_held` as None."""
+    interval = 0.05
+    target = make_target("a", interval, 0.02)
+    slow = make_target("a", interval, 0.2)  # its probe outlasts the interval
+    rec = Recorder(3)
+    held: list[tuple[str, bool | None]] = []
+    enough = asyncio.Event()
+
+    def on_held(key: str, t: Target, scheduled: float, result: ProbeResult | None) -> None:
+        held.append((key, None if result is None else result.ok))
+        if sum(1 for _, ok in held if ok is None) >= 2 and any(ok for _, ok in held):
+            enough.set()
+
+    def prober_for(kind: str) -> Any:
+        fast = prober_taking(0.001)("http")
+
+        async def probe(t: Target, timeout: float) -> ProbeResult:
+            if t.timeout == 0.2:  # the held one: slower than its interval
+                await asyncio.sleep(0.12)
+                return ProbeResult(ok=True, duration=0.12)
+            return await fast(t, timeout)
+
+        return probe
+
+    sched = Scheduler([target], max_concurrency=10, on_result=rec.on_result,
+                      on_missed=rec.on_missed, prober_for=prober_for, on_held=on_held)
+    task = asyncio.create_task(sched.run())
+    try:
+        async with asyncio.timeout(10):
+            await rec.done.wait()
+        sched.update_held({"a@2": slow})
+        entry = sched._held["a@2"]
+        assert sched._entries["a"].target is target  # the target's own entry untouched
+        sched.update_held({"a@2": slow.model_copy()})  # equal, another object
+        assert sched._held["a@2"] is entry
+        async with asyncio.timeout(10):
+            await enough.wait()
+        assert {key for key, _ in held} == {"a@2"}
+        assert {tid for tid, _, _ in rec.results} == {"a"}
+    finally:
+        sched.stop()
+        await task
