@@ -169,18 +169,18 @@ def spec_targets(slo: Slo, targets: Mapping[str, Target]) -> tuple[Target, ...]:
     return tuple(targets[t] for t in sorted(slo.targets) if t in targets)
 
 
+def policy_document_1(sla: Sla, slo: Slo) -> dict[str, Any]:
+    """The schema-1 document of an SLA judged by `slo`: its objective, targets (several:
+    composite) and SLI; no target definitions."""
+    return policy_document(sla, slo.objective, slo.targets, composite=len(slo.targets) > 1,
+                           sli=slo.sli, latency_threshold=slo.latency_threshold)
+
+
 def policy_document_2(sla: Sla, slo: Slo, targets: Sequence[Target],
                       windows: Sequence[MaintenanceWindow]) -> dict[str, Any]:
-    """The schema-2 document: `policy_document` plus what each target (`spec_targets`)
+    """The schema-2 document: `policy_document_1` plus what each target (`spec_targets`)
     probes and the maintenance windows that apply (`applicable_maintenance`)."""
-    doc = policy_document(
-        sla,
-        slo.objective,
-        slo.targets,
-        composite=len(slo.targets) > 1,
-        sli=slo.sli,
-        latency_threshold=slo.latency_threshold,
-    )
+    doc = policy_document_1(sla, slo)
     doc["schema"] = POLICY_SCHEMA_2
     doc["target_specs"] = [target_document(t) for t in targets]
     doc["maintenance_windows"] = sorted(
@@ -210,8 +210,7 @@ def policy_digest_for(sla: Sla, slo: Slo, config: Config | None = None,
     otherwise: once per SLA, that is quadratic in the config's size).
     """
     if config is None:
-        return policy_digest(sla, slo.objective, slo.targets, len(slo.targets) > 1, slo.sli,
-                             slo.latency_threshold)
+        return keccak256(canonical_json(policy_document_1(sla, slo)))
     by_id = targets if targets is not None else {t.id: t for t in config.targets}
     return keccak256(policy_json_2(sla, slo, config, by_id))
 

@@ -34,7 +34,8 @@ from slamon.sla.policy import (
     PolicyDigests,
     applicable_maintenance,
     canonical_json,
-    policy_document,
+    policy_digest_for,
+    policy_document_1,
     policy_document_2,
     policy_json_2,
     schedule_text,
@@ -121,11 +122,10 @@ def _texts(policy: Policy, parts: Sequence[Target]) -> Iterator[str]:
     """What a policy's digest may hash, most likely first (`recover_document`)."""
     if (text := policy.canonical()) is not None:
         yield text
-    sla, slo = policy.sla, policy.slo
-    mine = sorted((t for t in parts if t.id in slo.targets), key=lambda t: t.id)
-    yield canonical_json(policy_document_2(sla, slo, mine, policy.maintenance)).decode("ascii")
-    yield canonical_json(policy_document(sla, slo.objective, slo.targets, len(slo.targets) > 1,
-                                         slo.sli, slo.latency_threshold)).decode("ascii")
+    mine = spec_targets(policy.slo, {t.id: t for t in parts})
+    yield canonical_json(policy_document_2(policy.sla, policy.slo, mine,
+                                           policy.maintenance)).decode("ascii")
+    yield canonical_json(policy_document_1(policy.sla, policy.slo)).decode("ascii")
 
 
 def recover_document(digest: bytes, candidates: Sequence[Policy],
@@ -167,7 +167,7 @@ def config_policy(config: Config, sla_id: str) -> tuple[Policy, tuple[Target, ..
         if sla.id == sla_id and sla.slo in slos:
             slo = slos[sla.slo]
             parts = spec_targets(slo, targets)
-            digest = keccak256(policy_json_2(sla, slo, config, targets))
+            digest = policy_digest_for(sla, slo, config, targets)
             return make_policy(0, sla, slo, config.maintenance, digest, parts), parts
     return None
 
@@ -360,6 +360,14 @@ class SlaRuntime:
     def digest(self) -> bytes:
         """The policy digest of the oldest period not closed yet."""
         return self.policies[0].digest
+
+    def counts(self, policy: Policy, target_id: str, key: str | None = None) -> bool:
+        """Whether, in `policy`'s periods, the target's outcomes probed under `key` (a
+        held definition's key; None: the config's definition) count for this SLA."""
+        if target_id not in policy.part_ids:
+            return False
+        held = self.held.get((policy.digest, target_id)) if self.held else None
+        return (None if held is None else held.key) == key
 
     def held_until(self, key: str) -> int:
         """When the last period holding the definition `key` ends: the start of the
@@ -717,42 +725,26 @@ class SlaTracker:
         filled = 0
         latest: dict[str, float] = {}
         targets = {t.id: t for t in self.config.targets}
-        for target_id, runtimes in self._by_target.items():
-            target = targets[target_id]
+        # (progress row, target as probed, held key or None, last stored tick, SLAs)
+        probes: list[tuple[str, Target, str | None, float, Sequence[SlaRuntime]]] = [
+            (tid, targets[tid], None, progress.get(tid, -math.inf), runtimes)
+            for tid, runtimes in self._by_target.items()]
+        # a definition held since a restart on an edited file ran under the target's own
+        # id until the stop
+        probes += [(key, target, key, progress.get(key, progress.get(target.id, -math.inf)),
+                    self._by_held.get(key, ())) for key, target in self._held.items()]
+        for row, target, key, since, runtimes in probes:
             offset = offset_of(target)
             for rt in runtimes:
-                after = max(progress.get(target_id, -math.inf), rt.open_from - 1e-6)
-                counts = ticks_per_bucket(after, start_at, target.interval, offset,
-                                          rt.resolution)
-                for bucket, n in counts.items():
-                    policy = rt.policy_at(bucket)
-                    if target_id not in policy.part_ids:
-                        continue  # not a part of that period's SLA
-                    if rt.held and (policy.digest, target_id) in rt.held:
-                        continue  # its held definition's ticks are filled below
-                    self.store.add_leaf(rt.sla.id, target_id, bucket, 0, 0, n)
-                    filled += n
-                if counts:
-                    last_k = math.ceil((start_at - offset) / target.interval) - 1
-                    latest[target_id] = max(latest.get(target_id, -math.inf),
-                                            last_k * target.interval + offset)
-        for key, target in self._held.items():
-            offset = offset_of(target)
-            # a definition held since a restart on an edited file ran under the target's
-            # own id until the stop
-            since = progress.get(key, progress.get(target.id, -math.inf))
-            for rt in self._by_held.get(key, ()):
                 counts = ticks_per_bucket(max(since, rt.open_from - 1e-6), start_at,
                                           target.interval, offset, rt.resolution)
                 for bucket, n in counts.items():
-                    item = rt.held.get((rt.policy_at(bucket).digest, target.id))
-                    if item is None or item.key != key:
-                        continue
-                    self.store.add_leaf(rt.sla.id, target.id, bucket, 0, 0, n)
-                    filled += n
+                    if rt.counts(rt.policy_at(bucket), target.id, key):
+                        self.store.add_leaf(rt.sla.id, target.id, bucket, 0, 0, n)
+                        filled += n
                 if counts:
                     last_k = math.ceil((start_at - offset) / target.interval) - 1
-                    latest[key] = max(latest.get(key, -math.inf),
+                    latest[row] = max(latest.get(row, -math.inf),
                                       last_k * target.interval + offset)
         for target_id, t in latest.items():
             if t > progress.get(target_id, -math.inf):
@@ -770,7 +762,9 @@ class SlaTracker:
             if target.id not in policy.part_ids:
                 continue
             if rt.held and (policy.digest, target.id) in rt.held:
-                continue  # that period counts the probes of the definition it holds
+                # that period counts the probes of the definition it holds (`counts`,
+                # inlined: this runs per probe and SLA)
+                continue
             bucket = int(t // rt.resolution) * rt.resolution
             good = 1 if is_good(policy.slo, ok, duration) else 0
             self.store.add_leaf(rt.sla.id, target.id, bucket, good, 1, 0)
@@ -780,10 +774,7 @@ class SlaTracker:
             if t < rt.open_from:
                 rt.late += 1
                 continue
-            policy = rt.policy_at(t)
-            if target.id not in policy.part_ids:
-                continue
-            if rt.held and (policy.digest, target.id) in rt.held:
+            if not rt.counts(rt.policy_at(t), target.id):
                 continue
             bucket = int(t // rt.resolution) * rt.resolution
             self.store.add_leaf(rt.sla.id, target.id, bucket, 0, 0, 1)
@@ -800,8 +791,7 @@ class SlaTracker:
                 rt.late += 1
                 continue
             policy = rt.policy_at(t)
-            item = rt.held.get((policy.digest, target.id))
-            if item is None or item.key != key:
+            if not rt.counts(policy, target.id, key):
                 continue  # a period that judges the config's definition
             bucket = int(t // rt.resolution) * rt.resolution
             if ok is None:
