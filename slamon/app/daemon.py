@@ -208,11 +208,11 @@ class Daemon:
         self._spawn(scheduler.run(), "scheduler")
         self._spawn(parts.flush_loop(), "flush")
         await scheduler.wait_scheduled()
-        runtime.settle_heap()
+        self._settled(runtime.settle_heap())
         targets = parts.config.targets
         if targets:
             first_round = max(t.interval + t.timeout for t in targets) + SETTLE_SLACK
-            self._spawn(runtime.settle_heap_after(first_round), "settle")
+            self._spawn(self._settle_after(first_round), "settle")
         self.ready.set()
         # after ready: its first round evaluates the burn rates of every restored SLO
         # (~0.5 s at 10,000), which need not hold back /readyz
@@ -229,6 +229,13 @@ class Daemon:
         )
         if self._reload_again and not self._stop.is_set():
             self._start_reload()
+
+    def _settled(self, done: runtime.HeapSettled) -> None:
+        self.log.info("heap_settled", full=done.full, freed=done.freed,
+                      ms=round(done.seconds * 1000, 1))
+
+    async def _settle_after(self, delay: float) -> None:
+        self._settled(await runtime.settle_heap_after(delay))
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         self._tasks.append(asyncio.create_task(coro, name=name))
@@ -398,7 +405,7 @@ class Daemon:
         if new.status_page.listen != self.parts.config.status_page.listen:
             self.log.warning("reload_server_unchanged", reason="status_page.listen needs a restart")
         self.parts.apply_config(new, prepared)
-        runtime.settle_heap(full=False)
+        self._settled(runtime.settle_heap(full=False))
         self.reloads.ok += 1
         self.log.info("reloaded", targets=len(new.targets), slos=len(new.slos))
         return True
