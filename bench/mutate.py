@@ -362,14 +362,34 @@ EQUIVALENT: dict[str, str] = {
         'heap tie-breaker: only its order matters'
     ),
     (
-        'slamon/scheduler.py: Scheduler._dispatch_loop: delay = (self._heap[0][0] - '
-        'loop.time()) if self._heap else 3600.0 -> delay = (self._heap[0][0] - loop.time()) '
-        'if self._heap else 3601.0'
+        'slamon/scheduler.py: Scheduler._on_timer: if self._stopping or loop is None: -> if '
+        'self._stopping and loop is None:'
     ): (
-        'an idle wait that update_targets() and stop() cut short anyway'
+        'the timer never fires once stopping: stop() disarms it and _arm arms nothing '
+        'while stopping; loop is set before the first arm'
     ),
-    'slamon/scheduler.py: Scheduler._dispatch_loop: if delay > 0: -> if delay >= 0:': (
-        'a zero timeout returns at once: one more turn of the loop'
+    'slamon/scheduler.py: Scheduler._on_timer: return -> pass': (
+        'unreachable: the timer never fires once stopping (see the guard above)'
+    ),
+    (
+        'slamon/scheduler.py: Scheduler._on_timer: early = bool(self._heap) and '
+        'self._heap[0][0] > now + _DUE_TOLERANCE -> early = bool(self._heap) and '
+        'self._heap[0][0] >= now + _DUE_TOLERANCE'
+    ): (
+        'after _dispatch_due the head is beyond now + _DUE_TOLERANCE, never equal to it'
+    ),
+    (
+        'slamon/scheduler.py: Scheduler._on_timer: if self._stopped is not None and not '
+        'self._stopped.done(): -> if self._stopped is not None or not self._stopped.done():'
+    ): (
+        'while the timer is armed, run() has set _stopped and stop() has not finished it'
+    ),
+    'slamon/scheduler.py: Scheduler._arm: if due >= self._timer_at: -> if due > self._timer_at:': (
+        'at equality the timer is re-armed for the same instant'
+    ),
+    'slamon/scheduler.py: Scheduler._arm: return -> pass #2': (
+        "the heap's head only moves earlier between dispatches: the timer is never armed "
+        "before the head, so the re-arm is for the same instant"
     ),
     (
         'slamon/scheduler.py: Scheduler._done: if not task.cancelled() and task.exception() '

@@ -650,6 +650,81 @@ def test_virtual_update_targets(monkeypatch: pytest.MonkeyPatch) -> None:
     assert out.of("c") == [(float(t), "result") for t in range(15, 35)]
 
 
+def test_virtual_targets_given_to_a_scheduler_started_with_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # discovery may deliver the first targets after start-up, and take them all away
+    out = Outcomes()
+
+    async def scenario(loop: VirtualTimeLoop) -> None:
+        plan = {"a": taking(1.0), "b": taking(1.0)}
+        sched = make_scheduler(loop, [], plan, out)
+        task = asyncio.create_task(sched.run())
+        await sched.wait_scheduled()
+        await asyncio.sleep(5.0)
+        sched.update_targets([make_target("a", 10.0, 2.0)])
+        await asyncio.sleep(20.0)
+        sched.update_targets([])
+        await asyncio.sleep(20.0)
+        sched.update_targets([make_target("b", 10.0, 2.0)])
+        await asyncio.sleep(10.0)
+        sched.stop()
+        await task
+
+    simulate(monkeypatch, scenario)
+    # each starts at its first tick at or after being given
+    assert out.of("a") == [(10.0, "result"), (20.0, "result")]
+    assert out.of("b") == [(50.0, "result")]
+    assert sorted(out.starts) == [("a", 10.0), ("a", 20.0), ("b", 50.0)]
+
+
+def test_virtual_nothing_starts_once_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = Outcomes()
+
+    async def scenario(loop: VirtualTimeLoop) -> float:
+        x = make_target("x", 2.0, 10.0)
+        sched = make_scheduler(loop, [x], {"x": taking(5.0), "y": taking(1.0)}, out)
+        task = asyncio.create_task(sched.run())
+        await asyncio.sleep(1.0)
+        sched.stop()
+        sched.stop()  # a second stop (a second signal) is harmless
+        await asyncio.sleep(1.0)
+        assert not task.done()  # draining: x's probe is in flight until 5
+        # a reload that lands meanwhile starts nothing
+        sched.update_targets([x, make_target("y", 1.0, 0.5)])
+        await task
+        return loop.time()
+
+    ended = simulate(monkeypatch, scenario)
+    assert ended == 5.0  # run() returned when the probe in flight ended
+    assert out.starts == [("x", 0.0)] and out.of("x") == [(0.0, "result")]
+    # the ticks x passed while busy are reported missed; after stop none are added
+    assert out.of("y") == []
+
+
+def test_virtual_a_missed_callback_bug_ends_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a tick found a whole interval late in dispatch is reported from the timer
+    # callback: a bug in that callback ends run() with it instead of vanishing
+    out = Outcomes()
+
+    def broken(target: Target, scheduled: float) -> None:
+        raise ZeroDivisionError("on_missed bug")
+
+    async def freeze(loop: VirtualTimeLoop) -> ProbeResult:
+        loop.freeze(25.0)  # the loop blocked past the other target's next two ticks
+        return ProbeResult(ok=True, duration=0.0)
+
+    async def scenario(loop: VirtualTimeLoop) -> str:
+        targets = [make_target("f", 100.0, 50.0), make_target("x", 10.0, 2.0)]
+        sched = make_scheduler(loop, targets, {"f": freeze, "x": taking(0.0)}, out)
+        sched._on_missed = broken
+        with pytest.raises(ZeroDivisionError) as raised:
+            await asyncio.wait_for(sched.run(), 60.0)
+        return str(raised.value)
+
+    assert simulate(monkeypatch, scenario) == "on_missed bug"
+
+
 def test_virtual_stop_returns_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     targets = [make_target("x", 100.0, 2.0)]
     _, out, ended = run_virtual(monkeypatch, targets, {"x": taking(1.0)}, 5.0)

@@ -150,6 +150,7 @@ async def test_an_edited_definition_is_probed_as_held_until_its_period_closes(
             leaves = await store.period_leaves("gold", start, end)
             bad = sum(valid - good for _, good, valid, _ in leaves["web"])
             assert bad == 0, leaves  # no outcome of the edited definition in this period
+            assert key in (await store.load()).progress  # where a restart fills it from
             # the period closes under its own digest, then the held probe stops
             with capture_logs() as logs:
                 (closed,) = await tracker.close_due(now=end + rt.grace + 1)
@@ -160,6 +161,10 @@ async def test_an_edited_definition_is_probed_as_held_until_its_period_closes(
             assert tracker.held_targets() == {} and scheduler._held == {}
             assert held_gauge(daemon) == 0
             assert [e["probe"] for e in logs if e["event"] == "sla_definition_released"] == [key]
+            # its progress row goes with it, even if a held probe in flight ends after
+            tracker.record_held(key, old_target, end + 1, True, 0.01)
+            await parts.flush()
+            assert set((await store.load()).progress) == {"web"}
         finally:
             scheduler.stop()
             await task
@@ -252,6 +257,15 @@ async def test_a_restart_on_an_edited_file_holds_the_stored_definition_and_fills
     before = await daemon.store.period_leaves("gold", start, end)
     await daemon.store.close()
 
+    # rows of held probes: one released while stopped, one of a target configured on
+    # another instance sharing the store
+    import sqlite3
+
+    stale, elsewhere = "web@0000000000000000", "other@1111111111111111"
+    with sqlite3.connect(tmp_path / "state.sqlite3") as db:
+        db.executemany("INSERT INTO progress(target, last_tick) VALUES (?, ?)",
+                       [(stale, first), (elsewhere, first)])
+    db.close()
     path.write_text(text.replace("127.0.0.1:9/ok", "127.0.0.1:9/moved"))
     again = Daemon(load_config(path), config_path=path, loader=load_config)
     with capture_logs() as logs:
@@ -267,6 +281,8 @@ async def test_a_restart_on_an_edited_file_holds_the_stored_definition_and_fills
         after = await store.period_leaves("gold", start, end)
         no_data = sum(row[3] for row in after["web"]) - sum(row[3] for row in before["web"])
         assert no_data == expected
+        rows = set((await store.load()).progress)
+        assert rows == {"web", key, elsewhere}  # the released one is gone
     finally:
         await store.close()
 

@@ -541,3 +541,40 @@ async def test_a_database_at_schema_3_gets_the_closed_periods_policy(pg_dsn: str
     with psycopg.connect(pg_dsn) as conn:
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     assert row is not None and row[0] == "4"
+
+
+async def test_forgotten_progress_rows_are_deleted_and_a_later_tick_stays(
+    opener: Opener,
+) -> None:
+    """The progress rows of held probes that no open period names any more go at the
+    next flush; a tick recorded for the same name after that is kept."""
+    store = opener()
+    await store.open()
+    store.note_outcome("web", 100.0, True, 0.1)
+    for name in ("web@00aa", "web@00bb", "web@00cc"):
+        store.batch.progress[name] = 100.0  # as the tracker records a held probe's tick
+    await store.flush()
+    store.batch.forget_progress("web@00aa")
+    store.batch.progress["web@00bb"] = 101.0
+    store.batch.forget_progress("web@00bb")  # its pending tick goes with it
+    store.batch.forget_progress("web@00cc")
+    store.batch.progress["web@00cc"] = 102.0  # held again meanwhile
+    await store.flush()
+    assert (await store.load()).progress == {"web": 100.0, "web@00cc": 102.0}
+    assert store.batch.empty()
+    await store.close()
+
+
+def test_a_batch_put_back_keeps_what_was_forgotten_since_forgotten() -> None:
+    from slamon.store.base import Batch
+
+    older, newer = Batch(), Batch()
+    older.progress.update({"web": 5.0, "web@00aa": 5.0, "web@00bb": 5.0})
+    older.forget.add("web@00cc")
+    newer.forget_progress("web@00aa")  # released after the batch that failed
+    newer.progress["web@00cc"] = 6.0  # held again after the failed batch forgot it
+    newer.merge_older(older)
+    # written in this order: the deletes, then the progress rows
+    assert newer.forget == {"web@00aa", "web@00cc"}
+    assert newer.progress == {"web": 5.0, "web@00bb": 5.0, "web@00cc": 6.0}
+    assert not newer.empty() and Batch(forget={"x"}).empty() is False

@@ -534,6 +534,7 @@ class SlaTracker:
                           until=max(rt.held_until(key) for rt in rts))
         for key in sorted(before.keys() - held.keys()):
             self.log.info("sla_definition_released", target=before[key].id, probe=key)
+            self.store.batch.forget_progress(key)  # no period fills its ticks any more
         for sid, lost in unprobeable:
             if (sid, lost) in self._unprobeable:
                 continue  # said at the reload that found it
@@ -750,6 +751,12 @@ class SlaTracker:
             if t > progress.get(target_id, -math.inf):
                 self.store.batch.progress[target_id] = max(
                     t, self.store.batch.progress.get(target_id, -math.inf))
+        # the rows of held probes released while stopped (a shared store holds other
+        # instances' too: only those of targets configured here go)
+        for row in progress:
+            target_id, held, _ = row.partition("@")
+            if held and row not in self._held and target_id in targets:
+                self.store.batch.forget_progress(row)
         return filled
 
     # -- recording --------------------------------------------------------
@@ -783,6 +790,8 @@ class SlaTracker:
                     duration: float = 0.0) -> None:
         """An outcome of the held definition `key` (ok None: a tick it could not run),
         for the periods whose policy holds it."""
+        if key not in self._held:
+            return  # released while in flight: no period counts it, no row to keep
         batch = self.store.batch
         if t > batch.progress.get(key, -math.inf):
             batch.progress[key] = t  # where a restart fills the held ticks from

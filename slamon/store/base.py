@@ -49,9 +49,19 @@ class Batch:
     #: ("target" | "slo", id) this instance takes ownership of (a shared backend fences
     #: writes by it: outcomes and leaves by target, window snapshots by SLO)
     claims: set[tuple[str, str]] = field(default_factory=set)
+    #: progress rows to delete before `progress` is written: held probes that no open
+    #: period names any more (`forget_progress`)
+    forget: set[str] = field(default_factory=set)
 
     def empty(self) -> bool:
-        return not (self.leaves or self.progress or self.journal or self.claims)
+        return not (self.leaves or self.progress or self.journal or self.claims
+                    or self.forget)
+
+    def forget_progress(self, key: str) -> None:
+        """Delete `key`'s progress row at the next flush; a tick recorded for it after
+        this call is written after the delete, so it stays."""
+        self.progress.pop(key, None)
+        self.forget.add(key)
 
     def merge_older(self, older: Batch) -> None:
         """Put back a batch that failed to write, ahead of what came since."""
@@ -60,8 +70,11 @@ class Batch:
             for i in range(3):
                 mine[i] += counts[i]
         for target, tick in older.progress.items():
+            if target in self.forget:
+                continue  # forgotten since (a tick recorded after that is newer anyway)
             if tick > self.progress.get(target, float("-inf")):
                 self.progress[target] = tick
+        self.forget |= older.forget
         self.journal[:0] = older.journal
         self.claims |= older.claims
 

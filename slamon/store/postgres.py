@@ -300,6 +300,9 @@ class PostgresStore(Store):
                     [(ids[(s, t)], b, c[0], c[1], c[2])
                      for (s, t, b), c in sorted(batch.leaves.items())],
                 )
+            if batch.forget:
+                cur.execute("DELETE FROM progress WHERE target = ANY(%s)",
+                            (sorted(batch.forget),))
             if batch.progress:
                 cur.executemany(
                     "INSERT INTO progress(target, last_tick) VALUES (%s, %s) "

@@ -218,6 +218,9 @@ class StateStore(Store):
                         for (s, t, b), c in batch.leaves.items()
                     ],
                 )
+            if batch.forget:
+                db.executemany("DELETE FROM progress WHERE target = ?",
+                               [(key,) for key in sorted(batch.forget)])
             if batch.progress:
                 db.executemany(
                     "INSERT INTO progress(target, last_tick) VALUES (?, ?) "
