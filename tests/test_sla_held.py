@@ -258,13 +258,15 @@ async def test_a_restart_on_an_edited_file_holds_the_stored_definition_and_fills
     await daemon.store.close()
 
     # rows of held probes: one released while stopped, one of a target configured on
-    # another instance sharing the store
+    # another instance sharing the store, and the one held again from the stored
+    # document (held in an earlier run, up to the same tick)
     import sqlite3
 
+    key = held_key("web", target_document(target))
     stale, elsewhere = "web@0000000000000000", "other@1111111111111111"
     with sqlite3.connect(tmp_path / "state.sqlite3") as db:
         db.executemany("INSERT INTO progress(target, last_tick) VALUES (?, ?)",
-                       [(stale, first), (elsewhere, first)])
+                       [(stale, first), (elsewhere, first), (key, last)])
     db.close()
     path.write_text(text.replace("127.0.0.1:9/ok", "127.0.0.1:9/moved"))
     again = Daemon(load_config(path), config_path=path, loader=load_config)
@@ -273,7 +275,6 @@ async def test_a_restart_on_an_edited_file_holds_the_stored_definition_and_fills
     tracker, store = again.parts.tracker, again.store
     assert tracker is not None and store is not None
     try:
-        key = held_key("web", target_document(target))
         assert tracker.held_targets() == {key: target}
         expected = sum(ticks_per_bucket(last, again.parts.start_at, 1.0, offset, 60).values())
         (restored,) = [e for e in logs if e["event"] == "state_restored"]
