@@ -372,13 +372,6 @@ EQUIVALENT: dict[str, str] = {
         'unreachable: the timer never fires once stopping (see the guard above)'
     ),
     (
-        'slamon/scheduler.py: Scheduler._on_timer: early = bool(self._heap) and '
-        'self._heap[0][0] > now + _DUE_TOLERANCE -> early = bool(self._heap) and '
-        'self._heap[0][0] >= now + _DUE_TOLERANCE'
-    ): (
-        'after _dispatch_due the head is beyond now + _DUE_TOLERANCE, never equal to it'
-    ),
-    (
         'slamon/scheduler.py: Scheduler._on_timer: if self._stopped is not None and not '
         'self._stopped.done(): -> if self._stopped is not None or not self._stopped.done():'
     ): (
@@ -386,6 +379,13 @@ EQUIVALENT: dict[str, str] = {
     ),
     'slamon/scheduler.py: Scheduler._arm: if due >= self._timer_at: -> if due > self._timer_at:': (
         'at equality the timer is re-armed for the same instant'
+    ),
+    (
+        'slamon/scheduler.py: Scheduler._dispatch_due: while heap and heap[0][0] <= horizon: '
+        '-> while heap and heap[0][0] < horizon:'
+    ): (
+        'only a tick due exactly 1 us after now differs: _arm sets the timer for its due '
+        'instant and it starts on the next turn, neither early nor later than that instant'
     ),
     'slamon/scheduler.py: Scheduler._arm: return -> pass #2': (
         "the heap's head only moves earlier between dispatches: the timer is never armed "
