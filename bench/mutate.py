@@ -133,9 +133,6 @@ EQUIVALENT: dict[str, str] = {
     ): (
         'another zlib level: the snapshot decodes to the same counters'
     ),
-    'slamon/sli/window.py: _TieredRing._load: return -> pass': (
-        'same tiers: the migration path then copies every retained slot onto itself'
-    ),
     'slamon/sli/window.py: _TieredRing._load: continue -> pass #2': (
         'a never-written tier holds only zeros: copying them changes nothing'
     ),

@@ -330,6 +330,50 @@ def test_from_bytes_migrates_tiers() -> None:
     assert new.query(100.0, 0.0) == Counts(0, 1)
 
 
+@pytest.mark.parametrize("new_tiers", [
+    (Tier(1.0, 8), Tier(4.0, 3), Tier(16.0, 5)),  # the same resolutions, other lengths
+    (Tier(1.0, 5), Tier(8.0, 6), Tier(16.0, 5)),  # the same lengths, another resolution
+])
+def test_from_bytes_onto_tiers_that_differ_in_one_way_only(new_tiers: tuple[Tier, ...]) -> None:
+    old, direct = RollingWindow(SMALL_TIERS), RollingWindow(new_tiers)
+    for t in range(100):
+        good = 0 if t % 7 == 0 else 1
+        old.add(float(t), good, 1)
+        direct.add(float(t), good, 1)
+    new = RollingWindow.from_bytes(old.to_bytes(), new_tiers)
+    assert new.tiers == new_tiers
+    # a tier of a resolution both have keeps its newest buckets: answers within what
+    # both rings retain of it are those of a ring that had the new tiers all along
+    for old_tier in SMALL_TIERS:
+        kept = next((t for t in new_tiers if t.resolution == old_tier.resolution), None)
+        if kept is None:
+            continue
+        for k in range(min(kept.buckets, old_tier.buckets)):
+            length = k * kept.resolution
+            if new.tier_for(length) == kept:
+                assert new.query(99.0, length) == direct.query(99.0, length), (kept, length)
+
+
+def test_a_snapshot_of_its_own_tiers_is_read_without_a_migration(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    w = RollingWindow(SMALL_TIERS)
+    for t in range(100):
+        w.add(float(t), 1, 3 if t == 50 else 1)
+    w.add(20.0, 0, 300)  # a bucket past 255: the ring is wide
+    for ring in (w, RollingWindow(SMALL_TIERS)):
+        blob = ring.to_bytes()
+
+        def no_migration(*args: object) -> None:
+            raise AssertionError("migrated a snapshot of the same tiers")
+
+        monkeypatch.setattr(RollingWindow, "_restore_tiers", no_migration)
+        back = RollingWindow.from_bytes(blob, SMALL_TIERS)
+        assert back.to_bytes() == blob
+        assert [c.typecode for c in back._counters] == [c.typecode for c in ring._counters]
+        assert back.query(99.0, 60.0) == ring.query(99.0, 60.0)
+
+
 # the tier that replaced a dropped one is filled from the coarsest dropped tier dividing it
 NEW_TIERS = (Tier(1.0, 5), Tier(16.0, 5))
 

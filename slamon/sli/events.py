@@ -78,6 +78,8 @@ def bounds_for(
 def checked_bounds(bounds: Sequence[float]) -> tuple[float, ...]:
     """`bounds` checked (positive, strictly increasing), as the tuple every target with the
     same bounds shares: `TargetEvents.rebound` onto it returns at once when unchanged."""
+    if type(bounds) is tuple and (shared := _SHARED_BOUNDS.get(bounds)) is not None:
+        return shared  # checked when it was first shared
     out = tuple(float(b) for b in bounds)
     for b in out:
         if not (math.isfinite(b) and b > 0):
@@ -325,7 +327,7 @@ class TargetEvents:
             if version != _VERSION:
                 raise ValueError(f"unsupported target events version {version}")
             pos = _HEADER.size
-            stored = [_BOUND.unpack_from(data, pos + i * _BOUND.size)[0] for i in range(count)]
+            stored = struct.unpack_from(f"<{count}d", data, pos)
             pos += count * _BOUND.size
             events = cls(stored, tiers)
             rings: list[RollingCounter | None] = []
