@@ -290,3 +290,18 @@ def test_answers_kept_are_bounded() -> None:
     for minutes in range(1, 200):
         assert live.counts(BASE, 60.0 * minutes) == Counts(1, 1)
     assert live._memo is not None and 0 < len(live._memo) <= 32
+
+
+def test_equal_bounds_are_one_shared_tuple_of_floats_and_bad_ones_are_refused() -> None:
+    from slamon.sli.events import checked_bounds
+
+    first = checked_bounds([0.125, 0.5, 3])
+    assert first == (0.125, 0.5, 3.0) and all(type(b) is float for b in first)
+    # given again as a list, as an equal tuple, or with ints: the same object
+    assert checked_bounds([0.125, 0.5, 3.0]) is first
+    assert checked_bounds((0.125, 0.5, 3.0)) is first
+    again = checked_bounds((0.125, 0.5, 3))
+    assert again is first and type(again[2]) is float
+    for bad in ((0.5, 0.125), (0.0, 1.0), (-1.0,), (float("nan"),), (1.0, float("inf"))):
+        with pytest.raises(ValueError):
+            checked_bounds(bad)
