@@ -88,7 +88,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 #: module (path in the repo) -> its unit tests
 MODULES: dict[str, tuple[str, ...]] = {
-    "slamon/sli/window.py": ("tests/test_sli_window.py",),
+    "slamon/sli/window.py": ("tests/test_sli_window.py", "tests/test_sli_events.py"),
     "slamon/sli/slo.py": ("tests/test_sli_slo.py",),
     "slamon/sla/periods.py": ("tests/test_periods.py",),
     "slamon/sla/result.py": ("tests/test_period_result.py",),

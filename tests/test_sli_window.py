@@ -634,3 +634,18 @@ def test_microbenchmark() -> None:
             w.query(end, length)
         results.append(f"{length / 3600:g}h={(time.perf_counter() - t0) / reps * 1e6:.1f}us")
     print(f"\nadd: {add_us:.2f} us/event; query: {', '.join(results)}")
+
+
+def test_a_migrated_ring_has_the_width_its_counts_need() -> None:
+    small, big = RollingWindow(SMALL_TIERS), RollingWindow(SMALL_TIERS)
+    small.add(50.0, 1, 1)
+    big.add(50.0, 300, 300)
+    big.add(51.0, 256, 512)  # low bytes zero: only the high ones tell it needs 16 bits
+    new_tiers = (Tier(1.0, 8), Tier(4.0, 3), Tier(16.0, 5))
+    narrow = RollingWindow.from_bytes(small.to_bytes(), new_tiers)
+    wide = RollingWindow.from_bytes(big.to_bytes(), new_tiers)
+    assert [c.typecode for c in narrow._counters] == ["B", "B"]
+    assert [c.typecode for c in wide._counters] == ["H", "H"]
+    assert narrow.query(50.0, 0.0) == Counts(1, 1)
+    assert wide.query(50.0, 0.0) == Counts(300, 300)
+    assert wide.query(51.0, 0.0) == Counts(256, 512)
