@@ -133,6 +133,18 @@ EQUIVALENT: dict[str, str] = {
     ): (
         'another zlib level: the snapshot decodes to the same counters'
     ),
+    'slamon/sli/window.py: _TieredRing._absorb: continue -> pass': (
+        'a ring never written has only zeros, which the loop below skips'
+    ),
+    'slamon/sli/window.py: _TieredRing._absorb: if theirs > head: -> if theirs >= head:': (
+        'at equality the clear covers 0 slots and the head is set to itself'
+    ),
+    (
+        'slamon/sli/window.py: _TieredRing._absorb: mine[slot] = new if new < COUNTER_MAX '
+        'else COUNTER_MAX -> mine[slot] = new if new <= COUNTER_MAX else COUNTER_MAX'
+    ): (
+        'at equality both branches store COUNTER_MAX'
+    ),
     'slamon/sli/window.py: _TieredRing._load: continue -> pass #2': (
         'a never-written tier holds only zeros: copying them changes nothing'
     ),

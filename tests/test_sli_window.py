@@ -649,3 +649,22 @@ def test_a_migrated_ring_has_the_width_its_counts_need() -> None:
     assert narrow.query(50.0, 0.0) == Counts(1, 1)
     assert wide.query(50.0, 0.0) == Counts(300, 300)
     assert wide.query(51.0, 0.0) == Counts(256, 512)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(events_st, max_size=30), st.lists(events_st, max_size=30))
+def test_absorb_equals_adding_the_other_rings_events(a: list[Event], b: list[Event]) -> None:
+    # small tiers: laps, clearing and what both rings retain are all exercised
+    mine, theirs, both = (RollingWindow(SMALL_TIERS) for _ in range(3))
+    for t, g, v in a:
+        mine.add(t, g, v)
+        both.add(t, g, v)
+    for t, g, v in b:
+        theirs.add(t, g, v)
+        both.add(t, g, v)
+    mine.absorb(theirs)
+    now = max([t for t, _, _ in a + b] + [0.0])
+    for length in (0.0, 1.0, 3.0, 4.0, 8.0, 20.0, 40.0, 64.0):
+        assert mine.query(now, length) == both.query(now, length), length
+    with pytest.raises(ValueError, match="same tiers"):
+        mine.absorb(RollingWindow((Tier(1.0, 5), Tier(4.0, 6), Tier(16.0, 6))))
