@@ -127,6 +127,13 @@ def _exact(typecode: str, values: array[int] | bytes) -> array[int]:
     return out
 
 
+def _low_bytes(raw: bytes, byteorder: str = sys.byteorder) -> bytes | None:
+    """The low bytes of uint16 values stored in `byteorder`, or None if a high byte is
+    not zero. By bytes, not by element: ~2 us a ring, not ~70."""
+    low, high = (raw[0::2], raw[1::2]) if byteorder == "little" else (raw[1::2], raw[0::2])
+    return low if high.count(0) == len(high) else None
+
+
 def _fitted(counters: Sequence[array[int]]) -> tuple[array[int], ...]:
     """A ring's counters (uint16) as uint8 when every value of every one fits, else as
     they are: a ring's counters always have one width."""
@@ -135,10 +142,8 @@ def _fitted(counters: Sequence[array[int]]) -> tuple[array[int], ...]:
         if c.typecode == _NARROW:
             narrow.append(c)
             continue
-        # by bytes, not by element: a ring restored at start-up costs ~2 us, not ~70
-        raw = c.tobytes()
-        low, high = (raw[0::2], raw[1::2]) if sys.byteorder == "little" else (raw[1::2], raw[0::2])
-        if high.count(0) != len(high):
+        low = _low_bytes(c.tobytes())
+        if low is None:
             return tuple(counters)
         narrow.append(_exact(_NARROW, low))
     return tuple(narrow)
@@ -161,9 +166,9 @@ def _from_stored(body: bytes, size: int, fields: int) -> tuple[array[int], ...]:
     width `_fitted` gives them, read from the bytes: uint8 straight from the low bytes
     when every high byte is zero, without building the wide arrays first."""
     runs = [body[f * size * _WIDTH: (f + 1) * size * _WIDTH] for f in range(fields)]
-    if sys.byteorder == "little" and all(
-            run[1::2].count(0) == size for run in runs):
-        return tuple(_exact(_NARROW, run[0::2]) for run in runs)
+    lows = [_low_bytes(run, "little") for run in runs]
+    if all(low is not None for low in lows):
+        return tuple(_exact(_NARROW, low) for low in lows if low is not None)
     out = []
     for run in runs:
         c = _zeros(size, _TYPECODE)
