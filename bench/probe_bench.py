@@ -271,6 +271,64 @@ def write_config(path: Path, urls: list[str], port: int, args: argparse.Namespac
     path.write_text("\n".join(lines) + "\n")
 
 
+# ---------------------------------------------------------------- full collections
+
+#: imported by the slamon child only (its PYTHONPATH): times every full collection
+_GC_SITE = """\
+import gc, os, time
+
+_log = os.environ["PROBE_BENCH_GC_LOG"]
+_every = os.environ.get("PROBE_BENCH_FULL_GC_AFTER")
+if _every:
+    # read by the daemon each time it sets the collector's thresholds
+    import slamon.app.runtime
+    slamon.app.runtime.FULL_GC_AFTER = int(_every)
+_began = [0.0]
+
+
+def _timed(phase, info):
+    if info["generation"] != 2:
+        return
+    if phase == "start":
+        _began[0] = time.perf_counter()
+        return
+    ms = (time.perf_counter() - _began[0]) * 1e3
+    # counted after the timing: the count walks the generation too
+    with open(_log, "a") as fh:
+        fh.write(f"{time.time():.3f} {ms:.3f} {info['collected']} {len(gc.get_objects(2))}\\n")
+
+
+gc.callbacks.append(_timed)
+"""
+
+
+def _gc_env(env: dict[str, str], work: Path, tag: str, every: int) -> Path:
+    """Make the slamon child log its full collections; the log's path."""
+    site = work / f"gcsite-{tag}"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(_GC_SITE)
+    log = work / f"full-gc-{tag}.log"
+    log.unlink(missing_ok=True)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), env.get("PYTHONPATH", "")) if p)
+    env["PROBE_BENCH_GC_LOG"] = str(log)
+    if every:
+        env["PROBE_BENCH_FULL_GC_AFTER"] = str(every)
+    return log
+
+
+def _full_collections(log: Path, t0: float, t1: float) -> dict[str, Any]:
+    """The full collections logged between wall times t0 and t1."""
+    rows = []
+    if log.exists():
+        for line in log.read_text().splitlines():
+            at, ms, collected, objects = line.split()
+            if t0 <= float(at) <= t1:
+                rows.append({"ms": float(ms), "collected": int(collected),
+                             "objects": int(objects)})
+    return {"count": len(rows), "each": rows,
+            "ms_max": max((r["ms"] for r in rows), default=None)}
+
+
 # ---------------------------------------------------------------- one slamon run
 
 
@@ -287,6 +345,7 @@ def run_slamon(
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(args.slamon_path), env.get("PYTHONPATH", "")) if p
         )
+    gc_log = _gc_env(env, work, tag, args.full_gc_after) if args.full_gc else None
     # cwd = the run's directory: `python -m` puts the cwd first on sys.path, so running
     # from a checkout would import that checkout whatever PYTHONPATH says
     which = subprocess.run(
@@ -325,12 +384,12 @@ def run_slamon(
             cpu0, sys0 = proc_cpu(pid), system_cpu()
             ng0 = sum(_cpu_or_zero(p) for p in farm.pids)
             pr0 = _cpu_or_zero(prom.pid) if prom is not None else 0.0
-            t_cpu0 = time.monotonic()
+            t_cpu0, wall0 = time.monotonic(), time.time()
             prof = _start_profile(pid, args, work, tag)
             time.sleep(args.duration)
             if prof is not None:
                 prof.wait(timeout=args.duration + 30)
-            t_cpu1 = time.monotonic()
+            t_cpu1, wall1 = time.monotonic(), time.time()
             cpu1, sys1 = proc_cpu(pid), system_cpu()
             ng1 = sum(_cpu_or_zero(p) for p in farm.pids)
             if prom is not None:
@@ -347,6 +406,8 @@ def run_slamon(
             res["rss_hwm_bytes"] = hwm
             res["first_scrape"] = {"seconds": s0.seconds, "bytes": s0.nbytes}
             res["scrape"] = _scrape_cost(port, pid, args.scrape_samples, s1)
+            if gc_log is not None:
+                res["full_collections"] = _full_collections(gc_log, wall0, wall1)
             if prof is not None and args.stalls:
                 res["stalls"] = _summarise_stalls(work / f"stalls-{tag}.json")
             elif prof is not None:
@@ -820,6 +881,19 @@ def main() -> None:
         action="store_true",
         help="py-spy at 1 kHz with idle samples: what held the event loop > 10 ms",
     )
+    ap.add_argument(
+        "--full-gc",
+        action="store_true",
+        help="time each full collection of slamon's garbage collector in the span",
+    )
+    ap.add_argument(
+        "--full-gc-after",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --full-gc: young collections between full ones (0: slamon's own, "
+        "which makes one at most every ~17 min)",
+    )
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--reference-worker", metavar="SPEC", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -830,6 +904,8 @@ def main() -> None:
         args.warmup = args.interval
     if not 0 < args.duration <= 3600 or not 0 <= args.warmup <= 600 or args.runs < 1:
         ap.error("duration must be in (0, 3600], warmup in [0, 600], runs >= 1")
+    if args.full_gc_after < 0 or (args.full_gc_after and not args.full_gc):
+        ap.error("--full-gc-after takes a count >= 0, and --full-gc with it")
     args.out.mkdir(parents=True, exist_ok=True)
     # SIGTERM/SIGHUP -> SystemExit, so the finally blocks kill nginx, slamon and the reference
     for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -870,6 +946,11 @@ def main() -> None:
                         print(table([r]), flush=True)
                         if "scrape" in r:
                             print(f"   scrape: {json.dumps(r['scrape'])}", flush=True)
+                        if "full_collections" in r:
+                            fc = r["full_collections"]
+                            print(f"   full collections: {fc['count']}, ms/objects: "
+                                  + ", ".join(f"{e['ms']:.1f}/{e['objects']}"
+                                              for e in fc["each"]), flush=True)
     finally:
         out = args.out / f"probe-{stamp}.json"
         out.write_text(

@@ -205,7 +205,12 @@ class Scheduler:
         self._held: dict[str, _Entry] = {}
         self._on_held = on_held
         self._initial_held: dict[str, Target] = {}
-        self._heap: list[tuple[float, int, _Entry]] = []
+        #: (due, seq): numbers only, so the garbage collector stops tracking each pair the
+        #: first time it sees it. With the entry in the tuple, every target's pair stayed
+        #: tracked and every full collection walked them (docs/benchmarks.md)
+        self._heap: list[tuple[float, int]] = []
+        #: each pushed seq's entry, until popped
+        self._queued: dict[int, _Entry] = {}
         self._seq = 0
         self._pending: deque[tuple[_Entry, int, float]] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -355,13 +360,15 @@ class Scheduler:
 
     def _push(self, entry: _Entry) -> None:
         self._seq += 1
-        heapq.heappush(self._heap, (entry.due, self._seq, entry))
+        self._queued[self._seq] = entry
+        heapq.heappush(self._heap, (entry.due, self._seq))
 
     def _dispatch_due(self, now: float, loop: asyncio.AbstractEventLoop) -> None:
-        heap = self._heap
+        heap, queued = self._heap, self._queued
         horizon = now + _DUE_TOLERANCE
         while heap and heap[0][0] <= horizon:
-            due, _, entry = heapq.heappop(heap)
+            due, seq = heapq.heappop(heap)
+            entry = queued.pop(seq)
             if entry.removed:
                 continue
             tick = entry.tick
@@ -454,6 +461,9 @@ class Scheduler:
     def _release(self, entry: _Entry) -> None:
         """The busy tick has its outcome: report the ticks missed meanwhile, in order."""
         entry.busy = False
+        if not entry.deferred:
+            # the usual case: no new list per probe, none for a full collection to walk
+            return
         deferred, entry.deferred = entry.deferred, []
         if not entry.removed:
             for tick in deferred:

@@ -563,6 +563,39 @@ def test_virtual_overrunning_probe_defers_then_misses(monkeypatch: pytest.Monkey
     assert sched.stats.missed == 2 and sched.stats.completed == 2
 
 
+def test_virtual_what_waits_for_the_next_tick_is_not_for_the_collector_to_walk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What each target keeps between its ticks adds nothing for a full collection to
+    walk (docs/benchmarks.md): its place in the heap is a pair of numbers, which the
+    collector stops tracking once it has seen it, and a probe that ended in time leaves
+    the entry's (empty) list of deferred ticks as it was. A new list per probe, or the
+    entry in the heap's tuple, was one more tracked object per target. A probe that
+    deferred ticks gets a new list."""
+    targets = [make_target("x", 10.0, 30.0), make_target("y", 10.0, 30.0)]
+    kept: dict[str, list[int]] = {}
+
+    async def scenario(loop: VirtualTimeLoop) -> None:
+        out = Outcomes()
+        sched = make_scheduler(loop, targets, {"x": taking(1.0), "y": taking(15.0)}, out)
+        task = asyncio.create_task(sched.run())
+        await asyncio.sleep(0)
+        kept.update({k: e.deferred for k, e in sched._entries.items()})
+        await asyncio.sleep(35.0)
+        sched.stop()
+        await task
+        assert [kind for _, kind in out.of("x")] == ["result"] * 4
+        assert ("y", 10.0, "missed") in out.seen  # deferred behind the 15 s probe
+        assert sched._entries["x"].deferred is kept["x"] == []
+        assert sched._entries["y"].deferred is not kept["y"]
+        assert sched._entries["y"].deferred == []
+        gc.collect()
+        assert len(sched._heap) == 2
+        assert not any(gc.is_tracked(pair) for pair in sched._heap)
+
+    simulate(monkeypatch, scenario)
+
+
 def test_virtual_prober_overrun_and_prober_crash(monkeypatch: pytest.MonkeyPatch) -> None:
     async def hang(loop: VirtualTimeLoop) -> ProbeResult:
         await asyncio.sleep(10**6)
