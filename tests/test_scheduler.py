@@ -590,7 +590,7 @@ def test_virtual_what_waits_for_the_next_tick_is_not_for_the_collector_to_walk(
         assert sched._entries["y"].deferred is not kept["y"]
         assert sched._entries["y"].deferred == []
         gc.collect()
-        assert len(sched._heap) == 2
+        assert len(sched._heap) == 2 and sorted(sched._queued) == sorted(s for _, s in sched._heap)
         assert not any(gc.is_tracked(pair) for pair in sched._heap)
 
     simulate(monkeypatch, scenario)
