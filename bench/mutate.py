@@ -207,6 +207,44 @@ EQUIVALENT: dict[str, str] = {
     ): (
         'at equality both branches store COUNTER_MAX'
     ),
+    (
+        'slamon/sli/window.py: _TieredRing._sums: if was_first <= first <= was_last + 1 and w'
+        'as_last <= last and ( -> if was_first <= first < was_last + 1 and was_last <= last a'
+        'nd ('
+    ): (
+        'leaves out the answers the new range starts right after: a slide from there reads '
+        "every bucket of the new range and the old answer's too, more than summing afresh, "
+        'so the cost test refuses it anyway'
+    ),
+    (
+        'slamon/sli/window.py: _TieredRing._sums: if was_first <= first <= was_last + 1 and w'
+        'as_last <= last and ( -> if was_first <= first <= was_last + 0 and was_last <= last '
+        'and ('
+    ): (
+        'leaves out the answers the new range starts right after: a slide from there reads '
+        "every bucket of the new range and the old answer's too, more than summing afresh, "
+        'so the cost test refuses it anyway'
+    ),
+    (
+        'slamon/sli/window.py: _TieredRing._sums: if was_first <= first <= was_last + 1 and w'
+        'as_last <= last and ( -> if was_first <= first <= was_last + 2 and was_last <= last '
+        'and ('
+    ): (
+        "lets in new ranges a bucket past the answer's end: the slide would read more than "
+        'the new range, so the cost test refuses it'
+    ),
+    (
+        'slamon/sli/window.py: _TieredRing._sums: (first - was_first) + (last - was_last) < l'
+        'ast - first + 1 -> first - was_first + (last - was_last) <= last - first + 1'
+    ): (
+        'at equality a slide and a fresh sum read as many buckets and give the same sums'
+    ),
+    (
+        'slamon/sli/window.py: _TieredRing._sums: (first - was_first) + (last - was_last) < l'
+        'ast - first + 1 -> (first - was_first) + (last - was_last) < last - first + 2'
+    ): (
+        'at equality a slide and a fresh sum read as many buckets and give the same sums'
+    ),
     'slamon/sli/slo.py: <module>: _NEVER = -(1 << 62) -> _NEVER = -(2 << 62)': (
         'sentinel below every slice index of a finite time; restore accepts any value'
     ),
