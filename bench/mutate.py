@@ -108,11 +108,11 @@ EQUIVALENT: dict[str, str] = {
     'slamon/sli/window.py: _TieredRing: _FIELDS = 0 -> _FIELDS = 1': (
         'the base class is never instantiated: both subclasses set _FIELDS'
     ),
-    'slamon/sli/window.py: _TieredRing._slots: if b > head: -> if b >= head:': (
+    'slamon/sli/window.py: _TieredRing._add: if b > head: -> if b >= head:': (
         'b == head: the gap-0 branch clears nothing and keeps the head, as the other path '
         'does'
     ),
-    'slamon/sli/window.py: _TieredRing._slots: if gap == 1: -> if gap == 0:': (
+    'slamon/sli/window.py: _TieredRing._add: if gap == 1: -> if gap == 0:': (
         'the one-bucket fast path and _clear(..., 1) zero the same slot'
     ),
     (
@@ -122,7 +122,7 @@ EQUIVALENT: dict[str, str] = {
         'at equality the extra piece is (0, 0) and clears nothing'
     ),
     (
-        'slamon/sli/window.py: _TieredRing._segments: if start + count <= n: -> if start + '
+        'slamon/sli/window.py: _TieredRing._range: if start + count <= n: -> if start + '
         'count < n:'
     ): (
         'at equality the second segment is empty: the same sums'
@@ -132,6 +132,12 @@ EQUIVALENT: dict[str, str] = {
         'parts.append(zlib.compress(body, 2))'
     ): (
         'another zlib level: the snapshot decodes to the same counters'
+    ),
+    (
+        'slamon/sli/window.py: _TieredRing._add: if cache and touched is not None: -> if '
+        'cache or touched is not None:'
+    ): (
+        'touched is a list exactly when the cache holds an answer: both tests agree'
     ),
     'slamon/sli/window.py: _TieredRing._absorb: continue -> pass': (
         'a ring never written has only zeros, which the loop below skips'
@@ -145,7 +151,7 @@ EQUIVALENT: dict[str, str] = {
     ): (
         'at equality both branches store COUNTER_MAX'
     ),
-    'slamon/sli/window.py: _TieredRing._load: continue -> pass #2': (
+    'slamon/sli/window.py: _TieredRing._restore_tiers: continue -> pass #2': (
         'a never-written tier holds only zeros: copying them changes nothing'
     ),
     (

@@ -312,6 +312,21 @@ def test_saturation_keeps_good_le_valid() -> None:
     assert c.query(5.0, 0.0) == COUNTER_MAX
 
 
+def test_a_ring_widens_past_255_and_tells_when_it_saturates() -> None:
+    c = RollingCounter(SMALL_TIERS)
+    assert c.add(5.0, 255) is False
+    assert [a.typecode for a in c._counters] == ["B"], "255 fits in a byte"
+    assert c.add(5.0, 1) is False
+    assert [a.typecode for a in c._counters] == ["H"]
+    assert c.add(5.0, COUNTER_MAX - 256) is False, "exactly full: nothing left out"
+    assert c.query(5.0, 0.0) == COUNTER_MAX
+    assert c.add(5.0, 1) is True
+    assert c.query(5.0, 0.0) == COUNTER_MAX
+    assert c.add(40.0, 1) is False  # a bucket of its own in every tier
+    # from a byte straight to exactly full in one add
+    assert RollingCounter(SMALL_TIERS).add(5.0, COUNTER_MAX) is False
+
+
 def test_validation() -> None:
     w = RollingWindow(SMALL_TIERS)
     with pytest.raises(ValueError):
