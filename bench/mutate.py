@@ -251,6 +251,13 @@ EQUIVALENT: dict[str, str] = {
     ): (
         'at equality a slide and a fresh sum read as many buckets and give the same sums'
     ),
+    'slamon/sli/window.py: cell_sums: hi = last if last < head else head -> hi = last if '
+    'last <= head else head': (
+        'at equality both branches give the head'
+    ),
+    'slamon/sli/window.py: cell_sums: continue -> pass': (
+        'an empty range reads nothing either way: _range of first > last is zeros'
+    ),
     'slamon/sli/slo.py: <module>: _NEVER = -(1 << 62) -> _NEVER = -(2 << 62)': (
         'sentinel below every slice index of a finite time; restore accepts any value'
     ),

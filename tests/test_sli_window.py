@@ -20,6 +20,7 @@ from slamon.sli.window import (
     RollingCounter,
     RollingWindow,
     Tier,
+    cell_sums,
 )
 
 # small rings so that hypothesis laps them often
@@ -325,6 +326,34 @@ def test_a_ring_widens_past_255_and_tells_when_it_saturates() -> None:
     assert c.add(40.0, 1) is False  # a bucket of its own in every tier
     # from a byte straight to exactly full in one add
     assert RollingCounter(SMALL_TIERS).add(5.0, COUNTER_MAX) is False
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 2), st.floats(0, 60, allow_nan=False)), max_size=40),
+    st.integers(-10, 62),
+    st.integers(0, 20),
+    st.integers(0, 3),
+)
+def test_cell_sums_count_what_each_ring_retains(
+    events: list[tuple[int, float]], first: int, span: int, good_cells: int
+) -> None:
+    """Every tier, a range of buckets from before what the rings retain to past their
+    heads: each ring counts its events in the buckets it still holds (after its own
+    head, in the last n), good when its cell is below `good_cells`."""
+    rings = [(cell, RollingCounter(SMALL_TIERS)) for cell in range(3)]
+    for cell, t in events:
+        rings[cell][1].add(t)
+    last = first + span
+    for tier, (res, n, _) in enumerate(rings[0][1]._layout):
+        good = valid = 0
+        for cell, _ring in rings:
+            buckets = [math.floor(t / res) for c, t in events if c == cell]
+            head = max(buckets, default=0)
+            held = [b for b in buckets if head - n < b <= head and first <= b <= last]
+            valid += len(held)
+            good += len(held) if cell < good_cells else 0
+        assert cell_sums(rings, tier, first, last, good_cells) == (good, valid)
 
 
 def test_validation() -> None:
