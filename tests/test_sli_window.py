@@ -20,6 +20,7 @@ from slamon.sli.window import (
     RollingCounter,
     RollingWindow,
     Tier,
+    _low_bytes,
     cell_sums,
 )
 
@@ -354,6 +355,46 @@ def test_cell_sums_count_what_each_ring_retains(
             valid += len(held)
             good += len(held) if cell < good_cells else 0
         assert cell_sums(rings, tier, first, last, good_cells) == (good, valid)
+
+
+@pytest.mark.parametrize("order", ["little", "big"])
+def test_low_bytes_of_uint16_in_either_byte_order(order: str) -> None:
+    fmt = "<" if order == "little" else ">"
+    fits = struct.pack(f"{fmt}4H", 0, 1, 200, 255)
+    assert _low_bytes(fits, order) == bytes([0, 1, 200, 255])
+    for wide in (256, 300, 0x1FF, COUNTER_MAX):
+        assert _low_bytes(struct.pack(f"{fmt}3H", 7, wide, 9), order) is None, wide
+    assert _low_bytes(b"", order) == b""
+
+
+def test_split_gives_the_good_and_the_bad_of_a_window() -> None:
+    w = RollingWindow(SMALL_TIERS)
+    w.add(10.5, 3, 5)
+    w.add(11.5, 2, 2)  # all good: no bad in this bucket
+    w.add(30.0, 0, 4)
+    good, bad = w.split()
+    for now, length in ((10.5, 0.0), (11.5, 0.0), (30.0, 0.0), (12.0, 3.0), (30.0, 60.0)):
+        counts = w.query(now, length)
+        assert (good.query(now, length), bad.query(now, length)) == (
+            counts.good, counts.valid - counts.good), (now, length)
+    assert [c.typecode for c in good._counters + bad._counters] == ["B", "B"]
+    big = RollingWindow(SMALL_TIERS)
+    big.add(10.0, 300, 301)
+    good, bad = big.split()
+    assert (good.query(10.0, 0.0), bad.query(10.0, 0.0)) == (300, 1)
+    assert [c.typecode for c in good._counters + bad._counters] == ["H", "B"]
+
+
+def test_a_tier_merged_from_a_finer_one_keeps_its_oldest_bucket() -> None:
+    """A new 4 s tier made of the old 1 s tier's 12 buckets fills all its 3 buckets: the
+    newest is written last and must not land on the oldest's slot."""
+    w = RollingWindow((Tier(1.0, 12), Tier(16.0, 5)))
+    for s in range(12, 24):
+        w.add(s + 0.5, 1, 1)
+    moved = RollingWindow.from_bytes(w.to_bytes(), (Tier(4.0, 3), Tier(16.0, 5)))
+    assert moved.tier_for(8.0) == Tier(4.0, 3)
+    assert moved.query(15.9, 0.0) == Counts(4, 4)  # the oldest bucket, 12..15
+    assert moved.query(23.5, 8.0) == Counts(12, 12)
 
 
 def test_validation() -> None:

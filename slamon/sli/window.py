@@ -135,13 +135,10 @@ def _low_bytes(raw: bytes, byteorder: str = sys.byteorder) -> bytes | None:
 
 
 def _fitted(counters: Sequence[array[int]]) -> tuple[array[int], ...]:
-    """A ring's counters (uint16) as uint8 when every value of every one fits, else as
+    """A ring's uint16 counters as uint8 when every value of every one fits, else as
     they are: a ring's counters always have one width."""
     narrow = []
     for c in counters:
-        if c.typecode == _NARROW:
-            narrow.append(c)
-            continue
         low = _low_bytes(c.tobytes())
         if low is None:
             return tuple(counters)
