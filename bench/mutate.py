@@ -196,24 +196,6 @@ EQUIVALENT: dict[str, str] = {
         'tiers'
     ),
     (
-        'slamon/sli/window.py: RollingWindow.add: gc[slot] = g if g < COUNTER_MAX else '
-        'COUNTER_MAX -> gc[slot] = g if g <= COUNTER_MAX else COUNTER_MAX'
-    ): (
-        'at equality both branches store COUNTER_MAX'
-    ),
-    (
-        'slamon/sli/window.py: RollingWindow.add: vc[slot] = v if v < COUNTER_MAX else '
-        'COUNTER_MAX -> vc[slot] = v if v <= COUNTER_MAX else COUNTER_MAX'
-    ): (
-        'at equality both branches store COUNTER_MAX'
-    ),
-    (
-        'slamon/sli/window.py: RollingCounter.add: cc[slot] = c if c < COUNTER_MAX else '
-        'COUNTER_MAX -> cc[slot] = c if c <= COUNTER_MAX else COUNTER_MAX'
-    ): (
-        'at equality both branches store COUNTER_MAX'
-    ),
-    (
         'slamon/sli/window.py: _TieredRing._sums: if was_first <= first <= was_last + 1 and w'
         'as_last <= last and ( -> if was_first <= first < was_last + 1 and was_last <= last a'
         'nd ('
