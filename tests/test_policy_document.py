@@ -33,11 +33,12 @@ from structlog.testing import capture_logs
 
 from slamon.app.daemon import Daemon
 from slamon.config.loader import load_config
+from slamon.config.targets import Target
 from slamon.metrics.collector import SlamonCollector, make_registry
 from slamon.probers.base import ProbeResult
 from slamon.sla.export import export
 from slamon.sla.periods import period_bounds, period_index
-from slamon.sla.policy import policy_digest_for
+from slamon.sla.policy import document_url, policy_digest_for, target_document
 from slamon.sla.tracker import SlaTracker
 from slamon.util.docpack import pack_document, unpack_document
 from slamon.util.keccak import hashes_to, keccak256
@@ -440,3 +441,64 @@ async def test_a_schema_1_period_gets_its_document_worked_out_again(
             assert out.returncode == 0, out.stderr
             [period] = json.loads(out.stdout)["periods"]
             assert period["policy_document"] == (body.decode() if status == 200 else None)
+
+
+def _doc(kind: str, **spec: object) -> dict[str, Any]:
+    return target_document(Target.model_validate(
+        {"id": "t", "kind": kind, "interval": 10, "timeout": 2, kind: spec}))
+
+
+SECRETS = ("s3cr3t-pass", "tok-9f2e", "prox-pw-41", "AUTH-pw-77", "step-pw-12")
+
+
+def test_a_document_holds_no_credential() -> None:
+    """The document is served to anyone (`/periods/{n}/policy`, evidence files, export):
+    URL and proxy credentials, secret-looking query values and what a TCP dialogue sends
+    are in none of it; certificate and key paths (one oracle's machine) only count as
+    set or not."""
+    http = _doc("http", url=f"https://user:{SECRETS[0]}@127.0.0.1:9/p?x=1&api_token={SECRETS[1]}",
+                proxy=f"http://me:{SECRETS[2]}@127.0.0.1:3128", cert_file="/etc/a/c.pem",
+                key_file="/etc/a/k.pem")
+    tcp = _doc("tcp", host="127.0.0.1", port=25, send=f"{SECRETS[3]}\r\n", tls=True,
+               cert_file="/etc/a/c.pem")
+    smtp = _doc("tcp", host="127.0.0.1", port=25,
+                query_response=[{"expect": "^220"}, {"send": f"AUTH {SECRETS[4]}\r\n"}])
+    text = json.dumps([http, tcp, smtp])
+    assert not [s for s in SECRETS if s in text]
+    assert "/etc/a" not in text
+    assert http["spec"]["url"] == "https://user:xxxxx@127.0.0.1:9/p?x=1&api_token=xxxxx"
+    assert http["spec"]["proxy"] == "http://me:xxxxx@127.0.0.1:3128"
+    assert (http["spec"]["cert_file"], http["spec"]["key_file"]) == (True, True)
+    assert (tcp["spec"]["cert_file"], tcp["spec"]["key_file"]) == (True, False)
+    assert tcp["spec"]["send"] == "0x" + keccak256(f"{SECRETS[3]}\r\n".encode()).hex()
+    assert smtp["spec"]["query_response"][1]["send"].startswith("0x")
+    assert smtp["spec"]["query_response"][0] == {"expect": "^220", "send": None,
+                                                 "starttls": False}
+
+
+def test_what_a_document_commits_to() -> None:
+    """Rotated credentials and another oracle's file paths give the same document (as a
+    header's value does); what is probed does not: the path and plain query, whether
+    credentials or a client certificate are sent, and what a dialogue sends."""
+    def url(u: str, **spec: object) -> dict[str, Any]:
+        return _doc("http", url=u, **spec)
+
+    base = url("http://u:a@127.0.0.1:9/p?x=1&key=a")
+    assert url("http://u:b@127.0.0.1:9/p?x=1&key=b") == base
+    for other in ("http://u:a@127.0.0.1:9/q?x=1&key=a", "http://u:a@127.0.0.1:9/p?x=2&key=a",
+                  "http://127.0.0.1:9/p?x=1&key=a", "http://v:a@127.0.0.1:9/p?x=1&key=a"):
+        assert url(other) != base, other
+    assert url("https://h.test/", cert_file="/a") == url("https://h.test/", cert_file="/b")
+    assert url("https://h.test/", cert_file="/a") != url("https://h.test/")
+    tcp = {"host": "127.0.0.1", "port": 25}
+    assert _doc("tcp", **tcp, send="A") != _doc("tcp", **tcp, send="B")
+
+
+@given(st.text(alphabet=st.sampled_from("abcXYZ019-._~%/:#"), max_size=30))
+def test_a_url_with_nothing_to_hide_is_named_verbatim(rest: str) -> None:
+    """Digests made before credentials were hidden stay as they were for every URL that
+    has none: such a URL is not parsed and written again (which would lower-case the
+    scheme or drop an empty query)."""
+    for url in (f"http://127.0.0.1:9/{rest}", f"HTTPS://Host.Test{rest}",
+                f"http://h.test/{rest}?", f"http://h.test/{rest}?a=1&b=&c"):
+        assert document_url(url) == url

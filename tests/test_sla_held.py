@@ -289,7 +289,8 @@ async def test_a_restart_on_an_edited_file_holds_the_stored_definition_and_fills
 
 
 @pytest.mark.parametrize(("kind", "spec"), [
-    ("tcp", {"host": "127.0.0.1", "port": 80, "send": "PING\r\n", "expect": "PONG"}),
+    # (what a dialogue sends is hashed: a stored one comes back from the config only)
+    ("tcp", {"host": "127.0.0.1", "port": 80, "expect": "PONG", "tls": True}),
     ("dns", {"server": "127.0.0.1:53", "query_name": "example.com", "query_type": "MX"}),
     ("icmp", {"host": "127.0.0.1", "count": 3, "packet_interval": 0.2}),
     ("grpc", {"host": "127.0.0.1", "port": 50051, "service": "shop", "tls": True}),
@@ -341,3 +342,57 @@ def test_what_is_not_held() -> None:
     found, lost = held_definitions("{not json", ["web", "api"], {})
     assert found == [] and sorted(item.target_id for item in lost) == ["api", "web"]
     assert all("cannot be read" in item.reason for item in lost)
+
+
+def _tcp(**spec: object) -> Target:
+    return Target.model_validate({"id": "web", "kind": "tcp", "interval": 10, "timeout": 2,
+                                  "tcp": {"host": "127.0.0.1", "port": 9, **spec}})
+
+
+@pytest.mark.parametrize(("old", "new", "held"), [
+    # rotated credentials are in no document: nothing to hold
+    (_target("http://u:old@127.0.0.1:9/a?token=1"),
+     _target("http://u:new@127.0.0.1:9/a?token=2"), False),
+    (_target("http://127.0.0.1:9/a", proxy="http://p:old@127.0.0.1:3128"),
+     _target("http://127.0.0.1:9/a", proxy="http://p:new@127.0.0.1:3128"), False),
+    # another oracle's (or a moved) client certificate: the same definition
+    (_target("https://127.0.0.1:9/a", cert_file="/a/c.pem", key_file="/a/k.pem"),
+     _target("https://127.0.0.1:9/a", cert_file="/b/c.pem", key_file="/b/k.pem"), False),
+    # what the URL names apart from its credentials is held, credentials from the config
+    (_target("http://u:pw@127.0.0.1:9/a?token=1&x=1"),
+     _target("http://u:pw@127.0.0.1:9/b?token=1&x=1"), True),
+    (_tcp(send="AUTH pw\r\n", expect="^\\+OK"), _tcp(send="AUTH pw\r\n", expect="^OK"), True),
+    (_tcp(query_response=[{"expect": "^220"}, {"send": "AUTH pw\r\n"}]),
+     _tcp(query_response=[{"expect": "^250"}, {"send": "AUTH pw\r\n"}]), True),
+    (_target("https://127.0.0.1:9/a", cert_file="/a/c.pem", key_file="/a/k.pem"),
+     _target("https://127.0.0.1:9/b", cert_file="/a/c.pem", key_file="/a/k.pem"), True),
+])
+def test_hidden_values_come_back_from_the_config(old: Target, new: Target, held: bool) -> None:
+    """Credentials and local paths are in no document, so editing only them holds
+    nothing; a held definition that hid them gets them back from the config's, also from
+    the document as stored (a restart), and probes exactly the old definition."""
+    stored = canonical_json({"target_specs": [target_document(old)]}).decode("ascii")
+    for source in ((old,), stored):
+        found, lost = held_definitions(source, ["web"], {"web": new})
+        assert lost == []
+        if not held:
+            assert found == []
+            continue
+        (item,) = found
+        assert item.target == old
+
+
+def test_a_hidden_value_the_config_lost_is_not_probed() -> None:
+    """A stored definition whose URL credentials or TCP dialogue the config no longer
+    has cannot be rebuilt: its part follows the config, and the reason quotes nothing."""
+    for old, new in (
+        (_target("http://u:pw@127.0.0.1:9/a"), _target("http://127.0.0.1:9/b")),
+        (_tcp(send="AUTH pw\r\n"), _tcp(send="AUTH other\r\n")),
+        (_tcp(query_response=[{"send": "AUTH pw\r\n"}]),
+         _tcp(query_response=[{"send": "AUTH pw\r\n"}, {"expect": "^OK"}])),
+        (_tcp(send="AUTH pw\r\n"), None),  # removed from the config
+    ):
+        stored = canonical_json({"target_specs": [target_document(old)]}).decode("ascii")
+        found, (lost,) = held_definitions(stored, ["web"], {} if new is None else {"web": new})
+        assert found == [] and "hides" in lost.reason
+        assert "pw" not in json.dumps(lost.reason)

@@ -19,12 +19,14 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from pydantic import ValidationError
 
 from slamon.config.targets import Target
-from slamon.sla.policy import canonical_json, target_document
+from slamon.sla.policy import LOCAL_FILE_FIELDS, URL_FIELDS, canonical_json, target_document
 from slamon.util.keccak import keccak256
+from slamon.util.redact import REDACTED
 
 #: kinds whose outcome is not a probe slamon runs (a heartbeat is pushed to it): they
 #: follow the config, held or not
@@ -57,9 +59,41 @@ class Unprobeable:
     reason: str
 
 
+def _with_credentials(shown: str, mine: str | None) -> str:
+    """A document's URL (`document_url`) with what it hides taken from the config's URL
+    `mine`: its userinfo, and each hidden query value from `mine`'s next item of that
+    name. Raises ValueError when `mine` lacks something hidden (the URL made again
+    would probe the placeholder)."""
+    if REDACTED not in shown:
+        return shown
+    missing = ValueError("the document hides URL credentials the config no longer has")
+    doc = urlsplit(shown)
+    conf = urlsplit(mine or "")
+    netloc = doc.netloc
+    if "@" in netloc:
+        if "@" not in conf.netloc:
+            raise missing
+        netloc = f"{conf.netloc.rpartition('@')[0]}@{netloc.rpartition('@')[2]}"
+    values: dict[str, list[str]] = {}
+    for item in conf.query.split("&") if conf.query else ():
+        values.setdefault(item.partition("=")[0], []).append(item)
+    items = []
+    for item in doc.query.split("&") if doc.query else ():
+        key, _, value = item.partition("=")
+        if value != REDACTED:
+            items.append(item)
+        elif theirs := values.get(key):
+            items.append(theirs.pop(0))
+        else:
+            raise missing
+    return urlunsplit(SplitResult(doc.scheme, netloc, doc.path, "&".join(items),
+                                  doc.fragment))
+
+
 def _rebuild(doc: Mapping[str, Any], like: Target | None) -> Target:
     """The target a schema-2 document's `target_specs` entry describes. The values the
-    document hides (header values, the request body, a CA file's path) are taken from
+    document hides (header values, URL credentials, the request body, what a TCP
+    dialogue sends, a certificate file's path) are taken from
     `like`, the config's definition of that id, where their hidden forms agree."""
     kind = doc["kind"]
     spec = dict(doc["spec"])
@@ -71,10 +105,22 @@ def _rebuild(doc: Mapping[str, Any], like: Target | None) -> Target:
         if not set(spec["headers"]) <= set(theirs):
             raise ValueError("the document hides a header value the config no longer has")
         spec["headers"] = {name: theirs[name] for name in spec["headers"]}
-    if spec.get("body") is not None and mine.get("body") is not None:
-        spec["body"] = mine["body"]  # checked below against the document's keccak256
-    if "ca_file" in spec:
-        spec["ca_file"] = mine.get("ca_file") if spec["ca_file"] else None
+    # each hidden value is taken from the config's definition; the document made again
+    # from the result is checked against the stored one below
+    for name in ("body", "send"):
+        if spec.get(name) is not None and mine.get(name) is not None:
+            spec[name] = mine[name]
+    for name in URL_FIELDS:
+        if spec.get(name) is not None:
+            spec[name] = _with_credentials(spec[name], mine.get(name))
+    steps, my_steps = spec.get("query_response"), mine.get("query_response")
+    if steps and my_steps and len(steps) == len(my_steps):
+        spec["query_response"] = [
+            {**step, "send": theirs.get("send")} if step.get("send") is not None else step
+            for step, theirs in zip(steps, my_steps, strict=True)]
+    for name in LOCAL_FILE_FIELDS:
+        if name in spec:
+            spec[name] = mine.get(name) if spec[name] else None
     for secret in ("token", "token_file"):
         if secret in mine:
             spec[secret] = mine[secret]
@@ -97,7 +143,8 @@ def _rebuild(doc: Mapping[str, Any], like: Target | None) -> Target:
         raise ValueError(f"not a valid target ({failure.error_count()} errors)")
     if target_document(target) != doc:
         raise ValueError("the document hides a value the config no longer has (a header "
-                         "value, the request body or a CA file)")
+                         "value, URL credentials, the request body, what a TCP dialogue "
+                         "sends or a certificate file)")
     return target
 
 

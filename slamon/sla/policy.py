@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from slamon.config.maintenance import MaintenanceWindow
 from slamon.config.root import Config
@@ -21,6 +22,7 @@ from slamon.config.slo import Slo
 from slamon.config.targets import Target
 from slamon.util.docpack import pack_document
 from slamon.util.keccak import keccak256
+from slamon.util.redact import redact_url
 
 POLICY_SCHEMA = "slamon.sla-policy/1"
 #: schema 2 adds what each target probes and the maintenance windows (see docs/evidence.md)
@@ -112,25 +114,59 @@ def _canonical_value(value: Any) -> Any:
     return value
 
 
+#: the kinds' fields naming a file on one oracle's machine, which independent oracles
+#: need not share: only whether one is set counts
+LOCAL_FILE_FIELDS = ("ca_file", "cert_file", "key_file")
+#: the kinds' URL fields: credentials in them are kept out (`document_url`)
+URL_FIELDS = ("url", "proxy")
+
+
+def document_url(url: str) -> str:
+    """A URL as a policy document names it: its userinfo and secret-looking query values
+    replaced, as in logs and metrics (`redact_url`); a URL with neither verbatim (so
+    that parsing it again changes no digest)."""
+    if "@" not in url and "?" not in url:
+        return url  # nothing to hide: the common case, without parsing
+    hidden = redact_url(url)
+    return url if hidden == urlunsplit(urlsplit(url)) else hidden
+
+
+def hidden_text(text: str) -> str:
+    """Text a document commits to without showing it (a request body, what a TCP
+    dialogue sends): `0x` + its keccak256."""
+    return "0x" + keccak256(text.encode()).hex()
+
+
 def target_document(target: Target) -> dict[str, Any]:
     """What a target probes: kind, interval, timeout and its kind's whole spec (URL,
     method, assertions...), defaults included so a changed default moves the digest.
 
-    Labels are left out (they only name series). Header values and the request body
-    may be credentials and the document is meant to be publishable: only header names
-    are kept, and the body as its keccak256; a heartbeat's token is left out. A CA
-    file is a path on one oracle's machine, which independent oracles need not share:
-    only whether one is set counts."""
+    Labels are left out (they only name series). The document is meant to be
+    publishable, so credentials are left out or hashed: of the headers only their
+    names are kept; a URL's or proxy's userinfo and secret-looking query values are
+    replaced (`document_url`); the request body and what a TCP dialogue sends are kept
+    as their keccak256; a heartbeat's token is left out. A CA, client certificate or
+    key file is a path on one oracle's machine, which independent oracles need not
+    share: only whether one is set counts."""
     spec = getattr(target, target.kind)
     body: dict[str, Any] = {} if spec is None else spec.model_dump(mode="json")
     for secret in ("token", "token_file"):
         body.pop(secret, None)
-    if "ca_file" in body:
-        body["ca_file"] = body["ca_file"] is not None
+    for name in LOCAL_FILE_FIELDS:
+        if name in body:
+            body[name] = body[name] is not None
+    for name in URL_FIELDS:
+        if body.get(name) is not None:
+            body[name] = document_url(body[name])
     if "headers" in body:
         body["headers"] = sorted(body["headers"])
     if body.get("body") is not None:
-        body["body"] = "0x" + keccak256(str(body["body"]).encode()).hex()
+        body["body"] = hidden_text(str(body["body"]))
+    if body.get("send") is not None:
+        body["send"] = hidden_text(str(body["send"]))
+    for step in body.get("query_response") or ():
+        if step.get("send") is not None:
+            step["send"] = hidden_text(str(step["send"]))
     doc: dict[str, Any] = _canonical_value({
         "id": target.id,
         "kind": target.kind,

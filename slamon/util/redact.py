@@ -13,7 +13,9 @@ _URL_IN_TEXT = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
 
 
 def redact_url(url: str) -> str:
-    """Replace userinfo and secret-looking query values so a URL can be shown."""
+    """Replace userinfo and secret-looking query values so a URL can be shown. Policy
+    documents name URLs in this form (`document_url`): changing it changes the digest
+    of every SLA whose target URL has credentials."""
     try:
         parts = urlsplit(url)
     except ValueError:
