@@ -20,6 +20,11 @@ span of the same run without a reload: what a SIGHUP holds the event loop for.
 and the late probes over S seconds from the SIGHUP, the writes after `reloaded`
 included, next to the S seconds just before it.
 
+`--stalls MS` logs every stretch over MS milliseconds in which the daemon's event loop
+did not get to a callback posted to it, with samples of what each thread ran meanwhile
+(`bench/stallsite/sitecustomize.py` on the child's PYTHONPATH), to `stalls.log` in the
+work dir, and prints how many there were and the longest, per run.
+
 `--profile FILE` runs the last start under cProfile (stopped right after /readyz) and
 prints its top 15 functions by cumulative time (the wall figures of that run are then
 cProfile's, not slamon's).
@@ -110,7 +115,7 @@ def reloads(proc: subprocess.Popen[bytes], work: Path, n: int, port: int, slas: 
             quiet_span = late_counts(quiet1, before)
             quiet_cpu = cpu0 - quiet_cpu
         offset = log.stat().st_size
-        t0 = time.monotonic()
+        t0, wall0 = time.monotonic(), time.time()
         proc.send_signal(signal.SIGHUP)
         took = wait_logged(log, offset, '"reloaded"') - t0
         time.sleep(max(0.0, 3.0 - took))
@@ -129,16 +134,40 @@ def reloads(proc: subprocess.Popen[bytes], work: Path, n: int, port: int, slas: 
             print(f"    over {span:.0f} s from the SIGHUP: daemon CPU {cpu:5.2f} s, late "
                   f"{'/'.join(map(str, whole))}; the {span:.0f} s before it: CPU "
                   f"{quiet_cpu:5.2f} s, late {'/'.join(map(str, quiet_span))}", flush=True)
+        stall_log = work / "stalls.log"
+        if stall_log.exists():
+            ms = [float(line.split()[2]) for line in stall_log.read_text().splitlines()
+                  if line.startswith("STALL ") and float(line.split()[1]) >= wall0]
+            print(f"    event loop stalls logged from the SIGHUP on: {len(ms)}"
+                  + (f", longest {max(ms):.0f} ms" if ms else ""), flush=True)
+
+
+def stall_summary(log: Path, offset: int) -> str:
+    """How many stalls `--stalls` logged past `offset`, and the longest, in words."""
+    if not log.exists():
+        return "no stall logged"
+    with log.open() as f:
+        f.seek(offset)
+        ms = [float(line.split()[2]) for line in f if line.startswith("STALL ")]
+    if not ms:
+        return "no stall logged"
+    return f"{len(ms)} stalls logged, longest {max(ms):.0f} ms (details: {log})"
 
 
 def one_start(cfg: Path, port: int, log: Path, profile: str | None,
               run_for: float, while_ready: Callable[[subprocess.Popen[bytes]], None] | None = None,
-              ) -> tuple[float, float]:
+              stalls: float = 0.0) -> tuple[float, float]:
     argv = [sys.executable]
     if profile:
         argv += ["-m", "cProfile", "-o", profile]
     argv += ["-m", "slamon", "run", "-c", str(cfg)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLAMON_")}
+    if stalls:
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(Path(__file__).resolve().parent / "stallsite"),
+                        env.get("PYTHONPATH", "")) if p)
+        env["BENCH_STALL_LOG"] = str(log.parent / "stalls.log")
+        env["BENCH_STALL_MS"] = str(stalls)
     with log.open("ab") as out:
         t0 = time.monotonic()
         proc = subprocess.Popen(argv, stdout=out, stderr=out, env=env)
@@ -181,6 +210,8 @@ def main() -> None:
                     help="also count late probes and the daemon's CPU (not the reload's "
                          "child) over this many seconds from each SIGHUP and the same span "
                          "just before it")
+    ap.add_argument("--stalls", type=float, default=0.0, metavar="MS",
+                    help="log the event loop's stalls over MS ms, with what ran (see above)")
     ap.add_argument("--run-for", type=float, default=30.0,
                     help="seconds each run keeps probing after /readyz before it is stopped")
     args = ap.parse_args()
@@ -198,13 +229,18 @@ def main() -> None:
             def hook(proc: subprocess.Popen[bytes]) -> None:
                 reloads(proc, work, args.targets, port, args.slas, args.reloads,
                         work / "slamon.log", args.reload_span)
-        wall, cpu = one_start(cfg, port, work / "slamon.log", profile, args.run_for, hook)
+        stall_log = work / "stalls.log"
+        seen = stall_log.stat().st_size if stall_log.exists() else 0
+        wall, cpu = one_start(cfg, port, work / "slamon.log", profile, args.run_for, hook,
+                              args.stalls)
         state = work / "state.sqlite3"
         size = state.stat().st_size / 1e6 if state.exists() else 0.0
         kind = "first start" if i == 0 else "restart"
         note = " (under cProfile)" if profile else ""
         print(f"run {i + 1} {kind:<11} to /readyz {wall:6.2f} s   CPU {cpu:6.2f} s   "
               f"state file after {size:5.1f} MB{note}", flush=True)
+        if args.stalls:
+            print("    " + stall_summary(stall_log, seen), flush=True)
     if args.profile:
         stats = pstats.Stats(args.profile)
         stats.sort_stats("cumulative").print_stats(15)
