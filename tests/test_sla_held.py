@@ -176,6 +176,18 @@ def _target(url: str, **spec: object) -> Target:
                                   "timeout": 2, "http": {"url": url, **spec}})
 
 
+def _holds(old: Target, new: Target) -> list[tuple[bool, list[Held]]]:
+    """What `old`'s policy holds once the config says `new`: from the models it hashed,
+    then from its document as stored (a restart); neither loses a part."""
+    stored = canonical_json({"target_specs": [target_document(old)]}).decode("ascii")
+    out = []
+    for source in ((old,), stored):
+        found, lost = held_definitions(source, ["web"], {"web": new})
+        assert lost == []
+        out.append((isinstance(source, str), found))
+    return out
+
+
 @pytest.mark.parametrize(("edit", "held"), [
     ({"url": "http://127.0.0.1:9/b"}, True),
     ({"method": "HEAD"}, True),
@@ -192,16 +204,13 @@ def test_what_an_edit_holds(edit: dict[str, object], held: bool) -> None:
     new = _target(**{"url": "http://127.0.0.1:9/a",
                      "headers": {"Authorization": "Bearer old"}, "max_response_time": 0.5,
                      **edit})  # type: ignore[arg-type]
-    stored = canonical_json({"target_specs": [target_document(old)]}).decode("ascii")
-    for source in ((old,), stored):
-        found, lost = held_definitions(source, ["web"], {"web": new})
-        assert lost == []
+    for stored, found in _holds(old, new):
         if not held:
             assert found == []
             continue
         (item,) = found
         assert item.key == held_key("web", target_document(old))
-        if isinstance(source, str) and "headers" in edit:
+        if stored and "headers" in edit:
             continue
         assert target_document(item.target) == target_document(old)
         assert item.target.http is not None and item.target.http.headers == old.http.headers  # type: ignore[union-attr]
@@ -371,10 +380,7 @@ def test_hidden_values_come_back_from_the_config(old: Target, new: Target, held:
     """Credentials and local paths are in no document, so editing only them holds
     nothing; a held definition that hid them gets them back from the config's, also from
     the document as stored (a restart), and probes exactly the old definition."""
-    stored = canonical_json({"target_specs": [target_document(old)]}).decode("ascii")
-    for source in ((old,), stored):
-        found, lost = held_definitions(source, ["web"], {"web": new})
-        assert lost == []
+    for _, found in _holds(old, new):
         if not held:
             assert found == []
             continue
