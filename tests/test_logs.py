@@ -10,6 +10,7 @@ import socket
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,3 +97,44 @@ def test_garbage_requests_give_one_json_warning_each_no_traceback(tmp_path: Path
         assert e["level"] == "warning" and "LineTooLong" in str(e["reason"])
         assert e["peer"] == "127.0.0.1" and "exception" not in e
     assert "Traceback" not in text
+
+
+def test_a_first_result_up_is_logged_at_debug_and_every_change_above(tmp_path: Path) -> None:
+    """At 10,000 targets every start logged 10,000 `target_up` lines: a target's first
+    result being up is news to no one (debug); down at first, and every change after,
+    stay at warning and info. The event is published either way (it resolves an
+    incident left open before a restart)."""
+    from structlog.testing import capture_logs
+
+    from slamon.app.daemon import Daemon
+    from slamon.config.loader import parse_config
+    from slamon.probers.base import FailureReason, ProbeResult
+
+    daemon = Daemon(parse_config(
+        "server: {listen: \"127.0.0.1:0\"}\n"
+        f"state: {{path: \"{tmp_path / 'state.sqlite3'}\"}}\n"
+        "targets:\n"
+        "  - {id: a, kind: tcp, interval: 10s, timeout: 1s, tcp: {host: 127.0.0.1, port: 9}}\n"
+        "  - {id: b, kind: tcp, interval: 10s, timeout: 1s, tcp: {host: 127.0.0.1, port: 9}}\n"))
+    a, b = daemon.parts.config.targets
+    published = daemon.parts.events.subscribe(16)
+    up = ProbeResult(ok=True, duration=0.01)
+    down = ProbeResult(ok=False, duration=0.01, reason=FailureReason.REFUSED)
+    with capture_logs() as logs:
+        for target, t, result in ((a, 0, up), (b, 0, down), (a, 10, up), (a, 20, down),
+                                  (a, 30, up), (b, 10, up)):
+            daemon.parts.on_result(target, float(t), result)
+    assert [(e["event"], e["target"], e["log_level"]) for e in logs] == [
+        ("target_up", "a", "debug"), ("target_down", "b", "warning"),
+        ("target_down", "a", "warning"), ("target_up", "a", "info"),
+        ("target_up", "b", "info")]
+    assert [(e.kind.value, e.target) for e in drained(published.queue)] == [
+        ("target_up", "a"), ("target_down", "b"), ("target_down", "a"), ("target_up", "a"),
+        ("target_up", "b")]
+
+
+def drained(queue: Any) -> list[Any]:
+    out = []
+    while not queue.empty():
+        out.append(queue.get_nowait())
+    return out

@@ -419,7 +419,11 @@ class Components:
     def _on_transition(self, status: TargetStatus, result: ProbeResult) -> None:
         self.events.publish(target_event(status, result))
         if result.ok:
-            self.log.info("target_up", target=status.target.id, duration=round(result.duration, 4))
+            # a target's first result (after a start, or an edit of the target) being up
+            # is no news: at debug, or every restart of a large fleet logs a line per target
+            first = status.successes + status.failures == 1
+            (self.log.debug if first else self.log.info)(
+                "target_up", target=status.target.id, duration=round(result.duration, 4))
         else:
             self.log.warning(
                 "target_down",
