@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from slamon.config.loader import ConfigError, _fast_load, _FastLoader, load_config, parse_config
 from slamon.config.root import Config
 from slamon.config.slo import default_alert_windows
-from slamon.util.schema import format_path
+from slamon.util.schema import bad_host, format_path, has_space
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -957,3 +957,24 @@ def test_documents_beyond_the_fast_walk_take_the_stock_constructor(text: str) ->
 def test_a_duplicate_key_is_still_refused_by_the_fast_path() -> None:
     with pytest.raises(yaml.constructor.ConstructorError, match="duplicate key 'a'"):
         _fast_load("x: 1\na: 1\nb: 2\na: 3\n")
+
+
+@given(st.text(alphabet=st.characters(), max_size=40)
+       | st.text(alphabet=" \t\u00a0\u2003\u3000\x1c/[]ab.:", max_size=12))
+def test_the_host_and_url_character_checks_are_the_characters_own(text: str) -> None:
+    """One regex search stands for a generator over the characters in every target's URL
+    and host check: it finds exactly what `str.isspace` (and the host's `/[]`) find."""
+    assert has_space(text) == any(ch.isspace() for ch in text)
+    assert bad_host(text) == any(ch.isspace() or ch in "/[]" for ch in text)
+
+
+@pytest.mark.parametrize(("spec", "where"), [
+    ('{id: a, kind: http, http: {url: "http://h.test/a\u00a0b"}}', "targets[0].http.url"),
+    ('{id: a, kind: icmp, icmp: {host: "h/x"}}', "targets[0].icmp.host"),
+    ('{id: a, kind: dns, dns: {server: "h x:53", query_name: a.test}}', "targets[0].dns.server"),
+    ('{id: a, kind: grpc, grpc: {host: "[::1]", port: 1}}', "targets[0].grpc.host"),
+])
+def test_whitespace_and_brackets_are_refused_where_they_are(spec: str, where: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(f"targets:\n  - {spec}\n")
+    assert any(where in line for line in exc.value.errors), exc.value.errors

@@ -26,8 +26,10 @@ from slamon.util.schema import (
     Regex,
     Size,
     Strict,
+    bad_host,
     check_headers,
     check_secret_source,
+    has_space,
 )
 
 _LABEL_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -157,7 +159,7 @@ class HttpSpec(Strict):
 
         if not value.strip():
             raise ValueError("must not be empty")
-        if any(ch.isspace() for ch in value):
+        if has_space(value):
             raise ValueError("invalid URL: contains whitespace")
         try:
             parts = urlsplit(value)
@@ -331,7 +333,7 @@ def split_host_port(value: str, default_port: int) -> tuple[str, int]:
         host, _, port_text = text.partition(":")
     else:
         host = text  # a name, an IPv4 address or a bare IPv6 address: default port
-    if not host or any(ch.isspace() or ch in "/[]" for ch in host):
+    if not host or bad_host(host):
         raise ValueError(f"invalid address {value!r}: write host, host:port or [v6]:port")
     if port_text is None:
         return host, default_port
@@ -438,7 +440,7 @@ class IcmpSpec(Strict):
     @field_validator("host")
     @classmethod
     def _host(cls, value: str) -> str:
-        if any(ch.isspace() or ch in "/[]" for ch in value):
+        if bad_host(value):
             raise ValueError("invalid host: write a name or an IP address without brackets")
         return value
 
@@ -467,7 +469,7 @@ class GrpcSpec(Strict):
     @field_validator("host")
     @classmethod
     def _host(cls, value: str) -> str:
-        if any(ch.isspace() or ch in "/[]" for ch in value):
+        if bad_host(value):
             raise ValueError("invalid host: write a name or an IP address without brackets")
         return value
 

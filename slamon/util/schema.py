@@ -167,9 +167,26 @@ def check_url(value: str) -> str:
         raise ValueError("invalid URL: bad port or IPv6 address") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an http:// or https:// URL with a host")
-    if any(ch.isspace() for ch in value):
+    if has_space(value):
         raise ValueError("invalid URL: contains whitespace")
     return value
+
+
+#: `\s` of a str pattern matches exactly what `str.isspace` calls whitespace; one search
+#: is ~5x cheaper than a generator over the characters (every target's URL is checked)
+_SPACE = re.compile(r"\s")
+_NOT_IN_HOST = re.compile(r"[\s/\[\]]")
+
+
+def has_space(text: str) -> bool:
+    """Whether `text` holds any whitespace (as `str.isspace` has it)."""
+    return _SPACE.search(text) is not None
+
+
+def bad_host(text: str) -> bool:
+    """Whether `text` holds what no host name or bare IP address holds: whitespace, a
+    slash or a bracket."""
+    return _NOT_IN_HOST.search(text) is not None
 
 
 def check_secret_source(
@@ -193,7 +210,7 @@ def check_listen(value: str) -> str:
         raise ValueError("host missing: use 0.0.0.0:PORT to listen on all addresses")
     if ":" in host and not (host.startswith("[") and host.endswith("]")):
         raise ValueError("an IPv6 address must be in brackets, e.g. [::1]:9115")
-    if any(ch.isspace() for ch in host) or host in ("[]",):
+    if has_space(host) or host in ("[]",):
         raise ValueError("must be host:port, e.g. 127.0.0.1:9115 or [::1]:9115")
     return value
 
