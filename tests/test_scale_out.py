@@ -179,9 +179,16 @@ async def test_four_shards_equal_one_instance_and_a_reshard_loses_nothing(
             four = [start(f"four-{i}", shared, (i, 4)) for i in range(4)]
             await asyncio.gather(*(p.ready(session) for p in [single, *four]))
             assert time.time() < anchor, "start-up took longer than the margin"
-            # period 0 closes at anchor + PERIOD + GRACE; leave it a moment to be written
-            await asyncio.sleep(anchor + PERIOD + GRACE + 2 - time.time())
+            # period 0 closes once its grace (widened by the parts' timing) has passed and
+            # is written at the next flush: wait for every SLA's row, within period 1's
+            # first quarter (the reshard must fall inside period 1)
+            await asyncio.sleep(anchor + PERIOD + GRACE - time.time())
+            sla_ids = _sla_targets()
             before = _periods(shared)
+            while (any((sla, 0) not in before for sla in sla_ids)
+                   and time.time() < anchor + PERIOD + PERIOD / 4):
+                await asyncio.sleep(0.2)
+                before = _periods(shared)
             # a rolling reshard, as a StatefulSet scaled from 4 to 5 does it: the new
             # shard starts while the old four still run (the targets it takes are probed
             # twice meanwhile), then each old shard is replaced by one counting 5
