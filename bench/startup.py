@@ -136,19 +136,20 @@ def reloads(proc: subprocess.Popen[bytes], work: Path, n: int, port: int, slas: 
                   f"{quiet_cpu:5.2f} s, late {'/'.join(map(str, quiet_span))}", flush=True)
         stall_log = work / "stalls.log"
         if stall_log.exists():
-            ms = [float(line.split()[2]) for line in stall_log.read_text().splitlines()
-                  if line.startswith("STALL ") and float(line.split()[1]) >= wall0]
-            print(f"    event loop stalls logged from the SIGHUP on: {len(ms)}"
-                  + (f", longest {max(ms):.0f} ms" if ms else ""), flush=True)
+            print(f"    event loop stalls from the SIGHUP on: "
+                  f"{stall_summary(stall_log, since=wall0)}", flush=True)
 
 
-def stall_summary(log: Path, offset: int) -> str:
-    """How many stalls `--stalls` logged past `offset`, and the longest, in words."""
+def stall_summary(log: Path, offset: int = 0, since: float = 0.0) -> str:
+    """How many stalls `--stalls` logged past byte `offset` at or after unix time
+    `since`, and the longest, in words."""
     if not log.exists():
         return "no stall logged"
     with log.open() as f:
         f.seek(offset)
-        ms = [float(line.split()[2]) for line in f if line.startswith("STALL ")]
+        ms = [float(ms_text) for kind, at, ms_text, *_ in
+              (line.split() for line in f if line.startswith("STALL "))
+              if float(at) >= since]
     if not ms:
         return "no stall logged"
     return f"{len(ms)} stalls logged, longest {max(ms):.0f} ms (details: {log})"
