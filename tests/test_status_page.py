@@ -334,3 +334,91 @@ async def test_the_incident_log_keeps_every_open_incident_and_drops_the_oldest_r
         assert [i.target for i in again.incidents] == ["t2", "t5", "t6", "t7"]
     finally:
         await store.close()
+
+
+def _transition(kind: EventKind, target: str, at: float) -> Event:
+    return Event(kind, at, target=target, details={"reason": "refused"})
+
+
+def _shown(log: IncidentLog) -> list[tuple[int, str, list[str]]]:
+    return [(i.id, i.target, [u.status for u in i.updates]) for i in log.incidents]
+
+
+async def test_transitions_that_arrive_together_are_written_in_one_transaction(
+    tmp_path: Path,
+) -> None:
+    """What the bus brings within the batch wait is one store round trip, in order: a
+    target down and up again inside it is one resolved incident, and a restart reads back
+    exactly what the log holds."""
+    store = StateStore(tmp_path / "state.sqlite3")
+    await store.open()
+    trips = 0
+    run_sql = store.run_sql
+
+    async def counted(fn: Any) -> Any:
+        nonlocal trips
+        trips += 1
+        return await run_sql(fn)
+
+    store.run_sql = counted  # type: ignore[method-assign]
+    bus = EventBus()
+    log = IncidentLog()
+    try:
+        await log.load(store)
+        trips = 0
+        log.start(bus)
+        for kind, target in [(EventKind.TARGET_DOWN, "t0"), (EventKind.TARGET_DOWN, "t1"),
+                             (EventKind.TARGET_UP, "t0"), (EventKind.TARGET_DOWN, "t0"),
+                             (EventKind.TARGET_DOWN, "t1")]:  # t1 is open already
+            bus.publish(_transition(kind, target, 100.0))
+        async with asyncio.timeout(10):
+            while len(log.incidents) < 3:
+                await asyncio.sleep(0.02)
+        assert trips == 1
+        assert [(t, s) for _, t, s in _shown(log)] == [
+            ("t0", ["investigating", "resolved"]), ("t1", ["investigating"]),
+            ("t0", ["investigating"])]
+        again = IncidentLog()
+        await again.load(store)
+        assert _shown(again) == _shown(log)
+        # the batch taken but not yet written when the log stops is written by the stop
+        bus.publish(_transition(EventKind.TARGET_UP, "t1", 101.0))
+        bus.publish(_transition(EventKind.TARGET_DOWN, "t2", 101.0))
+        await asyncio.sleep(0)  # the log's task takes them and waits for more
+        await log.stop()
+        last = IncidentLog()
+        await last.load(store)
+        assert [(t, s) for _, t, s in _shown(last)] == [
+            ("t0", ["investigating", "resolved"]), ("t1", ["investigating", "resolved"]),
+            ("t0", ["investigating"]), ("t2", ["investigating"])]
+    finally:
+        await log.stop()
+        await store.close()
+
+
+async def test_a_batch_whose_write_fails_changes_nothing(tmp_path: Path) -> None:
+    """A failed transaction leaves no incident half written and the open ones as they
+    were: a target that stays down is resolved by its next recovery, and one whose
+    failure was not written opens an incident when it fails again."""
+    store = StateStore(tmp_path / "state.sqlite3")
+    await store.open()
+    log = IncidentLog()
+    try:
+        await log.load(store)
+        await log.record(_transition(EventKind.TARGET_DOWN, "t0", 100.0))
+        before = _shown(log)
+        await store.run_sql(lambda db: db.execute("ALTER TABLE incident_updates RENAME TO gone"))
+        with pytest.raises(Exception, match="incident_updates"):
+            await log.record_many([_transition(EventKind.TARGET_UP, "t0", 101.0),
+                                   _transition(EventKind.TARGET_DOWN, "t9", 101.0)])
+        assert _shown(log) == before
+        await store.run_sql(lambda db: db.execute("ALTER TABLE gone RENAME TO incident_updates"))
+        await log.record_many([_transition(EventKind.TARGET_UP, "t0", 102.0),
+                               _transition(EventKind.TARGET_DOWN, "t9", 102.0)])
+        assert [(t, s) for _, t, s in _shown(log)] == [
+            ("t0", ["investigating", "resolved"]), ("t9", ["investigating"])]
+        again = IncidentLog()
+        await again.load(store)
+        assert _shown(again) == _shown(log)
+    finally:
+        await store.close()

@@ -608,16 +608,22 @@ def one_run(n: int, a: argparse.Namespace, work: Path, run_no: int) -> dict[str,
         sleep_until(t0)
         c0, m0, l0 = cpu_all(pids), system_cpu(), loadavg()
         b0 = bare_counts()
-        spy = None
-        if a.profile:  # perturbs slamon's CPU figure: for where the time goes, not for ratios
+        spies = []
+        if a.profile or a.profile_native:
+            # perturbs the CPU figures: for where the time goes, not for ratios
             beside = Path(py).with_name("py-spy")
-            spy = subprocess.Popen(
-                [str(beside) if beside.exists() else "py-spy", "record", "--pid",
-                 str(sl.pid), "--duration", str(int(a.duration) - 2), "--rate", "100",
-                 "--nonblocking", "--format", "raw", "--output", str(work / "slamon-profile.txt")],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            profiled = {"slamon": sl.pid}
+            if a.profile_native and "bare" in extra:
+                profiled["bare"] = extra["bare"].pid
+            for name, pid in profiled.items():
+                mode = ["--native"] if a.profile_native else ["--nonblocking"]
+                spies.append(subprocess.Popen(
+                    [str(beside) if beside.exists() else "py-spy", "record", "--pid",
+                     str(pid), "--duration", str(int(a.duration) - 2), "--rate", "100",
+                     *mode, "--format", "raw", "--output", str(work / f"{name}-profile.txt")],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         sleep_until(t1)
-        if spy is not None:
+        for spy in spies:
             spy.wait(timeout=30)
         c1, m1, l1 = cpu_all(pids), system_cpu(), loadavg()
         b1 = bare_counts()
@@ -855,6 +861,9 @@ def main() -> None:
     ap.add_argument("--gc-log", action="store_true", help="log slamon's gen-2 GC pauses")
     ap.add_argument("--profile", action="store_true",
                     help="py-spy record slamon through the window (slamon-profile.txt)")
+    ap.add_argument("--profile-native", action="store_true",
+                    help="py-spy --native record slamon and the bare loop through the window "
+                         "(slamon-profile.txt, bare-profile.txt; pauses each sample)")
     ap.add_argument("--slamon-scrape-interval", type=float, default=15.0,
                     help="a second Prometheus scrapes slamon this often, s (0: none)")
     ap.add_argument("--no-bare", dest="bare", action="store_false",
