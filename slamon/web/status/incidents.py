@@ -133,22 +133,18 @@ class IncidentLog:
         self._open_auto = {i.target: i for i in loaded if i.source == "auto" and i.ongoing}
         self._next_id = max((i.id for i in loaded), default=0) + 1
 
-    async def _insert(self, inc: Incident) -> None:
-        await self._write_one(inc, None)
-
-    async def _append(self, inc: Incident, update: Update) -> None:
-        await self._write_one(inc, update)
-
-    async def _write_one(self, inc: Incident, update: Update | None) -> None:
-        ops: list[_Op] = [(inc, update)]
+    async def _commit(self, ops: list[_Op]) -> None:
+        """Write `ops` in one transaction, then hold what they add and update."""
         if self.store is not None:
             ids = await self.store.run_sql(lambda db: _write(db, ops))
         else:
-            ids = [self._next_id]
-        if update is None:
-            self._added(inc, ids[0])
-        else:
-            self._updated(inc, update)
+            ids = list(range(self._next_id, self._next_id + len(ops)))
+        new = iter(ids)
+        for inc, update in ops:
+            if update is None:
+                self._added(inc, next(new))
+            else:
+                self._updated(inc, update)
 
     def _added(self, inc: Incident, incident_id: int) -> None:
         """`inc`, written under `incident_id`, is now held."""
@@ -187,10 +183,7 @@ class IncidentLog:
             if not ops:
                 return
             try:
-                if self.store is not None:
-                    ids = await self.store.run_sql(lambda db: _write(db, ops))
-                else:
-                    ids = list(range(self._next_id, self._next_id + len(ops)))
+                await self._commit(ops)
             except BaseException:
                 for target, before in reversed(undo):
                     if before is None:
@@ -198,12 +191,6 @@ class IncidentLog:
                     else:
                         self._open_auto[target] = before
                 raise
-            new = iter(ids)
-            for inc, update in ops:
-                if update is None:
-                    self._added(inc, next(new))
-                else:
-                    self._updated(inc, update)
 
     def _plan(self, event: Event, ops: list[_Op], undo: list[tuple[str, Incident | None]]
               ) -> None:
@@ -245,7 +232,7 @@ class IncidentLog:
             now = self._clock()
             inc = Incident(0, title, "manual", tuple(dict.fromkeys(targets)), now,
                            [Update(now, status, message)])
-            await self._insert(inc)
+            await self._commit([(inc, None)])
         self.log.info("incident_opened", incident=inc.id, status=status, targets=list(targets))
         self._publish(inc)
         return inc
@@ -258,7 +245,7 @@ class IncidentLog:
                 raise LookupError(incident_id)
             if not inc.ongoing:
                 raise IncidentError(f"incident {incident_id} is resolved: open a new one")
-            await self._append(inc, Update(self._clock(), status, message))
+            await self._commit([(inc, Update(self._clock(), status, message))])
             if inc.source == "auto" and status == "resolved":
                 self._open_auto.pop(inc.target, None)
         self.log.info("incident_updated", incident=inc.id, status=status)
