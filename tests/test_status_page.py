@@ -340,6 +340,11 @@ def _transition(kind: EventKind, target: str, at: float) -> Event:
     return Event(kind, at, target=target, details={"reason": "refused"})
 
 
+async def _turns(n: int) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
 def _shown(log: IncidentLog) -> list[tuple[int, str, list[str]]]:
     return [(i.id, i.target, [u.status for u in i.updates]) for i in log.incidents]
 
@@ -367,8 +372,10 @@ async def test_transitions_that_arrive_together_are_written_in_one_transaction(
         await log.load(store)
         trips = 0
         log.start(bus)
-        for kind, target in [(EventKind.TARGET_DOWN, "t0"), (EventKind.TARGET_DOWN, "t1"),
-                             (EventKind.TARGET_UP, "t0"), (EventKind.TARGET_DOWN, "t0"),
+        bus.publish(_transition(EventKind.TARGET_DOWN, "t0", 100.0))
+        await _turns(3)  # the log takes it and waits for more
+        for kind, target in [(EventKind.TARGET_DOWN, "t1"), (EventKind.TARGET_UP, "t0"),
+                             (EventKind.TARGET_DOWN, "t0"),
                              (EventKind.TARGET_DOWN, "t1")]:  # t1 is open already
             bus.publish(_transition(kind, target, 100.0))
         async with asyncio.timeout(10):
@@ -381,11 +388,13 @@ async def test_transitions_that_arrive_together_are_written_in_one_transaction(
         again = IncidentLog()
         await again.load(store)
         assert _shown(again) == _shown(log)
-        # the batch taken but not yet written when the log stops is written by the stop
+        # a stop writes the transition taken and waiting for more, and the one queued
+        trips = 0
         bus.publish(_transition(EventKind.TARGET_UP, "t1", 101.0))
+        await _turns(3)
         bus.publish(_transition(EventKind.TARGET_DOWN, "t2", 101.0))
-        await asyncio.sleep(0)  # the log's task takes them and waits for more
         await log.stop()
+        assert trips == 1
         last = IncidentLog()
         await last.load(store)
         assert [(t, s) for _, t, s in _shown(last)] == [
@@ -421,4 +430,37 @@ async def test_a_batch_whose_write_fails_changes_nothing(tmp_path: Path) -> None
         await again.load(store)
         assert _shown(again) == _shown(log)
     finally:
+        await store.close()
+
+
+async def test_a_stop_waits_for_the_write_under_way(tmp_path: Path) -> None:
+    """Cancelled in the middle of its write, the log would lose what the store's thread
+    commits anyway: after a stop the log holds exactly what a restart reads back."""
+    store = StateStore(tmp_path / "state.sqlite3")
+    await store.open()
+    writing = asyncio.Event()
+    run_sql = store.run_sql
+
+    async def flagged(fn: Any) -> Any:
+        writing.set()
+        return await run_sql(fn)
+
+    bus = EventBus()
+    log = IncidentLog()
+    try:
+        await log.load(store)
+        store.run_sql = flagged  # type: ignore[method-assign]
+        log.start(bus)
+        bus.publish(_transition(EventKind.TARGET_DOWN, "t3", 100.0))
+        bus.publish(_transition(EventKind.TARGET_DOWN, "t4", 100.0))
+        async with asyncio.timeout(10):
+            await writing.wait()
+        await log.stop()
+        assert [(t, s) for _, t, s in _shown(log)] == [
+            ("t3", ["investigating"]), ("t4", ["investigating"])]
+        again = IncidentLog()
+        await again.load(store)
+        assert _shown(again) == _shown(log)
+    finally:
+        await log.stop()
         await store.close()
