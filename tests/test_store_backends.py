@@ -2,11 +2,12 @@
 (tests/pg.py starts one per session, a fresh database per test).
 
 The same tests run against both: what is flushed comes back after a reopen,
-leaves accumulate, a period closes once, a failed write loses nothing, and a
-writer killed with SIGKILL mid-flush leaves leaves, progress and journal that
-agree. PostgreSQL-only: several instances in one database (period closing
-raced between two owners, journals kept apart, one process per instance
-name), a dropped connection, and no password in any error.
+leaves accumulate, a period closes once, a failed write loses nothing, a writer
+killed with SIGKILL mid-flush leaves leaves, progress and journal that agree,
+and incidents written in one batch come back. PostgreSQL-only: several
+instances in one database (period closing raced between two owners, journals
+kept apart, one process per instance name), a dropped connection, and no
+password in any error.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from slamon.sli.events import events_key
 from slamon.store.base import ClosedPeriod, Store, StoreError, StoreWriteError
 from slamon.store.postgres import PostgresStore
 from slamon.store.sqlite import StateStore
+from slamon.util.events import Event, EventKind
+from slamon.web.status.incidents import IncidentLog
 from tests.misbehaving import HOST, free_port
 from tests.pg import PgServer
 
@@ -578,3 +581,38 @@ def test_a_batch_put_back_keeps_what_was_forgotten_since_forgotten() -> None:
     assert newer.forget == {"web@00aa", "web@00cc"}
     assert newer.progress == {"web": 5.0, "web@00bb": 5.0, "web@00cc": 6.0}
     assert not newer.empty() and Batch(forget={"x"}).empty() is False
+
+
+async def test_incidents_written_in_one_batch_come_back_after_a_reopen(opener: Opener) -> None:
+    """Automatic incidents batched into one transaction (a target down and up again in
+    it, another left open) and a manual incident and its update, on either backend: a
+    reopened store reads back exactly what the log held."""
+    def shown(log: IncidentLog) -> list[tuple[int, str, str, list[str]]]:
+        return [(i.id, i.source, i.target, [u.status for u in i.updates])
+                for i in log.incidents]
+
+    def ev(kind: EventKind, target: str) -> Event:
+        return Event(kind, 100.0, target=target, details={"reason": "refused"})
+
+    store = opener()
+    await store.open()
+    try:
+        log = IncidentLog()
+        await log.load(store)
+        await log.record_many([ev(EventKind.TARGET_DOWN, "web"), ev(EventKind.TARGET_DOWN, "api"),
+                               ev(EventKind.TARGET_UP, "web")])
+        manual = await log.open("Payments delayed", "looking into it", ("api",))
+        await log.update(manual.id, "identified", "a provider is slow")
+        assert [(s, t, u) for _, s, t, u in shown(log)] == [
+            ("auto", "web", ["investigating", "resolved"]), ("auto", "api", ["investigating"]),
+            ("manual", "api", ["investigating", "identified"])]
+    finally:
+        await store.close()
+    again_store = opener()
+    await again_store.open()
+    try:
+        again = IncidentLog()
+        await again.load(again_store)
+        assert shown(again) == shown(log)
+    finally:
+        await again_store.close()
