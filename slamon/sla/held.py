@@ -24,7 +24,13 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 from pydantic import ValidationError
 
 from slamon.config.targets import Target
-from slamon.sla.policy import LOCAL_FILE_FIELDS, URL_FIELDS, canonical_json, target_document
+from slamon.sla.policy import (
+    HASHED_FIELDS,
+    LOCAL_FILE_FIELDS,
+    URL_FIELDS,
+    canonical_json,
+    target_document,
+)
 from slamon.util.keccak import keccak256
 from slamon.util.redact import REDACTED
 
@@ -107,7 +113,7 @@ def _rebuild(doc: Mapping[str, Any], like: Target | None) -> Target:
         spec["headers"] = {name: theirs[name] for name in spec["headers"]}
     # each hidden value is taken from the config's definition; the document made again
     # from the result is checked against the stored one below
-    for name in ("body", "send"):
+    for name in HASHED_FIELDS:
         if spec.get(name) is not None and mine.get(name) is not None:
             spec[name] = mine[name]
     for name in URL_FIELDS:

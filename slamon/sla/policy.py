@@ -119,6 +119,10 @@ def _canonical_value(value: Any) -> Any:
 LOCAL_FILE_FIELDS = ("ca_file", "cert_file", "key_file")
 #: the kinds' URL fields: credentials in them are kept out (`document_url`)
 URL_FIELDS = ("url", "proxy")
+#: the kinds' fields of text sent to the target (a request body, what a TCP dialogue
+#: sends first): kept as their keccak256 (`hidden_text`), as is each `query_response`
+#: step's `send`
+HASHED_FIELDS = ("body", "send")
 
 
 def document_url(url: str) -> str:
@@ -160,10 +164,9 @@ def target_document(target: Target) -> dict[str, Any]:
             body[name] = document_url(body[name])
     if "headers" in body:
         body["headers"] = sorted(body["headers"])
-    if body.get("body") is not None:
-        body["body"] = hidden_text(str(body["body"]))
-    if body.get("send") is not None:
-        body["send"] = hidden_text(str(body["send"]))
+    for name in HASHED_FIELDS:
+        if body.get(name) is not None:
+            body[name] = hidden_text(str(body[name]))
     for step in body.get("query_response") or ():
         if step.get("send") is not None:
             step["send"] = hidden_text(str(step["send"]))
