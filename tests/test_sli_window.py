@@ -20,7 +20,7 @@ from slamon.sli.window import (
     RollingCounter,
     RollingWindow,
     Tier,
-    _low_bytes,
+    _halves,
     cell_sums,
 )
 
@@ -314,19 +314,31 @@ def test_saturation_keeps_good_le_valid() -> None:
     assert c.query(5.0, 0.0) == COUNTER_MAX
 
 
-def test_a_ring_widens_past_255_and_tells_when_it_saturates() -> None:
+def test_a_ring_carries_past_255_widens_past_1023_and_tells_when_it_saturates() -> None:
     c = RollingCounter(SMALL_TIERS)
-    assert c.add(5.0, 255) is False
+    size = sum(t.buckets for t in SMALL_TIERS)
+    assert c.add(4.0, 255) is False
     assert [a.typecode for a in c._counters] == ["B"], "255 fits in a byte"
-    assert c.add(5.0, 1) is False
+    assert c.nbytes() == size
+    assert c.add(4.0, 1) is False
+    # 4.0 is slot 4 of the 1 s tier: carry bits for slots 4..15, one byte per four
+    assert [a.typecode for a in c._counters] == ["B"]
+    assert c.nbytes() == size + 3
+    assert c.query(4.0, 0.0) == 256 and c.query(4.0, 30.0) == 256
+    assert c.add(4.0, 1023 - 256) is False
+    assert [a.typecode for a in c._counters] == ["B"], "1,023 fits in ten bits"
+    assert c.query(4.0, 0.0) == 1023 and c.query(4.0, 30.0) == 1023
+    assert c.add(4.0, 1) is False
     assert [a.typecode for a in c._counters] == ["H"]
-    assert c.add(5.0, COUNTER_MAX - 256) is False, "exactly full: nothing left out"
-    assert c.query(5.0, 0.0) == COUNTER_MAX
-    assert c.add(5.0, 1) is True
-    assert c.query(5.0, 0.0) == COUNTER_MAX
+    assert c.nbytes() == 2 * size
+    assert c.query(4.0, 0.0) == 1024 and c.query(4.0, 30.0) == 1024
+    assert c.add(4.0, COUNTER_MAX - 1024) is False, "exactly full: nothing left out"
+    assert c.query(4.0, 0.0) == COUNTER_MAX
+    assert c.add(4.0, 1) is True
+    assert c.query(4.0, 0.0) == COUNTER_MAX
     assert c.add(40.0, 1) is False  # a bucket of its own in every tier
     # from a byte straight to exactly full in one add
-    assert RollingCounter(SMALL_TIERS).add(5.0, COUNTER_MAX) is False
+    assert RollingCounter(SMALL_TIERS).add(4.0, COUNTER_MAX) is False
 
 
 @settings(max_examples=300, deadline=None)
@@ -357,14 +369,76 @@ def test_cell_sums_count_what_each_ring_retains(
         assert cell_sums(rings, tier, first, last, good_cells) == (good, valid)
 
 
+# 18 slots: the carry bits of a counter need not start on a slot that is a multiple of 4
+ODD_TIERS = (Tier(1.0, 7), Tier(3.0, 6), Tier(9.0, 5))
+
+big_ops_st = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), steps, st.integers(0, 300), st.integers(0, 300)),
+        st.tuples(st.just("query"), st.floats(-8, 8, allow_nan=False),
+                  st.floats(0, 36, allow_nan=False), st.just(0)),
+        st.tuples(st.just("reload"), st.just(0.0), st.just(0.0), st.just(0)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from([SMALL_TIERS, ODD_TIERS]), big_ops_st)
+def test_counts_past_a_byte_equal_the_naive_sums(
+    tiers: tuple[Tier, ...], ops: list[tuple[str, float, float, int]],
+) -> None:
+    """Buckets of hundreds of events: carry bits set, cleared by laps, extended to a finer
+    tier, widened past 1,023, read by a query, a slid answer, `cell_sums` (one bucket
+    and a range), `split`, a snapshot round trip and `absorb`, always the naive sums."""
+    w, c = RollingWindow(tiers), RollingCounter(tiers)
+    events: list[Event] = []
+    clock = 0.0
+
+    def check(now: float, length: float) -> None:
+        want = naive_query(events, tiers, now, length)
+        assert w.query(now, length) == want
+        assert c.query(now, length) == want.valid - want.good
+
+    for op, a, b, extra in ops:
+        if op == "add":
+            clock += a
+            good = int(b)
+            w.add(clock, good, good + extra)
+            c.add(clock, extra)
+            events.append((clock, good, good + extra))
+        elif op == "query":
+            check(clock + a, b)
+        else:  # a restart: what the snapshot restores is the ring from then on
+            w = RollingWindow.from_bytes(w.to_bytes(), tiers)
+            c = RollingCounter.from_bytes(c.to_bytes(), tiers)
+    for length in (0.0, 1.0, 3.0, 6.0, 9.0, 18.0, 36.0):
+        check(clock, length)
+    good_ring, bad_ring = w.split()
+    for tier, (res, n, _) in enumerate(w._layout):
+        head = max((math.floor(t / res) for t, _, _ in events), default=0)
+        for first, last in ((head, head), (head - 1, head - 1), (head - n, head),
+                            (head - 3, head - 1)):
+            held = [(g, v) for t, g, v in events
+                    if max(head - n + 1, first) <= math.floor(t / res) <= min(head, last)]
+            good, valid = sum(g for g, _ in held), sum(v for _, v in held)
+            assert cell_sums([(0, good_ring), (1, bad_ring)], tier, first, last, 1) == (good, valid)
+            assert cell_sums([(0, c)], tier, first, last, 0) == (0, valid - good)
+    both = RollingWindow(tiers)
+    both.absorb(w)
+    both.absorb(RollingWindow(tiers))
+    for length in (0.0, 3.0, 36.0):
+        assert both.query(clock, length) == w.query(clock, length)
+
+
 @pytest.mark.parametrize("order", ["little", "big"])
-def test_low_bytes_of_uint16_in_either_byte_order(order: str) -> None:
+def test_halves_of_uint16_in_either_byte_order(order: str) -> None:
     fmt = "<" if order == "little" else ">"
-    fits = struct.pack(f"{fmt}4H", 0, 1, 200, 255)
-    assert _low_bytes(fits, order) == bytes([0, 1, 200, 255])
-    for wide in (256, 300, 0x1FF, COUNTER_MAX):
-        assert _low_bytes(struct.pack(f"{fmt}3H", 7, wide, 9), order) is None, wide
-    assert _low_bytes(b"", order) == b""
+    values = (0, 1, 200, 255, 256, 0x3FF, 0x1234, COUNTER_MAX)
+    low, high = _halves(struct.pack(f"{fmt}8H", *values), order)
+    assert low == bytes(v & 0xFF for v in values)
+    assert high == bytes(v >> 8 for v in values)
+    assert _halves(b"", order) == (b"", b"")
 
 
 def test_split_gives_the_good_and_the_bad_of_a_window() -> None:
@@ -382,6 +456,11 @@ def test_split_gives_the_good_and_the_bad_of_a_window() -> None:
     big.add(10.0, 300, 301)
     good, bad = big.split()
     assert (good.query(10.0, 0.0), bad.query(10.0, 0.0)) == (300, 1)
+    assert [c.typecode for c in good._counters + bad._counters] == ["B", "B"]
+    assert good.nbytes() > bad.nbytes(), "300 needs carry bits, 1 does not"
+    big.add(10.0, 800, 800)
+    good, bad = big.split()
+    assert (good.query(10.0, 0.0), bad.query(10.0, 0.0)) == (1100, 1)
     assert [c.typecode for c in good._counters + bad._counters] == ["H", "B"]
 
 
@@ -672,9 +751,10 @@ def test_counters_saturate_at_the_uint16_maximum() -> None:
 def test_a_ring_widens_when_a_bucket_passes_255_and_loses_nothing(
     events: list[tuple[int, int, int]], query_at: int,
 ) -> None:
-    """Counters start as uint8; the first bucket that would pass 255 widens the whole
-    ring to uint16, so every count equals the naive sum (below the uint16 ceiling), and
-    a snapshot round trip (always uint16) restores the same counts at the width needed."""
+    """Counters start as uint8; a bucket that passes 255 keeps two carry bits, the first
+    one that would pass 1,023 widens the whole ring to uint16, so every count equals the
+    naive sum (below the uint16 ceiling), and a snapshot round trip (always uint16)
+    restores the same counts at the width needed."""
     w = RollingWindow(SMALL_TIERS)
     c = RollingCounter(SMALL_TIERS)
     for t, good, extra in events:
@@ -695,16 +775,27 @@ def test_a_ring_widens_when_a_bucket_passes_255_and_loses_nothing(
             sum(g for _, g, _ in kept), sum(g + x for _, g, x in kept))
         assert c.query(float(query_at), length) == sum(x for _, _, x in kept)
     # the largest count any bucket of any tier can have held (events it dropped as too
-    # old included): uint8 if that fits, and uint16 only if some bucket could pass 255
+    # old included): uint8 if that fits, carry bits only if some bucket could pass 255,
+    # uint16 only if some bucket could pass 1,023
     widest = max((sum(g + x for t2, g, x in events if math.floor(t2 / tier.resolution) == b)
                   for tier in SMALL_TIERS
                   for b in {math.floor(t / tier.resolution) for t, _, _ in events}), default=0)
-    narrow = sum(t.buckets for t in SMALL_TIERS) * 2
-    assert w.nbytes() == (narrow if widest <= 255 else w.nbytes())
-    assert w.nbytes() in (narrow, 2 * narrow) and (w.nbytes() == narrow or widest > 255)
+    size = sum(t.buckets for t in SMALL_TIERS)
+    narrow = size * 2
+    if widest <= 255:
+        assert w.nbytes() == narrow
+    elif widest <= 1023:
+        assert [a.typecode for a in w._counters] == ["B", "B"]
+        assert narrow < w.nbytes() <= 2 * (size + (size + 3) // 4)
+    assert w.nbytes() == 2 * narrow or [a.typecode for a in w._counters] == ["B", "B"]
+    assert w.nbytes() == narrow or widest > 255
+    assert w.nbytes() != 2 * narrow or widest > 1023
     for ring in (w, c):
         back = type(ring).from_bytes(ring.to_bytes(), SMALL_TIERS)
-        assert back.nbytes() == ring.nbytes()
+        # carry bits start where the counts held then need them: no earlier than in a
+        # ring that needed them in a slot a lap has cleared since
+        assert back.nbytes() <= ring.nbytes()
+        assert ring._counters[0].typecode == "H" or back._counters[0].typecode == "B"
         for length in (0.0, 8.0, 30.0):
             assert back.query(float(query_at), length) == ring.query(float(query_at), length)
 
@@ -731,8 +822,13 @@ def test_default_tiers_are_the_documented_ones() -> None:
     ]
     assert all(86400 % t.resolution == 0 for t in DEFAULT_TIERS)
     assert RollingWindow().nbytes() == 3_920
+    carried = RollingWindow()
+    for minute in range(720):  # every 10 s for 2 h: 720 in the 2 h bucket, 60 in a 10 min one
+        carried.add(minute * 10.0, 1, 1)
+    assert carried.nbytes() == 3_920 + 2 * 1_105 // 4 + 2, "carry bits for the 2 h tier only"
+    assert carried.query(7190.0, 86400.0) == Counts(720, 720)
     wide = RollingWindow()
-    wide.add(0.0, 256, 256)
+    wide.add(0.0, 1024, 1024)
     assert wide.nbytes() == 7_840
 
 
@@ -794,13 +890,20 @@ def test_a_migrated_ring_has_the_width_its_counts_need() -> None:
     small, big = RollingWindow(SMALL_TIERS), RollingWindow(SMALL_TIERS)
     small.add(50.0, 1, 1)
     big.add(50.0, 300, 300)
-    big.add(51.0, 256, 512)  # low bytes zero: only the high ones tell it needs 16 bits
+    big.add(51.0, 256, 512)  # low bytes zero: only the high ones tell it needs more
+    carried = RollingWindow.from_bytes(big.to_bytes(), SMALL_TIERS)
+    big.add(52.0, 1024, 1024)
     new_tiers = (Tier(1.0, 8), Tier(4.0, 3), Tier(16.0, 5))
     narrow = RollingWindow.from_bytes(small.to_bytes(), new_tiers)
     wide = RollingWindow.from_bytes(big.to_bytes(), new_tiers)
     assert [c.typecode for c in narrow._counters] == ["B", "B"]
+    assert [c.typecode for c in carried._counters] == ["B", "B"]
     assert [c.typecode for c in wide._counters] == ["H", "H"]
     assert narrow.query(50.0, 0.0) == Counts(1, 1)
+    assert carried.query(51.0, 0.0) == Counts(256, 512)
+    # 300 in slot 0 (bucket 50 of the 1 s tier): carry bits for all 16 slots, four bytes
+    assert carried.nbytes() == 2 * (16 + 4)
+    assert carried.query(51.0, 60.0) == Counts(556, 812)
     assert wide.query(50.0, 0.0) == Counts(300, 300)
     assert wide.query(51.0, 0.0) == Counts(256, 512)
 

@@ -11,9 +11,13 @@ index ``b = floor(t / resolution)`` is ``b % buckets``. Each tier remembers its
 with index in ``(head - buckets, head]``; slots are cleared when the head moves
 past them, so data from an older lap of the ring is never counted again.
 
-Counter width: a ring's counters start as uint8 and the whole ring widens to
-uint16 the first time a bucket passes 255, so a target probed every 30 s or less
-often (at most 240 events in a 2 h bucket) keeps half the memory. uint16 counters
+Counter width: a ring's counters start as uint8 (one byte a slot). The first time a
+bucket passes 255, the counter keeps two more bits ("carry bits", four slots a byte
+after its low bytes) for that slot and every later one in the flat array, which is
+where the coarser tiers lie: 10 bits, up to 1,023, for ~14 % more than a byte. A target
+probed every 30 s or less often (at most 240 events in a 2 h bucket) never needs
+them; one probed every 10 s (720) needs them in its 2 h tier only. The first bucket
+that would pass 1,023 widens the whole ring to uint16. uint16 counters
 (``COUNTER_MAX`` = 65535) saturate rather than wrap. The minimum probe interval is
 1 s, so one window receives at most ``resolution`` events per bucket (7200 for the
 2 h tier): a 9x margin. Snapshots store uint16 whatever the width in memory.
@@ -46,6 +50,14 @@ COUNTER_MAX = 0xFFFF
 _NARROW = "B"
 _TYPECODE = "H"
 _WIDTH = array(_TYPECODE).itemsize
+#: the largest count a narrow counter holds with its carry bits (10 bits)
+_CARRY_MAX = 0x3FF
+#: the sum of the four 2-bit fields of every byte of carry bits
+_FIELD_SUMS = bytes(sum((b >> s) & 3 for s in (0, 2, 4, 6)) for b in range(256))
+#: per field of a byte of carry bits, the table `bytes.translate` reads it with
+_FIELD_OF = tuple(bytes((b >> s) & 3 for b in range(256)) for s in (0, 2, 4, 6))
+#: per field, the table that puts a value 0-3 where that field lies in a byte
+_FIELD_AT = tuple(bytes(((b & 3) << s) for b in range(256)) for s in (0, 2, 4, 6))
 #: head of a tier that has never been written: every index is "newer"
 _NO_HEAD = -(1 << 62)
 _MAGIC = b"SLW"
@@ -96,9 +108,15 @@ class Counts(NamedTuple):
     valid: int
 
 
+class _Layout(tuple[tuple[float, int, int], ...]):
+    """(resolution, buckets, offset in the flat arrays) per tier, and `size`, the slots of
+    all tiers: one per distinct tiers, shared by every ring of them."""
+
+    size: int
+
+
 @lru_cache(maxsize=32)
-def _layout(tiers: tuple[Tier, ...]) -> tuple[tuple[float, int, int], ...]:
-    """(resolution, buckets, offset in the flat arrays) per tier; shared by all windows."""
+def _layout(tiers: tuple[Tier, ...]) -> _Layout:
     if not tiers:
         raise ValueError("at least one tier is required")
     out: list[tuple[float, int, int]] = []
@@ -110,7 +128,9 @@ def _layout(tiers: tuple[Tier, ...]) -> tuple[tuple[float, int, int], ...]:
         previous = tier.resolution
         out.append((tier.resolution, tier.buckets, offset))
         offset += tier.buckets
-    return tuple(out)
+    layout = _Layout(out)
+    layout.size = offset
+    return layout
 
 
 def _zeros(count: int, typecode: str = _NARROW) -> array[int]:
@@ -127,22 +147,136 @@ def _exact(typecode: str, values: array[int] | bytes) -> array[int]:
     return out
 
 
-def _low_bytes(raw: bytes, byteorder: str = sys.byteorder) -> bytes | None:
-    """The low bytes of uint16 values stored in `byteorder`, or None if a high byte is
-    not zero. By bytes, not by element: ~2 us a ring, not ~70."""
-    low, high = (raw[0::2], raw[1::2]) if byteorder == "little" else (raw[1::2], raw[0::2])
-    return low if high.count(0) == len(high) else None
+# -- carry bits ----------------------------------------------------------------------
+# A narrow counter of `size` slots with carry bits is `size` low bytes followed by `extra`
+# bytes of 2-bit fields: field j is slot `size - 4 * extra + j`, four to a byte, lowest
+# bits first. So the slots they cover are a suffix of the flat array, told by the array's
+# length alone (no field per ring), and a slot before that suffix has no carry.
+
+
+def _carry(c: array[int], size: int, slot: int) -> int:
+    """The carry bits (0-3) of `slot`: its count is ``c[slot] + (that << 8)``."""
+    j = slot - size + 4 * (len(c) - size)
+    if j < 0:
+        return 0
+    return (c[size + (j >> 2)] >> ((j & 3) << 1)) & 3
+
+
+def _set_carry(c: array[int], size: int, slot: int, high: int) -> None:
+    """Set the carry bits of `slot`, which the carry fields cover."""
+    j = slot - size + 4 * (len(c) - size)
+    i, shift = size + (j >> 2), (j & 3) << 1
+    c[i] = (c[i] & ~(3 << shift)) | (high << shift)
+
+
+def _carry_fields(c: array[int], size: int, lo: int, hi: int) -> tuple[int, int]:
+    """The carry fields j..k-1 of slots lo..hi-1 (none before the covered suffix)."""
+    base = size - 4 * (len(c) - size)
+    return max(lo, base) - base, hi - base
+
+
+def _carry_sum(c: array[int], size: int, lo: int, hi: int) -> int:
+    """The sum of the carry bits of slots lo..hi-1."""
+    j, k = _carry_fields(c, size, lo, hi)
+    total = 0
+    while j < k and j & 3:
+        total += (c[size + (j >> 2)] >> ((j & 3) << 1)) & 3
+        j += 1
+    while k > j and k & 3:
+        k -= 1
+        total += (c[size + (k >> 2)] >> ((k & 3) << 1)) & 3
+    if j < k:
+        total += sum(map(_FIELD_SUMS.__getitem__, c[size + (j >> 2) : size + (k >> 2)]))
+    return total
+
+
+def _clear_carry(c: array[int], size: int, lo: int, hi: int) -> None:
+    """Zero the carry bits of slots lo..hi-1."""
+    j, k = _carry_fields(c, size, lo, hi)
+    while j < k and j & 3:
+        c[size + (j >> 2)] &= ~(3 << ((j & 3) << 1))
+        j += 1
+    while k > j and k & 3:
+        k -= 1
+        c[size + (k >> 2)] &= ~(3 << ((k & 3) << 1))
+    if j < k:
+        c[size + (j >> 2) : size + (k >> 2)] = _zeros((k - j) >> 2)
+
+
+def _with_carry_from(c: array[int], size: int, slot: int) -> array[int]:
+    """`c` with carry fields covering `slot` and every slot after it: new fields before
+    the ones it has, whole bytes of them, so the fields it has keep their values."""
+    extra = len(c) - size
+    more = (size - slot + 3) // 4 - extra
+    if more <= 0:
+        return c
+    return _exact(_NARROW, c[:size].tobytes() + bytes(more) + c[size:].tobytes())
+
+
+def _stored(c: array[int], size: int) -> bytes:
+    """A counter's counts as little-endian uint16, the form snapshots store: a narrow
+    counter's low bytes interleaved with its carry fields (or zeros), by whole slices
+    (~2 us a ring; array('H', c) took ~50 us)."""
+    if c.typecode == _TYPECODE:
+        if sys.byteorder == "big":  # pragma: no cover - little-endian hosts only in CI
+            c = array(_TYPECODE, c)
+            c.byteswap()
+        return c.tobytes()
+    wide = bytearray(2 * size)
+    wide[0::2] = c[:size].tobytes()
+    extra = len(c) - size
+    if extra:
+        carry = c[size:].tobytes()
+        highs = bytearray(4 * extra)  # one byte per field, for slots size - 4 * extra on
+        for field, table in enumerate(_FIELD_OF):
+            highs[field::4] = carry.translate(table)
+        base = size - 4 * extra
+        wide[1 + 2 * max(base, 0)::2] = highs[max(-base, 0):]
+    return bytes(wide)
+
+
+def _widened(c: array[int], size: int) -> array[int]:
+    """A counter's counts as a new uint16 array, its carry bits added in."""
+    out = _exact(_TYPECODE, _stored(c, size))
+    if sys.byteorder == "big":  # pragma: no cover - little-endian hosts only in CI
+        out.byteswap()
+    return out
+
+
+def _halves(raw: bytes, byteorder: str = sys.byteorder) -> tuple[bytes, bytes]:
+    """The low bytes and the high bytes of uint16 values stored in `byteorder`."""
+    return (raw[0::2], raw[1::2]) if byteorder == "little" else (raw[1::2], raw[0::2])
+
+
+def _narrowed(low: bytes, high: bytes) -> array[int] | None:
+    """uint16 counts, given as their low and their high bytes, as a narrow counter: the
+    low bytes, and carry fields from the first slot over 255 on if one is; None if one
+    is over _CARRY_MAX. By whole bytes objects, not by element: ~5 us a ring, not ~70."""
+    size = len(high)
+    first = size - len(high.lstrip(b"\0"))
+    if first == size:
+        return _exact(_NARROW, low)
+    if high.translate(None, b"\0\1\2\3"):  # a high byte over 3 (max() reads ints: ~25 us)
+        return None
+    extra = (size - first + 3) // 4
+    base = size - 4 * extra
+    highs = bytes(-base) + high if base < 0 else high[base:]
+    packed = 0  # the fields are disjoint bits: OR them in per field, a byte per 4 slots
+    for field, table in enumerate(_FIELD_AT):
+        packed |= int.from_bytes(highs[field::4].translate(table), "little")
+    return _exact(_NARROW, low + packed.to_bytes(extra, "little"))
 
 
 def _fitted(counters: Sequence[array[int]]) -> tuple[array[int], ...]:
-    """A ring's uint16 counters as uint8 when every value of every one fits, else as
-    they are: a ring's counters always have one width."""
+    """A ring's uint16 counters as uint8 when every value of every one fits in 10 bits
+    (with carry bits where one passes 255), else as they are: a ring's counters always
+    have one width."""
     narrow = []
     for c in counters:
-        low = _low_bytes(c.tobytes())
-        if low is None:
+        one = _narrowed(*_halves(c.tobytes()))
+        if one is None:
             return tuple(counters)
-        narrow.append(_exact(_NARROW, low))
+        narrow.append(one)
     return tuple(narrow)
 
 
@@ -158,14 +292,16 @@ def _tier_shape(tiers: tuple[Tier, ...]) -> tuple[tuple[float, ...], tuple[int, 
     return tuple(t.resolution for t in tiers), tuple(t.buckets for t in tiers)
 
 
-def _from_stored(body: bytes, size: int, fields: int) -> tuple[array[int], ...]:
+def _from_stored(body: bytes, size: int, fields: int,
+                 fit: bool = True) -> tuple[array[int], ...]:
     """A snapshot's counters (little-endian uint16, `fields` runs of `size`) in the
-    width `_fitted` gives them, read from the bytes: uint8 straight from the low bytes
-    when every high byte is zero, without building the wide arrays first."""
+    width `_fitted` gives them, read from the bytes, without building the wide arrays
+    first. Without `fit`, uint16: counts read by index."""
     runs = [body[f * size * _WIDTH: (f + 1) * size * _WIDTH] for f in range(fields)]
-    lows = [_low_bytes(run, "little") for run in runs]
-    if all(low is not None for low in lows):
-        return tuple(_exact(_NARROW, low) for low in lows if low is not None)
+    if fit:
+        narrow = [_narrowed(*_halves(run, "little")) for run in runs]
+        if all(c is not None for c in narrow):
+            return tuple(c for c in narrow if c is not None)
     out = []
     for run in runs:
         c = _zeros(size, _TYPECODE)
@@ -223,8 +359,25 @@ class _TieredRing:
     # -- internals -------------------------------------------------------------
 
     def _widen(self) -> None:
-        """uint8 -> uint16 counters, once a bucket needs more than 255."""
-        self._counters = tuple(_exact(_TYPECODE, c) for c in self._counters)
+        """uint8 -> uint16 counters, once a bucket needs more than _CARRY_MAX."""
+        size = self._layout.size
+        self._counters = tuple(_widened(c, size) for c in self._counters)
+
+    def _values(self) -> tuple[array[int], ...]:
+        """The counters as arrays whose items are the counts (carry bits added in)."""
+        size = self._layout.size
+        return tuple(c if len(c) == size else _widened(c, size) for c in self._counters)
+
+    def _carry_to(self, f: int, slot: int, count: int) -> None:
+        """Store `count` (256.._CARRY_MAX) at `slot` of narrow counter f, in its low byte
+        and its carry bits (which then cover `slot`)."""
+        size = self._layout.size
+        c = self._counters[f]
+        wider = _with_carry_from(c, size, slot)
+        if wider is not c:
+            self._counters = (*self._counters[:f], wider, *self._counters[f + 1:])
+        wider[slot] = count & 0xFF
+        _set_carry(wider, size, slot, count >> 8)
 
     def _add(self, t: float, values: tuple[int, ...]) -> bool:
         """Count `values` (one per counter) at time t in every tier that retains t;
@@ -239,7 +392,8 @@ class _TieredRing:
             raise ValueError(f"event time must be finite, got {t}")
         heads = self._heads
         counters = self._counters
-        # a narrow ring widens when a bucket passes 255; a wide one saturates
+        size = self._layout.size
+        # a narrow ring carries when a bucket passes 255; a wide one saturates
         limit = 0xFF if counters[0].typecode == _NARROW else COUNTER_MAX
         cache = self._cache
         # per tier, (bucket, what each counter really gained) for the cached answers
@@ -257,6 +411,9 @@ class _TieredRing:
                     slot = off + b % n
                     for c in counters:
                         c[slot] = 0
+                        # carry bits cover a suffix from size - 4 * (len(c) - size) on
+                        if len(c) != size and slot >= 5 * size - 4 * len(c):
+                            _set_carry(c, size, slot, 0)
                 else:
                     self._clear(off, n, head + 1, min(gap, n))
                 heads[i] = b
@@ -270,10 +427,18 @@ class _TieredRing:
                 new = old + v
                 if new > limit:
                     if limit == 0xFF:
+                        count = new + (_carry(c, size, slot) << 8)
+                        if count <= _CARRY_MAX:
+                            self._carry_to(f, slot, count)
+                            counters = self._counters
+                            gained.append(v)
+                            continue
                         # the slots written so far are in the widened copies too
                         self._widen()
                         counters, limit = self._counters, COUNTER_MAX
                         c = counters[f]
+                        old = c[slot]
+                        new = old + v
                     if new > COUNTER_MAX:
                         new, clipped = COUNTER_MAX, True
                 c[slot] = new
@@ -301,6 +466,7 @@ class _TieredRing:
             self._counters = _fitted(self._counters)
 
     def _absorb(self, other: _TieredRing) -> None:
+        sources = other._values()
         for i, (_, n, off) in enumerate(self._layout):
             theirs = other._heads[i]
             if theirs == _NO_HEAD:
@@ -313,7 +479,7 @@ class _TieredRing:
             # head >= theirs now: what both retain is head - n + 1 .. theirs
             for b in range(head - n + 1, theirs + 1):
                 slot = off + b % n
-                for mine, source in zip(self._counters, other._counters, strict=True):
+                for mine, source in zip(self._counters, sources, strict=True):
                     value = source[slot]
                     if value:
                         new = mine[slot] + value
@@ -325,10 +491,13 @@ class _TieredRing:
         pieces = [(start, min(n, start + count))]
         if start + count > n:
             pieces.append((0, start + count - n))
+        size = self._layout.size
         for lo, hi in pieces:
             zeros = _zeros(hi - lo, self._counters[0].typecode)
             for c in self._counters:
                 c[off + lo : off + hi] = zeros
+                if len(c) != size:
+                    _clear_carry(c, size, off + lo, off + hi)
 
     def _pick(self, length: float) -> int:
         if not (math.isfinite(length) and length >= 0):
@@ -347,10 +516,20 @@ class _TieredRing:
             return [0] * self._FIELDS
         start = first % n
         count = last - first + 1  # <= n: callers only ask for retained buckets
+        size = self._layout.size
         if start + count <= n:
-            return [sum(c[off + start : off + start + count]) for c in self._counters]
-        end = start + count - n
-        return [sum(c[off + start : off + n]) + sum(c[off : off + end]) for c in self._counters]
+            pieces = [(off + start, off + start + count)]
+        else:
+            pieces = [(off + start, off + n), (off, off + start + count - n)]
+        out = []
+        for c in self._counters:
+            total = 0
+            for lo, hi in pieces:
+                total += sum(c[lo:hi])
+                if len(c) != size:
+                    total += _carry_sum(c, size, lo, hi) << 8
+            out.append(total)
+        return out
 
     def tier_index(self, length: float) -> int:
         """Index in `tiers` of the tier a query of `length` reads (`tier_for`)."""
@@ -398,19 +577,8 @@ class _TieredRing:
         parts = [_HEADER.pack(_MAGIC, _VERSION, self._FIELDS, len(self._tiers))]
         for tier, head in zip(self._tiers, self._heads, strict=True):
             parts.append(_TIER.pack(tier.resolution, tier.buckets, head))
-        body = b""
-        for c in self._counters:
-            if c.typecode == _NARROW:
-                # stored as little-endian uint16 whatever the width in memory: the bytes
-                # interleaved with zeros (~2 us a ring; array('H', c) took ~50 us)
-                wide = bytearray(2 * len(c))
-                wide[0::2] = c.tobytes()
-                body += wide
-                continue
-            if sys.byteorder == "big":  # pragma: no cover - little-endian hosts only in CI
-                c = array(_TYPECODE, c)
-                c.byteswap()
-            body += c.tobytes()
+        size = self._layout.size
+        body = b"".join(_stored(c, size) for c in self._counters)
         parts.append(zlib.compress(body, 1))
         return b"".join(parts)
 
@@ -466,7 +634,7 @@ class _TieredRing:
         size = sum(n for _, n, _ in old_layout)
         if len(body) != size * _WIDTH * fields:
             raise ValueError("window state is corrupt: counter length mismatch")
-        old = list(_from_stored(body, size, fields))  # read by index: either width does
+        old = list(_from_stored(body, size, fields, fit=False))  # read by index
         self._widen()
         try:
             self._restore_tiers(stored, old_layout, old)
@@ -563,7 +731,7 @@ class RollingWindow(_TieredRing):
     def split(self) -> tuple[RollingCounter, RollingCounter]:
         """(good, valid - good) as two rings of the same tiers and heads."""
         good, bad = RollingCounter(self._tiers), RollingCounter(self._tiers)
-        g, v = self._counters
+        g, v = self._values()
         good._counters = _fitted([_exact(_TYPECODE, g)])
         bad._counters = _fitted([_exact(_TYPECODE, array(_TYPECODE, (
             max(b - a, 0) for a, b in zip(g, v, strict=True))))])
@@ -586,7 +754,11 @@ def cell_sums(rings: Sequence[tuple[int, RollingCounter]], tier: int, first: int
         if lo > hi:
             continue
         # a slide moves by one bucket: read it, not a slice
-        count = ring._counters[0][off + lo % n] if lo == hi else ring._range(tier, lo, hi)[0]
+        if lo == hi:
+            c, slot, size = ring._counters[0], off + lo % n, ring._layout.size
+            count = c[slot] if len(c) == size else c[slot] + (_carry(c, size, slot) << 8)
+        else:
+            count = ring._range(tier, lo, hi)[0]
         valid += count
         if cell < good_cells:
             good += count
