@@ -22,8 +22,9 @@ When the bounds change (a threshold added or removed), each old cell moves into
 the new cell that holds its upper bound: cells merge exactly, and a new bound
 inside an old cell leaves that cell's history above the new bound.
 
-Memory: a counter ring (1,960 B with the default tiers, 3,920 B once a bucket has
-passed 255: see window.py) is allocated when its first event arrives. A target
+Memory: a counter ring (1,960 B with the default tiers; 2,237 B once a 2 h bucket has
+passed 255, 3,920 B once a bucket has passed 1,023: see window.py) is allocated when its
+first event arrives. A target
 whose probes succeed within one cell and sometimes fail holds two rings, as one
 SLO's (good, valid) window did; each further cell its latencies spread over adds
 one. `counts` remembers its last answer per window asked (~300 B each) and slides it

@@ -90,7 +90,7 @@ class Tier:
 
 
 #: 10 min at 10 s, 6 h at 1 min, 3 d at 10 min, 92 d at 2 h (1960 buckets: 7,840 bytes
-#: for (good, valid) in uint16, 3,920 in uint8).
+#: for (good, valid) in uint16, 3,920 in uint8, 4,474 with carry bits for the 2 h tier).
 #: Every resolution divides a day (the status page's per-day bars). The top tier is
 #: 2 h, not 1 h: it answers only windows longer than 3 d (the SLO window itself),
 #: where 2 h of alignment is <= 0.3 % of a 30 d window, and it saves 4 KB per window.
