@@ -431,6 +431,46 @@ def test_counts_past_a_byte_equal_the_naive_sums(
         assert both.query(clock, length) == w.query(clock, length)
 
 
+@pytest.mark.parametrize("tiers", [SMALL_TIERS, ODD_TIERS])
+def test_carry_bits_of_a_slot_go_with_its_lap(tiers: tuple[Tier, ...]) -> None:
+    """A bucket past 255 every few seconds, one bucket at a time: every slot a one-bucket
+    step moves onto loses the carry bits of its last lap (the first slot of the carry
+    fields too), and every window equals the naive sums at every step."""
+    c = RollingCounter(tiers)
+    events: list[Event] = []
+    for second in range(90):
+        count = 300 if second % 7 == 0 else 1
+        c.add(float(second), count)
+        events.append((float(second), 0, count))
+        for length in (0.0, 1.0, 3.0, 6.0, 9.0, 18.0, 36.0):
+            if length <= c.retention:
+                assert c.query(float(second), length) == naive_query(
+                    events, tiers, float(second), length).valid, (second, length)
+
+
+def test_four_slots_of_carry_bits_three_each_are_summed_from_one_byte() -> None:
+    c = RollingCounter(SMALL_TIERS)
+    # 800 in each of the 16 s buckets 1..4 (slots 12-15: carry bits from slot 12 on, one
+    # byte, 0xFF), 50 a second so that no finer bucket passes 1,023
+    for second in range(16, 80):
+        c.add(float(second), 50)
+    assert [a.typecode for a in c._counters] == ["B"]
+    assert c.nbytes() == 16 + 1
+    assert c.query(79.0, 48.0) == 4 * 800
+    assert c.query(79.0, 32.0) == 3 * 800
+
+
+def test_a_migrated_ring_reads_counts_past_255_whole() -> None:
+    w = RollingWindow(SMALL_TIERS)
+    w.add(50.0, 300, 700)
+    w.add(51.0, 1, 2)
+    assert [a.typecode for a in w._counters] == ["B", "B"]
+    moved = RollingWindow.from_bytes(w.to_bytes(), (Tier(1.0, 8), Tier(4.0, 3), Tier(16.0, 5)))
+    assert moved.query(50.0, 0.0) == Counts(300, 700)
+    assert moved.query(51.0, 8.0) == Counts(301, 702)
+    assert [a.typecode for a in moved._counters] == ["B", "B"]
+
+
 @pytest.mark.parametrize("order", ["little", "big"])
 def test_halves_of_uint16_in_either_byte_order(order: str) -> None:
     fmt = "<" if order == "little" else ">"
