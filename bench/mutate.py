@@ -247,28 +247,6 @@ EQUIVALENT: dict[str, str] = {
     ): (
         'a byte indexes the table: its 257th entry is never read'
     ),
-    'slamon/sli/window.py: _carry_sum: while j < k and j & 3: -> while j < k and j | 3:': (
-        'the edge loop then reads every field one by one, the table none: the same sum'
-    ),
-    'slamon/sli/window.py: _carry_sum: while k > j and k & 3: -> while k > j and k | 3:': (
-        'the edge loop then reads every field one by one, the table none: the same sum'
-    ),
-    'slamon/sli/window.py: _carry_sum: if j < k: -> if j <= k:': (
-        'at equality the slice of whole bytes is empty and sums to 0'
-    ),
-    'slamon/sli/window.py: _clear_carry: while j < k and j & 3: -> while j < k and j | 3:': (
-        'the edge loop then clears every field one by one: the same fields cleared'
-    ),
-    'slamon/sli/window.py: _clear_carry: while k > j and k & 3: -> while k > j and k | 3:': (
-        'the edge loop then clears every field one by one: the same fields cleared'
-    ),
-    'slamon/sli/window.py: _clear_carry: while k > j and k & 3: -> while k >= j and k & 3:': (
-        'k == j unaligned only once the first loop has moved j up to k (callers never clear '
-        'an empty range): the one more field cleared is the one that loop just cleared'
-    ),
-    'slamon/sli/window.py: _clear_carry: if j < k: -> if j <= k:': (
-        'at equality an empty slice is assigned an empty array'
-    ),
     'slamon/sli/window.py: _with_carry_from: if more <= 0: -> if more < 0:': (
         'at 0 the counter is copied byte for byte and the copy takes its place'
     ),

@@ -154,9 +154,14 @@ def _exact(typecode: str, values: array[int] | bytes) -> array[int]:
 # length alone (no field per ring), and a slot before that suffix has no carry.
 
 
+def _field(c: array[int], size: int, slot: int) -> int:
+    """Index of `slot`'s carry field (negative: the carry fields do not cover it)."""
+    return slot - size + 4 * (len(c) - size)
+
+
 def _carry(c: array[int], size: int, slot: int) -> int:
     """The carry bits (0-3) of `slot`: its count is ``c[slot] + (that << 8)``."""
-    j = slot - size + 4 * (len(c) - size)
+    j = _field(c, size, slot)
     if j < 0:
         return 0
     return (c[size + (j >> 2)] >> ((j & 3) << 1)) & 3
@@ -164,50 +169,52 @@ def _carry(c: array[int], size: int, slot: int) -> int:
 
 def _set_carry(c: array[int], size: int, slot: int, high: int) -> None:
     """Set the carry bits of `slot`, which the carry fields cover."""
-    j = slot - size + 4 * (len(c) - size)
+    j = _field(c, size, slot)
     i, shift = size + (j >> 2), (j & 3) << 1
     c[i] = (c[i] & ~(3 << shift)) | (high << shift)
 
 
-def _carry_fields(c: array[int], size: int, lo: int, hi: int) -> tuple[int, int]:
-    """The carry fields j..k-1 of slots lo..hi-1 (none before the covered suffix)."""
+def _carry_span(c: array[int], size: int, lo: int, hi: int) -> tuple[list[int], int, int]:
+    """The carry fields of slots lo..hi-1 (none before the covered suffix): the slots of
+    those that share a byte with a field outside the range, one by one, and the bytes
+    [first, end) that hold the others whole."""
     base = size - 4 * (len(c) - size)
-    return max(lo, base) - base, hi - base
+    j, k = max(lo, base) - base, hi - base
+    edges = []
+    while j < k and j & 3:
+        edges.append(base + j)
+        j += 1
+    while k > j and k & 3:
+        k -= 1
+        edges.append(base + k)
+    return edges, size + (j >> 2), size + (max(j, k) >> 2)
 
 
 def _carry_sum(c: array[int], size: int, lo: int, hi: int) -> int:
     """The sum of the carry bits of slots lo..hi-1."""
-    j, k = _carry_fields(c, size, lo, hi)
-    total = 0
-    while j < k and j & 3:
-        total += (c[size + (j >> 2)] >> ((j & 3) << 1)) & 3
-        j += 1
-    while k > j and k & 3:
-        k -= 1
-        total += (c[size + (k >> 2)] >> ((k & 3) << 1)) & 3
-    if j < k:
-        total += sum(map(_FIELD_SUMS.__getitem__, c[size + (j >> 2) : size + (k >> 2)]))
-    return total
+    edges, first, end = _carry_span(c, size, lo, hi)
+    return (sum(_carry(c, size, slot) for slot in edges)
+            + sum(map(_FIELD_SUMS.__getitem__, c[first:end])))
 
 
 def _clear_carry(c: array[int], size: int, lo: int, hi: int) -> None:
     """Zero the carry bits of slots lo..hi-1."""
-    j, k = _carry_fields(c, size, lo, hi)
-    while j < k and j & 3:
-        c[size + (j >> 2)] &= ~(3 << ((j & 3) << 1))
-        j += 1
-    while k > j and k & 3:
-        k -= 1
-        c[size + (k >> 2)] &= ~(3 << ((k & 3) << 1))
-    if j < k:
-        c[size + (j >> 2) : size + (k >> 2)] = _zeros((k - j) >> 2)
+    edges, first, end = _carry_span(c, size, lo, hi)
+    for slot in edges:
+        _set_carry(c, size, slot, 0)
+    c[first:end] = _zeros(end - first)
+
+
+def _carry_bytes(size: int, slot: int) -> int:
+    """Bytes of carry fields that cover `slot` and every later one."""
+    return (size - slot + 3) // 4
 
 
 def _with_carry_from(c: array[int], size: int, slot: int) -> array[int]:
     """`c` with carry fields covering `slot` and every slot after it: new fields before
     the ones it has, whole bytes of them, so the fields it has keep their values."""
     extra = len(c) - size
-    more = (size - slot + 3) // 4 - extra
+    more = _carry_bytes(size, slot) - extra
     if more <= 0:
         return c
     return _exact(_NARROW, c[:size].tobytes() + bytes(more) + c[size:].tobytes())
@@ -258,7 +265,7 @@ def _narrowed(low: bytes, high: bytes) -> array[int] | None:
         return _exact(_NARROW, low)
     if high.translate(None, b"\0\1\2\3"):  # a high byte over 3 (max() reads ints: ~25 us)
         return None
-    extra = (size - first + 3) // 4
+    extra = _carry_bytes(size, first)
     base = size - 4 * extra
     highs = bytes(-base) + high if base < 0 else high[base:]
     packed = 0  # the fields are disjoint bits: OR them in per field, a byte per 4 slots
@@ -411,8 +418,8 @@ class _TieredRing:
                     slot = off + b % n
                     for c in counters:
                         c[slot] = 0
-                        # carry bits cover a suffix from size - 4 * (len(c) - size) on
-                        if len(c) != size and slot >= 5 * size - 4 * len(c):
+                        # inline `_field(c, size, slot) >= 0`: the hot path
+                        if len(c) != size and slot >= size - 4 * (len(c) - size):
                             _set_carry(c, size, slot, 0)
                 else:
                     self._clear(off, n, head + 1, min(gap, n))
