@@ -247,6 +247,14 @@ EQUIVALENT: dict[str, str] = {
     ): (
         'a byte indexes the table: its 257th entry is never read'
     ),
+    'slamon/sli/window.py: _carry_span: while j < k and j & 3: -> while j < k and j | 3:': (
+        'the edge loop then gives every field one by one, the whole bytes none: the same '
+        'fields summed or cleared'
+    ),
+    'slamon/sli/window.py: _carry_span: while k > j and k & 3: -> while k > j and k | 3:': (
+        'the edge loop then gives every field one by one, the whole bytes none: the same '
+        'fields summed or cleared'
+    ),
     'slamon/sli/window.py: _with_carry_from: if more <= 0: -> if more < 0:': (
         'at 0 the counter is copied byte for byte and the copy takes its place'
     ),
