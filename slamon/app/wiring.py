@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from slamon.app import digests_ahead
 from slamon.app.events import period_event, target_event
 from slamon.app.runtime import collect_young
 from slamon.app.upkeep import ADVANCE_EVERY, PRUNE_EVERY, PeriodCloser, StateWriter, prune_evidence
@@ -132,6 +133,15 @@ class Components:
     # -- state ------------------------------------------------------------------
     async def open_state(self) -> None:
         """Open the store and resume: windows, SLA periods, downtime as no data."""
+        # the SLAs' policy digests are worked out on the other core meanwhile
+        ahead = digests_ahead.start(self.config)
+        try:
+            await self._open_state(ahead)
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+
+    async def _open_state(self, ahead: digests_ahead.DigestsAhead | None) -> None:
         try:
             store = make_store(self.config)
         except StoreError as exc:
@@ -167,7 +177,7 @@ class Components:
         if self.config.oracle is not None:
             self._open_oracle(store, tracker)
         await tracker.start(restored.sla_progress, self.start_at, restored.sla_schedules,
-                            restored.sla_policies)
+                            restored.sla_policies, await self._digests(ahead, restored))
         filled = tracker.fill_gaps(restored.progress, self.start_at, self.offset)
         await store.flush()
         self.log.info(
@@ -178,6 +188,15 @@ class Components:
             journal_replayed=replayed,
             no_data_ticks_filled=filled,
         )
+
+    @staticmethod
+    async def _digests(ahead: digests_ahead.DigestsAhead | None,
+                       restored: Restored) -> PolicyDigests | None:
+        """The child's digests, when they spare work: on a first start every SLA's
+        document is built to be stored, and its digest with it (the child is stopped)."""
+        if ahead is None or not restored.sla_policies:
+            return None
+        return await ahead.take()
 
     def onchain_note(self, sla_id: str) -> dict[str, Any] | None:
         """The on-chain SLA as the oracle read it, for the API and the status page."""

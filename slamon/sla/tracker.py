@@ -491,15 +491,19 @@ class SlaTracker:
         start_at: float,
         schedules: Mapping[str, str] | None = None,
         policies: Mapping[str, str] | None = None,
+        digests: PolicyDigests | None = None,
     ) -> None:
         """Resume each SLA where it stopped; a new SLA starts with the current period.
 
         `schedules` are the ones stored (the caller has refused a config that changes
         one: `schedule_changes`); the SLAs without one get theirs written. `policies`
         are the stored ones (`policies_text`): the periods not closed yet that began
-        under a policy the config has since changed are judged by it."""
+        under a policy the config has since changed are judged by it. `digests`: the
+        config's policy digests if worked out already (used only if made for this
+        config object)."""
         stored = schedules or {}
-        self._take(self._runtimes(self.config, sla_progress, start_at, dict(policies or {})))
+        self._take(self._runtimes(self.config, sla_progress, start_at, dict(policies or {}),
+                                  digests))
         new = [(rt.sla.id, rt.first_period, schedule_text(rt.sla)) for rt in self.slas.values()
                if rt.sla.id not in stored]
         await self.store.set_sla_starts(new)
