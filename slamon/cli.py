@@ -21,10 +21,10 @@ if TYPE_CHECKING:
     from slamon.store.base import ClosedPeriod
 
 
-def _load(path: str) -> Any:
+def _load(path: str, ahead: Any = None) -> Any:
     from slamon.config.loader import load_config_for_cli
 
-    return load_config_for_cli(path)
+    return load_config_for_cli(path, ahead=ahead)
 
 
 def _count(n: int, noun: str) -> str:
@@ -51,6 +51,10 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from slamon.config import read_ahead  # the YAML leaf only: the rest imports meanwhile
+
+    # a large file is read and parsed on the other core while slamon imports
+    ahead = read_ahead.start(args.config)
     from slamon.app.runtime import defer_gc
 
     # first: the imports, the config and the daemon's start-up build long-lived
@@ -58,7 +62,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     defer_gc()
     from slamon.app.daemon import StartupError, serve
 
-    config = _load(args.config)
+    config = _load(args.config, ahead)
     if config is None:
         return EXIT_USAGE
     try:

@@ -13,9 +13,10 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slamon.config.loader import ConfigError, _fast_load, _FastLoader, load_config, parse_config
+from slamon.config.loader import ConfigError, load_config, parse_config
 from slamon.config.root import Config
 from slamon.config.slo import default_alert_windows
+from slamon.config.yamlfile import _fast_load, _FastLoader
 from slamon.util.schema import bad_host, format_path, has_space
 
 ROOT = Path(__file__).resolve().parent.parent

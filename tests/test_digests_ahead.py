@@ -258,7 +258,7 @@ async def _cancel(work: Path) -> dict[str, Any]:
     config = load_config(work / "slamon.yaml")
     ahead = digests_ahead.start(config, minimum=1)
     assert ahead is not None
-    fd = ahead.fd
+    fd = ahead.child.fd
     seen: list[str] = []
     real_waitpid = os.waitpid
 

@@ -17,21 +17,22 @@ from __future__ import annotations
 import glob
 import math
 import os
-import pickle
 import re
 import sys
 import types
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
+from slamon.config import read_ahead
+from slamon.config.read_ahead import ReadAhead
 from slamon.config.root import Config, reference_problems
 from slamon.config.slo import alert_window_problems, selector_problems, slo_problems
 from slamon.config.targets import KINDS, HttpSpec, Target, TcpSpec, target_problems
+from slamon.config.yamlfile import ConfigError, kind_of, parse_yaml, read_text
 from slamon.util.args import CONFIG_ENV, DEFAULT_CONFIG_PATH
 from slamon.util.durations import parse_duration
 from slamon.util.schema import Loc, PathError, Problem, did_you_mean, format_path
@@ -39,29 +40,23 @@ from slamon.util.schema import Loc, PathError, Problem, did_you_mean, format_pat
 __all__ = ["ConfigError", "format_path", "load_config", "load_config_for_cli", "parse_config"]
 
 
-class ConfigError(Exception):
-    """The config is unusable. `errors` holds one `path: message` line per problem."""
-
-    def __init__(self, errors: list[str], source: str = "<config>") -> None:
-        self.errors = list(errors)
-        self.source = source
-        n = len(self.errors)
-        head = f"{source}: {n} error{'s' if n != 1 else ''}"
-        super().__init__(head + "".join(f"\n  {line}" for line in self.errors))
-
-
-def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate a config file. `env` defaults to `os.environ`.
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None,
+                ahead: ReadAhead | None = None) -> Config:
+    """Read and validate a config file. `env` defaults to `os.environ`. `ahead`: the file
+    read and parsed by a child (`read_ahead.start(path)`); the file is read here only
+    when the child gave nothing.
 
     Raises ConfigError (never OSError, YAMLError or ValidationError).
     """
     name = os.fspath(path)
-    text = _read(name)
-    return parse_config(text, source=name, env=os.environ if env is None else env,
-                        base_dir=Path(name).parent)
+    data = read_ahead.parsed(ahead) if ahead is not None else None
+    if data is None:
+        data = parse_yaml(read_text(name), name)
+    return _validated(data, name, os.environ if env is None else env, Path(name).parent)
 
 
-def load_config_for_cli(path: str | os.PathLike[str], *, count: bool = True) -> Config | None:
+def load_config_for_cli(path: str | os.PathLike[str], *, count: bool = True,
+                        ahead: ReadAhead | None = None) -> Config | None:
     """`load_config` for a command: on errors, print each to stderr (then, with `count`,
     a "<path>: N errors" line) and return None; the command picks its exit code."""
     if os.fspath(path) == DEFAULT_CONFIG_PATH and not os.path.exists(path):
@@ -69,7 +64,7 @@ def load_config_for_cli(path: str | os.PathLike[str], *, count: bool = True) -> 
               f"{CONFIG_ENV}", file=sys.stderr)
         return None
     try:
-        return load_config(path)
+        return load_config(path, ahead=ahead)
     except ConfigError as exc:
         for line in exc.errors:
             print(f"error: {line}", file=sys.stderr)
@@ -85,8 +80,12 @@ def parse_config(
 ) -> Config:
     """Validate config text. `env` (default: empty) feeds `${VAR}` interpolation;
     `include:` paths are relative to `base_dir` (default: the working directory)."""
-    env = {} if env is None else env
-    data = _parse_yaml(text, source)
+    return _validated(parse_yaml(text, source), source, {} if env is None else env, base_dir)
+
+
+def _validated(data: dict[str, Any], source: str, env: Mapping[str, str],
+               base_dir: Path | None) -> Config:
+    """The config of a file's parsed YAML: includes, defaults, `${VAR}`, validation."""
     data, origin = _include(data, base_dir or Path("."), source)
     _anchor_sd_files(data, base_dir)
     _apply_defaults(data, source)
@@ -153,7 +152,7 @@ def _include(data: dict[str, Any], base: Path, source: str) -> tuple[dict[str, A
     for path in files:
         name = str(path)
         try:
-            part = _parse_yaml(_read(name), name)
+            part = parse_yaml(read_text(name), name)
         except ConfigError as exc:
             problems.extend(f"{name}: {e}" if not e.startswith(name) else e for e in exc.errors)
             continue
@@ -231,202 +230,6 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------- file/YAML
-
-
-def _read(name: str) -> str:
-    problem: str
-    try:
-        raw = Path(name).read_bytes()
-    except IsADirectoryError:
-        problem = "is a directory, not a config file"
-    except FileNotFoundError:
-        problem = "file not found"
-    except PermissionError:
-        problem = "permission denied"
-    except OSError as exc:
-        problem = f"cannot read: {exc.strerror or type(exc).__name__}"
-    else:
-        try:
-            return raw.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            problem = f"not valid UTF-8 text (byte {exc.start})"
-    raise ConfigError([f"{name}: {problem}"], name)
-
-
-class _UniqueKeys:
-    """Mixin for a SafeLoader: rejects duplicate keys instead of keeping the last one."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[Any, yaml.Node] = {}
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
-                key = self.construct_object(key_node, deep=True)
-                if not isinstance(key, Hashable):
-                    continue  # the base class reports unhashable keys
-                try:
-                    first = seen.get(key)
-                except TypeError:
-                    continue
-                if first is not None:
-                    raise yaml.constructor.ConstructorError(
-                        None,
-                        None,
-                        f"duplicate key {key!r} "
-                        f"(first defined at line {first.start_mark.line + 1})",
-                        key_node.start_mark,
-                    )
-                seen[key] = key_node
-        return super().construct_mapping(node, deep=deep)  # type: ignore[misc,no-any-return]
-
-    # provided by the loader class this is mixed into
-    construct_object: Any
-
-
-class _UniqueKeyLoader(_UniqueKeys, yaml.SafeLoader):
-    """Pure-Python SafeLoader: its error messages and marks are the reference."""
-
-
-#: libyaml's parser (about 10x faster, and a lower memory peak on a 10,000-target file)
-#: with the same SafeConstructor; None when PyYAML was built without libyaml
-_FastLoader: Any = (
-    type("_FastUniqueKeyLoader", (_UniqueKeys, yaml.CSafeLoader), {})
-    if getattr(yaml, "__with_libyaml__", False)
-    else None
-)
-
-
-_MAP_TAG = "tag:yaml.org,2002:map"
-_SEQ_TAG = "tag:yaml.org,2002:seq"
-_STR_TAG = "tag:yaml.org,2002:str"
-
-
-class _Unusual(Exception):
-    """The document needs the full constructor: an alias, a merge key, a duplicate or
-    unhashable key, or a collection tag other than a plain map or list."""
-
-
-def _plain_data(loader: Any, node: yaml.Node, seen: set[int]) -> Any:
-    """The value SafeConstructor builds from `node`, for documents of plain maps, lists
-    and scalars, without its generator per collection (at 10,000 targets the stock
-    constructor took 0.48 s of 0.8 s of YAML; this walk ~0.2 s). Raises _Unusual on
-    anything else, and the caller constructs the document the stock way: one set of
-    rules, the stock constructor's, for all that this walk does not take exactly."""
-    if id(node) in seen:  # an alias: the stock constructor shares the object
-        raise _Unusual
-    seen.add(id(node))
-    tag = node.tag
-    if type(node) is yaml.ScalarNode:
-        if tag == _STR_TAG:
-            return node.value
-        return loader.construct_object(node)  # int, float, bool, null, timestamp...
-    if type(node) is yaml.MappingNode and tag == _MAP_TAG:
-        out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            if key_node.tag != _STR_TAG or type(key_node) is not yaml.ScalarNode:
-                raise _Unusual  # merge keys, `=`, non-string keys: the stock rules
-            key = key_node.value
-            if key in out:
-                raise _Unusual  # the stock path reports it with both lines
-            out[key] = _plain_data(loader, value_node, seen)
-        return out
-    if type(node) is yaml.SequenceNode and tag == _SEQ_TAG:
-        return [_plain_data(loader, item, seen) for item in node.value]
-    raise _Unusual
-
-
-def _fast_load(text: str) -> Any:
-    """libyaml's composer, then `_plain_data`, else the stock constructor on the same
-    node tree."""
-    loader = _FastLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        try:
-            return _plain_data(loader, node, set())
-        except (_Unusual, RecursionError):
-            loader.constructed_objects = {}
-            loader.recursive_objects = {}
-            return loader.construct_document(node)
-    finally:
-        loader.dispose()
-
-
-def _mark(mark: Any) -> str:
-    return f"line {mark.line + 1}, column {mark.column + 1}"
-
-
-def _load_yaml(text: str) -> Any:
-    """Parse with libyaml when available. On any error parse again with the pure-Python
-    loader, whose messages, line and column numbers are the ones reported (libyaml
-    words some problems differently). libyaml accepts a tab as separator where the
-    Python loader rejects it: text with a tab takes the Python loader only, so both
-    paths accept exactly the same files."""
-    if _FastLoader is not None and "\t" not in text:
-        try:
-            return _fast_load(text)
-        except (yaml.YAMLError, RecursionError, ValueError):
-            pass  # ValueError: e.g. a lone surrogate, which libyaml cannot encode
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
-
-
-def _compact(data: Any) -> Any:
-    """The same data in freshly allocated objects (sharing, e.g. YAML aliases, kept).
-
-    Memory: the parser's node tree is freed after construction, but the
-    constructed values are spread over the memory pages that tree used, so those
-    pages can never be given back: at 10,000 targets the parsed data held ~100 MB
-    of RSS for ~16 MB of objects. Dropping it after a pickle round trip frees those
-    pages (-45 MB of RSS for the life of the process, ~0.1 s).
-    """
-    try:
-        blob = pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:  # e.g. too deeply nested: keep the original
-        return data
-    del data
-    return pickle.loads(blob)  # our own bytes, made just above
-
-
-def _parse_yaml(text: str, source: str) -> dict[str, Any]:
-    try:
-        data = _compact(_load_yaml(text))
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or exc.context or "invalid YAML"
-        if exc.problem and exc.context:
-            where = f" at {_mark(exc.context_mark)}" if exc.context_mark is not None else ""
-            problem = f"{exc.problem} ({exc.context}{where})"
-        line = f"{_mark(mark)}: {problem}" if mark is not None else problem
-        raise ConfigError([line], source) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"invalid YAML: {exc}"], source) from None
-    except RecursionError:
-        raise ConfigError(["config is nested too deeply"], source) from None
-    if data is None:
-        raise ConfigError(["config is empty"], source)
-    if not isinstance(data, dict):
-        raise ConfigError(
-            [
-                "top level must be a mapping of sections (server, logging, scheduler, "
-                f"targets, slos), not {_kind_of(data)}"
-            ],
-            source,
-        )
-    return data
-
-
-def _kind_of(value: Any) -> str:
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    return type(value).__name__
 
 
 # ------------------------------------------------------------------ interpolation
@@ -636,16 +439,16 @@ def _describe(typ: str, loc: Loc, err: Any, data: Any, interp: _Interpolator) ->
         what = "kind" if loc and loc[-1] == "kind" else "value"
         return loc, f"unknown {what} {_show(loc, interp, value)}: must be one of {expected}"
     if typ in ("model_type", "model_attributes_type", "dict_type"):
-        return loc, f"must be a mapping (key: value), not {_kind_of(value)}"
+        return loc, f"must be a mapping (key: value), not {kind_of(value)}"
     if typ == "list_type":
-        return loc, f"must be a list, not {_kind_of(value)}"
+        return loc, f"must be a list, not {kind_of(value)}"
     if typ in ("string_type",):
         hint = ""
         if isinstance(value, bool):
             hint = " (YAML reads yes/no/on/off/true/false as booleans: quote it)"
         elif isinstance(value, int | float):
             hint = " (quote numbers meant as text)"
-        return loc, f"must be a string, not {_kind_of(value)}{hint}"
+        return loc, f"must be a string, not {kind_of(value)}{hint}"
     if typ in ("too_short", "string_too_short") and ctx.get("min_length") == 1:
         return loc, "must not be empty"
     if typ in ("int_type", "int_parsing", "int_from_float"):
