@@ -1,6 +1,6 @@
 """Config file -> validated `Config`, with every mistake reported by path.
 
-Steps: read the file, parse YAML (rejecting duplicate keys), interpolate
+Steps: read the file, parse YAML (rejecting duplicate keys: `yamlfile`), interpolate
 `${VAR}` / `${VAR:-default}` in string values, validate with pydantic, and
 turn every problem into one line `path: message` (e.g.
 `targets[3].timeout: must be shorter than interval (10s)`).
@@ -227,9 +227,6 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
-
-
-# --------------------------------------------------------------------- file/YAML
 
 
 # ------------------------------------------------------------------ interpolation
