@@ -148,12 +148,12 @@ async def _same(work: Path) -> dict[str, Any]:
         got = await ahead.take()
     assert got is not None and got.config is config
     try:
-        os.waitpid(ahead.pid, os.WNOHANG)
+        os.waitpid(ahead.child.pid, os.WNOHANG)
         reaped = False
     except ChildProcessError:
         reaped = True
     want = policy_digests(config).digests
-    return {"child": ahead.pid, "parent": os.getpid(), "ids": sorted(got.digests),
+    return {"child": ahead.child.pid, "parent": os.getpid(), "ids": sorted(got.digests),
             "equal": dict(got.digests) == dict(want), "reaped": reaped,
             "distinct": len(set(got.digests.values())), "logs": logs}
 
@@ -205,10 +205,10 @@ async def _sigint(work: Path) -> dict[str, Any]:
         ahead = digests_ahead.start(config, minimum=1)
         assert ahead is not None
         await asyncio.to_thread(os.read, ready_r, 1)
-        os.kill(ahead.pid, signal.SIGINT)
+        os.kill(ahead.child.pid, signal.SIGINT)
 
         def died() -> None:
-            os.waitid(os.P_PID, ahead.pid, os.WEXITED | os.WNOWAIT)
+            os.waitid(os.P_PID, ahead.child.pid, os.WEXITED | os.WNOWAIT)
             loop.call_soon_threadsafe(lambda: heard.done() or heard.set_result("died"))
 
         threading.Thread(target=died, daemon=True).start()
@@ -241,7 +241,8 @@ async def _refused(work: Path) -> dict[str, Any]:
         children: list[int] = [0]
     except ChildProcessError:
         children = []
-    return {"thread": beside and beside.pid, "few": few and few.pid, "children": children}
+    return {"thread": beside and beside.child.pid, "few": few and few.child.pid,
+            "children": children}
 
 
 async def _cancel(work: Path) -> dict[str, Any]:
@@ -276,7 +277,7 @@ async def _cancel(work: Path) -> dict[str, Any]:
     except OSError:
         fd_closed = True
     try:
-        real_waitpid(ahead.pid, os.WNOHANG)
+        real_waitpid(ahead.child.pid, os.WNOHANG)
         reaped = False
     except ChildProcessError:
         reaped = True

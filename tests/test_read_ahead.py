@@ -62,6 +62,19 @@ def test_a_file_the_child_finds_invalid_gives_the_same_errors(tmp_path: Path) ->
     assert got["child"][0].startswith("line 27, column 1:"), got["child"]
 
 
+def test_a_config_error_crosses_a_pipe_whole() -> None:
+    """What a reading child sends back: the errors and the source, not the message text
+    read as a list of characters."""
+    import pickle
+
+    from slamon.config.yamlfile import ConfigError
+
+    sent = ConfigError(["line 3, column 1: bad", "targets[0].id: missing"], "x.yaml")
+    got = pickle.loads(pickle.dumps(sent))
+    assert (type(got), got.errors, got.source, str(got)) == (
+        ConfigError, sent.errors, "x.yaml", str(sent))
+
+
 def test_a_child_that_gives_nothing_leaves_the_read_to_the_parent(tmp_path: Path) -> None:
     path = big_config(tmp_path, 10)
     got = drive("killed", path)

@@ -70,7 +70,7 @@ def main(path: str, version: str) -> None:
             config = load_config(path)
             answer = ("ok", policy_digests(config, documents=True))
         except ConfigError as exc:
-            answer = ("invalid", (exc.errors, exc.source))
+            answer = ("invalid", exc)
         except Exception as exc:  # reported by type only: a message may quote a value
             answer = ("failed", f"{type(exc).__name__} while reading")
     out.write(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
@@ -106,7 +106,6 @@ async def load_apart(path: str | os.PathLike[str]) -> PolicyDigests:
                           ) from None
     if kind == "ok" and isinstance(payload, PolicyDigests) and isinstance(payload.config, Config):
         return payload
-    if kind == "invalid":
-        errors, source = payload
-        raise ConfigError(errors, source)
+    if kind == "invalid" and isinstance(payload, ConfigError):
+        raise payload
     raise ChildFailed(str(payload) if kind == "failed" else f"an answer of kind {kind!r}")

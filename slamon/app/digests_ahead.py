@@ -22,6 +22,7 @@ FROM_SLAS = 1000
 
 
 def _digests(config: Config) -> dict[str, bytes]:
+    # the digests alone: a PolicyDigests holds the config, which the parent has
     return dict(policy_digests(config).digests)
 
 
@@ -31,10 +32,6 @@ class DigestsAhead:
 
     config: Config
     child: Forked[dict[str, bytes]]
-
-    @property
-    def pid(self) -> int:
-        return self.child.pid
 
     async def take(self) -> PolicyDigests | None:
         """The child's digests, or None (logged) when it gave none."""

@@ -23,17 +23,17 @@ from slamon.util.forked import Forked, fork_call
 #: files smaller than this parse in under ~0.1 s, less than a child is worth
 FROM_BYTES = 256 * 1024
 
-#: ("ok", the parsed data) or ("invalid", (errors, source)) of the ConfigError
-Answer = tuple[str, Any]
+#: the parsed file, or the ConfigError reading or parsing it raised
+Answer = dict[str, Any] | ConfigError
 ReadAhead = Forked[Answer]
 
 
 def _read_and_parse(name: str) -> Answer:
     try:
         # the parent's unpickling makes the compact copy
-        return "ok", parse_yaml(read_text(name), name, compact=False)
+        return parse_yaml(read_text(name), name, compact=False)
     except ConfigError as exc:
-        return "invalid", (exc.errors, exc.source)
+        return exc
 
 
 def start(path: str | os.PathLike[str], minimum: int | None = None) -> ReadAhead | None:
@@ -54,10 +54,6 @@ def parsed(ahead: ReadAhead) -> dict[str, Any] | None:
     """The child's parsed file, or None when it gave nothing (the caller reads the file).
     A file the child found invalid raises its ConfigError here."""
     answer, _ = ahead.wait()
-    if answer is None:
-        return None
-    kind, payload = answer
-    if kind == "invalid":
-        errors, source = payload
-        raise ConfigError(errors, source)
-    return payload if kind == "ok" and isinstance(payload, dict) else None
+    if isinstance(answer, ConfigError):
+        raise answer
+    return answer if isinstance(answer, dict) else None

@@ -26,6 +26,11 @@ class ConfigError(Exception):
         head = f"{source}: {n} error{'s' if n != 1 else ''}"
         super().__init__(head + "".join(f"\n  {line}" for line in self.errors))
 
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[list[str], str]]:
+        # pickled by what it was made from (a child reading a config sends it whole);
+        # the default would rebuild it from the message text alone
+        return ConfigError, (self.errors, self.source)
+
 
 
 def read_text(name: str) -> str:
