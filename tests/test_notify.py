@@ -23,6 +23,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiosmtpd.controller import Controller
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.core import Metric
 from structlog.testing import capture_logs
 
@@ -743,7 +745,167 @@ def test_a_burning_slo_is_evaluated_again_on_a_new_event_or_after_the_recheck(
     assert resolved.kind == EventKind.BURN_RATE_RESOLVED and evaluated[-1] == now + 3600
 
 
+def test_a_burn_check_looks_only_at_slos_with_news_or_a_recheck_due(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After the first check (every SLO), a check evaluates the SLOs that counted an event
+    since the last one and those due a recheck: a clean SLO nobody probed is not looked at,
+    and one whose first bad event comes is, at the next check."""
+    from slamon.notify import burn
+
+    config, live, now = burning(3)
+    looked: list[str] = []
+    real = burn.burn_alerts
+
+    def counting(state: SloState, at: float) -> set[tuple[float, float]]:
+        looked.append(state.slo.id)
+        return real(state, at)
+
+    monkeypatch.setattr(burn, "burn_alerts", counting)
+    clean = Config.model_validate({
+        **config.model_dump(mode="json"),
+        "targets": [*config.model_dump(mode="json")["targets"],
+                    {"id": "quiet", "kind": "http", "interval": "10s", "timeout": "2s",
+                     "http": {"url": "http://127.0.0.1:9/"}}],
+        "slos": [*config.model_dump(mode="json")["slos"],
+                 {"id": "calm", "targets": ["quiet"], "objective": 0.99, "window": "30d",
+                  "alert_windows": [{"long": "1h", "short": "5m", "burn_rate": 14.4}]}],
+    })
+    live.apply_config(clean)
+    quiet = clean.target("quiet")
+    for i in range(60):
+        live.record(quiet, now - 600 + i * 10, ProbeResult(True, 0.01))
+    watch = BurnWatch()
+    assert sorted(e.slo for e in watch.check(live, now)) == ["s0", "s1", "s2"]
+    assert sorted(looked) == ["s0", "s1", "s2"]  # calm: no bad event, not evaluated
+    looked.clear()
+    live.record(clean.target("t1"), now + 1, ProbeResult(False, 0.01))
+    assert watch.check(live, now + 2) == [] and looked == ["s1"]
+    looked.clear()
+    for i in range(30):  # calm's first bad events: 30 of 90 over the hour
+        live.record(quiet, now + 2 + i / 100, ProbeResult(False, 0.01))
+    assert [(e.kind, e.slo) for e in watch.check(live, now + 3)] == [
+        (EventKind.BURN_RATE_FIRING, "calm")]
+    assert looked == ["calm"]
+    looked.clear()
+    # nothing new: the next look is each burning SLO's recheck, RECHECK after its last
+    assert watch.check(live, now + 4) == [] and looked == []
+    watch.check(live, now + burn.RECHECK)
+    assert sorted(looked) == ["s0", "s2"]  # s1 and calm were looked at later
+    looked.clear()
+    watch.check(live, now + 3 + burn.RECHECK)
+    assert sorted(looked) == ["calm", "s1"]
+
+
+def test_a_composite_slo_is_evaluated_when_its_slices_close(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A composite SLO counts a slice when it closes, which for the last slices is in
+    `advance`, with no probe arriving: the check after that looks at it, not a recheck
+    later."""
+    from slamon.notify import burn
+
+    config = Config.model_validate({
+        "targets": [{"id": p, "kind": "http", "interval": "10s", "timeout": "2s",
+                     "http": {"url": "http://127.0.0.1:9/"}} for p in ("a", "b")],
+        "slos": [{"id": "both", "targets": ["a", "b"], "objective": 0.99, "window": "30d",
+                  "alert_windows": [{"long": "1h", "short": "5m", "burn_rate": 14.4}]}],
+    })
+    looked: list[float] = []
+    real = burn.burn_alerts
+
+    def counting(state: SloState, at: float) -> set[tuple[float, float]]:
+        looked.append(at)
+        return real(state, at)
+
+    monkeypatch.setattr(burn, "burn_alerts", counting)
+    live = LiveState(config)
+    watch = BurnWatch()
+    start = 1_780_000_000.0
+    for i in range(30):
+        for part in ("a", "b"):
+            live.record(config.target(part), start + i * 10, ProbeResult(False, 0.01))
+    state = live.slos["both"]
+    assert state.open_slices == 2  # the last two wait for their parts' timeout
+    fired = watch.check(live, start + 295)
+    assert [(e.kind, e.slo) for e in fired] == [(EventKind.BURN_RATE_FIRING, "both")]
+    counted = state.valid_total
+    live.advance(start + 300)  # closes one more slice, before any recheck is due
+    assert state.valid_total == counted + 1
+    assert watch.check(live, start + 300) == [] and looked == [start + 295, start + 300]
+
+
+class _EveryCheck:
+    """The burn check as a pass over every SLO at every check, with the same shortcuts
+    (a clean SLO is skipped; one with no new event is looked at again RECHECK later)."""
+
+    def __init__(self) -> None:
+        self.firing: dict[str, set[tuple[float, float]]] = {}
+        self.last: dict[str, tuple[int, int, float]] = {}
+
+    def check(self, live: LiveState, now: float) -> list[tuple[str, str, tuple[float, float]]]:
+        from slamon.notify import burn
+
+        out = []
+        for slo_id, state in live.slos.items():
+            before = self.firing.get(slo_id, set())
+            longest = max(aw.long for aw in state.slo.alert_windows)
+            if not before and state.last_bad < now - longest:
+                continue
+            mark = (id(state), state.valid_total)
+            last = self.last.get(slo_id)
+            if last is not None and last[:2] == mark and now - last[2] < burn.RECHECK:
+                continue
+            self.last[slo_id] = (*mark, now)
+            after = burn_alerts(state, now)
+            out += [("firing", slo_id, p) for p in after - before]
+            out += [("resolved", slo_id, p) for p in before - after]
+            self.firing[slo_id] = after
+        return sorted(out)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.booleans(), st.integers(0, 40),
+                          st.booleans()), min_size=1, max_size=120))
+def test_a_burn_check_of_the_changed_slos_finds_what_a_pass_over_every_slo_finds(
+    steps: list[tuple[int, bool, int, bool]],
+) -> None:
+    """Whatever the probes and the checks' timing, looking only at the SLOs that counted
+    an event or are due a recheck gives the events a pass over every SLO gives."""
+    targets = ["a", "b", "c", "d"]
+    config = Config.model_validate({
+        "targets": [{"id": t, "kind": "http", "interval": "10s", "timeout": "2s",
+                     "http": {"url": "http://127.0.0.1:9/"}} for t in targets],
+        "slos": [*({"id": f"s-{t}", "targets": [t], "objective": 0.9, "window": "1d",
+                    "alert_windows": [{"long": "5m", "short": "1m", "burn_rate": 3},
+                                      {"long": "10m", "short": "2m", "burn_rate": 1.5}]}
+                   for t in targets),
+                 {"id": "ab", "targets": ["a", "b"], "objective": 0.9, "window": "1d",
+                  "alert_windows": [{"long": "5m", "short": "1m", "burn_rate": 3}]}],
+    })
+    live = LiveState(config)
+    watch, model = BurnWatch(), _EveryCheck()
+    now = 1_780_000_000.0
+    for target, ok, wait, check in steps:
+        now += wait
+        live.record(config.target(targets[target]), now, ProbeResult(ok, 0.01))
+        if check:
+            live.advance(now)
+            got = sorted((e.kind.value.removeprefix("burn_rate_"), e.slo or "",
+                          (_seconds(e.details["long"]), _seconds(e.details["short"])))
+                         for e in watch.check(live, now))
+            assert got == model.check(live, now)
+
+
+def _seconds(text: str) -> float:
+    from slamon.util.durations import parse_duration
+
+    return float(parse_duration(text))
+
+
 async def test_a_burn_check_in_pieces_yields_to_the_loop_and_finds_the_same_events() -> None:
+    from slamon.notify import burn
+
     config, live, now = burning(7)
     turns = 0
 
@@ -775,7 +937,8 @@ async def test_a_burn_check_in_pieces_yields_to_the_loop_and_finds_the_same_even
             live.apply_config(edited)
 
         reload = asyncio.create_task(reload_soon())
-        later = await watch.check_in_pieces(live, now + 1, Pacer(0))
+        # RECHECK later every firing SLO is due a look, and the check goes in pieces
+        later = await watch.check_in_pieces(live, now + burn.RECHECK, Pacer(0))
         await reload
         assert [(e.kind.name, e.slo) for e in later] == [("BURN_RATE_RESOLVED", "s6")]
     finally:

@@ -11,6 +11,8 @@ daemon calls it every few seconds from its advance loop and publishes them.
 from __future__ import annotations
 
 import functools
+import heapq
+import itertools
 import math
 from collections.abc import Iterable
 
@@ -47,9 +49,10 @@ def _duration(seconds: float) -> str:
     return format_duration(seconds)
 
 
-#: SLOs evaluated per check (once a second): with more, a round-robin share, so one check
-#: never holds the event loop for long (10,000 SLOs burning at once took ~0.5 s); an SLO's
-#: alert then starts or resolves within len(slos) / BUDGET seconds of the burn changing
+#: SLOs evaluated per check (once a second) at most; the rest wait for the next check in
+#: order, so one check never holds the event loop for long (10,000 SLOs burning at once
+#: took ~0.5 s); an SLO's alert then starts or resolves within len(slos) / BUDGET seconds
+#: of the burn changing
 BUDGET = 2000
 #: an SLO whose SLI counted no new event since its last evaluation is evaluated again
 #: only after this long: its rates then move only as old events leave the windows
@@ -61,34 +64,61 @@ def _longest(state: SloState) -> float:
 
 
 class BurnWatch:
-    """Turns `burn_alerts` changes into events. Not thread-safe; call from the loop."""
+    """Turns `burn_alerts` changes into events. Not thread-safe; call from the loop.
+
+    A check looks only at the SLOs that may have changed: those whose windows counted
+    an event since the last check (`LiveState.take_counted`), those due a recheck, and
+    after a reload (or at the first check) every SLO. A pass over every SLO each second
+    cost ~2-3 us per SLO even when nothing was new (docs/benchmarks.md)."""
 
     def __init__(self, budget: int = BUDGET) -> None:
         self._firing: dict[str, set[Pair]] = {}
         self.budget = budget
-        self._cursor = 0
+        #: SLOs to evaluate, in order (a dict as an ordered set): what a check over
+        #: `budget` leaves stays here for the next
+        self._queue: dict[str, None] = {}
+        #: (when, SLO) to evaluate again without a new event: a firing SLO, or one with a
+        #: bad event in its longest window; an entry is stale unless `_recheck_at` agrees
+        self._rechecks: list[tuple[float, str]] = []
+        self._recheck_at: dict[str, float] = {}
         #: per SLO, (its state object, valid events counted, when) at the last evaluation
         self._evaluated: dict[str, tuple[int, int, float]] = {}
         #: per SLO, (its config, its longest alert window): asked for every SLO each check
         self._longest: dict[str, tuple[Slo, float]] = {}
-        #: the live state's config generation at the last forgetting of removed SLOs
+        #: the live state's config generation at the last queueing of every SLO, and at
+        #: the last forgetting of removed SLOs (a reload may come between the two)
+        self._queued_generation = 0
         self._generation = 0
 
-    def _share(self, live: LiveState) -> list[str]:
-        """The SLOs this check evaluates: all of them, or the next `budget` in turn."""
-        ids = list(live.slos)
-        n = len(ids)
-        if n <= self.budget:
-            return ids
-        start = self._cursor % n
-        self._cursor = (start + self.budget) % n
-        chosen = ids[start:start + self.budget]
-        return chosen + ids[:self.budget - len(chosen)]
+    def _share(self, live: LiveState, now: float) -> list[str]:
+        """The SLOs this check evaluates: those that may have changed, `budget` at most."""
+        queue = self._queue
+        if live.generation != self._queued_generation:
+            # a new config (or the first check): every SLO, since a restored or rebuilt
+            # window's last bad event is unknown until looked at
+            self._queued_generation = live.generation
+            queue.update(dict.fromkeys(live.slos))
+        for state in live.take_counted():
+            queue[state.slo.id] = None
+        rechecks, recheck_at = self._rechecks, self._recheck_at
+        while rechecks and rechecks[0][0] <= now:
+            when, slo_id = heapq.heappop(rechecks)
+            if recheck_at.get(slo_id) == when:
+                del recheck_at[slo_id]
+                queue[slo_id] = None
+        if len(queue) <= self.budget:
+            chosen = list(queue)
+            queue.clear()
+            return chosen
+        chosen = list(itertools.islice(queue, self.budget))
+        for slo_id in chosen:
+            del queue[slo_id]
+        return chosen
 
     def check(self, live: LiveState, now: float) -> list[Event]:
         """The events of this check, in one go."""
         events: list[Event] = []
-        for slo_id in self._share(live):
+        for slo_id in self._share(live, now):
             self._evaluate(live, slo_id, now, events)
         return events + self._forget_removed(live, now)
 
@@ -100,7 +130,7 @@ class BurnWatch:
         removed is skipped, and forgotten at the end."""
         pacer = pacer or Pacer()
         events: list[Event] = []
-        for slo_id in self._share(live):
+        for slo_id in self._share(live, now):
             self._evaluate(live, slo_id, now, events)
             if pacer.due():
                 await pacer.rest()
@@ -120,7 +150,8 @@ class BurnWatch:
             # restored from a snapshot: learn from the window whether it holds bad events
             good, valid = state.counts(now, longest) if longest else (0, 0)
             state.last_bad = now if good < valid else -math.inf
-        # no bad event within the longest alert window: nothing can fire (rate 0)
+        # no bad event within the longest alert window: nothing can fire (rate 0), and
+        # nothing will until a new bad event is counted
         if not before and state.last_bad < now - longest:
             return
         # every rate is a ratio of valid events: without a new one since the last
@@ -129,9 +160,25 @@ class BurnWatch:
         mark = (id(state), state.valid_total)
         last = self._evaluated.get(slo_id)
         if last is not None and last[:2] == mark and 0 <= now - last[2] < RECHECK:
-            return
+            return  # its recheck, if it needs one, is still due from that evaluation
         self._evaluated[slo_id] = (*mark, now)
         after = burn_alerts(state, now)
+        if after != before:
+            self._changed(state, slo_id, before, after, now, events)
+            if after:
+                self._firing[slo_id] = after
+            else:
+                del self._firing[slo_id]
+        if after or state.last_bad >= now - longest:
+            self._recheck(slo_id, now + RECHECK)
+
+    def _recheck(self, slo_id: str, when: float) -> None:
+        if self._recheck_at.get(slo_id) != when:
+            self._recheck_at[slo_id] = when
+            heapq.heappush(self._rechecks, (when, slo_id))
+
+    def _changed(self, state: SloState, slo_id: str, before: set[Pair], after: set[Pair],
+                 now: float, events: list[Event]) -> None:
         by_pair = {(aw.long, aw.short): aw for aw in state.slo.alert_windows}
         for pair in sorted(after - before):
             aw = by_pair[pair]
@@ -148,7 +195,6 @@ class BurnWatch:
             aw_gone = by_pair.get(pair)
             events.append(self._resolved(slo_id, pair, now,
                                          aw_gone.severity if aw_gone else "page"))
-        self._firing[slo_id] = after
 
     def _forget_removed(self, live: LiveState, now: float) -> list[Event]:
         """Resolve and forget the SLOs a reload removed. Only a reload (a new config
@@ -166,6 +212,8 @@ class BurnWatch:
             del self._evaluated[slo_id]
         for slo_id in set(self._longest) - running:
             del self._longest[slo_id]
+        for slo_id in set(self._recheck_at) - running:
+            del self._recheck_at[slo_id]  # its entries in the heap are stale now
         return events
 
     @staticmethod

@@ -117,6 +117,10 @@ class LiveState:
         #: while a snapshot is being serialised, outcomes for the SLO windows wait
         #: here (see `hold`); None the rest of the time
         self._held: list[tuple[str, float, int | None, float | None]] | None = None
+        #: SLOs whose windows counted an event since the last `take_counted`, in order
+        #: (a dict as an ordered set): the burn check evaluates those and its own
+        #: rechecks, not a pass over every SLO each second
+        self._counted: dict[SloState, None] = {}
         self.apply_config(config)
 
     def apply_config(self, config: Config) -> None:
@@ -222,8 +226,10 @@ class LiveState:
             self._held.append((target.id, scheduled, int(result.ok), result.duration))
             return
         self.events[target.id].add(scheduled, result.ok, result.duration)
+        counted = self._counted
         for slo_state in self._slos_by_target.get(target.id, ()):
             slo_state.record(target.id, scheduled, result.ok, result.duration)
+            counted[slo_state] = None
 
     def record_missed(self, target: Target, scheduled: float) -> None:
         status = self.targets.get(target.id)
@@ -378,13 +384,24 @@ class LiveState:
         events.add(t, bool(ok), duration or 0.0)
         for slo_state in self._slos_by_target.get(target_id, ()):
             slo_state.record(target_id, t, bool(ok), duration or 0.0)
+            self._counted[slo_state] = None
         return 1
 
     def advance(self, now: float) -> None:
         if self._held is not None:
             return  # a slice closed now could miss held outcomes; the next call closes it
         for slo_state in self._composites:
+            valid = slo_state.valid_total
             slo_state.advance(now)
+            if slo_state.valid_total != valid:  # a composite counts its events as slices close
+                self._counted[slo_state] = None
+
+    def take_counted(self) -> list[SloState]:
+        """The SLOs whose windows counted a valid event since the last call (a state a
+        reload replaced may be among them: look the SLO up again)."""
+        counted = list(self._counted)
+        self._counted.clear()
+        return counted
 
     def counters(self) -> list[TargetEvents | SloState]:
         """What holds counters: every target's events and every SLO (its own windows)."""
