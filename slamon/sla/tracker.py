@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from slamon.config.maintenance import MaintenanceWindow
 from slamon.config.root import Config
-from slamon.config.sla import Sla
+from slamon.config.sla import PeriodSpec, Sla
 from slamon.config.slo import Slo
 from slamon.config.targets import Target
 from slamon.sla.evidence import Leaf
@@ -583,13 +583,18 @@ class SlaTracker:
         dirty: set[str] = set()
         made: dict[str, bytes] = {}
         unprobeable: list[tuple[str, Unprobeable]] = []
+        # the period holding `now`, per distinct period spec: most SLAs share a few
+        now_period: dict[PeriodSpec, int] = {}
         for sla in config.slas:
+            now_n = now_period.get(sla.period)
+            if now_n is None:
+                now_n = now_period[sla.period] = period_index(sla.period, now)
             slo = slos[sla.slo]
             parts = tuple(targets[t] for t in slo.targets)
             if sla.id in sla_progress:
                 last_closed, first = sla_progress[sla.id]
             else:
-                first = period_index(sla.period, now)
+                first = now_n
                 last_closed = first - 1
             rt = SlaRuntime(
                 sla=sla,
@@ -619,8 +624,7 @@ class SlaTracker:
                     # judged by the config's policy, as before policies were stored
                     self.log.warning("sla_policy_unreadable", sla=sla.id, reason=str(exc))
             policies = ([current] if not before
-                        else with_config(before, current, last_closed,
-                                         period_index(sla.period, now)))
+                        else with_config(before, current, last_closed, now_n))
             if policies != before or not complete:
                 dirty.add(sla.id)
                 # the config's policy is last (`with_config`); it is stored now, and
