@@ -7,24 +7,38 @@ after a warm-up of one interval:
   state or metrics): the floor;
 - ``sched``: slamon's scheduler and HTTP prober with callbacks that only count
   (``--sched-worker``): the probe path alone;
-- ``daemon``: ``slamon run`` with one SLO per target (``--slas``: and one 60 s SLA).
+- ``daemon``: ``slamon run`` with one SLO per target (``--slas``: and one 60 s SLA);
+- ``daemon-sla``: the same with one 60 s SLA per target as well, whatever ``--slas``.
 
 Prints CPU-s (utime+stime from /proc) per 1,000 probes for each and its ratio to the
 bare loop. Probes counted are those scheduled in the span (every layer probes every
 target once per interval).
 
+``--farm compare`` runs the layers on bench/compare's scripted-outage farm instead, with
+its config (body marker, 0.5 s response-time limit, 2 s timeout, a quarter of the
+targets failing in scripted ways): the farm issue 18's goal 1 is measured on, taken
+apart layer by layer.
+
     python bench/layers_bench.py --targets 2000 --interval 2 --duration 30
+    python bench/layers_bench.py --farm compare --targets 1000 --interval 10 --timeout 2 \
+        --duration 120 --layers bare,sched,daemon,daemon-sla --together
+
+The compare farm's outages follow a schedule in time, so layers run one after the other
+each see another mix of failures; ``--together`` runs them at once over one span, as
+bench/compare runs its monitors.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -60,21 +74,66 @@ def sched_worker(config: str) -> None:
     uvloop.run(main())
 
 
-def measure(argv: list[str], args: argparse.Namespace, log: Path) -> float:
-    with log.open("w") as err:
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err,
-                                start_new_session=True, cwd=log.parent)
+class _CompareFarm:
+    def __init__(self, urls: list[str]) -> None:
+        self._urls = urls
+
+    def urls(self, n: int) -> list[str]:
+        return self._urls[:n]
+
+
+@contextlib.contextmanager
+def compare_farm(args: argparse.Namespace, work: Path) -> Iterator[_CompareFarm]:
+    """bench/compare's target farm: the same outage schedule (seed) for every layer."""
+    sys.path.insert(0, str(HERE / "compare"))
+    from schedule import has_own_port
+
+    n = args.targets
+    own = [i for i in range(n) if has_own_port(i)]
+    ports = free_ports(20 + len(own))
+    shared, own_ports = ports[:20], dict(zip(own, ports[20:], strict=True))
+    now = time.time()
+    spec = {"seed": args.seed, "targets": n, "t0": now - 300,
+            "t1": now + 900 + len(args.layers.split(",")) * (args.interval + args.settle
+                                                              + args.duration + 15),
+            "slow": 1.0, "hang": 5.0, "shared_ports": shared,
+            "own_ports": {str(k): v for k, v in own_ports.items()}}
+    (work / "farm.json").write_text(json.dumps(spec))
+    with (work / "farm.log").open("w") as err:
+        proc = subprocess.Popen([sys.executable, str(HERE / "compare" / "target_farm.py"),
+                                 str(work / "farm.json")], stdout=subprocess.PIPE,
+                                stderr=err, start_new_session=True)
     try:
-        time.sleep(args.interval + args.settle)
-        if proc.poll() is not None:
-            raise SystemExit(f"{argv[1]} exited early, see {log}")
-        c0, t0 = proc_cpu(proc.pid), time.monotonic()
-        time.sleep(args.duration)
-        c1, t1 = proc_cpu(proc.pid), time.monotonic()
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != b"ready":
+            raise SystemExit(f"the compare farm did not start, see {work / 'farm.log'}")
+        yield _CompareFarm([f"http://127.0.0.1:{own_ports.get(i, shared[i % 20])}/t/{i}"
+                            for i in range(n)])
     finally:
         stop_group(proc, grace=10)
+
+
+def measure(argvs: dict[str, list[str]], args: argparse.Namespace, work: Path
+            ) -> dict[str, float]:
+    """CPU-s per 1,000 probes of each layer, run at once over the same span."""
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for layer, argv in argvs.items():
+            with (work / f"{layer}.log").open("w") as err:
+                procs[layer] = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err,
+                                                start_new_session=True, cwd=work)
+        time.sleep(args.interval + args.settle)
+        for layer, proc in procs.items():
+            if proc.poll() is not None:
+                raise SystemExit(f"{layer} exited early, see {work / f'{layer}.log'}")
+        c0, t0 = {k: proc_cpu(p.pid) for k, p in procs.items()}, time.monotonic()
+        time.sleep(args.duration)
+        c1, t1 = {k: proc_cpu(p.pid) for k, p in procs.items()}, time.monotonic()
+    finally:
+        for proc in procs.values():
+            stop_group(proc, grace=10)
     probes = args.targets * (t1 - t0) / args.interval
-    return (c1 - c0) / probes * 1000
+    return {k: (c1[k] - c0[k]) / probes * 1000 for k in procs}
 
 
 def main() -> None:
@@ -86,41 +145,68 @@ def main() -> None:
     ap.add_argument("--settle", type=float, default=8.0, help="start-up allowance, s")
     ap.add_argument("--slas", action="store_true", help="one 60 s SLA per SLO in the daemon")
     ap.add_argument("--layers", default="bare,sched,daemon")
+    ap.add_argument("--farm", choices=("nginx", "compare"), default="nginx")
+    ap.add_argument("--seed", type=int, default=7, help="--farm compare: its outage schedule")
+    ap.add_argument("--together", action="store_true",
+                    help="run the layers at once over one span (on the compare farm each "
+                         "then sees the same outages; they share the two cores)")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--sched-worker", metavar="CONFIG", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.sched_worker:
         sched_worker(args.sched_worker)
         return
-    work = args.out / f"layers-{args.targets}-{int(time.time())}"
+    py = sys.executable
+    work = args.out / f"layers-{args.farm}-{args.targets}-{int(time.time())}"
     work.mkdir(parents=True)
     # what write_config reads from probe_bench's options
     args.state, args.max_concurrency = True, 0
-    py = sys.executable
-    with nginx_farm(20) as farm:
+    with (nginx_farm(20) if args.farm == "nginx" else compare_farm(args, work)) as farm:
         urls = farm.urls(args.targets)
-        cfg = work / "slamon.yaml"
-        write_config(cfg, urls, free_ports(1)[0], args)
-        if args.slas:
-            with cfg.open("a") as f:
-                f.write("slas:\n" + "".join(
-                    f"  - {{id: a{i}, slo: s{i}, period: {{kind: fixed, length: 60s}}, "
-                    "grace: 5s}\n" for i in range(args.targets)))
+        # each daemon its own port and state file: with --together both run at once
+        port, port_sla = free_ports(2)
+        cfg, cfg_sla = work / "slamon.yaml", work / "slamon-sla.yaml"
+        slow = args.timeout
+        if args.farm == "nginx":
+            slas = "slas:\n" + "".join(
+                f"  - {{id: a{i}, slo: s{i}, period: {{kind: fixed, length: 60s}}, "
+                "grace: 5s}\n" for i in range(args.targets))
+            write_config(cfg, urls, port, args)
+            write_config(cfg_sla, urls, port_sla, args)
+            cfg_sla.write_text(cfg_sla.read_text() + slas)
+            if args.slas:
+                cfg.write_text(cfg.read_text() + slas)
+        else:
+            from compare.run import slamon_config  # bench/compare's own config
+
+            slow = 0.5
+            opts = argparse.Namespace(interval=args.interval, timeout=args.timeout,
+                                      slow_threshold=slow)
+            slamon_config(cfg_sla, urls, port_sla, opts)
+            slamon_config(cfg, urls, port, opts)
+            if not args.slas:
+                cfg.write_text(cfg.read_text().split("slas:\n")[0])
         spec = work / "spec.json"
         spec.write_text(json.dumps({"urls": urls, "interval": args.interval,
-                                    "timeout": args.timeout, "slow_threshold": args.timeout}))
+                                    "timeout": args.timeout, "slow_threshold": slow}))
         argvs = {
             "bare": [py, str(HERE / "compare" / "bare_loop.py"), str(spec)],
             "sched": [py, str(Path(__file__).resolve()), "--sched-worker", str(cfg)],
             "daemon": [py, "-m", "slamon", "run", "-c", str(cfg)],
+            "daemon-sla": [py, "-m", "slamon", "run", "-c", str(cfg_sla)],
         }
+        layers = args.layers.split(",")
         got: dict[str, float] = {}
-        for layer in args.layers.split(","):
-            for f in work.glob("slamon.sqlite3*"):
-                f.unlink()
-            got[layer] = measure(argvs[layer], args, work / f"{layer}.log")
+        if args.together:
+            got = measure({layer: argvs[layer] for layer in layers}, args, work)
+        else:
+            for layer in layers:
+                for f in work.glob("slamon*.sqlite3*"):
+                    f.unlink()
+                got.update(measure({layer: argvs[layer]}, args, work))
+        for layer in layers:
             ratio = f" ({got[layer] / got['bare']:.2f}x bare)" if "bare" in got else ""
-            print(f"{layer:7s} {got[layer]:.3f} CPU-s per 1,000 probes{ratio}", flush=True)
+            print(f"{layer:10s} {got[layer]:.3f} CPU-s per 1,000 probes{ratio}", flush=True)
     (work / "result.json").write_text(json.dumps(got))
 
 
