@@ -714,8 +714,24 @@ def test_burn_watch_takes_a_round_robin_share_of_many_slos() -> None:
     assert len(BurnWatch().check(live, now)) == 5  # the default budget takes all at once
 
 
+@pytest.fixture
+def burn_looks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, float]]:
+    """Every evaluation of an SLO's alerts from now on, as (SLO id, time), in order."""
+    from slamon.notify import burn
+
+    looks: list[tuple[str, float]] = []
+    real = burn.burn_alerts
+
+    def counting(state: SloState, at: float) -> set[tuple[float, float]]:
+        looks.append((state.slo.id, at))
+        return real(state, at)
+
+    monkeypatch.setattr(burn, "burn_alerts", counting)
+    return looks
+
+
 def test_a_burning_slo_is_evaluated_again_on_a_new_event_or_after_the_recheck(
-    monkeypatch: pytest.MonkeyPatch,
+    burn_looks: list[tuple[str, float]],
 ) -> None:
     """Rates are ratios of valid events: without a new one only the windows' slide moves
     them, so a check re-evaluates an SLO on its next event, or RECHECK seconds later."""
@@ -723,30 +739,23 @@ def test_a_burning_slo_is_evaluated_again_on_a_new_event_or_after_the_recheck(
 
     config, live, now = burning(1)
     web = config.target("t0")
-    evaluated: list[float] = []
-    real = burn.burn_alerts
-
-    def counting(state: SloState, now: float) -> set[tuple[float, float]]:
-        evaluated.append(now)
-        return real(state, now)
-
-    monkeypatch.setattr(burn, "burn_alerts", counting)
+    evaluated = burn_looks
     watch = BurnWatch()
     assert [e.kind for e in watch.check(live, now)] == [EventKind.BURN_RATE_FIRING]
-    assert watch.check(live, now + 1) == [] and evaluated == [now]  # nothing new
+    assert watch.check(live, now + 1) == [] and evaluated == [("s0", now)]  # nothing new
     live.record(web, now + 2, ProbeResult(False, 0.01))
     watch.check(live, now + 3)
-    assert evaluated == [now, now + 3]  # a new event: at once
+    assert evaluated == [("s0", now), ("s0", now + 3)]  # a new event: at once
     watch.check(live, now + 3 + burn.RECHECK - 1)
     assert len(evaluated) == 2
     # no event for an hour: the windows slid past every bad one, and the check after
     # RECHECK sees it
     (resolved,) = watch.check(live, now + 3600)
-    assert resolved.kind == EventKind.BURN_RATE_RESOLVED and evaluated[-1] == now + 3600
+    assert resolved.kind == EventKind.BURN_RATE_RESOLVED and evaluated[-1] == ("s0", now + 3600)
 
 
 def test_a_burn_check_looks_only_at_slos_with_news_or_a_recheck_due(
-    monkeypatch: pytest.MonkeyPatch,
+    burn_looks: list[tuple[str, float]],
 ) -> None:
     """After the first check (every SLO), a check evaluates the SLOs that counted an event
     since the last one and those due a recheck: a clean SLO nobody probed is not looked at,
@@ -754,14 +763,12 @@ def test_a_burn_check_looks_only_at_slos_with_news_or_a_recheck_due(
     from slamon.notify import burn
 
     config, live, now = burning(3)
-    looked: list[str] = []
-    real = burn.burn_alerts
 
-    def counting(state: SloState, at: float) -> set[tuple[float, float]]:
-        looked.append(state.slo.id)
-        return real(state, at)
+    def looked() -> list[str]:
+        ids = [slo_id for slo_id, _ in burn_looks]
+        burn_looks.clear()
+        return ids
 
-    monkeypatch.setattr(burn, "burn_alerts", counting)
     clean = Config.model_validate({
         **config.model_dump(mode="json"),
         "targets": [*config.model_dump(mode="json")["targets"],
@@ -777,48 +784,34 @@ def test_a_burn_check_looks_only_at_slos_with_news_or_a_recheck_due(
         live.record(quiet, now - 600 + i * 10, ProbeResult(True, 0.01))
     watch = BurnWatch()
     assert sorted(e.slo for e in watch.check(live, now)) == ["s0", "s1", "s2"]
-    assert sorted(looked) == ["s0", "s1", "s2"]  # calm: no bad event, not evaluated
-    looked.clear()
+    assert sorted(looked()) == ["s0", "s1", "s2"]  # calm: no bad event, not evaluated
     live.record(clean.target("t1"), now + 1, ProbeResult(False, 0.01))
-    assert watch.check(live, now + 2) == [] and looked == ["s1"]
-    looked.clear()
+    assert watch.check(live, now + 2) == [] and looked() == ["s1"]
     for i in range(30):  # calm's first bad events: 30 of 90 over the hour
         live.record(quiet, now + 2 + i / 100, ProbeResult(False, 0.01))
     assert [(e.kind, e.slo) for e in watch.check(live, now + 3)] == [
         (EventKind.BURN_RATE_FIRING, "calm")]
-    assert looked == ["calm"]
-    looked.clear()
+    assert looked() == ["calm"]
     # nothing new: the next look is each burning SLO's recheck, RECHECK after its last
-    assert watch.check(live, now + 4) == [] and looked == []
+    assert watch.check(live, now + 4) == [] and looked() == []
     watch.check(live, now + burn.RECHECK)
-    assert sorted(looked) == ["s0", "s2"]  # s1 and calm were looked at later
-    looked.clear()
+    assert sorted(looked()) == ["s0", "s2"]  # s1 and calm were looked at later
     watch.check(live, now + 3 + burn.RECHECK)
-    assert sorted(looked) == ["calm", "s1"]
+    assert sorted(looked()) == ["calm", "s1"]
 
 
 def test_a_composite_slo_is_evaluated_when_its_slices_close(
-    monkeypatch: pytest.MonkeyPatch,
+    burn_looks: list[tuple[str, float]],
 ) -> None:
     """A composite SLO counts a slice when it closes, which for the last slices is in
     `advance`, with no probe arriving: the check after that looks at it, not a recheck
     later."""
-    from slamon.notify import burn
-
     config = Config.model_validate({
         "targets": [{"id": p, "kind": "http", "interval": "10s", "timeout": "2s",
                      "http": {"url": "http://127.0.0.1:9/"}} for p in ("a", "b")],
         "slos": [{"id": "both", "targets": ["a", "b"], "objective": 0.99, "window": "30d",
                   "alert_windows": [{"long": "1h", "short": "5m", "burn_rate": 14.4}]}],
     })
-    looked: list[float] = []
-    real = burn.burn_alerts
-
-    def counting(state: SloState, at: float) -> set[tuple[float, float]]:
-        looked.append(at)
-        return real(state, at)
-
-    monkeypatch.setattr(burn, "burn_alerts", counting)
     live = LiveState(config)
     watch = BurnWatch()
     start = 1_780_000_000.0
@@ -832,7 +825,8 @@ def test_a_composite_slo_is_evaluated_when_its_slices_close(
     counted = state.valid_total
     live.advance(start + 300)  # closes one more slice, before any recheck is due
     assert state.valid_total == counted + 1
-    assert watch.check(live, start + 300) == [] and looked == [start + 295, start + 300]
+    assert watch.check(live, start + 300) == [] and burn_looks == [
+        ("both", start + 295), ("both", start + 300)]
 
 
 class _EveryCheck:
