@@ -85,19 +85,12 @@ class _CompareFarm:
 @contextlib.contextmanager
 def compare_farm(args: argparse.Namespace, work: Path) -> Iterator[_CompareFarm]:
     """bench/compare's target farm: the same outage schedule (seed) for every layer."""
-    sys.path.insert(0, str(HERE / "compare"))
-    from schedule import has_own_port
+    from compare.run import farm_layout
 
-    n = args.targets
-    own = [i for i in range(n) if has_own_port(i)]
-    ports = free_ports(20 + len(own))
-    shared, own_ports = ports[:20], dict(zip(own, ports[20:], strict=True))
     now = time.time()
-    spec = {"seed": args.seed, "targets": n, "t0": now - 300,
-            "t1": now + 900 + len(args.layers.split(",")) * (args.interval + args.settle
-                                                              + args.duration + 15),
-            "slow": 1.0, "hang": 5.0, "shared_ports": shared,
-            "own_ports": {str(k): v for k, v in own_ports.items()}}
+    span = len(args.layers.split(",")) * (args.interval + args.settle + args.duration + 15)
+    spec, urls, _ = farm_layout(args.targets, 20, args.seed, (now - 300, now + 900 + span),
+                                slow=1.0, hang=5.0)
     (work / "farm.json").write_text(json.dumps(spec))
     with (work / "farm.log").open("w") as err:
         proc = subprocess.Popen([sys.executable, str(HERE / "compare" / "target_farm.py"),
@@ -107,8 +100,7 @@ def compare_farm(args: argparse.Namespace, work: Path) -> Iterator[_CompareFarm]
         assert proc.stdout is not None
         if proc.stdout.readline().strip() != b"ready":
             raise SystemExit(f"the compare farm did not start, see {work / 'farm.log'}")
-        yield _CompareFarm([f"http://127.0.0.1:{own_ports.get(i, shared[i % 20])}/t/{i}"
-                            for i in range(n)])
+        yield _CompareFarm(urls)
     finally:
         stop_group(proc, grace=10)
 

@@ -463,28 +463,36 @@ def sleep_until(t: float) -> None:
         time.sleep(min(d, 1.0))
 
 
-def one_run(n: int, a: argparse.Namespace, work: Path, run_no: int) -> dict[str, Any]:
-    work.mkdir(parents=True, exist_ok=True)
+def farm_layout(n: int, shared_ports: int, seed: int, horizon: tuple[float, float],
+                slow: float, hang: float, extra: int = 0
+                ) -> tuple[dict[str, Any], list[str], list[int]]:
+    """The target farm's spec (target_farm.py) for n targets over `horizon`, the targets'
+    URLs, and `extra` more free ports for the caller."""
     own = [i for i in range(n) if has_own_port(i)]
-    ports = free_ports(a.ports + len(own) + 4)
-    shared, own_ports = (
-        ports[: a.ports],
-        dict(zip(own, ports[a.ports : a.ports + len(own)], strict=True)),
-    )
-    sl_port, bb_port, pr_port, sp_port = ports[-4:]
-    urls = [f"http://127.0.0.1:{own_ports.get(i, shared[i % a.ports])}/t/{i}" for i in range(n)]
-    now = time.time()
-    horizon = (now - 300, now + 900 + a.duration + a.detect + a.warmup)
+    ports = free_ports(shared_ports + len(own) + extra)
+    shared = ports[:shared_ports]
+    own_ports = dict(zip(own, ports[shared_ports : shared_ports + len(own)], strict=True))
+    urls = [f"http://127.0.0.1:{own_ports.get(i, shared[i % shared_ports])}/t/{i}"
+            for i in range(n)]
     spec = {
-        "seed": a.seed,
+        "seed": seed,
         "targets": n,
         "t0": horizon[0],
         "t1": horizon[1],
-        "slow": a.slow,
-        "hang": a.hang,
+        "slow": slow,
+        "hang": hang,
         "shared_ports": shared,
         "own_ports": {str(k): v for k, v in own_ports.items()},
     }
+    return spec, urls, ports[shared_ports + len(own):]
+
+
+def one_run(n: int, a: argparse.Namespace, work: Path, run_no: int) -> dict[str, Any]:
+    work.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    horizon = (now - 300, now + 900 + a.duration + a.detect + a.warmup)
+    spec, urls, (sl_port, bb_port, pr_port, sp_port) = farm_layout(
+        n, a.ports, a.seed, horizon, a.slow, a.hang, extra=4)
     (work / "farm.json").write_text(json.dumps(spec))
     slamon_config(work / "slamon.yaml", urls, sl_port, a)
     blackbox_config(work / "blackbox.yml", a)
