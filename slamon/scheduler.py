@@ -32,12 +32,15 @@ HeldCallback = Callable[[str, Target, float, ProbeResult | None], None]
 
 #: extra time past a prober's own timeout before the scheduler gives up on it
 SAFETY_MARGIN = 0.5
-#: uvloop rounds timers to the nearest millisecond (and its clock to the millisecond), so
-#: a timer set for a due time fires up to 0.5 ms early, and waiting again for the exact
-#: instant spins the loop, one wake-up per iteration, until its clock passes it. After an
-#: early wake-up the timer is set this much past the due time instead. A tick never starts
-#: early (a target's server may judge a request by its arrival time)
-TIMER_SLACK = 0.001
+#: uvloop rounds a timer's delay to the nearest millisecond and fires it once its clock,
+#: floored to the millisecond, reaches that: a timer set for a due time fires up to
+#: 0.5 ms early. On uvloop the dispatch timer is set this much past the due time, so it
+#: does not fire early and then again for the same tick (a wake-up of an otherwise idle
+#: loop costs about as much CPU as a probe's Python). On any loop, a timer that still
+#: fires early is set this much past the due time again, rather than spinning until the
+#: clock passes it. A tick never starts early (a target's server may judge a request by
+#: its arrival time)
+TIMER_SLACK = 0.0006
 #: a timer of asyncio's own loop may fire up to its clock resolution early (and a due
 #: time computed in floats is off by an ulp): a tick this close counts as due
 _DUE_TOLERANCE = 1e-6
@@ -48,6 +51,11 @@ def phase_offset(target_id: str, interval: float) -> float:
     """Stable offset in [0, interval): the same on every host and every restart."""
     digest = hashlib.blake2b(target_id.encode(), digest_size=8).digest()
     return (int.from_bytes(digest, "big") / 2**64) * interval
+
+
+def timer_slack(loop: asyncio.AbstractEventLoop) -> float:
+    """How far past a due time to set a timer on `loop` so it does not fire before it."""
+    return TIMER_SLACK if type(loop).__module__.partition(".")[0] == "uvloop" else 0.0
 
 
 def first_tick(start_at: float, interval: float, offset: float) -> int:
@@ -111,29 +119,71 @@ class StallMonitor:
 
     A probe that fails while slamon was frozen did not measure the target: its
     timeout ran out while nothing could run. Such a probe is *no data*, never bad.
+
+    The loop must check in at least every `PERIOD`; one that checks in `THRESHOLD` or
+    more late was frozen. The monitor's own timer is one way to check in; the
+    scheduler's wake-ups are another (`check_in`). With probes due every few
+    milliseconds the timer is pushed on before it fires, so the monitor costs the
+    loop no wake-up of its own: on an otherwise idle loop a wake-up costs about as
+    much CPU as a probe's Python (docs/benchmarks.md).
     """
 
-    #: how often the monitor wakes up; a wake-up this much late or more is a stall
+    #: how often the loop must check in; a check-in this much late or more is a stall
     PERIOD = 0.05
     THRESHOLD = 0.2
 
     def __init__(self, keep: int = 256) -> None:
         self.stalls: deque[tuple[float, float]] = deque(maxlen=keep)  # loop times
         self.longest = 0.0
-        #: when the monitor should wake next: past it, a stall is in progress
+        #: when the loop should check in next: past it, a stall is in progress
         self.expected = math.inf
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
+        """Watch until cancelled."""
+        loop = self._loop = asyncio.get_running_loop()
         self.expected = loop.time() + self.PERIOD
-        while True:
-            await asyncio.sleep(self.PERIOD)
-            now = loop.time()
-            late = now - self.expected
-            if late >= self.THRESHOLD:
-                self.stalls.append((self.expected, now))
-                self.longest = max(self.longest, late)
-            self.expected = now + self.PERIOD
+        self._rearm()
+        try:
+            await loop.create_future()  # only a cancel ends it
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._loop, self._timer, self._timer_at = None, None, math.inf
+
+    def check_in(self, now: float) -> None:
+        """The loop is running at `now` (loop time): a check-in, as the monitor's own
+        timer firing would be. The timer moves on only once it is within half a period,
+        so at most two re-arms a period, however often the loop checks in."""
+        if self._loop is None:
+            return
+        self._check(now)
+        if self._timer_at < now + 0.5 * self.PERIOD:
+            self._rearm()
+
+    def _on_timer(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        loop = self._loop
+        if loop is None:
+            return
+        self._check(loop.time())
+        self._rearm()
+
+    def _check(self, now: float) -> None:
+        late = now - self.expected
+        if late >= self.THRESHOLD:
+            self.stalls.append((self.expected, now))
+            self.longest = max(self.longest, late)
+        self.expected = now + self.PERIOD
+
+    def _rearm(self) -> None:
+        assert self._loop is not None
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = self.expected
+        self._timer = self._loop.call_at(self.expected, self._on_timer)
 
     def stalled(self, start: float, end: float) -> float:
         """Seconds of stall overlapping [start, end] (loop time), counting one still in
@@ -220,6 +270,8 @@ class Scheduler:
         #: the one timer of the scheduler: due at the heap's head
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
+        #: how far past a due time the dispatch timer is set on this loop (`timer_slack`)
+        self._slack = 0.0
         self._stopped: asyncio.Future[None] | None = None
         self._stopping = False
         self._first_round: asyncio.Event | None = None
@@ -238,6 +290,7 @@ class Scheduler:
     async def run(self) -> None:
         """Dispatch ticks until stop(); then let in-flight probes finish."""
         loop = self._loop = asyncio.get_running_loop()
+        self._slack = timer_slack(loop)
         self._stopped = loop.create_future()
         self._first_round = asyncio.Event()
         for target in self._initial_targets:
@@ -267,6 +320,7 @@ class Scheduler:
         if self._stopping or loop is None:
             return
         now = loop.time()
+        self.stall_monitor.check_in(now)
         early = bool(self._heap) and self._heap[0][0] > now + _DUE_TOLERANCE
         try:
             self._dispatch_due(now, loop)
@@ -274,9 +328,9 @@ class Scheduler:
             if self._stopped is not None and not self._stopped.done():
                 self._stopped.set_exception(exc)
             return
-        self._arm(TIMER_SLACK if early else 0.0)
+        self._arm(TIMER_SLACK if early else self._slack)
 
-    def _arm(self, slack: float = 0.0) -> None:
+    def _arm(self, slack: float | None = None) -> None:
         """Have the timer fire at the heap's head (sooner only: later is re-armed)."""
         loop = self._loop
         if loop is None or self._stopping or not self._heap:
@@ -287,7 +341,8 @@ class Scheduler:
         if self._timer is not None:
             self._timer.cancel()
         self._timer_at = due
-        self._timer = loop.call_at(due + slack, self._on_timer)
+        self._timer = loop.call_at(due + (self._slack if slack is None else slack),
+                                   self._on_timer)
 
     def _disarm(self) -> None:
         if self._timer is not None:
