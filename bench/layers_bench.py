@@ -12,7 +12,9 @@ after a warm-up of one interval:
 
 Prints CPU-s (utime+stime from /proc) per 1,000 probes for each and its ratio to the
 bare loop. Probes counted are those scheduled in the span (every layer probes every
-target once per interval).
+target once per interval). Also the wake-ups per probe: the voluntary context switches
+of all the process's threads (each a block in epoll or on a lock, then a wake-up), a
+count that, unlike CPU time, the host's speed does not move.
 
 ``--farm compare`` runs the layers on bench/compare's scripted-outage farm instead, with
 its config (body marker, 0.5 s response-time limit, 2 s timeout, a quarter of the
@@ -26,6 +28,14 @@ apart layer by layer.
 The compare farm's outages follow a schedule in time, so layers run one after the other
 each see another mix of failures; ``--together`` runs them at once over one span, as
 bench/compare runs its monitors.
+
+``--baseline TREE`` adds the layer ``sched-base``: the ``sched`` layer run from another
+slamon tree (a ``git worktree`` of an older commit), so a change to the probe path is
+measured against its parent in the same run:
+
+    git worktree add /tmp/base HEAD~1
+    python bench/layers_bench.py --farm compare --targets 1000 --interval 10 --timeout 2 \
+        --duration 120 --layers bare,sched,sched-base --together --baseline /tmp/base
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -105,27 +116,43 @@ def compare_farm(args: argparse.Namespace, work: Path) -> Iterator[_CompareFarm]
         stop_group(proc, grace=10)
 
 
-def measure(argvs: dict[str, list[str]], args: argparse.Namespace, work: Path
-            ) -> dict[str, float]:
-    """CPU-s per 1,000 probes of each layer, run at once over the same span."""
+def wakeups(pid: int) -> int:
+    """Voluntary context switches of every thread of `pid` so far (threads that ended
+    are not counted: the layers keep theirs)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    total += int(line.split()[1])
+    return total
+
+
+def measure(argvs: dict[str, list[str]], args: argparse.Namespace, work: Path,
+            envs: dict[str, dict[str, str]] | None = None) -> dict[str, tuple[float, float]]:
+    """(CPU-s per 1,000 probes, wake-ups per probe) of each layer, run at once over the
+    same span."""
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for layer, argv in argvs.items():
             with (work / f"{layer}.log").open("w") as err:
                 procs[layer] = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err,
-                                                start_new_session=True, cwd=work)
+                                                start_new_session=True, cwd=work,
+                                                env=(envs or {}).get(layer))
         time.sleep(args.interval + args.settle)
         for layer, proc in procs.items():
             if proc.poll() is not None:
                 raise SystemExit(f"{layer} exited early, see {work / f'{layer}.log'}")
+        w0 = {k: wakeups(p.pid) for k, p in procs.items()}
         c0, t0 = {k: proc_cpu(p.pid) for k, p in procs.items()}, time.monotonic()
         time.sleep(args.duration)
         c1, t1 = {k: proc_cpu(p.pid) for k, p in procs.items()}, time.monotonic()
+        w1 = {k: wakeups(p.pid) for k, p in procs.items()}
     finally:
         for proc in procs.values():
             stop_group(proc, grace=10)
     probes = args.targets * (t1 - t0) / args.interval
-    return {k: (c1[k] - c0[k]) / probes * 1000 for k in procs}
+    return {k: ((c1[k] - c0[k]) / probes * 1000, (w1[k] - w0[k]) / probes) for k in procs}
 
 
 def main() -> None:
@@ -142,6 +169,9 @@ def main() -> None:
     ap.add_argument("--together", action="store_true",
                     help="run the layers at once over one span (on the compare farm each "
                          "then sees the same outages; they share the two cores)")
+    ap.add_argument("--baseline", type=Path, metavar="TREE",
+                    help="another slamon tree: the layer sched-base runs the sched layer "
+                         "from it")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--sched-worker", metavar="CONFIG", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -187,19 +217,31 @@ def main() -> None:
             "daemon": [py, "-m", "slamon", "run", "-c", str(cfg)],
             "daemon-sla": [py, "-m", "slamon", "run", "-c", str(cfg_sla)],
         }
+        envs: dict[str, dict[str, str]] = {}
+        if args.baseline is not None:
+            argvs["sched-base"] = [py, str(args.baseline.resolve() / "bench" / "layers_bench.py"),
+                                   "--sched-worker", str(cfg)]
+            envs["sched-base"] = dict(os.environ, PYTHONPATH=str(args.baseline.resolve()))
         layers = args.layers.split(",")
-        got: dict[str, float] = {}
+        unknown = [layer for layer in layers if layer not in argvs]
+        if unknown:
+            raise SystemExit(f"--layers: unknown {', '.join(unknown)} (known: "
+                             f"{', '.join(argvs)}; sched-base needs --baseline)")
+        got: dict[str, tuple[float, float]] = {}
         if args.together:
-            got = measure({layer: argvs[layer] for layer in layers}, args, work)
+            got = measure({layer: argvs[layer] for layer in layers}, args, work, envs)
         else:
             for layer in layers:
                 for f in work.glob("slamon*.sqlite3*"):
                     f.unlink()
-                got.update(measure({layer: argvs[layer]}, args, work))
+                got.update(measure({layer: argvs[layer]}, args, work, envs))
         for layer in layers:
-            ratio = f" ({got[layer] / got['bare']:.2f}x bare)" if "bare" in got else ""
-            print(f"{layer:10s} {got[layer]:.3f} CPU-s per 1,000 probes{ratio}", flush=True)
-    (work / "result.json").write_text(json.dumps(got))
+            cpu, woken = got[layer]
+            ratio = f" ({cpu / got['bare'][0]:.2f}x bare)" if "bare" in got else ""
+            print(f"{layer:10s} {cpu:.3f} CPU-s per 1,000 probes{ratio}, "
+                  f"{woken:.2f} wake-ups per probe", flush=True)
+    (work / "result.json").write_text(json.dumps(
+        {k: {"cpu_per_1000": cpu, "wakeups_per_probe": w} for k, (cpu, w) in got.items()}))
 
 
 if __name__ == "__main__":

@@ -427,6 +427,19 @@ EQUIVALENT: dict[str, str] = {
     'slamon/scheduler.py: stalled_verdict: if frozen <= 0: -> if frozen < 0:': (
         'frozen == 0 fails both later tests for every timeout > 0 (config requires it)'
     ),
+    (
+        'slamon/scheduler.py: StallMonitor.run: if self._timer is not None: -> if '
+        'self._timer is None:'
+    ): (
+        'a timer left after the monitor stops finds no loop (_loop is None) and does '
+        'nothing'
+    ),
+    (
+        'slamon/scheduler.py: StallMonitor.check_in: if self._timer_at < now + 0.5 * '
+        'self.PERIOD: -> if self._timer_at <= now + 0.5 * self.PERIOD:'
+    ): (
+        'at equality one more re-arm, for the same expected instant'
+    ),
     'slamon/scheduler.py: Scheduler.__init__: self._seq = 0 -> self._seq = 1': (
         'heap tie-breaker: only its order matters'
     ),

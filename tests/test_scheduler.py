@@ -864,7 +864,7 @@ def test_virtual_check_ins_replace_the_monitors_wake_ups(
 ) -> None:
     """A loop that checks in often enough never wakes for the monitor's own timer, and a
     freeze between two check-ins is the stall it would have been without them."""
-    fired = 0
+    fired = rearmed = 0
 
     class Counting(StallMonitor):
         def _on_timer(self) -> None:
@@ -872,15 +872,24 @@ def test_virtual_check_ins_replace_the_monitors_wake_ups(
             fired += 1
             super()._on_timer()
 
+        def _rearm(self) -> None:
+            nonlocal rearmed
+            rearmed += 1
+            super()._rearm()
+
     monitor = Counting()
 
     async def scenario(loop: VirtualTimeLoop) -> tuple[int, float]:
+        nonlocal rearmed
         task = asyncio.create_task(monitor.run())
         await asyncio.sleep(0)
+        rearmed = 0
         for _ in range(200):  # 2 s of check-ins 10 ms apart
             await asyncio.sleep(0.01)
             monitor.check_in(loop.time())
         quiet = fired
+        # the timer moves on once it is within half a period, not at every check-in
+        assert rearmed <= 2.0 / (0.5 * StallMonitor.PERIOD) + 1, rearmed
         expected = monitor.expected
         loop.freeze(0.3)  # between two check-ins, before the monitor's timer is due
         monitor.check_in(loop.time())
