@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -754,6 +755,37 @@ def test_a_burning_slo_is_evaluated_again_on_a_new_event_or_after_the_recheck(
     assert resolved.kind == EventKind.BURN_RATE_RESOLVED and evaluated[-1] == ("s0", now + 3600)
 
 
+def test_good_events_wait_for_the_recheck_unless_the_slo_fires(
+    burn_looks: list[tuple[str, float]],
+) -> None:
+    """Good events cannot start an alert: an SLO not firing that got only good ones is
+    looked at again RECHECK after its last evaluation (its windows' slide) or on a bad
+    event. A firing SLO's good event may resolve it: looked at, at once."""
+    from slamon.notify import burn
+
+    config, live, start = burning(2)
+    hot, quiet = config.target("t0"), config.target("t1")
+    for i in range(1, 61):  # ten more minutes: t0 still failing, t1 up again
+        live.record(hot, start + i * 10, ProbeResult(False, 0.01))
+        live.record(quiet, start + i * 10, ProbeResult(True, 0.01))
+    now = start + 600
+    watch = BurnWatch()
+    fired = {e.slo for e in watch.check(live, now)}
+    assert fired == {"s0"}
+    burn_looks.clear()
+    live.record(hot, now + 1, ProbeResult(True, 0.01))
+    live.record(quiet, now + 1, ProbeResult(True, 0.01))
+    watch.check(live, now + 2)
+    assert burn_looks == [("s0", now + 2)]  # the firing one only
+    live.record(quiet, now + 3, ProbeResult(False, 0.01))
+    watch.check(live, now + 4)
+    assert burn_looks[1:] == [("s1", now + 4)]  # a bad event: at once
+    live.record(quiet, now + 5, ProbeResult(True, 0.01))
+    watch.check(live, now + 4 + burn.RECHECK - 1)
+    watch.check(live, now + 4 + burn.RECHECK)  # the slide since: looked at again
+    assert [at for slo, at in burn_looks if slo == "s1"] == [now + 4, now + 4 + burn.RECHECK]
+
+
 def test_a_burn_check_looks_only_at_slos_with_news_or_a_recheck_due(
     burn_looks: list[tuple[str, float]],
 ) -> None:
@@ -831,11 +863,12 @@ def test_a_composite_slo_is_evaluated_when_its_slices_close(
 
 class _EveryCheck:
     """The burn check as a pass over every SLO at every check, with the same shortcuts
-    (a clean SLO is skipped; one with no new event is looked at again RECHECK later)."""
+    (a clean SLO is skipped; one with no new event, or one not firing with no new bad
+    event, is looked at again RECHECK later)."""
 
     def __init__(self) -> None:
         self.firing: dict[str, set[tuple[float, float]]] = {}
-        self.last: dict[str, tuple[int, int, float]] = {}
+        self.last: dict[str, tuple[int, int, int, float]] = {}
 
     def check(self, live: LiveState, now: float) -> list[tuple[str, str, tuple[float, float]]]:
         from slamon.notify import burn
@@ -846,11 +879,12 @@ class _EveryCheck:
             longest = max(aw.long for aw in state.slo.alert_windows)
             if not before and state.last_bad < now - longest:
                 continue
-            mark = (id(state), state.valid_total)
+            valid, bad = state.valid_total, state.valid_total - state.good_total
             last = self.last.get(slo_id)
-            if last is not None and last[:2] == mark and now - last[2] < burn.RECHECK:
+            if (last is not None and last[0] == id(state) and now - last[3] < burn.RECHECK
+                    and (last[1] == valid or (not before and last[2] == bad))):
                 continue
-            self.last[slo_id] = (*mark, now)
+            self.last[slo_id] = (id(state), valid, bad, now)
             after = burn_alerts(state, now)
             out += [("firing", slo_id, p) for p in after - before]
             out += [("resolved", slo_id, p) for p in before - after]
@@ -889,6 +923,35 @@ def test_a_burn_check_of_the_changed_slos_finds_what_a_pass_over_every_slo_finds
                           (_seconds(e.details["long"]), _seconds(e.details["short"])))
                          for e in watch.check(live, now))
             assert got == model.check(live, now)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 90)), min_size=1, max_size=80),
+       st.lists(st.integers(0, 90), max_size=40))
+def test_good_events_alone_never_start_a_burn_alert(
+    mixed: list[tuple[bool, int]], good: list[int],
+) -> None:
+    """Why the burn check skips an SLO not firing whose new events are all good: at the
+    same instant, the pairs firing after good events are a subset of those before."""
+    config = Config.model_validate({
+        "targets": [{"id": "a", "kind": "http", "interval": "10s", "timeout": "2s",
+                     "http": {"url": "http://127.0.0.1:9/"}}],
+        "slos": [{"id": "s", "targets": ["a"], "objective": 0.9, "window": "1d",
+                  "alert_windows": [{"long": "5m", "short": "1m", "burn_rate": 3},
+                                    {"long": "10m", "short": "2m", "burn_rate": 1.5}]}],
+    })
+    live = LiveState(config)
+    target, state = config.target("a"), live.slos["s"]
+    t = 1_780_000_000.0
+    for ok, wait in mixed:
+        t += wait
+        live.record(target, t, ProbeResult(ok, 0.01))
+    times = [t + wait for wait in itertools.accumulate(good)]
+    now = times[-1] if times else t
+    before = burn_alerts(state, now)
+    for when in times:
+        live.record(target, when, ProbeResult(True, 0.01))
+    assert burn_alerts(state, now) <= before
 
 
 def _seconds(text: str) -> float:

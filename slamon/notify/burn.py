@@ -81,8 +81,9 @@ class BurnWatch:
         #: bad event in its longest window; an entry is stale unless `_recheck_at` agrees
         self._rechecks: list[tuple[float, str]] = []
         self._recheck_at: dict[str, float] = {}
-        #: per SLO, (its state object, valid events counted, when) at the last evaluation
-        self._evaluated: dict[str, tuple[int, int, float]] = {}
+        #: per SLO, (its state object, valid and bad events counted, when) at the last
+        #: evaluation
+        self._evaluated: dict[str, tuple[int, int, int, float]] = {}
         #: per SLO, (its config, its longest alert window): asked for every SLO each check
         self._longest: dict[str, tuple[Slo, float]] = {}
         #: the live state's config generation at the last queueing of every SLO, and at
@@ -156,12 +157,18 @@ class BurnWatch:
             return
         # every rate is a ratio of valid events: without a new one since the last
         # evaluation only the windows' slide can move it, which RECHECK bounds. A
-        # burning SLO is then evaluated once per probe interval, not every second
-        mark = (id(state), state.valid_total)
+        # burning SLO is then evaluated once per probe interval, not every second.
+        # Good events alone only lower every rate (bad / valid; from none to 0 in an
+        # empty window), so they cannot start an alert: an SLO not firing is evaluated
+        # again only for a new bad event, or once the slide since its last evaluation
+        # reaches RECHECK. An SLO with a bad event in its windows got a good one each
+        # probe interval, and each was an evaluation of all its windows
+        valid, bad = state.valid_total, state.valid_total - state.good_total
         last = self._evaluated.get(slo_id)
-        if last is not None and last[:2] == mark and 0 <= now - last[2] < RECHECK:
+        if (last is not None and last[0] == id(state) and 0 <= now - last[3] < RECHECK
+                and (last[1] == valid or (not before and last[2] == bad))):
             return  # its recheck, if it needs one, is still due from that evaluation
-        self._evaluated[slo_id] = (*mark, now)
+        self._evaluated[slo_id] = (id(state), valid, bad, now)
         after = burn_alerts(state, now)
         if after != before:
             self._changed(state, slo_id, before, after, now, events)
