@@ -161,8 +161,8 @@ class BurnWatch:
         # Good events alone only lower every rate (bad / valid; from none to 0 in an
         # empty window), so they cannot start an alert: an SLO not firing is evaluated
         # again only for a new bad event, or once the slide since its last evaluation
-        # reaches RECHECK. An SLO with a bad event in its windows got a good one each
-        # probe interval, and each was an evaluation of all its windows
+        # reaches RECHECK. Otherwise an SLO with a bad event in its windows would be
+        # evaluated, all its windows, at each of its good probes
         valid, bad = state.valid_total, state.valid_total - state.good_total
         last = self._evaluated.get(slo_id)
         if (last is not None and last[0] == id(state) and 0 <= now - last[3] < RECHECK
