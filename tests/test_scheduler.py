@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import gc
 import itertools
+import math
 import selectors
 import statistics
 import time
@@ -904,6 +905,13 @@ def test_virtual_check_ins_replace_the_monitors_wake_ups(
     assert list(monitor.stalls) == [(expected, pytest.approx(expected - 0.05 + 0.3))]
     # on its own again: one wake-up per period
     assert 1.0 / StallMonitor.PERIOD - 2 <= fired <= 1.0 / StallMonitor.PERIOD + 1
+
+
+def test_a_stall_monitor_not_running_ignores_check_ins_and_late_timers() -> None:
+    monitor = StallMonitor()
+    monitor.check_in(5.0)  # the scheduler before the monitor runs, or after it stopped
+    monitor._on_timer()  # a timer that fired after run() ended
+    assert monitor.expected == math.inf and not monitor.stalls and monitor.longest == 0.0
 
 
 def test_virtual_stall_threshold_is_inclusive(monkeypatch: pytest.MonkeyPatch) -> None:
