@@ -625,14 +625,21 @@ async def test_probing_unaffected_by_hanging_endpoint(receiver: Receiver) -> Non
 
 # -- burn-rate and certificate watches --------------------------------------------------------
 
-def test_burn_alerts_pure_and_watch() -> None:
-    config = Config.model_validate({
-        "targets": [{"id": "web", "kind": "http", "interval": "10s", "timeout": "2s",
+def one_slo(target: str, slo: str, objective: float, window: str,
+            alert_windows: list[tuple[str, str, float]]) -> Config:
+    """One HTTP target probed every 10 s, and one SLO of it with these (long, short,
+    burn rate) alert windows."""
+    return Config.model_validate({
+        "targets": [{"id": target, "kind": "http", "interval": "10s", "timeout": "2s",
                      "http": {"url": "http://127.0.0.1:9/"}}],
-        "slos": [{"id": "shop", "targets": ["web"], "objective": 0.99, "window": "30d",
-                  "alert_windows": [{"long": "1h", "short": "5m", "burn_rate": 14.4},
-                                    {"long": "6h", "short": "30m", "burn_rate": 6}]}],
+        "slos": [{"id": slo, "targets": [target], "objective": objective, "window": window,
+                  "alert_windows": [{"long": long, "short": short, "burn_rate": rate}
+                                    for long, short, rate in alert_windows]}],
     })
+
+
+def test_burn_alerts_pure_and_watch() -> None:
+    config = one_slo("web", "shop", 0.99, "30d", [("1h", "5m", 14.4), ("6h", "30m", 6)])
     live = LiveState(config)
     web = config.target("web")
     start = 1_780_000_000.0
@@ -933,13 +940,7 @@ def test_good_events_alone_never_start_a_burn_alert(
 ) -> None:
     """Why the burn check skips an SLO not firing whose new events are all good: at the
     same instant, the pairs firing after good events are a subset of those before."""
-    config = Config.model_validate({
-        "targets": [{"id": "a", "kind": "http", "interval": "10s", "timeout": "2s",
-                     "http": {"url": "http://127.0.0.1:9/"}}],
-        "slos": [{"id": "s", "targets": ["a"], "objective": 0.9, "window": "1d",
-                  "alert_windows": [{"long": "5m", "short": "1m", "burn_rate": 3},
-                                    {"long": "10m", "short": "2m", "burn_rate": 1.5}]}],
-    })
+    config = one_slo("a", "s", 0.9, "1d", [("5m", "1m", 3), ("10m", "2m", 1.5)])
     live = LiveState(config)
     target, state = config.target("a"), live.slos["s"]
     t = 1_780_000_000.0

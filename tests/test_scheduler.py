@@ -91,6 +91,20 @@ def prober_taking(seconds: float, starts: list[tuple[str, float]] | None = None,
     return lambda kind: probe
 
 
+def count_calls(obj: object, method: str) -> list[int]:
+    """Wrap `obj`'s bound `method` in one that counts its calls: [calls so far]. Set on
+    the instance before anything takes the bound method (a timer's callback)."""
+    calls = [0]
+    real = getattr(obj, method)
+
+    def counted(*args: Any) -> Any:
+        calls[0] += 1
+        return real(*args)
+
+    setattr(obj, method, counted)
+    return calls
+
+
 async def run_until(scheduler: Scheduler, rec: Recorder, limit: float) -> None:
     task = asyncio.create_task(scheduler.run())
     try:
@@ -865,32 +879,19 @@ def test_virtual_check_ins_replace_the_monitors_wake_ups(
 ) -> None:
     """A loop that checks in often enough never wakes for the monitor's own timer, and a
     freeze between two check-ins is the stall it would have been without them."""
-    fired = rearmed = 0
-
-    class Counting(StallMonitor):
-        def _on_timer(self) -> None:
-            nonlocal fired
-            fired += 1
-            super()._on_timer()
-
-        def _rearm(self) -> None:
-            nonlocal rearmed
-            rearmed += 1
-            super()._rearm()
-
-    monitor = Counting()
+    monitor = StallMonitor()
+    fired, rearmed = count_calls(monitor, "_on_timer"), count_calls(monitor, "_rearm")
 
     async def scenario(loop: VirtualTimeLoop) -> tuple[int, float]:
-        nonlocal rearmed
         task = asyncio.create_task(monitor.run())
         await asyncio.sleep(0)
-        rearmed = 0
+        rearmed[0] = 0
         for _ in range(200):  # 2 s of check-ins 10 ms apart
             await asyncio.sleep(0.01)
             monitor.check_in(loop.time())
-        quiet = fired
+        quiet = fired[0]
         # the timer moves on once it is within half a period, not at every check-in
-        assert rearmed <= 2.0 / (0.5 * StallMonitor.PERIOD) + 1, rearmed
+        assert rearmed[0] <= 2.0 / (0.5 * StallMonitor.PERIOD) + 1, rearmed
         expected = monitor.expected
         loop.freeze(0.3)  # between two check-ins, before the monitor's timer is due
         monitor.check_in(loop.time())
@@ -904,7 +905,7 @@ def test_virtual_check_ins_replace_the_monitors_wake_ups(
     assert quiet == 0
     assert list(monitor.stalls) == [(expected, pytest.approx(expected - 0.05 + 0.3))]
     # on its own again: one wake-up per period
-    assert 1.0 / StallMonitor.PERIOD - 2 <= fired <= 1.0 / StallMonitor.PERIOD + 1
+    assert 1.0 / StallMonitor.PERIOD - 2 <= fired[0] <= 1.0 / StallMonitor.PERIOD + 1
 
 
 def test_a_stall_monitor_not_running_ignores_check_ins_and_late_timers() -> None:
@@ -995,29 +996,13 @@ def test_uvloop_timer_firing_early_does_not_spin_the_dispatcher() -> None:
     per tick. The timer is set past the due time: one wake-up per due time."""
     import uvloop
 
-    wakeups = 0
-
-    class Counting(Scheduler):
-        def _on_timer(self) -> None:
-            nonlocal wakeups
-            wakeups += 1
-            super()._on_timer()
-
     # spread phases: due times at arbitrary fractions of a millisecond
     targets = [make_target(f"t{i}", 0.5, 0.1) for i in range(100)]
     rec = Recorder(300)
-    sched = Counting(targets, max_concurrency=1000, on_result=rec.on_result,
-                     on_missed=rec.on_missed, prober_for=prober_taking(0.0))
-
-    monitor_wakeups = 0
-
-    class CountingMonitor(StallMonitor):
-        def _on_timer(self) -> None:
-            nonlocal monitor_wakeups
-            monitor_wakeups += 1
-            super()._on_timer()
-
-    sched.stall_monitor = CountingMonitor()
+    sched = Scheduler(targets, max_concurrency=1000, on_result=rec.on_result,
+                      on_missed=rec.on_missed, prober_for=prober_taking(0.0))
+    wakeups = count_calls(sched, "_on_timer")
+    monitor_wakeups = count_calls(sched.stall_monitor, "_on_timer")
 
     async def main() -> None:
         await run_until(sched, rec, 10.0)
@@ -1026,11 +1011,11 @@ def test_uvloop_timer_firing_early_does_not_spin_the_dispatcher() -> None:
     started = sched.stats.started
     assert started >= 300 and not rec.missed
     # one wake-up per distinct due time at most (ties share them), plus the first
-    assert wakeups <= started + 1, (wakeups, started)
+    assert wakeups[0] <= started + 1, (wakeups, started)
     # ~200 due times a second (never more than 24 ms apart with these phases) check in
     # for the stall monitor, which then need not wake on its own: it did 20 times a
     # second. One wake-up may come before the first tick, one spare
-    assert monitor_wakeups <= 2, monitor_wakeups
+    assert monitor_wakeups[0] <= 2, monitor_wakeups
 
 
 @pytest.mark.parametrize("runner", ["uvloop", "asyncio"])
