@@ -37,6 +37,7 @@ def _worker(kind: str, targets: int, interval: float, span: float) -> dict[str, 
     from slamon.scheduler import Scheduler
 
     result = ProbeResult(ok=True, duration=0.0)
+    timeout = min(interval / 2, 1.0)
     ticks = 0
 
     async def prober(target: object, timeout: float) -> ProbeResult:
@@ -57,7 +58,7 @@ def _worker(kind: str, targets: int, interval: float, span: float) -> dict[str, 
 
         config = [Target.model_validate({
             "id": f"t{i}", "kind": "http", "interval": f"{interval}s",
-            "timeout": f"{min(interval / 2, 1.0)}s",
+            "timeout": f"{timeout}s",
             "http": {"url": f"http://127.0.0.1:9/{i}"}}) for i in range(targets)]
         sched = Scheduler(config, max_concurrency=100_000, on_result=counted,
                           on_missed=counted, prober_for=lambda kind: prober)
@@ -75,8 +76,8 @@ def _worker(kind: str, targets: int, interval: float, span: float) -> dict[str, 
             nonlocal ticks
             while True:
                 await asyncio.sleep(max(0.0, due - loop.time()))
-                async with asyncio.timeout(min(interval / 2, 1.0)):
-                    await prober(None, 1.0)
+                async with asyncio.timeout(timeout):
+                    await prober(None, timeout)
                 ticks += 1
                 due += interval
 
@@ -117,15 +118,13 @@ def main() -> None:
             if out.returncode != 0:
                 raise SystemExit(f"the {kind} worker failed:\n{out.stderr.strip()}")
             got[kind].append(json.loads(out.stdout))
+    lowest = {kind: min(r["us_per_tick"] for r in runs) for kind, runs in got.items()}
     for kind, runs in got.items():
-        cpu = min(r["us_per_tick"] for r in runs)
         woken = min(r["wakeups_per_tick"] for r in runs)
         name = "scheduler" if kind == "sched" else "task per target"
-        print(f"{name:16s} {cpu:7.1f} us of CPU per tick (lowest of {len(runs)}), "
+        print(f"{name:16s} {lowest[kind]:7.1f} us of CPU per tick (lowest of {len(runs)}), "
               f"{woken:.2f} wake-ups per tick")
-    ratio = (min(r["us_per_tick"] for r in got["sched"])
-             / min(r["us_per_tick"] for r in got["floor"]))
-    print(f"scheduler / task per target: {ratio:.2f}x")
+    print(f"scheduler / task per target: {lowest['sched'] / lowest['floor']:.2f}x")
 
 
 if __name__ == "__main__":
