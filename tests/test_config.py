@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from slamon.config.loader import ConfigError, load_config, parse_config
 from slamon.config.root import Config
 from slamon.config.slo import default_alert_windows
-from slamon.config.yamlfile import _fast_load, _FastLoader
+from slamon.config.yamlfile import _fast_load, _FastLoader, dollar_free
 from slamon.util.schema import bad_host, format_path, has_space
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -761,6 +761,62 @@ def test_secret_placeholder_names_the_variable() -> None:
         "targets[1].id: invalid id (value from ${S} not shown): use letters, digits and "
         "_ . : - (max 128), starting with a letter or digit"
     ]
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in _strings(k) + _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+@pytest.mark.parametrize("text", [
+    'a: "\\x24{A}"\n', 'a: "\\u0024{A}"\n', 'a: "\\U00000024{A}"\n',
+    'a: "$\\\n  {A}"\n',  # an escaped line break joins the two
+    "a: $\n", "a: '$'\n", "a: |\n  ${A}\n",
+])
+def test_each_way_to_write_a_dollar_is_seen(text: str) -> None:
+    assert "$" in "".join(_strings(yaml.safe_load(text)))
+    assert dollar_free(text) is False
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(
+    ['"', "'", "\\", "x", "u", "U", "0", "2", "4", "$", "{", "}", "a", " ", "\n", ": ",
+     "- ", "|\n  ", "\\x24", "\\u0024", "\\U00000024", "k: "]), max_size=16))
+def test_a_dollar_free_text_parses_to_strings_without_one(pieces: list[str]) -> None:
+    text = "".join(pieces)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return
+    if dollar_free(text):
+        assert not any("$" in s for s in _strings(data)), (text, data)
+
+
+def test_a_file_without_references_is_not_walked(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The walk over every value is skipped for a file with no '$'; an included file,
+    which may hold one, keeps it."""
+    from slamon.config import loader
+
+    walked: list[object] = []
+    real = loader._Interpolator.walk
+    monkeypatch.setattr(loader._Interpolator, "walk",
+                        lambda self, value, loc: walked.append(loc) or real(self, value, loc))
+    monkeypatch.setenv("URL", "http://127.0.0.1:9/")
+    path = tmp_path / "c.yaml"
+    path.write_text("targets: [{id: web, kind: http, http: {url: 'http://127.0.0.1:9/'}}]\n")
+    assert load_config(path).targets[0].id == "web" and walked == []
+    (tmp_path / "more.yaml").write_text(
+        "targets: [{id: api, kind: http, http: {url: '${URL}api'}}]\n")
+    path.write_text(path.read_text() + "include: more.yaml\n")
+    config = load_config(path)
+    assert config.targets[1].http.url == "http://127.0.0.1:9/api"  # type: ignore[union-attr]
+    assert walked
 
 
 def test_load_config_uses_os_environ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -52,7 +52,19 @@ def test_the_childs_parse_is_the_file_as_read_in_process(tmp_path: Path) -> None
     got = drive("same", path)
     assert got["child"] != got["parent"] and got["reaped"] is True
     assert got["equal"] is True
+    assert got["plain"] is True  # no '$' in the file: no value to interpolate
     assert (got["targets"], got["in_file"]) == (40, 41)  # only the child read the file
+
+
+def test_references_in_a_file_the_child_read_are_interpolated(tmp_path: Path) -> None:
+    """The child tells the parent the file holds a '$': its `${NAME}` references are
+    resolved from the parent's environment, and an escaped `$${` stays literal."""
+    path = big_config(tmp_path, 40)
+    text = path.read_text()
+    path.write_text(text.replace("team: padding-000007", "team: \"${TEAM}\"")
+                    .replace("team: padding-000008", 'team: "$${TEAM}\\x24"'))
+    got = drive("references", path)
+    assert got == {"plain": False, "t7": "blue", "t8": "${TEAM}$", "t9": "padding-000009"}
 
 
 def test_a_file_the_child_finds_invalid_gives_the_same_errors(tmp_path: Path) -> None:
@@ -145,8 +157,10 @@ def _same(path: Path) -> dict[str, Any]:
         reaped = True
     again = read_ahead.start(path, minimum=1)
     assert again is not None
-    data = read_ahead.parsed(again)
-    return {"child": ahead.pid, "parent": os.getpid(), "reaped": reaped,
+    got = read_ahead.parsed(again)
+    assert got is not None
+    data, plain = got
+    return {"child": ahead.pid, "parent": os.getpid(), "reaped": reaped, "plain": plain,
             "equal": data == parse_yaml(read_text(str(path)), str(path)),
             "targets": len(config.targets), "in_file": len(load_config(path).targets)}
 
@@ -210,7 +224,23 @@ def _refused(path: Path) -> dict[str, Any]:
             "children": children}
 
 
-CASES = {"same": _same, "invalid": _invalid, "killed": _killed, "refused": _refused}
+def _references(path: Path) -> dict[str, Any]:
+    from slamon.config import read_ahead
+    from slamon.config.loader import load_config
+
+    os.environ["TEAM"] = "blue"
+    ahead = read_ahead.start(path, minimum=1)
+    assert ahead is not None
+    os.waitid(os.P_PID, ahead.pid, os.WEXITED | os.WNOWAIT)
+    got = read_ahead.parsed(read_ahead.start(path, minimum=1))  # type: ignore[arg-type]
+    config = load_config(path, ahead=ahead)
+    labels = {t.id: t.labels.get("team") for t in config.targets}
+    return {"plain": got and got[1], "t7": labels["t7"], "t8": labels["t8"],
+            "t9": labels["t9"]}
+
+
+CASES = {"references": _references, "same": _same, "invalid": _invalid, "killed": _killed,
+         "refused": _refused}
 
 
 if __name__ == "__main__":

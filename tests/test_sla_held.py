@@ -288,6 +288,7 @@ async def test_a_restart_on_an_edited_file_holds_the_stored_definition_and_fills
         expected = sum(ticks_per_bucket(last, again.parts.start_at, 1.0, offset, 60).values())
         (restored,) = [e for e in logs if e["event"] == "state_restored"]
         assert restored["no_data_ticks_filled"] == expected > 20
+        await store.flush()  # as the writer's first flush does
         after = await store.period_leaves("gold", start, end)
         no_data = sum(row[3] for row in after["web"]) - sum(row[3] for row in before["web"])
         assert no_data == expected

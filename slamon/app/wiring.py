@@ -178,8 +178,10 @@ class Components:
             self._open_oracle(store, tracker)
         await tracker.start(restored.sla_progress, self.start_at, restored.sla_schedules,
                             restored.sla_policies, await self._digests(ahead, restored))
+        # the writer's first flush stores the filled ticks: waiting for them here held
+        # /readyz ~0.15 s at 10,000 SLAs, and a stop before that flush loses nothing,
+        # since they are filled from the same stored progress at the next start
         filled = tracker.fill_gaps(restored.progress, self.start_at, self.offset)
-        await store.flush()
         self.log.info(
             "state_restored",
             backend=store.backend,

@@ -32,7 +32,7 @@ from slamon.config.read_ahead import ReadAhead
 from slamon.config.root import Config, reference_problems
 from slamon.config.slo import alert_window_problems, selector_problems, slo_problems
 from slamon.config.targets import KINDS, HttpSpec, Target, TcpSpec, target_problems
-from slamon.config.yamlfile import ConfigError, kind_of, parse_yaml, read_text
+from slamon.config.yamlfile import ConfigError, dollar_free, kind_of, parse_yaml, read_text
 from slamon.util.args import CONFIG_ENV, DEFAULT_CONFIG_PATH
 from slamon.util.durations import parse_duration
 from slamon.util.schema import Loc, PathError, Problem, did_you_mean, format_path
@@ -49,10 +49,13 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     Raises ConfigError (never OSError, YAMLError or ValidationError).
     """
     name = os.fspath(path)
-    data = read_ahead.parsed(ahead) if ahead is not None else None
-    if data is None:
-        data = parse_yaml(read_text(name), name)
-    return _validated(data, name, os.environ if env is None else env, Path(name).parent)
+    got = read_ahead.parsed(ahead) if ahead is not None else None
+    if got is None:
+        text = read_text(name)
+        got = parse_yaml(text, name), dollar_free(text)
+    data, plain = got
+    return _validated(data, name, os.environ if env is None else env, Path(name).parent,
+                      plain)
 
 
 def load_config_for_cli(path: str | os.PathLike[str], *, count: bool = True,
@@ -80,18 +83,22 @@ def parse_config(
 ) -> Config:
     """Validate config text. `env` (default: empty) feeds `${VAR}` interpolation;
     `include:` paths are relative to `base_dir` (default: the working directory)."""
-    return _validated(parse_yaml(text, source), source, {} if env is None else env, base_dir)
+    return _validated(parse_yaml(text, source), source, {} if env is None else env, base_dir,
+                      dollar_free(text))
 
 
 def _validated(data: dict[str, Any], source: str, env: Mapping[str, str],
-               base_dir: Path | None) -> Config:
-    """The config of a file's parsed YAML: includes, defaults, `${VAR}`, validation."""
+               base_dir: Path | None, plain: bool = False) -> Config:
+    """The config of a file's parsed YAML: includes, defaults, `${VAR}`, validation.
+    `plain`: the file's text is `dollar_free`, so its values need no interpolation (the
+    walk over every value took ~0.1 s at 10,000 targets); an included file's may."""
+    plain = plain and "include" not in data
     data, origin = _include(data, base_dir or Path("."), source)
     _anchor_sd_files(data, base_dir)
     _apply_defaults(data, source)
     interp = _Interpolator(env)
     try:
-        resolved = interp.walk(data, ())
+        resolved = data if plain else interp.walk(data, ())
     except _TooLarge:
         raise ConfigError(
             ["config is too large (YAML aliases expand to over a million values)"], source

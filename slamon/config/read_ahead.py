@@ -17,21 +17,24 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from slamon.config.yamlfile import ConfigError, parse_yaml, read_text
+from slamon.config.yamlfile import ConfigError, dollar_free, parse_yaml, read_text
 from slamon.util.forked import Forked, fork_call
 
 #: files smaller than this parse in under ~0.1 s, less than a child is worth
 FROM_BYTES = 256 * 1024
 
-#: the parsed file, or the ConfigError reading or parsing it raised
-Answer = dict[str, Any] | ConfigError
+#: the parsed file and whether its text is `dollar_free`, or the ConfigError reading or
+#: parsing it raised
+Parsed = tuple[dict[str, Any], bool]
+Answer = Parsed | ConfigError
 ReadAhead = Forked[Answer]
 
 
 def _read_and_parse(name: str) -> Answer:
     try:
+        text = read_text(name)
         # the parent's unpickling makes the compact copy
-        return parse_yaml(read_text(name), name, compact=False)
+        return parse_yaml(text, name, compact=False), dollar_free(text)
     except ConfigError as exc:
         return exc
 
@@ -50,10 +53,14 @@ def start(path: str | os.PathLike[str], minimum: int | None = None) -> ReadAhead
     return None if isinstance(child, str) else child
 
 
-def parsed(ahead: ReadAhead) -> dict[str, Any] | None:
-    """The child's parsed file, or None when it gave nothing (the caller reads the file).
-    A file the child found invalid raises its ConfigError here."""
+def parsed(ahead: ReadAhead) -> Parsed | None:
+    """The child's parsed file and whether its text is `dollar_free`, or None when it
+    gave nothing (the caller reads the file). A file the child found invalid raises its
+    ConfigError here."""
     answer, _ = ahead.wait()
     if isinstance(answer, ConfigError):
         raise answer
-    return answer if isinstance(answer, dict) else None
+    if (isinstance(answer, tuple) and len(answer) == 2 and isinstance(answer[0], dict)
+            and isinstance(answer[1], bool)):
+        return answer
+    return None

@@ -189,6 +189,18 @@ def _compact(data: Any) -> Any:
     return pickle.loads(blob)  # our own bytes, made just above
 
 
+#: how a '$' can be written in YAML: itself, or escaped in a double-quoted scalar (plain,
+#: single-quoted and block scalars have no escapes)
+_DOLLARS = ("$", "\\x24", "\\u0024", "\\U00000024")
+
+
+def dollar_free(text: str) -> bool:
+    """True when no string parsed from `text` can hold a '$', so none holds a `${NAME}`
+    reference: a scan of the text (~1 ms for 2 MB) instead of a walk of every parsed
+    value."""
+    return not any(d in text for d in _DOLLARS)
+
+
 def parse_yaml(text: str, source: str, compact: bool = True) -> dict[str, Any]:
     """The file's top-level mapping, or a ConfigError naming line and column. `compact`:
     copied out of the parser's memory (`_compact`); a child that pickles it to its parent
