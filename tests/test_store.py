@@ -513,16 +513,32 @@ def _damaged_page(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def _damaged_leaves(path: Path) -> None:
+    """Damage where start-up reads nothing (the leaves table's root page): only the
+    integrity check finds it."""
+    _make_real_db(path)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        (root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'leaves'"
+                               ).fetchone()
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
+    data = bytearray(path.read_bytes())
+    for i in range((root - 1) * page, (root - 1) * page + 64):
+        data[i] = 0xA5
+    path.write_bytes(bytes(data))
+
+
 @pytest.mark.parametrize(
     ("make", "needle"),
     [
         (_random_bytes, "not a usable SQLite database"),
         (_truncated, "slamon will not reset it"),
         (_damaged_page, "slamon will not reset it"),
+        (_damaged_leaves, "slamon will not reset it"),
         (_foreign, "is not a slamon state file"),
         (_newer_schema, "newer slamon"),
     ],
-    ids=["random-bytes", "truncated", "damaged-page", "foreign-sqlite", "newer-schema"],
+    ids=["random-bytes", "truncated", "damaged-page", "damaged-unread-table", "foreign-sqlite",
+         "newer-schema"],
 )
 def test_unusable_state_file_refuses_to_start_and_is_left_alone(
     tmp_path: Path, make: object, needle: str
@@ -537,6 +553,35 @@ def test_unusable_state_file_refuses_to_start_and_is_left_alone(
     res = _run_cli(config)
     _assert_clear_refusal(res, str(state), needle)
     assert state.read_bytes() == before, "the state file was modified"
+
+
+async def test_the_integrity_check_runs_after_the_reads_and_before_any_write(
+        tmp_path: Path) -> None:
+    """`open` leaves the check of a current file to `verify`, so that start-up reads its
+    state beside it; a write that comes first runs the check first, and a damaged file
+    is then refused with nothing written."""
+    path = tmp_path / "state.sqlite3"
+    await asyncio.to_thread(_damaged_leaves, path)
+    before = path.read_bytes()
+    store = StateStore(path)
+    await store.open()  # the check has not run: it would refuse the file
+    try:
+        restored = await store.load()
+        assert restored.progress == {"web": 1_001_999.0}
+        with pytest.raises(StoreError, match=r"is damaged .*slamon will not reset it"):
+            await store.verify()
+    finally:
+        await store.close()
+    again = StateStore(path)
+    await again.open()
+    try:
+        again.batch.progress["web"] = 1_002_000.0
+        with pytest.raises(StoreWriteError, match="is damaged"):
+            await again.flush()
+        assert again.batch.progress == {"web": 1_002_000.0}  # kept, not lost
+    finally:
+        await again.close()
+    assert path.read_bytes() == before
 
 
 def test_state_dir_on_read_only_mount_is_a_clear_error(tmp_path: Path) -> None:

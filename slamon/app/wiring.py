@@ -160,12 +160,20 @@ class Components:
         if errors:
             await store.close()
             raise StartupError("\n".join(errors))
+        # the file's integrity check reads all of it (~0.2 s at 40 MB): on the store's
+        # thread while the windows are restored here
+        verified = asyncio.ensure_future(store.verify())
+        self.start_at = time.time()
+        replayed = self._restore_windows(restored)
+        try:
+            await verified
+        except StoreError as exc:
+            await store.close()
+            raise StartupError(str(exc)) from None
         self.store = store
         await self.incidents.load(store)
         self.writer = StateWriter(store, self._snapshots, self.log)
         self.collector.extra.append(lambda: state_metrics(store))
-        self.start_at = time.time()
-        replayed = self._restore_windows(restored)
         tracker = SlaTracker(
             self.config, store, self.log, flush_interval=self.config.state.flush_interval,
             on_closed=self._on_period_closed,

@@ -203,6 +203,10 @@ class Store:
     async def open(self) -> None:
         await self._call(self._open_on_thread)
 
+    async def verify(self) -> None:
+        """The integrity check `open` left to run beside the rest of start-up, if any
+        (StoreError if the state is damaged); a write runs it first anyway."""
+
     def _open_on_thread(self) -> None:
         self._thread_id = threading.get_ident()
         self._open()

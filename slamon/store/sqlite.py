@@ -32,7 +32,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 # re-exported: what every backend shares, under the names callers always used
 from slamon.store.base import JOURNAL_CAP as JOURNAL_CAP
@@ -56,16 +56,32 @@ class StateStore(Store):
     """The embedded backend: one SQLite file in WAL mode, one process."""
 
     backend: ClassVar[str] = "sqlite"
-    write_errors: ClassVar[tuple[type[BaseException], ...]] = (sqlite3.Error,)
+    write_errors: ClassVar[tuple[type[BaseException], ...]] = (sqlite3.Error, StoreError)
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         super().__init__()
         self.path = Path(path)
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
+        #: opened without its integrity check, which `verify` runs: until then a file that
+        #: turns out unreadable is called damaged, and nothing but a read runs
+        self._unverified = False
 
     def where(self) -> str:
         return str(self.path)
+
+    def own(self, targets: Iterable[str], slos: Iterable[str] = ()) -> None:
+        """Nothing to claim: the file is this process's alone (its lock)."""
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        # an unverified file gets only the reads of start-up until its check has run:
+        # anything else runs the check first (on the store's thread, in order)
+        return await super()._call(self._after_check, fn, *args)
+
+    def _after_check(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._unverified and getattr(fn, "__func__", None) not in _BEFORE_CHECK:
+            self._verify()
+        return fn(*args)
 
     def is_open(self) -> bool:
         return self._conn is not None
@@ -126,14 +142,15 @@ class StateStore(Store):
                 raise StoreError(f"cannot switch {path} to WAL mode (got {mode})")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
-            check = conn.execute("PRAGMA quick_check").fetchone()[0]
-            if check != "ok":
-                raise StoreError(
-                    f"state file {path} is damaged ({check}); slamon will not reset it. "
-                    "Restore a backup, or move the file away to start with empty state."
-                )
             self._conn = conn
-            self._migrate(new_file)
+            version = 0 if new_file else int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if version == SCHEMA_VERSION:
+                # the check reads the whole file (~5 ms a MB): `verify` runs it here on the
+                # store's thread while start-up goes on in the loop
+                self._unverified = True
+            else:
+                self._quick_check()  # before a migration writes to it
+                self._migrate(new_file)
         except sqlite3.DatabaseError as exc:
             conn.close()
             self._release_lock()
@@ -145,6 +162,30 @@ class StateStore(Store):
             conn.close()
             self._release_lock()
             raise
+
+    def _damaged(self, what: object) -> StoreError:
+        return StoreError(
+            f"state file {self.path} is damaged ({what}); slamon will not reset it. "
+            "Restore a backup, or move the file away to start with empty state."
+        )
+
+    def _quick_check(self) -> None:
+        assert self._conn is not None, "store not open"
+        check = self._conn.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise self._damaged(check)
+
+    async def verify(self) -> None:
+        await self._call(self._verify)
+
+    def _verify(self) -> None:
+        if not self._unverified:
+            return
+        try:
+            self._quick_check()
+        except sqlite3.DatabaseError as exc:
+            raise self._damaged(exc) from None
+        self._unverified = False
 
     def _release_lock(self) -> None:
         if self._lock_fd is not None:
@@ -249,6 +290,14 @@ class StateStore(Store):
 
     # -- restore ----------------------------------------------------------
     def _load(self) -> Restored:
+        try:
+            return self._read_all()
+        except sqlite3.DatabaseError as exc:
+            if self._unverified:  # what the integrity check would have said
+                raise self._damaged(exc) from None
+            raise
+
+    def _read_all(self) -> Restored:
         db = self._db()
         progress = {t: float(v) for t, v in db.execute("SELECT target, last_tick FROM progress")}
         snapshots = {
@@ -401,3 +450,9 @@ def period_rows(db: sqlite3.Connection, where: str, params: Sequence[object],
     return [(str(s), int(n), int(a), int(b), float(c), json.loads(r), bytes(root), bytes(d),
              None if kept is None else str(kept))
             for s, n, a, b, c, r, root, d, kept in rows]
+
+
+#: what may run on a file opened without its integrity check, before `verify`: reads, and
+#: a close (of a file nothing was written to)
+_BEFORE_CHECK = frozenset((StateStore._open_on_thread, StateStore._load, StateStore._verify,
+                           StateStore._close))
