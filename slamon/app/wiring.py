@@ -162,7 +162,7 @@ class Components:
             raise StartupError("\n".join(errors))
         # the file's integrity check reads all of it (~0.2 s at 40 MB): on the store's
         # thread while the windows are restored here
-        verified = asyncio.ensure_future(store.verify())
+        verified = store.verify()
         self.start_at = time.time()
         replayed = self._restore_windows(restored)
         try:

@@ -189,8 +189,11 @@ class Store:
 
     # -- thread plumbing --------------------------------------------------
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
+        return await self._submit(fn, *args)
+
+    def _submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """`fn(*args)` queued on the store's thread now (not when awaited)."""
+        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def _on_thread(self) -> None:
         assert threading.get_ident() == self._thread_id, "store used off its thread"
@@ -203,9 +206,11 @@ class Store:
     async def open(self) -> None:
         await self._call(self._open_on_thread)
 
-    async def verify(self) -> None:
-        """The integrity check `open` left to run beside the rest of start-up, if any
-        (StoreError if the state is damaged); a write runs it first anyway."""
+    def verify(self) -> Awaitable[None]:
+        """The integrity check `open` left to run beside the rest of start-up, if any,
+        queued on the store's thread at once (StoreError, awaited, if the state is
+        damaged); a write runs it first anyway."""
+        return self._submit(lambda: None)
 
     def _open_on_thread(self) -> None:
         self._thread_id = threading.get_ident()

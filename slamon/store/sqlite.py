@@ -30,7 +30,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -175,8 +175,8 @@ class StateStore(Store):
         if check != "ok":
             raise self._damaged(check)
 
-    async def verify(self) -> None:
-        await self._call(self._verify)
+    def verify(self) -> Awaitable[None]:
+        return self._submit(self._verify)
 
     def _verify(self) -> None:
         if not self._unverified:
