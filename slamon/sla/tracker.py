@@ -78,6 +78,14 @@ class Policy:
     #: storing the policy does not build it again
     packed: str | None = field(default=None, compare=False)
 
+    def starting(self, start: int) -> Policy:
+        """This policy from period `start` on. `dataclasses.replace` walked the fields
+        by name: twice per SLA at a start, ~0.1 s of it at 10,000 SLAs."""
+        if start == self.start:
+            return self
+        return Policy(start, self.sla, self.slo, self.maintenance, self.digest, self.part_ids,
+                      self.source, self.packed)
+
     @property
     def objective_ppm(self) -> int:
         """The objective the periods under this policy are judged against, in ppm."""
@@ -231,8 +239,8 @@ def with_config(held: list[Policy], current: Policy, last_closed: int,
     start = max(now_period + 1, last_closed + 2)
     kept = [p for p in held if p.start < start]
     if kept[-1].digest == current.digest:
-        return [*kept[:-1], dataclasses.replace(current, start=kept[-1].start)]
-    return [*kept, dataclasses.replace(current, start=start)]
+        return [*kept[:-1], current.starting(kept[-1].start)]
+    return [*kept, current.starting(start)]
 
 
 def _stored(text: str | list[Policy], current: Policy) -> tuple[list[Policy], bool]:
@@ -246,7 +254,7 @@ def _stored(text: str | list[Policy], current: Policy) -> tuple[list[Policy], bo
         docs = json.loads(text)
         if (isinstance(docs, list) and len(docs) == 1 and isinstance(docs[0], dict)
                 and docs[0].get("digest") == "0x" + current.digest.hex()):
-            return ([dataclasses.replace(current, start=int(docs[0]["start"]))],
+            return ([current.starting(int(docs[0]["start"]))],
                     "document" in docs[0])
     except (ValueError, TypeError, KeyError):
         pass  # parse_policies says what is wrong
