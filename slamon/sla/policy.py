@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -43,7 +44,13 @@ def schedule_text(sla: Sla) -> str:
     """What an SLA's period ids and evidence leaves are numbered by: the period document
     and the evidence resolution, as canonical JSON. Under one SLA id it never changes:
     stored periods, the progress row and the on-chain registration count in it."""
-    doc = {"period": period_document(sla.period), "evidence_resolution": sla.resolution_s}
+    return _schedule_text(sla.period, sla.resolution_s)
+
+
+@lru_cache(maxsize=256)
+def _schedule_text(period: PeriodSpec, resolution: int) -> str:
+    # a few distinct schedules among thousands of SLAs, each checked at every start
+    doc = {"period": period_document(period), "evidence_resolution": resolution}
     return canonical_json(doc).decode("ascii")
 
 
