@@ -25,6 +25,14 @@ did not get to a callback posted to it, with samples of what each thread ran mea
 (`bench/stallsite/sitecustomize.py` on the child's PYTHONPATH), to `stalls.log` in the
 work dir, and prints how many there were and the longest, per run.
 
+`--against TREE --pairs K` then compares restarts of this checkout and of TREE (another
+checkout, e.g. a `git worktree` of an older commit) on the same state: the state file the
+runs above left is saved, and before each of 2K restarts, alternated (ABBA), put back
+as it was; each restart is stopped at /readyz. Prints each, the medians and their ratio:
+the host's speed drifts between runs, so the figure to trust is this alternated ratio.
+
+    python bench/startup.py --runs 2 --run-for 10 --slas --against /tmp/old --pairs 8
+
 `--profile FILE` runs the last start under cProfile (stopped right after /readyz) and
 prints its top 15 functions by cumulative time (the wall figures of that run are then
 cProfile's, not slamon's).
@@ -35,7 +43,9 @@ from __future__ import annotations
 import argparse
 import os
 import pstats
+import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -157,7 +167,9 @@ def stall_summary(log: Path, offset: int = 0, since: float = 0.0) -> str:
 
 def one_start(cfg: Path, port: int, log: Path, profile: str | None,
               run_for: float, while_ready: Callable[[subprocess.Popen[bytes]], None] | None = None,
-              stalls: float = 0.0) -> tuple[float, float]:
+              stalls: float = 0.0, tree: str | None = None) -> tuple[float, float]:
+    """Start slamon (imported from `tree` if given), wait for /readyz, run `run_for`
+    seconds (or `while_ready`), stop it; (seconds to /readyz, its CPU then)."""
     argv = [sys.executable]
     if profile:
         argv += ["-m", "cProfile", "-o", profile]
@@ -169,9 +181,12 @@ def one_start(cfg: Path, port: int, log: Path, profile: str | None,
                         env.get("PYTHONPATH", "")) if p)
         env["BENCH_STALL_LOG"] = str(log.parent / "stalls.log")
         env["BENCH_STALL_MS"] = str(stalls)
+    if tree is not None:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (tree, env.get("PYTHONPATH", "")) if p)
     with log.open("ab") as out:
         t0 = time.monotonic()
-        proc = subprocess.Popen(argv, stdout=out, stderr=out, env=env)
+        # from the work dir: `-m slamon` from a checkout's root would import that checkout
+        proc = subprocess.Popen(argv, stdout=out, stderr=out, env=env, cwd=log.parent)
     try:
         deadline = t0 + 120
         while time.monotonic() < deadline:
@@ -215,7 +230,12 @@ def main() -> None:
                     help="log the event loop's stalls over MS ms, with what ran (see above)")
     ap.add_argument("--run-for", type=float, default=30.0,
                     help="seconds each run keeps probing after /readyz before it is stopped")
+    ap.add_argument("--against", metavar="TREE",
+                    help="then compare restarts with another checkout (see above)")
+    ap.add_argument("--pairs", type=int, default=6, help="restarts of each, with --against")
     args = ap.parse_args()
+    if args.against and not (Path(args.against) / "slamon" / "__init__.py").is_file():
+        ap.error(f"--against {args.against}: not a slamon checkout (no slamon/__init__.py)")
     work = Path(tempfile.mkdtemp(prefix="startup-"))
     port = free_port()
     # the reloads find their end in the `reloaded` line, logged at info
@@ -245,6 +265,33 @@ def main() -> None:
     if args.profile:
         stats = pstats.Stats(args.profile)
         stats.sort_stats("cumulative").print_stats(15)
+    if args.against:
+        against(work, cfg, port, args.against, args.pairs)
+
+
+def against(work: Path, cfg: Path, port: int, other: str, pairs: int) -> None:
+    """Alternated restarts of this checkout and `other` on copies of one state file."""
+    state = work / "state.sqlite3"
+    saved = work / "state.saved"
+    shutil.copyfile(state, saved)
+    here = str(Path(__file__).resolve().parents[1])
+    trees = {"this": here, "other": other}
+    got: dict[str, list[tuple[float, float]]] = {"this": [], "other": []}
+    for k in range(2 * pairs):
+        name = ("this", "other", "other", "this")[k % 4]
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{state}{suffix}").unlink(missing_ok=True)
+        shutil.copyfile(saved, state)
+        wall, cpu = one_start(cfg, port, work / "slamon.log", None, 0.0, tree=trees[name])
+        got[name].append((wall, cpu))
+        print(f"restart {k + 1:2d} {name:<5} to /readyz {wall:6.2f} s   CPU {cpu:6.2f} s",
+              flush=True)
+    med = {name: (statistics.median(w for w, _ in runs), statistics.median(c for _, c in runs))
+           for name, runs in got.items()}
+    for name, (wall, cpu) in med.items():
+        print(f"median {name:<5} ({trees[name]}): {wall:.2f} s to /readyz, CPU {cpu:.2f} s")
+    print(f"this / other: {med['this'][0] / med['other'][0]:.2f}x to /readyz, "
+          f"{med['this'][1] / med['other'][1]:.2f}x CPU")
 
 
 if __name__ == "__main__":
