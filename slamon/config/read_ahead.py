@@ -60,7 +60,4 @@ def parsed(ahead: ReadAhead) -> Parsed | None:
     answer, _ = ahead.wait()
     if isinstance(answer, ConfigError):
         raise answer
-    if (isinstance(answer, tuple) and len(answer) == 2 and isinstance(answer[0], dict)
-            and isinstance(answer[1], bool)):
-        return answer
-    return None
+    return answer if isinstance(answer, tuple) else None

@@ -24,6 +24,7 @@ statement runs on the store's own thread.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
@@ -73,15 +74,20 @@ class StateStore(Store):
     def own(self, targets: Iterable[str], slos: Iterable[str] = ()) -> None:
         """Nothing to claim: the file is this process's alone (its lock)."""
 
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+    def _submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         # an unverified file gets only the reads of start-up until its check has run:
         # anything else runs the check first (on the store's thread, in order)
-        return await super()._call(self._after_check, fn, *args)
+        return super()._submit(self._after_check, fn, *args)
 
     def _after_check(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._unverified and getattr(fn, "__func__", None) not in _BEFORE_CHECK:
-            self._verify()
-        return fn(*args)
+        try:
+            if self._unverified and getattr(fn, "__func__", None) not in _BEFORE_CHECK:
+                self._verify()
+            return fn(*args)
+        except sqlite3.DatabaseError as exc:
+            if self._unverified:  # unreadable before its check: what the check would say
+                raise self._damaged(exc) from None
+            raise
 
     def is_open(self) -> bool:
         return self._conn is not None
@@ -179,13 +185,9 @@ class StateStore(Store):
         return self._submit(self._verify)
 
     def _verify(self) -> None:
-        if not self._unverified:
-            return
-        try:
+        if self._unverified:
             self._quick_check()
-        except sqlite3.DatabaseError as exc:
-            raise self._damaged(exc) from None
-        self._unverified = False
+            self._unverified = False
 
     def _release_lock(self) -> None:
         if self._lock_fd is not None:
@@ -290,14 +292,6 @@ class StateStore(Store):
 
     # -- restore ----------------------------------------------------------
     def _load(self) -> Restored:
-        try:
-            return self._read_all()
-        except sqlite3.DatabaseError as exc:
-            if self._unverified:  # what the integrity check would have said
-                raise self._damaged(exc) from None
-            raise
-
-    def _read_all(self) -> Restored:
         db = self._db()
         progress = {t: float(v) for t, v in db.execute("SELECT target, last_tick FROM progress")}
         snapshots = {
