@@ -27,7 +27,18 @@ from tests.test_reload import slamon_env
 from tests.test_store import _window_view
 
 
-def write_config(tmp_path: Path, name: str) -> Path:
+def noon_zone(now: float) -> str:
+    """A fixed-offset zone in which it is 12:00-12:59 at `now`.
+
+    The test's six hours of data then fall in the daily period under way, whatever the
+    hour it runs at; in UTC, just after midnight, they would all be in yesterday's.
+    """
+    shift = 12 - time.gmtime(now).tm_hour  # -11..+12 hours east of UTC
+    # POSIX signs: Etc/GMT-12 is twelve hours *east* of UTC
+    return "Etc/UTC" if shift == 0 else f"Etc/GMT{-shift:+d}"
+
+
+def write_config(tmp_path: Path, name: str, zone: str = "UTC") -> Path:
     cfg = tmp_path / f"{name}.yaml"
     cfg.write_text(textwrap.dedent(f"""\
         server: {{listen: "127.0.0.1:0"}}
@@ -42,7 +53,8 @@ def write_config(tmp_path: Path, name: str) -> Path:
           - {{id: shop, targets: [web, api], objective: 0.95, window: 1d}}
           - {{id: db-avail, targets: [db], objective: 0.99, window: 1d}}
         slas:
-          - {{id: shop-daily, slo: shop, period: {{kind: daily}}, grace: 1m}}
+          - {{id: shop-daily, slo: shop, period: {{kind: daily, timezone: "{zone}"}},
+              grace: 1m}}
         """))
     return cfg
 
@@ -61,9 +73,10 @@ def rows(path: Path, sql: str) -> int:
 
 
 async def test_export_then_import_restores_the_same_windows(tmp_path: Path) -> None:
-    old_cfg, new_cfg = write_config(tmp_path, "old"), write_config(tmp_path, "new")
-    config = load_config(old_cfg)
     now = time.time()
+    zone = noon_zone(now)
+    old_cfg, new_cfg = write_config(tmp_path, "old", zone), write_config(tmp_path, "new", zone)
+    config = load_config(old_cfg)
     rng = random.Random(3)
     first = Daemon(config)
     await first._open_state()
