@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import subprocess
 import sys
 import textwrap
@@ -996,6 +997,15 @@ def test_the_fast_yaml_walk_builds_what_the_stock_constructor_builds(
     "s: !!set {a, b}\no: !!omap [{a: 1}, {b: 2}]\n",
     "when: 2001-12-14t21:59:43.10-05:00\nbin: !!binary aGk=\n",
     "deep: " + "[" * 300 + "]" * 300 + "\n",
+    "deep: " + "[" * 800 + "]" * 800 + "\n",     # as deep as libyaml goes (it refuses 1,000)
+    "a: &s text\nb: 1\n",                          # an anchor without an alias
+    "a: !!str 1\nb: ! 2\nc: !x 3\n",               # explicit and non-specific tags
+    "! {a: 1, b: [x]}\n",
+    "a: 1\n---\nb: 2\n",                            # two documents
+    "just text\n",                               # the document is one scalar
+    "--- 12\n...\n",
+    "",
+    "a: 1\nb:\n  - {c: [1, {d: e}], f: ''}\n  - 2001-12-14\n",
 ])
 def test_documents_beyond_the_fast_walk_take_the_stock_constructor(text: str) -> None:
     def outcome(load: Any) -> object:
@@ -1003,12 +1013,28 @@ def test_documents_beyond_the_fast_walk_take_the_stock_constructor(text: str) ->
             return _typed(load(text))
         except yaml.YAMLError as exc:
             return str(exc)  # the same refusal, marks included
+        except RecursionError:
+            return "too deep"
 
     stock = outcome(lambda t: yaml.load(t, Loader=_FastLoader))  # what ran before the walk
     assert outcome(_fast_load) == stock
     if text.startswith("a: &x"):
         shared = _fast_load(text)
         assert shared["a"] is shared["b"]  # as the stock constructor: aliases share
+
+
+def test_plain_documents_are_built_from_the_events_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The walk from libyaml's events builds a plain document without the stock path."""
+    def stock(*_: object, **__: object) -> object:
+        raise AssertionError("the stock composer ran")
+
+    monkeypatch.setattr(yaml, "load", stock)
+    text = "a: [1, x, {b: null, c: 2.5, d: '7', e: 2001-12-14}]\nf: true\n"
+    assert _typed(_fast_load(text)) == _typed(
+        {"a": [1, "x", {"b": None, "c": 2.5, "d": "7", "e": datetime.date(2001, 12, 14)}],
+         "f": True})
 
 
 def test_a_duplicate_key_is_still_refused_by_the_fast_path() -> None:
