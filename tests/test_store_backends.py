@@ -35,6 +35,7 @@ from slamon.store.base import ClosedPeriod, Store, StoreError, StoreWriteError
 from slamon.store.postgres import PostgresStore
 from slamon.store.sqlite import StateStore
 from slamon.util.events import Event, EventKind
+from slamon.web.status import incidents
 from slamon.web.status.incidents import IncidentLog
 from tests.misbehaving import HOST, free_port
 from tests.pg import PgServer
@@ -583,10 +584,13 @@ def test_a_batch_put_back_keeps_what_was_forgotten_since_forgotten() -> None:
     assert not newer.empty() and Batch(forget={"x"}).empty() is False
 
 
-async def test_incidents_written_in_one_batch_come_back_after_a_reopen(opener: Opener) -> None:
+async def test_incidents_written_in_one_batch_come_back_after_a_reopen(
+    opener: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Automatic incidents batched into one transaction (a target down and up again in
     it, another left open) and a manual incident and its update, on either backend: a
-    reopened store reads back exactly what the log held."""
+    reopened store reads back exactly what the log held, the updates read two incidents
+    per query (so a query covers several, and the last one fewer)."""
     def shown(log: IncidentLog) -> list[tuple[int, str, str, list[str]]]:
         return [(i.id, i.source, i.target, [u.status for u in i.updates])
                 for i in log.incidents]
@@ -608,6 +612,7 @@ async def test_incidents_written_in_one_batch_come_back_after_a_reopen(opener: O
             ("manual", "api", ["investigating", "identified"])]
     finally:
         await store.close()
+    monkeypatch.setattr(incidents, "_UPDATES_PER_QUERY", 2)
     again_store = opener()
     await again_store.open()
     try:

@@ -382,15 +382,26 @@ def _append(db: Sql, incident_id: int, u: Update) -> None:
                (incident_id, u.at, u.status, u.message))
 
 
+#: incidents whose updates one query reads (`IN (?, ...)`: SQLite allowed 999 parameters
+#: before 3.32)
+_UPDATES_PER_QUERY = 500
+
+
 def _rows_to_incidents(db: Sql, rows: list[Any]) -> list[Incident]:
-    out: list[Incident] = []
-    for iid, title, source, targets, started, reason in rows:
-        updates = [Update(float(at), status, message) for at, status, message in db.execute(
-            "SELECT at, status, message FROM incident_updates WHERE incident = ? ORDER BY id",
-            (iid,))]
-        out.append(Incident(int(iid), str(title), source, tuple(json.loads(targets)),
-                            float(started), updates, reason))
-    return out
+    """The incidents of `rows`, each with its updates in order. The updates are read a
+    few hundred incidents at a time: one query per incident cost ~5 us each, 50 ms at a
+    restart with 10,000 targets down."""
+    ids = [int(row[0]) for row in rows]
+    updates: dict[int, list[Update]] = {iid: [] for iid in ids}
+    for i in range(0, len(ids), _UPDATES_PER_QUERY):
+        chunk = ids[i:i + _UPDATES_PER_QUERY]
+        for iid, at, status, message in db.execute(
+                "SELECT incident, at, status, message FROM incident_updates WHERE incident "
+                f"IN ({','.join('?' * len(chunk))}) ORDER BY incident, id", chunk):
+            updates[int(iid)].append(Update(float(at), status, message))
+    return [Incident(iid, str(title), source, tuple(json.loads(targets)), float(started),
+                     updates[iid], reason)
+            for iid, (_, title, source, targets, started, reason) in zip(ids, rows, strict=True)]
 
 
 def _load(db: Sql, capacity: int) -> list[Incident]:
