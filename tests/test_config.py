@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from slamon.config import targets as target_config
 from slamon.config.loader import ConfigError, load_config, parse_config
 from slamon.config.root import Config
 from slamon.config.slo import default_alert_windows
@@ -1040,6 +1042,48 @@ def test_plain_documents_are_built_from_the_events_alone(
 def test_a_duplicate_key_is_still_refused_by_the_fast_path() -> None:
     with pytest.raises(yaml.constructor.ConstructorError, match="duplicate key 'a'"):
         _fast_load("x: 1\na: 1\nb: 2\na: 3\n")
+
+
+_url_ports = (st.sampled_from(["", ":", ":0", ":00", ":65535", ":65536", ":99999"])
+              | st.integers(0, 200_000).map(lambda n: f":{n}"))
+#: near the usual shape: what the quick check takes or only just does not
+_url_near = st.builds(
+    lambda *parts: "".join(parts),
+    st.sampled_from(["http://", "https://", "HTTP://", "http:/", "ftp://"]),
+    st.text(alphabet="a0.-@:_", min_size=1, max_size=5),
+    _url_ports,
+    st.sampled_from(["", "/", "/x?y#z", "?q", "#f", "x", "/a b"]),
+)
+#: anything of URL parts
+_url_like = st.builds(
+    lambda *parts: "".join(parts),
+    st.sampled_from(["http", "https", "HTTP", "ftp", "", "http:", "h"]),
+    st.sampled_from(["://", ":/", "//", ":", "://u:p@", ":///"]),
+    st.text(alphabet="aZ09.-_@[]:%\u00e9", max_size=8),
+    _url_ports | st.text(alphabet="0123456789", max_size=6).map(lambda d: ":" + d),
+    st.text(alphabet="/?#a \x00:@[]\t", max_size=6),
+)
+
+
+@settings(max_examples=500)
+@given(_url_near | _url_like | st.text(max_size=30))
+def test_the_quick_url_check_agrees_with_urlsplit(value: str) -> None:
+    """A URL of the usual shape is taken without urlsplit; whatever it takes, urlsplit's
+    checks say the same of it."""
+    quick = target_config.url_problem(value)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(target_config, "_PLAIN_URL", re.compile(r"(?!)"))  # matches nothing
+        assert target_config.url_problem(value) == quick
+
+
+def test_the_quick_url_check_takes_the_usual_urls() -> None:
+    for url in ("http://127.0.0.1:9/", "https://shop.example.com/health?x=1#y",
+                "http://a-b.example:65535", "https://h"):
+        assert target_config._PLAIN_URL.fullmatch(url) is not None
+        assert target_config.url_problem(url) is None
+    for url in ("http://h:0/", "http://h:65536/"):  # the shape, not the range
+        assert target_config._PLAIN_URL.fullmatch(url) is not None
+        assert target_config.url_problem(url) is not None
 
 
 @given(st.text(alphabet=st.characters(), max_size=40)
