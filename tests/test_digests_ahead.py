@@ -113,7 +113,8 @@ def test_a_restart_takes_the_childs_digests_and_a_first_start_stops_it(
     """Through the daemon's start-up, with the child's threshold at one SLA: the first
     start builds every document to store it (the child is stopped); a restart builds none
     in the daemon's process; after an edit made while stopped, the open period keeps the
-    digest it began with and the next takes the child's digest of the edit."""
+    digest it began with and the next takes the child's digest of the edit. The child is
+    forked as the daemon's parts are made, and again if their config is replaced."""
     write_config(tmp_path)
     got = drive("daemon", tmp_path)
     assert got["first"]["built"] == 3
@@ -124,7 +125,10 @@ def test_a_restart_takes_the_childs_digests_and_a_first_start_stops_it(
     assert edited["gold"] == [got["expected"]["before"]["gold"], got["expected"]["after"]["gold"]]
     assert edited["quick"] == [got["expected"]["after"]["quick"]]
     assert got["expected"]["before"]["gold"] != got["expected"]["after"]["gold"]
-    assert got["forks"] == [True, True, True]
+    # a config replaced between the parts' making and the state's opening: the child
+    # forked for the first is stopped and one for the new config gives its digests
+    assert got["replaced"] == {**{k: v for k, v in edited.items()}, "built": 0}
+    assert got["forks"] == [True, True, True, True, True]
 
 
 # ------------------------------------------------------------------------ the driver
@@ -310,11 +314,13 @@ async def _daemon(work: Path) -> dict[str, Any]:
         forks.append(ahead is not None)
         return ahead
 
-    async def opened() -> dict[str, Any]:
+    async def opened(replaced: bool = False) -> dict[str, Any]:
         nonlocal built
         built = 0
         path = work / "slamon.yaml"
         daemon = Daemon(load_config(path), config_path=path, loader=load_config)
+        if replaced:  # as discovery's first read does before the state is opened
+            daemon.parts.apply_config(load_config(path))
         await daemon._open_state()
         tracker, store = daemon.parts.tracker, daemon.store
         assert tracker is not None and store is not None
@@ -338,8 +344,10 @@ async def _daemon(work: Path) -> dict[str, Any]:
     write_config(work, objective="0.97")
     after = expected()
     edited = await opened()
+    replaced = await opened(replaced=True)
     return {"first": first, "restart": restart,
             "edited": {"built": edited["built"], **edited["policies"]},
+            "replaced": {"built": replaced["built"], **replaced["policies"]},
             "expected": {"before": before, "after": after}, "forks": forks}
 
 
