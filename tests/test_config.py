@@ -16,10 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slamon.config import targets as target_config
+from slamon.config import yamlfile
 from slamon.config.loader import ConfigError, load_config, parse_config
 from slamon.config.root import Config
 from slamon.config.slo import default_alert_windows
-from slamon.config.yamlfile import _fast_load, _FastLoader, dollar_free
+from slamon.config.yamlfile import _fast_load, _FastLoader, dollar_free, parse_yaml
 from slamon.util.schema import bad_host, format_path, has_space
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -987,7 +988,7 @@ def test_the_fast_yaml_walk_builds_what_the_stock_constructor_builds(
     data: object, flow: bool | None
 ) -> None:
     text = yaml.safe_dump(data, default_flow_style=flow, allow_unicode=True)
-    assert _typed(_fast_load(text)) == _typed(yaml.load(text, Loader=yaml.SafeLoader))
+    assert _typed(_fast_load(text)[0]) == _typed(yaml.load(text, Loader=yaml.SafeLoader))
 
 
 @pytest.mark.parametrize("text", [
@@ -1019,10 +1020,10 @@ def test_documents_beyond_the_fast_walk_take_the_stock_constructor(text: str) ->
             return "too deep"
 
     stock = outcome(lambda t: yaml.load(t, Loader=_FastLoader))  # what ran before the walk
-    assert outcome(_fast_load) == stock
+    assert outcome(lambda t: _fast_load(t)[0]) == stock
     if text.startswith("a: &x"):
-        shared = _fast_load(text)
-        assert shared["a"] is shared["b"]  # as the stock constructor: aliases share
+        shared, tree = _fast_load(text)
+        assert tree and shared["a"] is shared["b"]  # as the stock constructor: aliases share
 
 
 def test_plain_documents_are_built_from_the_events_alone(
@@ -1034,14 +1035,31 @@ def test_plain_documents_are_built_from_the_events_alone(
 
     monkeypatch.setattr(yaml, "load", stock)
     text = "a: [1, x, {b: null, c: 2.5, d: '7', e: 2001-12-14}]\nf: true\n"
-    assert _typed(_fast_load(text)) == _typed(
+    assert _fast_load(text)[1] is False  # no node tree
+    assert _typed(_fast_load(text)[0]) == _typed(
         {"a": [1, "x", {"b": None, "c": 2.5, "d": "7", "e": datetime.date(2001, 12, 14)}],
          "f": True})
 
 
+def test_only_data_built_from_a_node_tree_is_compacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pickle round trip frees the pages a node tree scattered the data over; data
+    built from the events alone is not scattered so, and the round trip only costs."""
+    compacted: list[object] = []
+
+    def compact(data: object) -> object:
+        compacted.append(data)
+        return data
+
+    monkeypatch.setattr(yamlfile, "_compact", compact)
+    plain = parse_yaml("a: {b: [1, 2]}\n", "plain.yaml")
+    anchored = parse_yaml("a: &x {b: [1, 2]}\nc: *x\n", "anchored.yaml")
+    assert compacted == [anchored]
+    assert plain == {"a": {"b": [1, 2]}}
+
+
 def test_a_duplicate_key_is_still_refused_by_the_fast_path() -> None:
     with pytest.raises(yaml.constructor.ConstructorError, match="duplicate key 'a'"):
-        _fast_load("x: 1\na: 1\nb: 2\na: 3\n")
+        _fast_load("x: 1\na: 1\nb: 2\na: 3\n")  # the stock path, then its refusal
 
 
 _url_ports = (st.sampled_from(["", ":", ":0", ":00", ":65535", ":65536", ":99999"])
