@@ -107,6 +107,14 @@ def test_a_cancelled_child_is_stopped_and_reaped(tmp_path: Path) -> None:
     assert got["status"] == "killed by SIGKILL"
 
 
+def test_the_child_of_parts_never_opened_is_stopped_when_they_go(tmp_path: Path) -> None:
+    """A daemon made and dropped without opening its state (its parts fork the child as
+    they are made) leaves no child behind, and nothing holds its config."""
+    write_config(tmp_path)
+    got = drive("unopened", tmp_path)
+    assert got == {"forked": True, "reaped": True, "fd_closed": True, "config_freed": True}
+
+
 def test_a_restart_takes_the_childs_digests_and_a_first_start_stops_it(
     tmp_path: Path,
 ) -> None:
@@ -289,6 +297,39 @@ async def _cancel(work: Path) -> dict[str, Any]:
     return {"reaped": reaped, "fd_closed": fd_closed, "status": seen[0]}
 
 
+async def _unopened(work: Path) -> dict[str, Any]:
+    import gc
+    import weakref
+
+    from slamon.app import digests_ahead
+    from slamon.app.daemon import Daemon
+    from slamon.config.loader import load_config
+
+    digests_ahead.FROM_SLAS = 1
+    path = work / "slamon.yaml"
+    config = load_config(path)
+    gone = weakref.ref(config)
+    daemon = Daemon(config, config_path=path, loader=load_config)
+    ahead = daemon.parts._ahead
+    if ahead is None:
+        return {"forked": False}
+    pid, fd = ahead.child.pid, ahead.child.fd
+    del daemon, ahead, config
+    gc.collect()
+    try:
+        os.waitpid(pid, os.WNOHANG)
+        reaped = False
+    except ChildProcessError:
+        reaped = True
+    try:
+        os.fstat(fd)
+        fd_closed = False
+    except OSError:
+        fd_closed = True
+    return {"forked": True, "reaped": reaped, "fd_closed": fd_closed,
+            "config_freed": gone() is None}
+
+
 async def _daemon(work: Path) -> dict[str, Any]:
     from slamon.app import digests_ahead
     from slamon.app.daemon import Daemon
@@ -352,7 +393,7 @@ async def _daemon(work: Path) -> dict[str, Any]:
 
 
 CASES = {"same": _same, "raises": _raises, "sigint": _sigint, "refused": _refused,
-         "cancel": _cancel, "daemon": _daemon}
+         "cancel": _cancel, "daemon": _daemon, "unopened": _unopened}
 
 
 if __name__ == "__main__":

@@ -86,7 +86,8 @@ class Components:
         self._ahead = digests_ahead.start(config)
         self._ahead_for = config
         if self._ahead is not None:  # parts never opened must not leave it behind
-            weakref.finalize(self, self._ahead.cancel)
+            # the child's pid and pipe only: a reference to the config would keep it alive
+            weakref.finalize(self, self._ahead.child.cancel)
         #: relative paths in the config (the oracle's keystore) are from here
         self.config_dir = Path(config_path).parent if config_path is not None else None
         self.log = get_logger()
