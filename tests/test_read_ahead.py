@@ -67,6 +67,16 @@ def test_references_in_a_file_the_child_read_are_interpolated(tmp_path: Path) ->
     assert got == {"plain": False, "t7": "blue", "t8": "${TEAM}$", "t9": "padding-000009"}
 
 
+def test_the_parse_crosses_as_marshal_bytes_or_whole(tmp_path: Path) -> None:
+    """Plain data comes back as marshal bytes; a file holding a timestamp, which marshal
+    cannot carry, comes back pickled whole; either way as parsed in process, a value
+    given twice by an alias still one object."""
+    path = big_config(tmp_path, 40, tail="shared: &s [1, 2.5, .nan]\nagain: *s\n")
+    got = drive("carried", path)
+    assert got["plain"] == {"sent": "bytes", "equal": True, "shared": True}
+    assert got["timestamp"] == {"sent": "dict", "equal": True, "shared": True}
+
+
 def test_a_file_the_child_finds_invalid_gives_the_same_errors(tmp_path: Path) -> None:
     path = big_config(tmp_path, 10, tail="slas: [{id: a, slo: s0\n")
     got = drive("invalid", path)
@@ -165,6 +175,30 @@ def _same(path: Path) -> dict[str, Any]:
             "targets": len(config.targets), "in_file": len(load_config(path).targets)}
 
 
+def _carried(path: Path) -> dict[str, Any]:
+    from slamon.config import read_ahead
+    from slamon.config.yamlfile import parse_yaml, read_text
+
+    def same(a: Any, b: Any) -> bool:  # NaN != NaN: compare the text of the floats
+        return repr(a) == repr(b)
+
+    out: dict[str, Any] = {}
+    for name, extra in (("plain", ""), ("timestamp", "when: 2001-12-14\n")):
+        path.write_text(path.read_text() + extra)
+        ahead = read_ahead.start(path, minimum=1)
+        assert ahead is not None
+        answer, _ = ahead.wait()
+        assert isinstance(answer, tuple)
+        ahead.wait = lambda answer=answer: (answer, None)  # type: ignore[method-assign]
+        got = read_ahead.parsed(ahead)
+        assert got is not None
+        data, _ = got
+        out[name] = {"sent": type(answer[0]).__name__,
+                     "equal": same(data, parse_yaml(read_text(str(path)), str(path))),
+                     "shared": data["shared"] is data["again"]}
+    return out
+
+
 def _invalid(path: Path) -> dict[str, Any]:
     from slamon.config import read_ahead
     from slamon.config.loader import ConfigError, load_config
@@ -239,8 +273,8 @@ def _references(path: Path) -> dict[str, Any]:
             "t9": labels["t9"]}
 
 
-CASES = {"references": _references, "same": _same, "invalid": _invalid, "killed": _killed,
-         "refused": _refused}
+CASES = {"references": _references, "carried": _carried, "same": _same, "invalid": _invalid,
+         "killed": _killed, "refused": _refused}
 
 
 if __name__ == "__main__":

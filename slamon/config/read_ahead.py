@@ -14,6 +14,7 @@ the parent, as without one: the config is the same either way.
 
 from __future__ import annotations
 
+import marshal
 import os
 from typing import Any
 
@@ -23,20 +24,28 @@ from slamon.util.forked import Forked, fork_call
 #: files smaller than this parse in under ~0.1 s, less than a child is worth
 FROM_BYTES = 256 * 1024
 
-#: the parsed file and whether its text is `dollar_free`, or the ConfigError reading or
-#: parsing it raised
+#: the parsed file and whether its text is `dollar_free`
 Parsed = tuple[dict[str, Any], bool]
-Answer = Parsed | ConfigError
+#: what the child sends: the parsed file as `marshal` bytes, or as itself when it holds
+#: what marshal cannot carry (a timestamp, deep nesting), and whether its text is
+#: `dollar_free`; or the ConfigError reading or parsing it raised. marshal writes plain
+#: data ~10x quicker than pickle (4 ms against ~35 ms for 2 MB of YAML), on the path
+#: `slamon run` waits for.
+Answer = tuple[bytes | dict[str, Any], bool] | ConfigError
 ReadAhead = Forked[Answer]
 
 
 def _read_and_parse(name: str) -> Answer:
     try:
         text = read_text(name)
-        # the parent's unpickling makes the compact copy
-        return parse_yaml(text, name, compact=False), dollar_free(text)
+        # the parent's unmarshalling (or unpickling) makes the compact copy
+        data, plain = parse_yaml(text, name, compact=False), dollar_free(text)
     except ConfigError as exc:
         return exc
+    try:
+        return marshal.dumps(data), plain
+    except ValueError:
+        return data, plain  # pickled whole
 
 
 def start(path: str | os.PathLike[str], minimum: int | None = None) -> ReadAhead | None:
@@ -60,4 +69,9 @@ def parsed(ahead: ReadAhead) -> Parsed | None:
     answer, _ = ahead.wait()
     if isinstance(answer, ConfigError):
         raise answer
-    return answer if isinstance(answer, tuple) else None
+    if not isinstance(answer, tuple):
+        return None
+    data, plain = answer
+    if isinstance(data, bytes):
+        data = marshal.loads(data)  # our own bytes, from our own fork
+    return data, plain
