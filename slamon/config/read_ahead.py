@@ -4,7 +4,7 @@ rest of itself.
 At 10,000 targets with an SLA each the file is ~2 MB: ~0.4 s of YAML, and slamon's
 imports (pydantic models, aiohttp, the daemon) ~0.45 s. Forked first thing, with only the
 YAML leaf (`yamlfile`) imported, a child reads and parses the file on the second core
-while the parent imports; the parent then unpickles plain data (maps, lists, scalars),
+while the parent imports; the parent then unmarshals plain data (maps, lists, scalars),
 which also leaves it without the parser's scattered memory (`yamlfile._compact`).
 
 The child is the only one to read the file, so the parent validates exactly what was
