@@ -29,9 +29,9 @@ The compare farm's outages follow a schedule in time, so layers run one after th
 each see another mix of failures; ``--together`` runs them at once over one span, as
 bench/compare runs its monitors.
 
-``--baseline TREE`` adds the layer ``sched-base``: the ``sched`` layer run from another
-slamon tree (a ``git worktree`` of an older commit), so a change to the probe path is
-measured against its parent in the same run:
+``--baseline TREE`` adds the layers ``sched-base`` and ``daemon-sla-base``: the ``sched``
+and ``daemon-sla`` layers run from another slamon tree (a ``git worktree`` of an older
+commit), so a change is measured against its parent in the same run:
 
     git worktree add /tmp/base HEAD~1
     python bench/layers_bench.py --farm compare --targets 1000 --interval 10 --timeout 2 \
@@ -170,7 +170,7 @@ def main() -> None:
                     help="run the layers at once over one span (on the compare farm each "
                          "then sees the same outages; they share the two cores)")
     ap.add_argument("--baseline", type=Path, metavar="TREE",
-                    help="another slamon tree: the layer sched-base runs the sched layer "
+                    help="another slamon tree: the layers sched-base and daemon-sla-base run "
                          "from it")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--sched-worker", metavar="CONFIG", help=argparse.SUPPRESS)
@@ -219,14 +219,23 @@ def main() -> None:
         }
         envs: dict[str, dict[str, str]] = {}
         if args.baseline is not None:
-            argvs["sched-base"] = [py, str(args.baseline.resolve() / "bench" / "layers_bench.py"),
+            base = args.baseline.resolve()
+            argvs["sched-base"] = [py, str(base / "bench" / "layers_bench.py"),
                                    "--sched-worker", str(cfg)]
-            envs["sched-base"] = dict(os.environ, PYTHONPATH=str(args.baseline.resolve()))
+            # its own port and state file, so that it runs beside daemon-sla
+            cfg_base, port_base = work / "slamon-base.yaml", free_ports(1)[0]
+            cfg_base.write_text(cfg_sla.read_text()
+                                .replace(f'"127.0.0.1:{port_sla}"', f'"127.0.0.1:{port_base}"')
+                                .replace(str(cfg_sla.with_suffix(".sqlite3")),
+                                         str(cfg_base.with_suffix(".sqlite3"))))
+            argvs["daemon-sla-base"] = [py, "-m", "slamon", "run", "-c", str(cfg_base)]
+            for layer in ("sched-base", "daemon-sla-base"):
+                envs[layer] = dict(os.environ, PYTHONPATH=str(base))
         layers = args.layers.split(",")
         unknown = [layer for layer in layers if layer not in argvs]
         if unknown:
             raise SystemExit(f"--layers: unknown {', '.join(unknown)} (known: "
-                             f"{', '.join(argvs)}; sched-base needs --baseline)")
+                             f"{', '.join(argvs)}; the -base layers need --baseline)")
         got: dict[str, tuple[float, float]] = {}
         if args.together:
             got = measure({layer: argvs[layer] for layer in layers}, args, work, envs)
@@ -238,7 +247,7 @@ def main() -> None:
         for layer in layers:
             cpu, woken = got[layer]
             ratio = f" ({cpu / got['bare'][0]:.2f}x bare)" if "bare" in got else ""
-            print(f"{layer:10s} {cpu:.3f} CPU-s per 1,000 probes{ratio}, "
+            print(f"{layer:15s} {cpu:.3f} CPU-s per 1,000 probes{ratio}, "
                   f"{woken:.2f} wake-ups per probe", flush=True)
     (work / "result.json").write_text(json.dumps(
         {k: {"cpu_per_1000": cpu, "wakeups_per_probe": w} for k, (cpu, w) in got.items()}))

@@ -75,6 +75,13 @@ class StartupError(Exception):
 #: events takes ~8-15 us to serialise; tests pass one that yields after each)
 SNAPSHOT_PACE = BUDGET
 
+#: how long a probe's outcome waits, at most, to be recorded together with those that
+#: arrive meanwhile (see `Components.queue_result`)
+RECORD_EVERY = 1.0
+
+#: an outcome waiting to be recorded: the recording method and its arguments
+_Queued = tuple[Any, ...]
+
 class Components:
     """Every part one Config builds. The cheap, in-memory parts exist from the
     start; the store, server and scheduler once their `open_*`/`start_*` ran."""
@@ -115,6 +122,9 @@ class Components:
         self.scheduler: Scheduler | None = None
         #: wall time from which ticks run; the store fills the ticks before it as no data
         self.start_at = 0.0
+        #: outcomes from the scheduler not yet recorded, in arrival order
+        self._queued: list[_Queued] = []
+        self._record_timer: asyncio.TimerHandle | None = None
         self._configure_beats(config)
 
     def _configure_beats(self, config: Config) -> None:
@@ -269,6 +279,7 @@ class Components:
             await self.writer.flush(snapshot=snapshot)
 
     async def close_periods(self) -> None:
+        self.record_queued()
         if self.closer is not None:
             await self.closer.close_due()
             self._hand_held()
@@ -374,11 +385,11 @@ class Components:
         self.scheduler = Scheduler(
             self.config.targets,
             max_concurrency=self.config.scheduler.max_concurrency,
-            on_result=self.on_result,
-            on_missed=self.on_missed,
+            on_result=self.queue_result,
+            on_missed=self.queue_missed,
             spread=self.config.scheduler.spread,
             start_at=self.start_at,
-            on_held=self.on_held,
+            on_held=self.queue_held,
         )
         if self.tracker is not None:
             self.scheduler.update_held(self.tracker.held_targets())
@@ -405,6 +416,7 @@ class Components:
         next_prune = 0.0
         while True:
             collect_young()
+            self.record_queued()
             now = time.time()
             self.live.advance(now)
             for event in (await self.burn_watch.check_in_pieces(self.live, now)
@@ -422,6 +434,37 @@ class Components:
             await self.writer.run(state.flush_interval, state.snapshot_interval)
 
     # -- a probe's outcome, to every part that keeps it -------------------------
+    # The scheduler's outcomes are recorded in batches. Recorded one at a time, as each
+    # probe ends, the recording code and what it shares ran from a cold CPU cache every
+    # time: on a loop that mostly waits for sockets, one TargetEvents.add took ~40 us of
+    # CPU in the daemon against ~6 us in a row (docs/benchmarks.md). In order, within
+    # RECORD_EVERY, and always before anything that reads them as a whole: the windows'
+    # advance and burn check, the period closes, a config's hand-over and the last write.
+    def queue_result(self, target: Target, scheduled: float, result: ProbeResult) -> None:
+        self._queue((self.on_result, target, scheduled, result))
+
+    def queue_missed(self, target: Target, scheduled: float) -> None:
+        self._queue((self.on_missed, target, scheduled))
+
+    def queue_held(self, key: str, target: Target, scheduled: float,
+                   result: ProbeResult | None) -> None:
+        self._queue((self.on_held, key, target, scheduled, result))
+
+    def _queue(self, outcome: _Queued) -> None:
+        self._queued.append(outcome)
+        if self._record_timer is None:
+            self._record_timer = asyncio.get_running_loop().call_later(
+                RECORD_EVERY, self.record_queued)
+
+    def record_queued(self) -> None:
+        """Record every outcome queued so far, in the order they came."""
+        if self._record_timer is not None:
+            self._record_timer.cancel()
+            self._record_timer = None
+        queued, self._queued = self._queued, []
+        for record, *args in queued:
+            record(*args)
+
     def on_result(self, target: Target, scheduled: float, result: ProbeResult) -> None:
         try:
             self.live.record(target, scheduled, result)
@@ -512,6 +555,7 @@ class Components:
     def apply_config(self, new: Config, prepared: PreparedBuild | None = None) -> None:
         """Hand a validated config to every part; each keeps what did not change.
         `prepared`: `prepare_config(new)`'s answer, if the caller has it."""
+        self.record_queued()  # under the definitions they were probed with
         self.config = new
         self._configure_beats(new)
         self.live.apply_config(new)
@@ -532,6 +576,7 @@ class Components:
 
         The scheduler must have drained first: its last results are in that write.
         """
+        self.record_queued()
         if self.dispatcher is not None:
             await self.dispatcher.stop()
             self.dispatcher = None

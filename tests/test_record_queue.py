@@ -1,0 +1,112 @@
+"""The scheduler's outcomes are recorded in batches (`Components.queue_result`): in the
+order they came, within RECORD_EVERY, and before whatever reads them as a whole."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from slamon.app import wiring
+from slamon.app.daemon import Daemon
+from slamon.config.loader import parse_config
+from slamon.config.root import Config
+from slamon.probers.base import FailureReason, ProbeResult
+from slamon.util.events import Event, EventKind
+
+BASE = """
+targets:
+  - {id: web, kind: http, interval: 10s, timeout: 2s, http: {url: "http://127.0.0.1:9/"}}
+  - {id: api, kind: http, interval: 10s, timeout: 2s, http: {url: "http://127.0.0.1:9/api"}}
+slos:
+  - {id: avail, targets: [web], objective: 0.99, window: 1d}
+"""
+
+WITHOUT_API = BASE.replace('  - {id: api, kind: http, interval: 10s, timeout: 2s, '
+                           'http: {url: "http://127.0.0.1:9/api"}}\n', "")
+
+DOWN = ProbeResult.failure(FailureReason.STATUS, 0.2)
+
+
+def config(text: str = BASE, state: Path | None = None) -> Config:
+    extra = f'state: {{path: "{state}"}}\nserver: {{listen: "127.0.0.1:0"}}\n' if state else ""
+    return parse_config(extra + textwrap.dedent(text))
+
+
+def taken(queue: asyncio.Queue[Event]) -> list[tuple[EventKind, str | None, float]]:
+    out = []
+    while not queue.empty():
+        event = queue.get_nowait()
+        out.append((event.kind, event.target, event.at))
+    return out
+
+
+async def test_queued_outcomes_wait_and_are_then_recorded_in_the_order_they_came() -> None:
+    parts = Daemon(config()).parts
+    sub = parts.events.subscribe()
+    web = parts.config.target("web")
+    t0 = time.time() - 100
+    parts.queue_result(web, t0, ProbeResult(True, 0.1))
+    parts.queue_missed(web, t0 + 10)
+    parts.queue_result(web, t0 + 20, DOWN)
+    status = parts.live.targets["web"]
+    assert (status.successes, status.failures, status.missed) == (0, 0, 0)
+    assert taken(sub.queue) == []
+    parts.record_queued()
+    assert (status.successes, status.failures, status.missed) == (1, 1, 1)
+    assert status.last_scheduled == t0 + 20 and status.last is DOWN
+    assert taken(sub.queue) == [(EventKind.TARGET_UP, "web", t0),
+                                (EventKind.TARGET_DOWN, "web", t0 + 20)]
+    good, valid = parts.live.slos["avail"].counts(t0 + 30, 3600.0)
+    assert (good, valid) == (1, 2)
+    parts.record_queued()  # nothing left: nothing counted twice
+    assert (status.successes, status.failures, status.missed) == (1, 1, 1)
+
+
+async def test_an_outcome_is_recorded_within_record_every_with_nothing_else_asking(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(wiring, "RECORD_EVERY", 0.01)
+    parts = Daemon(config()).parts
+    sub = parts.events.subscribe()
+    web = parts.config.target("web")
+    t = time.time() - 10
+    parts.queue_result(web, t, ProbeResult(True, 0.1))
+    event = await asyncio.wait_for(sub.queue.get(), 5)
+    assert (event.kind, event.target, event.at) == (EventKind.TARGET_UP, "web", t)
+    assert parts.live.targets["web"].successes == 1
+
+
+async def test_a_new_config_takes_over_only_once_the_queued_outcomes_are_recorded() -> None:
+    # recorded under the definitions they were probed with: the removed target's last
+    # result still makes its transition
+    parts = Daemon(config()).parts
+    sub = parts.events.subscribe()
+    api = parts.config.target("api")
+    t = time.time() - 10
+    parts.queue_result(api, t, DOWN)
+    parts.apply_config(config(WITHOUT_API))
+    assert "api" not in parts.live.targets
+    assert taken(sub.queue) == [(EventKind.TARGET_DOWN, "api", t)]
+
+
+async def test_the_last_write_holds_the_outcomes_still_queued(tmp_path: Path) -> None:
+    state = tmp_path / "state.sqlite3"
+    first = Daemon(config(state=state))
+    await first._open_state()
+    web = first.config.target("web")
+    now = time.time()
+    for i in range(12):
+        first.parts.queue_result(web, now - 200 + 10 * i,
+                                 ProbeResult(True, 0.1) if i % 3 else DOWN)
+    await first.parts.close()
+    second = Daemon(config(state=state))
+    await second._open_state()
+    try:
+        assert tuple(second.live.slos["avail"].counts(now, 3600.0)) == (8, 12)
+    finally:
+        assert second.store is not None
+        await second.store.close()
