@@ -232,10 +232,11 @@ class Watch:
         self.probed: dict[str, int] = {}
         self._probe = asyncio.Event()
         parts = daemon.parts
-        on_result, apply_config = parts.on_result, parts.apply_config
+        # the scheduler's callback: the target's status is kept in it, its counts later
+        queue_result, apply_config = parts.queue_result, parts.apply_config
 
         def recorded(target: Target, scheduled: float, result: ProbeResult) -> None:
-            on_result(target, scheduled, result)
+            queue_result(target, scheduled, result)
             self.probed[target.id] = self.probed.get(target.id, 0) + 1
             self._probe.set()
 
@@ -243,7 +244,7 @@ class Watch:
             apply_config(new, *prepared)
             self.changed.set()
 
-        parts.on_result = recorded  # type: ignore[method-assign]
+        parts.queue_result = recorded  # type: ignore[method-assign]
         parts.apply_config = applied  # type: ignore[method-assign]
 
     async def until(self, cond: Callable[[], bool], what: str, timeout: float = 20) -> None:

@@ -1,5 +1,6 @@
-"""The scheduler's outcomes are recorded in batches (`Components.queue_result`): in the
-order they came, within RECORD_EVERY, and before whatever reads them as a whole."""
+"""The scheduler's outcomes (`Components.queue_result`): a target's status at once, its
+counts in batches, in the order they came, within RECORD_EVERY, and before whatever reads
+them as a whole."""
 
 from __future__ import annotations
 
@@ -44,53 +45,89 @@ def taken(queue: asyncio.Queue[Event]) -> list[tuple[EventKind, str | None, floa
     return out
 
 
-async def test_queued_outcomes_wait_and_are_then_recorded_in_the_order_they_came() -> None:
-    parts = Daemon(config()).parts
-    sub = parts.events.subscribe()
-    web = parts.config.target("web")
-    t0 = time.time() - 100
-    parts.queue_result(web, t0, ProbeResult(True, 0.1))
-    parts.queue_missed(web, t0 + 10)
-    parts.queue_result(web, t0 + 20, DOWN)
-    status = parts.live.targets["web"]
-    assert (status.successes, status.failures, status.missed) == (0, 0, 0)
-    assert taken(sub.queue) == []
-    parts.record_queued()
-    assert (status.successes, status.failures, status.missed) == (1, 1, 1)
-    assert status.last_scheduled == t0 + 20 and status.last is DOWN
-    assert taken(sub.queue) == [(EventKind.TARGET_UP, "web", t0),
-                                (EventKind.TARGET_DOWN, "web", t0 + 20)]
-    good, valid = parts.live.slos["avail"].counts(t0 + 30, 3600.0)
-    assert (good, valid) == (1, 2)
-    parts.record_queued()  # nothing left: nothing counted twice
-    assert (status.successes, status.failures, status.missed) == (1, 1, 1)
+async def test_the_status_is_kept_at_once_and_the_counts_with_the_batch_in_order(
+    tmp_path: Path,
+) -> None:
+    daemon = Daemon(config(state=tmp_path / "state.sqlite3"))
+    await daemon._open_state()
+    parts, store = daemon.parts, daemon.store
+    assert store is not None
+    try:
+        sub = parts.events.subscribe()
+        web = parts.config.target("web")
+        t0 = time.time() - 100
+        parts.queue_result(web, t0, ProbeResult(True, 0.1))
+        parts.queue_missed(web, t0 + 10)
+        parts.queue_result(web, t0 + 20, DOWN)
+        # what /metrics' probe_success and notifications read: at once
+        status = parts.live.targets["web"]
+        assert (status.successes, status.failures, status.missed) == (1, 1, 1)
+        assert status.last_scheduled == t0 + 20 and status.last is DOWN
+        assert taken(sub.queue) == [(EventKind.TARGET_UP, "web", t0),
+                                    (EventKind.TARGET_DOWN, "web", t0 + 20)]
+        # the windows and the journal: with the batch
+        avail = parts.live.slos["avail"]
+        assert tuple(avail.counts(t0 + 30, 3600.0)) == (0, 0)
+        assert store.batch.journal == []
+        parts.record_queued()
+        assert tuple(avail.counts(t0 + 30, 3600.0)) == (1, 2)
+        assert parts.live.events["web"].no_data(t0 + 30, 3600.0) == 1
+        assert [(t, ok) for _, t, ok, _ in store.batch.journal] == [
+            (t0, 1), (t0 + 10, None), (t0 + 20, 0)]
+        parts.record_queued()  # nothing left: nothing counted twice
+        assert tuple(avail.counts(t0 + 30, 3600.0)) == (1, 2)
+        assert (status.successes, status.failures, status.missed) == (1, 1, 1)
+    finally:
+        await store.close()
 
 
-async def test_an_outcome_is_recorded_within_record_every_with_nothing_else_asking(
+async def test_an_outcome_is_counted_within_record_every_with_nothing_else_asking(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(wiring, "RECORD_EVERY", 0.01)
     parts = Daemon(config()).parts
-    sub = parts.events.subscribe()
+    counted = asyncio.Event()
+    record_queued = parts.record_queued
+
+    def spy() -> None:
+        record_queued()
+        counted.set()
+
+    parts.record_queued = spy  # type: ignore[method-assign]
     web = parts.config.target("web")
     t = time.time() - 10
     parts.queue_result(web, t, ProbeResult(True, 0.1))
-    event = await asyncio.wait_for(sub.queue.get(), 5)
-    assert (event.kind, event.target, event.at) == (EventKind.TARGET_UP, "web", t)
-    assert parts.live.targets["web"].successes == 1
+    await asyncio.wait_for(counted.wait(), 5)
+    assert tuple(parts.live.slos["avail"].counts(t + 1, 3600.0)) == (1, 1)
 
 
-async def test_a_new_config_takes_over_only_once_the_queued_outcomes_are_recorded() -> None:
-    # recorded under the definitions they were probed with: the removed target's last
-    # result still makes its transition
+async def test_a_full_batch_is_counted_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # so that one batch holds the event loop only so long, however many targets
+    monkeypatch.setattr(wiring, "RECORD_BATCH", 3)
     parts = Daemon(config()).parts
-    sub = parts.events.subscribe()
+    web = parts.config.target("web")
+    avail = parts.live.slos["avail"]
+    t0 = time.time() - 100
+    parts.queue_result(web, t0, ProbeResult(True, 0.1))
+    parts.queue_result(web, t0 + 10, ProbeResult(True, 0.1))
+    assert tuple(avail.counts(t0 + 40, 3600.0)) == (0, 0)
+    parts.queue_result(web, t0 + 20, DOWN)
+    assert tuple(avail.counts(t0 + 40, 3600.0)) == (2, 3)
+    parts.queue_result(web, t0 + 30, ProbeResult(True, 0.1))
+    assert tuple(avail.counts(t0 + 40, 3600.0)) == (2, 3)
+
+
+async def test_a_new_config_takes_over_only_once_the_queued_outcomes_are_counted() -> None:
+    # counted under the definitions they were probed with: a target removed keeps the
+    # events of its last probe, and has them back when it is added back
+    parts = Daemon(config()).parts
     api = parts.config.target("api")
     t = time.time() - 10
     parts.queue_result(api, t, DOWN)
     parts.apply_config(config(WITHOUT_API))
-    assert "api" not in parts.live.targets
-    assert taken(sub.queue) == [(EventKind.TARGET_DOWN, "api", t)]
+    parts.record_queued()
+    parts.apply_config(config())
+    assert tuple(parts.live.events["api"].counts(t + 1, 3600.0)) == (0, 1)
 
 
 async def test_the_last_write_holds_the_outcomes_still_queued(tmp_path: Path) -> None:

@@ -78,6 +78,9 @@ SNAPSHOT_PACE = BUDGET
 #: how long a probe's outcome waits, at most, to be recorded together with those that
 #: arrive meanwhile (see `Components.queue_result`)
 RECORD_EVERY = 1.0
+#: how many outcomes are recorded in one go, at most: ~15-25 us each, so a batch holds
+#: the event loop ~5 ms (at 10,000 targets, a second's outcomes held it ~20 ms)
+RECORD_BATCH = 256
 
 #: an outcome waiting to be recorded: the recording method and its arguments
 _Queued = tuple[Any, ...]
@@ -434,46 +437,25 @@ class Components:
             await self.writer.run(state.flush_interval, state.snapshot_interval)
 
     # -- a probe's outcome, to every part that keeps it -------------------------
-    # The scheduler's outcomes are recorded in batches. Recorded one at a time, as each
-    # probe ends, the recording code and what it shares ran from a cold CPU cache every
-    # time: on a loop that mostly waits for sockets, one TargetEvents.add took ~40 us of
-    # CPU in the daemon against ~6 us in a row (docs/benchmarks.md). In order, within
-    # RECORD_EVERY, and always before anything that reads them as a whole: the windows'
-    # advance and burn check, the period closes, a config's hand-over and the last write.
-    def queue_result(self, target: Target, scheduled: float, result: ProbeResult) -> None:
-        self._queue((self.on_result, target, scheduled, result))
-
-    def queue_missed(self, target: Target, scheduled: float) -> None:
-        self._queue((self.on_missed, target, scheduled))
-
-    def queue_held(self, key: str, target: Target, scheduled: float,
-                   result: ProbeResult | None) -> None:
-        self._queue((self.on_held, key, target, scheduled, result))
-
-    def _queue(self, outcome: _Queued) -> None:
-        self._queued.append(outcome)
-        if self._record_timer is None:
-            self._record_timer = asyncio.get_running_loop().call_later(
-                RECORD_EVERY, self.record_queued)
-
-    def record_queued(self) -> None:
-        """Record every outcome queued so far, in the order they came."""
-        if self._record_timer is not None:
-            self._record_timer.cancel()
-            self._record_timer = None
-        queued, self._queued = self._queued, []
-        for record, *args in queued:
-            record(*args)
-
+    # What the scheduler reports goes in two parts. A target's last result, counters and
+    # up/down transition at once: /metrics' probe_success, the API and notifications
+    # see a probe as it ends. Its events and windows, SLA leaves and journal row in
+    # batches: counted one at a time, as each probe ended, that code and what it shares
+    # ran from a cold CPU cache every time, on a loop that mostly waits for sockets
+    # (one TargetEvents.add took ~40 us of CPU in the daemon against ~6 us in a row,
+    # docs/benchmarks.md). A batch is counted in the order the outcomes came, within
+    # RECORD_EVERY or once RECORD_BATCH wait, and always before whatever reads the
+    # windows as a whole: the advance and burn check, a period's close, a config's
+    # hand-over, the last write.
     def on_result(self, target: Target, scheduled: float, result: ProbeResult) -> None:
-        try:
-            self.live.record(target, scheduled, result)
-            if self.tracker is not None:
-                self.tracker.record(target, scheduled, result.ok, result.duration)
-            if self.store is not None:  # every target's events are kept
-                self.store.note_outcome(target.id, scheduled, result.ok, result.duration)
-        except Exception:
-            self.log.exception("record_failed", target=target.id)
+        """A probe's outcome, all of it at once."""
+        self._note_result(target, scheduled, result)
+        self._count_result(target, scheduled, result)
+
+    def on_missed(self, target: Target, scheduled: float) -> None:
+        """A tick slamon could not run (no data), all of it at once."""
+        self._note_missed(target)
+        self._count_missed(target, scheduled)
 
     def on_held(self, key: str, target: Target, scheduled: float,
                 result: ProbeResult | None) -> None:
@@ -489,9 +471,61 @@ class Components:
         except Exception:
             self.log.exception("record_failed", target=target.id, probe=key)
 
-    def on_missed(self, target: Target, scheduled: float) -> None:
+    def queue_result(self, target: Target, scheduled: float, result: ProbeResult) -> None:
+        """The scheduler's `on_result`: its status now, its counts with the batch."""
+        self._note_result(target, scheduled, result)
+        self._queue((self._count_result, target, scheduled, result))
+
+    def queue_missed(self, target: Target, scheduled: float) -> None:
+        self._note_missed(target)
+        self._queue((self._count_missed, target, scheduled))
+
+    def queue_held(self, key: str, target: Target, scheduled: float,
+                   result: ProbeResult | None) -> None:
+        self._queue((self.on_held, key, target, scheduled, result))
+
+    def _queue(self, outcome: _Queued) -> None:
+        self._queued.append(outcome)
+        if len(self._queued) >= RECORD_BATCH:
+            self.record_queued()
+        elif self._record_timer is None:
+            self._record_timer = asyncio.get_running_loop().call_later(
+                RECORD_EVERY, self.record_queued)
+
+    def record_queued(self) -> None:
+        """Count every outcome queued so far, in the order they came."""
+        if self._record_timer is not None:
+            self._record_timer.cancel()
+            self._record_timer = None
+        queued, self._queued = self._queued, []
+        for count, *args in queued:
+            count(*args)
+
+    def _note_result(self, target: Target, scheduled: float, result: ProbeResult) -> None:
         try:
-            self.live.record_missed(target, scheduled)
+            self.live.record_status(target, scheduled, result)
+        except Exception:
+            self.log.exception("record_failed", target=target.id)
+
+    def _note_missed(self, target: Target) -> None:
+        try:
+            self.live.record_missed_status(target)
+        except Exception:
+            self.log.exception("record_failed", target=target.id)
+
+    def _count_result(self, target: Target, scheduled: float, result: ProbeResult) -> None:
+        try:
+            self.live.record_windows(target.id, scheduled, result.ok, result.duration)
+            if self.tracker is not None:
+                self.tracker.record(target, scheduled, result.ok, result.duration)
+            if self.store is not None:  # every target's events are kept
+                self.store.note_outcome(target.id, scheduled, result.ok, result.duration)
+        except Exception:
+            self.log.exception("record_failed", target=target.id)
+
+    def _count_missed(self, target: Target, scheduled: float) -> None:
+        try:
+            self.live.record_windows(target.id, scheduled, None, None)
             if self.tracker is not None:
                 self.tracker.record_missed(target, scheduled)
             if self.store is not None:

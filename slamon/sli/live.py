@@ -202,9 +202,16 @@ class LiveState:
 
     # -- scheduler callbacks ---------------------------------------------
     def record(self, target: Target, scheduled: float, result: ProbeResult) -> None:
+        """`record_status` and `record_windows` at once."""
+        if self.record_status(target, scheduled, result):
+            self.record_windows(target.id, scheduled, result.ok, result.duration)
+
+    def record_status(self, target: Target, scheduled: float, result: ProbeResult) -> bool:
+        """The target's last result, counters and up/down transition; False if it is not
+        configured (removed by a reload while the probe ran)."""
         status = self.targets.get(target.id)
-        if status is None:  # removed by a reload while the probe ran
-            return
+        if status is None:
+            return False
         previous = status.last
         status.last = result
         status.last_scheduled = scheduled
@@ -222,24 +229,32 @@ class LiveState:
             status.streak = 1
             if self._on_transition is not None:
                 self._on_transition(status, result)
+        return True
+
+    def record_windows(self, target_id: str, scheduled: float, ok: bool | None,
+                       duration: float | None) -> None:
+        """An outcome (`ok` None: no data) counted in the target's events and its SLOs'
+        windows, or kept until `release` while they are held; after its `record_status`
+        (or `record_missed_status`), and in the same order as those."""
+        outcome = None if ok is None else int(ok)
         if self._held is not None:
-            self._held.append((target.id, scheduled, int(result.ok), result.duration))
+            self._held.append((target_id, scheduled, outcome, duration))
             return
-        self.events[target.id].add(scheduled, result.ok, result.duration)
-        counted = self._counted
-        for slo_state in self._slos_by_target.get(target.id, ()):
-            slo_state.record(target.id, scheduled, result.ok, result.duration)
-            counted[slo_state] = None
+        self.replay(target_id, scheduled, outcome, duration)
 
     def record_missed(self, target: Target, scheduled: float) -> None:
+        """`record_missed_status` and `record_windows` at once."""
+        if self.record_missed_status(target):
+            self.record_windows(target.id, scheduled, None, None)
+
+    def record_missed_status(self, target: Target) -> bool:
+        """A tick slamon could not run, in the target's counters; False if the target is
+        not configured."""
         status = self.targets.get(target.id)
         if status is None:
-            return
+            return False
         status.missed += 1
-        if self._held is not None:
-            self._held.append((target.id, scheduled, None, None))
-            return
-        self.events[target.id].add_no_data(scheduled)
+        return True
 
     # A snapshot must agree with the journal: it is the windows at the instant the
     # journal is cut. Serialising 10,000 SLOs takes ~0.1 s, too long to hold the event
