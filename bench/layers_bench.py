@@ -16,6 +16,10 @@ target once per interval). Also the wake-ups per probe: the voluntary context sw
 of all the process's threads (each a block in epoll or on a lock, then a wake-up), a
 count that, unlike CPU time, the host's speed does not move.
 
+``--callcost module:Qualified.name,...`` measures the CPU per call of those functions
+inside the daemon layers as they run (bench/callcost/sitecustomize.py): a call in a
+daemon that mostly waits costs several times what it costs in a tight loop.
+
 ``--farm compare`` runs the layers on bench/compare's scripted-outage farm instead, with
 its config (body marker, 0.5 s response-time limit, 2 s timeout, a quarter of the
 targets failing in scripted ways): the farm issue 18's goal 1 is measured on, taken
@@ -155,6 +159,27 @@ def measure(argvs: dict[str, list[str]], args: argparse.Namespace, work: Path,
     return {k: ((c1[k] - c0[k]) / probes * 1000, (w1[k] - w0[k]) / probes) for k in procs}
 
 
+def print_callcost(work: Path, layers: list[str]) -> None:
+    """CPU per call of --callcost's functions: the last report less the first (start-up
+    left out), per daemon layer."""
+    for layer in layers:
+        log = work / f"callcost-{layer}.jsonl"
+        if not log.exists():
+            continue
+        lines = [json.loads(line) for line in log.read_text().splitlines()]
+        if len(lines) < 2:
+            continue
+        first, last = lines[0], lines[-1]
+        print(f"{layer}: CPU per call over the last {10 * (len(lines) - 1)} s")
+        for name, (cpu, calls) in last["calls"].items():
+            cpu -= first["calls"][name][0]
+            calls -= first["calls"][name][1]
+            per = f"{cpu / calls * 1e6:8.1f} us/call" if calls else ""
+            print(f"  {name:55s} {cpu * 1e3:8.1f} ms {calls:7d} calls {per}")
+        ticks = {t: n - first["threads"].get(t, 0) for t, n in last["threads"].items()}
+        print("  threads (CPU ticks):", ", ".join(f"{t} {n}" for t, n in ticks.items() if n))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--targets", type=int, default=2000)
@@ -172,6 +197,9 @@ def main() -> None:
     ap.add_argument("--baseline", type=Path, metavar="TREE",
                     help="another slamon tree: the layers sched-base and daemon-sla-base run "
                          "from it")
+    ap.add_argument("--callcost", metavar="FUNCS",
+                    help="module:Qualified.name,...: the daemon layers' CPU per call of "
+                         "these (bench/callcost/sitecustomize.py), over the run")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--sched-worker", metavar="CONFIG", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -231,6 +259,14 @@ def main() -> None:
             argvs["daemon-sla-base"] = [py, "-m", "slamon", "run", "-c", str(cfg_base)]
             for layer in ("sched-base", "daemon-sla-base"):
                 envs[layer] = dict(os.environ, PYTHONPATH=str(base))
+        if args.callcost:
+            for layer in ("daemon", "daemon-sla", "daemon-sla-base"):
+                env = envs.get(layer, dict(os.environ))
+                envs[layer] = dict(env, BENCH_CALLCOST=args.callcost,
+                                   BENCH_CALLCOST_LOG=str(work / f"callcost-{layer}.jsonl"),
+                                   PYTHONPATH=os.pathsep.join(
+                                       p for p in (str(HERE / "callcost"),
+                                                   env.get("PYTHONPATH")) if p))
         layers = args.layers.split(",")
         unknown = [layer for layer in layers if layer not in argvs]
         if unknown:
@@ -249,6 +285,8 @@ def main() -> None:
             ratio = f" ({cpu / got['bare'][0]:.2f}x bare)" if "bare" in got else ""
             print(f"{layer:15s} {cpu:.3f} CPU-s per 1,000 probes{ratio}, "
                   f"{woken:.2f} wake-ups per probe", flush=True)
+    if args.callcost:
+        print_callcost(work, layers)
     (work / "result.json").write_text(json.dumps(
         {k: {"cpu_per_1000": cpu, "wakeups_per_probe": w} for k, (cpu, w) in got.items()}))
 

@@ -78,12 +78,13 @@ SNAPSHOT_PACE = BUDGET
 #: how long a probe's outcome waits, at most, to be recorded together with those that
 #: arrive meanwhile (see `Components.queue_result`)
 RECORD_EVERY = 1.0
-#: how many outcomes are recorded in one go, at most: ~15-25 us each, so a batch holds
-#: the event loop ~5 ms (at 10,000 targets, a second's outcomes held it ~20 ms)
-RECORD_BATCH = 256
+#: how many outcomes are counted in one go, at most: ~15-30 us each, so a batch holds
+#: the event loop 1-2 ms (at 10,000 targets, a second's outcomes held it ~20 ms, and
+#: batches of 256 made twice as many probes start over 10 ms late)
+RECORD_BATCH = 64
 
-#: an outcome waiting to be recorded: the recording method and its arguments
-_Queued = tuple[Any, ...]
+#: an outcome waiting to be counted: the counting method and its arguments
+_Queued = tuple[Any, tuple[Any, ...]]
 
 class Components:
     """Every part one Config builds. The cheap, in-memory parts exist from the
@@ -474,15 +475,15 @@ class Components:
     def queue_result(self, target: Target, scheduled: float, result: ProbeResult) -> None:
         """The scheduler's `on_result`: its status now, its counts with the batch."""
         self._note_result(target, scheduled, result)
-        self._queue((self._count_result, target, scheduled, result))
+        self._queue((self._count_result, (target, scheduled, result)))
 
     def queue_missed(self, target: Target, scheduled: float) -> None:
         self._note_missed(target)
-        self._queue((self._count_missed, target, scheduled))
+        self._queue((self._count_missed, (target, scheduled)))
 
     def queue_held(self, key: str, target: Target, scheduled: float,
                    result: ProbeResult | None) -> None:
-        self._queue((self.on_held, key, target, scheduled, result))
+        self._queue((self.on_held, (key, target, scheduled, result)))
 
     def _queue(self, outcome: _Queued) -> None:
         self._queued.append(outcome)
@@ -498,7 +499,7 @@ class Components:
             self._record_timer.cancel()
             self._record_timer = None
         queued, self._queued = self._queued, []
-        for count, *args in queued:
+        for count, args in queued:
             count(*args)
 
     def _note_result(self, target: Target, scheduled: float, result: ProbeResult) -> None:
