@@ -75,7 +75,7 @@ class StartupError(Exception):
 #: events takes ~8-15 us to serialise; tests pass one that yields after each)
 SNAPSHOT_PACE = BUDGET
 
-#: how long a probe's outcome waits, at most, to be recorded together with those that
+#: how long a probe's outcome waits, at most, to be counted together with those that
 #: arrive meanwhile (see `Components.queue_result`)
 RECORD_EVERY = 1.0
 #: how many outcomes are counted in one go, at most: ~15-30 us each, so a batch holds
@@ -126,7 +126,7 @@ class Components:
         self.scheduler: Scheduler | None = None
         #: wall time from which ticks run; the store fills the ticks before it as no data
         self.start_at = 0.0
-        #: outcomes from the scheduler not yet recorded, in arrival order
+        #: outcomes from the scheduler not yet counted, in arrival order
         self._queued: list[_Queued] = []
         self._record_timer: asyncio.TimerHandle | None = None
         self._configure_beats(config)
