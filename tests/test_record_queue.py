@@ -5,7 +5,6 @@ them as a whole."""
 from __future__ import annotations
 
 import asyncio
-import textwrap
 import time
 from pathlib import Path
 
@@ -13,10 +12,10 @@ import pytest
 
 from slamon.app import wiring
 from slamon.app.daemon import Daemon
-from slamon.config.loader import parse_config
-from slamon.config.root import Config
 from slamon.probers.base import FailureReason, ProbeResult
 from slamon.util.events import Event, EventKind
+from tests.test_logs import drained
+from tests.test_slo_edits import config
 
 BASE = """
 targets:
@@ -32,23 +31,14 @@ WITHOUT_API = BASE.replace('  - {id: api, kind: http, interval: 10s, timeout: 2s
 DOWN = ProbeResult.failure(FailureReason.STATUS, 0.2)
 
 
-def config(text: str = BASE, state: Path | None = None) -> Config:
-    extra = f'state: {{path: "{state}"}}\nserver: {{listen: "127.0.0.1:0"}}\n' if state else ""
-    return parse_config(extra + textwrap.dedent(text))
-
-
 def taken(queue: asyncio.Queue[Event]) -> list[tuple[EventKind, str | None, float]]:
-    out = []
-    while not queue.empty():
-        event = queue.get_nowait()
-        out.append((event.kind, event.target, event.at))
-    return out
+    return [(event.kind, event.target, event.at) for event in drained(queue)]
 
 
 async def test_the_status_is_kept_at_once_and_the_counts_with_the_batch_in_order(
     tmp_path: Path,
 ) -> None:
-    daemon = Daemon(config(state=tmp_path / "state.sqlite3"))
+    daemon = Daemon(config(BASE, state=tmp_path / "state.sqlite3"))
     await daemon._open_state()
     parts, store = daemon.parts, daemon.store
     assert store is not None
@@ -85,7 +75,7 @@ async def test_an_outcome_is_counted_within_record_every_with_nothing_else_askin
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(wiring, "RECORD_EVERY", 0.01)
-    parts = Daemon(config()).parts
+    parts = Daemon(config(BASE)).parts
     counted = asyncio.Event()
     record_queued = parts.record_queued
 
@@ -104,7 +94,7 @@ async def test_an_outcome_is_counted_within_record_every_with_nothing_else_askin
 async def test_a_full_batch_is_counted_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     # so that one batch holds the event loop only so long, however many targets
     monkeypatch.setattr(wiring, "RECORD_BATCH", 3)
-    parts = Daemon(config()).parts
+    parts = Daemon(config(BASE)).parts
     web = parts.config.target("web")
     avail = parts.live.slos["avail"]
     t0 = time.time() - 100
@@ -120,19 +110,19 @@ async def test_a_full_batch_is_counted_at_once(monkeypatch: pytest.MonkeyPatch) 
 async def test_a_new_config_takes_over_only_once_the_queued_outcomes_are_counted() -> None:
     # counted under the definitions they were probed with: a target removed keeps the
     # events of its last probe, and has them back when it is added back
-    parts = Daemon(config()).parts
+    parts = Daemon(config(BASE)).parts
     api = parts.config.target("api")
     t = time.time() - 10
     parts.queue_result(api, t, DOWN)
     parts.apply_config(config(WITHOUT_API))
     parts.record_queued()
-    parts.apply_config(config())
+    parts.apply_config(config(BASE))
     assert tuple(parts.live.events["api"].counts(t + 1, 3600.0)) == (0, 1)
 
 
 async def test_the_last_write_holds_the_outcomes_still_queued(tmp_path: Path) -> None:
     state = tmp_path / "state.sqlite3"
-    first = Daemon(config(state=state))
+    first = Daemon(config(BASE, state=state))
     await first._open_state()
     web = first.config.target("web")
     now = time.time()
@@ -140,7 +130,7 @@ async def test_the_last_write_holds_the_outcomes_still_queued(tmp_path: Path) ->
         first.parts.queue_result(web, now - 200 + 10 * i,
                                  ProbeResult(True, 0.1) if i % 3 else DOWN)
     await first.parts.close()
-    second = Daemon(config(state=state))
+    second = Daemon(config(BASE, state=state))
     await second._open_state()
     try:
         assert tuple(second.live.slos["avail"].counts(now, 3600.0)) == (8, 12)
