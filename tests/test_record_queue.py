@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from slamon.app import wiring
 from slamon.app.daemon import Daemon
@@ -49,17 +50,18 @@ async def test_the_status_is_kept_at_once_and_the_counts_with_the_batch_in_order
         parts.queue_result(web, t0, ProbeResult(True, 0.1))
         parts.queue_missed(web, t0 + 10)
         parts.queue_result(web, t0 + 20, DOWN)
-        # what /metrics' probe_success and notifications read: at once
+        # what /metrics' probe_success and the API read: at once
         status = parts.live.targets["web"]
         assert (status.successes, status.failures, status.missed) == (1, 1, 1)
         assert status.last_scheduled == t0 + 20 and status.last is DOWN
-        assert taken(sub.queue) == [(EventKind.TARGET_UP, "web", t0),
-                                    (EventKind.TARGET_DOWN, "web", t0 + 20)]
-        # the windows and the journal: with the batch
+        # the windows, the journal and the transitions' events: with the batch
         avail = parts.live.slos["avail"]
         assert tuple(avail.counts(t0 + 30, 3600.0)) == (0, 0)
         assert store.batch.journal == []
+        assert taken(sub.queue) == []
         parts.record_queued()
+        assert taken(sub.queue) == [(EventKind.TARGET_UP, "web", t0),
+                                    (EventKind.TARGET_DOWN, "web", t0 + 20)]
         assert tuple(avail.counts(t0 + 30, 3600.0)) == (1, 2)
         assert parts.live.events["web"].no_data(t0 + 30, 3600.0) == 1
         assert [(t, ok) for _, t, ok, _ in store.batch.journal] == [
@@ -69,6 +71,26 @@ async def test_the_status_is_kept_at_once_and_the_counts_with_the_batch_in_order
         assert (status.successes, status.failures, status.missed) == (1, 1, 1)
     finally:
         await store.close()
+
+
+async def test_a_transition_is_announced_with_the_batch_as_it_was_when_it_happened() -> None:
+    # the log line's level and the event's time are the transition's own, though the
+    # target has moved on by the time the batch is counted
+    parts = Daemon(config(BASE)).parts
+    sub = parts.events.subscribe()
+    web = parts.config.target("web")
+    t0 = time.time() - 100
+    with capture_logs() as logs:
+        for i, result in enumerate((ProbeResult(True, 0.1), DOWN, ProbeResult(True, 0.1),
+                                    ProbeResult(True, 0.1))):
+            parts.queue_result(web, t0 + 10 * i, result)
+        assert logs == []
+        parts.record_queued()
+    assert [(e["event"], e["log_level"]) for e in logs] == [
+        ("target_up", "debug"), ("target_down", "warning"), ("target_up", "info")]
+    assert taken(sub.queue) == [(EventKind.TARGET_UP, "web", t0),
+                                (EventKind.TARGET_DOWN, "web", t0 + 10),
+                                (EventKind.TARGET_UP, "web", t0 + 20)]
 
 
 async def test_an_outcome_is_counted_within_record_every_with_nothing_else_asking(
@@ -93,7 +115,9 @@ async def test_an_outcome_is_counted_within_record_every_with_nothing_else_askin
 
 async def test_a_full_batch_is_counted_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     # so that one batch holds the event loop only so long, however many targets
-    monkeypatch.setattr(wiring, "RECORD_BATCH", 3)
+    # (a transition's announcement takes a place in the batch too: the first result and
+    # the down are transitions, so the down fills the batch's 4 places)
+    monkeypatch.setattr(wiring, "RECORD_BATCH", 4)
     parts = Daemon(config(BASE)).parts
     web = parts.config.target("web")
     avail = parts.live.slos["avail"]

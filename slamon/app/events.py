@@ -11,18 +11,17 @@ import time
 
 from slamon.probers.base import ProbeResult
 from slamon.sla.result import PeriodResult
-from slamon.sli.live import TargetStatus
+from slamon.config.targets import Target
 from slamon.util.events import Event, EventKind
 from slamon.util.units import ppm_percent
 
 
-def target_event(status: TargetStatus, result: ProbeResult) -> Event:
+def target_event(target: Target, scheduled: float, result: ProbeResult) -> Event:
     """A target's up/down transition, at the scheduled time of the probe that made it."""
-    target = status.target
     reason = result.reason.value if result.reason else None
     return Event(
         EventKind.TARGET_UP if result.ok else EventKind.TARGET_DOWN,
-        status.last_scheduled if status.last_scheduled is not None else time.time(),
+        scheduled,
         target=target.id,
         labels=target.labels,
         summary=(f"{target.id} is up" if result.ok else
