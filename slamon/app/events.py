@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import time
 
+from slamon.config.targets import Target
 from slamon.probers.base import ProbeResult
 from slamon.sla.result import PeriodResult
-from slamon.config.targets import Target
 from slamon.util.events import Event, EventKind
 from slamon.util.units import ppm_percent
 
