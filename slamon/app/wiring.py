@@ -78,9 +78,10 @@ SNAPSHOT_PACE = BUDGET
 #: how long a probe's outcome waits, at most, to be counted together with those that
 #: arrive meanwhile (see `Components.queue_result`)
 RECORD_EVERY = 1.0
-#: how many outcomes are counted in one go, at most: ~15-30 us each, so a batch holds
-#: the event loop 1-2 ms (at 10,000 targets, a second's outcomes held it ~20 ms, and
-#: batches of 256 made twice as many probes start over 10 ms late)
+#: how many outcomes (and transitions to announce) are counted in one go, at most:
+#: ~15-30 us each, so a batch holds the event loop 1-2 ms (at 10,000 targets, a
+#: second's outcomes held it ~20 ms, and batches of 256 made twice as many probes start
+#: over 10 ms late)
 RECORD_BATCH = 64
 
 #: an outcome waiting to be counted: the counting method and its arguments
@@ -441,15 +442,15 @@ class Components:
 
     # -- a probe's outcome, to every part that keeps it -------------------------
     # What the scheduler reports goes in two parts. A target's last result, counters and
-    # up/down transition at once: /metrics' probe_success, the API and notifications
-    # see a probe as it ends. Its events and windows, SLA leaves and journal row in
-    # batches: counted one at a time, as each probe ended, that code and what it shares
-    # ran from a cold CPU cache every time, on a loop that mostly waits for sockets
-    # (one TargetEvents.add took ~40 us of CPU in the daemon against ~6 us in a row,
-    # docs/benchmarks.md). A batch is counted in the order the outcomes came, within
-    # RECORD_EVERY or once RECORD_BATCH wait, and always before whatever reads the
-    # windows as a whole: the advance and burn check, a period's close, a config's
-    # hand-over, the last write.
+    # up/down state at once: /metrics' probe_success, the API and the status page see a
+    # probe as it ends. Its events and windows, SLA leaves and journal row in batches,
+    # and a transition's event and log line with them: counted one at a time, as each
+    # probe ended, that code and what it shares ran from a cold CPU cache every time, on
+    # a loop that mostly waits for sockets (one TargetEvents.add took ~40 us of CPU in the
+    # daemon against ~6 us in a row, docs/benchmarks.md). A batch is counted in the order
+    # the outcomes came, within RECORD_EVERY or once RECORD_BATCH wait, and always before
+    # whatever reads the windows as a whole: the advance and burn check, a period's
+    # close, a config's hand-over, the last write.
     def on_result(self, target: Target, scheduled: float, result: ProbeResult) -> None:
         """A probe's outcome, all of it at once (after whatever was queued before it)."""
         self._note_result(target, scheduled, result)
@@ -498,7 +499,8 @@ class Components:
                 RECORD_EVERY, self.record_queued)
 
     def record_queued(self) -> None:
-        """Count every outcome queued so far, in the order they came."""
+        """Count every outcome queued so far, in the order they came, then announce
+        the transitions among them."""
         if self._record_timer is not None:
             self._record_timer.cancel()
             self._record_timer = None
