@@ -232,7 +232,7 @@ class Watch:
         self.probed: dict[str, int] = {}
         self._probe = asyncio.Event()
         parts = daemon.parts
-        # the scheduler's callback: the target's status is kept in it, its counts later
+        # the scheduler's callback: the outcome is counted later, with its batch
         queue_result, apply_config = parts.queue_result, parts.apply_config
 
         def recorded(target: Target, scheduled: float, result: ProbeResult) -> None:

@@ -142,6 +142,7 @@ async def test_an_edited_definition_is_probed_as_held_until_its_period_closes(
             assert not any(ok for url, ok in seen.config if "500" in url)
             assert all(ok is True for _, ok in seen.held)
             # the SLO follows the edit at once
+            parts.live.settle()
             status = parts.live.targets["web"]
             assert status.last is not None and not status.last.ok and status.failures >= 3
             await parts.flush()

@@ -78,7 +78,7 @@ SNAPSHOT_PACE = BUDGET
 #: how long a probe's outcome waits, at most, to be counted together with those that
 #: arrive meanwhile (see `Components.queue_result`)
 RECORD_EVERY = 1.0
-#: how many outcomes (and transitions to announce) are counted in one go, at most:
+#: how many outcomes are counted in one go, at most (and their transitions announced):
 #: ~15-30 us each, so a batch holds the event loop 1-2 ms (at 10,000 targets, a
 #: second's outcomes held it ~20 ms, and batches of 256 made twice as many probes start
 #: over 10 ms late)
@@ -105,7 +105,7 @@ class Components:
         self.log = get_logger()
         self.events = EventBus()
         self.incidents = IncidentLog()
-        self.live = LiveState(config, on_transition=self._on_transition)
+        self.live = LiveState(config, on_transition=self._on_transition, pending=self._settle)
         self.burn_watch = BurnWatch()
         self.cert_watch = CertWatch(
             tuple(config.notify.cert_expiry_days) if config.notify else (21, 14, 7)
@@ -441,26 +441,24 @@ class Components:
             await self.writer.run(state.flush_interval, state.snapshot_interval)
 
     # -- a probe's outcome, to every part that keeps it -------------------------
-    # What the scheduler reports goes in two parts. A target's last result, counters and
-    # up/down state at once: /metrics' probe_success, the API and the status page see a
-    # probe as it ends. Its events and windows, SLA leaves and journal row in batches,
-    # and a transition's event and log line with them: counted one at a time, as each
-    # probe ended, that code and what it shares ran from a cold CPU cache every time, on
-    # a loop that mostly waits for sockets (one TargetEvents.add took ~40 us of CPU in the
-    # daemon against ~6 us in a row, docs/benchmarks.md). A batch is counted in the order
-    # the outcomes came, within RECORD_EVERY or once RECORD_BATCH wait, and always before
-    # whatever reads the windows as a whole: the advance and burn check, a period's
-    # close, a config's hand-over, the last write.
+    # What the scheduler reports is counted in batches, all of it: the target's last
+    # result, counters and up/down state, its events and windows, SLA leaves and journal
+    # row, then a transition's event and log line. Counted one at a time, as each probe
+    # ended, that code and what it shares ran from a cold CPU cache every time, on a loop
+    # that mostly waits for sockets (one TargetEvents.add took ~40 us of CPU in the daemon
+    # against ~6 us in a row, docs/benchmarks.md). A batch is counted in the order the
+    # outcomes came, within RECORD_EVERY or once RECORD_BATCH wait, and always before
+    # whatever reads the live state: /metrics, the status page and the notify streak
+    # (`LiveState.settle`), the advance and burn check, a period's close, a config's
+    # hand-over, the last write. So no reader sees a probe's status late.
     def on_result(self, target: Target, scheduled: float, result: ProbeResult) -> None:
         """A probe's outcome, all of it at once (after whatever was queued before it)."""
-        self._note_result(target, scheduled, result)
-        self._queued.append((self._count_result, (target, scheduled, result)))
+        self._queued.append((self._take_result, (target, scheduled, result)))
         self.record_queued()
 
     def on_missed(self, target: Target, scheduled: float) -> None:
         """A tick slamon could not run (no data), all of it at once."""
-        self._note_missed(target)
-        self._queued.append((self._count_missed, (target, scheduled)))
+        self._queued.append((self._take_missed, (target, scheduled)))
         self.record_queued()
 
     def on_held(self, key: str, target: Target, scheduled: float,
@@ -478,13 +476,11 @@ class Components:
             self.log.exception("record_failed", target=target.id, probe=key)
 
     def queue_result(self, target: Target, scheduled: float, result: ProbeResult) -> None:
-        """The scheduler's `on_result`: its status now, its counts with the batch."""
-        self._note_result(target, scheduled, result)
-        self._queue((self._count_result, (target, scheduled, result)))
+        """The scheduler's `on_result`: all of it with the batch."""
+        self._queue((self._take_result, (target, scheduled, result)))
 
     def queue_missed(self, target: Target, scheduled: float) -> None:
-        self._note_missed(target)
-        self._queue((self._count_missed, (target, scheduled)))
+        self._queue((self._take_missed, (target, scheduled)))
 
     def queue_held(self, key: str, target: Target, scheduled: float,
                    result: ProbeResult | None) -> None:
@@ -492,7 +488,7 @@ class Components:
 
     def _queue(self, outcome: _Queued) -> None:
         self._queued.append(outcome)
-        if len(self._queued) + len(self._transitions) >= RECORD_BATCH:
+        if len(self._queued) >= RECORD_BATCH:
             self.record_queued()
         elif self._record_timer is None:
             self._record_timer = asyncio.get_running_loop().call_later(
@@ -505,13 +501,27 @@ class Components:
             self._record_timer.cancel()
             self._record_timer = None
         queued, self._queued = self._queued, []
-        transitions, self._transitions = self._transitions, []
         for count, args in queued:
             count(*args)
         # after the counts, in a row: each takes the same code path (the event, the log
         # line), which then runs from a warm cache
+        transitions, self._transitions = self._transitions, []
         for transition in transitions:
             self._announce(*transition)
+
+    def _settle(self) -> None:
+        """What a reader of the live state calls first (`LiveState.settle`): the status
+        and windows with every outcome so far."""
+        if self._queued or self._transitions:
+            self.record_queued()
+
+    def _take_result(self, target: Target, scheduled: float, result: ProbeResult) -> None:
+        self._note_result(target, scheduled, result)
+        self._count_result(target, scheduled, result)
+
+    def _take_missed(self, target: Target, scheduled: float) -> None:
+        self._note_missed(target)
+        self._count_missed(target, scheduled)
 
     def _note_result(self, target: Target, scheduled: float, result: ProbeResult) -> None:
         try:
@@ -546,11 +556,10 @@ class Components:
             self.log.exception("record_failed", target=target.id)
 
     def _on_transition(self, status: TargetStatus, result: ProbeResult) -> None:
-        # announced with the batch its outcome's counts go in, right after this (every
-        # caller of `_note_result` queues one): one at a time, from a cold cache, an
-        # event and its log line took ~130 us of CPU, a quarter of a probe's bookkeeping
-        # where targets flap; notifications, which the event starts, wait a second at
-        # most for it
+        # announced once the batch it came in is counted: one at a time, from a cold
+        # cache, an event and its log line took ~130 us of CPU, a quarter of a probe's
+        # bookkeeping where targets flap; notifications, which the event starts, wait a
+        # second at most for it
         first = status.successes + status.failures == 1
         scheduled = status.last_scheduled if status.last_scheduled is not None else time.time()
         self._transitions.append((status.target, scheduled, result, first))

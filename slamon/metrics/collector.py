@@ -167,6 +167,7 @@ class SlamonCollector(Collector):
         several pieces.
         """
         live = self._live()
+        live.settle()
         now = self._clock()
         targets = list(live.targets.items())
         slos = list(live.slos.items())

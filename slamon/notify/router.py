@@ -84,7 +84,9 @@ def live_streak(live: Callable[[], LiveState]) -> StreakSource:
     """A StreakSource reading the daemon's LiveState (exact thresholds)."""
 
     def streak(target_id: str) -> tuple[bool, int] | None:
-        status = live().targets.get(target_id)
+        state = live()
+        state.settle()
+        status = state.targets.get(target_id)
         if status is None or status.last is None:
             return None
         return status.last.ok, status.streak

@@ -86,7 +86,8 @@ MAX_PARKED = 1000
 
 
 class LiveState:
-    def __init__(self, config: Config, on_transition: TransitionHook | None = None) -> None:
+    def __init__(self, config: Config, on_transition: TransitionHook | None = None,
+                 pending: Callable[[], None] | None = None) -> None:
         self.targets: dict[str, TargetStatus] = {}
         #: every configured target's events: the truth the SLO windows are views of
         self.events: dict[str, TargetEvents] = {}
@@ -114,6 +115,8 @@ class LiveState:
         #: removing one and adding it back loses none of its history
         self.parked: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
         self._on_transition = on_transition
+        #: counts what the writer still queues (see `settle`)
+        self._pending = pending
         #: while a snapshot is being serialised, outcomes for the SLO windows wait
         #: here (see `hold`); None the rest of the time
         self._held: list[tuple[str, float, int | None, float | None]] | None = None
@@ -199,6 +202,13 @@ class LiveState:
         for state in self.slos.values():
             for tid in state.parts:
                 self._slos_by_target.setdefault(tid, []).append(state)
+
+    def settle(self) -> None:
+        """Whoever writes outcomes here may queue them and count them in batches (the
+        daemon does): a reader of the status or windows, which must see every outcome
+        so far, calls this first."""
+        if self._pending is not None:
+            self._pending()
 
     # -- scheduler callbacks ---------------------------------------------
     def record(self, target: Target, scheduled: float, result: ProbeResult) -> None:

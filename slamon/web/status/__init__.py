@@ -65,6 +65,7 @@ def add_routes(
 
     def _slo_state(request: web.Request) -> tuple[str, object]:
         slo_id = request.match_info["slo"]
+        source.live.settle()
         state = source.live.slos.get(slo_id)
         if state is None or not data.public(slo_id):
             raise web.HTTPNotFound(text="no such SLO\n")

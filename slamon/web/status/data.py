@@ -130,6 +130,7 @@ class StatusData:
 
     def slo_state(self, slo_id: str, state: SloState) -> tuple[str, list[dict[str, Any]]]:
         live = self.source.live
+        live.settle()
         parts = []
         downs = known = 0
         for tid in state.parts:
