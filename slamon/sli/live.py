@@ -115,7 +115,7 @@ class LiveState:
         #: removing one and adding it back loses none of its history
         self.parked: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
         self._on_transition = on_transition
-        #: counts what the writer still queues (see `settle`)
+        #: counts what whoever records outcomes here still queues (see `settle`)
         self._pending = pending
         #: while a snapshot is being serialised, outcomes for the SLO windows wait
         #: here (see `hold`); None the rest of the time
