@@ -105,6 +105,12 @@ class Components:
         self.log = get_logger()
         self.events = EventBus()
         self.incidents = IncidentLog()
+        #: outcomes from the scheduler not yet counted, in arrival order (before the live
+        #: state, whose readers count them)
+        self._queued: list[_Queued] = []
+        #: transitions not announced yet, in arrival order (see `_on_transition`)
+        self._transitions: list[tuple[Target, float, ProbeResult, bool]] = []
+        self._record_timer: asyncio.TimerHandle | None = None
         self.live = LiveState(config, on_transition=self._on_transition, pending=self._settle)
         self.burn_watch = BurnWatch()
         self.cert_watch = CertWatch(
@@ -127,11 +133,6 @@ class Components:
         self.scheduler: Scheduler | None = None
         #: wall time from which ticks run; the store fills the ticks before it as no data
         self.start_at = 0.0
-        #: outcomes from the scheduler not yet counted, in arrival order
-        self._queued: list[_Queued] = []
-        #: transitions not announced yet, in arrival order (see `_on_transition`)
-        self._transitions: list[tuple[Target, float, ProbeResult, bool]] = []
-        self._record_timer: asyncio.TimerHandle | None = None
         self._configure_beats(config)
 
     def _configure_beats(self, config: Config) -> None:
