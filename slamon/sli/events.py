@@ -205,9 +205,7 @@ class TargetEvents:
         """Good and valid events over the window (RollingWindow.query semantics):
         good = succeeded within `threshold` (None: succeeded at all)."""
         memo = self._memo
-        # `_memo_key`, inlined: several calls per probe of a burning SLO
-        m = (memo.get(length if threshold is None else (length, threshold))
-             if memo is not None else None)
+        m = memo.get(_memo_key(length, threshold)) if memo is not None else None
         if m is None or not math.isfinite(now):
             return self._counted(now, length, threshold)
         first, last = math.floor((now - length) / m[0]), math.floor(now / m[0])

@@ -244,9 +244,7 @@ class SloState:
         if part is None:
             if self._combined is not None:
                 return self._combined.query(now, length)
-            # one part, always among the events: no checked lookup (the burn check
-            # asks this several times per probe of a burning SLO)
-            return self._events[self.parts[0]].counts(now, length, self._threshold)
+            part = self.parts[0]
         return self._part(part).counts(now, length, self._threshold)
 
     def no_data(self, now: float, length: float, part: str | None = None) -> int:
@@ -271,10 +269,10 @@ class SloState:
     def burn_rate(self, now: float, length: float) -> float | None:
         """How fast the budget burns over the window: ``(1 - sli) / (1 - objective)``;
         1.0 spends exactly the budget over the SLO window."""
-        good, valid = self.counts(now, length)  # `sli`, inlined
-        if not valid:
+        sli = self.sli(now, length)
+        if sli is None:
             return None
-        return (1.0 - good / valid) / (1.0 - self.slo.objective)
+        return (1.0 - sli) / (1.0 - self.slo.objective)
 
     def nbytes(self) -> int:
         """Bytes held by this SLO's own counters: its combined window, and its parts'
