@@ -512,8 +512,9 @@ class Components:
 
     def _settle(self) -> None:
         """What a reader of the live state calls first (`LiveState.settle`): the status
-        and windows with every outcome so far."""
-        if self._queued or self._transitions:
+        and windows with every outcome so far (transitions are found only while a batch
+        is counted, and announced before it ends)."""
+        if self._queued:
             self.record_queued()
 
     def _take_result(self, target: Target, scheduled: float, result: ProbeResult) -> None:
