@@ -318,7 +318,8 @@ class Components:
 
     async def start_server(self, ready: asyncio.Event) -> HttpServer:
         try:
-            app = build_app(self.registry, ready, self.collector, extra_routes=self._routes)
+            app = build_app(self.registry, ready, self.collector, extra_routes=self._routes,
+                            gzip=lambda: self.config.metrics.gzip)
         except OSError as exc:
             raise StartupError(f"cannot read a credential file: {exc.strerror or exc} "
                                f"({exc.filename})") from None

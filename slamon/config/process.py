@@ -81,6 +81,10 @@ class MetricsConfig(Strict):
     #: windows from them in Prometheus, as Sloth does; on, the rules read the
     #: exact window counts instead
     window_series: bool = False
+    #: gzip /metrics when the scraper asks for it (`Accept-Encoding: gzip`, which
+    #: Prometheus sends), as the Go and Python client libraries do: at 10,000 targets
+    #: ~10 MB a scrape becomes ~1.1 MB for ~3 ms of CPU a MB. Off: always plain text
+    gzip: bool = True
 
 
 class LoggingConfig(Strict):

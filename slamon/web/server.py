@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from slamon import __version__
 from slamon.metrics.collector import ListedRegistry, SlamonCollector
-from slamon.metrics.exposition import render_chunks
+from slamon.metrics.exposition import gzipped, render_chunks
 from slamon.web.runbooks import runbooks_page
 
 READY_KEY = web.AppKey("ready", asyncio.Event)
@@ -25,11 +25,34 @@ INDEX = """<!doctype html><html><head><meta charset="utf-8"><title>slamon</title
 """
 
 
+def accepts_gzip(header: str) -> bool:
+    """Whether an Accept-Encoding value takes gzip (RFC 9110 12.5.3): named, or by `*`,
+    with a q-value above 0; an explicit `gzip;q=0` refuses it even after a `*`."""
+    star = False
+    for item in header.split(","):
+        coding, *params = (p.strip() for p in item.split(";"))
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0  # a q-value that is not one: as good as refused
+        coding = coding.lower()
+        if coding in ("gzip", "x-gzip"):
+            return q > 0
+        if coding == "*":
+            star = q > 0
+    return star
+
+
 def build_app(
     registry: ListedRegistry,
     ready: asyncio.Event,
     collector: SlamonCollector | None = None,
     extra_routes: Callable[[web.Application], None] | None = None,
+    gzip: Callable[[], bool] = lambda: True,
 ) -> web.Application:
     app = web.Application()
     app[READY_KEY] = ready
@@ -41,10 +64,18 @@ def build_app(
         # streamed family by family: at 10,000 targets the text is ~25 MB, and one
         # joined copy of it would be that much more peak memory
         chunks = await render_chunks(registry, collector)
-        response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_LATEST})
-        await response.prepare(request)
-        for piece in chunks:
-            await response.write(piece)
+        headers = {"Content-Type": CONTENT_TYPE_LATEST, "Vary": "Accept-Encoding"}
+        if gzip() and accepts_gzip(request.headers.get("Accept-Encoding", "")):
+            headers["Content-Encoding"] = "gzip"
+            response = web.StreamResponse(headers=headers)
+            await response.prepare(request)
+            async for piece in gzipped(chunks):
+                await response.write(piece)
+        else:
+            response = web.StreamResponse(headers=headers)
+            await response.prepare(request)
+            for piece in chunks:
+                await response.write(piece)
         await response.write_eof()
         return response
 
