@@ -254,6 +254,8 @@ def write_config(path: Path, urls: list[str], port: int, args: argparse.Namespac
         lines.append(f'state: {{path: "{state}"}}')
     if args.max_concurrency:
         lines.append(f"scheduler: {{max_concurrency: {args.max_concurrency}}}")
+    if getattr(args, "plain_metrics", False):
+        lines.append("metrics: {gzip: false}")
     lines.append("targets:")
     iv, to = f"{args.interval:g}s", f"{args.timeout:g}s"
     for i, url in enumerate(urls):
@@ -862,6 +864,8 @@ def main() -> None:
     )
     ap.add_argument("--no-slamon", action="store_true", help="only the aiohttp loop")
     ap.add_argument("--scrape-samples", type=int, default=3)
+    ap.add_argument("--plain-metrics", action="store_true",
+                    help="metrics.gzip off: Prometheus gets plain text although it asks for gzip")
     ap.add_argument("--prometheus", type=float, default=0.0, metavar="SECONDS",
                     help="a Prometheus scrapes slamon this often through the run (0: none)")
     ap.add_argument(

@@ -20,7 +20,7 @@ import pytest
 
 from slamon.config.root import Config
 from slamon.metrics.collector import SlamonCollector, make_registry
-from slamon.metrics.exposition import gzipped, render
+from slamon.metrics.exposition import gzipped, paced, render
 from slamon.web.server import HttpServer, accepts_gzip, build_app
 from tests.misbehaving import free_port
 from tests.test_exposition import NOW, populated
@@ -109,8 +109,8 @@ def test_metrics_gzip_is_on_by_default_and_can_be_switched_off() -> None:
     assert Config.model_validate({"metrics": {"gzip": False}}).metrics.gzip is False
 
 
-async def test_gzip_yields_to_the_loop_between_pieces_and_is_one_stream() -> None:
-    chunks = [bytes(range(256)) * 40, b"# HELP x\n" * 3, bytes(reversed(range(256))) * 80]
+async def _with_ticks(parts: AsyncIterator[bytes | memoryview]) -> tuple[int, bytes]:
+    """Everything `parts` gives, and how often the loop ran another task meanwhile."""
     ticks = 0
     done = False
 
@@ -121,18 +121,32 @@ async def test_gzip_yields_to_the_loop_between_pieces_and_is_one_stream() -> Non
             await asyncio.sleep(0)
 
     task = asyncio.create_task(ticker())
-    parts = [part async for part in gzipped(chunks, piece=4096)]
+    got = b"".join([bytes(part) async for part in parts])
     done = True
     await task
-    # 30,747 bytes in pieces of 4,096: at least 7 yields to the loop while compressing
+    return ticks, got
+
+
+CHUNKS = [bytes(range(256)) * 40, b"# HELP x\n" * 3, bytes(reversed(range(256))) * 80]
+
+
+async def test_plain_text_goes_out_in_pieces_with_yields_to_the_loop() -> None:
+    sizes = [len(part) async for part in paced(CHUNKS, piece=4096)]
+    assert max(sizes) == 4096 and sum(sizes) == sum(map(len, CHUNKS))
+    ticks, got = await _with_ticks(paced(CHUNKS, piece=4096))
+    # 30,747 bytes in pieces of 4,096: at least 7 yields to the loop on the way
     assert ticks >= 7
-    stream = b"".join(parts)
-    assert gzip.decompress(stream) == b"".join(chunks)
+    assert got == b"".join(CHUNKS)
+
+
+async def test_gzip_yields_to_the_loop_between_pieces_and_is_one_stream() -> None:
+    ticks, stream = await _with_ticks(gzipped(paced(CHUNKS, piece=4096)))
+    assert ticks >= 7
+    assert gzip.decompress(stream) == b"".join(CHUNKS)
     # one gzip member (not one per piece): a single decompressor reads it to its end
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    assert inflater.decompress(stream) == b"".join(chunks)
+    assert inflater.decompress(stream) == b"".join(CHUNKS)
     assert inflater.eof and inflater.unused_data == b""
-
 
 def _encoding(url: str, accept: str) -> tuple[str | None, bytes]:
     req = urllib.request.Request(url, headers={"Accept-Encoding": accept})

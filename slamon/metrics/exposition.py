@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 
 from slamon.metrics.collector import ListedRegistry, SlamonCollector
 from slamon.metrics.text import Exposition
 
 #: targets (or SLOs) rendered between two yields to the event loop
 CHUNK = 100
-#: bytes gzipped between two yields to the event loop (~1 ms of CPU at level 1)
-GZIP_PIECE = 256 * 1024
+#: bytes sent (and gzipped) between two yields to the event loop: a socket that takes
+#: a whole 10 MB exposition at once would otherwise hold the loop for its every copy
+PIECE = 256 * 1024
 
 
 async def render_chunks(
@@ -43,21 +44,30 @@ async def render(
     return b"".join(await render_chunks(registry, collector, chunk))
 
 
-async def gzipped(chunks: Iterable[bytes], piece: int = GZIP_PIECE) -> AsyncIterator[bytes]:
-    """The chunks as one gzip stream, compressed `piece` bytes at a time with a yield to
-    the event loop between pieces: level 1, since exposition text compresses ~9x even
-    so, at a third of level 6's CPU (10,000 targets: 10.5 MB, 28 against 77 ms)."""
-    packer = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # gzip framing
+
+async def paced(chunks: Iterable[bytes], piece: int = PIECE) -> AsyncIterator[memoryview]:
+    """The chunks in parts of at most `piece` bytes, with a yield to the event loop each
+    time `piece` bytes have gone: writing to a socket that takes everything (loopback,
+    a fast reader) never waits, so an exposition of 10,000 targets went out in one turn
+    of the loop and delayed the probes due meanwhile (docs/benchmarks.md)."""
     since_yield = 0
     for chunk in chunks:
         view = memoryview(chunk)
         for start in range(0, len(view), piece):
             part = view[start : start + piece]
-            out = packer.compress(part)
-            if out:
-                yield out
+            yield part
             since_yield += len(part)
             if since_yield >= piece:
                 since_yield = 0
                 await asyncio.sleep(0)
+
+
+async def gzipped(parts: AsyncIterable[bytes | memoryview]) -> AsyncIterator[bytes]:
+    """The parts as one gzip stream. Level 1: exposition text still compresses ~9x, at a
+    third of level 6's CPU (10,000 targets: 10.5 MB, 28 against 77 ms)."""
+    packer = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # gzip framing
+    async for part in parts:
+        out = packer.compress(part)
+        if out:
+            yield out
     yield packer.flush()

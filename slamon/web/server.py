@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from slamon import __version__
 from slamon.metrics.collector import ListedRegistry, SlamonCollector
-from slamon.metrics.exposition import gzipped, render_chunks
+from slamon.metrics.exposition import gzipped, paced, render_chunks
 from slamon.web.runbooks import runbooks_page
 
 READY_KEY = web.AppKey("ready", asyncio.Event)
@@ -65,17 +65,14 @@ def build_app(
         # joined copy of it would be that much more peak memory
         chunks = await render_chunks(registry, collector)
         headers = {"Content-Type": CONTENT_TYPE_LATEST, "Vary": "Accept-Encoding"}
+        stream: AsyncIterator[bytes | memoryview] = paced(chunks)
         if gzip() and accepts_gzip(request.headers.get("Accept-Encoding", "")):
             headers["Content-Encoding"] = "gzip"
-            response = web.StreamResponse(headers=headers)
-            await response.prepare(request)
-            async for piece in gzipped(chunks):
-                await response.write(piece)
-        else:
-            response = web.StreamResponse(headers=headers)
-            await response.prepare(request)
-            for piece in chunks:
-                await response.write(piece)
+            stream = gzipped(stream)
+        response = web.StreamResponse(headers=headers)
+        await response.prepare(request)
+        async for piece in stream:
+            await response.write(piece)
         await response.write_eof()
         return response
 
