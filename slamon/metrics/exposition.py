@@ -44,7 +44,6 @@ async def render(
     return b"".join(await render_chunks(registry, collector, chunk))
 
 
-
 async def paced(chunks: Iterable[bytes], piece: int = PIECE) -> AsyncIterator[memoryview]:
     """The chunks in parts of at most `piece` bytes, with a yield to the event loop each
     time `piece` bytes have gone: writing to a socket that takes everything (loopback,

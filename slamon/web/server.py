@@ -61,7 +61,7 @@ def build_app(
         if collector is None:
             body = generate_latest(registry)
             return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-        # streamed family by family: at 10,000 targets the text is ~25 MB, and one
+        # streamed family by family: at 10,000 targets the text is ~10 MB, and one
         # joined copy of it would be that much more peak memory
         chunks = await render_chunks(registry, collector)
         headers = {"Content-Type": CONTENT_TYPE_LATEST, "Vary": "Accept-Encoding"}
