@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from prometheus_client import generate_latest
@@ -21,6 +21,7 @@ from slamon.util.durations import format_duration
 from tests.promtext import parse_metrics, value
 
 NOW = 1_800_000_000.0
+T = TypeVar("T")
 
 
 def target_dicts() -> list[dict[str, Any]]:
@@ -71,31 +72,31 @@ def test_sliced_rendering_equals_prometheus_client(series: bool) -> None:
         assert len(reference) > (500 if series else 400)
 
 
+async def loop_turns(work: Awaitable[T]) -> tuple[int, T]:
+    """What `work` gives, and how many turns another task got on the loop meanwhile."""
+    ticks = 0
+    done = False
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    got = await work
+    done = True
+    await task
+    return ticks, got
+
+
 def test_render_yields_to_the_loop_between_slices() -> None:
     live, stats = populated()
     collector = SlamonCollector(lambda: live, lambda: stats, clock=lambda: NOW)
     registry = make_registry(collector)
-    ticks = 0
-
-    async def main() -> None:
-        nonlocal ticks
-        done = False
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while not done:
-                ticks += 1
-                await asyncio.sleep(0)
-
-        task = asyncio.create_task(ticker())
-        await render(registry, collector, chunk=5)
-        done = True
-        await task
-
-    asyncio.run(main())
+    ticks, _text = asyncio.run(loop_turns(render(registry, collector, chunk=5)))
     # 23 targets and 20 SLOs in slices of 5: the loop ran other work between them
     assert ticks >= 9
-
 
 def test_window_bytes_are_summed_in_pieces() -> None:
     """The counters' bytes are summed a chunk at a time, and the sum is every target's

@@ -23,7 +23,7 @@ from slamon.metrics.collector import SlamonCollector, make_registry
 from slamon.metrics.exposition import gzipped, paced, render
 from slamon.web.server import HttpServer, accepts_gzip, build_app
 from tests.misbehaving import free_port
-from tests.test_exposition import NOW, populated
+from tests.test_exposition import NOW, loop_turns, populated
 from tests.test_reload import SlamonProcess
 
 
@@ -109,23 +109,8 @@ def test_metrics_gzip_is_on_by_default_and_can_be_switched_off() -> None:
     assert Config.model_validate({"metrics": {"gzip": False}}).metrics.gzip is False
 
 
-async def _with_ticks(parts: AsyncIterator[bytes | memoryview]) -> tuple[int, bytes]:
-    """Everything `parts` gives, and how often the loop ran another task meanwhile."""
-    ticks = 0
-    done = False
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while not done:
-            ticks += 1
-            await asyncio.sleep(0)
-
-    task = asyncio.create_task(ticker())
-    got = b"".join([bytes(part) async for part in parts])
-    done = True
-    await task
-    return ticks, got
-
+async def _joined(parts: AsyncIterator[bytes | memoryview]) -> bytes:
+    return b"".join([bytes(part) async for part in parts])
 
 CHUNKS = [bytes(range(256)) * 40, b"# HELP x\n" * 3, bytes(reversed(range(256))) * 80]
 
@@ -133,14 +118,14 @@ CHUNKS = [bytes(range(256)) * 40, b"# HELP x\n" * 3, bytes(reversed(range(256)))
 async def test_plain_text_goes_out_in_pieces_with_yields_to_the_loop() -> None:
     sizes = [len(part) async for part in paced(CHUNKS, piece=4096)]
     assert max(sizes) == 4096 and sum(sizes) == sum(map(len, CHUNKS))
-    ticks, got = await _with_ticks(paced(CHUNKS, piece=4096))
+    ticks, got = await loop_turns(_joined(paced(CHUNKS, piece=4096)))
     # 30,747 bytes in pieces of 4,096: at least 7 yields to the loop on the way
     assert ticks >= 7
     assert got == b"".join(CHUNKS)
 
 
 async def test_gzip_yields_to_the_loop_between_pieces_and_is_one_stream() -> None:
-    ticks, stream = await _with_ticks(gzipped(paced(CHUNKS, piece=4096)))
+    ticks, stream = await loop_turns(_joined(gzipped(paced(CHUNKS, piece=4096))))
     assert ticks >= 7
     assert gzip.decompress(stream) == b"".join(CHUNKS)
     # one gzip member (not one per piece): a single decompressor reads it to its end
