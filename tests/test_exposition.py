@@ -98,6 +98,7 @@ def test_render_yields_to_the_loop_between_slices() -> None:
     # 23 targets and 20 SLOs in slices of 5: the loop ran other work between them
     assert ticks >= 9
 
+
 def test_window_bytes_are_summed_in_pieces() -> None:
     """The counters' bytes are summed a chunk at a time, and the sum is every target's
     events and every SLO's own windows, whatever the chunk."""
