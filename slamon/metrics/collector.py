@@ -84,7 +84,8 @@ class _Kept(Generic[V]):
 
 
 #: an SLO's '{slo="id"', its [(length, ',window="1h"}')], its [(part, '{slo="id",target="t"')]
-SloText = tuple[str, list[tuple[float, str]], list[tuple[str, str]]]
+#: and its whole slamon_slo_objective_ratio line
+SloText = tuple[str, list[tuple[float, str]], list[tuple[str, str]], str]
 
 
 def _slo_text(slo_id: str, state: SloState) -> SloText:
@@ -93,7 +94,8 @@ def _slo_text(slo_id: str, state: SloState) -> SloText:
                for length in slo_windows(state)]
     parts = [(part, f'{own},target="{escape(part)}"') for part in state.parts
              ] if state.composite else []
-    return own, windows, parts
+    objective = f"slamon_slo_objective_ratio{own}}} {value_text(state.slo.objective)}\n"
+    return own, windows, parts, objective
 
 
 def _target_text(tid: str, target: Target, extra: tuple[str, ...]) -> tuple[str, str]:
@@ -254,7 +256,10 @@ class SlamonCollector(Collector):
             if res is None:
                 continue
             success.append(f"probe_success{own}}} {1 if res.ok else 0}\n")
-            duration.append(f"probe_duration_seconds{own}}} {value_text(res.duration)}\n")
+            # a duration is a finite float (a monotonic clock's difference), whose repr is
+            # value_text's answer: ~60,000 of them a scrape at 10,000 targets, and the call
+            # and its checks were ~150 ns each on top of the repr's ~450
+            duration.append(f"probe_duration_seconds{own}}} {res.duration!r}\n")
             if st.last_scheduled is not None:
                 last_time.append(f"slamon_probe_scheduled_timestamp_seconds{own}}}"
                                  f" {value_text(st.last_scheduled)}\n")
@@ -284,7 +289,7 @@ class SlamonCollector(Collector):
             for phase in PHASES:
                 value = got.get(phase)
                 if value is not None:
-                    fam.append(f'{name}{own},phase="{phase}"}} {value_text(value)}\n')
+                    fam.append(f'{name}{own},phase="{phase}"}} {value!r}\n')
             if http:
                 if res.status_code is not None:
                     status_code.append(f"probe_http_status_code{own}}} {res.status_code}\n")
@@ -348,10 +353,10 @@ class SlamonCollector(Collector):
         ratios = self._window_ratios()
         series = self._window_series()
         for slo_id, state in slos:
-            own, windows, parts = labels.get(slo_id, state.slo) or labels.put(
+            own, windows, parts, objective_line = labels.get(slo_id, state.slo) or labels.put(
                 slo_id, state.slo, _slo_text(slo_id, state))
             slo = state.slo
-            objective.append(f"slamon_slo_objective_ratio{own}}} {value_text(slo.objective)}\n")
+            objective.append(objective_line)
             allowed = 1 - slo.objective
             remaining = state.error_budget_remaining(now)
             if remaining is not None:
