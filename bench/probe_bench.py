@@ -36,6 +36,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -150,6 +151,7 @@ class Scrape:
     t_start: float  # monotonic, just before the request
     t_end: float
     nbytes: int
+    wire_bytes: int = 0  # as sent: gzipped when asked
     values: dict[str, float] = field(default_factory=dict)
     buckets: dict[str, float] = field(default_factory=dict)
     probes: dict[str, float] = field(default_factory=dict)  # slamon_probes_total by result
@@ -159,13 +161,23 @@ class Scrape:
         return self.t_end - self.t_start
 
 
-def scrape(port: int, timeout: float = 60.0) -> Scrape:
+def scrape(port: int, timeout: float = 60.0, gzip: bool = False) -> Scrape:
+    """/metrics, parsed for what the bench reads; `gzip` asks for it as Prometheus does
+    (the time then includes decompressing, on the bench's side)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={
+        "Accept-Encoding": "gzip" if gzip else "identity"})
     t0 = time.monotonic()
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as resp:
+    with urllib.request.urlopen(request, timeout=timeout) as resp:
         body = resp.read()
+        packed = resp.headers.get("Content-Encoding") == "gzip"
     t1 = time.monotonic()
-    out = Scrape(t0, t1, len(body))
-    probes: Counter[str] = Counter()
+    wire = len(body)
+    if packed:
+        body = zlib.decompress(body, 16 + zlib.MAX_WBITS)
+    elif gzip:
+        raise RuntimeError("asked /metrics for gzip and got plain text")
+    out = Scrape(t0, t1, len(body), wire_bytes=wire)
+    probes: dict[str, float] = {}
     for line in body.decode().splitlines():
         if not line or line[0] == "#":
             continue
@@ -174,7 +186,7 @@ def scrape(port: int, timeout: float = 60.0) -> Scrape:
         if name == "slamon_probes_total":
             # slamon_probes_total{target="t1",result="success"} 12.0
             result = labels.rsplit('result="', 1)[1].split('"', 1)[0]
-            probes[result] += float(value_s)
+            probes[result] = probes.get(result, 0.0) + float(value_s)
         elif name == "slamon_scheduler_lag_seconds_bucket":
             out.buckets[labels.split('le="', 1)[1].split('"', 1)[0]] = float(value_s)
         elif name in WANTED:
@@ -407,7 +419,10 @@ def run_slamon(
             res["rss_peak_span_bytes"] = sampler.peak_between(t_cpu0, t_cpu1)
             res["rss_hwm_bytes"] = hwm
             res["first_scrape"] = {"seconds": s0.seconds, "bytes": s0.nbytes}
-            res["scrape"] = _scrape_cost(port, pid, args.scrape_samples, s1)
+            if prom is not None:  # its scrapes would fall in the quiet spells measured below
+                stop_group(prom, grace=20)
+            res["scrape"] = _scrape_cost(port, pid, args.scrape_samples, s1,
+                                          gzip=not getattr(args, "plain_metrics", False))
             if gc_log is not None:
                 res["full_collections"] = _full_collections(gc_log, wall0, wall1)
             if prof is not None and args.stalls:
@@ -487,31 +502,74 @@ def _summarise(
     }
 
 
-def _scrape_cost(port: int, pid: int, samples: int, before: Scrape) -> dict[str, Any]:
-    """Time, size and slamon CPU of back-to-back /metrics scrapes, after the span."""
-    times: list[float] = []
-    cpus: list[float] = []
-    size = 0
+def task_cpu_ns(pid: int) -> tuple[frozenset[str], int]:
+    """The process's threads and their CPU time summed, in ns (`schedstat`: exact, where
+    `/proc/pid/stat` counts 10 ms ticks, a twentieth of a scrape)."""
+    tasks = Path(f"/proc/{pid}/task")
+    ids: list[str] = []
+    total = 0
+    for task in tasks.iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that ended meanwhile: the tick count below covers it
+        ids.append(task.name)
+    return frozenset(ids), total
+
+
+def _scrape_once(port: int, pid: int, gzip: bool, quiet: float) -> dict[str, float]:
+    """One scrape's CPU: what the process used during it, and that less what it used in
+    the same time while not scraped (its probes go on meanwhile: at 10,000 targets a
+    quarter of a core, a fifth of a plain scrape's time)."""
+    threads0, b0 = task_cpu_ns(pid)
+    t0 = time.monotonic()
+    time.sleep(quiet)
+    threads1, b1 = task_cpu_ns(pid)
+    t1 = time.monotonic()
+    ticks0 = proc_cpu(pid)
+    got = scrape(port, gzip=gzip)
+    ticks1 = proc_cpu(pid)
+    threads2, c1 = task_cpu_ns(pid)
+    out = {"seconds": got.seconds, "bytes": float(got.wire_bytes),
+           "cpu_ticks": ticks1 - ticks0}
+    if threads0 == threads1 == threads2:  # no thread came or went: the sums compare
+        rate = (b1 - b0) / 1e9 / (t1 - t0)
+        raw = (c1 - b1) / 1e9
+        out.update(cpu=raw, background_rate=rate, cpu_net=raw - rate * got.seconds)
+    return out
+
+
+def _scrape_cost(port: int, pid: int, samples: int, before: Scrape, gzip: bool = True,
+                 quiet: float = 1.0) -> dict[str, Any]:
+    """Time, size and slamon CPU of /metrics scrapes after the span, plain then gzipped
+    (as Prometheus asks, unless slamon was told not to gzip), each after `quiet` seconds
+    unscraped."""
     max_before = before.values["slamon_scheduler_lag_max_seconds"]
-    after = before
-    for _ in range(samples):
-        time.sleep(1.0)
-        c0 = proc_cpu(pid)
-        after = scrape(port)
-        cpus.append(proc_cpu(pid) - c0)
-        times.append(after.seconds)
-        size = after.nbytes
-    time.sleep(max(2.0, max(times, default=0.0) * 2))
-    final = scrape(port)
-    return {
-        "samples": samples,
-        "seconds_median": statistics.median(times) if times else None,
-        "seconds_max": max(times, default=None),
-        "cpu_seconds_median": statistics.median(cpus) if cpus else None,
-        "bytes": size,
-        "lag_max_before": max_before,
-        "lag_max_after": final.values["slamon_scheduler_lag_max_seconds"],
-    }
+    out: dict[str, Any] = {"samples": samples, "lag_max_before": max_before}
+    for packed in (False, True) if gzip else (False,):
+        runs = [_scrape_once(port, pid, packed, quiet) for _ in range(samples)]
+        times = [r["seconds"] for r in runs]
+        part: dict[str, Any] = {
+            "seconds_median": statistics.median(times) if times else None,
+            "seconds_max": max(times, default=None),
+            "cpu_seconds_median": statistics.median(r["cpu_ticks"] for r in runs)
+            if runs else None,
+            "bytes": runs[-1]["bytes"] if runs else None,
+        }
+        exact = [r for r in runs if "cpu" in r]
+        if exact:
+            part["cpu_exact_median"] = statistics.median(r["cpu"] for r in exact)
+            part["cpu_net_median"] = statistics.median(r["cpu_net"] for r in exact)
+            part["cpu_net_all"] = [round(r["cpu_net"], 4) for r in exact]
+            part["background_cores"] = statistics.median(r["background_rate"] for r in exact)
+        if packed:
+            out["gzip"] = part
+        else:
+            out.update(part)
+    longest = max(out["seconds_max"] or 0.0, out.get("gzip", {}).get("seconds_max") or 0.0)
+    time.sleep(max(2.0, 2 * longest))
+    out["lag_max_after"] = scrape(port).values["slamon_scheduler_lag_max_seconds"]
+    return out
 
 
 # ---------------------------------------------------------------- profiling
