@@ -243,7 +243,8 @@ class Daemon:
     async def run(self) -> None:
         """Run until SIGTERM/SIGINT; SIGHUP reloads the config file."""
         # the handlers stay for the whole drain: a second stop signal must reach it
-        with runtime.capture_signals(self.request_stop, self.request_reload):
+        with runtime.capture_signals(self.request_stop, self.request_reload), \
+                runtime.loop_first():
             try:
                 await self.start()
                 await self._stop.wait()
@@ -377,28 +378,27 @@ class Daemon:
                  and len(self.parts.config.targets) >= config_child.FROM_TARGETS)
         self.log.info("reload_started", path=str(self.config_path),
                       reader="child" if apart else "thread")
-        with runtime.loop_first():
-            try:
-                new, digests = await self._read_config(self.config_path, self._loader, apart)
-            except ConfigError as exc:
-                self.reloads.failed += 1
-                self.log.error("reload_failed", errors=exc.errors)
-                return False
-            # a canonical schedule per SLA, ~20 ms per 1,000: on the thread too
-            if errors := await asyncio.to_thread(self.parts.reload_errors, new):
-                self.reloads.failed += 1
-                self.log.error("reload_failed", errors=errors)
-                return False
-            self.file_config = new
-            await self.discovery.update(new.discovery)
-            running = self._running(new)
-            new = await asyncio.to_thread(self.parts.intern_targets, running)
-            # the child's digests describe the file's config; they hold for the running one
-            # when discovery and sharding left it as it is (interning only swaps targets
-            # for equal ones)
-            known = (PolicyDigests(new, digests.digests, digests.documents)
-                     if digests is not None and running is self.file_config else None)
-            prepared = await self.parts.prepare_config(new, known)
+        try:
+            new, digests = await self._read_config(self.config_path, self._loader, apart)
+        except ConfigError as exc:
+            self.reloads.failed += 1
+            self.log.error("reload_failed", errors=exc.errors)
+            return False
+        # a canonical schedule per SLA, ~20 ms per 1,000: on the thread too
+        if errors := await asyncio.to_thread(self.parts.reload_errors, new):
+            self.reloads.failed += 1
+            self.log.error("reload_failed", errors=errors)
+            return False
+        self.file_config = new
+        await self.discovery.update(new.discovery)
+        running = self._running(new)
+        new = await asyncio.to_thread(self.parts.intern_targets, running)
+        # the child's digests describe the file's config; they hold for the running one
+        # when discovery and sharding left it as it is (interning only swaps targets
+        # for equal ones)
+        known = (PolicyDigests(new, digests.digests, digests.documents)
+                 if digests is not None and running is self.file_config else None)
+        prepared = await self.parts.prepare_config(new, known)
         if new.server != self.parts.config.server:
             self.log.warning("reload_server_unchanged",
                              reason="server.listen and server.auth need a restart")

@@ -49,16 +49,18 @@ def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return runner.run(main())
 
 
-#: the GIL's switch interval while a thread works next to the loop (CPython's is 5 ms)
+#: the GIL's switch interval while the daemon runs (CPython's is 5 ms)
 SHARED_SWITCH_INTERVAL = 0.0005
 
 
 @contextlib.contextmanager
 def loop_first() -> Iterator[None]:
-    """While a thread runs long Python work beside the event loop (a reload reading the
-    config), hand the GIL back to the loop within 0.5 ms instead of CPython's 5: each turn
-    of the loop waited up to one interval for it, and reading a config of 10,000 targets
-    takes ~1 s, so every probe due meanwhile started 5-10 ms late."""
+    """While threads run Python work beside the event loop, hand the GIL back to the loop
+    within 0.5 ms instead of CPython's 5: each wake-up of the loop waited up to one
+    interval for it. The daemon runs in it all along: its state writer's thread works
+    every second (10-30 ms at 10,000 targets), a reload reads its config on a thread (~1 s
+    at 10,000 targets, every probe due meanwhile 5-10 ms late). The interval only counts
+    while a thread waits for the GIL, so a lone loop pays nothing (docs/benchmarks.md)."""
     before = sys.getswitchinterval()
     sys.setswitchinterval(min(before, SHARED_SWITCH_INTERVAL))
     try:
