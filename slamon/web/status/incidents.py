@@ -160,11 +160,23 @@ class IncidentLog:
             self._resolved += 1  # an ongoing incident is never trimmed: it is in the deque
 
     def _trim(self) -> None:
-        while len(self.incidents) > self.capacity and self._resolved:
-            # the oldest resolved one goes; open ones stay whatever their age
-            oldest = next(i for i in self.incidents if not i.ongoing)
-            self.incidents.remove(oldest)
-            self._resolved -= 1
+        """Past `capacity`, the oldest resolved incidents go; open ones stay whatever
+        their age. In one pass once a tenth of `capacity` can go: with thousands of
+        targets down, a walk past every open incident (and `remove`, comparing each
+        as a dataclass) for each incident added held the event loop for seconds a
+        second at 10,000 flapping targets."""
+        excess = min(len(self.incidents) - self.capacity, self._resolved)
+        if excess < max(1, self.capacity // 10):
+            return
+        kept: deque[Incident] = deque()
+        keep = kept.append
+        for inc in self.incidents:
+            if excess and not inc.ongoing:
+                excess -= 1
+                self._resolved -= 1
+            else:
+                keep(inc)
+        self.incidents = kept
 
     # -- automatic incidents -------------------------------------------------
     async def record(self, event: Event) -> None:
