@@ -8,7 +8,8 @@ its list of updates, each (time, status, message), only ever appended to; its
 state is its last update.
 
 Memory stays bounded: the most recent `capacity` incidents are held (open ones
-always), older ones stay in the file.
+always, and up to a tenth of `capacity` more between two trims), older ones stay in
+the file.
 """
 
 from __future__ import annotations
