@@ -160,6 +160,11 @@ class IncidentLog:
         if was_ongoing and not inc.ongoing:
             self._resolved += 1  # an ongoing incident is never trimmed: it is in the deque
 
+    @property
+    def trim_step(self) -> int:
+        """How many resolved incidents past `capacity` start a trim (a tenth of it)."""
+        return max(1, self.capacity // 10)
+
     def _trim(self) -> None:
         """Past `capacity`, the oldest resolved incidents go; open ones stay whatever
         their age. In one pass once a tenth of `capacity` can go: with thousands of
@@ -167,7 +172,7 @@ class IncidentLog:
         as a dataclass) for each incident added held the event loop for seconds a
         second at 10,000 flapping targets."""
         excess = min(len(self.incidents) - self.capacity, self._resolved)
-        if excess < max(1, self.capacity // 10):
+        if excess < self.trim_step:
             return
         kept: deque[Incident] = deque()
         keep = kept.append
