@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import gzip
 import signal
+import sys
 import urllib.request
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -20,7 +21,7 @@ import pytest
 
 from slamon.config.root import Config
 from slamon.metrics.collector import SlamonCollector, make_registry
-from slamon.metrics.exposition import gzipped, paced, render
+from slamon.metrics.exposition import gzip_packer, gzipped, paced, render
 from slamon.web.server import HttpServer, accepts_gzip, build_app
 from tests.misbehaving import free_port
 from tests.test_exposition import NOW, loop_turns, populated
@@ -124,14 +125,32 @@ async def test_plain_text_goes_out_in_pieces_with_yields_to_the_loop() -> None:
     assert got == b"".join(CHUNKS)
 
 
-async def test_gzip_yields_to_the_loop_between_pieces_and_is_one_stream() -> None:
-    ticks, stream = await loop_turns(_joined(gzipped(paced(CHUNKS, piece=4096))))
+@pytest.mark.parametrize("fast", [True, False])
+async def test_gzip_yields_to_the_loop_between_pieces_and_is_one_stream(fast: bool) -> None:
+    ticks, stream = await loop_turns(_joined(gzipped(paced(CHUNKS, piece=4096), fast=fast)))
     assert ticks >= 7
     assert gzip.decompress(stream) == b"".join(CHUNKS)
     # one gzip member (not one per piece): a single decompressor reads it to its end
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     assert inflater.decompress(stream) == b"".join(CHUNKS)
     assert inflater.eof and inflater.unused_data == b""
+
+
+def test_gzip_packer_is_isa_l_when_installed_and_zlib_without_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # isal is a dependency where it has wheels (pyproject.toml), so the fast packer is
+    # ISA-L's here; a platform without it falls back to zlib's, the same stream format
+    text = b"".join(CHUNKS) * 20
+    fast = gzip_packer()
+    assert type(fast).__module__.startswith("isal")
+    fast_stream = fast.compress(memoryview(text)) + fast.flush()
+    assert type(gzip_packer(fast=False)) is type(zlib.compressobj())
+    monkeypatch.setitem(sys.modules, "isal", None)  # `import isal` now raises ImportError
+    fallback = gzip_packer()
+    assert type(fallback) is type(zlib.compressobj())
+    slow_stream = fallback.compress(memoryview(text)) + fallback.flush()
+    assert gzip.decompress(fast_stream) == gzip.decompress(slow_stream) == text
+    assert len(fast_stream) * 5 < len(text) and len(slow_stream) * 5 < len(text)
 
 def _encoding(url: str, accept: str) -> tuple[str | None, bytes]:
     req = urllib.request.Request(url, headers={"Accept-Encoding": accept})
