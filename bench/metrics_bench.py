@@ -8,6 +8,9 @@ per target, and the daemon's registry; then
   results (the ProbeResult kept per target), per target;
 - exposition: wall and CPU time and size of ``generate_latest``, median of
   ``--repeat``; optionally a cProfile of one exposition (``--profile``);
+- gzip: CPU to gzip one exposition as GET /metrics sends it (pieces of
+  ``PIECE`` bytes) with ISA-L's packer and with zlib's, alternated, median of
+  ``--repeat`` each, and the bytes each gives;
 - with ``--rss``: instead of tracemalloc (which does not see fragmentation), the
   process's VmRSS after each step and its peak (VmHWM), including one exposition
   by ``slamon.metrics.exposition.render`` (what GET /metrics runs, in slices).
@@ -40,7 +43,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from slamon.app.runtime import settle_heap
 from slamon.config.loader import parse_config
 from slamon.metrics.collector import SlamonCollector, make_registry
-from slamon.metrics.exposition import render
+from slamon.metrics.exposition import PIECE, gzip_packer, render
 from slamon.probers.base import ProbeResult
 from slamon.scheduler import SchedulerStats
 from slamon.sli.live import LiveState
@@ -195,6 +198,18 @@ def measure(n: int, rounds: int, repeat: int, profile: bool) -> dict[str, Any]:
                            window_series=lambda: True)
     full_registry = make_registry(full)
     _, series_cpu, series_size = timed(lambda: asyncio.run(render(full_registry, full)))
+    # gzip as GET /metrics does it, ISA-L's packer against zlib's, alternated in one run
+    text = asyncio.run(render(registry, collector))
+    pieces = [memoryview(text)[i : i + PIECE] for i in range(0, len(text), PIECE)]
+    gzip_cpu: dict[bool, list[float]] = {True: [], False: []}
+    gzip_bytes: dict[bool, int] = {}
+    for _ in range(repeat):
+        for fast in (True, False):
+            c0 = time.process_time()
+            packer = gzip_packer(fast)
+            stream = b"".join([*(packer.compress(p) for p in pieces), packer.flush()])
+            gzip_cpu[fast].append(time.process_time() - c0)
+            gzip_bytes[fast] = len(stream)
     top = ""
     if profile:
         prof = cProfile.Profile()
@@ -221,6 +236,10 @@ def measure(n: int, rounds: int, repeat: int, profile: bool) -> dict[str, Any]:
         "metrics_bytes_per_target": size / n,
         "window_series_cpu_seconds": series_cpu,
         "window_series_bytes_per_target": series_size / n,
+        "gzip_cpu_seconds": statistics.median(gzip_cpu[True]),
+        "gzip_bytes": gzip_bytes[True],
+        "gzip_zlib_cpu_seconds": statistics.median(gzip_cpu[False]),
+        "gzip_zlib_bytes": gzip_bytes[False],
         "profile": top,
     }
 
@@ -260,7 +279,10 @@ def main() -> None:
             f" prometheus_client formatting the same samples {r['peer_cpu_seconds']:.3f}s CPU"
             f" (ratio {r['metrics_cpu_seconds'] / r['peer_cpu_seconds']:.2f}); with"
             f" window_series {r['window_series_cpu_seconds']:.3f}s CPU,"
-            f" {r['window_series_bytes_per_target']:.0f} B/target",
+            f" {r['window_series_bytes_per_target']:.0f} B/target; gzip"
+            f" {r['gzip_cpu_seconds'] * 1e3:.1f} ms CPU, {r['gzip_bytes'] / 1e6:.2f} MB, zlib's"
+            f" {r['gzip_zlib_cpu_seconds'] * 1e3:.1f} ms, {r['gzip_zlib_bytes'] / 1e6:.2f} MB"
+            f" (ratio {r['gzip_cpu_seconds'] / r['gzip_zlib_cpu_seconds']:.2f})",
             flush=True,
         )
         if prof:
