@@ -74,8 +74,8 @@ def gzip_packer(fast: bool = True) -> Packer:
     """A compressor writing one gzip stream at its fastest useful level.
 
     ISA-L (the `isal` package) when it is installed and `fast`: the same gzip format at
-    about a quarter of zlib's CPU and no larger (10,000 targets, 9.9 MB: 7 against 25-44 ms,
-    1.00 against 1.03 MB; docs/benchmarks.md). Otherwise zlib at level 1, which still
+    a sixth of zlib's CPU and no larger (10,000 targets, 9.8 MB: 7 against 44-46 ms, 1.00
+    against 1.03 MB; docs/benchmarks.md). Otherwise zlib at level 1, which still
     compresses exposition text ~9x at a third of level 6's CPU."""
     if fast:
         try:
