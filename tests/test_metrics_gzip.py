@@ -152,6 +152,7 @@ def test_gzip_packer_is_isa_l_when_installed_and_zlib_without_it(
     assert gzip.decompress(fast_stream) == gzip.decompress(slow_stream) == text
     assert len(fast_stream) * 5 < len(text) and len(slow_stream) * 5 < len(text)
 
+
 def _encoding(url: str, accept: str) -> tuple[str | None, bytes]:
     req = urllib.request.Request(url, headers={"Accept-Encoding": accept})
     with urllib.request.urlopen(req, timeout=5) as resp:
