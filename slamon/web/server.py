@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from slamon import __version__
 from slamon.metrics.collector import ListedRegistry, SlamonCollector
 from slamon.metrics.exposition import gzipped, paced, render_chunks
+from slamon.util.log import get_logger
 from slamon.web.runbooks import runbooks_page
 
 READY_KEY = web.AppKey("ready", asyncio.Event)
@@ -70,10 +71,19 @@ def build_app(
             headers["Content-Encoding"] = "gzip"
             stream = gzipped(stream)
         response = web.StreamResponse(headers=headers)
-        await response.prepare(request)
-        async for piece in stream:
-            await response.write(piece)
-        await response.write_eof()
+        sent = 0
+        try:
+            await response.prepare(request)
+            async for piece in stream:
+                await response.write(piece)
+                sent += len(piece)
+            await response.write_eof()
+        except ConnectionError:
+            # the scraper went away (its scrape timeout, a restart): stop rendering for
+            # it and say so in one line. Raised on, aiohttp would log a traceback as a
+            # server error; returned, it finishes the response quietly
+            get_logger().warning("metrics_scrape_abandoned", sent_bytes=sent,
+                                 encoding=headers.get("Content-Encoding", "identity"))
         return response
 
     async def healthz(_request: web.Request) -> web.Response:
@@ -90,6 +100,7 @@ def build_app(
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+
     async def runbooks(_request: web.Request) -> web.Response:
         return web.Response(text=runbooks_page(), content_type="text/html")
 
