@@ -79,9 +79,9 @@ def build_app(
                 sent += len(piece)
             await response.write_eof()
         except ConnectionError:
-            # the scraper went away (its scrape timeout, a restart): stop rendering for
-            # it and say so in one line. Raised on, aiohttp would log a traceback as a
-            # server error; returned, it finishes the response quietly
+            # the scraper went away (its scrape timeout, a restart): stop compressing and
+            # sending for it and say so in one line. Raised on, aiohttp would log a
+            # traceback as a server error; returned, it finishes the response quietly
             get_logger().warning("metrics_scrape_abandoned", sent_bytes=sent,
                                  encoding=headers.get("Content-Encoding", "identity"))
         return response
