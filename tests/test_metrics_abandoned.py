@@ -59,6 +59,7 @@ async def test_a_scraper_gone_mid_scrape_gets_one_warning_and_no_traceback(
     ready.set()
     entered = asyncio.Event()
     client_closed = asyncio.Event()
+    handled = asyncio.Event()
     requests: list[web.Request] = []
     enabled = [True]
 
@@ -79,7 +80,10 @@ async def test_a_scraper_gone_mid_scrape_gets_one_warning_and_no_traceback(
                        handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                        ) -> web.StreamResponse:
         requests.append(request)
-        return await handler(request)
+        try:
+            return await handler(request)
+        finally:
+            handled.set()
 
     monkeypatch.setattr(server_module, "render_chunks", render_then)
     app = build_app(registry, ready, collector)
@@ -99,10 +103,7 @@ async def test_a_scraper_gone_mid_scrape_gets_one_warning_and_no_traceback(
                 await asyncio.wait_for(client.head, 10)
             rst_close(transport)
             client_closed.set()
-            for _ in range(1000):  # the handler's end, a loop turn at a time
-                if any(e["event"] == "metrics_scrape_abandoned" for e in logs):
-                    break
-                await asyncio.sleep(0.01)
+            await asyncio.wait_for(handled.wait(), 10)
         abandoned = [e for e in logs if e["event"] == "metrics_scrape_abandoned"]
         assert len(abandoned) == 1, logs
         assert abandoned[0]["log_level"] == "warning"
