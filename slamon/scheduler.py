@@ -5,7 +5,9 @@ per target: 10,000 targets cost one timer, not 10,000.
 
 Ticks are aligned to wall-clock multiples of the interval plus a stable
 per-target phase (hash of the id), so a restarted slamon probes at the same
-scheduled times as before and a target's ticks never bunch with others'.
+scheduled times as before. Phases fall on a grid of slots (50 ms by default):
+targets are spread over the interval, and those whose phases share a slot start
+together, at one wake-up of the loop instead of one each.
 Every tick ends in exactly one of: a probe, or a *missed* tick (slamon could
 not run it in time: no data, never good or bad).
 """
@@ -21,6 +23,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from slamon.config.process import DEFAULT_SLOT
 from slamon.config.targets import Target
 from slamon.probers.base import FailureReason, Prober, ProbeResult
 
@@ -47,10 +50,24 @@ _DUE_TOLERANCE = 1e-6
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-def phase_offset(target_id: str, interval: float) -> float:
-    """Stable offset in [0, interval): the same on every host and every restart."""
+def phase_offset(target_id: str, interval: float, slot: float = DEFAULT_SLOT) -> float:
+    """Stable offset in [0, interval): the same on every host and every restart.
+
+    A multiple of `slot` (when it is above 0): at 10,000 targets on 10 s, ~50 targets
+    share each 50 ms slot and start at one wake-up of the loop. A wake-up of an
+    otherwise idle loop costs more CPU than a probe's Python, so probes each on its
+    own instant cost up to twice as much (docs/benchmarks.md).
+    """
     digest = hashlib.blake2b(target_id.encode(), digest_size=8).digest()
-    return (int.from_bytes(digest, "big") / 2**64) * interval
+    offset = (int.from_bytes(digest, "big") / 2**64) * interval
+    if slot > 0:
+        # the slot's index times the slot, not offset - offset % slot: the same float
+        # for every target in the slot, so they share a due time to the last bit
+        k = math.floor(offset / slot)
+        if k * slot > offset:  # the quotient rounded up to the next whole number
+            k -= 1
+        offset = k * slot
+    return offset
 
 
 def timer_slack(loop: asyncio.AbstractEventLoop) -> float:
@@ -237,6 +254,7 @@ class Scheduler:
         on_result: ResultCallback,
         on_missed: MissedCallback,
         spread: bool = True,
+        slot: float = DEFAULT_SLOT,
         prober_for: Callable[[str], Prober] | None = None,
         start_at: float | None = None,
         on_held: HeldCallback | None = None,
@@ -245,6 +263,7 @@ class Scheduler:
         self._on_result = on_result
         self._on_missed = on_missed
         self._spread = spread
+        self._slot = slot
         if prober_for is None:
             from slamon.probers import get_prober
 
@@ -397,7 +416,7 @@ class Scheduler:
              held: str | None = None) -> None:
         interval = target.interval
         # a held definition ticks when its target did: the instants its period counts
-        offset = phase_offset(target.id, interval) if self._spread else 0.0
+        offset = phase_offset(target.id, interval, self._slot) if self._spread else 0.0
         entry = _Entry(target, self._prober_for(target.kind), interval, offset, held=held)
         # Wall time is mapped through time.monotonic(), the clock both asyncio's and
         # uvloop's loop.time() read, not through loop.time() itself: uvloop floors it to

@@ -108,6 +108,7 @@ logging:
 scheduler:
   max_concurrency: 50
   spread: false
+  slot: 20ms
 targets:
   - id: api
     kind: http
@@ -193,6 +194,7 @@ def test_every_option_round_trips() -> None:
     assert config.server.host == "::1" and config.server.port == 9200
     assert config.logging.level == "debug"
     assert config.scheduler.max_concurrency == 50
+    assert config.scheduler.slot == 0.02
     # the validated model survives a dump / validate cycle unchanged
     assert Config.model_validate(config.model_dump()) == config
     assert Config.model_validate_json(config.model_dump_json()) == config
@@ -211,6 +213,18 @@ BASE = "targets:\n" + HTTP_TARGET + TCP_TARGET + SLO
 
 MISTAKES: list[tuple[str, str, str, str]] = [
     # (name, config, path, message fragment)
+    (
+        "scheduler slot above 1s",
+        "scheduler:\n  slot: 2s\n" + BASE,
+        "scheduler.slot",
+        "must be from 0s (off) to 1s",
+    ),
+    (
+        "scheduler slot not a duration",
+        "scheduler:\n  slot: soon\n" + BASE,
+        "scheduler.slot",
+        "soon",
+    ),
     (
         "timeout >= interval",
         BASE.replace("timeout: 5s", "timeout: 30s"),

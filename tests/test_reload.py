@@ -367,3 +367,41 @@ async def test_a_reload_keeps_the_running_model_of_every_unchanged_target(
     finally:
         assert daemon.store is not None
         await daemon.store.close()
+
+
+async def test_a_reload_that_changes_the_scheduler_says_it_needs_a_restart(
+    tmp_path: Path,
+) -> None:
+    """Probes already scheduled keep their phases and slots: a reload that edits the
+    scheduler section says so in one warning, and one that leaves it does not."""
+    from structlog.testing import capture_logs
+
+    from slamon.app.daemon import Daemon
+    from slamon.config.loader import load_config
+
+    path = tmp_path / "slamon.yaml"
+    text = textwrap.dedent(f"""
+        logging: {{level: warning}}
+        state: {{path: "{tmp_path}/state.sqlite3"}}
+        scheduler: {{slot: 50ms}}
+        targets:
+          - {{id: a, kind: http, interval: 10s, timeout: 2s, http: {{url: "http://127.0.0.1:9/a"}}}}
+        """)
+    path.write_text(text)
+    daemon = Daemon(load_config(path), config_path=path, loader=load_config)
+    await daemon._open_state()
+    try:
+        path.write_text(text.replace("interval: 10s", "interval: 20s"))
+        with capture_logs() as unchanged:
+            assert await daemon.reload()
+        path.write_text(text.replace("slot: 50ms", "slot: 0s"))
+        with capture_logs() as changed:
+            assert await daemon.reload()
+    finally:
+        assert daemon.store is not None
+        await daemon.store.close()
+    events = [e["event"] for e in unchanged]
+    assert "reloaded" in events and "reload_scheduler_unchanged" not in events
+    warned = [e for e in changed if e["event"] == "reload_scheduler_unchanged"]
+    assert len(warned) == 1 and warned[0]["log_level"] == "warning", changed
+    assert "restart" in warned[0]["reason"]

@@ -152,6 +152,63 @@ async def test_phases_are_spread_and_stable() -> None:
     assert max(bins.values()) < 1200 and min(bins.values()) > 800, bins
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.text(min_size=1, max_size=40),
+       st.floats(min_value=1.0, max_value=86_400.0, allow_nan=False),
+       st.sampled_from([0.001, 0.01, 0.05, 0.1, 0.25, 1.0]))
+def test_a_phase_is_its_slot_of_the_spread_phase(tid: str, interval: float,
+                                                 slot: float) -> None:
+    spread = phase_offset(tid, interval, 0.0)
+    offset = phase_offset(tid, interval, slot)
+    assert 0 <= offset <= spread < interval
+    # the start of the slot the spread phase falls in: a whole number of slots, and
+    # the next slot starts after the spread phase
+    k = round(offset / slot)
+    assert offset == k * slot
+    assert spread < (k + 1) * slot
+    assert offset == phase_offset(tid, interval, slot)  # stable
+
+
+def test_targets_in_one_slot_share_a_due_time_to_the_last_bit() -> None:
+    interval, slot = 10.0, 0.05
+    offsets = [phase_offset(f"target-{i}", interval, slot) for i in range(10_000)]
+    by_slot = Counter(offsets)
+    # 200 slots in 10 s, ~50 targets in each: every slot holds some, none a crowd
+    assert len(by_slot) == 200
+    assert min(by_slot.values()) >= 20 and max(by_slot.values()) <= 90, by_slot
+    # ticks of the same slot are the same float, whatever the tick
+    assert len({o + 123_456 * interval for o in offsets}) == 200
+
+
+def test_probes_in_one_slot_start_at_one_wake_up() -> None:
+    """Without slots each of 100 phases is a wake-up of the loop; in 50 ms slots the
+    targets of a slot start together, at one."""
+    import uvloop
+
+    def run(slot: float) -> tuple[int, int, set[float]]:
+        targets = [make_target(f"t{i}", 0.5, 0.1) for i in range(100)]
+        rec = Recorder(300)
+        sched = Scheduler(targets, max_concurrency=1000, on_result=rec.on_result,
+                          on_missed=rec.on_missed, prober_for=prober_taking(0.0),
+                          slot=slot)
+        wakeups = count_calls(sched, "_on_timer")
+        uvloop.run(run_until(sched, rec, 10.0))
+        assert not rec.missed
+        # wall times near 1.8e9 s carry ~0.2 us of float rounding
+        phases = {round(s % 0.5, 5) % 0.5 for _, s, _ in rec.results}
+        return wakeups[0], sched.stats.started, phases
+
+    woken, started, phases = run(0.05)
+    assert len(phases) <= 10  # 0.5 s in 50 ms slots
+    assert all(abs(p / 0.05 - round(p / 0.05)) < 1e-3 for p in phases), phases
+    # one wake-up per slot's tick (and the first, and one spare), not one per probe
+    assert woken <= started / 100 * len(phases) + 2, (woken, started)
+    assert woken < started / 5, (woken, started)
+    woken, started, phases = run(0.0)
+    assert len(phases) > 50
+    assert woken > started / 2, (woken, started)
+
+
 async def test_a_target_never_has_two_probes_in_flight() -> None:
     # probe takes 2.5 intervals: ticks in between must be missed, not overlapped
     interval = 0.04
@@ -996,11 +1053,11 @@ def test_uvloop_timer_firing_early_does_not_spin_the_dispatcher() -> None:
     per tick. The timer is set past the due time: one wake-up per due time."""
     import uvloop
 
-    # spread phases: due times at arbitrary fractions of a millisecond
+    # spread phases, no slots: due times at arbitrary fractions of a millisecond
     targets = [make_target(f"t{i}", 0.5, 0.1) for i in range(100)]
     rec = Recorder(300)
     sched = Scheduler(targets, max_concurrency=1000, on_result=rec.on_result,
-                      on_missed=rec.on_missed, prober_for=prober_taking(0.0))
+                      on_missed=rec.on_missed, prober_for=prober_taking(0.0), slot=0.0)
     wakeups = count_calls(sched, "_on_timer")
     monitor_wakeups = count_calls(sched.stall_monitor, "_on_timer")
 

@@ -71,6 +71,8 @@ def main(spec_path: str) -> None:
     interval: float = spec["interval"]
     timeout: float = spec["timeout"]
     slow: float = spec["slow_threshold"]
+    #: probes start on this grid, as slamon's do by default (0: evenly spread)
+    slot: float = spec.get("slot", 0.0)
     stats = {"started": 0, "ok": 0, "failed": 0, "skipped": 0}
 
     async def one(url: str, first: float) -> None:
@@ -123,8 +125,11 @@ def main(spec_path: str) -> None:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         start = loop.time() + 0.5
         n = len(urls)
-        tasks = [asyncio.create_task(one(url, start + interval * i / n))
-                 for i, url in enumerate(urls)]
+        phases = [interval * i / n for i in range(n)]
+        if slot > 0:
+            phases = [(p // slot) * slot for p in phases]
+        tasks = [asyncio.create_task(one(url, start + p))
+                 for url, p in zip(urls, phases, strict=True)]
         sys.stdout.write(json.dumps({"tasks": len(tasks)}) + "\n")
         sys.stdout.flush()
         await stop.wait()

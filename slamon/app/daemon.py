@@ -404,6 +404,10 @@ class Daemon:
                              reason="server.listen and server.auth need a restart")
         if new.status_page.listen != self.parts.config.status_page.listen:
             self.log.warning("reload_server_unchanged", reason="status_page.listen needs a restart")
+        if new.scheduler != self.parts.config.scheduler:
+            # probes already scheduled keep their phases; a restart re-reads the section
+            self.log.warning("reload_scheduler_unchanged",
+                             reason="the scheduler section needs a restart")
         self.parts.apply_config(new, prepared)
         self._settled(runtime.settle_heap(full=False))
         self.reloads.ok += 1

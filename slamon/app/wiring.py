@@ -397,6 +397,7 @@ class Components:
             on_result=self.queue_result,
             on_missed=self.queue_missed,
             spread=self.config.scheduler.spread,
+            slot=self.config.scheduler.slot,
             start_at=self.start_at,
             on_held=self.queue_held,
         )
@@ -405,7 +406,9 @@ class Components:
         return self.scheduler
 
     def offset(self, target: Target) -> float:
-        return phase_offset(target.id, target.interval) if self.config.scheduler.spread else 0.0
+        scheduler = self.config.scheduler
+        return (phase_offset(target.id, target.interval, scheduler.slot)
+                if scheduler.spread else 0.0)
 
     def reports_queued(self) -> int | None:
         """Signed reports not yet on-chain, or None without a publisher."""
