@@ -5,8 +5,8 @@ after a warm-up of one interval:
 
 - ``bare``: bench/compare/bare_loop.py (uvloop + asyncio Protocol + httptools, no SLI,
   state or metrics): the floor;
-- ``bare-slot``: the same with its probes started in slamon's default slots
-  (``scheduler.slot``, 50 ms) instead of each on its own instant;
+- ``bare-slot``: the same with its probes started in the slots slamon picks
+  (``scheduler.slot: auto``) instead of each on its own instant;
 - ``sched``: slamon's scheduler and HTTP prober with callbacks that only count
   (``--sched-worker``): the probe path alone;
 - ``daemon``: ``slamon run`` with one SLO per target (``--slas``: and one 60 s SLA);
@@ -64,7 +64,7 @@ sys.path.insert(0, str(HERE))
 from farm import free_ports, nginx_farm, stop_group  # noqa: E402
 from probe_bench import proc_cpu, write_config  # noqa: E402
 
-from slamon.config.process import DEFAULT_SLOT  # noqa: E402
+from slamon.scheduler import auto_slot  # noqa: E402
 
 
 def sched_worker(config: str) -> None:
@@ -243,9 +243,10 @@ def main() -> None:
         spec = work / "spec.json"
         spec.write_text(json.dumps({"urls": urls, "interval": args.interval,
                                     "timeout": args.timeout, "slow_threshold": slow}))
-        # the bare loop with its probes started in slamon's default slots
+        # the bare loop with its probes started in the slots slamon picks for them
         spec_slot = work / "spec-slot.json"
-        spec_slot.write_text(json.dumps({**json.loads(spec.read_text()), "slot": DEFAULT_SLOT}))
+        spec_slot.write_text(json.dumps({**json.loads(spec.read_text()),
+                                         "slot": auto_slot([args.interval] * len(urls))}))
         argvs = {
             "bare": [py, str(HERE / "compare" / "bare_loop.py"), str(spec)],
             "bare-slot": [py, str(HERE / "compare" / "bare_loop.py"), str(spec_slot)],

@@ -5,9 +5,9 @@ per target: 10,000 targets cost one timer, not 10,000.
 
 Ticks are aligned to wall-clock multiples of the interval plus a stable
 per-target phase (hash of the id), so a restarted slamon probes at the same
-scheduled times as before. Phases fall on a grid of slots (50 ms by default):
-targets are spread over the interval, and those whose phases share a slot start
-together, at one wake-up of the loop instead of one each.
+scheduled times as before. Phases fall on a grid of slots (5-50 ms, by the
+probes a second): targets are spread over the interval, and those whose phases
+share a slot start together, at one wake-up of the loop instead of one each.
 Every tick ends in exactly one of: a probe, or a *missed* tick (slamon could
 not run it in time: no data, never good or bad).
 """
@@ -53,8 +53,8 @@ LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
 def phase_offset(target_id: str, interval: float, slot: float = DEFAULT_SLOT) -> float:
     """Stable offset in [0, interval): the same on every host and every restart.
 
-    A multiple of `slot` (when it is above 0): at 10,000 targets on 10 s, ~50 targets
-    share each 50 ms slot and start at one wake-up of the loop. A wake-up of an
+    A multiple of `slot` (when it is above 0): at 10,000 targets on 10 s, ~20 targets
+    share each 20 ms slot and start at one wake-up of the loop. A wake-up of an
     otherwise idle loop costs more CPU than a probe's Python, so probes each on its
     own instant cost up to twice as much (docs/benchmarks.md).
     """
@@ -68,6 +68,25 @@ def phase_offset(target_id: str, interval: float, slot: float = DEFAULT_SLOT) ->
             k -= 1
         offset = k * slot
     return offset
+
+
+#: the slots `auto_slot` picks from, largest first
+AUTO_SLOTS = (DEFAULT_SLOT, 0.02, 0.01, 0.005)
+#: probes a slot `auto_slot` aims at, at most on average: starting ~20 probes takes
+#: ~1-2 ms, so even while a scrape shares the GIL none starts 10 ms late, where 50 did
+#: (docs/benchmarks.md, "Probes started in slots")
+PER_SLOT = 20
+
+
+def auto_slot(intervals: Iterable[float]) -> float:
+    """The slot for targets probed at these intervals: the largest of `AUTO_SLOTS` that
+    holds `PER_SLOT` probes or fewer on average (50 ms up to 400 probes a second, 20 ms
+    at 10,000 targets on 10 s)."""
+    rate = sum(1.0 / i for i in intervals if i > 0)
+    for slot in AUTO_SLOTS:
+        if rate * slot <= PER_SLOT + 1e-9:  # 400 * 0.05 is 20.000000000000004
+            return slot
+    return AUTO_SLOTS[-1]
 
 
 def timer_slack(loop: asyncio.AbstractEventLoop) -> float:
@@ -254,7 +273,7 @@ class Scheduler:
         on_result: ResultCallback,
         on_missed: MissedCallback,
         spread: bool = True,
-        slot: float = DEFAULT_SLOT,
+        slot: float | None = None,
         prober_for: Callable[[str], Prober] | None = None,
         start_at: float | None = None,
         on_held: HeldCallback | None = None,
@@ -263,7 +282,9 @@ class Scheduler:
         self._on_result = on_result
         self._on_missed = on_missed
         self._spread = spread
-        self._slot = slot
+        #: fixed for the scheduler's life, so a target's phase never moves while it runs
+        #: (None: `auto_slot` of the targets it starts with)
+        self._slot: float | None = slot
         if prober_for is None:
             from slamon.probers import get_prober
 
@@ -295,6 +316,8 @@ class Scheduler:
         self._stopping = False
         self._first_round: asyncio.Event | None = None
         self._initial_targets = list(targets)
+        if self._slot is None:
+            self._slot = auto_slot(t.interval for t in self._initial_targets)
         #: wall time from which ticks are run: the state store fills the ticks
         #: before it as no data, so the two must agree on this instant
         self._start_at = start_at
@@ -386,6 +409,11 @@ class Scheduler:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
+    @property
+    def slot(self) -> float:
+        """The grid the phases fall on, fixed for the scheduler's life (0: none)."""
+        return self._slot if self._slot is not None else DEFAULT_SLOT
+
     def update_targets(self, targets: Iterable[Target]) -> None:
         """Apply a reload: unchanged targets keep their schedule; removed ones stop."""
         self._update(self._entries, {t.id: t for t in targets}, held=False)
@@ -416,7 +444,7 @@ class Scheduler:
              held: str | None = None) -> None:
         interval = target.interval
         # a held definition ticks when its target did: the instants its period counts
-        offset = phase_offset(target.id, interval, self._slot) if self._spread else 0.0
+        offset = phase_offset(target.id, interval, self.slot) if self._spread else 0.0
         entry = _Entry(target, self._prober_for(target.kind), interval, offset, held=held)
         # Wall time is mapped through time.monotonic(), the clock both asyncio's and
         # uvloop's loop.time() read, not through loop.time() itself: uvloop floors it to

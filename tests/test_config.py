@@ -195,6 +195,8 @@ def test_every_option_round_trips() -> None:
     assert config.logging.level == "debug"
     assert config.scheduler.max_concurrency == 50
     assert config.scheduler.slot == 0.02
+    assert parse_config("targets: []\n").scheduler.slot is None  # auto
+    assert parse_config("scheduler: {slot: auto}\ntargets: []\n").scheduler.slot is None
     # the validated model survives a dump / validate cycle unchanged
     assert Config.model_validate(config.model_dump()) == config
     assert Config.model_validate_json(config.model_dump_json()) == config
@@ -217,7 +219,7 @@ MISTAKES: list[tuple[str, str, str, str]] = [
         "scheduler slot above 1s",
         "scheduler:\n  slot: 2s\n" + BASE,
         "scheduler.slot",
-        "must be from 0s (off) to 1s",
+        "must be auto, or from 0s (off) to 1s",
     ),
     (
         "scheduler slot not a duration",

@@ -29,6 +29,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.misbehaving import free_port
 from tests.promtext import Samples, parse_metrics
 
@@ -405,3 +407,35 @@ async def test_a_reload_that_changes_the_scheduler_says_it_needs_a_restart(
     warned = [e for e in changed if e["event"] == "reload_scheduler_unchanged"]
     assert len(warned) == 1 and warned[0]["log_level"] == "warning", changed
     assert "restart" in warned[0]["reason"]
+
+
+@pytest.mark.parametrize(("given", "slot"), [("", 0.05), ("scheduler: {slot: 20ms}", 0.02),
+                                             ("scheduler: {slot: 0s}", 0.0)])
+async def test_the_gap_filler_and_the_scheduler_share_one_slot(
+    tmp_path: Path, given: str, slot: float,
+) -> None:
+    """The ticks filled as no data at a start and the ticks then probed must be one
+    grid: both take their phases from the slot the components fix at the start."""
+    from slamon.app.daemon import Daemon
+    from slamon.config.loader import load_config
+    from slamon.scheduler import phase_offset
+
+    path = tmp_path / "slamon.yaml"
+    path.write_text(textwrap.dedent(f"""
+        logging: {{level: warning}}
+        state: {{path: "{tmp_path}/state.sqlite3"}}
+        {given}
+        targets:
+          - {{id: a, kind: http, interval: 10s, timeout: 2s, http: {{url: "http://127.0.0.1:9/a"}}}}
+        """))
+    daemon = Daemon(load_config(path), config_path=path, loader=load_config)
+    await daemon._open_state()
+    try:
+        target = daemon.parts.config.targets[0]
+        assert daemon.parts.slot == slot
+        assert daemon.parts.offset(target) == phase_offset("a", 10.0, slot)
+        scheduler = daemon.parts.build_scheduler()
+        assert scheduler.slot == slot
+    finally:
+        assert daemon.store is not None
+        await daemon.store.close()

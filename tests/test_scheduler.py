@@ -29,10 +29,13 @@ from slamon import scheduler as scheduler_module
 from slamon.config.targets import Target
 from slamon.probers.base import FailureReason, ProbeResult
 from slamon.scheduler import (
+    AUTO_SLOTS,
     LAG_BUCKETS,
+    PER_SLOT,
     LagHistogram,
     Scheduler,
     StallMonitor,
+    auto_slot,
     first_tick,
     phase_offset,
 )
@@ -167,6 +170,30 @@ def test_a_phase_is_its_slot_of_the_spread_phase(tid: str, interval: float,
     assert offset == k * slot
     assert spread < (k + 1) * slot
     assert offset == phase_offset(tid, interval, slot)  # stable
+
+
+def test_auto_slot_keeps_about_twenty_probes_a_slot() -> None:
+    assert auto_slot([]) == 0.05
+    assert auto_slot([10.0] * 1000) == 0.05  # 100 probes a second: 5 a slot
+    assert auto_slot([10.0] * 4000) == 0.05  # 400: 20 a slot
+    assert auto_slot([10.0] * 4001) == 0.02
+    assert auto_slot([10.0] * 10_000) == 0.02  # 1,000 a second: 20 a slot
+    assert auto_slot([10.0] * 20_000) == 0.01
+    assert auto_slot([1.0] * 100_000) == 0.005  # the smallest, however many
+    # mixed intervals count by their probes a second
+    assert auto_slot([1.0] * 300 + [60.0] * 5940) == 0.05  # 399 a second
+    assert auto_slot([1.0] * 300 + [10.0] * 1010) == 0.02  # 401
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(min_value=1.0, max_value=3600.0), max_size=50),
+       st.integers(min_value=1, max_value=5000))
+def test_auto_slot_shrinks_as_probes_grow(intervals: list[float], more: int) -> None:
+    slot = auto_slot(intervals)
+    assert slot in AUTO_SLOTS
+    assert auto_slot(intervals + [1.0] * more) <= slot
+    rate = sum(1 / i for i in intervals)
+    assert rate * slot <= PER_SLOT + 1e-9 or slot == AUTO_SLOTS[-1]
 
 
 def test_targets_in_one_slot_share_a_due_time_to_the_last_bit() -> None:

@@ -67,7 +67,7 @@ from probe_bench import (  # noqa: E402
 )
 from schedule import BLOCK, SCENARIOS, TargetSchedule, build, has_own_port, scenario_of  # noqa: E402
 
-from slamon.scheduler import phase_offset  # noqa: E402
+from slamon.scheduler import auto_slot, phase_offset  # noqa: E402
 
 BLACKBOX = "/usr/bin/prometheus-blackbox-exporter"
 PROMETHEUS = "/usr/bin/prometheus"
@@ -334,8 +334,8 @@ def summary(values: list[float]) -> dict[str, Any]:
     }
 
 
-def slamon_instants(i: int, a: float, b: float, interval: float) -> list[float]:
-    off = phase_offset(f"t{i}", interval)
+def slamon_instants(i: int, a: float, b: float, interval: float, slot: float) -> list[float]:
+    off = phase_offset(f"t{i}", interval, slot)
     k0 = math.ceil((a - off) / interval)
     out = []
     t = k0 * interval + off
@@ -356,6 +356,7 @@ def analyse_sli(
 ) -> dict[str, Any]:
     """Per scenario: |SLI - truth| over whole window and per 60 s period, both monitors."""
     thr = a.slow_threshold
+    slot = auto_slot([a.interval] * len(sched))  # slamon's, as it runs with slot: auto
     acc: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for i, ts in enumerate(sched):
         scen = scenario_of(i)
@@ -368,7 +369,7 @@ def analyse_sli(
             good = sum(sl[(i, p)]["good"] for p in ps)
             valid = sum(sl[(i, p)]["valid"] for p in ps)
             no_data = sum(sl[(i, p)].get("no_data", 0) for p in ps)
-            inst = slamon_instants(i, lo, hi, a.interval)
+            inst = slamon_instants(i, lo, hi, a.interval, slot)
             samp = ts.sampled_fraction(inst)
             acc[scen][f"sl_{scope}_probes"].append(valid)
             acc[scen][f"sl_{scope}_nodata"].append(no_data)
@@ -501,6 +502,9 @@ def one_run(n: int, a: argparse.Namespace, work: Path, run_no: int) -> dict[str,
     (work / "bare.json").write_text(json.dumps({
         "urls": urls, "interval": a.interval, "timeout": a.timeout,
         "slow_threshold": a.slow_threshold}))
+    (work / "bare-slot.json").write_text(json.dumps({
+        "urls": urls, "interval": a.interval, "timeout": a.timeout,
+        "slow_threshold": a.slow_threshold, "slot": auto_slot([a.interval] * n)}))
     res: dict[str, Any] = {
         "targets": n,
         "run": run_no,
@@ -578,6 +582,13 @@ def one_run(n: int, a: argparse.Namespace, work: Path, run_no: int) -> dict[str,
             )
             if not _readline(extra["bare"], 120).startswith("{"):
                 raise RuntimeError("bare loop did not start")
+        if a.bare_slot:
+            extra["bare_slot"] = stack.enter_context(
+                child([py, str(HERE / "bare_loop.py"), str(work / "bare-slot.json")],
+                      work / "bare-slot.log", stdout=subprocess.PIPE)
+            )
+            if not _readline(extra["bare_slot"], 120).startswith("{"):
+                raise RuntimeError("bare loop in slots did not start")
         res["ready_seconds"] = {
             "slamon": wait_ready(sl_port, sl, a.ready_timeout),
             "blackbox": wait_http(f"http://127.0.0.1:{bb_port}/-/healthy", bb, 60, "blackbox"),
@@ -590,11 +601,11 @@ def one_run(n: int, a: argparse.Namespace, work: Path, run_no: int) -> dict[str,
         pids = {"slamon": sl.pid, "blackbox": bb.pid, "prometheus": pr.pid, "farm": farm.pid}
         pids |= {k: p.pid for k, p in extra.items()}
 
-        def bare_counts() -> dict[str, Any]:
-            if "bare" not in extra:
+        def bare_counts(name: str = "bare") -> dict[str, Any]:
+            if name not in extra:
                 return {}
-            os.kill(extra["bare"].pid, signal.SIGUSR1)
-            return dict(json.loads(_readline(extra["bare"], 30)))
+            os.kill(extra[name].pid, signal.SIGUSR1)
+            return dict(json.loads(_readline(extra[name], 30)))
 
         pre = scrape(sl_port)  # times one scrape, so the one before T0 ends before T0
         res["slamon_scrape_seconds_after_ready"] = pre.seconds
@@ -615,7 +626,7 @@ def one_run(n: int, a: argparse.Namespace, work: Path, run_no: int) -> dict[str,
         }
         sleep_until(t0)
         c0, m0, l0 = cpu_all(pids), system_cpu(), loadavg()
-        b0 = bare_counts()
+        b0, bs0 = bare_counts(), bare_counts("bare_slot")
         spies = []
         if a.profile or a.profile_native:
             # perturbs the CPU figures: for where the time goes, not for ratios
@@ -634,9 +645,11 @@ def one_run(n: int, a: argparse.Namespace, work: Path, run_no: int) -> dict[str,
         for spy in spies:
             spy.wait(timeout=30)
         c1, m1, l1 = cpu_all(pids), system_cpu(), loadavg()
-        b1 = bare_counts()
+        b1, bs1 = bare_counts(), bare_counts("bare_slot")
         if b0:
             res["bare"] = {k: b1[k] - b0[k] for k in ("started", "ok", "failed", "skipped")}
+        if bs0:
+            res["bare_slot"] = {k: bs1[k] - bs0[k] for k in ("started", "ok", "failed", "skipped")}
         hwm = {k: proc_status(p)["VmHWM"] for k, p in pids.items()}
         s1 = scrape(sl_port)
         res["load1"] = {"start": l0, "end": l1}
@@ -722,6 +735,9 @@ def one_run(n: int, a: argparse.Namespace, work: Path, run_no: int) -> dict[str,
             "slamon_with_prometheus_over_bbe_prometheus": ref / per["blackbox_prometheus"]
             if per["blackbox_prometheus"] else None,
         }
+        if res.get("bare_slot", {}).get("started"):
+            per["bare_slot"] = cpu["bare_slot"] / res["bare_slot"]["started"] * 1000
+            res["ratios"]["slamon_with_prometheus_over_bare_slot"] = ref / per["bare_slot"]
     # Prometheus scrape timing: spacing of consecutive samples vs the interval
     jit = [
         abs((b - x) - a.interval)
@@ -785,6 +801,10 @@ def report(runs: list[dict[str, Any]]) -> str:
             f"{'':>14}   (slamon + Prometheus / bare"
             f" {m('ratios', 'slamon_with_prometheus_over_bare', nd=2)};"
             f" / bbe+prom {m('ratios', 'slamon_with_prometheus_over_bbe_prometheus', nd=2)})",
+            *([f"{'bare loop in slots':26}{m('cpu_per_1000', 'bare_slot'):>14}"
+               f"{'':>14}   (slamon + Prometheus / bare in slots"
+               f" {m('ratios', 'slamon_with_prometheus_over_bare_slot', nd=2)})"]
+              if rs[0].get("bare_slot") else []),
             f"{'peak RSS MB':26}{m('hwm_bytes', 'slamon', scale=1e-6, nd=1):>14}"
             f"{fmt(_med(hwm_bp, 'v'), 1e-6, 1):>14}"
             f"   (exporter {m('hwm_bytes', 'blackbox', scale=1e-6, nd=1)}"
@@ -876,6 +896,9 @@ def main() -> None:
                     help="a second Prometheus scrapes slamon this often, s (0: none)")
     ap.add_argument("--no-bare", dest="bare", action="store_false",
                     help="do not run the bare-loop floor (bare_loop.py)")
+    ap.add_argument("--bare-slot", action="store_true",
+                    help="also run the bare loop with its probes started in slamon's default "
+                         "slots (scheduler.slot), as a second floor")
     ap.add_argument(
         "--gc-freeze", action="store_true", help="experiment: gc.freeze() slamon after /readyz"
     )

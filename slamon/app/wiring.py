@@ -10,6 +10,7 @@ config to each, and closes them. When to do which is the daemon's business
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import weakref
 from collections.abc import Mapping
@@ -27,7 +28,7 @@ from slamon.config.targets import Target
 from slamon.metrics.collector import SlamonCollector, make_registry, sla_pieces, state_metrics
 from slamon.notify import BurnWatch, CertWatch, Dispatcher, live_streak
 from slamon.probers.base import ProbeResult
-from slamon.scheduler import Scheduler, SchedulerStats, phase_offset
+from slamon.scheduler import Scheduler, SchedulerStats, auto_slot, phase_offset
 from slamon.sla.policy import PolicyDigests
 from slamon.sla.result import PeriodResult
 from slamon.sla.tracker import Policy, PreparedBuild, SlaTracker, schedule_changes
@@ -397,7 +398,7 @@ class Components:
             on_result=self.queue_result,
             on_missed=self.queue_missed,
             spread=self.config.scheduler.spread,
-            slot=self.config.scheduler.slot,
+            slot=self.slot,
             start_at=self.start_at,
             on_held=self.queue_held,
         )
@@ -405,10 +406,17 @@ class Components:
             self.scheduler.update_held(self.tracker.held_targets())
         return self.scheduler
 
+    @functools.cached_property
+    def slot(self) -> float:
+        """The grid of phases, fixed at the first use for the process's life: the
+        scheduler's and the gap filler's must agree."""
+        given = self.config.scheduler.slot
+        return auto_slot(t.interval for t in self.config.targets) if given is None else given
+
     def offset(self, target: Target) -> float:
-        scheduler = self.config.scheduler
-        return (phase_offset(target.id, target.interval, scheduler.slot)
-                if scheduler.spread else 0.0)
+        if not self.config.scheduler.spread:
+            return 0.0
+        return phase_offset(target.id, target.interval, self.slot)
 
     def reports_queued(self) -> int | None:
         """Signed reports not yet on-chain, or None without a publisher."""

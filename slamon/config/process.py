@@ -97,10 +97,7 @@ class LoggingConfig(Strict):
         return value.lower() if isinstance(value, str) else value
 
 
-#: the default grid of probe phases. On an otherwise idle loop a wake-up costs more CPU
-#: than a probe's Python, so at scale probes that start together cost much less than
-#: probes each on its own instant; 50 ms makes ~50 probes a slot at 10,000 targets on
-#: 10 s, started within a few ms (docs/benchmarks.md, "Probes started in slots")
+#: the largest slot `auto` picks: the one of a fleet of up to 400 probes a second
 DEFAULT_SLOT = 0.05
 
 
@@ -110,14 +107,20 @@ class SchedulerConfig(Strict):
     #: spread first probes over each target's interval by a stable hash of its id
     spread: bool = True
     #: phases fall on this grid: the targets whose phases share a slot start together,
-    #: in one wake-up of the loop (0: every target on its own phase)
-    slot: Duration = DEFAULT_SLOT
+    #: in one wake-up of the loop (0: every target on its own phase). None (`auto`):
+    #: by the probes a second, `slamon.scheduler.auto_slot`
+    slot: Duration | None = None
+
+    @field_validator("slot", mode="before")
+    @classmethod
+    def _auto(cls, value: Any) -> Any:
+        return None if value == "auto" else value
 
     @field_validator("slot")
     @classmethod
-    def _slot(cls, value: float) -> float:
-        if not 0.0 <= value <= 1.0:
-            raise ValueError("must be from 0s (off) to 1s, the shortest interval")
+    def _slot(cls, value: float | None) -> float | None:
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ValueError("must be auto, or from 0s (off) to 1s, the shortest interval")
         return value
 
 
