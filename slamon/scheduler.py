@@ -282,9 +282,6 @@ class Scheduler:
         self._on_result = on_result
         self._on_missed = on_missed
         self._spread = spread
-        #: fixed for the scheduler's life, so a target's phase never moves while it runs
-        #: (None: `auto_slot` of the targets it starts with)
-        self._slot: float | None = slot
         if prober_for is None:
             from slamon.probers import get_prober
 
@@ -316,8 +313,10 @@ class Scheduler:
         self._stopping = False
         self._first_round: asyncio.Event | None = None
         self._initial_targets = list(targets)
-        if self._slot is None:
-            self._slot = auto_slot(t.interval for t in self._initial_targets)
+        #: fixed for the scheduler's life, so a target's phase never moves while it runs
+        #: (None: `auto_slot` of the targets it starts with)
+        self._slot = (auto_slot(t.interval for t in self._initial_targets)
+                      if slot is None else slot)
         #: wall time from which ticks are run: the state store fills the ticks
         #: before it as no data, so the two must agree on this instant
         self._start_at = start_at
@@ -412,7 +411,7 @@ class Scheduler:
     @property
     def slot(self) -> float:
         """The grid the phases fall on, fixed for the scheduler's life (0: none)."""
-        return self._slot if self._slot is not None else DEFAULT_SLOT
+        return self._slot
 
     def update_targets(self, targets: Iterable[Target]) -> None:
         """Apply a reload: unchanged targets keep their schedule; removed ones stop."""

@@ -897,8 +897,8 @@ def main() -> None:
     ap.add_argument("--no-bare", dest="bare", action="store_false",
                     help="do not run the bare-loop floor (bare_loop.py)")
     ap.add_argument("--bare-slot", action="store_true",
-                    help="also run the bare loop with its probes started in slamon's default "
-                         "slots (scheduler.slot), as a second floor")
+                    help="also run the bare loop with its probes started in the slots slamon "
+                         "picks (scheduler.slot: auto), as a second floor")
     ap.add_argument(
         "--gc-freeze", action="store_true", help="experiment: gc.freeze() slamon after /readyz"
     )
