@@ -575,20 +575,17 @@ def one_run(n: int, a: argparse.Namespace, work: Path, run_no: int) -> dict[str,
                     work / "prometheus-slamon.log",
                 )
             )
-        if a.bare:
-            extra["bare"] = stack.enter_context(
-                child([py, str(HERE / "bare_loop.py"), str(work / "bare.json")],
-                      work / "bare.log", stdout=subprocess.PIPE)
+        # the bare loop as issue 18 defines it, and (--bare-slot) the same in slamon's slots
+        for name, wanted in (("bare", a.bare), ("bare-slot", a.bare_slot)):
+            if not wanted:
+                continue
+            key = name.replace("-", "_")
+            extra[key] = stack.enter_context(
+                child([py, str(HERE / "bare_loop.py"), str(work / f"{name}.json")],
+                      work / f"{name}.log", stdout=subprocess.PIPE)
             )
-            if not _readline(extra["bare"], 120).startswith("{"):
-                raise RuntimeError("bare loop did not start")
-        if a.bare_slot:
-            extra["bare_slot"] = stack.enter_context(
-                child([py, str(HERE / "bare_loop.py"), str(work / "bare-slot.json")],
-                      work / "bare-slot.log", stdout=subprocess.PIPE)
-            )
-            if not _readline(extra["bare_slot"], 120).startswith("{"):
-                raise RuntimeError("bare loop in slots did not start")
+            if not _readline(extra[key], 120).startswith("{"):
+                raise RuntimeError(f"{name} loop did not start")
         res["ready_seconds"] = {
             "slamon": wait_ready(sl_port, sl, a.ready_timeout),
             "blackbox": wait_http(f"http://127.0.0.1:{bb_port}/-/healthy", bb, 60, "blackbox"),
