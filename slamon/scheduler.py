@@ -89,6 +89,12 @@ def auto_slot(intervals: Iterable[float]) -> float:
     return AUTO_SLOTS[-1]
 
 
+def resolve_slot(given: float | None, targets: Iterable[Target]) -> float:
+    """The slot a process runs with: the configured one, or (None: `auto`) the
+    `auto_slot` of the targets it starts with."""
+    return auto_slot(t.interval for t in targets) if given is None else given
+
+
 def timer_slack(loop: asyncio.AbstractEventLoop) -> float:
     """How far past a due time to set a timer on `loop` so it does not fire before it."""
     return TIMER_SLACK if type(loop).__module__.partition(".")[0] == "uvloop" else 0.0
@@ -315,8 +321,7 @@ class Scheduler:
         self._initial_targets = list(targets)
         #: fixed for the scheduler's life, so a target's phase never moves while it runs
         #: (None: `auto_slot` of the targets it starts with)
-        self._slot = (auto_slot(t.interval for t in self._initial_targets)
-                      if slot is None else slot)
+        self._slot = resolve_slot(slot, self._initial_targets)
         #: wall time from which ticks are run: the state store fills the ticks
         #: before it as no data, so the two must agree on this instant
         self._start_at = start_at

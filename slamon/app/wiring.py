@@ -28,7 +28,7 @@ from slamon.config.targets import Target
 from slamon.metrics.collector import SlamonCollector, make_registry, sla_pieces, state_metrics
 from slamon.notify import BurnWatch, CertWatch, Dispatcher, live_streak
 from slamon.probers.base import ProbeResult
-from slamon.scheduler import Scheduler, SchedulerStats, auto_slot, phase_offset
+from slamon.scheduler import Scheduler, SchedulerStats, phase_offset, resolve_slot
 from slamon.sla.policy import PolicyDigests
 from slamon.sla.result import PeriodResult
 from slamon.sla.tracker import Policy, PreparedBuild, SlaTracker, schedule_changes
@@ -410,8 +410,7 @@ class Components:
     def slot(self) -> float:
         """The grid of phases, fixed at the first use for the process's life: the
         scheduler's and the gap filler's must agree."""
-        given = self.config.scheduler.slot
-        return auto_slot(t.interval for t in self.config.targets) if given is None else given
+        return resolve_slot(self.config.scheduler.slot, self.config.targets)
 
     def offset(self, target: Target) -> float:
         if not self.config.scheduler.spread:
