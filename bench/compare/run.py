@@ -499,12 +499,10 @@ def one_run(n: int, a: argparse.Namespace, work: Path, run_no: int) -> dict[str,
     blackbox_config(work / "blackbox.yml", a)
     prometheus_config(work / "prometheus.yml", urls, bb_port, a)
     slamon_prometheus_config(work / "prometheus-slamon.yml", sl_port, a)
-    (work / "bare.json").write_text(json.dumps({
-        "urls": urls, "interval": a.interval, "timeout": a.timeout,
-        "slow_threshold": a.slow_threshold}))
-    (work / "bare-slot.json").write_text(json.dumps({
-        "urls": urls, "interval": a.interval, "timeout": a.timeout,
-        "slow_threshold": a.slow_threshold, "slot": auto_slot([a.interval] * n)}))
+    bare = {"urls": urls, "interval": a.interval, "timeout": a.timeout,
+            "slow_threshold": a.slow_threshold}
+    (work / "bare.json").write_text(json.dumps(bare))
+    (work / "bare-slot.json").write_text(json.dumps(bare | {"slot": auto_slot([a.interval] * n)}))
     res: dict[str, Any] = {
         "targets": n,
         "run": run_no,
