@@ -70,6 +70,12 @@ def phase_offset(target_id: str, interval: float, slot: float = DEFAULT_SLOT) ->
     return offset
 
 
+def target_phase(target: Target, spread: bool, slot: float) -> float:
+    """Where in its interval a target ticks: its `phase_offset`, or 0 with
+    `scheduler.spread` off. The scheduler and the gap filler both place ticks by it."""
+    return phase_offset(target.id, target.interval, slot) if spread else 0.0
+
+
 #: the slots `auto_slot` picks from, largest first
 AUTO_SLOTS = (DEFAULT_SLOT, 0.02, 0.01, 0.005)
 #: probes a slot `auto_slot` aims at, at most on average: starting ~20 probes takes
@@ -448,7 +454,7 @@ class Scheduler:
              held: str | None = None) -> None:
         interval = target.interval
         # a held definition ticks when its target did: the instants its period counts
-        offset = phase_offset(target.id, interval, self.slot) if self._spread else 0.0
+        offset = target_phase(target, self._spread, self.slot)
         entry = _Entry(target, self._prober_for(target.kind), interval, offset, held=held)
         # Wall time is mapped through time.monotonic(), the clock both asyncio's and
         # uvloop's loop.time() read, not through loop.time() itself: uvloop floors it to

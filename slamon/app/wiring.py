@@ -28,7 +28,7 @@ from slamon.config.targets import Target
 from slamon.metrics.collector import SlamonCollector, make_registry, sla_pieces, state_metrics
 from slamon.notify import BurnWatch, CertWatch, Dispatcher, live_streak
 from slamon.probers.base import ProbeResult
-from slamon.scheduler import Scheduler, SchedulerStats, phase_offset, resolve_slot
+from slamon.scheduler import Scheduler, SchedulerStats, resolve_slot, target_phase
 from slamon.sla.policy import PolicyDigests
 from slamon.sla.result import PeriodResult
 from slamon.sla.tracker import Policy, PreparedBuild, SlaTracker, schedule_changes
@@ -413,9 +413,7 @@ class Components:
         return resolve_slot(self.config.scheduler.slot, self.config.targets)
 
     def offset(self, target: Target) -> float:
-        if not self.config.scheduler.spread:
-            return 0.0
-        return phase_offset(target.id, target.interval, self.slot)
+        return target_phase(target, self.config.scheduler.spread, self.slot)
 
     def reports_queued(self) -> int | None:
         """Signed reports not yet on-chain, or None without a publisher."""
