@@ -1,0 +1,123 @@
+"""What closing N SLA periods at one instant costs and how long it holds the event loop.
+
+Every SLA of a kind ends its period at the same instant: with N one-minute SLAs,
+N periods close together each minute (monthly ones: at each month's end). This builds
+N SLAs (one target, SLO and one-minute SLA each, a leaf every 10 s), then closes their
+period with a timer due every millisecond on the same loop, as probes would be: how late
+the latest one fires is how late a probe due meanwhile would start (goal: none more than
+10 ms late). It prints the close's wall time and CPU, the latest timer and the timers'
+99th percentile; the least of `--runs` closes, each of a fresh state file.
+
+    python bench/sla_close.py --slas 10000
+    python bench/sla_close.py --slas 10000 --src /tmp/old   # slamon imported from there
+
+Loopback only: nothing is probed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+#: the periods' start: a whole minute well in the past
+P = 29_000_000
+RES = 10
+#: the ticker's timer, s
+TICK = 0.001
+
+
+def write(path: Path, n: int) -> None:
+    lines = [f'state: {{path: "{path.parent}/state.sqlite3"}}', "targets:"]
+    lines += [f'  - {{id: t{i}, kind: http, interval: 10s, timeout: 2s, '
+              f'http: {{url: "http://127.0.0.1:9/{i}"}}}}' for i in range(n)]
+    lines.append("slos:")
+    lines += [f"  - {{id: s{i}, targets: [t{i}], objective: 0.99}}" for i in range(n)]
+    lines.append("slas:")
+    lines += [f"  - {{id: a{i}, slo: s{i}, period: {{kind: fixed, length: 1m}}, "
+              f"evidence_resolution: {RES}s, grace: 1s}}" for i in range(n)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+async def one_close(work: Path, n: int) -> dict[str, float]:
+    from slamon.config.loader import load_config
+    from slamon.sla.tracker import SlaTracker
+    from slamon.store.sqlite import StateStore
+    from slamon.util.log import get_logger
+
+    work.mkdir()
+    path = work / "slamon.yaml"
+    write(path, n)
+    config = load_config(path)
+    store = StateStore(config.state.resolved_path())
+    await store.open()
+    tracker = SlaTracker(config, store, get_logger())
+    await tracker.start({}, start_at=P * 60 + 1)
+    for i in range(n):
+        for b in range(P * 60, (P + 1) * 60, RES):
+            store.add_leaf(f"a{i}", f"t{i}", b, int((i + b) % 7 != 0), 1, 0)
+    await store.flush()
+    late: list[float] = []
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        # a timer every millisecond, as probes due: how late each fires
+        for _ in range(10_000_000):  # bounded; ends with the close
+            if done.is_set():
+                return
+            due = time.perf_counter() + TICK
+            await asyncio.sleep(TICK)
+            late.append(max(0.0, time.perf_counter() - due))
+
+    ticking = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    wall, cpu = time.perf_counter(), time.process_time()
+    closed = await tracker.close_due(now=(P + 1) * 60 + 5)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    done.set()
+    await ticking
+    await store.close()
+    if len(closed) != n:
+        raise SystemExit(f"closed {len(closed)} periods, not {n}")
+    late.sort()
+    return {"wall": wall, "cpu": cpu, "longest": late[-1],
+            "p99": late[min(len(late) - 1, int(0.99 * len(late)))], "timers": len(late)}
+
+
+async def closes(n: int, count: int) -> list[dict[str, float]]:
+    from slamon.app.runtime import loop_first
+
+    root = Path(tempfile.mkdtemp(prefix="sla-close-"))
+    with loop_first():  # the GIL's switch interval the daemon runs with
+        return [await one_close(root / f"r{k}", n) for k in range(count)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--slas", type=int, default=10000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--src", help="import slamon from this checkout")
+    args = parser.parse_args()
+    if args.src:
+        sys.path.insert(0, args.src)
+    from slamon.app.runtime import run
+    from slamon.util.log import configure_logging
+
+    configure_logging("warning")  # a line per closed period is not what is measured
+    runs = run(lambda: closes(args.slas, args.runs))  # the daemon's loop (uvloop)
+    best = {key: min(r[key] for r in runs) for key in runs[0]}
+    print(f"{args.slas} one-minute SLAs closing together, slamon from "
+          f"{args.src or 'this checkout'}; least of {args.runs}")
+    print(f"close, wall            {best['wall']:8.3f} s")
+    print(f"close, CPU             {best['cpu']:8.3f} s"
+          f"   ({best['cpu'] / args.slas * 1e6:.0f} us a period)")
+    print(f"latest 1 ms timer      {best['longest'] * 1e3:8.1f} ms late")
+    print(f"p99 of the timers      {best['p99'] * 1e3:8.1f} ms late   "
+          f"({best['timers']:.0f} timers)")
+
+
+if __name__ == "__main__":
+    main()
