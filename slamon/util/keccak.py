@@ -10,9 +10,24 @@ from __future__ import annotations
 from Crypto.Hash import keccak as _keccak
 
 
-def keccak256(data: bytes) -> bytes:
-    """Ethereum's keccak256 (the pre-standard SHA-3 padding), 32 bytes."""
+def keccak256_pycryptodome(data: bytes) -> bytes:
+    """Ethereum's keccak256 (the pre-standard SHA-3 padding), 32 bytes, by pycryptodome."""
     return _keccak.new(digest_bits=256, data=data).digest()
+
+
+try:
+    # safe-pysha3: the same Keccak in C behind a hashlib-like object, ~1 us a hash
+    # where pycryptodome's cffi objects take ~7. A period's evidence tree hashes ~20
+    # times: closing 10,000 periods together was ~2/3 keccak (docs/benchmarks.md).
+    # A dependency where it has wheels (pyproject.toml); elsewhere pycryptodome
+    from sha3 import keccak_256 as _keccak_256
+except ImportError:
+    keccak256 = keccak256_pycryptodome
+else:
+    def keccak256(data: bytes) -> bytes:
+        """Ethereum's keccak256 (the pre-standard SHA-3 padding), 32 bytes."""
+        digest: bytes = _keccak_256(data).digest()
+        return digest
 
 
 def hashes_to(text: str, digest: bytes) -> bool:
