@@ -16,7 +16,10 @@ One run, for N targets:
    the 0.5 s threshold is applied to ``probe_duration_seconds`` of the same sample
    (``probe_success == 1 and probe_duration_seconds <= 0.5``), as a recording rule would.
 
-All four run concurrently on the same farm. After a warm-up, the measured window is
+All four run concurrently on the same farm. ``--no-blackbox`` leaves out 3 (at 10,000
+targets blackbox_exporter + Prometheus take more than one of two cores, and the ratio to
+the bare loop is then measured on a saturated host); the peer is then measured in runs of
+its own. After a warm-up, the measured window is
 ``--duration`` seconds starting at a minute boundary T0 (so it is made of whole SLA
 periods). CPU (utime+stime from /proc/<pid>/stat) is read at T0 and T1 for each
 process; peak RSS is VmHWM at T1. Nobody scrapes slamon or queries Prometheus
@@ -54,7 +57,9 @@ sys.path.insert(0, str(BENCH))  # probe_bench (and its `farm`) first
 sys.path.append(str(HERE))
 
 from probe_bench import (  # noqa: E402
+    STALL_RATE,
     _readline,
+    _summarise_stalls,
     child,
     cpu_model,
     free_ports,
@@ -245,16 +250,16 @@ FAILING_Q = (
 )
 
 
-def poll_detection(sl_port: int, pr_port: int, until: float, thr: float) -> dict[str, Any]:
-    """Every 0.5 s: failing targets and the time of their failing sample, both monitors.
+def poll_detection(sl_port: int, pr_port: int | None, until: float, thr: float
+                   ) -> dict[str, Any]:
+    """Every 0.5 s: failing targets and the time of their failing sample, both monitors
+    (slamon alone when `pr_port` is None: blackbox_exporter was not run).
 
     Returns per monitor {target: [(sample_ts, first_seen_wall), ...]} of failing samples,
     and the cost of each poll (seconds)."""
-    seen: dict[str, dict[int, dict[float, float]]] = {
-        "slamon": defaultdict(dict),
-        "prometheus": defaultdict(dict),
-    }
-    cost: dict[str, list[float]] = {"slamon": [], "prometheus": []}
+    monitors = ["slamon"] if pr_port is None else ["slamon", "prometheus"]
+    seen: dict[str, dict[int, dict[float, float]]] = {m: defaultdict(dict) for m in monitors}
+    cost: dict[str, list[float]] = {m: [] for m in monitors}
     q = FAILING_Q.format(thr=thr)
 
     def poll_sl() -> None:
@@ -267,6 +272,7 @@ def poll_detection(sl_port: int, pr_port: int, until: float, thr: float) -> dict
                 seen["slamon"][i][ts] = now
 
     def poll_pr() -> None:
+        assert pr_port is not None
         t = time.time()
         rows = prom_query(pr_port, q)
         cost["prometheus"].append(time.time() - t)
@@ -279,7 +285,8 @@ def poll_detection(sl_port: int, pr_port: int, until: float, thr: float) -> dict
     with ThreadPoolExecutor(2) as pool:
         while time.time() < until:
             t = time.time()
-            for f in [pool.submit(poll_sl), pool.submit(poll_pr)]:
+            polls = [poll_sl] if pr_port is None else [poll_sl, poll_pr]
+            for f in [pool.submit(poll) for poll in polls]:
                 with contextlib.suppress(Exception):
                     f.result(timeout=10)
             # every 0.5 s; at least 0.25 s between polls so a slow /metrics does not
@@ -534,8 +541,9 @@ def one_run(n: int, a: argparse.Namespace, work: Path, run_no: int) -> dict[str,
                 sl_env["SLAMON_GC_FREEZE_PORT"] = str(sl_port)
         res["slamon_gc"] = {"log": bool(a.gc_log or a.gc_freeze), "freeze": a.gc_freeze}
         sl = stack.enter_context(child(sl_argv, work / "slamon.log", env=sl_env))
-        bb = stack.enter_context(
-            child(
+        peer: dict[str, subprocess.Popen[bytes]] = {}
+        if a.blackbox:
+            peer["blackbox"] = stack.enter_context(child(
                 [
                     BLACKBOX,
                     f"--config.file={work / 'blackbox.yml'}",
@@ -543,10 +551,8 @@ def one_run(n: int, a: argparse.Namespace, work: Path, run_no: int) -> dict[str,
                     "--log.level=warn",
                 ],
                 work / "blackbox.log",
-            )
-        )
-        pr = stack.enter_context(
-            child(
+            ))
+            peer["prometheus"] = stack.enter_context(child(
                 [
                     PROMETHEUS,
                     f"--config.file={work / 'prometheus.yml'}",
@@ -556,8 +562,7 @@ def one_run(n: int, a: argparse.Namespace, work: Path, run_no: int) -> dict[str,
                     "--storage.tsdb.retention.time=1d",
                 ],
                 work / "prometheus.log",
-            )
-        )
+            ))
         extra: dict[str, subprocess.Popen[bytes]] = {}
         if a.slamon_scrape_interval > 0:
             extra["slamon_prometheus"] = stack.enter_context(
@@ -584,17 +589,20 @@ def one_run(n: int, a: argparse.Namespace, work: Path, run_no: int) -> dict[str,
             )
             if not _readline(extra[key], 120).startswith("{"):
                 raise RuntimeError(f"{name} loop did not start")
-        res["ready_seconds"] = {
-            "slamon": wait_ready(sl_port, sl, a.ready_timeout),
-            "blackbox": wait_http(f"http://127.0.0.1:{bb_port}/-/healthy", bb, 60, "blackbox"),
-            "prometheus": wait_http(f"http://127.0.0.1:{pr_port}/-/ready", pr, 120, "prometheus"),
-        }
+        res["ready_seconds"] = {"slamon": wait_ready(sl_port, sl, a.ready_timeout)}
+        if peer:
+            res["ready_seconds"] |= {
+                "blackbox": wait_http(f"http://127.0.0.1:{bb_port}/-/healthy",
+                                      peer["blackbox"], 60, "blackbox"),
+                "prometheus": wait_http(f"http://127.0.0.1:{pr_port}/-/ready",
+                                        peer["prometheus"], 120, "prometheus"),
+            }
         if "slamon_prometheus" in extra:
             res["ready_seconds"]["slamon_prometheus"] = wait_http(
                 f"http://127.0.0.1:{sp_port}/-/ready", extra["slamon_prometheus"], 120,
                 "slamon's prometheus")
-        pids = {"slamon": sl.pid, "blackbox": bb.pid, "prometheus": pr.pid, "farm": farm.pid}
-        pids |= {k: p.pid for k, p in extra.items()}
+        pids = {"slamon": sl.pid, "farm": farm.pid}
+        pids |= {k: p.pid for k, p in (peer | extra).items()}
 
         def bare_counts(name: str = "bare") -> dict[str, Any]:
             if name not in extra:
@@ -636,6 +644,14 @@ def one_run(n: int, a: argparse.Namespace, work: Path, run_no: int) -> dict[str,
                      str(pid), "--duration", str(int(a.duration) - 2), "--rate", "100",
                      *mode, "--format", "raw", "--output", str(work / f"{name}-profile.txt")],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        if a.stalls:
+            beside = Path(py).with_name("py-spy")
+            spies.append(subprocess.Popen(
+                [str(beside) if beside.exists() else "py-spy", "record", "--pid", str(sl.pid),
+                 "--duration", str(int(a.duration) - 2), "--rate", str(STALL_RATE),
+                 "--nonblocking", "--idle", "--threads", "--format", "speedscope",
+                 "--output", str(work / "slamon-stalls.json")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         sleep_until(t1)
         for spy in spies:
             spy.wait(timeout=30)
@@ -646,6 +662,8 @@ def one_run(n: int, a: argparse.Namespace, work: Path, run_no: int) -> dict[str,
         if bs0:
             res["bare_slot"] = {k: bs1[k] - bs0[k] for k in ("started", "ok", "failed", "skipped")}
         hwm = {k: proc_status(p)["VmHWM"] for k, p in pids.items()}
+        if a.stalls:
+            res["stalls"] = _summarise_stalls(work / "slamon-stalls.json")
         s1 = scrape(sl_port)
         res["load1"] = {"start": l0, "end": l1}
         res["machine_busy_fraction"] = (m1[0] - m0[0]) / max(1e-9, m1[1] - m0[1])
@@ -667,20 +685,21 @@ def one_run(n: int, a: argparse.Namespace, work: Path, run_no: int) -> dict[str,
             "lag_max_since_start": s1.values["slamon_scheduler_lag_max_seconds"],
         }
         # detection phase
-        det = poll_detection(sl_port, pr_port, t1 + a.detect, a.slow_threshold)
+        det = poll_detection(sl_port, pr_port if peer else None, t1 + a.detect,
+                             a.slow_threshold)
         res["detection_polls"] = {k: det[k] for k in ("poll_seconds_median", "polls")}
         # collect
         sleep_until(t1 + 6)  # periods close at end + grace (5 s)
         tc = time.monotonic()
         slp = slamon_periods(sl_port, n, periods)
         res["collect_seconds_slamon_api"] = time.monotonic() - tc
-        bb_ok = prom_samples(pr_port, "probe_success", t0, t1)
-        bb_dur = prom_samples(pr_port, "probe_duration_seconds", t0, t1)
-        bb_up = prom_samples(pr_port, "up", t0, t1)
+        bb_ok, bb_dur, bb_up = (
+            prom_samples(pr_port, metric, t0, t1) if peer else {}
+            for metric in ("probe_success", "probe_duration_seconds", "up"))
         farm_pid = farm.pid
-        for proc in (sl, bb, pr, *extra.values()):
+        for proc in (sl, *peer.values(), *extra.values()):
             proc.terminate()
-        for proc in (sl, bb, pr, *extra.values()):
+        for proc in (sl, *peer.values(), *extra.values()):
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -778,7 +797,8 @@ def report(runs: list[dict[str, Any]]) -> str:
         def m(*path: Any, scale: float = 1.0, nd: int = 3, rs: Any = rs) -> str:
             return fmt(_med(rs, *path), scale, nd)
 
-        hwm_bp = [{"v": r["hwm_bytes"]["blackbox"] + r["hwm_bytes"]["prometheus"]} for r in rs]
+        hwm_bp = [{"v": r["hwm_bytes"]["blackbox"] + r["hwm_bytes"]["prometheus"]}
+                  for r in rs if "blackbox" in r["hwm_bytes"]]
         lines += [
             f"\n## N = {n} targets, interval {rs[0]['interval']:g} s, {len(rs)} run(s), medians",
             f"{'':26}{'slamon':>14}{'bbe+prom':>14}",
@@ -844,7 +864,8 @@ def report(runs: list[dict[str, Any]]) -> str:
             " wait-for-probe mean; outages seen / not seen"
         )
         for mon in ("slamon", "prometheus"):
-            keys = sorted({k for r in rs for k in r["detection"][mon]}, key=lambda k: (len(k), k))
+            keys = sorted({k for r in rs for k in r["detection"].get(mon, {})},
+                          key=lambda k: (len(k), k))
             for key in keys:
                 lat = "/".join(
                     m("detection", mon, key, "latency", q, nd=2) for q in ("mean", "p99", "max")
@@ -887,6 +908,9 @@ def main() -> None:
     ap.add_argument("--profile-native", action="store_true",
                     help="py-spy --native record slamon and the bare loop through the window "
                          "(slamon-profile.txt, bare-profile.txt; pauses each sample)")
+    ap.add_argument("--stalls", action="store_true",
+                    help="py-spy at 1 kHz with idle samples through the window: what held "
+                         "slamon's event loop > 10 ms (perturbs the CPU figures)")
     ap.add_argument("--slamon-scrape-interval", type=float, default=15.0,
                     help="a second Prometheus scrapes slamon this often, s (0: none)")
     ap.add_argument("--no-bare", dest="bare", action="store_false",
@@ -894,6 +918,11 @@ def main() -> None:
     ap.add_argument("--bare-slot", action="store_true",
                     help="also run the bare loop with its probes started in the slots slamon "
                          "picks (scheduler.slot: auto), as a second floor")
+    ap.add_argument("--no-blackbox", dest="blackbox", action="store_false",
+                    help="do not run blackbox_exporter + Prometheus: slamon, its Prometheus "
+                         "and the bare loop alone on the farm, so that a peer which takes "
+                         "over a core at 10,000 targets does not crowd the ratio to the "
+                         "bare loop (measure the peer in runs of its own)")
     ap.add_argument(
         "--gc-freeze", action="store_true", help="experiment: gc.freeze() slamon after /readyz"
     )
