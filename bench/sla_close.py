@@ -2,7 +2,8 @@
 
 Every SLA of a kind ends its period at the same instant: with N one-minute SLAs,
 N periods close together each minute (monthly ones: at each month's end). This builds
-N SLAs (one target, SLO and one-minute SLA each, a leaf every 10 s), then closes their
+N SLAs (one target, SLO and SLA each; a period of `--leaves` leaves, 6: one minute at a
+leaf every 10 s; 720: as many leaves as a month has at its default 1 h), then closes their
 period with a timer due every millisecond on the same loop, as probes would be: how late
 the latest one fires is how late a probe due meanwhile would start (goal: none more than
 10 ms late). It prints the close's wall time and CPU, the latest timer and the timers'
@@ -30,19 +31,19 @@ RES = 10
 TICK = 0.001
 
 
-def write(path: Path, n: int) -> None:
+def write(path: Path, n: int, leaves: int) -> None:
     lines = [f'state: {{path: "{path.parent}/state.sqlite3"}}', "targets:"]
     lines += [f'  - {{id: t{i}, kind: http, interval: 10s, timeout: 2s, '
               f'http: {{url: "http://127.0.0.1:9/{i}"}}}}' for i in range(n)]
     lines.append("slos:")
     lines += [f"  - {{id: s{i}, targets: [t{i}], objective: 0.99}}" for i in range(n)]
     lines.append("slas:")
-    lines += [f"  - {{id: a{i}, slo: s{i}, period: {{kind: fixed, length: 1m}}, "
+    lines += [f"  - {{id: a{i}, slo: s{i}, period: {{kind: fixed, length: {leaves * RES}s}}, "
               f"evidence_resolution: {RES}s, grace: 1s}}" for i in range(n)]
     path.write_text("\n".join(lines) + "\n")
 
 
-async def one_close(work: Path, n: int) -> dict[str, float]:
+async def one_close(work: Path, n: int, leaves: int) -> dict[str, float]:
     from slamon.config.loader import load_config
     from slamon.sla.tracker import SlaTracker
     from slamon.store.sqlite import StateStore
@@ -50,14 +51,15 @@ async def one_close(work: Path, n: int) -> dict[str, float]:
 
     work.mkdir()
     path = work / "slamon.yaml"
-    write(path, n)
+    write(path, n, leaves)
     config = load_config(path)
     store = StateStore(config.state.resolved_path())
     await store.open()
     tracker = SlaTracker(config, store, get_logger())
-    await tracker.start({}, start_at=P * 60 + 1)
+    length = leaves * RES
+    await tracker.start({}, start_at=P * length + 1)
     for i in range(n):
-        for b in range(P * 60, (P + 1) * 60, RES):
+        for b in range(P * length, (P + 1) * length, RES):
             store.add_leaf(f"a{i}", f"t{i}", b, int((i + b) % 7 != 0), 1, 0)
     await store.flush()
     late: list[float] = []
@@ -75,7 +77,7 @@ async def one_close(work: Path, n: int) -> dict[str, float]:
     ticking = asyncio.create_task(ticker())
     await asyncio.sleep(0)
     wall, cpu = time.perf_counter(), time.process_time()
-    closed = await tracker.close_due(now=(P + 1) * 60 + 5)
+    closed = await tracker.close_due(now=(P + 1) * length + 5)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     done.set()
     await ticking
@@ -87,18 +89,21 @@ async def one_close(work: Path, n: int) -> dict[str, float]:
             "p99": late[min(len(late) - 1, int(0.99 * len(late)))], "timers": len(late)}
 
 
-async def closes(n: int, count: int) -> list[dict[str, float]]:
+async def closes(n: int, leaves: int, count: int) -> list[dict[str, float]]:
     from slamon.app.runtime import loop_first
 
     root = Path(tempfile.mkdtemp(prefix="sla-close-"))
     with loop_first():  # the GIL's switch interval the daemon runs with
-        return [await one_close(root / f"r{k}", n) for k in range(count)]
+        return [await one_close(root / f"r{k}", n, leaves) for k in range(count)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--slas", type=int, default=10000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--leaves", type=int, default=6,
+                        help="evidence leaves a period (of 10 s each): 6 is a one-minute "
+                             "period; 720 as many as a month has at its default 1 h")
     parser.add_argument("--src", help="import slamon from this checkout")
     args = parser.parse_args()
     if args.src:
@@ -107,9 +112,9 @@ def main() -> None:
     from slamon.util.log import configure_logging
 
     configure_logging("warning")  # a line per closed period is not what is measured
-    runs = run(lambda: closes(args.slas, args.runs))  # the daemon's loop (uvloop)
+    runs = run(lambda: closes(args.slas, args.leaves, args.runs))  # the daemon's loop (uvloop)
     best = {key: min(r[key] for r in runs) for key in runs[0]}
-    print(f"{args.slas} one-minute SLAs closing together, slamon from "
+    print(f"{args.slas} SLAs closing a period of {args.leaves} leaves together, slamon from "
           f"{args.src or 'this checkout'}; least of {args.runs}")
     print(f"close, wall            {best['wall']:8.3f} s")
     print(f"close, CPU             {best['cpu']:8.3f} s"
