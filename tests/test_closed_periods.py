@@ -39,6 +39,20 @@ def _maintenance(text: str) -> str:
     """)
 
 
+def _shop(where: Path) -> str:
+    """A config of one target, `web`, and its SLO, `shop`, with its state in `where`; the
+    `slas:` list it ends with is the caller's to fill."""
+    return textwrap.dedent(f"""
+        server: {{listen: "127.0.0.1:0"}}
+        state: {{path: "{where / 'state.sqlite3'}"}}
+        targets:
+          - {{id: web, kind: http, interval: 10s, timeout: 2s, http: {{url: "http://127.0.0.1:9/"}}}}
+        slos:
+          - {{id: shop, targets: [web], objective: 0.9, window: 1h}}
+        slas:
+        """)
+
+
 EDITS: dict[str, tuple[Edit, bool]] = {
     # name: (edit of the config text, whether it changes how periods are counted)
     "objective": (lambda t: t.replace("objective: 0.9,", "objective: 0.95,"), True),
@@ -177,15 +191,7 @@ async def test_periods_due_together_are_judged_off_the_event_loop(tmp_path: Path
        evidence_resolution: {RES}s, grace: 1s}}
 """ for i in range(count))
     path = tmp_path / "slamon.yaml"
-    path.write_text(textwrap.dedent(f"""
-        server: {{listen: "127.0.0.1:0"}}
-        state: {{path: "{tmp_path / 'state.sqlite3'}"}}
-        targets:
-          - {{id: web, kind: http, interval: 10s, timeout: 2s, http: {{url: "http://127.0.0.1:9/"}}}}
-        slos:
-          - {{id: shop, targets: [web], objective: 0.9, window: 1h}}
-        slas:
-        """) + slas)
+    path.write_text(_shop(tmp_path) + slas)
     config = load_config(path)
     store = StateStore(config.state.resolved_path())
     await store.open()
@@ -217,19 +223,11 @@ async def test_the_next_close_is_found_after_each_close_and_each_reload(tmp_path
     """close_due skips the SLAs until the earliest instant one of them closes; that
     instant is worked out again after each close (the next period's turn) and after a
     reload (an added SLA whose period ends sooner)."""
-    head = f"""
-        server: {{listen: "127.0.0.1:0"}}
-        state: {{path: "{tmp_path / 'state.sqlite3'}"}}
-        targets:
-          - {{id: web, kind: http, interval: 10s, timeout: 2s, http: {{url: "http://127.0.0.1:9/"}}}}
-        slos:
-          - {{id: shop, targets: [web], objective: 0.9, window: 1h}}
-        slas:
-          - {{id: slow, slo: shop, period: {{kind: fixed, length: 1h}}, evidence_resolution: 1m,
-             grace: 1s}}
-        """
+    head = _shop(tmp_path) + (
+        "  - {id: slow, slo: shop, period: {kind: fixed, length: 1h}, evidence_resolution: 1m,\n"
+        "     grace: 1s}\n")
     path = tmp_path / "slamon.yaml"
-    path.write_text(textwrap.dedent(head))
+    path.write_text(head)
     config = load_config(path)
     store = StateStore(config.state.resolved_path())
     await store.open()
@@ -243,7 +241,7 @@ async def test_the_next_close_is_found_after_each_close_and_each_reload(tmp_path
         # an SLA whose minutes close long before the hour
         quick_sla = ("  - {id: quick, slo: shop, period: {kind: fixed, length: 1m},\n"
                      "     evidence_resolution: 1m, grace: 1s}\n")
-        path.write_text(textwrap.dedent(head) + quick_sla)
+        path.write_text(head + quick_sla)
         tracker.apply_config(load_config(path), start + 5)
         quick = tracker.slas["quick"]
         first_end = period_bounds(quick.sla.period, quick.first_period)[1]
