@@ -575,19 +575,21 @@ def _scrape_cost(port: int, pid: int, samples: int, before: Scrape, gzip: bool =
 # ---------------------------------------------------------------- profiling
 
 
+def py_spy() -> str:
+    """The py-spy beside this interpreter (the venv's), else the one on PATH."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return str(beside) if beside.exists() else "py-spy"
+
+
 def _start_profile(
     pid: int, args: argparse.Namespace, work: Path, tag: str
 ) -> subprocess.Popen[bytes] | None:
     if not (args.profile or args.stalls):
         return None
-    beside = Path(sys.executable).with_name("py-spy")  # the venv's, if not on PATH
-    argv = [str(beside) if beside.exists() else "py-spy", "record", "--pid", str(pid),
+    argv = [py_spy(), "record", "--pid", str(pid),
             "--duration", str(int(args.duration)), "--nonblocking"]
     if args.stalls:
-        # every sample, idle ones too, in order: runs of busy samples are the stretches in
-        # which the event loop did not get back to its poll (and so to its timers)
-        argv += ["--rate", str(STALL_RATE), "--idle", "--threads", "--format", "speedscope",
-                 "--output", str(work / f"stalls-{tag}.json")]
+        argv += [*STALL_OPTIONS, "--output", str(work / f"stalls-{tag}.json")]
     else:
         argv += ["--rate", "200", "--format", "raw", "--output",
                  str(work / f"profile-{tag}.txt")]
@@ -596,6 +598,10 @@ def _start_profile(
 
 #: py-spy samples per second in --stalls mode: a busy run of k samples held the loop ~k ms
 STALL_RATE = 1000
+#: `py-spy record` options for what `_summarise_stalls` reads: every sample, idle ones
+#: too, in order: runs of busy samples are the stretches in which the event loop did not
+#: get back to its poll (and so to its timers)
+STALL_OPTIONS = ["--rate", str(STALL_RATE), "--idle", "--threads", "--format", "speedscope"]
 #: innermost frames of a main-thread stack waiting in the event loop's poll (uvloop's
 #: Cython frames are not Python frames: the runner is the innermost one py-spy sees)
 _IDLE_FRAMES = {"Runner.run", "run_until_complete", "run_forever", "_run_once", "select"}

@@ -57,7 +57,7 @@ sys.path.insert(0, str(BENCH))  # probe_bench (and its `farm`) first
 sys.path.append(str(HERE))
 
 from probe_bench import (  # noqa: E402
-    STALL_RATE,
+    STALL_OPTIONS,
     _readline,
     _summarise_stalls,
     child,
@@ -65,6 +65,7 @@ from probe_bench import (  # noqa: E402
     free_ports,
     proc_cpu,
     proc_status,
+    py_spy,
     quantile,
     scrape,
     system_cpu,
@@ -633,23 +634,20 @@ def one_run(n: int, a: argparse.Namespace, work: Path, run_no: int) -> dict[str,
         spies = []
         if a.profile or a.profile_native:
             # perturbs the CPU figures: for where the time goes, not for ratios
-            beside = Path(py).with_name("py-spy")
             profiled = {"slamon": sl.pid}
             if a.profile_native and "bare" in extra:
                 profiled["bare"] = extra["bare"].pid
             for name, pid in profiled.items():
                 mode = ["--native"] if a.profile_native else ["--nonblocking"]
                 spies.append(subprocess.Popen(
-                    [str(beside) if beside.exists() else "py-spy", "record", "--pid",
+                    [py_spy(), "record", "--pid",
                      str(pid), "--duration", str(int(a.duration) - 2), "--rate", "100",
                      *mode, "--format", "raw", "--output", str(work / f"{name}-profile.txt")],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         if a.stalls:
-            beside = Path(py).with_name("py-spy")
             spies.append(subprocess.Popen(
-                [str(beside) if beside.exists() else "py-spy", "record", "--pid", str(sl.pid),
-                 "--duration", str(int(a.duration) - 2), "--rate", str(STALL_RATE),
-                 "--nonblocking", "--idle", "--threads", "--format", "speedscope",
+                [py_spy(), "record", "--pid", str(sl.pid),
+                 "--duration", str(int(a.duration) - 2), "--nonblocking", *STALL_OPTIONS,
                  "--output", str(work / "slamon-stalls.json")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         sleep_until(t1)
