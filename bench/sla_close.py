@@ -24,23 +24,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from sla_start import write
+
 #: the periods' start: a whole minute well in the past
 P = 29_000_000
 RES = 10
 #: the ticker's timer, s
 TICK = 0.001
-
-
-def write(path: Path, n: int, leaves: int) -> None:
-    lines = [f'state: {{path: "{path.parent}/state.sqlite3"}}', "targets:"]
-    lines += [f'  - {{id: t{i}, kind: http, interval: 10s, timeout: 2s, '
-              f'http: {{url: "http://127.0.0.1:9/{i}"}}}}' for i in range(n)]
-    lines.append("slos:")
-    lines += [f"  - {{id: s{i}, targets: [t{i}], objective: 0.99}}" for i in range(n)]
-    lines.append("slas:")
-    lines += [f"  - {{id: a{i}, slo: s{i}, period: {{kind: fixed, length: {leaves * RES}s}}, "
-              f"evidence_resolution: {RES}s, grace: 1s}}" for i in range(n)]
-    path.write_text("\n".join(lines) + "\n")
 
 
 async def one_close(work: Path, n: int, leaves: int) -> dict[str, float]:
@@ -51,7 +41,8 @@ async def one_close(work: Path, n: int, leaves: int) -> dict[str, float]:
 
     work.mkdir()
     path = work / "slamon.yaml"
-    write(path, n, leaves)
+    write(path, n, "0.99", f"period: {{kind: fixed, length: {leaves * RES}s}}, "
+          f"evidence_resolution: {RES}s, grace: 1s")
     config = load_config(path)
     store = StateStore(config.state.resolved_path())
     await store.open()

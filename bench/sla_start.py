@@ -24,14 +24,15 @@ import time
 from pathlib import Path
 
 
-def write(path: Path, n: int, objective: str) -> None:
+def write(path: Path, n: int, objective: str, sla: str = "period: {kind: monthly}") -> None:
+    """N targets, each with an SLO of `objective` and an SLA of the fields `sla`."""
     lines = [f'state: {{path: "{path.parent}/state.sqlite3"}}', "targets:"]
     lines += [f'  - {{id: t{i}, kind: http, interval: 10s, timeout: 2s, '
               f'http: {{url: "http://127.0.0.1:9/{i}"}}}}' for i in range(n)]
     lines.append("slos:")
     lines += [f"  - {{id: s{i}, targets: [t{i}], objective: {objective}}}" for i in range(n)]
     lines.append("slas:")
-    lines += [f"  - {{id: a{i}, slo: s{i}, period: {{kind: monthly}}}}" for i in range(n)]
+    lines += [f"  - {{id: a{i}, slo: s{i}, {sla}}}" for i in range(n)]
     path.write_text("\n".join(lines) + "\n")
 
 
