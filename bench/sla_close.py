@@ -7,9 +7,13 @@ leaf every 10 s; 720: as many leaves as a month has at its default 1 h), then cl
 period with a timer due every millisecond on the same loop, as probes would be: how late
 the latest one fires is how late a probe due meanwhile would start (goal: none more than
 10 ms late). It prints the close's wall time and CPU, the latest timer and the timers'
-99th percentile; the least of `--runs` closes, each of a fresh state file.
+99th percentile; the least of `--runs` closes, each of a fresh state file. With
+`--periods K` each run closes K periods of every SLA one after the other and measures
+the last: a daemon's runtimes keep what one close makes for the next (the policy's
+text), which the first close of a run has to make.
 
     python bench/sla_close.py --slas 10000
+    python bench/sla_close.py --slas 10000 --periods 2   # the close of a running daemon
     python bench/sla_close.py --slas 10000 --src /tmp/old   # slamon imported from there
 
 Loopback only: nothing is probed.
@@ -33,7 +37,8 @@ RES = 10
 TICK = 0.001
 
 
-async def one_close(work: Path, n: int, leaves: int) -> dict[str, float]:
+async def one_close(work: Path, n: int, leaves: int, periods: int) -> dict[str, float]:
+    from slamon.app.runtime import settle_heap
     from slamon.config.loader import load_config
     from slamon.sla.tracker import SlaTracker
     from slamon.store.sqlite import StateStore
@@ -50,9 +55,14 @@ async def one_close(work: Path, n: int, leaves: int) -> dict[str, float]:
     length = leaves * RES
     await tracker.start({}, start_at=P * length + 1)
     for i in range(n):
-        for b in range(P * length, (P + 1) * length, RES):
+        for b in range(P * length, (P + periods) * length, RES):
             store.add_leaf(f"a{i}", f"t{i}", b, int((i + b) % 7 != 0), 1, 0)
     await store.flush()
+    for k in range(1, periods):  # the closes before the measured one
+        if len(await tracker.close_due(now=(P + k) * length + 5)) != n:
+            raise SystemExit(f"period {k} of {periods} did not close for every SLA")
+    end = (P + periods) * length
+    settle_heap()  # the collector as the daemon runs it: the state built so far frozen
     late: list[float] = []
     done = asyncio.Event()
 
@@ -68,7 +78,7 @@ async def one_close(work: Path, n: int, leaves: int) -> dict[str, float]:
     ticking = asyncio.create_task(ticker())
     await asyncio.sleep(0)
     wall, cpu = time.perf_counter(), time.process_time()
-    closed = await tracker.close_due(now=(P + 1) * length + 5)
+    closed = await tracker.close_due(now=end + 5)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     done.set()
     await ticking
@@ -80,12 +90,12 @@ async def one_close(work: Path, n: int, leaves: int) -> dict[str, float]:
             "p99": late[min(len(late) - 1, int(0.99 * len(late)))], "timers": len(late)}
 
 
-async def closes(n: int, leaves: int, count: int) -> list[dict[str, float]]:
+async def closes(n: int, leaves: int, periods: int, count: int) -> list[dict[str, float]]:
     from slamon.app.runtime import loop_first
 
     root = Path(tempfile.mkdtemp(prefix="sla-close-"))
     with loop_first():  # the GIL's switch interval the daemon runs with
-        return [await one_close(root / f"r{k}", n, leaves) for k in range(count)]
+        return [await one_close(root / f"r{k}", n, leaves, periods) for k in range(count)]
 
 
 def main() -> None:
@@ -95,6 +105,8 @@ def main() -> None:
     parser.add_argument("--leaves", type=int, default=6,
                         help="evidence leaves a period (of 10 s each): 6 is a one-minute "
                              "period; 720 as many as a month has at its default 1 h")
+    parser.add_argument("--periods", type=int, default=1,
+                        help="close this many periods of every SLA in turn; measure the last")
     parser.add_argument("--src", help="import slamon from this checkout")
     args = parser.parse_args()
     if args.src:
@@ -103,10 +115,14 @@ def main() -> None:
     from slamon.util.log import configure_logging
 
     configure_logging("warning")  # a line per closed period is not what is measured
-    runs = run(lambda: closes(args.slas, args.leaves, args.runs))  # the daemon's loop (uvloop)
+    if args.periods < 1:
+        parser.error("--periods must be at least 1")
+    # the daemon's loop (uvloop)
+    runs = run(lambda: closes(args.slas, args.leaves, args.periods, args.runs))
     best = {key: min(r[key] for r in runs) for key in runs[0]}
-    print(f"{args.slas} SLAs closing a period of {args.leaves} leaves together, slamon from "
-          f"{args.src or 'this checkout'}; least of {args.runs}")
+    which = "" if args.periods == 1 else f" (the last of {args.periods} in turn)"
+    print(f"{args.slas} SLAs closing a period of {args.leaves} leaves together{which}, slamon "
+          f"from {args.src or 'this checkout'}; least of {args.runs}")
     print(f"close, wall            {best['wall']:8.3f} s")
     print(f"close, CPU             {best['cpu']:8.3f} s"
           f"   ({best['cpu'] / args.slas * 1e6:.0f} us a period)")

@@ -484,6 +484,39 @@ async def test_a_period_closed_under_an_old_policy_is_signed_under_it_after_a_re
         await daemon.store.close()
 
 
+async def test_periods_closed_in_one_run_around_an_edit_keep_each_its_own_policy(
+    tmp_path: Path,
+) -> None:
+    """The period that began before an edit and the next one, closed by the same runtime
+    one after the other, each store the policy they were judged by, as `policy_text`
+    makes it: the text kept from the first close is not the second's."""
+    from slamon.sla.tracker import parse_policy, policy_text
+
+    path = tmp_path / "slamon.yaml"
+    anchor = int(time.time() // 300) * 300
+    text = textwrap.dedent(RECOUNTED.format(
+        state=tmp_path / "state.sqlite3", period=f"{{kind: fixed, length: 1d, anchor: {anchor}}}"))
+    path.write_text(text)
+    daemon, tracker, _ = await opened(path)
+    try:
+        path.write_text(text.replace("objective: 0.95", "objective: 0.99"))
+        assert await daemon.reload()
+        rt = tracker.slas["gold"]
+        n = period_index(rt.sla.period, anchor)
+        old, new = rt.policy_of(n), rt.policy_of(n + 1)
+        assert (old.slo.objective, new.slo.objective) == (0.95, 0.99)
+        for k in (n, n + 1):
+            end = period_bounds(rt.sla.period, k)[1]
+            closed = await tracker.close_due(now=end + rt.grace + 1)
+            assert [r.period_id for r in closed if r.sla_id == "gold"] == [k]
+        stored = [await daemon.store.get_period("gold", k) for k in (n, n + 1)]
+        assert [r.policy if r else None for r in stored] == [policy_text(old), policy_text(new)]
+        assert [parse_policy(r.policy).slo.objective for r in stored
+                if r and r.policy] == [0.95, 0.99]
+    finally:
+        await daemon.store.close()
+
+
 def _runtime_view(slas: dict[str, Any], by_target: dict[str, list[Any]]) -> dict[str, object]:
     """What an SLA tracker's runtimes judge by, comparable across two builds."""
     return {

@@ -516,8 +516,11 @@ class Components:
         # after the counts, in a row: each takes the same code path (the event, the log
         # line), which then runs from a warm cache
         transitions, self._transitions = self._transitions, []
-        for transition in transitions:
-            self._announce(*transition)
+        if transitions:
+            # one logger for the batch: each call through the lazy proxy binds anew
+            log = self.log.bind()
+            for transition in transitions:
+                self._announce(log, *transition)
 
     def _settle(self) -> None:
         """What a reader of the live state calls first (`LiveState.settle`): the status
@@ -575,26 +578,26 @@ class Components:
         scheduled = status.last_scheduled if status.last_scheduled is not None else time.time()
         self._transitions.append((status.target, scheduled, result, first))
 
-    def _announce(self, target: Target, scheduled: float, result: ProbeResult,
+    def _announce(self, log: Any, target: Target, scheduled: float, result: ProbeResult,
                   first: bool) -> None:
-        """A target's up/down transition: its event and log line."""
+        """A target's up/down transition: its event and its line in `log`."""
         try:
             self.events.publish(target_event(target, scheduled, result))
             if result.ok:
                 # a target's first result (after a start, or an edit of the target) being
                 # up is no news: at debug, or every restart of a large fleet logs a line
                 # per target
-                (self.log.debug if first else self.log.info)(
+                (log.debug if first else log.info)(
                     "target_up", target=target.id, duration=round(result.duration, 4))
             else:
-                self.log.warning(
+                log.warning(
                     "target_down",
                     target=target.id,
                     reason=result.reason.value if result.reason else None,
                     detail=result.detail,
                 )
         except Exception:
-            self.log.exception("announce_failed", target=target.id)
+            log.exception("announce_failed", target=target.id)
 
     async def _on_period_closed(
         self, policy: Policy, result: PeriodResult, record: ClosedPeriod

@@ -153,7 +153,10 @@ def compute_period_result(
         raise ValueError("duplicate (target, bucket_start) leaves")
 
     if isinstance(maintenance_intervals, Mapping):
-        maint = {t: _Maint(maintenance_intervals.get(t, ())) for t in leaves_by_target}
+        # most parts have no window: they share one empty lookup
+        none = _Maint(())
+        maint = {t: _Maint(ivs) if (ivs := maintenance_intervals.get(t)) else none
+                 for t in leaves_by_target}
         union = [iv for ivs in maintenance_intervals.values() for iv in ivs]
     else:
         shared = _Maint(maintenance_intervals)

@@ -346,6 +346,9 @@ class SlaRuntime:
     #: check of every SLA is then one comparison, not a calendar sum. A reload builds
     #: new runtimes, so `sla` and `grace` never change under the cached value
     _closable: tuple[int, float] | None = None
+    #: (policy, `policy_text` of it) for the last period closed: an SLA's periods are
+    #: judged by one policy for months, and its JSON was ~20 % of judging a short period
+    _policy_text: tuple[Policy, str] | None = None
 
     def closable_at(self) -> float:
         cached = self._closable
@@ -367,6 +370,14 @@ class SlaRuntime:
     def policy_of(self, n: int) -> Policy:
         """The policy period n is judged by."""
         return _from_period(self.policies, n)[0]
+
+    def known_text(self, policy: Policy) -> str | None:
+        """`policy_text(policy)` if this runtime has made it before, else None."""
+        cached = self._policy_text
+        return cached[1] if cached is not None and cached[0] is policy else None
+
+    def keep_text(self, policy: Policy, text: str) -> None:
+        self._policy_text = (policy, text)
 
     @property
     def digest(self) -> bytes:
@@ -897,12 +908,13 @@ class SlaTracker:
             slo_objective=slo.objective,
         )
 
-    def _judge(self, judged: list[tuple[str, int, Policy, int, int, LeafRows]], now: float
-               ) -> tuple[list[PeriodResult], list[ClosedPeriod]]:
-        """The results of closing periods, and their records: pure, for a thread."""
+    def _judge(self, judged: list[tuple[str, int, Policy, str | None, int, int, LeafRows]],
+               now: float) -> tuple[list[PeriodResult], list[ClosedPeriod]]:
+        """The results of closing periods, and their records: pure, for a thread. Each
+        comes with its policy's `policy_text`, or None to make it."""
         results: list[PeriodResult] = []
         records: list[ClosedPeriod] = []
-        for sla_id, n, policy, start, end, rows in judged:
+        for sla_id, n, policy, text, start, end, rows in judged:
             result = self._result(policy, start, end, rows)
             results.append(result)
             records.append(ClosedPeriod(
@@ -914,7 +926,7 @@ class SlaTracker:
                 result=result.to_json(),
                 root=result.evidence_root,
                 policy_digest=policy.digest,
-                policy=policy_text(policy),
+                policy=policy_text(policy) if text is None else text,
             ))
         return results, records
 
@@ -923,7 +935,8 @@ class SlaTracker:
         rows = await self.store.periods_leaves(
             [(rt.sla.id, start, end) for (rt, _), (start, end) in zip(due, spans, strict=True)])
         policies = [rt.policy_of(n) for rt, n in due]
-        judged = [(rt.sla.id, n, policy, start, end, r) for (rt, n), policy, (start, end), r
+        judged = [(rt.sla.id, n, policy, rt.known_text(policy), start, end, r)
+                  for (rt, n), policy, (start, end), r
                   in zip(due, policies, spans, rows, strict=True)]
         # on a thread, which hands the GIL back to the loop within 0.5 ms (runtime's
         # loop_first): a period's evidence tree is ~20 hashes at 60 s, ~1,500 for a month
@@ -935,11 +948,14 @@ class SlaTracker:
         targets: dict[str, Target] | None = None
         released = False
         pacer = Pacer()
+        log = self.log.bind()  # each call through the lazy proxy binds anew
         for (rt, n), result, record, new, policy in zip(
                 due, results, records, inserted, policies, strict=True):
             rt.last_closed = n
             rt.open_from = result.end
             rt.closed_policy = policy
+            if record.policy is not None:
+                rt.keep_text(policy, record.policy)
             if len(rt.policies) > 1 and rt.policies[1].start <= n + 1:
                 # the policies of closed periods only are done with
                 rt.set_policies(_from_period(rt.policies, n + 1))
@@ -954,7 +970,7 @@ class SlaTracker:
                 continue
             key = (rt.sla.id, result.verdict)
             self.closed_total[key] = self.closed_total.get(key, 0) + 1
-            self.log.info(
+            log.info(
                 "period_closed",
                 sla=rt.sla.id,
                 period=n,
