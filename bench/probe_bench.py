@@ -55,9 +55,11 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 # ---------------------------------------------------------------- /proc
 
 
-def proc_cpu(pid: int) -> float:
-    """utime + stime of one process (all its threads), in seconds."""
-    raw = Path(f"/proc/{pid}/stat").read_text()
+def proc_cpu(pid: int, thread: int | None = None) -> float:
+    """utime + stime of one process (all its threads), or of one of its threads (its
+    main thread: `thread=pid`), in seconds."""
+    where = f"/proc/{pid}" if thread is None else f"/proc/{pid}/task/{thread}"
+    raw = Path(f"{where}/stat").read_text()
     fields = raw[raw.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 

@@ -464,6 +464,12 @@ def cpu_all(pids: dict[str, int]) -> dict[str, float]:
             out[name] = proc_cpu(pid)
         except OSError:
             out[name] = float("nan")
+    if "slamon" in pids:
+        # its event loop's thread alone: the store's and the workers' threads are the rest
+        try:
+            out["slamon_loop"] = proc_cpu(pids["slamon"], pids["slamon"])
+        except OSError:
+            out["slamon_loop"] = float("nan")
     return out
 
 
@@ -665,7 +671,7 @@ def one_run(n: int, a: argparse.Namespace, work: Path, run_no: int) -> dict[str,
         s1 = scrape(sl_port)
         res["load1"] = {"start": l0, "end": l1}
         res["machine_busy_fraction"] = (m1[0] - m0[0]) / max(1e-9, m1[1] - m0[1])
-        res["cpu_seconds"] = {k: c1[k] - c0[k] for k in pids}
+        res["cpu_seconds"] = {k: c1[k] - c0[k] for k in c0}
         res["hwm_bytes"] = hwm
         lag = {le: s1.buckets[le] - s0.buckets.get(le, 0.0) for le in s1.buckets}
         started = (
@@ -736,6 +742,8 @@ def one_run(n: int, a: argparse.Namespace, work: Path, run_no: int) -> dict[str,
         "farm": cpu["farm"] / (sl_probes + bb_scrapes) * 1000 if sl_probes + bb_scrapes else None,
     }
     per = res["cpu_per_1000"]
+    if "slamon_loop" in cpu and sl_probes:
+        per["slamon_loop"] = cpu["slamon_loop"] / sl_probes * 1000
     if "slamon_prometheus" in cpu and sl_probes:
         per["slamon_prometheus_only"] = cpu["slamon_prometheus"] / sl_probes * 1000
         per["slamon_with_prometheus"] = per["slamon"] + per["slamon_prometheus_only"]
@@ -808,6 +816,8 @@ def report(runs: list[dict[str, Any]]) -> str:
             f"   (exporter {m('cpu_per_1000', 'blackbox_only')}"
             f" + prometheus {m('cpu_per_1000', 'prometheus_only')};"
             f" farm {m('cpu_per_1000', 'farm')})",
+            f"{'  of it, its loop thread':26}{m('cpu_per_1000', 'slamon_loop'):>14}"
+            f"{'':>14}   (the rest: the store's and worker threads)",
             f"{'slamon + its Prometheus':26}{m('cpu_per_1000', 'slamon_with_prometheus'):>14}"
             f"{'':>14}   (its Prometheus {m('cpu_per_1000', 'slamon_prometheus_only')})",
             f"{'bare loop (floor)':26}{m('cpu_per_1000', 'bare'):>14}"
