@@ -458,18 +458,16 @@ def analyse_detection(
 
 
 def cpu_all(pids: dict[str, int]) -> dict[str, float]:
-    out = {}
-    for name, pid in pids.items():
-        try:
-            out[name] = proc_cpu(pid)
-        except OSError:
-            out[name] = float("nan")
+    reads: dict[str, tuple[int, int | None]] = {name: (pid, None) for name, pid in pids.items()}
     if "slamon" in pids:
         # its event loop's thread alone: the store's and the workers' threads are the rest
+        reads["slamon_loop"] = (pids["slamon"], pids["slamon"])
+    out = {}
+    for name, (pid, thread) in reads.items():
         try:
-            out["slamon_loop"] = proc_cpu(pids["slamon"], pids["slamon"])
+            out[name] = proc_cpu(pid, thread)
         except OSError:
-            out["slamon_loop"] = float("nan")
+            out[name] = float("nan")
     return out
 
 
